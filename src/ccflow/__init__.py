@@ -1,0 +1,40 @@
+"""ccflow: the OAuth 2.0 client-credentials flow, simple, fast and safe at both ends.
+
+Caller side::
+
+    from ccflow import TokenClient
+
+    with TokenClient(client_id=..., client_secret=..., tenant_id=...) as client:
+        token = client.get_token("api://calc-api/.default")
+
+API side::
+
+    app.add_middleware(RequireRole("invokeRole"))
+"""
+
+from __future__ import annotations
+
+from ccflow.errors import (
+    AuthorityUnreachableError,
+    CCFlowError,
+    ConfigurationError,
+    CredentialError,
+    InsufficientScopeError,
+    InvalidTokenError,
+    KeysUnavailableError,
+    TokenRequestError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AuthorityUnreachableError",
+    "CCFlowError",
+    "ConfigurationError",
+    "CredentialError",
+    "InsufficientScopeError",
+    "InvalidTokenError",
+    "KeysUnavailableError",
+    "TokenRequestError",
+    "__version__",
+]

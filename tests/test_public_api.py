@@ -1,0 +1,31 @@
+"""The public API is exactly ``ccflow.__all__``: every public name is listed, documented, real."""
+
+from __future__ import annotations
+
+import types
+
+import ccflow
+
+
+def test_all_lists_exactly_the_public_names() -> None:
+    public = {
+        name
+        for name, value in vars(ccflow).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    }
+    public.discard("annotations")
+    assert sorted(ccflow.__all__) == sorted(public | {"__version__"})
+
+
+def test_every_public_name_is_documented() -> None:
+    for name in ccflow.__all__:
+        if name == "__version__":
+            continue
+        obj = getattr(ccflow, name)
+        assert obj.__doc__, f"ccflow.{name} has no docstring"
+
+
+def test_package_ships_py_typed() -> None:
+    from importlib.resources import files
+
+    assert files("ccflow").joinpath("py.typed").is_file()
