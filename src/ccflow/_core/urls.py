@@ -1,0 +1,106 @@
+"""Authority URLs: where Azure AD (and any host shaped like it) keeps its endpoints.
+
+One place builds them so the caller side, the API side and the local authority agree::
+
+    >>> token_endpoint_for("https://login.microsoftonline.com", "contoso.onmicrosoft.com")
+    'https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token'
+
+and one rule keeps secrets off the wire in clear: ``http://`` only to a loopback host.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import urlsplit
+
+from ccflow.errors import ConfigurationError
+
+__all__ = [
+    "DEFAULT_AUTHORITY_HOST",
+    "discovery_url_for",
+    "is_loopback_host",
+    "jwks_uri_for",
+    "normalize_authority_host",
+    "require_secure_url",
+    "token_endpoint_for",
+]
+
+DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost``, 127.0.0.0/8 and ``::1`` (brackets allowed)."""
+    host = host.strip("[]").lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def require_secure_url(url: str, *, setting: str) -> str:
+    """Return ``url`` if it is ``https://`` (or ``http://`` to a loopback host); else raise.
+
+    ``setting`` names the argument or environment variable, so the message says what to fix.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ConfigurationError(
+            f"{setting} must be an absolute https:// URL, got {url!r}", setting=setting
+        )
+    if parts.username is not None or parts.password is not None:
+        raise ConfigurationError(
+            f"{setting} must not carry credentials in the URL", setting=setting
+        )
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        raise ConfigurationError(
+            f"{setting} is plain http:// to {parts.hostname!r}: credentials and tokens would "
+            "cross the network in clear. Use https:// (http:// is accepted only for loopback "
+            "hosts such as 127.0.0.1 or localhost).",
+            setting=setting,
+        )
+    return url
+
+
+def normalize_authority_host(host: str, *, setting: str = "authority_host") -> str:
+    """``login.microsoftonline.com`` or ``https://login.microsoftonline.com/`` ->
+    ``https://login.microsoftonline.com``. A bare host name means https."""
+    host = host.strip()
+    if not host:
+        raise ConfigurationError(f"{setting} is empty", setting=setting)
+    if "://" not in host:
+        host = "https://" + host
+    host = host.rstrip("/")
+    require_secure_url(host, setting=setting)
+    return host
+
+
+def _tenant(tenant_id: str) -> str:
+    tenant = tenant_id.strip()
+    if not tenant or "/" in tenant or "?" in tenant or "#" in tenant or " " in tenant:
+        raise ConfigurationError(
+            f"tenant_id must be a tenant GUID or domain name, got {tenant_id!r}",
+            setting="tenant_id",
+        )
+    return tenant
+
+
+def token_endpoint_for(authority_host: str, tenant_id: str) -> str:
+    """The v2 token endpoint: ``{host}/{tenant}/oauth2/v2.0/token``."""
+    return f"{authority_host.rstrip('/')}/{_tenant(tenant_id)}/oauth2/v2.0/token"
+
+
+def discovery_url_for(authority_host: str, tenant_id: str, *, version: int = 2) -> str:
+    """The OpenID discovery document: v2 ``{host}/{tenant}/v2.0/.well-known/...``, v1 without
+    the ``v2.0`` segment."""
+    base = f"{authority_host.rstrip('/')}/{_tenant(tenant_id)}"
+    if version == 2:
+        return f"{base}/v2.0/.well-known/openid-configuration"
+    return f"{base}/.well-known/openid-configuration"
+
+
+def jwks_uri_for(authority_host: str, tenant_id: str, *, version: int = 2) -> str:
+    """The signing keys: ``{host}/{tenant}/discovery/v2.0/keys`` (v1: ``discovery/keys``)."""
+    base = f"{authority_host.rstrip('/')}/{_tenant(tenant_id)}"
+    return f"{base}/discovery/v2.0/keys" if version == 2 else f"{base}/discovery/keys"

@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import pytest
+
+from ccflow._core.urls import (
+    discovery_url_for,
+    is_loopback_host,
+    jwks_uri_for,
+    normalize_authority_host,
+    require_secure_url,
+    token_endpoint_for,
+)
+from ccflow.errors import ConfigurationError
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("localhost", True),
+        ("LOCALHOST.", True),
+        ("api.localhost", True),
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("[::1]", True),
+        ("::1", True),
+        ("10.0.0.1", False),
+        ("login.microsoftonline.com", False),
+        ("localhost.example.com", False),
+        ("128.0.0.1", False),
+    ],
+)
+def test_is_loopback_host(host: str, expected: bool) -> None:
+    assert is_loopback_host(host) is expected
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://login.microsoftonline.com/t/oauth2/v2.0/token",
+        "http://127.0.0.1:8080/token",
+        "http://localhost/token",
+        "http://[::1]:9/token",
+    ],
+)
+def test_secure_urls_pass(url: str) -> None:
+    assert require_secure_url(url, setting="token_endpoint") == url
+
+
+@pytest.mark.parametrize(
+    ("url", "fragment"),
+    [
+        ("http://login.example.com/token", "in clear"),
+        ("http://10.1.2.3/token", "in clear"),
+        ("ftp://host/token", "absolute https://"),
+        ("/relative/token", "absolute https://"),
+        ("https://user:pw@host/token", "credentials"),
+    ],
+)
+def test_insecure_urls_are_refused_naming_the_setting(url: str, fragment: str) -> None:
+    with pytest.raises(ConfigurationError, match=fragment) as info:
+        require_secure_url(url, setting="CCFLOW_TOKEN_ENDPOINT")
+    assert info.value.setting == "CCFLOW_TOKEN_ENDPOINT"
+    assert "CCFLOW_TOKEN_ENDPOINT" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("login.microsoftonline.com", "https://login.microsoftonline.com"),
+        ("https://login.microsoftonline.us/", "https://login.microsoftonline.us"),
+        ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
+    ],
+)
+def test_normalize_authority_host(given: str, expected: str) -> None:
+    assert normalize_authority_host(given) == expected
+
+
+def test_empty_authority_host_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="AZURE_AUTHORITY_HOST is empty"):
+        normalize_authority_host("  ", setting="AZURE_AUTHORITY_HOST")
+
+
+def test_azure_endpoints() -> None:
+    host = "https://login.microsoftonline.com/"
+    assert token_endpoint_for(host, "t1") == f"{host}t1/oauth2/v2.0/token"
+    assert discovery_url_for(host, "t1") == f"{host}t1/v2.0/.well-known/openid-configuration"
+    assert discovery_url_for(host, "t1", version=1) == f"{host}t1/.well-known/openid-configuration"
+    assert jwks_uri_for(host, "t1") == f"{host}t1/discovery/v2.0/keys"
+    assert jwks_uri_for(host, "t1", version=1) == f"{host}t1/discovery/keys"
+
+
+@pytest.mark.parametrize("tenant", ["", " ", "a/b", "t?x=1", "t#f", "two words"])
+def test_bad_tenant_is_refused(tenant: str) -> None:
+    with pytest.raises(ConfigurationError, match="tenant_id"):
+        token_endpoint_for("https://login.microsoftonline.com", tenant)
