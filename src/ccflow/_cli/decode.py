@@ -1,0 +1,104 @@
+"""``ccflow decode TOKEN|-``: a token's header and claims, explained, and clearly unverified."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from ccflow._cli._common import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, error
+from ccflow._core.explain import (
+    DecodedToken,
+    ExplainedField,
+    decode_unverified,
+    explain_claims,
+    explain_header,
+)
+from ccflow.errors import InvalidTokenError
+
+__all__ = ["UNVERIFIED_BANNER", "add_parser", "as_json", "render", "run"]
+
+UNVERIFIED_BANNER = (
+    "UNVERIFIED: decoded only. The signature, issuer and audience were NOT checked;"
+    " use `ccflow verify` for that."
+)
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``decode`` on the ``ccflow`` subparsers."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "decode",
+        help="show a token's header and claims (unverified), with what each claim means",
+        description=(
+            "Decode a JWT access token WITHOUT verifying it: header and claims, a one-line"
+            " meaning for each well-known Azure AD claim, and times as UTC dates relative to"
+            " now. Exit codes: 0 decoded, 1 not a decodable JWT, 2 usage error."
+        ),
+    )
+    parser.add_argument(
+        "token", metavar="TOKEN", help="the token, or - to read one line from standard input"
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"verified": false, "header": ..., "claims": ...} as JSON',
+    )
+    parser.set_defaults(func=run, ccflow_run=run)
+    return parser
+
+
+def _value(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _section(title: str, fields: list[ExplainedField]) -> list[str]:
+    lines = [title]
+    width = max((len(f.name) for f in fields), default=0)
+    pad = " " * (width + 4)
+    for field in fields:
+        shown = _value(field.value)
+        if field.when:
+            shown = f"{shown} = {field.when}"
+        lines.append(f"  {field.name.ljust(width)}  {shown}")
+        if field.meaning:
+            lines.append(f"{pad}{field.meaning}")
+    return lines
+
+
+def render(decoded: DecodedToken, *, now: float) -> str:
+    """The human form: banner, header, claims, each with its meaning and times relative to now."""
+    lines = [UNVERIFIED_BANNER, ""]
+    lines += _section("Header", explain_header(decoded.header))
+    lines.append("")
+    lines += _section("Claims", explain_claims(decoded.claims, now=now))
+    return "\n".join(lines)
+
+
+def as_json(decoded: DecodedToken) -> str:
+    """The machine form: ``{"verified": false, "header": {...}, "claims": {...}}``."""
+    return json.dumps(
+        {"verified": False, "header": dict(decoded.header), "claims": dict(decoded.claims)},
+        indent=2,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Decode ``args.token`` (``-`` reads stdin) and print it; never verifies anything."""
+    text: str = args.token
+    if text == "-":
+        text = sys.stdin.readline()
+        if not text.strip():
+            error("expected a token on standard input")
+            return EXIT_USAGE
+    try:
+        decoded = decode_unverified(text)
+    except InvalidTokenError as exc:
+        error(f"not a decodable JWT: {exc}")
+        return EXIT_REFUSED
+    if args.json:
+        print(as_json(decoded))
+    else:
+        print(render(decoded, now=time.time()))
+    return EXIT_OK
