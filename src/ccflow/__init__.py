@@ -24,6 +24,7 @@ from ccflow.errors import (
     KeysUnavailableError,
     TokenRequestError,
 )
+from ccflow.starlette import RequireRole
 
 __version__ = "0.1.0"
 
@@ -35,6 +36,7 @@ __all__ = [
     "InsufficientScopeError",
     "InvalidTokenError",
     "KeysUnavailableError",
+    "RequireRole",
     "TokenRequestError",
     "__version__",
 ]

@@ -1,0 +1,553 @@
+"""Starlette and plain ASGI: protect an API with bearer access tokens.
+
+Two ways in, one verdict:
+
+``RequireRole``, pure ASGI middleware for a whole app (HTTP and WebSocket)::
+
+    from starlette.applications import Starlette
+    from ccflow import RequireRole
+
+    app = Starlette(routes=...)
+    app.add_middleware(RequireRole("invokeRole"))          # configured from the environment
+    app.add_middleware(RequireRole("invokeRole", validator=validator, exempt=["/healthz"]))
+
+``BearerAuthBackend``, for Starlette's ``AuthenticationMiddleware`` and ``@requires`` per route::
+
+    from starlette.middleware import Middleware
+    from starlette.middleware.authentication import AuthenticationMiddleware
+    from ccflow.starlette import BearerAuthBackend
+
+    middleware = [
+        Middleware(
+            AuthenticationMiddleware,
+            backend=BearerAuthBackend(validator),
+            on_error=BearerAuthBackend.on_error,
+        )
+    ]
+
+Both set ``scope["user"]`` (a :class:`TokenUser`: client id, tenant id, roles, claims) and
+``scope["auth"]`` (``AuthCredentials`` whose scopes are the token's roles), so
+``request.user.client_id`` and ``@requires("invokeRole")`` work in endpoints.
+
+Refusals follow RFC 6750 with a JSON body as well:
+
+=================================================  ======  =============================
+condition                                          status  ``WWW-Authenticate`` error
+=================================================  ======  =============================
+no bearer token (or another auth scheme)           401     none (``Bearer realm="..."``)
+malformed header, several Authorization headers    400     ``invalid_request``
+token fails a check (signature, exp, aud, ...)     401     ``invalid_token`` + which check
+caller, tenant or role not allowed                 403     ``insufficient_scope``
+no signing keys on a cold start                    503     none; ``Retry-After`` instead
+=================================================  ======  =============================
+
+Roles are checked only after the token's signature and claims pass, so a forged token that
+also lacks the role is a 401, never a 403. Tokens never reach a log line.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from starlette.authentication import (
+    AuthCredentials,
+    AuthenticationBackend,
+    AuthenticationError,
+    BaseUser,
+    UnauthenticatedUser,
+)
+from starlette.requests import HTTPConnection
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ccflow.errors import (
+    ConfigurationError,
+    InsufficientScopeError,
+    InvalidTokenError,
+    KeysUnavailableError,
+)
+
+__all__ = [
+    "BearerAuthBackend",
+    "BearerAuthenticationError",
+    "Rejection",
+    "RequireRole",
+    "RequireRoleMiddleware",
+    "TokenUser",
+    "Validator",
+    "Verdict",
+    "bearer_token",
+    "InvalidRequestError",
+    "rejection_for",
+]
+
+logger = logging.getLogger("ccflow.starlette")
+
+Match = Literal["any", "all"]
+
+
+class Verdict(Protocol):
+    """What a validator returns for a good token (``ccflow.ValidatedToken`` is one)."""
+
+    @property
+    def claims(self) -> Mapping[str, Any]:
+        """Every claim of the token."""
+
+    @property
+    def client_id(self) -> str | None:
+        """The caller's client id (``azp`` in v2 tokens, ``appid`` in v1)."""
+
+    @property
+    def tenant_id(self) -> str | None:
+        """The caller's tenant (``tid``), if the token names one."""
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """The app roles granted to the caller (``roles``)."""
+
+    def require_roles(self, roles: Sequence[str], match: Match = "any") -> object:
+        """Raise ``InsufficientScopeError`` unless the roles are held (any or all of them)."""
+
+
+class Validator(Protocol):
+    """What the middleware needs of a validator (``ccflow.TokenValidator`` is one)."""
+
+    @property
+    def realm(self) -> str:
+        """The realm announced in ``WWW-Authenticate``."""
+
+    async def validate(self, token: str) -> Verdict:
+        """Validate a raw token (without ``Bearer``); raise a ccflow error when it is refused."""
+
+    async def aclose(self) -> None:
+        """Release the validator's HTTP client."""
+
+
+def _from_env() -> Validator:
+    # Imported late: ccflow.validation pulls in the JWT machinery, and ccflow/__init__ imports
+    # this module.
+    validation = importlib.import_module("ccflow.validation")
+    validator: Validator = validation.TokenValidator.from_env()
+    return validator
+
+
+class TokenUser(BaseUser):
+    """``request.user`` for a caller that presented a valid token.
+
+    ``client_id``, ``tenant_id``, ``roles`` and ``claims`` come from the validated token;
+    ``token`` is the validator's verdict itself. ``identity`` and ``display_name`` are the
+    client id.
+    """
+
+    __slots__ = ("token",)
+
+    def __init__(self, token: Verdict) -> None:
+        self.token = token
+
+    @property
+    def is_authenticated(self) -> bool:
+        """Always ``True``: the token was validated."""
+        return True
+
+    @property
+    def display_name(self) -> str:
+        """The caller's client id."""
+        return self.token.client_id or ""
+
+    @property
+    def identity(self) -> str:
+        """The caller's client id."""
+        return self.token.client_id or ""
+
+    @property
+    def client_id(self) -> str | None:
+        """The caller's client id (``azp`` or ``appid``)."""
+        return self.token.client_id
+
+    @property
+    def tenant_id(self) -> str | None:
+        """The caller's tenant id (``tid``)."""
+        return self.token.tenant_id
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """The caller's app roles."""
+        return self.token.roles
+
+    @property
+    def claims(self) -> Mapping[str, Any]:
+        """Every claim of the validated token."""
+        return self.token.claims
+
+    def __repr__(self) -> str:
+        return f"TokenUser(client_id={self.client_id!r}, roles={self.roles!r})"
+
+
+# ---------------------------------------------------------------------------------------------
+# The Authorization header (RFC 6750 section 2.1)
+
+_AUTHORIZATION = b"authorization"
+# b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
+_B64TOKEN = re.compile(rb"[A-Za-z0-9\-._~+/]+=*")
+# RFC 7230 token: what an auth-scheme name may look like.
+_SCHEME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+class InvalidRequestError(ValueError):
+    """The Authorization header is malformed or repeated (RFC 6750 ``invalid_request``, 400)."""
+
+
+def bearer_token(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The bearer token of an ASGI header list, or ``None`` when there is no bearer credential.
+
+    The scheme name is case-insensitive. Another scheme (``Basic ...``) counts as no bearer
+    credential. Raises :class:`InvalidRequestError` for more than one Authorization header, an
+    empty one, ``Bearer`` without a token, or a token outside RFC 6750's ``b64token`` syntax.
+    """
+    value: bytes | None = None
+    for name, raw in headers:
+        # ASGI servers send lower-case names; tolerate hand-built scopes that do not.
+        if name == _AUTHORIZATION or (len(name) == 13 and name.lower() == _AUTHORIZATION):
+            if value is not None:
+                raise InvalidRequestError("more than one Authorization header")
+            value = raw
+    if value is None:
+        return None
+    value = value.strip(b" \t")
+    if not value:
+        raise InvalidRequestError("empty Authorization header")
+    scheme, _, rest = value.partition(b" ")
+    if scheme.lower() != b"bearer":
+        if _SCHEME.fullmatch(scheme) is None:
+            raise InvalidRequestError("malformed Authorization header")
+        return None
+    rest = rest.lstrip(b" ")
+    if not rest:
+        raise InvalidRequestError("Bearer scheme without a token")
+    if _B64TOKEN.fullmatch(rest) is None:
+        raise InvalidRequestError("malformed bearer token: not RFC 6750 b64token syntax")
+    return rest.decode("ascii")
+
+
+# ---------------------------------------------------------------------------------------------
+# RFC 6750 answers
+
+_QUOTED_UNSAFE = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
+
+
+def _quoted(text: str) -> str:
+    # RFC 6750 3: error_description and scope exclude '"' and '\'; replace rather than escape,
+    # since many clients do not unescape quoted-pairs.
+    return _QUOTED_UNSAFE.sub("?", text.replace('"', "'").replace("\\", "/"))
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A refused request: status, RFC 6750 challenge and JSON body, ready to send.
+
+    ``error`` is ``None`` (no token), ``"invalid_request"``, ``"invalid_token"`` or
+    ``"insufficient_scope"``; ``www_authenticate`` is ``None`` for a 503.
+    """
+
+    status: int
+    error: str | None
+    description: str
+    www_authenticate: str | None
+    retry_after: int | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The response headers (``WWW-Authenticate``, ``Retry-After``, ``Cache-Control``)."""
+        headers = {"cache-control": "no-store"}
+        if self.www_authenticate is not None:
+            headers["www-authenticate"] = self.www_authenticate
+        if self.retry_after is not None:
+            headers["retry-after"] = str(self.retry_after)
+        return headers
+
+    @property
+    def body(self) -> bytes:
+        """The JSON body: ``{"error": ..., "error_description": ...}``."""
+        return json.dumps(
+            {"error": self.error or "unauthorized", "error_description": self.description},
+            separators=(",", ":"),
+        ).encode()
+
+    def response(self) -> Response:
+        """The same answer as a Starlette ``Response``."""
+        return Response(
+            self.body,
+            status_code=self.status,
+            headers=self.headers,
+            media_type="application/json",
+        )
+
+    async def send_http(self, send: Send) -> None:
+        """Send the answer on a raw ASGI ``send``."""
+        body = self.body
+        raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
+        raw.append((b"content-type", b"application/json"))
+        raw.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": self.status, "headers": raw})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _challenge(realm: str, error: str | None = None, description: str = "", scope: str = "") -> str:
+    parts = [f'Bearer realm="{_quoted(realm)}"']
+    if error is not None:
+        parts.append(f'error="{error}"')
+        if description:
+            parts.append(f'error_description="{_quoted(description)}"')
+        if scope:
+            parts.append(f'scope="{_quoted(scope)}"')
+    return ", ".join(parts)
+
+
+def rejection_for(exc: BaseException | None, realm: str) -> Rejection:
+    """The RFC 6750 answer for a refusal: ``None`` means no bearer token was presented.
+
+    ``InvalidRequestError`` -> 400, ``InvalidTokenError`` -> 401, ``InsufficientScopeError``
+    -> 403, ``KeysUnavailableError`` -> 503; anything else (a bug, never the caller's fault
+    alone) -> 401 ``invalid_token`` with a generic description, so no input makes a 500.
+    """
+    if exc is None:
+        description = "a bearer access token is required"
+        return Rejection(401, None, description, _challenge(realm))
+    if isinstance(exc, InvalidRequestError):
+        description = str(exc)
+        return Rejection(
+            400,
+            "invalid_request",
+            description,
+            _challenge(realm, "invalid_request", description),
+        )
+    if isinstance(exc, InvalidTokenError):
+        description = exc.message
+        return Rejection(
+            401, "invalid_token", description, _challenge(realm, "invalid_token", description)
+        )
+    if isinstance(exc, InsufficientScopeError):
+        description = exc.message
+        scope = " ".join(exc.required)
+        return Rejection(
+            403,
+            "insufficient_scope",
+            description,
+            _challenge(realm, "insufficient_scope", description, scope),
+        )
+    if isinstance(exc, KeysUnavailableError):
+        return Rejection(503, "temporarily_unavailable", exc.message, None, exc.retry_after)
+    logger.error("token validation failed unexpectedly (%s)", type(exc).__name__)
+    description = "the token could not be validated"
+    return Rejection(
+        401, "invalid_token", description, _challenge(realm, "invalid_token", description)
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# RequireRole
+
+
+class RequireRole:
+    """Require a valid bearer token holding app roles, for every request an ASGI app serves.
+
+    ``RequireRole(...)`` is a middleware factory, so ``app.add_middleware(RequireRole(...))``
+    works as written: Starlette calls the instance with the app to wrap.
+
+    - ``roles``: one or more app roles; with ``match="any"`` (the default) one of them is
+      enough, with ``match="all"`` the caller needs every one.
+    - ``validator``: a ``ccflow.TokenValidator`` (or anything with its interface). Without
+      one, ``TokenValidator.from_env()`` is used, so bad configuration fails here, at startup,
+      with a ``ConfigurationError`` naming the variable; that validator is closed on lifespan
+      shutdown.
+    - ``exempt``: paths served without a token, such as health checks; exact paths, or a
+      prefix written ``"/health/*"``.
+
+    CORS preflights (``OPTIONS`` with ``Access-Control-Request-Method``) and lifespan pass
+    through; a WebSocket with a bad token is closed with code 1008 before it is accepted.
+    """
+
+    __slots__ = ("exempt", "match", "owns_validator", "roles", "validator")
+
+    def __init__(
+        self,
+        *roles: str,
+        validator: Validator | None = None,
+        match: Match = "any",
+        exempt: Iterable[str] = (),
+    ) -> None:
+        if not roles:
+            raise ConfigurationError("RequireRole needs at least one role", setting="roles")
+        for role in roles:
+            if not isinstance(role, str) or not role:
+                raise ConfigurationError(
+                    f"RequireRole roles must be non-empty strings, got {role!r}", setting="roles"
+                )
+        if match not in ("any", "all"):
+            raise ConfigurationError(
+                f'RequireRole match must be "any" or "all", got {match!r}', setting="match"
+            )
+        exempt = tuple(exempt)
+        for path in exempt:
+            if not isinstance(path, str) or not path.startswith("/"):
+                raise ConfigurationError(
+                    f"RequireRole exempt paths must start with '/', got {path!r}",
+                    setting="exempt",
+                )
+        self.roles: tuple[str, ...] = roles
+        self.match: Match = match
+        self.exempt: tuple[str, ...] = exempt
+        self.owns_validator = validator is None
+        self.validator: Validator = _from_env() if validator is None else validator
+
+    def __call__(self, app: ASGIApp) -> RequireRoleMiddleware:
+        """Wrap ``app``: what Starlette's ``add_middleware`` and ``Middleware`` call."""
+        return RequireRoleMiddleware(app, self)
+
+    def __repr__(self) -> str:
+        return f"RequireRole({', '.join(map(repr, self.roles))}, match={self.match!r})"
+
+
+class RequireRoleMiddleware:
+    """The ASGI app :class:`RequireRole` builds around another; keeps no per-request state."""
+
+    __slots__ = ("app", "exact", "match", "owns_validator", "prefixes", "roles", "validator")
+
+    def __init__(self, app: ASGIApp, config: RequireRole) -> None:
+        self.app = app
+        self.roles = config.roles
+        self.match = config.match
+        self.validator = config.validator
+        self.owns_validator = config.owns_validator
+        self.exact = frozenset(p for p in config.exempt if not p.endswith("/*"))
+        self.prefixes = tuple(p[:-1] for p in config.exempt if p.endswith("/*"))
+
+    def _exempt(self, scope: Scope) -> bool:
+        path: str = scope.get("path", "")
+        if path in self.exact or (self.prefixes and path.startswith(self.prefixes)):
+            return True
+        return scope["type"] == "http" and scope.get("method") == "OPTIONS" and _is_preflight(scope)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Check the request's token, then call the wrapped app or answer the refusal."""
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":
+            if kind == "lifespan" and self.owns_validator:
+                await self.app(scope, receive, self._closing_send(send))
+            else:
+                await self.app(scope, receive, send)
+            return
+        if self._exempt(scope):
+            scope.setdefault("auth", AuthCredentials())
+            scope.setdefault("user", UnauthenticatedUser())
+            await self.app(scope, receive, send)
+            return
+        try:
+            token = bearer_token(scope["headers"])
+            if token is None:
+                await self._reject(None, scope, receive, send)
+                return
+            verdict = await self.validator.validate(token)
+            # Only now, with signature and claims good, may the answer become a 403.
+            verdict.require_roles(self.roles, self.match)
+        except Exception as exc:  # every refusal, and validator bugs: never a 500
+            await self._reject(exc, scope, receive, send)
+            return
+        scope["auth"] = AuthCredentials(verdict.roles)
+        scope["user"] = TokenUser(verdict)
+        await self.app(scope, receive, send)
+
+    async def _reject(
+        self, exc: BaseException | None, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        rejection = rejection_for(exc, self.validator.realm)
+        logger.debug(
+            "refused %s %s: %s %s",
+            scope["type"],
+            scope.get("path", ""),
+            rejection.status,
+            rejection.error or "no token",
+        )
+        if scope["type"] == "websocket":
+            await _close_websocket(rejection, receive, send)
+        else:
+            await rejection.send_http(send)
+
+    def _closing_send(self, send: Send) -> Send:
+        validator = self.validator
+
+        async def closing_send(message: Message) -> None:
+            if message["type"] == "lifespan.shutdown.complete":
+                try:
+                    await validator.aclose()
+                except Exception as exc:  # shutdown must complete regardless
+                    logger.warning("closing the token validator failed (%s)", type(exc).__name__)
+            await send(message)
+
+        return closing_send
+
+
+def _is_preflight(scope: Scope) -> bool:
+    return any(name == b"access-control-request-method" for name, _ in scope["headers"])
+
+
+async def _close_websocket(rejection: Rejection, receive: Receive, send: Send) -> None:
+    # Wait for the handshake request, then refuse it: close before accept means the server
+    # answers the upgrade with an HTTP error instead of opening the socket.
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    reason = rejection.description.encode()[:120].decode("utf-8", "ignore")
+    await send({"type": "websocket.close", "code": 1008, "reason": reason})
+
+
+# ---------------------------------------------------------------------------------------------
+# AuthenticationBackend
+
+
+class BearerAuthenticationError(AuthenticationError):
+    """Raised by :class:`BearerAuthBackend`; ``rejection`` is the RFC 6750 answer to send."""
+
+    def __init__(self, rejection: Rejection) -> None:
+        super().__init__(rejection.description)
+        self.rejection = rejection
+
+
+class BearerAuthBackend(AuthenticationBackend):
+    """A Starlette ``AuthenticationBackend`` over a token validator.
+
+    A good token gives ``request.user`` (:class:`TokenUser`) and ``request.auth.scopes`` (its
+    roles), so ``@requires("invokeRole")`` guards each route; no token gives Starlette's
+    unauthenticated user. Pass ``on_error=BearerAuthBackend.on_error`` to
+    ``AuthenticationMiddleware`` to answer bad tokens per RFC 6750 (401/403/400/503) instead
+    of Starlette's plain 400. Without ``validator``, ``TokenValidator.from_env()`` is used.
+    """
+
+    def __init__(self, validator: Validator | None = None) -> None:
+        self.validator: Validator = _from_env() if validator is None else validator
+
+    async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
+        """Validate the request's bearer token, if it has one."""
+        try:
+            token = bearer_token(conn.scope["headers"])
+            if token is None:
+                return None
+            verdict = await self.validator.validate(token)
+        except Exception as exc:
+            raise BearerAuthenticationError(rejection_for(exc, self.validator.realm)) from None
+        return AuthCredentials(verdict.roles), TokenUser(verdict)
+
+    @staticmethod
+    def on_error(conn: HTTPConnection, exc: Exception) -> Response:
+        """The RFC 6750 response for an ``AuthenticationMiddleware`` error."""
+        if isinstance(exc, BearerAuthenticationError):
+            return exc.rejection.response()
+        return rejection_for(
+            InvalidRequestError(str(exc) or "authentication failed"), ""
+        ).response()

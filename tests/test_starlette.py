@@ -1,0 +1,506 @@
+"""ccflow.starlette on a stand-in validator: header parsing, RFC 6750 answers, the middleware."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from starlette.applications import Starlette
+from starlette.authentication import requires
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from ccflow.errors import (
+    ConfigurationError,
+    InsufficientScopeError,
+    InvalidTokenError,
+    KeysUnavailableError,
+)
+from ccflow.starlette import (
+    BearerAuthBackend,
+    InvalidRequestError,
+    RequireRole,
+    TokenUser,
+    bearer_token,
+    rejection_for,
+)
+from test_starlette_support import REALM, FakeValidator, FakeVerdict
+
+GOOD = "good.token.sig"
+READER = "reader.token.sig"
+BOTH = "both.token.sig"
+ADMIN_ONLY = "admin.token.sig"
+
+
+def make_validator() -> FakeValidator:
+    return FakeValidator(
+        answers={
+            GOOD: FakeVerdict(claims={"azp": "client-1", "roles": ["invokeRole"]}),
+            READER: FakeVerdict(client_id="reader", roles=()),
+            BOTH: FakeVerdict(roles=("invokeRole", "adminRole")),
+            ADMIN_ONLY: FakeVerdict(roles=("adminRole",)),
+            "expired.token.sig": InvalidTokenError("the token expired", reason="expired"),
+            "stranger.token.sig": InsufficientScopeError(
+                "caller stranger is not an allowed client", reason="client"
+            ),
+            "cold.token.sig": KeysUnavailableError("no signing keys", retry_after=7),
+            "buggy.token.sig": RuntimeError("validator bug"),
+        }
+    )
+
+
+async def whoami(request: Request) -> JSONResponse:
+    user = request.user
+    assert isinstance(user, TokenUser)
+    return JSONResponse(
+        {
+            "client_id": user.client_id,
+            "tenant_id": user.tenant_id,
+            "roles": list(user.roles),
+            "scopes": request.auth.scopes,
+            "claims": dict(user.claims),
+            "identity": user.identity,
+            "display_name": user.display_name,
+            "authenticated": user.is_authenticated,
+        }
+    )
+
+
+async def health(request: Request) -> PlainTextResponse:
+    return PlainTextResponse(f"ok {request.user.is_authenticated}")
+
+
+@requires("adminRole")
+async def admin(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("admin")
+
+
+async def preflight_target(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("options reached the app")
+
+
+async def ws_echo(websocket: WebSocket) -> None:
+    await websocket.accept()
+    await websocket.send_text(websocket.user.identity)
+    await websocket.close()
+
+
+ROUTES = [
+    Route("/whoami", whoami),
+    Route("/healthz", health),
+    Route("/health/ready", health),
+    Route("/admin", admin),
+    Route("/cors", preflight_target, methods=["GET", "OPTIONS"]),
+    WebSocketRoute("/ws", ws_echo),
+]
+
+
+def make_app(validator: FakeValidator, *roles: str, **options: object) -> Starlette:
+    app = Starlette(routes=ROUTES)
+    app.add_middleware(RequireRole(*(roles or ("invokeRole",)), validator=validator, **options))  # type: ignore[arg-type]
+    return app
+
+
+@pytest.fixture
+def validator() -> FakeValidator:
+    return make_validator()
+
+
+@pytest.fixture
+def client(validator: FakeValidator) -> Iterator[TestClient]:
+    with TestClient(make_app(validator, exempt=["/healthz", "/health/*"])) as c:
+        yield c
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+# --- the Authorization header -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ([], None),
+        ([(b"authorization", b"Bearer abc.def.ghi")], "abc.def.ghi"),
+        ([(b"authorization", b"bearer abc")], "abc"),
+        ([(b"authorization", b"BEARER abc")], "abc"),
+        ([(b"Authorization", b"Bearer abc")], "abc"),
+        ([(b"authorization", b"Bearer   abc  ")], "abc"),
+        ([(b"authorization", b"Bearer a-b_c~d+e/f==")], "a-b_c~d+e/f=="),
+        ([(b"authorization", b"Basic dXNlcjpwYXNz")], None),
+        ([(b"x-authorization", b"Bearer abc")], None),
+    ],
+)
+def test_bearer_token_extracts_the_token(
+    headers: list[tuple[bytes, bytes]], expected: str | None
+) -> None:
+    assert bearer_token(headers) == expected
+
+
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [
+        ([(b"authorization", b"Bearer a"), (b"authorization", b"Bearer b")], "more than one"),
+        ([(b"authorization", b"Bearer a"), (b"Authorization", b"Bearer a")], "more than one"),
+        ([(b"authorization", b"")], "empty"),
+        ([(b"authorization", b"   ")], "empty"),
+        ([(b"authorization", b"Bearer")], "without a token"),
+        ([(b"authorization", b"Bearer    ")], "without a token"),
+        ([(b"authorization", b"Bearer a b")], "b64token"),
+        ([(b"authorization", b"Bearer a=b")], "b64token"),
+        ([(b"authorization", b'Bearer "abc"')], "b64token"),
+        ([(b"authorization", b"Bearer \xff\xfe")], "b64token"),
+        ([(b"authorization", b"Bearer,abc")], "malformed"),
+        ([(b"authorization", b"(Bearer) abc")], "malformed"),
+    ],
+)
+def test_bearer_token_refuses_malformed_headers(
+    headers: list[tuple[bytes, bytes]], message: str
+) -> None:
+    with pytest.raises(InvalidRequestError, match=message):
+        bearer_token(headers)
+
+
+# --- RFC 6750 answers ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("exc", "status", "challenge"),
+    [
+        (None, 401, 'Bearer realm="r"'),
+        (
+            InvalidRequestError("more than one Authorization header"),
+            400,
+            'Bearer realm="r", error="invalid_request", '
+            'error_description="more than one Authorization header"',
+        ),
+        (
+            InvalidTokenError("the token expired", reason="expired"),
+            401,
+            'Bearer realm="r", error="invalid_token", error_description="the token expired"',
+        ),
+        (
+            InsufficientScopeError("role missing", required=("a", "b")),
+            403,
+            'Bearer realm="r", error="insufficient_scope", error_description="role missing", '
+            'scope="a b"',
+        ),
+        (
+            InsufficientScopeError("caller not allowed", reason="client"),
+            403,
+            'Bearer realm="r", error="insufficient_scope", error_description="caller not allowed"',
+        ),
+        (KeysUnavailableError("no keys", retry_after=9), 503, None),
+        (
+            RuntimeError("boom"),
+            401,
+            'Bearer realm="r", error="invalid_token", '
+            'error_description="the token could not be validated"',
+        ),
+    ],
+)
+def test_rejection_for_maps_errors_to_rfc6750(
+    exc: Exception | None, status: int, challenge: str | None
+) -> None:
+    rejection = rejection_for(exc, "r")
+    assert (rejection.status, rejection.www_authenticate) == (status, challenge)
+
+
+def test_rejection_for_keys_unavailable_carries_retry_after() -> None:
+    rejection = rejection_for(KeysUnavailableError("no keys", retry_after=9), "r")
+    assert rejection.headers["retry-after"] == "9"
+
+
+def test_challenge_strips_characters_rfc6750_forbids() -> None:
+    rejection = rejection_for(InvalidTokenError('bad "aud"\\ value\n'), 'r"x')
+    assert rejection.www_authenticate == (
+        'Bearer realm="r\'x", error="invalid_token", error_description="bad \'aud\'/ value?"'
+    )
+
+
+def test_rejection_body_is_json() -> None:
+    rejection = rejection_for(InvalidTokenError("the token expired"), "r")
+    assert rejection.body == b'{"error":"invalid_token","error_description":"the token expired"}'
+
+
+# --- RequireRole over HTTP ----------------------------------------------------------------
+
+
+def test_valid_token_with_role_reaches_the_endpoint_with_user_and_auth(client: TestClient) -> None:
+    response = client.get("/whoami", headers=bearer(GOOD))
+    assert response.status_code == 200
+    assert response.json() == {
+        "client_id": "client-1",
+        "tenant_id": "tenant-1",
+        "roles": ["invokeRole"],
+        "scopes": ["invokeRole"],
+        "claims": {"azp": "client-1", "roles": ["invokeRole"]},
+        "identity": "client-1",
+        "display_name": "client-1",
+        "authenticated": True,
+    }
+
+
+def test_no_token_is_401_without_error_code(client: TestClient) -> None:
+    response = client.get("/whoami")
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == f'Bearer realm="{REALM}"'
+    assert response.json()["error"] == "unauthorized"
+
+
+def test_other_scheme_counts_as_no_token(client: TestClient) -> None:
+    response = client.get("/whoami", headers={"Authorization": "Basic dXNlcjpwYXNz"})
+    assert (response.status_code, response.headers["www-authenticate"]) == (
+        401,
+        f'Bearer realm="{REALM}"',
+    )
+
+
+def test_lowercase_scheme_is_accepted(client: TestClient) -> None:
+    assert client.get("/whoami", headers={"Authorization": f"bearer {GOOD}"}).status_code == 200
+
+
+def test_bad_token_is_401_invalid_token_naming_the_check(client: TestClient) -> None:
+    response = client.get("/whoami", headers=bearer("expired.token.sig"))
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == (
+        f'Bearer realm="{REALM}", error="invalid_token", error_description="the token expired"'
+    )
+    assert response.json() == {"error": "invalid_token", "error_description": "the token expired"}
+
+
+def test_missing_role_is_403_insufficient_scope(client: TestClient) -> None:
+    response = client.get("/whoami", headers=bearer(READER))
+    assert response.status_code == 403
+    assert response.headers["www-authenticate"].startswith(
+        f'Bearer realm="{REALM}", error="insufficient_scope"'
+    )
+    assert 'scope="invokeRole"' in response.headers["www-authenticate"]
+
+
+def test_caller_not_allowed_is_403(client: TestClient) -> None:
+    response = client.get("/whoami", headers=bearer("stranger.token.sig"))
+    assert response.status_code == 403
+    assert 'error="insufficient_scope"' in response.headers["www-authenticate"]
+
+
+def test_two_authorization_headers_are_400_invalid_request(client: TestClient) -> None:
+    response = client.get(
+        "/whoami", headers=[("Authorization", f"Bearer {GOOD}"), ("Authorization", "Bearer x")]
+    )
+    assert response.status_code == 400
+    assert 'error="invalid_request"' in response.headers["www-authenticate"]
+
+
+def test_malformed_header_is_400_and_never_reaches_the_validator(
+    client: TestClient, validator: FakeValidator
+) -> None:
+    response = client.get("/whoami", headers={"Authorization": "Bearer a b"})
+    assert response.status_code == 400
+    assert validator.seen == []
+
+
+def test_cold_start_without_keys_is_503_with_retry_after(client: TestClient) -> None:
+    response = client.get("/whoami", headers=bearer("cold.token.sig"))
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "7"
+    assert "www-authenticate" not in response.headers
+
+
+def test_validator_bug_is_401_not_500(client: TestClient) -> None:
+    response = client.get("/whoami", headers=bearer("buggy.token.sig"))
+    assert response.status_code == 401
+    assert 'error="invalid_token"' in response.headers["www-authenticate"]
+
+
+def test_refusals_are_not_cached(client: TestClient) -> None:
+    assert client.get("/whoami").headers["cache-control"] == "no-store"
+
+
+@pytest.mark.parametrize(("token", "status"), [(GOOD, 200), (ADMIN_ONLY, 200), (READER, 403)])
+def test_any_of_several_roles_is_enough_by_default(
+    validator: FakeValidator, token: str, status: int
+) -> None:
+    with TestClient(make_app(validator, "invokeRole", "adminRole")) as c:
+        assert c.get("/whoami", headers=bearer(token)).status_code == status
+
+
+@pytest.mark.parametrize(("token", "status"), [(GOOD, 403), (ADMIN_ONLY, 403), (BOTH, 200)])
+def test_match_all_requires_every_role(validator: FakeValidator, token: str, status: int) -> None:
+    with TestClient(make_app(validator, "invokeRole", "adminRole", match="all")) as c:
+        assert c.get("/whoami", headers=bearer(token)).status_code == status
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/health/ready"])
+def test_exempt_paths_need_no_token(client: TestClient, path: str) -> None:
+    response = client.get(path)
+    assert (response.status_code, response.text) == (200, "ok False")
+
+
+def test_exemption_is_exact_not_a_prefix(validator: FakeValidator) -> None:
+    with TestClient(make_app(validator, exempt=["/health"])) as c:
+        assert c.get("/health/ready").status_code == 401
+
+
+def test_requires_decorator_sees_the_roles(client: TestClient) -> None:
+    assert client.get("/admin", headers=bearer(GOOD)).status_code == 403
+    assert client.get("/admin", headers=bearer(BOTH)).status_code == 200
+
+
+def test_cors_preflight_passes_without_token(client: TestClient) -> None:
+    response = client.options(
+        "/cors",
+        headers={"Origin": "https://web.example", "Access-Control-Request-Method": "GET"},
+    )
+    assert (response.status_code, response.text) == (200, "options reached the app")
+
+
+def test_plain_options_still_needs_a_token(client: TestClient) -> None:
+    assert client.options("/cors").status_code == 401
+
+
+def test_cors_middleware_inside_answers_preflight(validator: FakeValidator) -> None:
+    app = Starlette(routes=ROUTES)
+    app.add_middleware(CORSMiddleware, allow_origins=["https://web.example"], allow_methods=["*"])
+    app.add_middleware(RequireRole("invokeRole", validator=validator))
+    with TestClient(app) as c:
+        response = c.options(
+            "/whoami",
+            headers={"Origin": "https://web.example", "Access-Control-Request-Method": "GET"},
+        )
+    assert response.headers["access-control-allow-origin"] == "https://web.example"
+
+
+def test_lifespan_passes_through_and_keeps_a_given_validator_open(
+    validator: FakeValidator,
+) -> None:
+    events: list[str] = []
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        events.append("startup")
+        yield
+        events.append("shutdown")
+
+    app = Starlette(routes=ROUTES, lifespan=lifespan)
+    app.add_middleware(RequireRole("invokeRole", validator=validator))
+    with TestClient(app):
+        pass
+    assert (events, validator.closed) == (["startup", "shutdown"], False)
+
+
+def test_tokens_never_reach_the_log(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="ccflow")
+    for token in ("expired.token.sig", "buggy.token.sig", READER):
+        client.get("/whoami", headers=bearer(token))
+    assert caplog.records
+    assert "token.sig" not in caplog.text
+
+
+# --- RequireRole over WebSocket -----------------------------------------------------------
+
+
+def test_websocket_with_valid_token_is_accepted(client: TestClient) -> None:
+    with client.websocket_connect("/ws", headers=bearer(GOOD)) as ws:
+        assert ws.receive_text() == "client-1"
+
+
+@pytest.mark.parametrize(
+    "headers", [{}, bearer("expired.token.sig"), bearer(READER), {"Authorization": "Bearer a b"}]
+)
+def test_websocket_refused_with_1008_before_accept(
+    client: TestClient, headers: dict[str, str]
+) -> None:
+    with (
+        pytest.raises(WebSocketDisconnect) as info,
+        client.websocket_connect("/ws", headers=headers),
+    ):
+        pass  # pragma: no cover - the handshake itself is refused
+    assert info.value.code == 1008
+
+
+# --- configuration ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("roles", "options", "setting"),
+    [
+        ((), {}, "roles"),
+        (("",), {}, "roles"),
+        ((1,), {}, "roles"),
+        (("invokeRole",), {"match": "some"}, "match"),
+        (("invokeRole",), {"exempt": ["healthz"]}, "exempt"),
+    ],
+)
+def test_bad_configuration_fails_at_construction(
+    validator: FakeValidator, roles: tuple[object, ...], options: dict[str, object], setting: str
+) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        RequireRole(*roles, validator=validator, **options)  # type: ignore[arg-type]
+    assert info.value.setting == setting
+
+
+def test_token_user_repr_shows_no_claims() -> None:
+    user = TokenUser(FakeVerdict(claims={"secretish": "x"}))
+    assert repr(user) == "TokenUser(client_id='client-1', roles=('invokeRole',))"
+
+
+# --- BearerAuthBackend --------------------------------------------------------------------
+
+
+@pytest.fixture
+def backend_client(validator: FakeValidator) -> Iterator[TestClient]:
+    app = Starlette(routes=ROUTES)
+    app.add_middleware(
+        AuthenticationMiddleware,
+        backend=BearerAuthBackend(validator),
+        on_error=BearerAuthBackend.on_error,
+    )
+    with TestClient(app) as c:
+        yield c
+
+
+def test_backend_sets_user_and_scopes(backend_client: TestClient) -> None:
+    body = backend_client.get("/whoami", headers=bearer(GOOD)).json()
+    assert (body["client_id"], body["scopes"]) == ("client-1", ["invokeRole"])
+
+
+def test_backend_without_token_leaves_the_user_unauthenticated(backend_client: TestClient) -> None:
+    assert backend_client.get("/healthz").text == "ok False"
+
+
+@pytest.mark.parametrize(("token", "status"), [(GOOD, 403), (BOTH, 200)])
+def test_backend_lets_requires_check_roles(
+    backend_client: TestClient, token: str, status: int
+) -> None:
+    assert backend_client.get("/admin", headers=bearer(token)).status_code == status
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "error"),
+    [
+        (bearer("expired.token.sig"), 401, "invalid_token"),
+        (bearer("stranger.token.sig"), 403, "insufficient_scope"),
+        ({"Authorization": "Bearer a b"}, 400, "invalid_request"),
+    ],
+)
+def test_backend_errors_answer_rfc6750(
+    backend_client: TestClient, headers: dict[str, str], status: int, error: str
+) -> None:
+    response = backend_client.get("/healthz", headers=headers)
+    assert response.status_code == status
+    assert f'error="{error}"' in response.headers["www-authenticate"]
+
+
+def test_backend_cold_start_is_503(backend_client: TestClient) -> None:
+    response = backend_client.get("/healthz", headers=bearer("cold.token.sig"))
+    assert (response.status_code, response.headers["retry-after"]) == (503, "7")
