@@ -1,0 +1,283 @@
+"""``ccflow token``: the ``curl .../oauth2/v2.0/token`` of the flow, done right.
+
+Prints the bare access token and a newline, so
+``curl -H "Authorization: Bearer $(ccflow token ...)"`` works. Exit codes: 0 success,
+1 the authority refused, 2 usage or configuration error, 3 network failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import ssl
+import time
+from typing import Any
+
+import httpx
+
+from ccflow._cli._common import (
+    EXIT_NETWORK,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_USAGE,
+    error,
+    read_stdin_line,
+    warn,
+)
+from ccflow.errors import (
+    AuthorityUnreachableError,
+    CCFlowError,
+    ConfigurationError,
+    CredentialError,
+    TokenRequestError,
+)
+
+__all__ = ["add_parser", "exit_code_for", "http_client_for", "message_for", "run"]
+
+_SECRET_VARIABLES = ("AZURE_CLIENT_SECRET", "CCFLOW_CLIENT_SECRET")
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``token`` on the ``ccflow`` subparsers."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "token",
+        help="get an access token with the client-credentials flow and print it",
+        description=(
+            "Get an access token with the OAuth 2.0 client-credentials flow and print it"
+            " (bare, then a newline). The client secret comes from AZURE_CLIENT_SECRET or"
+            " CCFLOW_CLIENT_SECRET, or one line of standard input with --client-secret-stdin."
+            " Missing flags fall back to AZURE_CLIENT_ID, AZURE_TENANT_ID, AZURE_AUTHORITY_HOST"
+            " and CCFLOW_TOKEN_ENDPOINT. Exit codes: 0 success, 1 the authority refused,"
+            " 2 usage or configuration error, 3 network failure."
+        ),
+    )
+    parser.add_argument(
+        "--client-id", metavar="ID", help="the client (application) id [AZURE_CLIENT_ID]"
+    )
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--tenant-id", metavar="T", help="the Azure AD tenant [AZURE_TENANT_ID]")
+    where.add_argument(
+        "--token-endpoint",
+        metavar="URL",
+        help="any OAuth 2.0 token endpoint; wins over any tenant [CCFLOW_TOKEN_ENDPOINT]",
+    )
+    parser.add_argument(
+        "--scope",
+        metavar="S",
+        action="append",
+        help="the scope, e.g. api://calc-api/.default (a bare App ID URI gets /.default);"
+        " repeat for several",
+    )
+    parser.add_argument(
+        "--authority-host",
+        metavar="URL",
+        help="Azure AD host, default https://login.microsoftonline.com [AZURE_AUTHORITY_HOST]",
+    )
+    how = parser.add_mutually_exclusive_group()
+    how.add_argument(
+        "--certificate",
+        metavar="PEM",
+        help="authenticate with this certificate and private key (PEM) instead of a secret"
+        " [AZURE_CLIENT_CERTIFICATE_PASSWORD for its password]",
+    )
+    how.add_argument(
+        "--client-secret-stdin",
+        action="store_true",
+        help="read the client secret from one line of standard input",
+    )
+    how.add_argument(
+        "--client-secret",
+        metavar="VALUE",
+        help="the client secret (visible to other users in the process list; prefer the"
+        " environment or --client-secret-stdin)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the token response as JSON: access_token, token_type, expires_in,"
+        " expires_on, scope",
+    )
+    parser.add_argument(
+        "--decode",
+        action="store_true",
+        help="print the token's header and claims (unverified) instead of the token;"
+        " with --json, as JSON",
+    )
+    parser.add_argument(
+        "--ca-file",
+        metavar="PEM",
+        help="trust this CA bundle (e.g. the local authority's) instead of the system's"
+        " [SSL_CERT_FILE]",
+    )
+    parser.set_defaults(func=run, ccflow_run=run)
+    return parser
+
+
+def http_client_for(ca_file: str | None) -> httpx.Client:
+    """An ``httpx.Client`` trusting ``ca_file`` (or ``SSL_CERT_FILE``), else the defaults."""
+    ca = ca_file or os.environ.get("SSL_CERT_FILE") or None
+    if ca is None:
+        return httpx.Client()
+    if not os.path.isfile(ca):
+        source = "--ca-file" if ca_file else "SSL_CERT_FILE"
+        raise ConfigurationError(f"{source}: no such file: {ca}", setting=source)
+    try:
+        context = ssl.create_default_context(cafile=ca)
+    except (ssl.SSLError, OSError) as exc:
+        source = "--ca-file" if ca_file else "SSL_CERT_FILE"
+        raise ConfigurationError(
+            f"{source}: {ca} is not a PEM CA bundle ({exc.__class__.__name__})", setting=source
+        ) from None
+    return httpx.Client(verify=context)
+
+
+def exit_code_for(exc: CCFlowError) -> int:
+    """The documented exit code for an error: 1 refused, 2 configuration, 3 network."""
+    if isinstance(exc, AuthorityUnreachableError):
+        return EXIT_NETWORK
+    if isinstance(exc, ConfigurationError | CredentialError):
+        return EXIT_USAGE
+    return EXIT_REFUSED
+
+
+def message_for(exc: CCFlowError) -> str:
+    """The error's message, plus the ids Azure AD support asks for and a TLS hint."""
+    message = str(exc)
+    if isinstance(exc, TokenRequestError):
+        ids = [
+            f"{label}: {value}"
+            for label, value in (("trace id", exc.trace_id), ("correlation id", exc.correlation_id))
+            if value and value not in message
+        ]
+        if ids:
+            message = f"{message} ({', '.join(ids)})"
+    if isinstance(exc, AuthorityUnreachableError):
+        lowered = message.lower()
+        if "certificate" in lowered or "ssl" in lowered or "tls" in lowered:
+            message += (
+                "; if the authority uses a private CA (such as the local authority's),"
+                " pass --ca-file PEM or set SSL_CERT_FILE"
+            )
+    return message
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(name, "").strip()
+    return value or None
+
+
+def _credential(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments giving TokenClient its credential; never echoes a secret."""
+    if args.certificate:
+        try:
+            from ccflow import ClientCertificate  # type: ignore[attr-defined,unused-ignore]
+        except ImportError:
+            raise ConfigurationError(
+                "--certificate needs ccflow.ClientCertificate, which this version of ccflow"
+                " does not have yet; use a client secret",
+                setting="--certificate",
+            ) from None
+        password = _env("AZURE_CLIENT_CERTIFICATE_PASSWORD")
+        return {"credential": ClientCertificate(args.certificate, password=password)}
+    if args.client_secret_stdin:
+        try:
+            return {"client_secret": read_stdin_line("the client secret")}
+        except ValueError as exc:
+            raise ConfigurationError(str(exc), setting="--client-secret-stdin") from None
+    if args.client_secret is not None:
+        warn(
+            "--client-secret is visible to other users in the process list;"
+            " prefer AZURE_CLIENT_SECRET or --client-secret-stdin"
+        )
+        if not args.client_secret:
+            raise ConfigurationError("--client-secret is empty", setting="--client-secret")
+        return {"client_secret": args.client_secret}
+    for name in _SECRET_VARIABLES:
+        secret = _env(name)
+        if secret:
+            return {"client_secret": secret}
+    raise ConfigurationError(
+        "no client secret: set AZURE_CLIENT_SECRET (or CCFLOW_CLIENT_SECRET), pipe it with"
+        " --client-secret-stdin, or use --certificate PEM",
+        setting="AZURE_CLIENT_SECRET",
+    )
+
+
+def _client_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    client_id = args.client_id or _env("AZURE_CLIENT_ID")
+    if not client_id:
+        raise ConfigurationError(
+            "no client id: pass --client-id or set AZURE_CLIENT_ID", setting="AZURE_CLIENT_ID"
+        )
+    if not args.scope:
+        raise ConfigurationError(
+            "no scope: pass --scope, e.g. --scope api://<app id uri>/.default", setting="--scope"
+        )
+    kwargs: dict[str, Any] = {"client_id": client_id}
+    # An explicit --tenant-id beats CCFLOW_TOKEN_ENDPOINT from the environment; an explicit
+    # --token-endpoint beats everything.
+    endpoint = args.token_endpoint or (None if args.tenant_id else _env("CCFLOW_TOKEN_ENDPOINT"))
+    if endpoint:
+        kwargs["token_endpoint"] = endpoint
+    else:
+        tenant_id = args.tenant_id or _env("AZURE_TENANT_ID")
+        if not tenant_id:
+            raise ConfigurationError(
+                "no tenant: pass --tenant-id (or --token-endpoint URL) or set AZURE_TENANT_ID",
+                setting="AZURE_TENANT_ID",
+            )
+        kwargs["tenant_id"] = tenant_id
+        host = args.authority_host or _env("AZURE_AUTHORITY_HOST")
+        if host:
+            kwargs["authority_host"] = host
+    return kwargs
+
+
+def _scopes(args: argparse.Namespace) -> list[str]:
+    return [scope for value in args.scope for scope in value.split()]
+
+
+def _response_json(token: Any, now: float) -> str:
+    scopes = list(getattr(token, "scopes", ()) or ())
+    return json.dumps(
+        {
+            "access_token": token.token,
+            "token_type": token.token_type,
+            "expires_in": max(0, int(token.expires_on - now)),
+            "expires_on": int(token.expires_on),
+            "scope": " ".join(scopes),
+        },
+        indent=2,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Get one token as ``args`` say and print it; map every ccflow error to its exit code."""
+    from ccflow import TokenClient  # type: ignore[attr-defined,unused-ignore]
+    from ccflow._cli import decode
+    from ccflow._core.explain import decode_unverified
+
+    try:
+        kwargs = _client_kwargs(args)
+        scopes = _scopes(args)
+        kwargs.update(_credential(args))
+        http_client = http_client_for(args.ca_file)
+        with http_client, TokenClient(**kwargs, http_client=http_client) as client:
+            token = client.get_token(*scopes)
+    except CCFlowError as exc:
+        error(message_for(exc))
+        return exit_code_for(exc)
+    now = time.time()
+    if args.decode:
+        try:
+            decoded = decode_unverified(token.token)
+        except CCFlowError:
+            error("the access token is not a JWT, so it cannot be decoded (it is still valid)")
+            return EXIT_REFUSED
+        print(decode.as_json(decoded) if args.json else decode.render(decoded, now=now))
+    elif args.json:
+        print(_response_json(token, now))
+    else:
+        print(token.token)
+    return EXIT_OK

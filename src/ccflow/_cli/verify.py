@@ -1,0 +1,182 @@
+"""``ccflow verify TOKEN``: full validation with the API side's :class:`~ccflow.TokenValidator`.
+
+Prints the verdict and, when the token fails, the check that failed. Exit codes: 0 valid,
+1 invalid, 2 usage or configuration error, 3 the authority's keys could not be fetched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import ssl
+import sys
+import time
+from typing import Any
+
+import httpx
+
+from ccflow._cli._common import EXIT_NETWORK, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, error
+from ccflow._core.explain import explain_time
+from ccflow.errors import (
+    AuthorityUnreachableError,
+    CCFlowError,
+    ConfigurationError,
+    CredentialError,
+    InsufficientScopeError,
+    InvalidTokenError,
+    KeysUnavailableError,
+)
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``verify`` on the ``ccflow`` subparsers."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "verify",
+        help="validate a token as an API would: signature, issuer, audience, times, roles",
+        description=(
+            "Validate an access token with ccflow's TokenValidator, exactly as an API protected"
+            " by RequireRole does, and print the verdict and the failing check. Exit codes:"
+            " 0 valid, 1 invalid, 2 usage or configuration error, 3 the authority's discovery"
+            " document or keys could not be fetched."
+        ),
+    )
+    parser.add_argument(
+        "token", metavar="TOKEN", help="the token, or - to read one line from standard input"
+    )
+    who = parser.add_mutually_exclusive_group(required=True)
+    who.add_argument(
+        "--issuer",
+        metavar="URL",
+        help="any OpenID Connect issuer (discovery at {issuer}/.well-known/openid-configuration)",
+    )
+    who.add_argument("--tenant-id", metavar="T", help="an Azure AD tenant id")
+    parser.add_argument(
+        "--authority-host",
+        metavar="URL",
+        help="with --tenant-id: the Azure AD host, default https://login.microsoftonline.com"
+        " [AZURE_AUTHORITY_HOST]",
+    )
+    parser.add_argument(
+        "--audience",
+        metavar="A",
+        action="append",
+        help="the API's client id or App ID URI; repeat to accept several",
+    )
+    parser.add_argument(
+        "--role",
+        metavar="R",
+        action="append",
+        help="an app role the token must carry; repeat for any-of",
+    )
+    parser.add_argument(
+        "--allowed-client",
+        metavar="C",
+        action="append",
+        help="a caller (azp / appid) allowed to call; repeat for several",
+    )
+    parser.add_argument(
+        "--ca-file",
+        metavar="PEM",
+        help="trust this CA bundle (e.g. the local authority's) instead of the system's"
+        " [SSL_CERT_FILE]",
+    )
+    parser.set_defaults(func=run, ccflow_run=run)
+    return parser
+
+
+def _async_http_client(ca_file: str | None) -> httpx.AsyncClient:
+    ca = ca_file or os.environ.get("SSL_CERT_FILE") or None
+    if ca is None:
+        return httpx.AsyncClient()
+    source = "--ca-file" if ca_file else "SSL_CERT_FILE"
+    if not os.path.isfile(ca):
+        raise ConfigurationError(f"{source}: no such file: {ca}", setting=source)
+    try:
+        context = ssl.create_default_context(cafile=ca)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigurationError(
+            f"{source}: {ca} is not a PEM CA bundle ({exc.__class__.__name__})", setting=source
+        ) from None
+    return httpx.AsyncClient(verify=context)
+
+
+def _validator_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    if args.issuer:
+        kwargs["issuer"] = args.issuer
+    else:
+        kwargs["tenant_id"] = args.tenant_id
+        if args.authority_host:
+            kwargs["authority_host"] = args.authority_host
+    if args.audience:
+        kwargs["audience"] = tuple(args.audience)
+    if args.allowed_client:
+        kwargs["allowed_clients"] = tuple(args.allowed_client)
+    return kwargs
+
+
+async def _validate(args: argparse.Namespace, token: str) -> Any:
+    from ccflow import TokenValidator  # type: ignore[attr-defined,unused-ignore]
+
+    async with _async_http_client(args.ca_file) as http_client:
+        validator = TokenValidator(**_validator_kwargs(args), http_client=http_client)
+        try:
+            result = await validator.validate(token)
+            if args.role:
+                result.require_roles(tuple(args.role), match="any")
+            return result
+        finally:
+            await validator.aclose()
+
+
+def _print_valid(result: Any, now: float) -> None:
+    print("VALID: signature, issuer, audience, times and callers check out")
+    roles = ", ".join(result.roles) or "(none)"
+    rows = [
+        ("client", result.client_id or "(none)"),
+        ("tenant", result.tenant_id or "(none)"),
+        ("roles", roles),
+        ("version", result.version or "(none)"),
+        ("expires", explain_time(result.expires_on, now=now, claim="exp") or "?"),
+    ]
+    for label, value in rows:
+        print(f"  {label:<8} {value}")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Validate ``args.token`` and print the verdict; 0 valid, 1 invalid."""
+    token: str = args.token
+    if token == "-":
+        token = sys.stdin.readline()
+    token = token.strip()
+    if token[:7].lower() == "bearer ":
+        token = token[7:].strip()
+    if not token:
+        error("no token given")
+        return EXIT_USAGE
+    try:
+        result = asyncio.run(_validate(args, token))
+    except InvalidTokenError as exc:
+        print(f"INVALID: {exc}")
+        claim = f" (claim: {exc.claim})" if exc.claim else ""
+        print(f"  failed check: {exc.reason}{claim}")
+        return EXIT_REFUSED
+    except InsufficientScopeError as exc:
+        print(f"INVALID: {exc}")
+        required = f" (required: {', '.join(exc.required)})" if exc.required else ""
+        print(f"  failed check: {exc.reason}{required}")
+        return EXIT_REFUSED
+    except (KeysUnavailableError, AuthorityUnreachableError) as exc:
+        error(f"cannot check the token: {exc}")
+        return EXIT_NETWORK
+    except (ConfigurationError, CredentialError) as exc:
+        error(str(exc))
+        return EXIT_USAGE
+    except CCFlowError as exc:
+        error(str(exc))
+        return EXIT_REFUSED
+    _print_valid(result, time.time())
+    return EXIT_OK
