@@ -1,0 +1,101 @@
+"""FastAPI: a dependency that requires a valid bearer token and returns its claims.
+
+Needs the ``fastapi`` extra (``pip install 'ccflow[fastapi]'``); ``ccflow.starlette`` never
+imports FastAPI. The dependency declares an HTTP bearer security scheme, so the OpenAPI
+document (and Swagger UI's "Authorize" button) shows the route as protected::
+
+    from typing import Annotated, Any
+    from collections.abc import Mapping
+    from fastapi import Depends, FastAPI
+    from ccflow.fastapi import BearerClaims
+
+    app = FastAPI()
+    invoker = BearerClaims("invokeRole")                 # TokenValidator.from_env()
+
+    @app.get("/calc/v1/add/{a}/{b}")
+    async def add(a: int, b: int, claims: Annotated[Mapping[str, Any], Depends(invoker)]):
+        return {"result": a + b, "caller": claims.get("azp") or claims.get("appid")}
+
+Refusals are ``HTTPException`` s with the RFC 6750 status and ``WWW-Authenticate`` header of
+:mod:`ccflow.starlette` (401, 403, 400, 503 with ``Retry-After``) and a JSON ``detail``. The
+request's ``scope["user"]`` and ``scope["auth"]`` are set as ``RequireRole`` sets them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import HTTPException
+from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
+from fastapi.security.base import SecurityBase
+from starlette.authentication import AuthCredentials
+from starlette.requests import Request
+
+from ccflow.errors import ConfigurationError
+from ccflow.starlette import (
+    Match,
+    TokenUser,
+    Validator,
+    _from_env,
+    bearer_token,
+    rejection_for,
+)
+
+__all__ = ["BearerClaims"]
+
+
+class BearerClaims(SecurityBase):
+    """A FastAPI dependency: validate the bearer token, check roles, return the claims.
+
+    ``BearerClaims()`` accepts any valid token; ``BearerClaims("invokeRole", "adminRole")``
+    also needs one of the roles (``match="all"``: every one). Without ``validator``,
+    ``TokenValidator.from_env()`` is used, so bad configuration fails at import time naming
+    the variable. ``scheme_name`` is the security scheme's name in the OpenAPI document.
+    """
+
+    def __init__(
+        self,
+        *roles: str,
+        validator: Validator | None = None,
+        match: Match = "any",
+        scheme_name: str = "bearerAuth",
+        description: str | None = "An OAuth 2.0 access token (client credentials).",
+    ) -> None:
+        for role in roles:
+            if not isinstance(role, str) or not role:
+                raise ConfigurationError(
+                    f"BearerClaims roles must be non-empty strings, got {role!r}", setting="roles"
+                )
+        if match not in ("any", "all"):
+            raise ConfigurationError(
+                f'BearerClaims match must be "any" or "all", got {match!r}', setting="match"
+            )
+        self.model = HTTPBearerModel(bearerFormat="JWT", description=description)
+        self.scheme_name = scheme_name
+        self.roles: tuple[str, ...] = roles
+        self.match: Match = match
+        self.validator: Validator = _from_env() if validator is None else validator
+
+    async def __call__(self, request: Request) -> Mapping[str, Any]:
+        """Validate the request's token; raise ``HTTPException`` with the RFC 6750 answer."""
+        try:
+            token = bearer_token(request.scope["headers"])
+            if token is not None:
+                verdict = await self.validator.validate(token)
+                if self.roles:
+                    # Only after signature and claims pass: a forged token is a 401.
+                    verdict.require_roles(self.roles, self.match)
+        except Exception as exc:
+            raise self._refusal(exc) from None
+        if token is None:
+            raise self._refusal(None)
+        request.scope["auth"] = AuthCredentials(verdict.roles)
+        request.scope["user"] = TokenUser(verdict)
+        return verdict.claims
+
+    def _refusal(self, exc: Exception | None) -> HTTPException:
+        rejection = rejection_for(exc, self.validator.realm)
+        return HTTPException(
+            rejection.status, detail=rejection.description, headers=rejection.headers
+        )

@@ -1,0 +1,133 @@
+"""ccflow.fastapi on a stand-in validator: the dependency, its answers, its OpenAPI scheme."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from typing import Annotated, Any
+
+import pytest
+from fastapi import Depends, FastAPI, Request
+from starlette.testclient import TestClient
+
+from ccflow.errors import ConfigurationError, InvalidTokenError, KeysUnavailableError
+from ccflow.fastapi import BearerClaims
+from test_starlette_support import REALM, FakeValidator, FakeVerdict
+
+GOOD = "good.token.sig"
+READER = "reader.token.sig"
+
+
+VALIDATOR = FakeValidator(
+    answers={
+        GOOD: FakeVerdict(claims={"azp": "client-1", "roles": ["invokeRole"]}),
+        READER: FakeVerdict(client_id="reader", roles=()),
+        "expired.token.sig": InvalidTokenError("the token expired", reason="expired"),
+        "cold.token.sig": KeysUnavailableError("no signing keys", retry_after=5),
+    }
+)
+# Module level: FastAPI resolves the string annotations against the module's globals.
+invoker = BearerClaims("invokeRole", validator=VALIDATOR)
+anyone = BearerClaims(validator=VALIDATOR)
+app = FastAPI()
+
+
+@app.get("/add/{a}/{b}")
+async def add(a: int, b: int, claims: Annotated[Mapping[str, Any], Depends(invoker)]) -> Any:
+    return {"result": a + b, "caller": claims["azp"]}
+
+
+@app.get("/me")
+async def me(request: Request, claims: Annotated[Mapping[str, Any], Depends(anyone)]) -> Any:
+    return {"user": request.user.identity, "scopes": request.auth.scopes}
+
+
+@app.get("/open")
+async def open_route() -> str:
+    return "open"
+
+
+@pytest.fixture
+def client() -> Iterator[TestClient]:
+    with TestClient(app) as c:
+        yield c
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_dependency_returns_the_claims(client: TestClient) -> None:
+    response = client.get("/add/2/3", headers=bearer(GOOD))
+    assert response.json() == {"result": 5, "caller": "client-1"}
+
+
+def test_dependency_sets_user_and_auth(client: TestClient) -> None:
+    assert client.get("/me", headers=bearer(GOOD)).json() == {
+        "user": "client-1",
+        "scopes": ["invokeRole"],
+    }
+
+
+def test_dependency_without_roles_accepts_any_valid_token(client: TestClient) -> None:
+    assert client.get("/me", headers=bearer(READER)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "challenge_start"),
+    [
+        ({}, 401, f'Bearer realm="{REALM}"'),
+        (bearer("expired.token.sig"), 401, f'Bearer realm="{REALM}", error="invalid_token"'),
+        (bearer(READER), 403, f'Bearer realm="{REALM}", error="insufficient_scope"'),
+        ({"Authorization": "Bearer a b"}, 400, f'Bearer realm="{REALM}", error="invalid_request"'),
+    ],
+)
+def test_refusals_answer_rfc6750(
+    client: TestClient, headers: dict[str, str], status: int, challenge_start: str
+) -> None:
+    response = client.get("/add/2/3", headers=headers)
+    assert response.status_code == status
+    assert response.headers["www-authenticate"].startswith(challenge_start)
+    assert "detail" in response.json()
+
+
+def test_no_token_challenge_has_no_error_code(client: TestClient) -> None:
+    assert client.get("/add/2/3").headers["www-authenticate"] == f'Bearer realm="{REALM}"'
+
+
+def test_cold_start_is_503_with_retry_after(client: TestClient) -> None:
+    response = client.get("/add/2/3", headers=bearer("cold.token.sig"))
+    assert (response.status_code, response.headers["retry-after"]) == (503, "5")
+
+
+def test_openapi_declares_a_bearer_scheme_on_protected_routes(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    assert spec["components"]["securitySchemes"]["bearerAuth"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": "An OAuth 2.0 access token (client credentials).",
+    }
+    assert spec["paths"]["/add/{a}/{b}"]["get"]["security"] == [{"bearerAuth": []}]
+    assert "security" not in spec["paths"]["/open"]["get"]
+
+
+@pytest.mark.parametrize(
+    ("roles", "options", "setting"),
+    [(("",), {}, "roles"), (("invokeRole",), {"match": "most"}, "match")],
+)
+def test_bad_configuration_fails_at_construction(
+    roles: tuple[str, ...], options: dict[str, Any], setting: str
+) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        BearerClaims(*roles, validator=FakeValidator(), **options)
+    assert info.value.setting == setting
+
+
+def test_importing_ccflow_starlette_does_not_import_fastapi() -> None:
+    code = "import sys, ccflow, ccflow.starlette; print('fastapi' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "False"
