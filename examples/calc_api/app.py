@@ -1,0 +1,76 @@
+"""The calc API: ``GET /calc/v1/add/{a}/{b}`` for callers holding the ``invokeRole`` app role.
+
+Run from the repository root, configured from the environment (see README.md)::
+
+    CCFLOW_TENANT_ID=<tenant> CCFLOW_AUDIENCE=<api client id>,api://<api app id uri> \\
+    CCFLOW_ALLOWED_CLIENTS=<client app id> uvicorn examples.calc_api.app:app
+
+``GET /healthz`` needs no token. Missing configuration fails at startup, naming the variable.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Route
+
+from ccflow import RequireRole
+from ccflow.starlette import TokenUser, Validator
+
+__all__ = ["create_app"]  # and `app`, built on first access by __getattr__
+
+_INTEGER = re.compile(r"[+-]?[0-9]{1,30}")
+
+
+def _number(text: str) -> int | float | None:
+    if _INTEGER.fullmatch(text):
+        return int(text)
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+async def add(request: Request) -> JSONResponse:
+    """``{"result": a + b, "caller": <azp or appid>}``."""
+    a = _number(request.path_params["a"])
+    b = _number(request.path_params["b"])
+    if a is None or b is None:
+        return JSONResponse(
+            {"error": "invalid_number", "error_description": "a and b must be finite numbers"},
+            status_code=400,
+        )
+    user: TokenUser = request.user
+    return JSONResponse({"result": a + b, "caller": user.client_id})
+
+
+async def healthz(request: Request) -> PlainTextResponse:
+    """Liveness probe: no token needed."""
+    return PlainTextResponse("ok")
+
+
+def create_app(validator: Validator | None = None) -> Starlette:
+    """The calc API; without ``validator``, ``TokenValidator.from_env()`` configures it."""
+    app = Starlette(
+        routes=[
+            Route("/calc/v1/add/{a}/{b}", add, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+        ]
+    )
+    app.add_middleware(RequireRole("invokeRole", validator=validator, exempt=["/healthz"]))
+    return app
+
+
+def __getattr__(name: str) -> Starlette:
+    # `uvicorn examples.calc_api.app:app` looks `app` up here; building it on first access
+    # (from the environment) lets tests import create_app without configuring anything.
+    if name == "app":
+        app = create_app()
+        globals()["app"] = app
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,67 @@
+"""Call the calc API with a token from ``TokenClient`` (the caller side of the flow).
+
+Run from the repository root::
+
+    AZURE_TENANT_ID=<tenant> AZURE_CLIENT_ID=<client app id> AZURE_CLIENT_SECRET=<secret> \\
+    CALC_API_SCOPE=api://<api app id uri>/.default CALC_API_URL=http://127.0.0.1:8000 \\
+    python -m examples.calc_api.client 2 3
+
+prints ``{"result": 5, "caller": "<client app id>"}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from ccflow import CCFlowError, ConfigurationError, TokenClient
+
+__all__ = ["add", "main"]
+
+
+def add(a: str, b: str, *, tokens: TokenClient, scope: str, api: httpx.Client) -> Any:
+    """``GET /calc/v1/add/{a}/{b}`` with a bearer token for ``scope``; the decoded JSON answer.
+
+    ``tokens.auth(scope)`` caches the token, and on a 401 fetches a fresh one and retries once.
+    """
+    response = api.get(f"/calc/v1/add/{a}/{b}", auth=tokens.auth(scope))
+    if response.status_code != 200:
+        challenge = response.headers.get("www-authenticate", "")
+        raise httpx.HTTPStatusError(
+            f"calc API answered {response.status_code} {challenge}".rstrip(),
+            request=response.request,
+            response=response,
+        )
+    return response.json()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line entry point: ``python -m examples.calc_api.client A B``."""
+    parser = argparse.ArgumentParser(description="Add two numbers with the calc API.")
+    parser.add_argument("a")
+    parser.add_argument("b")
+    args = parser.parse_args(argv)
+    try:
+        scope = os.environ.get("CALC_API_SCOPE")
+        if not scope:
+            raise ConfigurationError(
+                "CALC_API_SCOPE is not set (e.g. api://<app id uri>/.default)",
+                setting="CALC_API_SCOPE",
+            )
+        url = os.environ.get("CALC_API_URL", "http://127.0.0.1:8000")
+        with TokenClient.from_env() as tokens, httpx.Client(base_url=url, timeout=10) as api:
+            print(json.dumps(add(args.a, args.b, tokens=tokens, scope=scope, api=api)))
+    except (CCFlowError, httpx.HTTPError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
