@@ -1,0 +1,194 @@
+"""The token fetch as a generator the sync and async faces drive (the httpx auth-flow shape).
+
+Every decision lives here: building the request, retrying, backoff, reading the answer,
+serving a still-valid token when a refresh fails. The faces only perform the steps::
+
+    flow = fetch_flow(config, scopes, cached=entry)
+    reply = None
+    while True:
+        try:
+            step = flow.send(reply)
+        except StopIteration as done:
+            outcome = done.value        # a FetchOutcome; errors propagate as exceptions
+            break
+        if isinstance(step, Prepare):   # ask the credential, read the clock
+            reply = Prepared(credential.request_fields(...), clock())
+        elif isinstance(step, Send):    # POST it
+            reply = Reply(status, body, retry_after_header, clock())  # or Failure(...)
+        else:                           # Wait
+            sleep(step.seconds); reply = clock()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+
+from ccflow._core.cache import CacheEntry, RefreshPolicy, TokenState
+from ccflow._core.retry import RetryPolicy, is_retryable_status
+from ccflow._core.tokens import (
+    ErrorContext,
+    RequestFields,
+    TokenRequest,
+    build_token_request,
+    parse_token_response,
+)
+from ccflow.errors import AuthorityUnreachableError, CCFlowError, TokenRequestError
+
+__all__ = [
+    "FetchConfig",
+    "FetchOutcome",
+    "Failure",
+    "Prepare",
+    "Prepared",
+    "Reply",
+    "Send",
+    "Step",
+    "Wait",
+    "fetch_flow",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class FetchConfig:
+    """Everything about a client that a fetch needs (no secrets: those come via Prepare)."""
+
+    token_endpoint: str
+    client_id: str
+    auth_method: str
+    retry: RetryPolicy
+    refresh: RefreshPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class Prepare:
+    """Step: ask the credential for its request fields (``reply``: :class:`Prepared`)."""
+
+    client_id: str
+    token_endpoint: str
+    auth_method: str
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """Reply to :class:`Prepare`: the credential's fields and the time they were made."""
+
+    fields: RequestFields
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Step: POST ``request`` (``reply``: :class:`Reply` or :class:`Failure`)."""
+
+    request: TokenRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An HTTP answer: status, body, the ``Retry-After`` header, and when it arrived."""
+
+    status: int
+    body: bytes
+    retry_after: str | None
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """No HTTP answer: ``kind`` is ``"connect"`` or ``"timeout"``; ``detail`` is safe text."""
+
+    kind: str
+    detail: str
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Step: sleep ``seconds`` before retrying (``reply``: the clock afterwards)."""
+
+    seconds: float
+
+
+Step = Prepare | Send | Wait
+StepReply = Prepared | Reply | Failure | float | None
+
+
+@dataclass(frozen=True, slots=True)
+class FetchOutcome:
+    """How a fetch ended: ``entry`` to cache and serve; ``expires_in`` for a new token, or
+    ``error`` when the refresh failed and the still-valid cached token is served instead."""
+
+    entry: CacheEntry
+    expires_in: int | None = None
+    attempts: int = 1
+    error: CCFlowError | None = None
+
+
+def fetch_flow(
+    config: FetchConfig,
+    scopes: tuple[str, ...],
+    *,
+    cached: CacheEntry | None,
+    now: float,
+    context: ErrorContext,
+) -> Generator[Step, StepReply, FetchOutcome]:
+    """Fetch a token for ``scopes``, retrying transient failures.
+
+    When ``cached`` is still usable at ``now`` (a proactive refresh), one attempt is made and
+    a failure serves ``cached`` again instead of raising: callers should not wait through
+    backoff for a token they already have.
+    """
+    usable = RefreshPolicy.state(cached, now) in (TokenState.FRESH, TokenState.STALE)
+    max_retries = 0 if usable else config.retry.max_retries
+    attempt = 0
+    while True:
+        prepared = yield Prepare(config.client_id, config.token_endpoint, config.auth_method)
+        assert isinstance(prepared, Prepared)
+        request = build_token_request(config.token_endpoint, scopes, prepared.fields)
+        reply = yield Send(request)
+        retry_after: float | None = None
+        error: CCFlowError
+        if isinstance(reply, Failure):
+            now = reply.now
+            what = "timed out" if reply.kind == "timeout" else "could not connect"
+            error = AuthorityUnreachableError(
+                f"the token endpoint {config.token_endpoint} {what} ({reply.detail}) after "
+                f"{attempt + 1} attempt(s); check the network, proxy and authority host",
+                url=config.token_endpoint,
+            )
+            retryable = True
+        else:
+            assert isinstance(reply, Reply)
+            now = reply.now
+            try:
+                response = parse_token_response(
+                    reply.status,
+                    reply.body,
+                    scopes=scopes,
+                    now=now,
+                    context=context,
+                    retry_after=reply.retry_after,
+                )
+            except TokenRequestError as exc:
+                error, retry_after = exc, exc.retry_after
+                retryable = is_retryable_status(exc.status_code)
+            except AuthorityUnreachableError as exc:
+                error, retryable = exc, False
+            else:
+                entry = config.refresh.entry(
+                    response.token,
+                    now=now,
+                    expires_in=response.expires_in,
+                    refresh_in=response.refresh_in,
+                )
+                return FetchOutcome(entry, response.expires_in, attempt + 1)
+        if retryable and attempt < max_retries:
+            now_after = yield Wait(config.retry.delay(attempt, retry_after))
+            assert isinstance(now_after, float | int)
+            attempt += 1
+            continue
+        fallback = config.refresh.after_failure(cached, now=now, retry_after=retry_after)
+        if fallback is None:
+            raise error
+        return FetchOutcome(fallback, None, attempt + 1, error)

@@ -1,0 +1,69 @@
+"""When to try a token request again, and how long to wait first.
+
+Transient failures (connection errors, timeouts, 429, 5xx) are retried a bounded number of
+times with exponential backoff and jitter; a server's ``Retry-After`` (seconds or an HTTP date)
+wins over the backoff, up to a cap so a hostile or confused server cannot park a caller::
+
+    >>> policy = RetryPolicy(max_retries=3, jitter=lambda: 1.0)
+    >>> [policy.delay(n) for n in range(4)]
+    [0.5, 1.0, 2.0, 4.0]
+    >>> policy.delay(0, retry_after=120.0)
+    30.0
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+
+__all__ = ["RetryPolicy", "is_retryable_status", "parse_retry_after"]
+
+
+def is_retryable_status(status: int | None) -> bool:
+    """429 and every 5xx are worth another try; OAuth 4xx answers (bad secret...) are not."""
+    return status is not None and (status == 429 or 500 <= status <= 599)
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """``Retry-After`` as seconds from ``now``: ``"5"`` -> 5.0, an HTTP date -> the gap.
+
+    Dates in the past give 0; garbage gives ``None`` (the backoff applies then).
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Bounded retries: ``max_retries`` extra attempts after the first.
+
+    ``delay(n)`` before retry ``n`` (0-based) is ``base * 2**n`` capped at ``max_backoff``,
+    scaled by ``0.5 + jitter()/2`` (so never less than half: "equal jitter", which spreads
+    callers out without retrying instantly). ``jitter`` returns a float in [0, 1]; inject a
+    constant in tests. ``Retry-After`` replaces the backoff, capped at ``max_retry_after``.
+    """
+
+    max_retries: int = 3
+    base: float = 0.5
+    max_backoff: float = 8.0
+    max_retry_after: float = 30.0
+    jitter: Callable[[], float] = random.random
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before retry number ``attempt`` (0 for the first retry)."""
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.max_retry_after)
+        backoff = min(self.base * (2.0**attempt), self.max_backoff)
+        return backoff * (0.5 + min(max(self.jitter(), 0.0), 1.0) / 2.0)

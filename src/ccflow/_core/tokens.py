@@ -1,0 +1,344 @@
+"""Token requests and responses: build the POST, read the answer, explain the refusal.
+
+No IO and no clock: ``now`` comes in as an argument. Everything the faces need::
+
+    >>> scopes = normalize_scopes(("api://calc-api",), azure=True)
+    >>> scopes
+    ('api://calc-api/.default',)
+    >>> fields = RequestFields(form=(("client_id", "abc"), ("client_secret", "s3cret")))
+    >>> request = build_token_request("https://login.test/t/oauth2/v2.0/token", scopes, fields)
+    >>> request.body.startswith(b"grant_type=client_credentials&client_id=abc")
+    True
+    >>> parse_token_response(200, b'{"access_token": "x", "expires_in": "3599"}',
+    ...                      scopes=scopes, now=1000.0, context=ErrorContext("abc", "", scopes)
+    ...                      ).token.expires_on
+    4599
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from ccflow._core.retry import parse_retry_after
+from ccflow.errors import AuthorityUnreachableError, ConfigurationError, TokenRequestError
+
+__all__ = [
+    "AccessToken",
+    "ErrorContext",
+    "RequestFields",
+    "TokenRequest",
+    "TokenResponse",
+    "build_token_request",
+    "describe_token_error",
+    "is_azure_token_endpoint",
+    "normalize_scopes",
+    "parse_token_response",
+]
+
+DEFAULT_SUFFIX = "/.default"
+# Servers that omit expires_in (RFC 6749 only RECOMMENDS it) get an hour, as msal assumes.
+DEFAULT_EXPIRES_IN = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class AccessToken:
+    """An access token and what it is good for.
+
+    ``token`` is the bearer string (kept out of ``repr``); ``expires_on`` is Unix seconds::
+
+        token = client.get_token("api://calc-api/.default")
+        headers = {"Authorization": f"{token.token_type} {token.token}"}
+        assert token.expires_on > time.time()
+    """
+
+    token: str = field(repr=False)
+    expires_on: int
+    token_type: str = "Bearer"
+    scopes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFields:
+    """What a credential adds to a token request: form fields and headers.
+
+    ``ClientSecret`` gives ``client_id`` + ``client_secret`` (post) or an ``Authorization:
+    Basic`` header; assertion credentials give ``client_assertion_type`` + ``client_assertion``.
+    Kept out of ``repr``: these are the secrets.
+    """
+
+    form: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRequest:
+    """A ready-to-send POST: the faces hand these to httpx unchanged."""
+
+    url: str
+    headers: tuple[tuple[str, str], ...] = field(repr=False)
+    body: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenResponse:
+    """A successful answer: the token plus the server's timing hints for the cache."""
+
+    token: AccessToken
+    expires_in: int
+    refresh_in: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorContext:
+    """What error messages may mention: never a secret, only ids, URLs and scopes."""
+
+    client_id: str
+    token_endpoint: str
+    scopes: tuple[str, ...] = ()
+    completed_from: tuple[str, ...] = ()
+
+
+def is_azure_token_endpoint(url: str) -> bool:
+    """True for Azure-AD-shaped v2 endpoints (``.../{tenant}/oauth2/v2.0/token``) on any host,
+    which is also the shape of ccflow's local authority."""
+    return urlsplit(url).path.endswith("/oauth2/v2.0/token")
+
+
+def normalize_scopes(scopes: tuple[str, ...], *, azure: bool) -> tuple[str, ...]:
+    """Check scopes and, for Azure AD, complete bare resources with ``/.default``.
+
+    The client-credentials flow of Azure AD accepts only ``<resource>/.default``; a scope that
+    does not end that way is taken as the resource (``api://x`` -> ``api://x/.default``; an App
+    ID URI may itself have a path, so ``api://contoso.com/calc`` becomes
+    ``api://contoso.com/calc/.default``). Other servers get the scopes unchanged.
+    """
+    if not scopes:
+        raise ConfigurationError(
+            "get_token() needs at least one scope, e.g. 'api://calc-api/.default'",
+            setting="scopes",
+        )
+    out: list[str] = []
+    for scope in scopes:
+        if not isinstance(scope, str) or not scope.strip():
+            raise ConfigurationError(
+                f"a scope must be a non-empty string, got {scope!r}", setting="scopes"
+            )
+        if any(c.isspace() for c in scope):
+            raise ConfigurationError(
+                f"scope {scope!r} contains whitespace; pass each scope as its own argument",
+                setting="scopes",
+            )
+        if azure and not scope.endswith(DEFAULT_SUFFIX):
+            scope = scope.rstrip("/") + DEFAULT_SUFFIX
+        out.append(scope)
+    return tuple(out)
+
+
+def build_token_request(
+    token_endpoint: str, scopes: tuple[str, ...], fields: RequestFields
+) -> TokenRequest:
+    """The client-credentials POST: ``grant_type``, the credential's fields, ``scope``."""
+    form = [("grant_type", "client_credentials"), *fields.form, ("scope", " ".join(scopes))]
+    headers = (
+        ("Content-Type", "application/x-www-form-urlencoded"),
+        ("Accept", "application/json"),
+        *fields.headers,
+    )
+    return TokenRequest(token_endpoint, headers, urlencode(form).encode("ascii"))
+
+
+def _int_field(value: Any) -> int | None:
+    # Azure AD v1 endpoints and some proxies send numbers as strings ("3599").
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value.strip())
+    return None
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def parse_token_response(
+    status: int,
+    body: bytes,
+    *,
+    scopes: tuple[str, ...],
+    now: float,
+    context: ErrorContext,
+    retry_after: str | None = None,
+) -> TokenResponse:
+    """Read a token endpoint answer.
+
+    Returns a :class:`TokenResponse` for a 2xx JSON body with ``access_token``; raises
+    :class:`TokenRequestError` for an error answer (any body, even HTML or empty) and
+    :class:`AuthorityUnreachableError` for a 2xx whose body is not a token response.
+    """
+    data = _json_object(body)
+    if 200 <= status < 300 and data is not None and "error" not in data:
+        access_token = data.get("access_token")
+        expires_in = _int_field(data.get("expires_in", DEFAULT_EXPIRES_IN))
+        if isinstance(access_token, str) and access_token and expires_in is not None:
+            token_type = data.get("token_type")
+            refresh_in = _int_field(data.get("refresh_in"))
+            token = AccessToken(
+                token=access_token,
+                expires_on=int(now) + expires_in,
+                token_type=token_type if isinstance(token_type, str) and token_type else "Bearer",
+                scopes=scopes,
+            )
+            return TokenResponse(
+                token, expires_in, refresh_in if refresh_in and refresh_in > 0 else None
+            )
+    if 200 <= status < 300 and (data is None or "error" not in data):
+        raise AuthorityUnreachableError(
+            f"the token endpoint {context.token_endpoint} answered HTTP {status} without a "
+            "usable token (no JSON object with access_token and expires_in); check that "
+            "token_endpoint points at an OAuth 2.0 token endpoint",
+            url=context.token_endpoint,
+        )
+    raise _token_error(status, body, data, now=now, context=context, retry_after=retry_after)
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _token_error(
+    status: int,
+    body: bytes,
+    data: dict[str, Any] | None,
+    *,
+    now: float,
+    context: ErrorContext,
+    retry_after: str | None,
+) -> TokenRequestError:
+    wait = parse_retry_after(retry_after, now)
+    if data is None or not isinstance(data.get("error"), str):
+        return TokenRequestError(
+            _describe_unparsable(status, body, context),
+            status_code=status,
+            retry_after=wait,
+        )
+    codes_raw = data.get("error_codes")
+    codes = (
+        [c for c in codes_raw if isinstance(c, int) and not isinstance(c, bool)]
+        if isinstance(codes_raw, list)
+        else []
+    )
+    err = TokenRequestError(
+        "",
+        status_code=status,
+        error=data["error"],
+        error_description=_str_or_none(data.get("error_description")),
+        error_codes=codes,
+        trace_id=_str_or_none(data.get("trace_id")),
+        correlation_id=_str_or_none(data.get("correlation_id")),
+        timestamp=_str_or_none(data.get("timestamp")),
+        retry_after=wait,
+    )
+    err.message = describe_token_error(err, context)
+    err.args = (err.message,)
+    return err
+
+
+def _describe_unparsable(status: int, body: bytes, context: ErrorContext) -> str:
+    stripped = body.strip()
+    if not stripped:
+        what = "an empty body"
+    elif stripped[:1] == b"<":
+        what = "an HTML page instead of a JSON error (a proxy, gateway or wrong URL answering?)"
+    else:
+        what = "a body that is not JSON"
+    hint = (
+        "; the server is failing or overloaded, try again later"
+        if status >= 500 or status == 429
+        else "; check token_endpoint / authority_host"
+    )
+    return f"the token endpoint {context.token_endpoint} answered HTTP {status} with {what}{hint}"
+
+
+def _scope_text(context: ErrorContext) -> str:
+    text = " ".join(context.scopes) or "(none)"
+    if context.completed_from:
+        text += f" (completed from {' '.join(context.completed_from)})"
+    return text
+
+
+def _tenant_of(context: ErrorContext) -> str:
+    path = urlsplit(context.token_endpoint).path.strip("/").split("/")
+    return path[0] if path and path[0] else "(unknown)"
+
+
+def describe_token_error(err: TokenRequestError, context: ErrorContext) -> str:
+    """An actionable message for a token endpoint refusal (AADSTS codes, ``invalid_client``).
+
+    The server's description is appended (it carries Azure AD's trace details but never the
+    secret: Azure AD and RFC 6749 servers do not echo credentials).
+    """
+    code = err.aadsts_code
+    cid = context.client_id
+    if code == 7000215:
+        advice = (
+            f"the client secret for client {cid} is wrong or expired. Create a new secret "
+            "(App registrations > Certificates & secrets) and use its Value, not its Secret ID"
+        )
+    elif code == 700016:
+        advice = (
+            f"application {cid} was not found in tenant {_tenant_of(context)}. Check the client "
+            "id (AZURE_CLIENT_ID) and tenant (AZURE_TENANT_ID): the app must be registered or "
+            "consented in that tenant"
+        )
+    elif code == 500011:
+        advice = (
+            f"the resource in scope {_scope_text(context)} was not found in tenant "
+            f"{_tenant_of(context)}: the App ID URI is wrong or the API has no service "
+            "principal there. Use the API's Application ID URI (Expose an API) + '/.default'"
+        )
+    elif code in (1002012, 70011):
+        advice = (
+            f"invalid scope {_scope_text(context)}: the client-credentials flow needs "
+            "'<app id uri>/.default' (for example api://calc-api/.default), one resource "
+            "per request"
+        )
+    elif code == 90002:
+        advice = (
+            f"tenant {_tenant_of(context)} was not found. Check the tenant id (AZURE_TENANT_ID: "
+            "a GUID or a domain such as contoso.onmicrosoft.com) and, for national clouds, "
+            "the authority host (AZURE_AUTHORITY_HOST)"
+        )
+    elif err.error == "invalid_client":
+        advice = (
+            f"the server rejected the credentials of client {cid} (invalid_client). Check the "
+            "client id and secret or certificate, and the auth_method the server expects "
+            "(client_secret_post or client_secret_basic)"
+        )
+    elif err.error == "invalid_scope":
+        advice = f"the server rejected scope {_scope_text(context)} (invalid_scope)"
+    elif err.error == "unauthorized_client":
+        advice = f"client {cid} may not use the client-credentials grant here (unauthorized_client)"
+    else:
+        advice = f"the token request for client {cid} was refused ({err.error})"
+    ids = [f"HTTP {err.status_code}"]
+    if err.trace_id:
+        ids.append(f"trace_id={err.trace_id}")
+    if err.correlation_id:
+        ids.append(f"correlation_id={err.correlation_id}")
+    message = f"{advice} [{', '.join(ids)}]"
+    if err.error_description:
+        first_line = (
+            err.error_description.strip().splitlines()[0] if err.error_description.strip() else ""
+        )
+        if first_line:
+            message += f"; server said: {first_line}"
+    return message

@@ -1,0 +1,180 @@
+"""The fetch flow, driven by hand: every retry and fallback decision without any IO."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Generator
+from typing import Any
+
+import pytest
+
+from ccflow._core.cache import CacheEntry, RefreshPolicy
+from ccflow._core.flow import (
+    Failure,
+    FetchConfig,
+    FetchOutcome,
+    Prepare,
+    Prepared,
+    Reply,
+    Send,
+    Step,
+    StepReply,
+    Wait,
+    fetch_flow,
+)
+from ccflow._core.retry import RetryPolicy
+from ccflow._core.tokens import AccessToken, ErrorContext, RequestFields
+from ccflow.errors import AuthorityUnreachableError, TokenRequestError
+
+ENDPOINT = "https://login.test/tenant/oauth2/v2.0/token"
+SCOPES = ("api://calc/.default",)
+CONFIG = FetchConfig(
+    ENDPOINT,
+    "cid",
+    "client_secret_post",
+    RetryPolicy(max_retries=3, jitter=lambda: 1.0),
+    RefreshPolicy(),
+)
+CONTEXT = ErrorContext("cid", ENDPOINT, SCOPES)
+OK = (200, json.dumps({"access_token": "fresh", "expires_in": 3599}).encode(), None)
+RESET = Failure("connect", "ConnectError", 0.0)
+TIMEOUT = Failure("timeout", "ReadTimeout", 0.0)
+
+
+def answer(status: int, body: dict[str, Any] | bytes = b"", retry_after: str | None = None) -> Any:
+    raw = json.dumps(body).encode() if isinstance(body, dict) else body
+    return (status, raw, retry_after)
+
+
+def run(
+    replies: list[Any], cached: CacheEntry | None = None, now: float = 1000.0
+) -> tuple[FetchOutcome, list[Step]]:
+    """Drive the flow, answering each Send with the next scripted reply."""
+    flow: Generator[Step, StepReply, FetchOutcome] = fetch_flow(
+        CONFIG, SCOPES, cached=cached, now=now, context=CONTEXT
+    )
+    steps: list[Step] = []
+    reply: StepReply = None
+    script = iter(replies)
+    while True:
+        try:
+            step = flow.send(reply)
+        except StopIteration as stop:
+            return stop.value, steps
+        steps.append(step)
+        if isinstance(step, Prepare):
+            reply = Prepared(RequestFields(form=(("client_id", "cid"),)), now)
+        elif isinstance(step, Send):
+            item = next(script)
+            reply = item if isinstance(item, Failure) else Reply(*item, now)
+        else:
+            reply = now
+
+
+def waits(steps: list[Step]) -> list[float]:
+    return [s.seconds for s in steps if isinstance(s, Wait)]
+
+
+def sends(steps: list[Step]) -> int:
+    return sum(isinstance(s, Send) for s in steps)
+
+
+def valid_entry(now: float = 1000.0) -> CacheEntry:
+    return CacheEntry(AccessToken("old", int(now) + 100, scopes=SCOPES), now - 1)
+
+
+def test_first_answer_ok() -> None:
+    outcome, steps = run([OK])
+    assert outcome.entry.token.token == "fresh"
+    assert outcome.expires_in == 3599
+    assert [type(s) for s in steps] == [Prepare, Send]
+
+
+def test_credential_is_asked_before_every_attempt() -> None:
+    _, steps = run([answer(503), OK])
+    assert [type(s) for s in steps] == [Prepare, Send, Wait, Prepare, Send]
+
+
+@pytest.mark.parametrize(
+    ("first", "expected_wait"),
+    [
+        (answer(429, {"error": "throttled"}, "7"), [7.0]),
+        (answer(429, b"", "Thu, 01 Jan 1970 00:16:50 GMT"), [10.0]),  # HTTP date, now=1000
+        (answer(503, b"<html/>"), [0.5]),
+        (answer(500, {"error": "server_error"}), [0.5]),
+        (RESET, [0.5]),
+        (TIMEOUT, [0.5]),
+    ],
+)
+def test_transient_failure_is_retried(first: Any, expected_wait: list[float]) -> None:
+    outcome, steps = run([first, OK])
+    assert outcome.entry.token.token == "fresh"
+    assert outcome.attempts == 2
+    assert waits(steps) == expected_wait
+
+
+def test_backoff_grows_between_retries() -> None:
+    _, steps = run([answer(503), answer(503), answer(503), OK])
+    assert waits(steps) == [0.5, 1.0, 2.0]
+
+
+@pytest.mark.parametrize(
+    ("replies", "error", "match"),
+    [
+        ([answer(503)] * 4, TokenRequestError, "HTTP 503"),
+        ([RESET] * 4, AuthorityUnreachableError, "could not connect"),
+        ([TIMEOUT] * 4, AuthorityUnreachableError, "timed out"),
+        ([RESET, RESET, RESET, answer(429, {"error": "x"}, "1")], TokenRequestError, "HTTP 429"),
+    ],
+)
+def test_gives_up_after_max_retries_with_the_last_error(
+    replies: list[Any], error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        run(replies)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        answer(400, {"error": "invalid_scope"}),
+        answer(401, {"error": "invalid_client"}),
+        answer(403, b""),
+        answer(200, b"not json"),
+    ],
+)
+def test_oauth_4xx_and_unusable_success_are_not_retried(reply: Any) -> None:
+    flow = fetch_flow(CONFIG, SCOPES, cached=None, now=0.0, context=CONTEXT)
+    assert isinstance(next(flow), Prepare)
+    assert isinstance(flow.send(Prepared(RequestFields(), 0.0)), Send)
+    with pytest.raises((TokenRequestError, AuthorityUnreachableError)):
+        flow.send(Reply(*reply, 0.0))
+
+
+def test_failed_refresh_of_a_valid_token_serves_it_without_retrying() -> None:
+    cached = valid_entry()
+    outcome, steps = run([answer(503)], cached=cached)
+    assert outcome.entry.token is cached.token
+    assert isinstance(outcome.error, TokenRequestError)
+    assert outcome.entry.refresh_at == 1000.0 + 30
+    assert sends(steps) == 1
+    assert waits(steps) == []
+
+
+def test_refused_refresh_of_a_valid_token_also_serves_it() -> None:
+    cached = valid_entry()
+    outcome, _ = run([answer(401, {"error": "invalid_client"})], cached=cached)
+    assert outcome.entry.token is cached.token
+
+
+def test_expired_cached_token_is_not_served_after_failure() -> None:
+    expired = CacheEntry(AccessToken("old", 900, scopes=SCOPES), 800)
+    with pytest.raises(TokenRequestError):
+        run([answer(503)] * 4, cached=expired)
+
+
+def test_raised_error_carries_no_exception_context() -> None:
+    with pytest.raises(AuthorityUnreachableError) as info:
+        run([RESET] * 4)
+    assert info.value.__context__ is None
+    assert info.value.__cause__ is None
