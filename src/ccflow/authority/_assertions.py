@@ -1,0 +1,147 @@
+"""``private_key_jwt`` client assertions, checked as Azure AD checks them.
+
+The assertion names a registered certificate by thumbprint (``x5t#S256`` or ``x5t``); its
+signature must verify with that certificate's key; ``aud`` must be this token endpoint;
+``iss`` and ``sub`` the client id; ``exp`` not passed and not too far ahead; ``jti`` unused.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Any
+
+import jwt
+
+from ccflow.authority._aad import AadError
+from ccflow.authority._registrations import ClientApp
+
+__all__ = ["JWT_BEARER", "MAX_ASSERTION_LIFETIME", "ReplayCache", "verify_assertion"]
+
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+MAX_ASSERTION_LIFETIME = 3600
+"""An assertion may expire at most this many seconds from now (msal and ccflow use 600)."""
+_SKEW = 300
+_ALGORITHMS = ("RS256", "PS256")
+
+
+class ReplayCache:
+    """The assertion ids (``jti``) seen per client, kept until their assertion expires."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: dict[tuple[str, str], float] = {}
+
+    def first_use(self, client_id: str, jti: str, *, exp: float, now: float) -> bool:
+        """Record ``jti``; False when it was already used by an unexpired assertion."""
+        with self._lock:
+            if len(self._seen) > 1024:
+                self._seen = {k: e for k, e in self._seen.items() if e + _SKEW > now}
+            key = (client_id, jti)
+            seen = self._seen.get(key)
+            if seen is not None and seen + _SKEW > now:
+                return False
+            self._seen[key] = exp
+            return True
+
+
+def _invalid(code: int, message: str) -> AadError:
+    return AadError(401, "invalid_client", code, message)
+
+
+def _number(claims: dict[str, Any], name: str) -> float | None:
+    value = claims.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def verify_assertion(
+    assertion: str,
+    *,
+    client: ClientApp,
+    token_endpoint: str,
+    now: float,
+    replays: ReplayCache,
+) -> None:
+    """Raise :class:`AadError` unless ``assertion`` authenticates ``client``."""
+    try:
+        header = jwt.get_unverified_header(assertion)
+    except jwt.PyJWTError:
+        raise _invalid(50027, "JWT token is invalid or malformed.") from None
+    alg = header.get("alg")
+    if alg not in _ALGORITHMS:
+        raise _invalid(
+            5002738, f"Invalid JWT token. '{alg}' is not a supported signature algorithm."
+        )
+    x5t_s256, x5t = header.get("x5t#S256"), header.get("x5t")
+    cert = client.certificate(
+        x5t=x5t if isinstance(x5t, str) else None,
+        x5t_s256=x5t_s256 if isinstance(x5t_s256, str) else None,
+    )
+    if cert is None:
+        raise _invalid(
+            700027,
+            f"The certificate with identifier used to sign the client assertion is not "
+            f"registered on application. [Reason - The key was not found., Thumbprint of key "
+            f"used by client: '{x5t_s256 or x5t}', Please visit the Azure Portal, Graph Explorer "
+            f"or directly use MS Graph to see configured keys for app Id "
+            f"'{client.client_id}'.]",
+        )
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            assertion,
+            cert.public_key,
+            algorithms=[alg],
+            options={
+                "verify_signature": True,
+                "verify_exp": False,
+                "verify_nbf": False,
+                "verify_iat": False,
+                "verify_aud": False,
+                "verify_iss": False,
+            },
+        )
+    except jwt.InvalidSignatureError:
+        raise _invalid(700027, "Client assertion contains an invalid signature.") from None
+    except jwt.PyJWTError:
+        raise _invalid(50027, "JWT token is invalid or malformed.") from None
+    aud = claims.get("aud")
+    audiences = aud if isinstance(aud, list) else [aud]
+    if token_endpoint not in audiences:
+        raise _invalid(
+            700023,
+            f"Client assertion audience claim does not match Realm issuer. "
+            f"The 'aud' claim must be '{token_endpoint}'.",
+        )
+    if claims.get("iss") != client.client_id or claims.get("sub") != client.client_id:
+        raise _invalid(
+            700021,
+            "Client assertion application identifier doesn't match 'client_id' parameter: "
+            "'iss' and 'sub' must both be the client id.",
+        )
+    exp = _number(claims, "exp")
+    if exp is None:
+        raise _invalid(50027, "JWT token is invalid or malformed: 'exp' is missing.")
+    nbf = _number(claims, "nbf")
+    if exp <= now or (nbf is not None and nbf > now + _SKEW):
+        raise _invalid(
+            700024,
+            f"Client assertion is not within its valid time range. Current time: "
+            f"{int(now)}, expiry time of assertion {int(exp)}.",
+        )
+    if exp > now + MAX_ASSERTION_LIFETIME + _SKEW:
+        raise _invalid(
+            700024,
+            f"Client assertion is not within its valid time range: it expires more than "
+            f"{MAX_ASSERTION_LIFETIME} seconds from now ({int(exp)}, current time {int(now)}).",
+        )
+    jti = claims.get("jti")
+    if not isinstance(jti, str) or not jti:
+        raise _invalid(50027, "JWT token is invalid or malformed: 'jti' is missing.")
+    if not replays.first_use(client.client_id, jti, exp=exp, now=now):
+        raise _invalid(
+            700229,
+            "The client assertion has already been used: its 'jti' was seen before. "
+            "Send a new assertion with a fresh 'jti' for each request.",
+        )

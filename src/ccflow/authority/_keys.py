@@ -1,0 +1,98 @@
+"""Signing keys: RSA 2048 keys with self-signed certificates, published as a JWKS.
+
+Generating an RSA key costs tens of milliseconds, so keys come from a per-process pool:
+the n-th key of every :class:`~ccflow.authority.Authority` in a process is the same key. Tests
+stay fast; the price is that two authorities in one process share their signing keys (their
+issuers still differ whenever their host or tenant does).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import functools
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+__all__ = ["SigningKey", "foreign_key", "pool_key"]
+
+# Fixed validity keeps key material independent of the clock (and of an injected one).
+_NOT_BEFORE = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
+_NOT_AFTER = datetime.datetime(2099, 12, 31, tzinfo=datetime.UTC)
+
+
+def b64url(data: bytes) -> str:
+    """Unpadded base64url, as JOSE writes it."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _uint(value: int) -> str:
+    return b64url(value.to_bytes((value.bit_length() + 7) // 8, "big"))
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    """One RSA signing key with its self-signed certificate; ``kid`` equals ``x5t``, as in
+    Azure AD."""
+
+    kid: str
+    x5t: str
+    private_key: rsa.RSAPrivateKey = field(repr=False, compare=False)
+    certificate_der: bytes = field(repr=False)
+
+    @property
+    def public_key(self) -> rsa.RSAPublicKey:
+        """The public half."""
+        return self.private_key.public_key()
+
+    def jwk(self, *, issuer: str | None = None) -> dict[str, Any]:
+        """The public JWK, with ``x5c`` and (as Azure AD's v2 JWKS does) ``issuer``."""
+        numbers = self.public_key.public_numbers()
+        jwk: dict[str, Any] = {
+            "kty": "RSA",
+            "use": "sig",
+            "kid": self.kid,
+            "x5t": self.x5t,
+            "n": _uint(numbers.n),
+            "e": _uint(numbers.e),
+            "x5c": [base64.b64encode(self.certificate_der).decode("ascii")],
+        }
+        if issuer is not None:
+            jwk["issuer"] = issuer
+        return jwk
+
+
+def _make_key(common_name: str) -> SigningKey:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(_NOT_BEFORE)
+        .not_valid_after(_NOT_AFTER)
+        .sign(key, hashes.SHA256())
+    )
+    der = cert.public_bytes(serialization.Encoding.DER)
+    x5t = b64url(hashlib.sha1(der, usedforsecurity=False).digest())
+    return SigningKey(kid=x5t, x5t=x5t, private_key=key, certificate_der=der)
+
+
+@functools.cache
+def pool_key(index: int) -> SigningKey:
+    """The ``index``-th signing key of this process (generated once, then cached)."""
+    return _make_key(f"ccflow local authority signing key {index}")
+
+
+@functools.cache
+def foreign_key() -> SigningKey:
+    """A key no authority ever publishes: for tokens signed with the wrong key."""
+    return _make_key("ccflow foreign key (never published)")
