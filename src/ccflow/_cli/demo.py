@@ -1,0 +1,288 @@
+"""``ccflow demo``: the client-credentials flow, end to end, on this machine, in a few seconds.
+
+Starts the local authority and the calc API (``examples/calc_api``) with uvicorn on free
+127.0.0.1 ports, in threads of this process, then walks the story: the registrations, the
+token request, the decoded token, a call answered 200 with the sum, a caller without the role
+answered 403, a tampered token answered 401. Exit 0 only if every step behaved; both servers
+are stopped before returning, whatever happened.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import importlib
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ccflow._cli._common import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, error
+from ccflow._core.explain import decode_unverified, explain_time
+from ccflow.errors import CCFlowError
+
+__all__ = ["add_parser", "run"]
+
+# Bounds on waiting for a server to start or stop: the demo must never hang.
+_START_TIMEOUT = 15.0
+_STOP_TIMEOUT = 5.0
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``demo`` on the ``ccflow`` subparsers."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "demo",
+        help="run the whole client-credentials flow on this machine and show each step",
+        description=(
+            "Start the local authority and the calc API on free 127.0.0.1 ports, then walk the"
+            " client-credentials flow: registrations, token request, decoded token, an allowed"
+            " call (200), a caller without the role (403) and a tampered token (401). Exit 0"
+            " only if every step behaved as expected; nothing is left running."
+        ),
+    )
+    parser.set_defaults(func=run, ccflow_run=run)
+    return parser
+
+
+@dataclass
+class _Story:
+    """Prints the steps and remembers whether each behaved."""
+
+    failures: list[str] = field(default_factory=list)
+    number: int = 0
+
+    def step(self, title: str) -> None:
+        self.number += 1
+        print(f"\n{self.number}. {title}", flush=True)
+
+    def line(self, text: str = "") -> None:
+        print(f"   {text}" if text else "", flush=True)
+
+    def check(self, ok: bool, expected: str) -> None:
+        if ok:
+            self.line(f"ok: {expected}")
+        else:
+            self.line(f"FAILED: expected {expected}")
+            self.failures.append(f"step {self.number}: expected {expected}")
+
+
+def _status(code: int) -> str:
+    try:
+        return f"{code} {HTTPStatus(code).phrase}"
+    except ValueError:
+        return str(code)
+
+
+def _bound_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+@contextlib.contextmanager
+def _serve(app: Any, sock: socket.socket, name: str) -> Iterator[None]:
+    """Serve ``app`` with uvicorn on ``sock`` in a thread; always stop it on exit."""
+    import uvicorn
+
+    config = uvicorn.Config(app, log_level="error", access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name=f"ccflow-demo-{name}", daemon=True
+    )
+    thread.start()
+    try:
+        deadline = time.monotonic() + _START_TIMEOUT
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the {name} did not start")
+            time.sleep(0.01)
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(_STOP_TIMEOUT)
+        sock.close()
+
+
+def _repo_root() -> Path | None:
+    """Where ``examples/calc_api`` lives: the checkout ccflow runs from, or the cwd."""
+    import ccflow
+
+    for base in (Path(ccflow.__file__).resolve().parents[2], Path.cwd()):
+        if (base / "examples" / "calc_api" / "app.py").is_file():
+            return base
+    return None
+
+
+def _tampered(token: str, **changes: Any) -> str:
+    """The token with claims changed and the original signature kept: a forgery."""
+    header, payload, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims.update(changes)
+    forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    return f"{header}.{forged}.{signature}"
+
+
+def _short(value: str, keep: int = 24) -> str:
+    return value if len(value) <= keep * 2 else f"{value[:keep]}...{value[-8:]}"
+
+
+def _show_response(story: _Story, response: httpx.Response) -> None:
+    story.line(f"-> {_status(response.status_code)}")
+    challenge = response.headers.get("www-authenticate")
+    if challenge:
+        story.line(f"   WWW-Authenticate: {challenge}")
+    body = response.text.strip()
+    if body:
+        story.line(f"   {body[:200]}")
+
+
+def _walk(story: _Story, authority: Any, api_url: str) -> None:
+    from ccflow import TokenClient  # type: ignore[attr-defined,unused-ignore]
+
+    api = authority.api("calc-api")
+    calc_client = authority.client("calc-client")
+    reader = authority.client("reader-client")
+    scope = f"{api.identifier_uri}/.default"
+
+    story.step("The app registrations (what the Azure portal holds)")
+    story.line(f"tenant         {authority.tenant_id}")
+    story.line(f"API app        calc-api       client id {api.client_id}")
+    story.line(f"               App ID URI {api.identifier_uri}, app roles: {', '.join(api.roles)}")
+    for client in (calc_client, reader):
+        granted = ", ".join(client.roles.get("calc-api", ())) if client.roles else ""
+        story.line(f"client app     {client.name:<14} client id {client.client_id}")
+        story.line(f"               granted on calc-api: {granted or '(nothing)'}")
+
+    story.step("calc-client asks the authority for a token (client credentials)")
+    story.line(f"POST {authority.token_endpoint}")
+    story.line(f"     grant_type=client_credentials client_id={calc_client.client_id}")
+    story.line(f"     client_secret=(hidden) scope={scope}")
+    statuses: list[int] = []
+
+    def record(response: httpx.Response) -> None:
+        statuses.append(response.status_code)
+
+    now = time.time()
+    with (
+        httpx.Client(event_hooks={"response": [record]}) as http,
+        TokenClient(
+            client_id=calc_client.client_id,
+            client_secret=calc_client.secret,
+            tenant_id=authority.tenant_id,
+            authority_host=authority.host,
+            http_client=http,
+        ) as tokens,
+    ):
+        token = tokens.get_token(scope).token
+    with (
+        httpx.Client() as http,
+        TokenClient(
+            client_id=reader.client_id,
+            client_secret=reader.secret,
+            tenant_id=authority.tenant_id,
+            authority_host=authority.host,
+            http_client=http,
+        ) as tokens,
+    ):
+        reader_token = tokens.get_token(scope).token
+    story.line(f"-> {_status(statuses[-1]) if statuses else '?'}, access_token {_short(token)}")
+    story.check(statuses[-1:] == [200], "200 OK with an access token")
+
+    story.step("The token, decoded (ccflow decode; the API verifies it in the next steps)")
+    claims = decode_unverified(token).claims
+    for name in ("aud", "iss", "azp", "roles", "tid", "ver"):
+        if name in claims:
+            story.line(f"{name:<6} {json.dumps(claims[name])}")
+    story.line(f"exp    {explain_time(claims.get('exp'), now=now, claim='exp')}")
+    story.check(
+        claims.get("azp") == calc_client.client_id and "invokeRole" in claims.get("roles", []),
+        "azp is calc-client and roles holds invokeRole",
+    )
+
+    with httpx.Client(base_url=api_url) as http:
+        story.step("calc-client calls the API with its token")
+        story.line("GET /calc/v1/add/1/1   Authorization: Bearer <calc-client's token>")
+        response = http.get("/calc/v1/add/1/1", headers={"Authorization": f"Bearer {token}"})
+        _show_response(story, response)
+        ok = response.status_code == 200 and response.json().get("result") == 2
+        story.check(ok, '200 OK with {"result": 2}')
+
+        story.step("reader-client (registered, but granted no role) calls the API")
+        story.line("GET /calc/v1/add/1/1   Authorization: Bearer <reader-client's token>")
+        response = http.get("/calc/v1/add/1/1", headers={"Authorization": f"Bearer {reader_token}"})
+        _show_response(story, response)
+        story.check(response.status_code == 403, "403 Forbidden (insufficient_scope)")
+
+        story.step("reader-client forges invokeRole into its token, keeping the signature")
+        story.line("GET /calc/v1/add/1/1   Authorization: Bearer <tampered token>")
+        forged = _tampered(reader_token, roles=["invokeRole"])
+        response = http.get("/calc/v1/add/1/1", headers={"Authorization": f"Bearer {forged}"})
+        _show_response(story, response)
+        story.check(response.status_code == 401, "401 Unauthorized (invalid_token: signature)")
+
+
+def _load_calc_api(root: Path, environ: dict[str, str]) -> Any:
+    # The calc API reads its configuration from the environment when imported.
+    os.environ.update(environ)
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    return importlib.import_module("examples.calc_api.app").app
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo; 0 only if every step behaved, and nothing is left running either way."""
+    from ccflow.authority import Authority  # type: ignore[attr-defined,unused-ignore]
+
+    root = _repo_root()
+    if root is None:
+        error("ccflow demo needs examples/calc_api from the ccflow repository; run it there")
+        return EXIT_USAGE
+    started = time.monotonic()
+    story = _Story()
+    print("ccflow demo: the OAuth 2.0 client-credentials flow, end to end, on 127.0.0.1")
+    authority_sock, api_sock = _bound_socket(), _bound_socket()
+    authority_host = f"http://127.0.0.1:{authority_sock.getsockname()[1]}"
+    api_url = f"http://127.0.0.1:{api_sock.getsockname()[1]}"
+    try:
+        authority = Authority(host=authority_host)
+        api = authority.api("calc-api")
+        app = _load_calc_api(
+            root,
+            {
+                "CCFLOW_TENANT_ID": authority.tenant_id,
+                "AZURE_AUTHORITY_HOST": authority.host,
+                "CCFLOW_AUDIENCE": f"{api.client_id},{api.identifier_uri}",
+            },
+        )
+        with (
+            _serve(authority.asgi, authority_sock, "local authority"),
+            _serve(app, api_sock, "calc API"),
+        ):
+            print(f"   local authority  {authority.host}  (issuer {authority.issuer})")
+            print(f'   calc API         {api_url}  (RequireRole("invokeRole"))')
+            _walk(story, authority, api_url)
+    except (CCFlowError, RuntimeError, httpx.HTTPError, OSError) as exc:
+        story.failures.append(f"{exc.__class__.__name__}: {exc}")
+        error(f"the demo stopped: {exc.__class__.__name__}: {exc}")
+    finally:
+        authority_sock.close()
+        api_sock.close()
+    took = f"{time.monotonic() - started:.1f} s"
+    if story.failures:
+        print(f"\nFAILED ({took}): {'; '.join(story.failures)}. Both servers are stopped.")
+        return EXIT_REFUSED
+    print(f"\nAll {story.number} steps behaved as expected ({took}). Both servers are stopped.")
+    return EXIT_OK
