@@ -14,6 +14,9 @@ API side::
 
 from __future__ import annotations
 
+from ccflow._core.tokens import AccessToken
+from ccflow.client import AsyncTokenClient, TokenClient
+from ccflow.credentials import ClientSecret, Credential
 from ccflow.errors import (
     AuthorityUnreachableError,
     CCFlowError,
@@ -25,18 +28,26 @@ from ccflow.errors import (
     TokenRequestError,
 )
 from ccflow.starlette import RequireRole
+from ccflow.validation import TokenValidator, ValidatedToken
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AccessToken",
+    "AsyncTokenClient",
     "AuthorityUnreachableError",
     "CCFlowError",
+    "ClientSecret",
     "ConfigurationError",
+    "Credential",
     "CredentialError",
     "InsufficientScopeError",
     "InvalidTokenError",
     "KeysUnavailableError",
     "RequireRole",
+    "TokenClient",
     "TokenRequestError",
+    "TokenValidator",
+    "ValidatedToken",
     "__version__",
 ]

@@ -1,0 +1,254 @@
+"""Claim rules for access tokens, with no IO and no clock (``now`` is passed in).
+
+:func:`check_claims` turns the verified claims of a token into a :class:`ValidatedToken` or
+raises :class:`~ccflow.errors.InvalidTokenError` (401) with a stable ``reason``:
+
+==================  ==============================================================
+reason              check
+==================  ==============================================================
+``claims``          ``exp`` missing; ``exp``/``nbf``/``iat`` not numbers
+``expired``         ``exp <= now - leeway``
+``not_yet_valid``   ``nbf > now + leeway``
+``issued_at``       ``iat > now + leeway``
+``version``         Azure AD: ``ver`` not ``"2.0"`` (or ``"1.0"`` with ``accept_v1``)
+``issuer``          ``iss`` not one of the issuers (for multi-tenant, the ``{tenantid}``
+                    template filled with the token's own ``tid``); ``tid`` not a string
+``audience``        ``aud`` missing, empty, not a string or list of strings, or none of
+                    the configured audiences (exact, case-sensitive match)
+``client``          no caller id (``azp`` for v2, ``appid`` for v1, generic OIDC also
+                    ``client_id``), or not a string
+``roles``           ``roles`` present but not a list of strings
+==================  ==============================================================
+
+and :class:`~ccflow.errors.InsufficientScopeError` (403) when the token is valid but its
+caller (``reason="client"``) or tenant (``reason="tenant"``) is not on an allow-list.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Final, Literal
+
+from ccflow.errors import ConfigurationError, InsufficientScopeError, InvalidTokenError
+
+__all__ = [
+    "ANY_TENANT",
+    "TENANT_PLACEHOLDER",
+    "ClaimRules",
+    "IssuerRule",
+    "ValidatedToken",
+    "check_claims",
+    "check_roles",
+]
+
+TENANT_PLACEHOLDER: Final = "{tenantid}"
+ANY_TENANT: Final = "*"
+
+
+def check_roles(
+    granted: tuple[str, ...],
+    required: Iterable[str] | str,
+    *,
+    match: Literal["any", "all"] = "any",
+) -> None:
+    """Raise :class:`~ccflow.errors.InsufficientScopeError` unless ``granted`` holds any
+    (``match="any"``) or all (``match="all"``) of ``required``. Roles compare exactly."""
+    wanted = (required,) if isinstance(required, str) else tuple(required)
+    if not wanted or not all(isinstance(r, str) and r for r in wanted):
+        raise ConfigurationError("required roles must be non-empty strings", setting="roles")
+    if match == "any":
+        ok = any(r in granted for r in wanted)
+    elif match == "all":
+        ok = all(r in granted for r in wanted)
+    else:
+        raise ConfigurationError("match must be 'any' or 'all'", setting="match")
+    if not ok:
+        joined = ", ".join(wanted)
+        which = "one of the roles" if match == "any" and len(wanted) > 1 else "the role(s)"
+        raise InsufficientScopeError(
+            f"the caller lacks {which}: {joined}", reason="role", required=wanted
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ValidatedToken:
+    """An access token that passed every check: signature, time, issuer, audience, caller.
+
+    ::
+
+        token = await validator.validate(raw)
+        token.client_id, token.tenant_id, token.roles, token.version, token.expires_on
+        token.require_roles(("invokeRole",))          # raises InsufficientScopeError (403)
+    """
+
+    claims: Mapping[str, Any] = field(repr=False, compare=False)
+    """Every claim of the token, read-only."""
+    client_id: str
+    """The caller's application (client) id: ``azp`` (v2), ``appid`` (v1) or ``client_id``."""
+    tenant_id: str | None
+    """The ``tid`` claim, or ``None`` when the token has none (generic OIDC)."""
+    roles: tuple[str, ...]
+    """The ``roles`` claim (app roles granted to the caller); ``()`` when absent."""
+    version: str | None
+    """The ``ver`` claim: ``"2.0"``, ``"1.0"``, or ``None`` when absent."""
+    expires_on: int
+    """The ``exp`` claim, Unix seconds."""
+
+    def require_roles(
+        self, roles: Iterable[str] | str, *, match: Literal["any", "all"] = "any"
+    ) -> None:
+        """Raise :class:`~ccflow.errors.InsufficientScopeError` unless the token holds any
+        (default) or all of ``roles``."""
+        check_roles(self.roles, roles, match=match)
+
+
+@dataclass(frozen=True, slots=True)
+class IssuerRule:
+    """One acceptable issuer: exact, or a multi-tenant template containing ``{tenantid}``.
+
+    ``version`` ties the issuer to a token version (Azure AD: ``"2.0"`` or ``"1.0"``);
+    ``None`` accepts any ``ver`` or none (generic OIDC).
+    """
+
+    issuer: str
+    version: str | None = None
+
+    def matches(self, iss: str, tid: str | None) -> bool:
+        """True when ``iss`` is this issuer (the template filled with ``tid``)."""
+        if TENANT_PLACEHOLDER in self.issuer:
+            return bool(tid) and iss == self.issuer.replace(TENANT_PLACEHOLDER, tid or "")
+        return iss == self.issuer
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRules:
+    """Everything :func:`check_claims` needs, fixed at configuration and discovery time."""
+
+    issuers: tuple[IssuerRule, ...]
+    audiences: frozenset[str]
+    azure: bool = True
+    """Azure AD mode: ``ver`` is required and decides ``azp`` vs ``appid``."""
+    accept_v1: bool = False
+    allowed_clients: frozenset[str] | None = None
+    allowed_tenants: frozenset[str] | None = None
+    """``None``: any tenant; ``{"*"}`` likewise, spelled out for multi-tenant APIs."""
+    leeway: float = 60.0
+
+
+def _invalid(message: str, reason: str, claim: str) -> InvalidTokenError:
+    return InvalidTokenError(message, reason=reason, claim=claim)
+
+
+def _number(claims: Mapping[str, Any], name: str) -> float | None:
+    value = claims.get(name)
+    if value is None and name not in claims:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _invalid(f"the token's {name} claim is not a number", "claims", name)
+    return value
+
+
+def _check_time(claims: Mapping[str, Any], now: float, leeway: float) -> int:
+    exp = _number(claims, "exp")
+    if exp is None:
+        raise _invalid("the token has no exp claim", "claims", "exp")
+    nbf = _number(claims, "nbf")
+    iat = _number(claims, "iat")
+    if exp <= now - leeway:
+        raise _invalid("the token has expired", "expired", "exp")
+    if nbf is not None and nbf > now + leeway:
+        raise _invalid("the token is not yet valid (nbf)", "not_yet_valid", "nbf")
+    if iat is not None and iat > now + leeway:
+        raise _invalid("the token was issued in the future (iat)", "issued_at", "iat")
+    return int(exp)
+
+
+def _check_audience(claims: Mapping[str, Any], audiences: frozenset[str]) -> None:
+    aud = claims.get("aud")
+    if isinstance(aud, str):
+        values: tuple[Any, ...] = (aud,)
+    elif isinstance(aud, list):
+        values = tuple(aud)
+    else:
+        raise _invalid("the token's audience (aud) is missing or malformed", "audience", "aud")
+    if not values or not all(isinstance(v, str) and v for v in values):
+        raise _invalid("the token's audience (aud) is missing or malformed", "audience", "aud")
+    if audiences.isdisjoint(values):
+        raise _invalid("the token is for another audience", "audience", "aud")
+
+
+def _optional_str(claims: Mapping[str, Any], name: str, reason: str) -> str | None:
+    value = claims.get(name)
+    if value is None and name not in claims:
+        return None
+    if not isinstance(value, str) or not value:
+        raise _invalid(f"the token's {name} claim is not a string", reason, name)
+    return value
+
+
+def check_claims(claims: Mapping[str, Any], rules: ClaimRules, *, now: float) -> ValidatedToken:
+    """Apply ``rules`` to signature-verified ``claims`` at time ``now`` (Unix seconds)."""
+    expires_on = _check_time(claims, now, rules.leeway)
+
+    ver = claims.get("ver")
+    version = ver if isinstance(ver, str) else None
+    if rules.azure:
+        if ver == "1.0":
+            if not rules.accept_v1:
+                raise _invalid("v1.0 tokens are not accepted by this API", "version", "ver")
+        elif ver != "2.0":
+            raise _invalid("the token's version (ver) is missing or unknown", "version", "ver")
+
+    tid = _optional_str(claims, "tid", "issuer")
+    iss = claims.get("iss")
+    if not isinstance(iss, str):
+        raise _invalid("the token's issuer (iss) is missing or not a string", "issuer", "iss")
+    if not any(
+        rule.matches(iss, tid)
+        for rule in rules.issuers
+        if rule.version is None or rule.version == version
+    ):
+        raise _invalid("the token is from another issuer", "issuer", "iss")
+
+    _check_audience(claims, rules.audiences)
+
+    if rules.azure:
+        client_claim = "appid" if version == "1.0" else "azp"
+        client_id = _optional_str(claims, client_claim, "client")
+    else:
+        client_claim = "azp"
+        client_id = None
+        for name in ("azp", "client_id", "appid"):
+            client_id = _optional_str(claims, name, "client")
+            if client_id is not None:
+                client_claim = name
+                break
+    if client_id is None:
+        raise _invalid(f"the token names no caller ({client_claim})", "client", client_claim)
+
+    roles_claim = claims.get("roles", ())
+    if not isinstance(roles_claim, (list, tuple)) or not all(
+        isinstance(r, str) for r in roles_claim
+    ):
+        raise _invalid("the token's roles claim is not a list of strings", "roles", "roles")
+
+    if rules.allowed_clients is not None and client_id not in rules.allowed_clients:
+        raise InsufficientScopeError("the calling application is not allowed", reason="client")
+    if (
+        rules.allowed_tenants is not None
+        and ANY_TENANT not in rules.allowed_tenants
+        and tid not in rules.allowed_tenants
+    ):
+        raise InsufficientScopeError("the caller's tenant is not allowed", reason="tenant")
+
+    return ValidatedToken(
+        claims=MappingProxyType(dict(claims)),
+        client_id=client_id,
+        tenant_id=tid,
+        roles=tuple(roles_claim),
+        version=version,
+        expires_on=expires_on,
+    )

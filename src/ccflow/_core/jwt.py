@@ -1,0 +1,233 @@
+"""Compact JWS: parse a signed JWT and verify its signature, with no IO and no clock.
+
+The parse path is our own because it sits on every request with a fresh token: strict
+base64url (``binascii`` in C, the same canonical-form rules as PyJWT 2.15), ``json.loads``
+and ``cryptography``'s ``verify`` on key objects loaded once from the JWKS::
+
+    parsed = parse_compact(token, algorithms=frozenset({"RS256"}))
+    verify_signature(parsed, key.public_key)        # raises InvalidTokenError("signature")
+
+Rules, each with an :class:`~ccflow.errors.InvalidTokenError` ``reason``:
+
+- ``malformed``: over the size cap (checked before anything else), not three segments, bad
+  base64url (wrong alphabet, bad padding, non-canonical trailing bits), header or claims not
+  a JSON object, a ``crit`` header (no extension is understood), ``b64: false``;
+- ``algorithm``: ``alg`` missing, not a string, or not in the allow-list (``none`` and
+  ``HS*`` can never be in it);
+- ``key``: ``kid`` missing or not a string. The ``kid`` only picks a key from the JWKS we
+  fetched ourselves; ``jku``, ``x5u``, ``jwk`` and ``x5c`` headers are ignored, never fetched
+  or trusted;
+- ``signature``: the signature does not verify with the selected key.
+
+Error messages never contain the token or any part of it.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from ccflow.errors import ConfigurationError, InvalidTokenError
+
+__all__ = [
+    "DEFAULT_ALGORITHMS",
+    "DEFAULT_MAX_TOKEN_SIZE",
+    "SUPPORTED_ALGORITHMS",
+    "ParsedToken",
+    "PublicKey",
+    "check_algorithms",
+    "parse_compact",
+    "verify_signature",
+]
+
+PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+
+DEFAULT_MAX_TOKEN_SIZE: Final = 16 * 1024
+DEFAULT_ALGORITHMS: Final = frozenset({"RS256"})
+
+_RSA_HASHES: Final[Mapping[str, hashes.HashAlgorithm]] = {
+    "RS256": hashes.SHA256(),
+    "RS384": hashes.SHA384(),
+    "RS512": hashes.SHA512(),
+    "PS256": hashes.SHA256(),
+    "PS384": hashes.SHA384(),
+    "PS512": hashes.SHA512(),
+}
+# (hash, coordinate size in bytes) for ECDSA; the JWS signature is raw r || s.
+_EC_PARAMS: Final[Mapping[str, tuple[hashes.HashAlgorithm, int]]] = {
+    "ES256": (hashes.SHA256(), 32),
+    "ES384": (hashes.SHA384(), 48),
+    "ES512": (hashes.SHA512(), 66),
+}
+SUPPORTED_ALGORITHMS: Final = frozenset(_RSA_HASHES) | frozenset(_EC_PARAMS)
+
+_PKCS1V15: Final = padding.PKCS1v15()
+
+_B64_ALPHABET: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_B64_VALUE: Final = {c: i for i, c in enumerate(_B64_ALPHABET)}
+# Deleting every alphabet byte leaves b"" exactly when a segment uses the alphabet only.
+_TO_STANDARD: Final = bytes.maketrans(b"-_", b"+/")
+
+
+def check_algorithms(algorithms: object, *, setting: str = "algorithms") -> frozenset[str]:
+    """Validate an algorithm allow-list from configuration; ``none`` and ``HS*`` are refused.
+
+    A shared-secret algorithm would let anyone holding the public key forge tokens (the
+    classic RS256 -> HS256 confusion), so it cannot be configured at all.
+    """
+    if isinstance(algorithms, str):
+        algorithms = [algorithms]
+    if not isinstance(algorithms, (list, tuple, set, frozenset)) or not algorithms:
+        raise ConfigurationError(
+            f"{setting} must be a non-empty list of algorithm names such as ['RS256']",
+            setting=setting,
+        )
+    result: set[str] = set()
+    for alg in algorithms:
+        if not isinstance(alg, str):
+            raise ConfigurationError(f"{setting} entries must be strings", setting=setting)
+        if alg.lower() == "none" or alg.upper().startswith("HS"):
+            raise ConfigurationError(
+                f"{setting}: {alg!r} is never allowed for access tokens (only asymmetric "
+                f"algorithms: {', '.join(sorted(SUPPORTED_ALGORITHMS))})",
+                setting=setting,
+            )
+        if alg not in SUPPORTED_ALGORITHMS:
+            raise ConfigurationError(
+                f"{setting}: unsupported algorithm {alg!r}; choose from "
+                f"{', '.join(sorted(SUPPORTED_ALGORITHMS))}",
+                setting=setting,
+            )
+        result.add(alg)
+    return frozenset(result)
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedToken:
+    """A compact JWS taken apart but not yet trusted: nothing here is verified."""
+
+    header: Mapping[str, Any]
+    claims: Mapping[str, Any]
+    alg: str
+    kid: str
+    signing_input: bytes
+    signature: bytes
+
+
+def _malformed(message: str) -> InvalidTokenError:
+    return InvalidTokenError(message, reason="malformed")
+
+
+def _b64decode(segment: bytes, name: str) -> bytes:
+    """Strict base64url, the same acceptance as PyJWT 2.15: optional canonical ``=`` padding,
+    alphabet only, no impossible length, zero trailing bits."""
+    stripped = segment.rstrip(b"=")
+    pad = len(segment) - len(stripped)
+    if pad and (pad > 2 or len(segment) % 4):
+        raise _malformed(f"the token's {name} segment has invalid base64url padding")
+    rem = len(stripped) % 4
+    if rem == 1 or stripped.translate(None, _B64_ALPHABET):
+        raise _malformed(f"the token's {name} segment is not valid base64url")
+    if rem and _B64_VALUE[stripped[-1]] & (0x0F if rem == 2 else 0x03):
+        raise _malformed(f"the token's {name} segment is not canonical base64url")
+    try:
+        return binascii.a2b_base64(stripped.translate(_TO_STANDARD) + b"=" * (-rem % 4))
+    except binascii.Error:  # pragma: no cover - excluded by the checks above
+        raise _malformed(f"the token's {name} segment is not valid base64url") from None
+
+
+def _json_object(data: bytes, name: str) -> dict[str, Any]:
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError):
+        raise _malformed(f"the token's {name} is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise _malformed(f"the token's {name} is not a JSON object")
+    return value
+
+
+def parse_compact(
+    token: str,
+    *,
+    algorithms: frozenset[str] = DEFAULT_ALGORITHMS,
+    max_size: int = DEFAULT_MAX_TOKEN_SIZE,
+) -> ParsedToken:
+    """Split, decode and check the header of a compact JWS; the signature is NOT verified.
+
+    ``token`` is the bare token (no ``Bearer`` prefix). Raises
+    :class:`~ccflow.errors.InvalidTokenError` with reason ``malformed``, ``algorithm`` or
+    ``key``.
+    """
+    if not isinstance(token, str):
+        raise _malformed("the token must be a string")
+    if len(token) > max_size:
+        raise _malformed(f"the token is larger than the {max_size}-byte limit")
+    if not token.isascii():
+        raise _malformed("the token contains characters outside base64url")
+    raw = token.encode("ascii")
+    parts = raw.split(b".")
+    if len(parts) != 3:
+        raise _malformed("the token does not have three dot-separated segments")
+    header = _json_object(_b64decode(parts[0], "header"), "header")
+    # Decode every segment before judging the header, so the verdict on malformed tokens
+    # does not depend on which check happens to run first.
+    claims_bytes = _b64decode(parts[1], "claims")
+    signature = _b64decode(parts[2], "signature")
+    if "crit" in header or header.get("b64", True) is not True:
+        raise _malformed("the token uses a JWS extension (crit or b64) that is not supported")
+    kid = header.get("kid")
+    if "kid" in header and not isinstance(kid, str):
+        raise InvalidTokenError("the token's kid header is not a string", reason="key")
+    claims = _json_object(claims_bytes, "claims")
+    alg = header.get("alg")
+    if not isinstance(alg, str) or alg not in algorithms:
+        raise InvalidTokenError("the token's signing algorithm is not allowed", reason="algorithm")
+    if not isinstance(kid, str) or not kid:
+        raise InvalidTokenError("the token has no kid header", reason="key")
+    return ParsedToken(
+        header=header,
+        claims=claims,
+        alg=alg,
+        kid=kid,
+        signing_input=raw[: len(parts[0]) + 1 + len(parts[1])],
+        signature=signature,
+    )
+
+
+def verify_signature(parsed: ParsedToken, key: PublicKey) -> None:
+    """Verify ``parsed`` with ``key`` under ``parsed.alg``; raise ``InvalidTokenError``
+    (reason ``signature``, or ``algorithm`` when the key type cannot do that algorithm)."""
+    alg = parsed.alg
+    try:
+        if isinstance(key, rsa.RSAPublicKey) and alg in _RSA_HASHES:
+            hash_alg = _RSA_HASHES[alg]
+            if alg[0] == "R":
+                key.verify(parsed.signature, parsed.signing_input, _PKCS1V15, hash_alg)
+            else:
+                pss = padding.PSS(mgf=padding.MGF1(hash_alg), salt_length=hash_alg.digest_size)
+                key.verify(parsed.signature, parsed.signing_input, pss, hash_alg)
+            return
+        if isinstance(key, ec.EllipticCurvePublicKey) and alg in _EC_PARAMS:
+            hash_alg, size = _EC_PARAMS[alg]
+            if len(parsed.signature) != 2 * size or key.curve.key_size != _CURVE_BITS[alg]:
+                raise InvalidSignature
+            r = int.from_bytes(parsed.signature[:size], "big")
+            s = int.from_bytes(parsed.signature[size:], "big")
+            key.verify(encode_dss_signature(r, s), parsed.signing_input, ec.ECDSA(hash_alg))
+            return
+    except InvalidSignature:
+        raise InvalidTokenError(
+            "the token's signature does not verify", reason="signature"
+        ) from None
+    raise InvalidTokenError("the token's algorithm does not fit its key", reason="algorithm")
+
+
+_CURVE_BITS: Final = {"ES256": 256, "ES384": 384, "ES512": 521}

@@ -1,0 +1,325 @@
+"""Fetching signing keys: discovery and JWKS over HTTP, cached, single flight.
+
+Two faces over one refresh flow. :class:`AsyncJWKSCache` (``httpx.AsyncClient``) serves
+:class:`~ccflow.TokenValidator`; :class:`JWKSCache` (``httpx.Client``) serves synchronous
+callers such as the CLI. They differ only in how they wait: the flow that decides which URL to
+fetch and what the answer means is a generator shared by both, and every policy decision
+(TTL, unknown-``kid`` cooldown, failure backoff, max-stale) lives in :mod:`ccflow._core.jwks`.
+
+However many requests wait, at most one discovery or JWKS fetch is in flight: the first
+request fetches under a lock, the others re-decide once it is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import Final
+
+import httpx
+
+from ccflow._core.claims import IssuerRule
+from ccflow._core.discovery import DiscoveryError, parse_discovery
+from ccflow._core.jwks import (
+    JWKSError,
+    KeyAction,
+    KeyCache,
+    RefreshPolicy,
+    SigningKey,
+    decide,
+    parse_jwks,
+)
+from ccflow.errors import InvalidTokenError, KeysUnavailableError
+
+__all__ = ["AsyncJWKSCache", "DiscoverySource", "JWKSCache", "KeySourcePlan"]
+
+logger = logging.getLogger("ccflow.jwks")
+
+_MAX_DOCUMENT_BYTES: Final = 1024 * 1024
+_DEFAULT_TIMEOUT: Final = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoverySource:
+    """One discovery document to read, and what its issuer must look like."""
+
+    url: str
+    version: str | None = None
+    """The token version its issuer is for (Azure AD ``"2.0"``/``"1.0"``), else ``None``."""
+    expected_issuer: str | None = None
+    multi_tenant: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeySourcePlan:
+    """Where issuers and keys come from: discovery documents, a ``jwks_uri`` override, and
+    issuers known without discovery. The JWKS comes from ``jwks_uri`` if set, else from the
+    first discovery document."""
+
+    discoveries: tuple[DiscoverySource, ...] = ()
+    jwks_uri: str | None = None
+    static_issuers: tuple[IssuerRule, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class _Metadata:
+    issuers: tuple[IssuerRule, ...]
+    jwks_uri: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """An HTTP answer, reduced to what the flow needs (``None`` stands for no answer)."""
+
+    status: int
+    body: bytes
+    retry_after: float | None
+
+
+class _FetchFailed(Exception):
+    def __init__(self, why: str, retry_after: float | None = None) -> None:
+        super().__init__(why)
+        self.retry_after = retry_after
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def _answer(response: httpx.Response) -> _Answer:
+    return _Answer(response.status_code, response.content, _retry_after(response))
+
+
+class _Base:
+    """State, policy and the refresh flow; no waiting."""
+
+    def __init__(
+        self,
+        plan: KeySourcePlan,
+        *,
+        algorithms: frozenset[str],
+        policy: RefreshPolicy | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._plan = plan
+        self._algorithms = algorithms
+        self._policy = policy or RefreshPolicy()
+        self._clock = clock
+        self._state = KeyCache()
+        self._meta: _Metadata | None = None
+        if not plan.discoveries:
+            if plan.jwks_uri is None:
+                raise ValueError("a KeySourcePlan needs discovery documents or a jwks_uri")
+            self._meta = _Metadata(plan.static_issuers, plan.jwks_uri)
+
+    @property
+    def issuers(self) -> tuple[IssuerRule, ...]:
+        """The issuers known so far (from discovery); empty before the first fetch."""
+        return self._meta.issuers if self._meta is not None else ()
+
+    @property
+    def state(self) -> KeyCache:
+        """The current cache state (a frozen value)."""
+        return self._state
+
+    def _decide(self, kid: str, *, may_fetch: bool = True) -> KeyAction:
+        return decide(self._state, kid, self._clock(), self._policy, may_fetch=may_fetch)
+
+    def _final(self, kid: str) -> SigningKey:
+        now = self._clock()
+        action = decide(self._state, kid, now, self._policy, may_fetch=False)
+        if action is KeyAction.USE:
+            assert self._state.keys is not None
+            key = self._state.keys.get(kid)
+            assert key is not None
+            return key
+        if action is KeyAction.UNAVAILABLE:
+            raise KeysUnavailableError(
+                "the API cannot get the authority's signing keys right now",
+                retry_after=self._state.retry_after(now, self._policy),
+            )
+        raise InvalidTokenError("the token's signing key (kid) is not known", reason="key")
+
+    def _body(self, answer: _Answer | None, what: str) -> bytes:
+        if answer is None:
+            raise _FetchFailed(f"{what}: no answer")
+        if answer.status != 200:
+            raise _FetchFailed(f"{what}: HTTP {answer.status}", answer.retry_after)
+        if len(answer.body) > _MAX_DOCUMENT_BYTES:
+            raise _FetchFailed(f"{what}: document too large")
+        return answer.body
+
+    def _refresh_flow(self) -> Generator[str, _Answer | None, None]:
+        """Yield URLs to GET, receive their answers; update the state. Never raises."""
+        now = self._clock()
+        try:
+            meta = self._meta
+            if meta is None:
+                issuers: list[IssuerRule] = list(self._plan.static_issuers)
+                jwks_uri = self._plan.jwks_uri
+                for source in self._plan.discoveries:
+                    body = self._body((yield source.url), "discovery")
+                    try:
+                        found = parse_discovery(
+                            body,
+                            expected_issuer=source.expected_issuer,
+                            multi_tenant=source.multi_tenant,
+                        )
+                    except DiscoveryError as exc:
+                        raise _FetchFailed(f"discovery: {exc}") from None
+                    issuers.append(IssuerRule(found.issuer, source.version))
+                    jwks_uri = jwks_uri or found.jwks_uri
+                assert jwks_uri is not None
+                meta = self._meta = _Metadata(tuple(issuers), jwks_uri)
+            body = self._body((yield meta.jwks_uri), "jwks")
+            try:
+                keys = parse_jwks(body, algorithms=self._algorithms)
+            except JWKSError as exc:
+                raise _FetchFailed(f"jwks: {exc}") from None
+            if not keys.keys:
+                raise _FetchFailed("jwks: no usable signing keys in the document")
+        except _FetchFailed as exc:
+            logger.warning("signing key refresh failed (%s); keeping any cached keys", exc)
+            self._state = self._state.failed(now, self._policy, exc.retry_after)
+            return
+        if keys.skipped:
+            logger.debug("JWKS: %d key(s) not usable and skipped", keys.skipped)
+        self._state = self._state.fetched(keys, now)
+
+
+class AsyncJWKSCache(_Base):
+    """Signing keys for async code (``httpx.AsyncClient``), single flight.
+
+    ::
+
+        cache = AsyncJWKSCache(plan, algorithms=frozenset({"RS256"}))
+        key = await cache.get_key(kid)   # InvalidTokenError("key") / KeysUnavailableError
+        await cache.aclose()
+    """
+
+    def __init__(
+        self,
+        plan: KeySourcePlan,
+        *,
+        algorithms: frozenset[str],
+        policy: RefreshPolicy | None = None,
+        clock: Callable[[], float] = time.time,
+        http_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        super().__init__(plan, algorithms=algorithms, policy=policy, clock=clock)
+        self._client = http_client
+        self._owns_client = http_client is None
+        self._lock = asyncio.Lock()
+
+    async def get_key(self, kid: str) -> SigningKey:
+        """The key for ``kid``, fetching first if the policy says so."""
+        action = self._decide(kid)
+        if action is KeyAction.USE:
+            return self._final(kid)
+        if action is KeyAction.FETCH:
+            async with self._lock:
+                # Whoever held the lock before us may have fetched already: decide again.
+                if self._decide(kid) is KeyAction.FETCH:
+                    await self._run()
+        return self._final(kid)
+
+    async def refresh(self) -> None:
+        """Fetch now (single flight), whatever the policy says; failures only log."""
+        async with self._lock:
+            await self._run()
+
+    async def _run(self) -> None:
+        flow = self._refresh_flow()
+        try:
+            url = next(flow)
+            while True:
+                answer: _Answer | None
+                try:
+                    answer = _answer(await self._http().get(url))
+                except httpx.HTTPError as exc:
+                    logger.warning("GET %s failed: %s", url, type(exc).__name__)
+                    answer = None
+                url = flow.send(answer)
+        except StopIteration:
+            return
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=_DEFAULT_TIMEOUT)
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if this cache created it."""
+        if self._owns_client and self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+class JWKSCache(_Base):
+    """Signing keys for synchronous code (``httpx.Client``), single flight across threads."""
+
+    def __init__(
+        self,
+        plan: KeySourcePlan,
+        *,
+        algorithms: frozenset[str],
+        policy: RefreshPolicy | None = None,
+        clock: Callable[[], float] = time.time,
+        http_client: httpx.Client | None = None,
+    ) -> None:
+        super().__init__(plan, algorithms=algorithms, policy=policy, clock=clock)
+        self._client = http_client
+        self._owns_client = http_client is None
+        self._lock = threading.Lock()
+
+    def get_key(self, kid: str) -> SigningKey:
+        """The key for ``kid``, fetching first if the policy says so."""
+        action = self._decide(kid)
+        if action is KeyAction.USE:
+            return self._final(kid)
+        if action is KeyAction.FETCH:
+            with self._lock:
+                if self._decide(kid) is KeyAction.FETCH:
+                    self._run()
+        return self._final(kid)
+
+    def refresh(self) -> None:
+        """Fetch now, whatever the policy says; failures only log."""
+        with self._lock:
+            self._run()
+
+    def _run(self) -> None:
+        flow = self._refresh_flow()
+        try:
+            url = next(flow)
+            while True:
+                answer: _Answer | None
+                try:
+                    answer = _answer(self._http().get(url))
+                except httpx.HTTPError as exc:
+                    logger.warning("GET %s failed: %s", url, type(exc).__name__)
+                    answer = None
+                url = flow.send(answer)
+        except StopIteration:
+            return
+
+    def _http(self) -> httpx.Client:
+        if self._client is None:
+            self._client = httpx.Client(timeout=_DEFAULT_TIMEOUT)
+        return self._client
+
+    def close(self) -> None:
+        """Close the HTTP client if this cache created it."""
+        if self._owns_client and self._client is not None:
+            self._client.close()
+            self._client = None

@@ -1,0 +1,395 @@
+"""``TokenValidator``: is this access token from our authority, for us, from a caller we allow?
+
+::
+
+    validator = TokenValidator(tenant_id="contoso.onmicrosoft.com", audience="api://calc")
+    token = await validator.validate(raw)         # raw: the token, without "Bearer "
+    token.require_roles("invokeRole")
+
+Azure AD mode (``tenant_id=``) reads the issuer(s) from discovery at ``authority_host``
+(v2, plus v1 with ``accept_v1=True``); ``tenant_id="organizations"`` or ``"common"`` is
+multi-tenant: the issuer is the ``{tenantid}`` template filled with the token's ``tid``, and
+``allowed_tenants`` is required. Generic OIDC mode (``issuer=``) trusts exactly that issuer;
+tokens without ``tid``/``ver``, with ``typ: at+jwt`` or a resource-URI ``aud`` are normal.
+
+The hot path: a token seen before costs a SHA-256 digest, a cache lookup and an ``exp``
+check. A fresh token costs one strict parse and one signature verification with a key object
+loaded once from the JWKS.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import hashlib
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from types import MappingProxyType
+from typing import Any, Final
+
+import httpx
+from cachetools import TLRUCache
+
+from ccflow._core.claims import (
+    ANY_TENANT,
+    ClaimRules,
+    IssuerRule,
+    ValidatedToken,
+    check_claims,
+)
+from ccflow._core.discovery import discovery_url_for_issuer
+from ccflow._core.jwks import RefreshPolicy
+from ccflow._core.jwt import (
+    DEFAULT_MAX_TOKEN_SIZE,
+    check_algorithms,
+    parse_compact,
+    verify_signature,
+)
+from ccflow._core.urls import (
+    DEFAULT_AUTHORITY_HOST,
+    discovery_url_for,
+    normalize_authority_host,
+    require_secure_url,
+)
+from ccflow.errors import ConfigurationError, InvalidTokenError
+from ccflow.jwks import AsyncJWKSCache, DiscoverySource, KeySourcePlan
+
+__all__ = ["ENVIRONMENT_VARIABLES", "TokenValidator", "ValidatedToken"]
+
+MULTI_TENANT_IDS: Final = frozenset({"organizations", "common"})
+
+ENVIRONMENT_VARIABLES: Final[Mapping[str, str]] = {
+    "issuer": "CCFLOW_ISSUER",
+    "tenant_id": "CCFLOW_TENANT_ID",
+    "authority_host": "AZURE_AUTHORITY_HOST",
+    "audience": "CCFLOW_AUDIENCE",
+    "allowed_clients": "CCFLOW_ALLOWED_CLIENTS",
+    "allowed_tenants": "CCFLOW_ALLOWED_TENANTS",
+    "accept_v1": "CCFLOW_ACCEPT_V1",
+}
+"""Which environment variable :meth:`TokenValidator.from_env` reads for each argument."""
+
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"0", "false", "no", "off", ""})
+
+# While from_env builds a validator, configuration errors name the environment variable.
+_setting_names: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(
+    "ccflow_setting_names", default=MappingProxyType({})
+)
+
+
+def _name(setting: str) -> str:
+    return _setting_names.get().get(setting, setting)
+
+
+def _config_error(setting: str, message: str) -> ConfigurationError:
+    name = _name(setting)
+    return ConfigurationError(f"{name}: {message}", setting=name)
+
+
+@contextmanager
+def _renamed(names: Mapping[str, str]) -> Iterator[None]:
+    reset = _setting_names.set(names)
+    try:
+        yield
+    finally:
+        _setting_names.reset(reset)
+
+
+def _strings(value: object, setting: str, *, required: bool) -> tuple[str, ...] | None:
+    if value is None:
+        if required:
+            raise _config_error(setting, "is required")
+        return None
+    if isinstance(value, str):
+        items: list[object] = [value]
+    elif isinstance(value, Iterable):
+        items = list(value)
+    else:
+        raise _config_error(setting, "must be a string or a list of strings")
+    if any(not isinstance(item, str) or not item.strip() for item in items):
+        raise _config_error(setting, "must contain only non-empty strings")
+    result = tuple(dict.fromkeys(str(item).strip() for item in items))
+    if not result:
+        raise _config_error(setting, "must not be empty")
+    return result
+
+
+def _split_env(value: str | None) -> list[str] | None:
+    if value is None or not value.strip():
+        return None
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _seconds(value: object, setting: str) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise _config_error(setting, "must be a non-negative number of seconds")
+    return float(value)
+
+
+def _cache_ttu(_key: bytes, value: ValidatedToken, _now: float) -> float:
+    return float(value.expires_on)
+
+
+class TokenValidator:
+    """Validates access tokens for one API. Build once at startup, share across requests.
+
+    Configuration errors raise :class:`~ccflow.errors.ConfigurationError` naming the argument
+    (or, from :meth:`from_env`, the environment variable). :meth:`validate` raises
+    :class:`~ccflow.errors.InvalidTokenError` (401), :class:`~ccflow.errors.InsufficientScopeError`
+    (403: caller or tenant not allowed) or :class:`~ccflow.errors.KeysUnavailableError` (503).
+
+    Arguments (all keyword-only):
+
+    - ``issuer``: generic OIDC issuer URL (discovery at ``{issuer}/.well-known/...``); or
+    - ``tenant_id``: Azure AD tenant (GUID or domain; ``organizations``/``common`` for
+      multi-tenant) with ``authority_host`` (default ``AZURE_AUTHORITY_HOST`` or
+      ``https://login.microsoftonline.com``);
+    - ``audience``: one or more accepted ``aud`` values (client id and App ID URI);
+    - ``allowed_clients``: allow-list of caller client ids (``azp``/``appid``);
+    - ``accept_v1``: also accept Azure AD v1.0 tokens (default off);
+    - ``allowed_tenants``: allow-list of ``tid`` values (required when multi-tenant;
+      ``["*"]`` accepts any tenant);
+    - ``leeway``: clock skew allowed on ``exp``/``nbf``/``iat``, seconds (default 60);
+    - ``algorithms``: allowed signing algorithms (default ``["RS256"]``; never ``none``/HS*);
+    - ``jwks_uri``: take keys from here instead of the discovery document's ``jwks_uri``;
+    - ``http_client``: an ``httpx.AsyncClient`` for discovery and JWKS (not closed by us);
+    - ``clock``: callable returning Unix seconds (default ``time.time``);
+    - ``max_token_size`` (default 16 KiB), ``cache_size`` (verified tokens kept, default
+      4096), ``jwks_ttl`` (3600 s), ``jwks_cooldown`` (unknown-``kid`` refetch at most once
+      per this, 30 s), ``jwks_max_stale`` (keys served while refreshes fail, 86400 s).
+    """
+
+    def __init__(
+        self,
+        *,
+        issuer: str | None = None,
+        tenant_id: str | None = None,
+        authority_host: str | None = None,
+        audience: str | Iterable[str] | None = None,
+        allowed_clients: Iterable[str] | None = None,
+        accept_v1: bool = False,
+        allowed_tenants: Iterable[str] | None = None,
+        leeway: float = 60.0,
+        algorithms: Iterable[str] = ("RS256",),
+        jwks_uri: str | None = None,
+        http_client: httpx.AsyncClient | None = None,
+        clock: Callable[[], float] = time.time,
+        max_token_size: int = DEFAULT_MAX_TOKEN_SIZE,
+        cache_size: int = 4096,
+        jwks_ttl: float = 3600.0,
+        jwks_cooldown: float = 30.0,
+        jwks_max_stale: float = 86400.0,
+    ) -> None:
+        audiences = _strings(audience, "audience", required=True)
+        assert audiences is not None
+        clients = _strings(allowed_clients, "allowed_clients", required=False)
+        tenants = _strings(allowed_tenants, "allowed_tenants", required=False)
+        if not isinstance(accept_v1, bool):
+            raise _config_error("accept_v1", "must be True or False")
+        algs = check_algorithms(
+            list(algorithms) if not isinstance(algorithms, str) else algorithms,
+            setting=_name("algorithms"),
+        )
+        self._leeway = _seconds(leeway, "leeway")
+        if isinstance(max_token_size, bool) or not isinstance(max_token_size, int):
+            raise _config_error("max_token_size", "must be a positive integer")
+        if max_token_size <= 0:
+            raise _config_error("max_token_size", "must be a positive integer")
+        if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
+            raise _config_error("cache_size", "must be a non-negative integer")
+        policy = RefreshPolicy(
+            ttl=_seconds(jwks_ttl, "jwks_ttl"),
+            cooldown=_seconds(jwks_cooldown, "jwks_cooldown"),
+            max_stale=_seconds(jwks_max_stale, "jwks_max_stale"),
+        )
+        if jwks_uri is not None:
+            require_secure_url(jwks_uri, setting=_name("jwks_uri"))
+
+        if issuer is not None and tenant_id is not None:
+            raise _config_error(
+                "issuer", f"give either {_name('issuer')} or {_name('tenant_id')}, not both"
+            )
+        if issuer is None and tenant_id is None:
+            raise _config_error(
+                "tenant_id", f"is required (or {_name('issuer')} for a generic OIDC issuer)"
+            )
+        azure = tenant_id is not None
+        if issuer is not None:
+            if not isinstance(issuer, str) or not issuer.strip():
+                raise _config_error("issuer", "must be the issuer URL")
+            url = discovery_url_for_issuer(issuer, setting=_name("issuer"))
+            plan = (
+                KeySourcePlan(jwks_uri=jwks_uri, static_issuers=(IssuerRule(issuer),))
+                if jwks_uri is not None
+                else KeySourcePlan(discoveries=(DiscoverySource(url, expected_issuer=issuer),))
+            )
+            multi = False
+        else:
+            assert tenant_id is not None
+            if not isinstance(tenant_id, str) or not tenant_id.strip():
+                raise _config_error("tenant_id", "must be a tenant GUID or domain name")
+            tenant = tenant_id.strip()
+            host_setting = "authority_host"
+            if authority_host is None:
+                env_host = os.environ.get("AZURE_AUTHORITY_HOST", "").strip()
+                if env_host:
+                    authority_host, host_setting = env_host, "AZURE_AUTHORITY_HOST"
+                else:
+                    authority_host = DEFAULT_AUTHORITY_HOST
+            host = normalize_authority_host(authority_host, setting=_name(host_setting))
+            try:
+                v2 = discovery_url_for(host, tenant)
+                v1 = discovery_url_for(host, tenant, version=1)
+            except ConfigurationError:
+                raise _config_error("tenant_id", "must be a tenant GUID or domain name") from None
+            multi = tenant.lower() in MULTI_TENANT_IDS
+            sources = [DiscoverySource(v2, version="2.0", multi_tenant=multi)]
+            if accept_v1:
+                sources.append(DiscoverySource(v1, version="1.0", multi_tenant=multi))
+            plan = KeySourcePlan(discoveries=tuple(sources), jwks_uri=jwks_uri)
+        if multi and tenants is None:
+            raise _config_error(
+                "allowed_tenants",
+                f"is required for a multi-tenant API (tenant_id={tenant_id!r}); list the "
+                f"tenant ids to accept, or {ANY_TENANT!r} to accept any tenant",
+            )
+
+        self._rules_template = ClaimRules(
+            issuers=(),
+            audiences=frozenset(audiences),
+            azure=azure,
+            accept_v1=accept_v1,
+            allowed_clients=frozenset(clients) if clients is not None else None,
+            allowed_tenants=frozenset(tenants) if tenants is not None else None,
+            leeway=self._leeway,
+        )
+        self._rules: ClaimRules | None = None
+        self._algorithms = algs
+        self._max_size = max_token_size
+        self._clock = clock
+        self._realm = audiences[0]
+        self._keys = AsyncJWKSCache(
+            plan, algorithms=algs, policy=policy, clock=clock, http_client=http_client
+        )
+        self._cache: TLRUCache[bytes, ValidatedToken] | None = (
+            TLRUCache(maxsize=cache_size, ttu=_cache_ttu, timer=clock) if cache_size else None
+        )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> TokenValidator:
+        """Build a validator from the environment (``environ`` defaults to ``os.environ``).
+
+        ================================  =========================================
+        variable                          argument
+        ================================  =========================================
+        ``CCFLOW_ISSUER``                 ``issuer`` (generic OIDC)
+        ``CCFLOW_TENANT_ID``              ``tenant_id`` (else ``AZURE_TENANT_ID``)
+        ``AZURE_AUTHORITY_HOST``          ``authority_host``
+        ``CCFLOW_AUDIENCE``               ``audience`` (comma-separated)
+        ``CCFLOW_ALLOWED_CLIENTS``        ``allowed_clients`` (comma-separated)
+        ``CCFLOW_ALLOWED_TENANTS``        ``allowed_tenants`` (comma-separated)
+        ``CCFLOW_ACCEPT_V1``              ``accept_v1`` (true/false, 1/0, yes/no, on/off)
+        ================================  =========================================
+
+        Keyword ``overrides`` (``http_client=``, ``clock=``, ...) are passed through. A bad
+        or missing value raises :class:`~ccflow.errors.ConfigurationError` naming the variable.
+        """
+        env = os.environ if environ is None else environ
+        names = dict(ENVIRONMENT_VARIABLES)
+
+        def get(name: str) -> str | None:
+            value = env.get(name)
+            return value.strip() if value is not None and value.strip() else None
+
+        kwargs: dict[str, Any] = {}
+        issuer, tenant = get("CCFLOW_ISSUER"), get("CCFLOW_TENANT_ID")
+        if issuer is None and tenant is None:
+            tenant = get("AZURE_TENANT_ID")
+            if tenant is not None:
+                names["tenant_id"] = "AZURE_TENANT_ID"
+        if issuer is not None:
+            kwargs["issuer"] = issuer
+        if tenant is not None:
+            kwargs["tenant_id"] = tenant
+        host = get("AZURE_AUTHORITY_HOST")
+        if host is not None:
+            kwargs["authority_host"] = host
+        for setting in ("audience", "allowed_clients", "allowed_tenants"):
+            values = _split_env(env.get(ENVIRONMENT_VARIABLES[setting]))
+            if values is not None:
+                kwargs[setting] = values
+        accept = get("CCFLOW_ACCEPT_V1")
+        if accept is not None:
+            if accept.lower() not in _TRUE | _FALSE:
+                raise ConfigurationError(
+                    f"CCFLOW_ACCEPT_V1: expected true or false, got {accept!r}",
+                    setting="CCFLOW_ACCEPT_V1",
+                )
+            kwargs["accept_v1"] = accept.lower() in _TRUE
+        kwargs.update(overrides)
+        with _renamed(names):
+            return cls(**kwargs)
+
+    @property
+    def realm(self) -> str:
+        """The realm for ``WWW-Authenticate`` (the first configured audience)."""
+        return self._realm
+
+    @property
+    def algorithms(self) -> frozenset[str]:
+        """The allowed signing algorithms."""
+        return self._algorithms
+
+    async def validate(self, token: str) -> ValidatedToken:
+        """Validate ``token`` (the bare token, without ``Bearer``) and return its verdict.
+
+        Raises :class:`~ccflow.errors.InvalidTokenError` (``.reason`` says which check),
+        :class:`~ccflow.errors.InsufficientScopeError` or
+        :class:`~ccflow.errors.KeysUnavailableError`.
+        """
+        if not isinstance(token, str) or len(token) > self._max_size or not token.isascii():
+            # parse_compact words the error; it never looks further than this.
+            parse_compact(token, algorithms=self._algorithms, max_size=self._max_size)
+        cache = self._cache
+        digest = hashlib.sha256(token.encode("ascii")).digest()
+        if cache is not None:
+            hit = cache.get(digest)
+            if hit is not None:
+                return hit
+        parsed = parse_compact(token, algorithms=self._algorithms, max_size=self._max_size)
+        key = await self._keys.get_key(parsed.kid)
+        if parsed.alg not in key.algorithms:
+            raise InvalidTokenError(
+                "the token's algorithm does not fit its signing key", reason="algorithm"
+            )
+        verify_signature(parsed, key.public_key)
+        rules = self._rules
+        if rules is None or rules.issuers is not self._keys.issuers:
+            rules = self._rules = _with_issuers(self._rules_template, self._keys.issuers)
+        result = check_claims(parsed.claims, rules, now=self._clock())
+        if cache is not None:
+            cache[digest] = result
+        return result
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if the validator created it."""
+        await self._keys.aclose()
+
+    async def __aenter__(self) -> TokenValidator:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+def _with_issuers(template: ClaimRules, issuers: tuple[IssuerRule, ...]) -> ClaimRules:
+    return dataclasses.replace(template, issuers=issuers)

@@ -1,0 +1,238 @@
+"""The compact JWS parser and signature check: strict, allow-listed, kid-only key choice."""
+
+from __future__ import annotations
+
+import pytest
+
+from _validation_tokens import b64, b64json, ec_key, make_token, rsa_key
+from ccflow._core.jwt import (
+    SUPPORTED_ALGORITHMS,
+    check_algorithms,
+    parse_compact,
+    verify_signature,
+)
+from ccflow.errors import ConfigurationError, InvalidTokenError
+
+CLAIMS = {"iss": "https://issuer.test", "aud": "api://calc", "exp": 2_000_000_000}
+HEADER = {"alg": "RS256", "kid": "k1", "typ": "JWT"}
+RS256 = frozenset({"RS256"})
+
+
+def _token_with_header(header: object, claims: object = CLAIMS) -> str:
+    return f"{b64json(header)}.{b64json(claims)}.{b64(b'x' * 256)}"
+
+
+def test_parse_returns_header_claims_alg_kid_and_signing_input() -> None:
+    token = make_token(CLAIMS)
+    parsed = parse_compact(token)
+    assert parsed.claims == CLAIMS
+    assert parsed.alg == "RS256"
+    assert parsed.kid == "k1"
+    assert parsed.signing_input == token.rsplit(".", 1)[0].encode()
+
+
+def test_valid_signature_verifies() -> None:
+    parsed = parse_compact(make_token(CLAIMS))
+    verify_signature(parsed, rsa_key().public_key())
+
+
+def test_signature_from_another_key_fails() -> None:
+    parsed = parse_compact(make_token(CLAIMS, key=rsa_key("other")))
+    with pytest.raises(InvalidTokenError) as info:
+        verify_signature(parsed, rsa_key().public_key())
+    assert info.value.reason == "signature"
+
+
+@pytest.mark.parametrize("alg", sorted(SUPPORTED_ALGORITHMS))
+def test_every_supported_algorithm_verifies_when_allowed(alg: str) -> None:
+    crv = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}.get(alg)
+    key = ec_key("a", crv) if crv else rsa_key()
+    token = make_token(CLAIMS, key=key, alg=alg)
+    parsed = parse_compact(token, algorithms=frozenset({alg}))
+    verify_signature(parsed, key.public_key())
+
+
+@pytest.mark.parametrize(
+    ("alg", "key_alg"),
+    [("ES256", "RS256"), ("RS256", "ES256")],
+)
+def test_algorithm_that_does_not_fit_the_key_type_is_refused(alg: str, key_alg: str) -> None:
+    key = ec_key() if key_alg.startswith("ES") else rsa_key()
+    signer = ec_key() if alg.startswith("ES") else rsa_key()
+    parsed = parse_compact(make_token(CLAIMS, key=signer, alg=alg), algorithms=frozenset({alg}))
+    with pytest.raises(InvalidTokenError) as info:
+        verify_signature(parsed, key.public_key())
+    assert info.value.reason == "algorithm"
+
+
+def test_ecdsa_signature_of_wrong_length_fails() -> None:
+    token = make_token(CLAIMS, key=ec_key(), alg="ES256")
+    head, body, _ = token.split(".")
+    short = b64(bytes(63))
+    parsed = parse_compact(f"{head}.{body}.{short}", algorithms=frozenset({"ES256"}))
+    with pytest.raises(InvalidTokenError) as info:
+        verify_signature(parsed, ec_key().public_key())
+    assert info.value.reason == "signature"
+
+
+NOT_UTF8 = b'{"a":"\xff"}'
+MALFORMED = {
+    "empty": "",
+    "one segment": "abc",
+    "two segments": "abc.def",
+    "four segments": "a.b.c.d",
+    "empty segments": "..",
+    "not base64 header": "!!!!.e30.AAAA",
+    "base64 with standard alphabet": "e30+.e30.AAAA",
+    "impossible length": "e30AA.e30.AAAA",
+    "excess padding": "e30===.e30.AAAA",
+    "padding on unaligned segment": "e30A=.e30.AAAA",
+    "non-canonical trailing bits": "e31.e30.AAAA",
+    "whitespace": "e30 .e30.AAAA",
+    "non-ascii": "e30\u00e9.e30.AAAA",
+    "header not JSON": f"{b64(b'{nope')}.e30.AAAA",
+    "header JSON array": f"{b64json([1])}.e30.AAAA",
+    "header JSON string": f"{b64json('RS256')}.e30.AAAA",
+    "claims not JSON": f"{b64json(HEADER)}.{b64(b'nope')}.AAAA",
+    "claims JSON array": f"{b64json(HEADER)}.{b64json([CLAIMS])}.AAAA",
+    "claims null": f"{b64json(HEADER)}.{b64json(None)}.AAAA",
+    "claims not UTF-8": f"{b64json(HEADER)}.{b64(NOT_UTF8)}.AAAA",
+    "crit header": _token_with_header({**HEADER, "crit": ["exp"], "exp": 1}),
+    "unencoded payload": _token_with_header({**HEADER, "b64": False, "crit": ["b64"]}),
+    "deeply nested JSON": f"{b64(b'[' * 5000)}.e30.AAAA",
+}
+
+
+@pytest.mark.parametrize("token", MALFORMED.values(), ids=MALFORMED.keys())
+def test_malformed_tokens_are_refused(token: str) -> None:
+    with pytest.raises(InvalidTokenError) as info:
+        parse_compact(token)
+    assert info.value.reason == "malformed"
+
+
+def test_padded_segments_are_accepted_like_pyjwt() -> None:
+    head, body, sig = make_token(CLAIMS).split(".")
+    padded = [s + "=" * (-len(s) % 4) for s in (head, body, sig)]
+    assert parse_compact(".".join(padded)).claims == CLAIMS
+
+
+def test_token_over_the_size_cap_is_refused_before_parsing() -> None:
+    token = "A" * 20_000  # not even a JWS: the size check must come first
+    with pytest.raises(InvalidTokenError, match="limit") as info:
+        parse_compact(token)
+    assert info.value.reason == "malformed"
+
+
+def test_size_cap_is_configurable() -> None:
+    token = make_token(CLAIMS)
+    with pytest.raises(InvalidTokenError):
+        parse_compact(token, max_size=len(token) - 1)
+    assert parse_compact(token, max_size=len(token)).kid == "k1"
+
+
+def test_non_string_token_is_refused() -> None:
+    with pytest.raises(InvalidTokenError) as info:
+        parse_compact(b"a.b.c")  # type: ignore[arg-type]
+    assert info.value.reason == "malformed"
+
+
+ALGORITHM_ATTACKS = {
+    "none": {"alg": "none", "kid": "k1"},
+    "None": {"alg": "None", "kid": "k1"},
+    "empty alg": {"alg": "", "kid": "k1"},
+    "missing alg": {"kid": "k1"},
+    "alg not a string": {"alg": ["RS256"], "kid": "k1"},
+    "alg null": {"alg": None, "kid": "k1"},
+    "HS256": {"alg": "HS256", "kid": "k1"},
+    "HS512": {"alg": "HS512", "kid": "k1"},
+    "RS384 not allowed": {"alg": "RS384", "kid": "k1"},
+    "PS256 not allowed": {"alg": "PS256", "kid": "k1"},
+    "ES256 not allowed": {"alg": "ES256", "kid": "k1"},
+    "lower-case rs256": {"alg": "rs256", "kid": "k1"},
+    "unknown alg": {"alg": "RS1", "kid": "k1"},
+}
+
+
+@pytest.mark.parametrize("header", ALGORITHM_ATTACKS.values(), ids=ALGORITHM_ATTACKS.keys())
+def test_algorithms_outside_the_allow_list_are_refused(header: dict[str, object]) -> None:
+    with pytest.raises(InvalidTokenError) as info:
+        parse_compact(_token_with_header(header), algorithms=RS256)
+    assert info.value.reason == "algorithm"
+
+
+def test_none_alg_with_empty_signature_is_refused() -> None:
+    token = f"{b64json({'alg': 'none', 'kid': 'k1'})}.{b64json(CLAIMS)}."
+    with pytest.raises(InvalidTokenError) as info:
+        parse_compact(token)
+    assert info.value.reason == "algorithm"
+
+
+def test_hs256_keyed_with_the_rsa_public_key_is_refused() -> None:
+    import hashlib
+    import hmac
+
+    from cryptography.hazmat.primitives import serialization
+
+    pem = (
+        rsa_key()
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    signing_input = f"{b64json({'alg': 'HS256', 'kid': 'k1'})}.{b64json(CLAIMS)}"
+    mac = hmac.new(pem, signing_input.encode(), hashlib.sha256).digest()
+    with pytest.raises(InvalidTokenError) as info:
+        parse_compact(f"{signing_input}.{b64(mac)}")
+    assert info.value.reason == "algorithm"
+
+
+KID_CASES = {
+    "kid missing": {"alg": "RS256"},
+    "kid empty": {"alg": "RS256", "kid": ""},
+    "kid a number": {"alg": "RS256", "kid": 1},
+    "kid a list": {"alg": "RS256", "kid": ["k1"]},
+    "kid null": {"alg": "RS256", "kid": None},
+}
+
+
+@pytest.mark.parametrize("header", KID_CASES.values(), ids=KID_CASES.keys())
+def test_kid_must_be_a_non_empty_string(header: dict[str, object]) -> None:
+    with pytest.raises(InvalidTokenError) as info:
+        parse_compact(_token_with_header(header))
+    assert info.value.reason == "key"
+
+
+@pytest.mark.parametrize("name", ["jku", "x5u", "jwk", "x5c"])
+def test_key_bearing_headers_are_ignored_not_trusted(name: str) -> None:
+    attacker = rsa_key("attacker")
+    value: object = {"kty": "RSA"} if name == "jwk" else "https://evil.test/keys"
+    if name == "x5c":
+        value = ["MIIB"]
+    token = make_token(CLAIMS, key=attacker, header={**HEADER, name: value})
+    parsed = parse_compact(token)
+    # The kid picks our key; the attacker's signature cannot verify with it.
+    with pytest.raises(InvalidTokenError) as info:
+        verify_signature(parsed, rsa_key().public_key())
+    assert info.value.reason == "signature"
+
+
+def test_errors_never_contain_the_token() -> None:
+    token = make_token({**CLAIMS, "secret": "s3cr3t-claim"}, header={"alg": "HS256", "kid": "k"})
+    with pytest.raises(InvalidTokenError) as info:
+        parse_compact(token)
+    for part in token.split("."):
+        assert part not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "algorithms",
+    [["none"], ["HS256"], ["hs512"], ["RS256", "HS256"], [], "NONE", [1], ["RS1"], None],
+)
+def test_configuring_unsafe_or_unknown_algorithms_fails(algorithms: object) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        check_algorithms(algorithms)
+    assert info.value.setting == "algorithms"
+
+
+def test_configured_algorithms_become_a_frozenset() -> None:
+    assert check_algorithms(["RS256", "PS256", "RS256"]) == frozenset({"RS256", "PS256"})
+    assert check_algorithms("ES256") == frozenset({"ES256"})
