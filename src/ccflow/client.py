@@ -1,0 +1,641 @@
+"""``TokenClient`` and ``AsyncTokenClient``: the two IO faces over ``ccflow._core``.
+
+Every decision (request shape, retries, refresh timing, serving a still-valid token when a
+refresh fails) is made by the generator in :mod:`ccflow._core.flow`; the faces only perform
+its steps (call the credential, POST with httpx, sleep) and keep callers in single flight:
+for one cache key at most one POST is in flight, the other threads (or tasks) wait for it and
+share its token or its error, and other keys are never blocked.
+
+A cache hit is a dict lookup keyed by the raw ``scopes`` tuple plus one clock read: no lock,
+no logging, no normalisation (that happens once per distinct tuple on the slow path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Generator, Mapping
+from typing import TYPE_CHECKING, Any, NoReturn, Self
+from urllib.parse import urlsplit
+
+import httpx
+
+from ccflow._core.cache import CacheEntry, RefreshPolicy, TokenState
+from ccflow._core.flow import (
+    Failure,
+    FetchConfig,
+    FetchOutcome,
+    Prepare,
+    Prepared,
+    Reply,
+    Send,
+    Step,
+    StepReply,
+    fetch_flow,
+)
+from ccflow._core.retry import RetryPolicy
+from ccflow._core.tokens import (
+    AccessToken,
+    ErrorContext,
+    TokenRequest,
+    is_azure_token_endpoint,
+    normalize_scopes,
+)
+from ccflow._core.urls import (
+    DEFAULT_AUTHORITY_HOST,
+    normalize_authority_host,
+    require_secure_url,
+    token_endpoint_for,
+)
+from ccflow.credentials import (
+    AUTH_METHODS,
+    AsyncCredential,
+    ClientSecret,
+    Credential,
+    credential_from_env,
+)
+from ccflow.errors import CCFlowError, ConfigurationError
+
+if TYPE_CHECKING:
+    from ccflow.httpx_auth import BearerAuth
+
+__all__ = ["AsyncTokenClient", "TokenClient"]
+
+logger = logging.getLogger("ccflow")
+
+DEFAULT_TIMEOUT = 10.0
+# Distinct raw scope tuples remembered for the fast path; beyond this the table is reset
+# rather than grown without bound by callers that build scope strings dynamically.
+_MAX_ALIASES = 256
+
+
+class _ClientBase:
+    """Configuration, the cache tables and everything that does no IO, shared by both faces."""
+
+    _http: httpx.Client | httpx.AsyncClient
+
+    def __init__(
+        self,
+        *,
+        client_id: str,
+        client_secret: str | None = None,
+        credential: Credential | None = None,
+        tenant_id: str | None = None,
+        authority_host: str | None = None,
+        token_endpoint: str | None = None,
+        auth_method: str = "client_secret_post",
+        refresh_margin: float = 300.0,
+        max_retries: int = 3,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not isinstance(client_id, str) or not client_id.strip():
+            raise ConfigurationError("client_id is required (AZURE_CLIENT_ID)", setting="client_id")
+        if (client_secret is None) == (credential is None):
+            raise ConfigurationError(
+                "pass exactly one of client_secret=... or credential=...", setting="credential"
+            )
+        if credential is None:
+            assert client_secret is not None
+            credential = ClientSecret(client_secret)
+        if not callable(getattr(credential, "request_fields", None)):
+            raise ConfigurationError(
+                f"credential must implement ccflow.credentials.Credential, got "
+                f"{type(credential).__name__}",
+                setting="credential",
+            )
+        if auth_method not in AUTH_METHODS:
+            raise ConfigurationError(
+                f"auth_method must be one of {', '.join(AUTH_METHODS)}, got {auth_method!r}",
+                setting="auth_method",
+            )
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ConfigurationError("max_retries must be an int >= 0", setting="max_retries")
+        if not isinstance(refresh_margin, int | float) or refresh_margin < 0:
+            raise ConfigurationError(
+                "refresh_margin must be seconds >= 0", setting="refresh_margin"
+            )
+        if token_endpoint is not None:
+            if tenant_id is not None or authority_host is not None:
+                raise ConfigurationError(
+                    "token_endpoint replaces tenant_id and authority_host; pass one or the other",
+                    setting="token_endpoint",
+                )
+            endpoint = require_secure_url(token_endpoint, setting="token_endpoint")
+            azure = is_azure_token_endpoint(endpoint)
+        else:
+            if not tenant_id:
+                raise ConfigurationError(
+                    "tenant_id is required (AZURE_TENANT_ID), or pass token_endpoint=... for a "
+                    "non-Azure OAuth 2.0 server",
+                    setting="tenant_id",
+                )
+            host = normalize_authority_host(
+                authority_host or os.environ.get("AZURE_AUTHORITY_HOST") or DEFAULT_AUTHORITY_HOST
+            )
+            endpoint = token_endpoint_for(host, tenant_id)
+            azure = True
+        self.client_id = client_id
+        self.token_endpoint = endpoint
+        self.auth_method = auth_method
+        self._credential: Credential = credential
+        self._azure = azure
+        self._clock = clock
+        self._timeout = timeout
+        self._config = FetchConfig(
+            token_endpoint=endpoint,
+            client_id=client_id,
+            auth_method=auth_method,
+            retry=RetryPolicy(max_retries=max_retries),
+            refresh=RefreshPolicy(margin=float(refresh_margin)),
+        )
+        self._host = urlsplit(endpoint).netloc
+        # Raw scopes tuple -> entry: the lock-free fast path. Written only on the slow path.
+        self._hits: dict[tuple[str, ...], CacheEntry] = {}
+        # Normalised scopes -> entry: the cache proper. The endpoint and client id are fixed
+        # per client, so (token endpoint, client id, scopes) needs only the scopes here.
+        self._store: dict[tuple[str, ...], CacheEntry] = {}
+        self._keys: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(client_id={self.client_id!r}, "
+            f"token_endpoint={self.token_endpoint!r})"
+        )
+
+    def __reduce_ex__(self, protocol: Any) -> NoReturn:
+        raise TypeError(
+            f"{type(self).__name__} holds a credential and connections and cannot be pickled; "
+            "create one per process (e.g. with from_env())"
+        )
+
+    @classmethod
+    def from_env(cls, *, environ: Mapping[str, str] | None = None, **options: Any) -> Self:
+        """Build a client from the environment, as azure-identity's EnvironmentCredential does.
+
+        Reads ``AZURE_CLIENT_ID``, ``AZURE_TENANT_ID``, ``AZURE_AUTHORITY_HOST``,
+        ``CCFLOW_TOKEN_ENDPOINT`` (when set it wins over the tenant) and the credential
+        (``AZURE_CLIENT_SECRET``; see :func:`ccflow.credentials.credential_from_env`, where
+        certificates and federated token files slot in). ``options`` are the other
+        constructor keywords (``http_client``, ``clock``, ...)::
+
+            client = TokenClient.from_env(max_retries=5)
+        """
+        env = os.environ if environ is None else environ
+        client_id = env.get("AZURE_CLIENT_ID")
+        if not client_id:
+            raise ConfigurationError("AZURE_CLIENT_ID is not set", setting="AZURE_CLIENT_ID")
+        credential = credential_from_env(env)
+        endpoint = env.get("CCFLOW_TOKEN_ENDPOINT")
+        if endpoint:
+            require_secure_url(endpoint, setting="CCFLOW_TOKEN_ENDPOINT")
+            return cls(
+                client_id=client_id, credential=credential, token_endpoint=endpoint, **options
+            )
+        tenant_id = env.get("AZURE_TENANT_ID")
+        if not tenant_id:
+            raise ConfigurationError(
+                "AZURE_TENANT_ID is not set (or set CCFLOW_TOKEN_ENDPOINT for another server)",
+                setting="AZURE_TENANT_ID",
+            )
+        host = env.get("AZURE_AUTHORITY_HOST") or DEFAULT_AUTHORITY_HOST
+        return cls(
+            client_id=client_id,
+            credential=credential,
+            tenant_id=tenant_id,
+            authority_host=normalize_authority_host(host, setting="AZURE_AUTHORITY_HOST"),
+            **options,
+        )
+
+    def auth(self, *scopes: str) -> BearerAuth:
+        """An ``httpx.Auth`` that sends ``Authorization: Bearer <token for scopes>`` and, on a
+        401, drops the cached token and retries the request once with a fresh one::
+
+            httpx.get("https://calc.example/add", auth=client.auth("api://calc-api"))
+        """
+        from ccflow.httpx_auth import BearerAuth
+
+        normalize_scopes(scopes, azure=self._azure)  # fail at setup, not on the first request
+        assert isinstance(self, TokenClient | AsyncTokenClient)
+        return BearerAuth(self, scopes)
+
+    # -- slow-path helpers shared by both faces (no IO) --
+
+    def _key(self, raw: tuple[str, ...]) -> tuple[str, ...]:
+        key = self._keys.get(raw)
+        if key is None:
+            key = normalize_scopes(raw, azure=self._azure)
+            if len(self._keys) >= _MAX_ALIASES:
+                self._keys.clear()
+            self._keys[raw] = key
+        return key
+
+    def _remember(self, raw: tuple[str, ...], entry: CacheEntry) -> None:
+        if len(self._hits) >= _MAX_ALIASES and raw not in self._hits:
+            self._hits.clear()
+        self._hits[raw] = entry
+
+    def _flow(
+        self, raw: tuple[str, ...], key: tuple[str, ...], cached: CacheEntry | None, now: float
+    ) -> Generator[Step, StepReply, FetchOutcome]:
+        completed = tuple(s for s in raw if s not in key)
+        context = ErrorContext(self.client_id, self.token_endpoint, key, completed)
+        return fetch_flow(self._config, key, cached=cached, now=now, context=context)
+
+    def _request_fields(self, step: Prepare) -> Prepared:
+        now = self._clock()
+        fields = self._credential.request_fields(
+            client_id=step.client_id,
+            token_endpoint=step.token_endpoint,
+            auth_method=step.auth_method,
+            now=now,
+        )
+        return Prepared(fields, now)
+
+    def _reply(self, response: httpx.Response) -> Reply:
+        return Reply(
+            response.status_code,
+            response.content,
+            response.headers.get("retry-after"),
+            self._clock(),
+        )
+
+    def _failure(self, exc: httpx.TransportError) -> Failure:
+        kind = "timeout" if isinstance(exc, httpx.TimeoutException) else "connect"
+        detail = type(exc).__name__ + (f": {exc}" if str(exc) else "")
+        return Failure(kind, detail[:200], self._clock())
+
+    def _log(self, key: tuple[str, ...], outcome: FetchOutcome, started: float) -> None:
+        ms = (time.perf_counter() - started) * 1000.0
+        if outcome.error is None:
+            logger.info(
+                "fetched token host=%s client_id=%s scopes=%s expires_in=%s duration_ms=%.1f",
+                self._host,
+                self.client_id,
+                " ".join(key),
+                outcome.expires_in,
+                ms,
+            )
+        else:
+            logger.warning(
+                "token refresh failed, serving the cached token until it expires: host=%s "
+                "client_id=%s scopes=%s error=%s duration_ms=%.1f",
+                self._host,
+                self.client_id,
+                " ".join(key),
+                outcome.error,
+                ms,
+            )
+
+    def _drop(self, raw: tuple[str, ...], token: AccessToken) -> None:
+        """Forget ``token`` (the API answered 401); a newer token in its place is kept."""
+        key = self._key(raw)
+        entry = self._store.get(key)
+        if entry is not None and entry.token is token:
+            self._store.pop(key, None)
+        for alias, hit in list(self._hits.items()):
+            if hit.token is token:
+                self._hits.pop(alias, None)
+
+
+class _Flight:
+    """One in-flight fetch that waiting threads share."""
+
+    __slots__ = ("done", "error", "token")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.token: AccessToken | None = None
+        self.error: BaseException | None = None
+
+    def wait(self) -> AccessToken:
+        self.done.wait()
+        if self.error is not None:
+            raise self.error
+        assert self.token is not None
+        return self.token
+
+
+class TokenClient(_ClientBase):
+    """Client-credentials tokens for threads and plain code, cached and refreshed.
+
+    ::
+
+        with TokenClient(client_id="...", client_secret="...", tenant_id="contoso.com") as client:
+            token = client.get_token("api://calc-api")          # -> api://calc-api/.default
+            httpx.get(url, auth=client.auth("api://calc-api"))
+
+    Keywords: ``client_id``; ``client_secret`` or ``credential``; ``tenant_id`` (with
+    ``authority_host``, default ``AZURE_AUTHORITY_HOST`` else
+    ``https://login.microsoftonline.com``) or ``token_endpoint`` for any OAuth 2.0 server;
+    ``auth_method`` (``"client_secret_post"`` or ``"client_secret_basic"``); ``http_client``
+    (an ``httpx.Client``, not closed by us); ``refresh_margin`` (s, 300); ``max_retries`` (3);
+    ``timeout`` (s or ``httpx.Timeout``, 10); ``clock`` (Unix seconds, ``time.time``).
+    Thread-safe; the constructor does no network IO.
+    """
+
+    def __init__(
+        self,
+        *,
+        client_id: str,
+        client_secret: str | None = None,
+        credential: Credential | None = None,
+        tenant_id: str | None = None,
+        authority_host: str | None = None,
+        token_endpoint: str | None = None,
+        auth_method: str = "client_secret_post",
+        http_client: httpx.Client | None = None,
+        refresh_margin: float = 300.0,
+        max_retries: int = 3,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(
+            client_id=client_id,
+            client_secret=client_secret,
+            credential=credential,
+            tenant_id=tenant_id,
+            authority_host=authority_host,
+            token_endpoint=token_endpoint,
+            auth_method=auth_method,
+            refresh_margin=refresh_margin,
+            max_retries=max_retries,
+            timeout=timeout,
+            clock=clock,
+        )
+        if http_client is not None and not isinstance(http_client, httpx.Client):
+            raise ConfigurationError(
+                "http_client must be an httpx.Client (use AsyncTokenClient for httpx.AsyncClient)",
+                setting="http_client",
+            )
+        self._owns_http = http_client is None
+        self._http: httpx.Client = http_client or httpx.Client(timeout=timeout)
+        self._lock = threading.Lock()
+        self._flights: dict[tuple[str, ...], _Flight] = {}
+        # Backoff waits go through here so tests can record them instead of sleeping.
+        self._sleep: Callable[[float], None] = time.sleep
+
+    def get_token(self, *scopes: str) -> AccessToken:
+        """A valid token for ``scopes`` from the cache, fetching it when needed.
+
+        For Azure AD a bare resource is completed: ``get_token("api://calc-api")`` asks for
+        ``api://calc-api/.default``. Raises :class:`ccflow.TokenRequestError` when the
+        authority refuses, :class:`ccflow.AuthorityUnreachableError` when it cannot be reached
+        after the retries.
+        """
+        entry = self._hits.get(scopes)
+        if entry is not None and self._clock() < entry.refresh_at:
+            return entry.token
+        return self._acquire(scopes)
+
+    def _acquire(self, raw: tuple[str, ...]) -> AccessToken:
+        key = self._key(raw)
+        with self._lock:
+            # The clock is read under the lock so that a caller counted by an instrumented clock
+            # already holds its flight (tests use this to know every thread is waiting).
+            now = self._clock()
+            cached = self._store.get(key)
+            state = RefreshPolicy.state(cached, now)
+            if state is TokenState.FRESH:
+                assert cached is not None
+                self._remember(raw, cached)
+                return cached.token
+            flight = self._flights.get(key)
+            leader = flight is None
+            if flight is None:
+                flight = self._flights[key] = _Flight()
+        if not leader:
+            if state is TokenState.STALE:
+                assert cached is not None
+                return cached.token  # someone is refreshing it; it is still valid meanwhile
+            return flight.wait()
+        started = time.perf_counter()
+        try:
+            outcome = self._drive(self._flow(raw, key, cached, now))
+        except Exception as exc:
+            with self._lock:
+                self._flights.pop(key, None)
+            flight.error = exc
+            flight.done.set()
+            raise
+        except BaseException:
+            with self._lock:
+                self._flights.pop(key, None)
+            flight.error = CCFlowError("the token request was interrupted; try again")
+            flight.done.set()
+            raise
+        with self._lock:
+            self._store[key] = outcome.entry
+            self._flights.pop(key, None)
+        self._remember(raw, outcome.entry)
+        flight.token = outcome.entry.token
+        flight.done.set()
+        self._log(key, outcome, started)
+        return outcome.entry.token
+
+    def _drive(self, flow: Generator[Step, StepReply, FetchOutcome]) -> FetchOutcome:
+        reply: StepReply = None
+        try:
+            while True:
+                try:
+                    step = flow.send(reply)
+                except StopIteration as stop:
+                    outcome: FetchOutcome = stop.value
+                    return outcome
+                if isinstance(step, Prepare):
+                    reply = self._request_fields(step)
+                elif isinstance(step, Send):
+                    reply = self._send(step.request)
+                else:
+                    logger.debug("token request will be retried in %.2f s", step.seconds)
+                    self._sleep(step.seconds)
+                    reply = self._clock()
+        finally:
+            flow.close()
+
+    def _send(self, request: TokenRequest) -> Reply | Failure:
+        try:
+            response = self._http.post(
+                request.url, content=request.body, headers=request.headers, timeout=self._timeout
+            )
+        except httpx.TransportError as exc:
+            failure = self._failure(exc)
+        else:
+            return self._reply(response)
+        # Outside the except block: the httpx error (whose request holds the secret in its
+        # body) must not become the __context__ of what we raise later.
+        return failure
+
+    def close(self) -> None:
+        """Close the HTTP client if this client created it."""
+        if self._owns_http:
+            self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class AsyncTokenClient(_ClientBase):
+    """The asyncio face of :class:`TokenClient`: same constructor, awaited methods.
+
+    ::
+
+        async with AsyncTokenClient(client_id="...", client_secret="...", tenant_id="...") as c:
+            token = await c.get_token("api://calc-api/.default")
+            async with httpx.AsyncClient(auth=c.auth("api://calc-api")) as http:
+                await http.get(url)
+
+    ``http_client`` is an ``httpx.AsyncClient`` (not closed by us). Use one instance per event
+    loop; concurrent tasks asking for the same scopes share one POST.
+    """
+
+    def __init__(
+        self,
+        *,
+        client_id: str,
+        client_secret: str | None = None,
+        credential: Credential | None = None,
+        tenant_id: str | None = None,
+        authority_host: str | None = None,
+        token_endpoint: str | None = None,
+        auth_method: str = "client_secret_post",
+        http_client: httpx.AsyncClient | None = None,
+        refresh_margin: float = 300.0,
+        max_retries: int = 3,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(
+            client_id=client_id,
+            client_secret=client_secret,
+            credential=credential,
+            tenant_id=tenant_id,
+            authority_host=authority_host,
+            token_endpoint=token_endpoint,
+            auth_method=auth_method,
+            refresh_margin=refresh_margin,
+            max_retries=max_retries,
+            timeout=timeout,
+            clock=clock,
+        )
+        if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
+            raise ConfigurationError(
+                "http_client must be an httpx.AsyncClient (use TokenClient for httpx.Client)",
+                setting="http_client",
+            )
+        self._owns_http = http_client is None
+        self._http: httpx.AsyncClient = http_client or httpx.AsyncClient(timeout=timeout)
+        self._flights: dict[tuple[str, ...], asyncio.Future[CacheEntry]] = {}
+        self._sleep: Callable[[float], Any] = asyncio.sleep
+
+    async def get_token(self, *scopes: str) -> AccessToken:
+        """A valid token for ``scopes``; see :meth:`TokenClient.get_token`."""
+        entry = self._hits.get(scopes)
+        if entry is not None and self._clock() < entry.refresh_at:
+            return entry.token
+        return await self._acquire(scopes)
+
+    async def _acquire(self, raw: tuple[str, ...]) -> AccessToken:
+        key = self._key(raw)
+        now = self._clock()
+        # No lock: nothing below awaits before the flight is registered, and one event loop
+        # runs one task at a time.
+        cached = self._store.get(key)
+        state = RefreshPolicy.state(cached, now)
+        if state is TokenState.FRESH:
+            assert cached is not None
+            self._remember(raw, cached)
+            return cached.token
+        flight = self._flights.get(key)
+        if flight is None:
+            # The fetch runs in its own task so a cancelled caller does not cancel it for the
+            # others; shield() below keeps each waiter's cancellation its own.
+            flight = asyncio.ensure_future(self._fetch(raw, key, cached, now))
+            flight.add_done_callback(_consume)
+            self._flights[key] = flight
+        elif state is TokenState.STALE:
+            assert cached is not None
+            return cached.token
+        entry = await asyncio.shield(flight)
+        self._remember(raw, entry)
+        return entry.token
+
+    async def _fetch(
+        self, raw: tuple[str, ...], key: tuple[str, ...], cached: CacheEntry | None, now: float
+    ) -> CacheEntry:
+        started = time.perf_counter()
+        try:
+            outcome = await self._drive(self._flow(raw, key, cached, now))
+            self._store[key] = outcome.entry
+        finally:
+            self._flights.pop(key, None)
+        self._log(key, outcome, started)
+        return outcome.entry
+
+    async def _drive(self, flow: Generator[Step, StepReply, FetchOutcome]) -> FetchOutcome:
+        reply: StepReply = None
+        try:
+            while True:
+                try:
+                    step = flow.send(reply)
+                except StopIteration as stop:
+                    outcome: FetchOutcome = stop.value
+                    return outcome
+                if isinstance(step, Prepare):
+                    reply = await self._arequest_fields(step)
+                elif isinstance(step, Send):
+                    reply = await self._send(step.request)
+                else:
+                    logger.debug("token request will be retried in %.2f s", step.seconds)
+                    await self._sleep(step.seconds)
+                    reply = self._clock()
+        finally:
+            flow.close()
+
+    async def _arequest_fields(self, step: Prepare) -> Prepared:
+        credential = self._credential
+        if isinstance(credential, AsyncCredential):
+            now = self._clock()
+            fields = await credential.arequest_fields(
+                client_id=step.client_id,
+                token_endpoint=step.token_endpoint,
+                auth_method=step.auth_method,
+                now=now,
+            )
+            return Prepared(fields, now)
+        return self._request_fields(step)
+
+    async def _send(self, request: TokenRequest) -> Reply | Failure:
+        try:
+            response = await self._http.post(
+                request.url, content=request.body, headers=request.headers, timeout=self._timeout
+            )
+        except httpx.TransportError as exc:
+            failure = self._failure(exc)
+        else:
+            return self._reply(response)
+        return failure  # see TokenClient._send: keep the httpx error out of __context__
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if this client created it."""
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+def _consume(task: asyncio.Future[CacheEntry]) -> None:
+    # Mark the outcome as retrieved: when every waiter was cancelled, asyncio would otherwise
+    # log "exception was never retrieved" for an error nobody is left to see.
+    if not task.cancelled():
+        task.exception()

@@ -1,0 +1,548 @@
+"""TokenClient on the local authority: caching, refresh, retries, errors, configuration."""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from tests._caller import START, FakeClock, sync_client
+
+from ccflow import (
+    AccessToken,
+    AuthorityUnreachableError,
+    ClientSecret,
+    ConfigurationError,
+    TokenClient,
+    TokenRequestError,
+)
+from ccflow.authority import Authority, Fault
+
+SCOPE = "api://calc-api/.default"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def authority(clock: FakeClock) -> Authority:
+    return Authority(clock=clock)
+
+
+@pytest.fixture
+def scope(authority: Authority) -> str:
+    return authority.api("calc-api").default_scope
+
+
+@pytest.fixture
+def client(authority: Authority, clock: FakeClock) -> Iterator[TokenClient]:
+    tc, _ = sync_client(authority, clock)
+    yield tc
+    tc.close()
+
+
+def test_get_token_fetches_a_token(client: TokenClient, authority: Authority, scope: str) -> None:
+    token = client.get_token(scope)
+    assert isinstance(token, AccessToken)
+    assert token.token.count(".") == 2
+    assert token.token_type == "Bearer"
+    assert token.expires_on == int(START) + 3599
+    assert token.scopes == (scope,)
+    assert authority.hits["token"] == 1
+
+
+def test_second_call_is_served_from_cache(
+    client: TokenClient, authority: Authority, scope: str
+) -> None:
+    first = client.get_token(scope)
+    assert client.get_token(scope) is first
+    assert authority.hits["token"] == 1
+
+
+def test_bare_resource_is_completed_to_default(
+    client: TokenClient, authority: Authority, scope: str
+) -> None:
+    resource = scope.removesuffix("/.default")
+    token = client.get_token(resource)
+    assert token.scopes == (scope,)
+    assert client.get_token(scope) is token  # same cache entry
+    assert authority.hits["token"] == 1
+
+
+def test_different_scopes_have_their_own_tokens(
+    client: TokenClient, authority: Authority, scope: str
+) -> None:
+    by_uri = client.get_token(scope)
+    by_id = client.get_token(authority.api("calc-api").client_id)
+    assert by_uri.token != by_id.token
+    assert authority.hits["token"] == 2
+
+
+@pytest.mark.parametrize(
+    ("margin", "lifetime", "still_cached_at", "refetched_at"),
+    [
+        (300, 3599, 3298, 3299),  # default margin
+        (600, 3599, 2998, 2999),  # configured margin
+        (300, 7200, 3599, 3600),  # >= 2 h: half-life
+        (300, 86400, 43199, 43200),
+    ],
+)
+def test_refresh_timing(
+    clock: FakeClock, margin: int, lifetime: int, still_cached_at: int, refetched_at: int
+) -> None:
+    authority = Authority(clock=clock, token_lifetime=lifetime)
+    tc, _ = sync_client(authority, clock, refresh_margin=margin)
+    scope = authority.api("calc-api").default_scope
+    first = tc.get_token(scope)
+    clock.advance(still_cached_at)
+    assert tc.get_token(scope) is first
+    clock.advance(refetched_at - still_cached_at)
+    assert tc.get_token(scope) is not first
+    assert authority.hits["token"] == 2
+
+
+def test_refresh_in_from_the_server_is_honoured(authority: Authority, clock: FakeClock) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        response = authority.handle(request)
+        body = json.loads(response.content)
+        body["refresh_in"] = "600"
+        return httpx.Response(response.status_code, json=body)
+
+    tc, _ = sync_client(authority, clock, transport=httpx.MockTransport(handler))
+    scope = authority.api("calc-api").default_scope
+    first = tc.get_token(scope)
+    clock.advance(599)
+    assert tc.get_token(scope) is first
+    clock.advance(1)
+    assert tc.get_token(scope) is not first
+
+
+def test_failed_refresh_serves_the_valid_token_and_tries_again_later(
+    client: TokenClient, authority: Authority, clock: FakeClock, scope: str
+) -> None:
+    first = client.get_token(scope)
+    authority.set_fault("token", Fault(status=503))
+    clock.advance(3300)  # past the margin, before expiry
+    assert client.get_token(scope) is first
+    assert authority.hits["token"] == 2
+    clock.advance(29)
+    assert client.get_token(scope) is first
+    assert authority.hits["token"] == 2  # no hammering while it is down
+    clock.advance(1)
+    assert client.get_token(scope) is first
+    assert authority.hits["token"] == 3
+    authority.clear_fault("token")
+    clock.advance(30)
+    assert client.get_token(scope) is not first
+
+
+def test_failure_after_expiry_raises(
+    client: TokenClient, authority: Authority, clock: FakeClock, scope: str
+) -> None:
+    client.get_token(scope)
+    authority.set_fault("token", Fault(status=503))
+    clock.advance(3599)
+    with pytest.raises(TokenRequestError):
+        client.get_token(scope)
+
+
+@pytest.mark.parametrize(
+    ("fault", "waits"),
+    [
+        (Fault(status=429, retry_after="3", times=1), [3.0]),
+        (Fault(status=429, retry_after="Thu, 01 Jan 2026 00:00:05 GMT", times=1), [5.0]),
+        (Fault(status=503, times=2), "two"),
+        (Fault(drop=True, times=1), "one"),
+        (Fault(timeout=True, times=1), "one"),
+        (Fault(status=502, body=b"<html>Bad gateway</html>", times=1), "one"),
+    ],
+)
+def test_transient_failures_are_retried(
+    authority: Authority, clock: FakeClock, scope: str, fault: Fault, waits: object
+) -> None:
+    tc, sleeps = sync_client(authority, clock)
+    authority.set_fault("token", fault)
+    assert tc.get_token(scope).token
+    if isinstance(waits, list):
+        assert sleeps == waits
+    else:
+        assert len(sleeps) == {"one": 1, "two": 2}[str(waits)]
+        assert all(0 < s <= 8 for s in sleeps)
+
+
+@pytest.mark.parametrize(
+    ("fault", "error", "match"),
+    [
+        (Fault(status=503), TokenRequestError, "HTTP 503"),
+        (Fault(status=429, retry_after="1"), TokenRequestError, "HTTP 429"),
+        (Fault(drop=True), AuthorityUnreachableError, "could not connect"),
+        (Fault(timeout=True), AuthorityUnreachableError, "timed out"),
+        (Fault(status=502, body=b"<html/>"), TokenRequestError, "HTML page"),
+    ],
+)
+def test_gives_up_after_max_retries_with_the_last_error(
+    authority: Authority,
+    clock: FakeClock,
+    scope: str,
+    fault: Fault,
+    error: type[Exception],
+    match: str,
+) -> None:
+    tc, sleeps = sync_client(authority, clock, max_retries=2)
+    authority.set_fault("token", fault)
+    with pytest.raises(error, match=match):
+        tc.get_token(scope)
+    assert authority.hits["token"] == 3
+    assert len(sleeps) == 2
+
+
+def test_oauth_errors_are_not_retried(authority: Authority, clock: FakeClock, scope: str) -> None:
+    tc, sleeps = sync_client(authority, clock, client_secret="wrong")
+    with pytest.raises(TokenRequestError):
+        tc.get_token(scope)
+    assert authority.hits["token"] == 1
+    assert sleeps == []
+
+
+def test_wrong_secret_explains_7000215(authority: Authority, clock: FakeClock, scope: str) -> None:
+    tc, _ = sync_client(authority, clock, client_secret="wrong")
+    with pytest.raises(TokenRequestError, match="wrong or expired") as info:
+        tc.get_token(scope)
+    assert info.value.aadsts_code == 7000215
+    assert info.value.status_code == 401 or info.value.status_code == 400
+    assert info.value.trace_id
+
+
+def test_unknown_client_explains_700016(authority: Authority, clock: FakeClock, scope: str) -> None:
+    tc = TokenClient(
+        client_id="00000000-0000-0000-0000-00000000dead",
+        client_secret="x",
+        tenant_id=authority.tenant_id,
+        authority_host=authority.host,
+        http_client=httpx.Client(transport=authority.transport()),
+        clock=clock,
+    )
+    with pytest.raises(TokenRequestError, match="was not found in tenant") as info:
+        tc.get_token(scope)
+    assert info.value.aadsts_code == 700016
+
+
+def test_unknown_resource_explains_500011(client: TokenClient) -> None:
+    with pytest.raises(TokenRequestError, match=r"completed from api://nope\)") as info:
+        client.get_token("api://nope")
+    assert info.value.aadsts_code == 500011
+
+
+def test_two_resources_explain_70011(client: TokenClient, scope: str) -> None:
+    with pytest.raises(TokenRequestError, match="one resource per request") as info:
+        client.get_token(scope, "api://other/.default")
+    assert info.value.aadsts_code == 70011
+
+
+def test_unknown_tenant_explains_90002(authority: Authority, clock: FakeClock, scope: str) -> None:
+    app = authority.client("calc-client")
+    tc = TokenClient(
+        client_id=app.client_id,
+        client_secret=app.secret,
+        tenant_id="nosuch.onmicrosoft.com",
+        authority_host=authority.host,
+        http_client=httpx.Client(transport=authority.transport()),
+        clock=clock,
+    )
+    with pytest.raises(TokenRequestError, match=r"tenant nosuch\.onmicrosoft\.com was not found"):
+        tc.get_token(scope)
+
+
+def test_client_secret_basic_works_with_special_characters(
+    authority: Authority, clock: FakeClock, scope: str
+) -> None:
+    assert set("+/=~") <= set(authority.client("calc-client").secret or "")
+    tc, _ = sync_client(authority, clock, auth_method="client_secret_basic")
+    assert tc.get_token(scope).token
+
+
+def test_credential_argument_takes_a_client_secret(
+    authority: Authority, clock: FakeClock, scope: str
+) -> None:
+    secret = authority.client("calc-client").secret
+    assert secret is not None
+    tc, _ = sync_client(authority, clock, client_secret=None, credential=ClientSecret(secret))
+    assert tc.get_token(scope).token
+
+
+def test_token_endpoint_targets_any_server(
+    authority: Authority, clock: FakeClock, scope: str
+) -> None:
+    app = authority.client("calc-client")
+    tc = TokenClient(
+        client_id=app.client_id,
+        client_secret=app.secret,
+        token_endpoint=authority.token_endpoint,
+        http_client=httpx.Client(transport=authority.transport()),
+        clock=clock,
+    )
+    assert tc.token_endpoint == authority.token_endpoint
+    assert tc.get_token(scope.removesuffix("/.default")).scopes == (scope,)
+
+
+def test_non_azure_endpoint_sends_scopes_unchanged() -> None:
+    seen: list[bytes] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.content)
+        return httpx.Response(200, json={"access_token": "t", "expires_in": 60})
+
+    tc = TokenClient(
+        client_id="c",
+        client_secret="s",
+        token_endpoint="http://127.0.0.1:9/oauth/token",
+        http_client=httpx.Client(transport=httpx.MockTransport(handler)),
+    )
+    assert tc.get_token("read", "write").scopes == ("read", "write")
+    assert b"scope=read+write" in seen[0]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "setting"),
+    [
+        ({"client_secret": "s", "tenant_id": "t", "client_id": ""}, "client_id"),
+        ({"client_id": "c", "tenant_id": "t"}, "credential"),
+        (
+            {
+                "client_id": "c",
+                "tenant_id": "t",
+                "client_secret": "s",
+                "credential": ClientSecret("s"),
+            },
+            "credential",
+        ),
+        ({"client_id": "c", "client_secret": "s"}, "tenant_id"),
+        ({"client_id": "c", "client_secret": "s", "tenant_id": "a/b"}, "tenant_id"),
+        (
+            {
+                "client_id": "c",
+                "client_secret": "s",
+                "tenant_id": "t",
+                "token_endpoint": "https://x/token",
+            },
+            "token_endpoint",
+        ),
+        (
+            {
+                "client_id": "c",
+                "client_secret": "s",
+                "token_endpoint": "http://login.example.com/token",
+            },
+            "token_endpoint",
+        ),
+        (
+            {
+                "client_id": "c",
+                "client_secret": "s",
+                "tenant_id": "t",
+                "authority_host": "http://login.example.com",
+            },
+            "authority_host",
+        ),
+        (
+            {
+                "client_id": "c",
+                "client_secret": "s",
+                "tenant_id": "t",
+                "auth_method": "tls_client_auth",
+            },
+            "auth_method",
+        ),
+        (
+            {"client_id": "c", "client_secret": "s", "tenant_id": "t", "max_retries": -1},
+            "max_retries",
+        ),
+        (
+            {"client_id": "c", "client_secret": "s", "tenant_id": "t", "refresh_margin": -5},
+            "refresh_margin",
+        ),
+        ({"client_id": "c", "client_secret": "", "tenant_id": "t"}, "client_secret"),
+    ],
+)
+def test_bad_configuration_is_refused(kwargs: dict[str, object], setting: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        TokenClient(**kwargs)  # type: ignore[arg-type]
+    assert info.value.setting == setting
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/t/oauth2/v2.0/token",
+        "http://localhost/token",
+        "http://[::1]:1/token",
+        "https://auth.example.com/token",
+    ],
+)
+def test_loopback_http_and_https_are_accepted(url: str) -> None:
+    assert TokenClient(client_id="c", client_secret="s", token_endpoint=url).token_endpoint == url
+
+
+def test_authority_host_defaults_to_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AZURE_AUTHORITY_HOST", "https://login.microsoftonline.us")
+    tc = TokenClient(client_id="c", client_secret="s", tenant_id="t")
+    assert tc.token_endpoint == "https://login.microsoftonline.us/t/oauth2/v2.0/token"
+
+
+def test_authority_host_defaults_to_public_cloud(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AZURE_AUTHORITY_HOST", raising=False)
+    tc = TokenClient(client_id="c", client_secret="s", tenant_id="t")
+    assert tc.token_endpoint == "https://login.microsoftonline.com/t/oauth2/v2.0/token"
+
+
+ENV = {"AZURE_CLIENT_ID": "cid", "AZURE_CLIENT_SECRET": "sec", "AZURE_TENANT_ID": "tid"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "endpoint"),
+    [
+        ({}, "https://login.microsoftonline.com/tid/oauth2/v2.0/token"),
+        (
+            {"AZURE_AUTHORITY_HOST": "login.chinacloudapi.cn"},
+            "https://login.chinacloudapi.cn/tid/oauth2/v2.0/token",
+        ),
+        ({"CCFLOW_TOKEN_ENDPOINT": "https://idp.example/token"}, "https://idp.example/token"),
+        (
+            {"CCFLOW_TOKEN_ENDPOINT": "https://idp.example/token", "AZURE_TENANT_ID": ""},
+            "https://idp.example/token",
+        ),
+    ],
+)
+def test_from_env(extra: dict[str, str], endpoint: str) -> None:
+    tc = TokenClient.from_env(environ={**ENV, **extra})
+    assert tc.client_id == "cid"
+    assert tc.token_endpoint == endpoint
+
+
+@pytest.mark.parametrize(
+    ("missing", "setting"),
+    [
+        ("AZURE_CLIENT_ID", "AZURE_CLIENT_ID"),
+        ("AZURE_CLIENT_SECRET", "AZURE_CLIENT_SECRET"),
+        ("AZURE_TENANT_ID", "AZURE_TENANT_ID"),
+    ],
+)
+def test_from_env_names_the_missing_variable(missing: str, setting: str) -> None:
+    env = {k: v for k, v in ENV.items() if k != missing}
+    with pytest.raises(ConfigurationError, match=missing) as info:
+        TokenClient.from_env(environ=env)
+    assert info.value.setting == setting
+
+
+def test_from_env_refuses_plain_http_endpoint() -> None:
+    env = {**ENV, "CCFLOW_TOKEN_ENDPOINT": "http://idp.example/token"}
+    with pytest.raises(ConfigurationError) as info:
+        TokenClient.from_env(environ=env)
+    assert info.value.setting == "CCFLOW_TOKEN_ENDPOINT"
+
+
+def test_from_env_passes_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("CCFLOW_TOKEN_ENDPOINT", raising=False)
+    monkeypatch.delenv("AZURE_AUTHORITY_HOST", raising=False)
+    tc = TokenClient.from_env(max_retries=0)
+    assert tc._config.retry.max_retries == 0
+
+
+def test_constructor_does_no_network_io() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise AssertionError("no request expected")
+
+    with TokenClient(
+        client_id="c",
+        client_secret="s",
+        tenant_id="t",
+        http_client=httpx.Client(transport=httpx.MockTransport(handler)),
+    ) as tc:
+        assert tc.client_id == "c"
+
+
+def test_one_info_line_per_fetch_and_none_per_hit(
+    client: TokenClient, scope: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG, logger="ccflow"):
+        client.get_token(scope)
+        client.get_token(scope)
+    records = [r for r in caplog.records if r.name == "ccflow"]
+    assert len(records) == 1
+    message = records[0].getMessage()
+    assert records[0].levelno == logging.INFO
+    for part in (
+        "host=login.ccflow.test",
+        f"client_id={client.client_id}",
+        scope,
+        "expires_in=3599",
+        "duration_ms=",
+    ):
+        assert part in message
+
+
+SECRET = "ccflow~calc-client+local/test=secret"
+
+
+def test_secret_is_never_shown(
+    authority: Authority, clock: FakeClock, scope: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert authority.client("calc-client").secret == SECRET
+    tc, _ = sync_client(authority, clock, max_retries=1)
+    texts = [repr(tc), str(tc), repr(tc._credential), str(tc._credential)]
+    with caplog.at_level(logging.DEBUG):
+        token = tc.get_token(scope)
+        texts += [repr(token), str(token)]
+        authority.set_fault("token", Fault(drop=True))
+        clock.advance(4000)
+        with pytest.raises(AuthorityUnreachableError) as unreachable:
+            tc.get_token(scope)
+        authority.clear_fault()
+        bad, _ = sync_client(authority, clock, client_secret=SECRET + "x")
+        with pytest.raises(TokenRequestError) as refused:
+            bad.get_token(scope)
+    for err in (unreachable.value, refused.value):
+        texts += [str(err), repr(err), repr(err.__dict__), repr(err.__context__), repr(err.args)]
+        texts.append(pickle.dumps(err).decode("latin-1"))
+    texts += [r.getMessage() for r in caplog.records]
+    texts += [repr(r.args) for r in caplog.records]
+    assert caplog.records
+    for text in texts:
+        assert SECRET not in text
+        assert "ccflow%7Ecalc-client" not in text
+
+
+@pytest.mark.parametrize(
+    "obj", [TokenClient(client_id="c", client_secret=SECRET, tenant_id="t"), ClientSecret(SECRET)]
+)
+def test_pickling_a_secret_holder_is_refused(obj: object) -> None:
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        pickle.dumps(obj)
+
+
+def test_owned_http_client_is_closed() -> None:
+    with TokenClient(client_id="c", client_secret="s", tenant_id="t") as tc:
+        pass
+    assert tc._http.is_closed
+
+
+def test_given_http_client_is_left_open() -> None:
+    http = httpx.Client()
+    with TokenClient(client_id="c", client_secret="s", tenant_id="t", http_client=http):
+        pass
+    assert not http.is_closed
+    http.close()
+
+
+def test_async_http_client_is_refused_by_the_sync_face() -> None:
+    with pytest.raises(ConfigurationError, match="AsyncTokenClient"):
+        TokenClient(
+            client_id="c", client_secret="s", tenant_id="t", http_client=httpx.AsyncClient()
+        )  # type: ignore[arg-type]
