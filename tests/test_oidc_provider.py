@@ -28,6 +28,12 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from ccflow import AccessToken, RequireRole, TokenClient, TokenRequestError, TokenValidator
 
 TESTBED = Path(__file__).parent / "oidc_provider"
 RESOURCE = "api://calc-api"
@@ -223,3 +229,79 @@ def test_testbed_refuses_a_secret_sent_other_than_registered(provider: Provider)
         headers={"Authorization": f"Basic {credentials}"},
     )
     assert (response.status_code, response.json()["error"]) == (401, "invalid_client")
+
+
+def _get_token(provider: Provider, client: Client, secret: str | None = None) -> AccessToken:
+    with TokenClient(
+        client_id=client.client_id,
+        client_secret=client.secret if secret is None else secret,
+        token_endpoint=provider.token_endpoint,
+        auth_method=client.auth_method,
+    ) as token_client:
+        return token_client.get_token(SCOPE)
+
+
+async def _call_api(provider: Provider, token: str) -> httpx.Response:
+    """GET a Starlette route behind RequireRole, validating through the provider's discovery."""
+
+    async def whoami(request: Request) -> JSONResponse:
+        return JSONResponse({"caller": request.user.client_id})
+
+    validator = TokenValidator(issuer=provider.issuer, audience=RESOURCE)
+    app = Starlette(routes=[Route("/whoami", whoami)])
+    app.add_middleware(RequireRole("invokeRole", validator=validator))
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://calc.test") as api:
+            return await api.get("/whoami", headers={"Authorization": f"Bearer {token}"})
+    finally:
+        await validator.aclose()
+
+
+SECRET_METHODS = pytest.mark.parametrize(
+    "client", [CALLER, BASIC_CALLER], ids=[CALLER.auth_method, BASIC_CALLER.auth_method]
+)
+
+
+@SECRET_METHODS
+def test_token_client_gets_a_token_with_each_secret_method(
+    provider: Provider, client: Client
+) -> None:
+    token = _get_token(provider, client)
+    claims = _claims(token.token, provider)
+    assert (claims["azp"], claims["aud"], token.token_type.lower()) == (
+        client.client_id,
+        RESOURCE,
+        "bearer",
+    )
+
+
+@SECRET_METHODS
+@pytest.mark.anyio
+async def test_require_role_accepts_the_token_through_discovery(
+    provider: Provider, client: Client
+) -> None:
+    response = await _call_api(provider, _get_token(provider, client).token)
+    assert (response.status_code, response.json()) == (200, {"caller": client.client_id})
+
+
+@pytest.mark.anyio
+async def test_require_role_refuses_a_valid_token_without_the_role(provider: Provider) -> None:
+    token = _get_token(provider, READER).token
+    assert "roles" not in _claims(token, provider)
+    response = await _call_api(provider, token)
+    assert response.status_code == 403
+    assert 'error="insufficient_scope"' in response.headers["www-authenticate"]
+
+
+def test_wrong_secret_gives_a_clear_token_request_error(provider: Provider) -> None:
+    wrong = secrets.token_urlsafe(24)
+    with pytest.raises(TokenRequestError) as caught:
+        _get_token(provider, CALLER, secret=wrong)
+    error = caught.value
+    assert (error.status_code, error.error) == (401, "invalid_client")
+    message = str(error)
+    assert CALLER.client_id in message
+    assert "secret" in message
+    assert wrong not in message
+    assert wrong not in repr(error)
