@@ -139,10 +139,9 @@ def _read_ready_line(process: subprocess.Popen[bytes], log: Path) -> dict[str, A
             line = process.stdout.readline()
             if line:
                 return dict(json.loads(line))
-    pytest.fail(
-        f"oidc-provider did not report its URL within {START_TIMEOUT:.0f} s "
-        f"(exit code {process.poll()}):\n{log.read_text()[-2000:]}"
-    )
+    code = process.poll()
+    what = f"exited with code {code}" if code is not None else f"was silent {START_TIMEOUT:.0f} s"
+    pytest.fail(f"oidc-provider {what} before reporting its URL:\n{log.read_text()[-2000:]}")
 
 
 @pytest.fixture(scope="module")
