@@ -301,11 +301,17 @@ def test_two_authorization_headers_are_400_invalid_request(client: TestClient) -
     assert 'error="invalid_request"' in response.headers["www-authenticate"]
 
 
-def test_malformed_header_is_400_and_never_reaches_the_validator(
+@pytest.mark.parametrize("value", ["Bearer a b", 'Bearer "abc"', "Bearer abc,def", "Bearer"])
+def test_malformed_header_is_400_invalid_request(client: TestClient, value: str) -> None:
+    response = client.get("/whoami", headers={"Authorization": value})
+    assert response.status_code == 400
+    assert 'error="invalid_request"' in response.headers["www-authenticate"]
+
+
+def test_repeated_headers_never_reach_the_validator(
     client: TestClient, validator: FakeValidator
 ) -> None:
-    response = client.get("/whoami", headers={"Authorization": "Bearer a b"})
-    assert response.status_code == 400
+    client.get("/whoami", headers=[("Authorization", f"Bearer {GOOD}")] * 2)
     assert validator.seen == []
 
 

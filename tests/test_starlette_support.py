@@ -20,7 +20,7 @@ class FakeVerdict:
     roles: tuple[str, ...] = ("invokeRole",)
     claims: Mapping[str, Any] = field(default_factory=dict)
 
-    def require_roles(self, roles: Sequence[str], match: str = "any") -> None:
+    def require_roles(self, roles: Sequence[str], *, match: str = "any") -> None:
         held = set(self.roles)
         ok = any(r in held for r in roles) if match == "any" else all(r in held for r in roles)
         if not ok:

@@ -85,7 +85,7 @@ class BearerClaims(SecurityBase):
                 verdict = await self.validator.validate(token)
                 if self.roles:
                     # Only after signature and claims pass: a forged token is a 401.
-                    verdict.require_roles(self.roles, self.match)
+                    verdict.require_roles(self.roles, match=self.match)
         except Exception as exc:
             raise self._refusal(exc) from None
         if token is None:

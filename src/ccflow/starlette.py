@@ -47,7 +47,6 @@ also lacks the role is a 401, never a 403. Tokens never reach a log line.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import re
@@ -82,8 +81,9 @@ __all__ = [
     "TokenUser",
     "Validator",
     "Verdict",
-    "bearer_token",
     "InvalidRequestError",
+    "bearer_token",
+    "is_b64token",
     "rejection_for",
 ]
 
@@ -111,7 +111,7 @@ class Verdict(Protocol):
     def roles(self) -> tuple[str, ...]:
         """The app roles granted to the caller (``roles``)."""
 
-    def require_roles(self, roles: Sequence[str], match: Match = "any") -> object:
+    def require_roles(self, roles: Sequence[str], *, match: Match = "any") -> object:
         """Raise ``InsufficientScopeError`` unless the roles are held (any or all of them)."""
 
 
@@ -132,8 +132,9 @@ class Validator(Protocol):
 def _from_env() -> Validator:
     # Imported late: ccflow.validation pulls in the JWT machinery, and ccflow/__init__ imports
     # this module.
-    validation = importlib.import_module("ccflow.validation")
-    validator: Validator = validation.TokenValidator.from_env()
+    from ccflow.validation import TokenValidator
+
+    validator: Validator = TokenValidator.from_env()
     return validator
 
 
@@ -195,6 +196,7 @@ class TokenUser(BaseUser):
 _AUTHORIZATION = b"authorization"
 # b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
 _B64TOKEN = re.compile(rb"[A-Za-z0-9\-._~+/]+=*")
+_B64TOKEN_STR = re.compile(r"[A-Za-z0-9\-._~+/]+=*", re.ASCII)
 # RFC 7230 token: what an auth-scheme name may look like.
 _SCHEME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
@@ -203,12 +205,21 @@ class InvalidRequestError(ValueError):
     """The Authorization header is malformed or repeated (RFC 6750 ``invalid_request``, 400)."""
 
 
-def bearer_token(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+_BLANKS = (32, 9)  # space, tab
+_NOT_B64TOKEN = "malformed bearer token: not RFC 6750 b64token syntax"
+
+
+def bearer_token(
+    headers: Iterable[tuple[bytes, bytes]], *, check_syntax: bool = True
+) -> str | None:
     """The bearer token of an ASGI header list, or ``None`` when there is no bearer credential.
 
     The scheme name is case-insensitive. Another scheme (``Basic ...``) counts as no bearer
     credential. Raises :class:`InvalidRequestError` for more than one Authorization header, an
-    empty one, ``Bearer`` without a token, or a token outside RFC 6750's ``b64token`` syntax.
+    empty one, ``Bearer`` without a token, a non-ASCII token, or (with ``check_syntax``) a
+    token outside RFC 6750's ``b64token`` syntax. Without ``check_syntax`` the caller checks
+    the syntax with :func:`is_b64token` once the validator refuses the token: a good token
+    then pays nothing for it.
     """
     value: bytes | None = None
     for name, raw in headers:
@@ -219,6 +230,11 @@ def bearer_token(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
             value = raw
     if value is None:
         return None
+    if value[:7].lower() == b"bearer ":
+        # The usual shape, "Bearer <token>", without copying the token more than once.
+        rest = value[7:]
+        if rest and rest[0] != 32 and rest[-1] not in _BLANKS:
+            return _token(rest, check_syntax)
     value = value.strip(b" \t")
     if not value:
         raise InvalidRequestError("empty Authorization header")
@@ -230,9 +246,21 @@ def bearer_token(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     rest = rest.lstrip(b" ")
     if not rest:
         raise InvalidRequestError("Bearer scheme without a token")
-    if _B64TOKEN.fullmatch(rest) is None:
-        raise InvalidRequestError("malformed bearer token: not RFC 6750 b64token syntax")
-    return rest.decode("ascii")
+    return _token(rest, check_syntax)
+
+
+def _token(raw: bytes, check_syntax: bool) -> str:
+    if check_syntax and _B64TOKEN.fullmatch(raw) is None:
+        raise InvalidRequestError(_NOT_B64TOKEN)
+    try:
+        return raw.decode("ascii")
+    except UnicodeDecodeError:
+        raise InvalidRequestError(_NOT_B64TOKEN) from None
+
+
+def is_b64token(token: str) -> bool:
+    """Whether ``token`` has RFC 6750's ``b64token`` syntax (what a bearer token may contain)."""
+    return _B64TOKEN_STR.fullmatch(token) is not None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -417,22 +445,29 @@ class RequireRole:
 class RequireRoleMiddleware:
     """The ASGI app :class:`RequireRole` builds around another; keeps no per-request state."""
 
-    __slots__ = ("app", "exact", "match", "owns_validator", "prefixes", "roles", "validator")
+    __slots__ = (
+        "app",
+        "exact",
+        "match",
+        "owns_validator",
+        "prefixes",
+        "role",
+        "roles",
+        "validate",
+        "validator",
+    )
 
     def __init__(self, app: ASGIApp, config: RequireRole) -> None:
         self.app = app
         self.roles = config.roles
         self.match = config.match
+        # The common case, one role, is checked inline on the hot path.
+        self.role = config.roles[0] if len(config.roles) == 1 else None
         self.validator = config.validator
+        self.validate = config.validator.validate
         self.owns_validator = config.owns_validator
         self.exact = frozenset(p for p in config.exempt if not p.endswith("/*"))
         self.prefixes = tuple(p[:-1] for p in config.exempt if p.endswith("/*"))
-
-    def _exempt(self, scope: Scope) -> bool:
-        path: str = scope.get("path", "")
-        if path in self.exact or (self.prefixes and path.startswith(self.prefixes)):
-            return True
-        return scope["type"] == "http" and scope.get("method") == "OPTIONS" and _is_preflight(scope)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Check the request's token, then call the wrapped app or answer the refusal."""
@@ -443,20 +478,30 @@ class RequireRoleMiddleware:
             else:
                 await self.app(scope, receive, send)
             return
-        if self._exempt(scope):
+        path = scope["path"]
+        if (
+            path in self.exact
+            or (self.prefixes and path.startswith(self.prefixes))
+            or (kind == "http" and scope["method"] == "OPTIONS" and _is_preflight(scope))
+        ):
             scope.setdefault("auth", AuthCredentials())
             scope.setdefault("user", UnauthenticatedUser())
             await self.app(scope, receive, send)
             return
+        token = None
         try:
-            token = bearer_token(scope["headers"])
+            token = bearer_token(scope["headers"], check_syntax=False)
             if token is None:
                 await self._reject(None, scope, receive, send)
                 return
-            verdict = await self.validator.validate(token)
+            verdict = await self.validate(token)
             # Only now, with signature and claims good, may the answer become a 403.
-            verdict.require_roles(self.roles, self.match)
+            role = self.role
+            if role is None or role not in verdict.roles:
+                verdict.require_roles(self.roles, match=self.match)
         except Exception as exc:  # every refusal, and validator bugs: never a 500
+            if token is not None and isinstance(exc, InvalidTokenError) and not is_b64token(token):
+                exc = InvalidRequestError(_NOT_B64TOKEN)
             await self._reject(exc, scope, receive, send)
             return
         scope["auth"] = AuthCredentials(verdict.roles)
