@@ -1,3 +1,102 @@
-"""The ccflow pytest plugin (entry point ``pytest11``): fixtures on the local authority."""
+"""The ccflow pytest plugin (entry point ``pytest11``): fixtures on the local authority.
+
+Fixtures (function-scoped, each test gets a fresh authority with no faults):
+
+- ``ccflow_authority``: an in-process :class:`~ccflow.authority.Authority`; talk to it with
+  ``httpx.Client(transport=ccflow_authority.transport())``.
+- ``ccflow_authority_mock``: the same authority with respx routing its host
+  (``https://login.ccflow.test``) to it for the test; other hosts pass through untouched.
+- ``ccflow_authority_server``: the authority as a real HTTPS server on 127.0.0.1 (a free
+  port), an :class:`~ccflow.authority.AuthorityServer` (``.authority``, ``.url``,
+  ``.ca_file``), stopped after the test.
+- ``ccflow_tokens``: a :class:`~ccflow.testing.TokenFactory` on ``ccflow_authority``.
+
+Configure the authority with the ``ccflow_authority`` marker, whose keyword arguments go to
+``Authority(...)`` (``registrations``, ``token_lifetime``, ``clock``, ``host``)::
+
+    @pytest.mark.ccflow_authority(token_lifetime=60)
+    def test_short_tokens(ccflow_tokens): ...
+
+Imports of ccflow's modules happen inside the fixtures, so loading the plugin costs nothing.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from ccflow.authority import Authority, AuthorityServer
+    from ccflow.testing import TokenFactory
+
+__all__ = [
+    "ccflow_authority",
+    "ccflow_authority_mock",
+    "ccflow_authority_server",
+    "ccflow_tokens",
+    "pytest_configure",
+]
+
+_MARKER = "ccflow_authority"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the ``ccflow_authority`` marker."""
+    config.addinivalue_line(
+        "markers",
+        f"{_MARKER}(**kwargs): keyword arguments for the local Authority of the ccflow "
+        "fixtures (registrations=, token_lifetime=, clock=, host=)",
+    )
+
+
+def _options(request: pytest.FixtureRequest) -> dict[str, Any]:
+    marker = request.node.get_closest_marker(_MARKER)
+    if marker is None:
+        return {}
+    if marker.args:
+        raise pytest.UsageError(f"@pytest.mark.{_MARKER} takes keyword arguments only")
+    return dict(marker.kwargs)
+
+
+@pytest.fixture
+def ccflow_authority(request: pytest.FixtureRequest) -> Authority:
+    """An in-process local authority (no sockets); see the module docstring."""
+    from ccflow.authority import Authority
+
+    return Authority(**_options(request))
+
+
+@pytest.fixture
+def ccflow_authority_mock(ccflow_authority: Authority) -> Iterator[Authority]:
+    """``ccflow_authority`` with respx routing its host to it during the test."""
+    import respx
+
+    with respx.mock(assert_all_called=False) as router:
+        ccflow_authority.mock(router)
+        router.route().pass_through()
+        yield ccflow_authority
+
+
+@pytest.fixture
+def ccflow_authority_server(request: pytest.FixtureRequest) -> Iterator[AuthorityServer]:
+    """The local authority as an HTTPS server on 127.0.0.1 (free port), for the test."""
+    from ccflow.authority import Authority, AuthorityServer
+
+    options = _options(request)
+    options.pop("host", None)
+
+    def make(url: str) -> Authority:
+        return Authority(host=url, **options)
+
+    with AuthorityServer(tls=True, authority_factory=make) as server:
+        yield server
+
+
+@pytest.fixture
+def ccflow_tokens(ccflow_authority: Authority) -> TokenFactory:
+    """A :class:`~ccflow.testing.TokenFactory` on ``ccflow_authority``."""
+    from ccflow.testing import TokenFactory
+
+    return TokenFactory(ccflow_authority)

@@ -25,6 +25,8 @@ from ccflow.authority._registrations import (
     RegisteredCertificate,
     Registrations,
 )
+from ccflow.authority._server import AuthorityServer
+from ccflow.authority._tls import TlsFiles
 
 __all__ = [
     "DEFAULT_HOST",
@@ -32,10 +34,12 @@ __all__ = [
     "JWT_BEARER",
     "ApiApp",
     "Authority",
+    "AuthorityServer",
     "ClientApp",
     "Fault",
     "Outcome",
     "RegisteredCertificate",
     "Registrations",
     "SigningKey",
+    "TlsFiles",
 ]

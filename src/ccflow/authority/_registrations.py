@@ -33,6 +33,7 @@ A TOML file describes other registrations (paths are relative to the file)::
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import tomllib
 import types
@@ -269,6 +270,14 @@ class Registrations:
             for name, entry in _table(data.get("clients", {}), "clients").items()
         ]
         return cls(tenant_id=tenant, apis=tuple(apis), clients=tuple(clients))
+
+    def with_certificate(self, client: str, certificate_pem: bytes) -> Registrations:
+        """A copy in which client app ``client`` also has the certificate ``certificate_pem``."""
+        cert = RegisteredCertificate.from_pem(certificate_pem)
+        app = self.client(client)
+        updated = dataclasses.replace(app, certificates=(*app.certificates, cert))
+        clients = tuple(updated if c.name == client else c for c in self.clients)
+        return dataclasses.replace(self, clients=clients)
 
     def api(self, name: str) -> ApiApp:
         """The API app registered under ``name``; ``KeyError`` names the known ones."""

@@ -1,0 +1,115 @@
+"""``ccflow authority serve``: the local authority as a real server, until interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from types import FrameType
+from typing import Any
+
+from ccflow.authority._registrations import Registrations
+from ccflow.authority._server import AuthorityServer
+from ccflow.errors import ConfigurationError
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``authority serve`` on the ``ccflow`` subparsers."""
+    authority: argparse.ArgumentParser = subparsers.add_parser(
+        "authority",
+        help="run ccflow's local Azure-AD-shaped authority",
+        description="ccflow's local token issuer, shaped like Azure AD v2.",
+    )
+    commands = authority.add_subparsers(dest="authority_command", metavar="COMMAND")
+    commands.required = True
+    serve = commands.add_parser(
+        "serve",
+        help="serve discovery, JWKS and the token endpoint on 127.0.0.1 until interrupted",
+        description=(
+            "Serve the local authority (discovery, JWKS, /oauth2/v2.0/token) until SIGINT or "
+            "SIGTERM. Without --config it has the built-in registrations: calc-api (role "
+            "invokeRole), calc-client (granted invokeRole) and reader-client (no roles)."
+        ),
+    )
+    serve.add_argument("--config", metavar="FILE", help="app registrations (TOML)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=0, help="port to bind (default 0: a free port)")
+    serve.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve HTTPS with a generated local CA (its file is reported as ca_file)",
+    )
+    serve.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON line (addresses, registrations, secrets) once serving",
+    )
+    serve.set_defaults(func=run)
+    return authority
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until SIGINT/SIGTERM; exit 0 then, 2 on bad configuration."""
+    try:
+        registrations = Registrations.from_toml(args.config) if args.config else None
+        if not 0 <= args.port <= 65535:
+            raise ConfigurationError(f"--port must be 0..65535, got {args.port}", setting="port")
+        server = AuthorityServer(registrations, host=args.host, port=args.port, tls=args.tls)
+    except ConfigurationError as exc:
+        print(f"ccflow: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(
+            f"ccflow: error: cannot listen on {args.host}:{args.port}: {exc.strerror}",
+            file=sys.stderr,
+        )
+        return 2
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.start()
+        info = server.info()
+        if args.json:
+            print(json.dumps(info), flush=True)
+        else:
+            _print_human(info)
+        # A bounded wait in a loop, so the signal handler gets to run promptly everywhere.
+        while not stop.wait(0.2):
+            pass
+    finally:
+        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+def _print_human(info: dict[str, Any]) -> None:
+    lines = [
+        f"ccflow local authority at {info['authority_host']}",
+        f"  tenant_id       {info['tenant_id']}",
+        f"  issuer          {info['issuer']}",
+        f"  token_endpoint  {info['token_endpoint']}",
+        f"  jwks_uri        {info['jwks_uri']}",
+    ]
+    if info["ca_file"]:
+        lines.append(f"  ca_file         {info['ca_file']}")
+    for api in info["apis"]:
+        lines.append(
+            f"  api     {api['name']:<14} client_id {api['client_id']}  "
+            f"scope {api['identifier_uri']}/.default  roles {api['roles']}"
+        )
+    for client in info["clients"]:
+        lines.append(
+            f"  client  {client['name']:<14} client_id {client['client_id']}  "
+            f"roles {client['roles']}"
+        )
+    lines.append("Secrets are printed with --json. Press Ctrl-C to stop.")
+    print("\n".join(lines), flush=True)

@@ -1,0 +1,252 @@
+"""The local authority as a real HTTP(S) server on 127.0.0.1.
+
+Built on the standard library (``ThreadingHTTPServer`` + ``ssl``) around the synchronous
+:meth:`Authority.serve`, not on uvicorn: ``ccflow authority serve`` then works with ccflow's
+runtime dependencies alone, and a handful of test clients needs no event loop. (The same
+server is available as an ASGI app, ``Authority.asgi``, for whoever prefers uvicorn.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import socket
+import ssl
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from ccflow.authority._authority import Authority
+from ccflow.authority._registrations import Registrations
+from ccflow.authority._tls import TlsFiles, write_tls_files
+
+__all__ = ["AuthorityServer"]
+
+_MAX_BODY = 1 << 20
+_SLOW_ANSWER = 30.0
+_IDLE_TIMEOUT = 60.0
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as real clients expect
+    server: _HTTPServer
+
+    def setup(self) -> None:
+        self.request.settimeout(_IDLE_TIMEOUT)
+        if self.server.ssl_context is not None:
+            # The handshake runs here, in the connection's thread, so that a slow or failing
+            # client never blocks the accept loop.
+            self.request = self.server.ssl_context.wrap_socket(self.request, server_side=True)
+        self.server.track(self.request, add=True)
+        super().setup()
+
+    def finish(self) -> None:
+        with contextlib.suppress(OSError):
+            super().finish()
+        self.server.track(self.request, add=False)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: the authority logs nothing (request lines may carry ids, never needed)."""
+
+    def _dispatch(self) -> None:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            self._plain(411, b"chunked bodies are not supported; send Content-Length")
+            return
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= _MAX_BODY:
+            self._plain(400, b"bad Content-Length")
+            return
+        body = self.rfile.read(length) if length else b""
+        authority = self.server.authority
+        request = httpx.Request(
+            self.command,
+            authority.host + self.path,
+            headers=[(k, v) for k, v in self.headers.items() if k.lower() != "host"],
+            content=body,
+        )
+        outcome = authority.serve(request)
+        if outcome.delay or outcome.timeout:
+            self.server.stopping.wait(outcome.delay or _SLOW_ANSWER)
+        if outcome.drop or outcome.response is None:
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        response = outcome.response
+        self.send_response(response.status_code)
+        for name, value in response.headers.multi_items():
+            if name.lower() not in ("content-length", "connection"):
+                self.send_header(name, value)
+        content = b"" if self.command == "HEAD" else response.content
+        self.send_header("Content-Length", str(len(response.content)))
+        self.end_headers()
+        self.wfile.write(content)
+
+    def _plain(self, status: int, text: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(text)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(text)
+        self.close_connection = True
+
+    do_GET = do_POST = do_HEAD = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _dispatch
+
+
+class _HTTPServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    authority: Authority
+    ssl_context: ssl.SSLContext | None
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.address_family = family
+        super().__init__(address, _Handler)
+        self.stopping = threading.Event()
+        self._connections: set[socket.socket] = set()
+        self._conn_lock = threading.Lock()
+        self.ssl_context = None
+
+    def track(self, conn: socket.socket, *, add: bool) -> None:
+        with self._conn_lock:
+            if add:
+                self._connections.add(conn)
+            else:
+                self._connections.discard(conn)
+
+    def close_connections(self) -> None:
+        """Wake every handler blocked on an idle keep-alive connection."""
+        with self._conn_lock:
+            connections = list(self._connections)
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Quiet: clients that hang up or fail the TLS handshake are not the server's error."""
+
+
+class AuthorityServer:
+    """The local authority served on ``host:port`` (``port=0``: a free one), HTTP or HTTPS.
+
+    ::
+
+        with AuthorityServer(tls=True) as server:
+            server.authority.token_endpoint   # https://127.0.0.1:PORT/<tenant>/oauth2/v2.0/token
+            server.ca_file                    # trust this CA
+
+    The server runs in a background thread; :meth:`stop` (or leaving the ``with`` block) closes
+    the listening socket and every open connection, idle keep-alive ones included.
+    """
+
+    def __init__(
+        self,
+        registrations: Registrations | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tls: bool = False,
+        tls_dir: str | Path | None = None,
+        token_lifetime: int = 3599,
+        authority_factory: Callable[[str], Authority] | None = None,
+    ) -> None:
+        self._httpd = _HTTPServer((host, port))
+        self.port: int = self._httpd.server_address[1]
+        self.tls: TlsFiles | None = None
+        if tls:
+            self.tls = write_tls_files(tls_dir)
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            context.load_cert_chain(self.tls.cert_file, self.tls.key_file)
+            self._httpd.ssl_context = context
+        url_host = f"[{host}]" if ":" in host else host
+        scheme = "https" if tls else "http"
+        self.url = f"{scheme}://{url_host}:{self.port}"
+        if authority_factory is not None:
+            self.authority = authority_factory(self.url)
+        else:
+            self.authority = Authority(registrations, host=self.url, token_lifetime=token_lifetime)
+        self._httpd.authority = self.authority
+        self._thread: threading.Thread | None = None
+
+    @property
+    def ca_file(self) -> Path | None:
+        """The CA certificate to trust (``None`` without TLS)."""
+        return self.tls.ca_file if self.tls is not None else None
+
+    def start(self) -> AuthorityServer:
+        """Start serving in a background thread (the socket already listens)."""
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._httpd.serve_forever,
+                kwargs={"poll_interval": 0.1},
+                name=f"ccflow-authority-{self.port}",
+                daemon=True,
+            )
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, close every connection, and wait (bounded) for the thread."""
+        self._httpd.stopping.set()
+        if self._thread is not None:
+            self._httpd.shutdown()
+            self._thread.join(timeout=5)
+            self._thread = None
+        self._httpd.server_close()
+        self._httpd.close_connections()
+
+    def __enter__(self) -> AuthorityServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"AuthorityServer(url={self.url!r})"
+
+    def info(self) -> dict[str, Any]:
+        """What ``ccflow authority serve --json`` prints: addresses and registrations, secrets
+        included (they are the local authority's fixed test secrets)."""
+        authority = self.authority
+        regs = authority.registrations
+        return {
+            "issuer": authority.issuer,
+            "authority_host": authority.host,
+            "tenant_id": authority.tenant_id,
+            "token_endpoint": authority.token_endpoint,
+            "jwks_uri": authority.jwks_uri,
+            "ca_file": str(self.ca_file) if self.ca_file is not None else None,
+            "apis": [
+                {
+                    "name": api.name,
+                    "client_id": api.client_id,
+                    "identifier_uri": api.identifier_uri,
+                    "roles": list(api.roles),
+                }
+                for api in regs.apis
+            ],
+            "clients": [
+                {
+                    "name": client.name,
+                    "client_id": client.client_id,
+                    "secret": client.secret,
+                    "roles": list(client.all_roles),
+                }
+                for client in regs.clients
+            ],
+        }

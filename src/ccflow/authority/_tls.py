@@ -1,0 +1,175 @@
+"""Local TLS and certificate material, made with ``cryptography``: a CA and a server certificate
+for 127.0.0.1/localhost (``ccflow authority serve --tls``), and client certificates for
+``private_key_jwt`` tests."""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import hashlib
+import ipaddress
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from ccflow.authority._keys import b64url
+
+__all__ = ["CertificateMaterial", "TlsFiles", "client_certificate", "write_tls_files"]
+
+_NOT_BEFORE = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
+_NOT_AFTER = datetime.datetime(2099, 12, 31, tzinfo=datetime.UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateMaterial:
+    """A private key and its certificate, PEM-encoded; the key never appears in ``repr``."""
+
+    certificate_pem: bytes
+    private_key_pem: bytes = field(repr=False)
+
+    @property
+    def certificate(self) -> x509.Certificate:
+        """The certificate, loaded."""
+        return x509.load_pem_x509_certificate(self.certificate_pem)
+
+    @property
+    def private_key(self) -> rsa.RSAPrivateKey:
+        """The private key, loaded."""
+        key = serialization.load_pem_private_key(self.private_key_pem, password=None)
+        assert isinstance(key, rsa.RSAPrivateKey)
+        return key
+
+    @property
+    def x5t(self) -> str:
+        """base64url SHA-1 thumbprint of the certificate."""
+        der = self.certificate.public_bytes(serialization.Encoding.DER)
+        return b64url(hashlib.sha1(der, usedforsecurity=False).digest())
+
+    @property
+    def x5t_s256(self) -> str:
+        """base64url SHA-256 thumbprint of the certificate."""
+        der = self.certificate.public_bytes(serialization.Encoding.DER)
+        return b64url(hashlib.sha256(der).digest())
+
+    @property
+    def pem(self) -> bytes:
+        """Key and certificate in one PEM (what ``ClientCertificate`` and msal read)."""
+        return self.private_key_pem + self.certificate_pem
+
+
+def _key_pem(key: rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+@functools.cache
+def client_certificate(common_name: str = "ccflow test client") -> CertificateMaterial:
+    """A self-signed RSA 2048 client certificate (cached per process and name)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name))
+        .issuer_name(_name(common_name))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(_NOT_BEFORE)
+        .not_valid_after(_NOT_AFTER)
+        .sign(key, hashes.SHA256())
+    )
+    return CertificateMaterial(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """Where the TLS material was written: the CA certificate clients trust, and the server's
+    certificate chain and key."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+
+@functools.cache
+def _tls_material() -> tuple[bytes, bytes, bytes]:
+    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ca_name = _name("ccflow local authority CA")
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(_NOT_BEFORE)
+        .not_valid_after(_NOT_AFTER)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    names: list[x509.GeneralName] = [
+        x509.DNSName("localhost"),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        x509.IPAddress(ipaddress.ip_address("::1")),
+    ]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("localhost"))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(_NOT_BEFORE)
+        # Short enough for strict clients that cap leaf validity, long enough for any test.
+        .not_valid_after(datetime.datetime(2049, 12, 31, tzinfo=datetime.UTC))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    return ca_cert.public_bytes(pem), cert.public_bytes(pem), _key_pem(key)
+
+
+def write_tls_files(directory: str | Path | None = None) -> TlsFiles:
+    """Write a local CA and a server certificate for 127.0.0.1, ::1 and localhost into
+    ``directory`` (a new temporary directory by default). Generated once per process."""
+    ca_pem, cert_pem, key_pem = _tls_material()
+    where = (
+        Path(directory)
+        if directory is not None
+        else Path(tempfile.mkdtemp(prefix="ccflow-authority-"))
+    )
+    files = TlsFiles(where / "ca.pem", where / "server.pem", where / "server-key.pem")
+    files.ca_file.write_bytes(ca_pem)
+    files.cert_file.write_bytes(cert_pem + ca_pem)
+    files.key_file.write_bytes(key_pem)
+    files.key_file.chmod(0o600)
+    return files

@@ -1,0 +1,37 @@
+"""The ``ccflow`` command.
+
+Each subcommand lives in its own module with ``add_parser(subparsers)`` (which sets
+``func=run`` as the parser default) and ``run(args) -> int``; :data:`SUBCOMMANDS` lists the
+modules, so a new subcommand is one import and one entry here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+__all__ = ["SUBCOMMANDS", "build_parser", "main"]
+
+#: Modules providing ``add_parser(subparsers)``; imported only when the parser is built.
+SUBCOMMANDS: tuple[str, ...] = ("ccflow.authority._serve",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``ccflow`` argument parser with every registered subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="ccflow",
+        description="The OAuth 2.0 client-credentials flow, simple, fast and safe.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for name in SUBCOMMANDS:
+        importlib.import_module(name).add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``ccflow`` with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    status: int = args.func(args)
+    return status

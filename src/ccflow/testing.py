@@ -1,0 +1,213 @@
+"""Testing helpers: access tokens from the local authority, valid and deliberately bad.
+
+::
+
+    from ccflow.authority import Authority
+    from ccflow.testing import TokenFactory
+
+    tokens = TokenFactory(Authority())
+    tokens.valid()                 # calc-client calling calc-api, with invokeRole
+    tokens.expired()               # ... and every way a token can be wrong, one method each
+    tokens.hs256_with_public_key() # the classic algorithm-confusion attack
+
+Every method takes ``client=`` and ``api=`` (registration names) and returns the compact JWT.
+With the pytest plugin, the ``ccflow_tokens`` fixture is a factory on ``ccflow_authority``.
+Also here: :func:`client_certificate` and :func:`client_assertion`, to test
+``private_key_jwt`` against the authority.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+
+from ccflow.authority import Authority
+from ccflow.authority._keys import b64url, foreign_key
+from ccflow.authority._tls import CertificateMaterial, client_certificate
+
+__all__ = [
+    "OTHER_TENANT_ID",
+    "CertificateMaterial",
+    "TokenFactory",
+    "client_assertion",
+    "client_certificate",
+    "decode_unverified",
+]
+
+OTHER_TENANT_ID = "00000bad-0000-4000-8000-000000000bad"
+"""A tenant id that is not the authority's."""
+
+
+def decode_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(header, claims)`` of a token, without any check: for assertions in tests only."""
+    header = jwt.get_unverified_header(token)
+    claims = jwt.decode(token, options={"verify_signature": False})
+    return header, claims
+
+
+def _segment(data: Mapping[str, Any]) -> str:
+    return b64url(json.dumps(dict(data), separators=(",", ":")).encode())
+
+
+@dataclass(frozen=True, slots=True)
+class TokenFactory:
+    """Valid and deliberately bad access tokens signed (or not) as the ``authority`` would.
+
+    Each bad token differs from :meth:`valid` in exactly one way, so a test that expects a
+    rejection tests exactly one check.
+    """
+
+    authority: Authority
+
+    def valid(self, client: str = "calc-client", api: str = "calc-api", **options: Any) -> str:
+        """A token exactly as the token endpoint issues it; ``options`` go to
+        :meth:`Authority.mint` (``roles``, ``version``, ``lifetime``, ``now``, ``claims``,
+        ``omit``, ``kid``, ``headers``)."""
+        return self.authority.mint(client, api, **options)
+
+    def claims(self, client: str = "calc-client", api: str = "calc-api") -> dict[str, Any]:
+        """The claims :meth:`valid` would carry (issued now)."""
+        return self.authority.token_claims(client, api)
+
+    def _now(self) -> float:
+        return self.authority.clock()
+
+    def expired(
+        self, client: str = "calc-client", api: str = "calc-api", *, ago: int = 3600
+    ) -> str:
+        """Expired ``ago`` seconds ago (default one hour: beyond any leeway)."""
+        lifetime = self.authority.token_lifetime
+        return self.valid(client, api, now=self._now() - lifetime - ago)
+
+    def not_yet_valid(
+        self, client: str = "calc-client", api: str = "calc-api", *, ahead: int = 3600
+    ) -> str:
+        """``nbf`` (and ``iat``) ``ahead`` seconds in the future."""
+        return self.valid(client, api, now=self._now() + ahead)
+
+    def wrong_audience(
+        self, client: str = "calc-client", api: str = "calc-api", *, audience: str | None = None
+    ) -> str:
+        """``aud`` naming another app (a random GUID unless ``audience`` is given)."""
+        return self.valid(client, api, claims={"aud": audience or str(uuid.uuid4())})
+
+    def wrong_issuer(
+        self, client: str = "calc-client", api: str = "calc-api", *, issuer: str | None = None
+    ) -> str:
+        """``iss`` of another authority (``https://login.evil.test/<tid>/v2.0`` by default)."""
+        iss = issuer or f"https://login.evil.test/{self.authority.tenant_id}/v2.0"
+        return self.valid(client, api, claims={"iss": iss})
+
+    def wrong_tenant(
+        self, client: str = "calc-client", api: str = "calc-api", *, tenant_id: str | None = None
+    ) -> str:
+        """Issued for another tenant: ``tid`` and the tenant in ``iss`` both changed, as a
+        token from another tenant of the same cloud would be."""
+        tid = tenant_id or OTHER_TENANT_ID
+        return self.valid(
+            client, api, claims={"tid": tid, "iss": f"{self.authority.host}/{tid}/v2.0"}
+        )
+
+    def no_roles(self, client: str = "calc-client", api: str = "calc-api") -> str:
+        """Valid, but without a ``roles`` claim (a client with no grant)."""
+        return self.valid(client, api, roles=())
+
+    def with_roles(
+        self, roles: Sequence[str], client: str = "calc-client", api: str = "calc-api"
+    ) -> str:
+        """Valid, with exactly these ``roles``."""
+        return self.valid(client, api, roles=roles)
+
+    def v1(self, client: str = "calc-client", api: str = "calc-api") -> str:
+        """A v1-shaped token: ``aud`` the App ID URI, ``appid``, v1 issuer, ``ver`` ``1.0``."""
+        return self.valid(client, api, version=1)
+
+    def other_key(self, client: str = "calc-client", api: str = "calc-api") -> str:
+        """Signed with a key the authority never published, under a published ``kid``."""
+        key = foreign_key()
+        kid = self.authority.signing_kid
+        header = {"typ": "JWT", "alg": "RS256", "kid": kid, "x5t": kid}
+        return jwt.encode(self.claims(client, api), key.private_key, "RS256", headers=header)
+
+    def unknown_kid(self, client: str = "calc-client", api: str = "calc-api") -> str:
+        """Signed with an unpublished key whose ``kid`` the JWKS does not list."""
+        key = foreign_key()
+        header = {"typ": "JWT", "alg": "RS256", "kid": key.kid, "x5t": key.x5t}
+        return jwt.encode(self.claims(client, api), key.private_key, "RS256", headers=header)
+
+    def alg_none(self, client: str = "calc-client", api: str = "calc-api") -> str:
+        """``alg: none`` and an empty signature."""
+        header = {"typ": "JWT", "alg": "none", "kid": self.authority.signing_kid}
+        return f"{_segment(header)}.{_segment(self.claims(client, api))}."
+
+    def hs256_with_public_key(self, client: str = "calc-client", api: str = "calc-api") -> str:
+        """``alg: HS256`` keyed with the authority's RSA public key (PEM): the algorithm
+        confusion attack. PyJWT refuses to build it, so it is built by hand."""
+        kid = self.authority.signing_kid
+        public = self.authority.key(kid).public_key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        header = {"typ": "JWT", "alg": "HS256", "kid": kid}
+        signing_input = f"{_segment(header)}.{_segment(self.claims(client, api))}"
+        mac = hmac.new(public, signing_input.encode(), hashlib.sha256).digest()
+        return f"{signing_input}.{b64url(mac)}"
+
+    def oversized(
+        self, client: str = "calc-client", api: str = "calc-api", *, size: int = 20_000
+    ) -> str:
+        """Validly signed, but at least ``size`` characters long (default beyond 16 KiB)."""
+        padding = "x" * size
+        return self.valid(client, api, claims={"padding": padding})
+
+    def tampered(self, client: str = "calc-client", api: str = "calc-api") -> str:
+        """A valid token whose claims were changed after signing (roles added)."""
+        token = self.valid(client, api)
+        header, _, signature = token.split(".")
+        claims = self.claims(client, api)
+        claims["roles"] = [*claims.get("roles", ()), "admin"]
+        return f"{header}.{_segment(claims)}.{signature}"
+
+
+def client_assertion(
+    certificate: CertificateMaterial,
+    *,
+    client_id: str,
+    audience: str,
+    now: float | None = None,
+    lifetime: int = 600,
+    jti: str | None = None,
+    header_style: Literal["x5t#S256", "x5t"] = "x5t#S256",
+    claims: Mapping[str, Any] | None = None,
+) -> str:
+    """A ``private_key_jwt`` client assertion as msal and ccflow send it: ``aud`` the token
+    endpoint, ``iss`` = ``sub`` = client id, ``jti``, ``nbf``/``iat`` now, ``exp`` now +
+    ``lifetime``; PS256 with ``x5t#S256``, or RS256 with ``x5t``. ``claims`` overrides."""
+    issued = time.time() if now is None else now
+    body: dict[str, Any] = {
+        "aud": audience,
+        "iss": client_id,
+        "sub": client_id,
+        "jti": jti or str(uuid.uuid4()),
+        "nbf": int(issued),
+        "iat": int(issued),
+        "exp": int(issued) + lifetime,
+        **(claims or {}),
+    }
+    if header_style == "x5t#S256":
+        algorithm, header = "PS256", {"x5t#S256": certificate.x5t_s256}
+    else:
+        algorithm, header = "RS256", {"x5t": certificate.x5t}
+    header["x5c"] = base64.b64encode(
+        certificate.certificate.public_bytes(serialization.Encoding.DER)
+    ).decode()
+    return jwt.encode(body, certificate.private_key, algorithm=algorithm, headers=header)

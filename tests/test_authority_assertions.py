@@ -1,0 +1,194 @@
+"""private_key_jwt: the local authority checks client assertions as Azure AD does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+
+from ccflow.authority import JWT_BEARER, Authority, Registrations
+from ccflow.testing import CertificateMaterial, client_assertion, client_certificate
+
+NOW = 1_700_000_000.0
+
+
+@pytest.fixture(scope="module")
+def cert() -> CertificateMaterial:
+    return client_certificate()
+
+
+@pytest.fixture
+def authority(cert: CertificateMaterial) -> Authority:
+    regs = Registrations.default().with_certificate("calc-client", cert.certificate_pem)
+    return Authority(regs, clock=lambda: NOW)
+
+
+@pytest.fixture
+def http(authority: Authority) -> httpx.Client:
+    return httpx.Client(transport=authority.transport())
+
+
+def assertion_for(authority: Authority, cert: CertificateMaterial, **kwargs: Any) -> str:
+    options: dict[str, Any] = {
+        "client_id": authority.client("calc-client").client_id,
+        "audience": authority.token_endpoint,
+        "now": NOW,
+    }
+    options.update(kwargs)
+    return client_assertion(cert, **options)
+
+
+def post(authority: Authority, http: httpx.Client, assertion: str, **extra: str) -> httpx.Response:
+    data = {
+        "grant_type": "client_credentials",
+        "client_id": authority.client("calc-client").client_id,
+        "client_assertion_type": JWT_BEARER,
+        "client_assertion": assertion,
+        "scope": authority.api("calc-api").default_scope,
+        **extra,
+    }
+    return http.post(authority.token_endpoint, data=data)
+
+
+def error_code(response: httpx.Response) -> int:
+    codes: list[int] = response.json()["error_codes"]
+    return codes[0]
+
+
+@pytest.mark.parametrize("style", ["x5t#S256", "x5t"])
+def test_assertion_with_either_thumbprint_header_gets_a_token(
+    authority: Authority, http: httpx.Client, cert: CertificateMaterial, style: Any
+) -> None:
+    response = post(authority, http, assertion_for(authority, cert, header_style=style))
+    assert response.status_code == 200
+    claims = jwt.decode(response.json()["access_token"], options={"verify_signature": False})
+    assert claims["azpacr"] == "2"
+    assert claims["roles"] == ["invokeRole"]
+
+
+def test_float_times_are_accepted(
+    authority: Authority, http: httpx.Client, cert: CertificateMaterial
+) -> None:
+    # msal writes exp and iat as floats (time.time() + 600).
+    assertion = assertion_for(authority, cert, claims={"exp": NOW + 600.5, "iat": NOW + 0.25})
+    assert post(authority, http, assertion).status_code == 200
+
+
+REJECTIONS = [
+    # (case, assertion options, AADSTS code)
+    ("expired", {"now": NOW - 700}, 700024),
+    ("too far ahead", {"lifetime": 86400}, 700024),
+    ("not yet valid", {"claims": {"nbf": NOW + 3600}}, 700024),
+    (
+        "wrong audience",
+        {"audience": "https://login.microsoftonline.com/x/oauth2/v2.0/token"},
+        700023,
+    ),
+    ("wrong issuer", {"claims": {"iss": "someone-else"}}, 700021),
+    ("wrong subject", {"claims": {"sub": "someone-else"}}, 700021),
+    ("no exp", {"claims": {"exp": None}}, 50027),
+    ("no jti", {"claims": {"jti": None}}, 50027),
+]
+
+
+@pytest.mark.parametrize(("case", "options", "code"), REJECTIONS, ids=[r[0] for r in REJECTIONS])
+def test_bad_assertions_are_refused(
+    authority: Authority,
+    http: httpx.Client,
+    cert: CertificateMaterial,
+    case: str,
+    options: dict[str, Any],
+    code: int,
+) -> None:
+    response = post(authority, http, assertion_for(authority, cert, **options))
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_client"
+    assert error_code(response) == code
+    assert response.json()["error_description"].startswith(f"AADSTS{code}: ")
+
+
+def test_replayed_jti_is_refused(
+    authority: Authority, http: httpx.Client, cert: CertificateMaterial
+) -> None:
+    assertion = assertion_for(authority, cert, jti="once")
+    assert post(authority, http, assertion).status_code == 200
+    replay = post(authority, http, assertion)
+    assert replay.status_code == 401
+    assert replay.json()["error"] == "invalid_client"
+    assert "already been used" in replay.json()["error_description"]
+
+
+def test_invalid_signature_is_700027(
+    authority: Authority, http: httpx.Client, cert: CertificateMaterial
+) -> None:
+    header, payload, signature = assertion_for(authority, cert).split(".")
+    forged = f"{header}.{payload}.{signature[:-8]}AAAAAAAA"
+    response = post(authority, http, forged)
+    assert (response.status_code, error_code(response)) == (401, 700027)
+    assert "invalid signature" in response.json()["error_description"]
+
+
+def test_unregistered_certificate_is_700027(authority: Authority, http: httpx.Client) -> None:
+    other = client_certificate("not registered")
+    response = post(authority, http, assertion_for(authority, other))
+    assert (response.status_code, error_code(response)) == (401, 700027)
+    assert "not registered" in response.json()["error_description"]
+
+
+def test_signed_by_another_key_under_a_registered_thumbprint_is_700027(
+    authority: Authority, http: httpx.Client, cert: CertificateMaterial
+) -> None:
+    other = client_certificate("impostor")
+    assertion = jwt.encode(
+        jwt.decode(assertion_for(authority, cert), options={"verify_signature": False}),
+        other.private_key,
+        algorithm="PS256",
+        headers={"x5t#S256": cert.x5t_s256},
+    )
+    response = post(authority, http, assertion)
+    assert (response.status_code, error_code(response)) == (401, 700027)
+
+
+@pytest.mark.parametrize("assertion", ["garbage", "a.b.c", "", "eyJhbGciOiJub25lIn0.e30."])
+def test_malformed_assertions_are_refused(
+    authority: Authority, http: httpx.Client, assertion: str
+) -> None:
+    response = post(authority, http, assertion)
+    assert response.status_code in (400, 401)
+    assert response.json()["error_description"].startswith("AADSTS")
+
+
+def test_hs256_assertion_is_refused(
+    authority: Authority, http: httpx.Client, cert: CertificateMaterial
+) -> None:
+    assertion = jwt.encode(
+        {"iss": "x"}, "k" * 32, algorithm="HS256", headers={"x5t#S256": cert.x5t_s256}
+    )
+    response = post(authority, http, assertion)
+    assert response.status_code == 401
+
+
+def test_wrong_assertion_type_is_400(
+    authority: Authority, http: httpx.Client, cert: CertificateMaterial
+) -> None:
+    response = post(
+        authority, http, assertion_for(authority, cert), client_assertion_type="urn:something:else"
+    )
+    assert response.status_code == 400
+    assert error_code(response) == 9002313
+
+
+def test_client_without_certificates_cannot_use_assertions(
+    authority: Authority, http: httpx.Client, cert: CertificateMaterial
+) -> None:
+    reader = authority.client("reader-client").client_id
+    assertion = assertion_for(authority, cert, client_id=reader)
+    response = post(authority, http, assertion, client_id=reader)
+    assert (response.status_code, error_code(response)) == (401, 700027)
+
+
+def test_certificate_material_repr_hides_the_key(cert: CertificateMaterial) -> None:
+    assert b"PRIVATE KEY" in cert.private_key_pem
+    assert "PRIVATE" not in repr(cert)

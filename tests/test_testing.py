@@ -1,0 +1,155 @@
+"""ccflow.testing: each bad token differs from a valid one in exactly one way."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import jwt
+import pytest
+
+from ccflow.authority import Authority
+from ccflow.testing import OTHER_TENANT_ID, TokenFactory, decode_unverified
+
+NOW = 1_700_000_000.0
+
+
+@pytest.fixture
+def authority() -> Authority:
+    return Authority(clock=lambda: NOW)
+
+
+@pytest.fixture
+def tokens(authority: Authority) -> TokenFactory:
+    return TokenFactory(authority)
+
+
+def public_key(authority: Authority) -> Any:
+    return authority.key(authority.signing_kid).public_key
+
+
+def strict_decode(authority: Authority, token: str, **options: Any) -> dict[str, Any]:
+    return jwt.decode(
+        token,
+        public_key(authority),
+        algorithms=["RS256"],
+        audience=authority.api("calc-api").client_id,
+        issuer=authority.issuer,
+        options={"verify_exp": False, "verify_nbf": False, "verify_iat": False, **options},
+    )
+
+
+def test_valid_token_verifies(authority: Authority, tokens: TokenFactory) -> None:
+    claims = strict_decode(authority, tokens.valid())
+    assert claims["roles"] == ["invokeRole"]
+
+
+@pytest.mark.parametrize(
+    ("method", "check"),
+    [
+        ("expired", lambda c: c["exp"] < NOW - 3000),
+        ("not_yet_valid", lambda c: c["nbf"] > NOW + 3000),
+        ("no_roles", lambda c: "roles" not in c),
+        ("v1", lambda c: c["ver"] == "1.0" and c["aud"].startswith("api://")),
+    ],
+)
+def test_signed_variants(
+    authority: Authority, tokens: TokenFactory, method: str, check: Any
+) -> None:
+    token = getattr(tokens, method)()
+    _, claims = decode_unverified(token)
+    assert check(claims)
+    jwt.decode(
+        token,
+        public_key(authority),
+        algorithms=["RS256"],
+        options={
+            "verify_aud": False,
+            "verify_exp": False,
+            "verify_nbf": False,
+            "verify_iat": False,
+        },
+    )
+
+
+def test_wrong_audience(authority: Authority, tokens: TokenFactory) -> None:
+    with pytest.raises(jwt.InvalidAudienceError):
+        strict_decode(authority, tokens.wrong_audience())
+
+
+def test_wrong_issuer(authority: Authority, tokens: TokenFactory) -> None:
+    with pytest.raises(jwt.InvalidIssuerError):
+        strict_decode(authority, tokens.wrong_issuer())
+
+
+def test_wrong_tenant_changes_tid_and_issuer(authority: Authority, tokens: TokenFactory) -> None:
+    _, claims = decode_unverified(tokens.wrong_tenant())
+    assert claims["tid"] == OTHER_TENANT_ID
+    assert claims["iss"] == f"{authority.host}/{OTHER_TENANT_ID}/v2.0"
+
+
+def test_other_key_uses_a_published_kid_but_fails_verification(
+    authority: Authority, tokens: TokenFactory
+) -> None:
+    token = tokens.other_key()
+    assert jwt.get_unverified_header(token)["kid"] == authority.signing_kid
+    with pytest.raises(jwt.InvalidSignatureError):
+        strict_decode(authority, token)
+
+
+def test_unknown_kid_is_not_published(authority: Authority, tokens: TokenFactory) -> None:
+    assert jwt.get_unverified_header(tokens.unknown_kid())["kid"] not in authority.kids
+
+
+def test_alg_none(authority: Authority, tokens: TokenFactory) -> None:
+    token = tokens.alg_none()
+    assert token.endswith(".")
+    assert jwt.get_unverified_header(token)["alg"] == "none"
+    with pytest.raises(jwt.InvalidAlgorithmError):
+        strict_decode(authority, token)
+
+
+def test_hs256_with_public_key_would_fool_a_naive_verifier(
+    authority: Authority, tokens: TokenFactory
+) -> None:
+    import hashlib
+    import hmac
+
+    from cryptography.hazmat.primitives import serialization
+
+    token = tokens.hs256_with_public_key()
+    pem = public_key(authority).public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    signing_input, _, signature = token.rpartition(".")
+    expected = hmac.new(pem, signing_input.encode(), hashlib.sha256).digest()
+    assert base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4)) == expected
+    with pytest.raises(jwt.InvalidAlgorithmError):
+        strict_decode(authority, token)
+
+
+def test_oversized(tokens: TokenFactory) -> None:
+    assert len(tokens.oversized()) > 16 * 1024
+
+
+def test_tampered_fails_signature(authority: Authority, tokens: TokenFactory) -> None:
+    token = tokens.tampered()
+    assert "admin" in decode_unverified(token)[1]["roles"]
+    with pytest.raises(jwt.InvalidSignatureError):
+        strict_decode(authority, token)
+
+
+def test_other_clients_and_apis(authority: Authority, tokens: TokenFactory) -> None:
+    _, claims = decode_unverified(tokens.valid("reader-client"))
+    assert claims["azp"] == authority.client("reader-client").client_id
+    assert "roles" not in claims
+
+
+def test_with_roles(tokens: TokenFactory) -> None:
+    assert decode_unverified(tokens.with_roles(["a", "b"]))[1]["roles"] == ["a", "b"]
+
+
+def test_segments_are_compact_json(tokens: TokenFactory) -> None:
+    header = tokens.alg_none().split(".")[0]
+    assert json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))["alg"] == "none"
