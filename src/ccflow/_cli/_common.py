@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
+import functools
 import sys
+from collections.abc import Callable
 from typing import TextIO
 
 __all__ = [
@@ -10,7 +13,9 @@ __all__ = [
     "EXIT_OK",
     "EXIT_REFUSED",
     "EXIT_USAGE",
+    "EXIT_INTERRUPTED",
     "error",
+    "guarded",
     "read_stdin_line",
     "warn",
 ]
@@ -22,6 +27,8 @@ EXIT_REFUSED = 1
 EXIT_USAGE = 2
 #: The authority could not be reached.
 EXIT_NETWORK = 3
+#: Interrupted with Ctrl-C (128 + SIGINT, as shells report it).
+EXIT_INTERRUPTED = 130
 
 
 def error(message: str, *, stream: TextIO | None = None) -> None:
@@ -40,3 +47,25 @@ def read_stdin_line(what: str) -> str:
     if not line.strip():
         raise ValueError(f"expected {what} on standard input, got an empty line")
     return line
+
+
+def guarded(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Wrap a subcommand's ``run`` so that no traceback ever reaches the user.
+
+    Expected errors are handled inside each ``run``; this is the last line: Ctrl-C exits 130
+    quietly, anything unforeseen prints its type and message (never locals, which may hold a
+    secret) and exits 1.
+    """
+
+    @functools.wraps(run)
+    def wrapper(args: argparse.Namespace) -> int:
+        try:
+            return run(args)
+        except KeyboardInterrupt:
+            print(file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except Exception as exc:  # the last line of defence: no traceback for users
+            error(f"unexpected {exc.__class__.__name__}: {exc}")
+            return EXIT_REFUSED
+
+    return wrapper

@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any
 
-from ccflow._cli._common import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, error
+from ccflow._cli._common import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, error, guarded
 from ccflow._core.explain import (
     DecodedToken,
     ExplainedField,
@@ -84,6 +84,7 @@ def as_json(decoded: DecodedToken) -> str:
     )
 
 
+@guarded
 def run(args: argparse.Namespace) -> int:
     """Decode ``args.token`` (``-`` reads stdin) and print it; never verifies anything."""
     text: str = args.token

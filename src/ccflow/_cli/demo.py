@@ -23,11 +23,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
-from ccflow._cli._common import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, error
+from ccflow._cli._common import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, error, guarded
 from ccflow._core.explain import decode_unverified, explain_time
 from ccflow.errors import CCFlowError
 
@@ -93,11 +93,15 @@ def _bound_socket() -> socket.socket:
 
 
 @contextlib.contextmanager
-def _serve(app: Any, sock: socket.socket, name: str) -> Iterator[None]:
+def _serve(
+    app: Any, sock: socket.socket, name: str, *, lifespan: Literal["on", "off"] = "on"
+) -> Iterator[None]:
     """Serve ``app`` with uvicorn on ``sock`` in a thread; always stop it on exit."""
     import uvicorn
 
-    config = uvicorn.Config(app, log_level="error", access_log=False, lifespan="on")
+    config = uvicorn.Config(
+        app, interface="asgi3", log_level="error", access_log=False, lifespan=lifespan
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name=f"ccflow-demo-{name}", daemon=True
@@ -155,14 +159,14 @@ def _walk(story: _Story, authority: Any, api_url: str) -> None:
     api = authority.api("calc-api")
     calc_client = authority.client("calc-client")
     reader = authority.client("reader-client")
-    scope = f"{api.identifier_uri}/.default"
+    scope = api.default_scope
 
     story.step("The app registrations (what the Azure portal holds)")
     story.line(f"tenant         {authority.tenant_id}")
     story.line(f"API app        calc-api       client id {api.client_id}")
     story.line(f"               App ID URI {api.identifier_uri}, app roles: {', '.join(api.roles)}")
     for client in (calc_client, reader):
-        granted = ", ".join(client.roles.get("calc-api", ())) if client.roles else ""
+        granted = ", ".join(client.roles_for("calc-api"))
         story.line(f"client app     {client.name:<14} client id {client.client_id}")
         story.line(f"               granted on calc-api: {granted or '(nothing)'}")
 
@@ -187,8 +191,9 @@ def _walk(story: _Story, authority: Any, api_url: str) -> None:
         ) as tokens,
     ):
         token = tokens.get_token(scope).token
+    calc_status = statuses[-1] if statuses else 0
     with (
-        httpx.Client() as http,
+        httpx.Client(event_hooks={"response": [record]}) as http,
         TokenClient(
             client_id=reader.client_id,
             client_secret=reader.secret,
@@ -198,8 +203,9 @@ def _walk(story: _Story, authority: Any, api_url: str) -> None:
         ) as tokens,
     ):
         reader_token = tokens.get_token(scope).token
-    story.line(f"-> {_status(statuses[-1]) if statuses else '?'}, access_token {_short(token)}")
-    story.check(statuses[-1:] == [200], "200 OK with an access token")
+    reader_status = statuses[-1] if statuses else 0
+    story.line(f"-> {_status(calc_status)}, access_token {_short(token)}")
+    story.check(calc_status == 200, "200 OK with an access token")
 
     story.step("The token, decoded (ccflow decode; the API verifies it in the next steps)")
     claims = decode_unverified(token).claims
@@ -221,6 +227,11 @@ def _walk(story: _Story, authority: Any, api_url: str) -> None:
         story.check(ok, '200 OK with {"result": 2}')
 
         story.step("reader-client (registered, but granted no role) calls the API")
+        reader_roles = decode_unverified(reader_token).claims.get("roles")
+        story.line(
+            f"its token request was answered {_status(reader_status)} too;"
+            f" its token's roles claim: {json.dumps(reader_roles) if reader_roles else 'absent'}"
+        )
         story.line("GET /calc/v1/add/1/1   Authorization: Bearer <reader-client's token>")
         response = http.get("/calc/v1/add/1/1", headers={"Authorization": f"Bearer {reader_token}"})
         _show_response(story, response)
@@ -234,14 +245,29 @@ def _walk(story: _Story, authority: Any, api_url: str) -> None:
         story.check(response.status_code == 401, "401 Unauthorized (invalid_token: signature)")
 
 
-def _load_calc_api(root: Path, environ: dict[str, str]) -> Any:
-    # The calc API reads its configuration from the environment when imported.
-    os.environ.update(environ)
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration, then restore what was there."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _calc_api(root: Path) -> Any:
+    """A fresh calc API app, configured from the environment as in production."""
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
-    return importlib.import_module("examples.calc_api.app").app
+    return importlib.import_module("examples.calc_api.app").create_app()
 
 
+@guarded
 def run(args: argparse.Namespace) -> int:
     """Run the demo; 0 only if every step behaved, and nothing is left running either way."""
     from ccflow.authority import Authority  # type: ignore[attr-defined,unused-ignore]
@@ -259,14 +285,15 @@ def run(args: argparse.Namespace) -> int:
     try:
         authority = Authority(host=authority_host)
         api = authority.api("calc-api")
-        app = _load_calc_api(
-            root,
-            {
-                "CCFLOW_TENANT_ID": authority.tenant_id,
-                "AZURE_AUTHORITY_HOST": authority.host,
-                "CCFLOW_AUDIENCE": f"{api.client_id},{api.identifier_uri}",
-            },
-        )
+        # The calc API reads its configuration from the environment, as it would in
+        # production; the variables are restored afterwards.
+        environment = {
+            "CCFLOW_TENANT_ID": authority.tenant_id,
+            "AZURE_AUTHORITY_HOST": authority.host,
+            "CCFLOW_AUDIENCE": f"{api.client_id},{api.identifier_uri}",
+        }
+        with _environment(environment):
+            app = _calc_api(root)
         with (
             _serve(authority.asgi, authority_sock, "local authority"),
             _serve(app, api_sock, "calc API"),

@@ -16,15 +16,19 @@ from typing import Any
 
 import httpx
 
+from ccflow._cli import decode
 from ccflow._cli._common import (
     EXIT_NETWORK,
     EXIT_OK,
     EXIT_REFUSED,
     EXIT_USAGE,
     error,
+    guarded,
     read_stdin_line,
     warn,
 )
+from ccflow._core.explain import decode_unverified
+from ccflow._core.tokens import AccessToken
 from ccflow.errors import (
     AuthorityUnreachableError,
     CCFlowError,
@@ -238,8 +242,8 @@ def _scopes(args: argparse.Namespace) -> list[str]:
     return [scope for value in args.scope for scope in value.split()]
 
 
-def _response_json(token: Any, now: float) -> str:
-    scopes = list(getattr(token, "scopes", ()) or ())
+def _response_json(token: AccessToken, now: float) -> str:
+    scopes = list(token.scopes)
     return json.dumps(
         {
             "access_token": token.token,
@@ -252,11 +256,10 @@ def _response_json(token: Any, now: float) -> str:
     )
 
 
+@guarded
 def run(args: argparse.Namespace) -> int:
     """Get one token as ``args`` say and print it; map every ccflow error to its exit code."""
     from ccflow import TokenClient  # type: ignore[attr-defined,unused-ignore]
-    from ccflow._cli import decode
-    from ccflow._core.explain import decode_unverified
 
     try:
         kwargs = _client_kwargs(args)

@@ -16,8 +16,8 @@ from typing import Any
 
 import httpx
 
-from ccflow._cli._common import EXIT_NETWORK, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, error
-from ccflow._core.explain import explain_time
+from ccflow._cli._common import EXIT_NETWORK, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, error, guarded
+from ccflow._core.explain import decode_unverified, explain_time
 from ccflow.errors import (
     AuthorityUnreachableError,
     CCFlowError,
@@ -27,6 +27,7 @@ from ccflow.errors import (
     InvalidTokenError,
     KeysUnavailableError,
 )
+from ccflow.validation import TokenValidator, ValidatedToken
 
 __all__ = ["add_parser", "run"]
 
@@ -63,7 +64,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--audience",
         metavar="A",
         action="append",
-        help="the API's client id or App ID URI; repeat to accept several",
+        help="the API's client id or App ID URI; repeat to accept several [CCFLOW_AUDIENCE,"
+        " comma-separated]; without either, the audience is reported but not checked",
     )
     parser.add_argument(
         "--role",
@@ -103,26 +105,29 @@ def _async_http_client(ca_file: str | None) -> httpx.AsyncClient:
     return httpx.AsyncClient(verify=context)
 
 
-def _validator_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {}
+def _audiences(args: argparse.Namespace) -> tuple[str, ...]:
+    if args.audience:
+        return tuple(args.audience)
+    variable = os.environ.get("CCFLOW_AUDIENCE", "")
+    return tuple(a.strip() for a in variable.split(",") if a.strip())
+
+
+def _validator_kwargs(args: argparse.Namespace, audiences: tuple[str, ...]) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"audience": audiences}
     if args.issuer:
         kwargs["issuer"] = args.issuer
     else:
         kwargs["tenant_id"] = args.tenant_id
         if args.authority_host:
             kwargs["authority_host"] = args.authority_host
-    if args.audience:
-        kwargs["audience"] = tuple(args.audience)
     if args.allowed_client:
         kwargs["allowed_clients"] = tuple(args.allowed_client)
     return kwargs
 
 
-async def _validate(args: argparse.Namespace, token: str) -> Any:
-    from ccflow import TokenValidator  # type: ignore[attr-defined,unused-ignore]
-
+async def _validate(args: argparse.Namespace, token: str, audiences: tuple[str, ...]) -> Any:
     async with _async_http_client(args.ca_file) as http_client:
-        validator = TokenValidator(**_validator_kwargs(args), http_client=http_client)
+        validator = TokenValidator(**_validator_kwargs(args, audiences), http_client=http_client)
         try:
             result = await validator.validate(token)
             if args.role:
@@ -132,10 +137,30 @@ async def _validate(args: argparse.Namespace, token: str) -> Any:
             await validator.aclose()
 
 
-def _print_valid(result: Any, now: float) -> None:
-    print("VALID: signature, issuer, audience, times and callers check out")
+def _unverified_audiences(token: str) -> tuple[str, ...]:
+    """The token's own ``aud``: used only when the user gave no audience to check against."""
+    try:
+        aud = decode_unverified(token).claims.get("aud")
+    except InvalidTokenError:
+        return ()
+    if isinstance(aud, str):
+        return (aud,)
+    if isinstance(aud, list):
+        return tuple(a for a in aud if isinstance(a, str))
+    return ()
+
+
+def _aud_list(aud: Any) -> list[str]:
+    if isinstance(aud, str):
+        return [aud]
+    return [a for a in aud if isinstance(a, str)] if isinstance(aud, list) else []
+
+
+def _print_valid(result: ValidatedToken, now: float, checks: list[str]) -> None:
+    print(f"VALID: {', '.join(checks)} check out")
     roles = ", ".join(result.roles) or "(none)"
     rows = [
+        ("audience", ", ".join(_aud_list(result.claims.get("aud"))) or "(none)"),
         ("client", result.client_id or "(none)"),
         ("tenant", result.tenant_id or "(none)"),
         ("roles", roles),
@@ -143,9 +168,10 @@ def _print_valid(result: Any, now: float) -> None:
         ("expires", explain_time(result.expires_on, now=now, claim="exp") or "?"),
     ]
     for label, value in rows:
-        print(f"  {label:<8} {value}")
+        print(f"  {label:<9} {value}")
 
 
+@guarded
 def run(args: argparse.Namespace) -> int:
     """Validate ``args.token`` and print the verdict; 0 valid, 1 invalid."""
     token: str = args.token
@@ -157,8 +183,22 @@ def run(args: argparse.Namespace) -> int:
     if not token:
         error("no token given")
         return EXIT_USAGE
+    checks = ["signature", "issuer", "audience", "times"]
+    audiences = _audiences(args)
+    if not audiences:
+        # The validator insists on an audience; with none given, check everything else.
+        audiences = _unverified_audiences(token)
+        checks[2:3] = []
+        if not audiences:
+            print("INVALID: the token has no audience (aud) claim")
+            print("  failed check: audience (claim: aud)")
+            return EXIT_REFUSED
+    if args.allowed_client:
+        checks.append("caller")
+    if args.role:
+        checks.append("role")
     try:
-        result = asyncio.run(_validate(args, token))
+        result = asyncio.run(_validate(args, token, audiences))
     except InvalidTokenError as exc:
         print(f"INVALID: {exc}")
         claim = f" (claim: {exc.claim})" if exc.claim else ""
@@ -178,5 +218,7 @@ def run(args: argparse.Namespace) -> int:
     except CCFlowError as exc:
         error(str(exc))
         return EXIT_REFUSED
-    _print_valid(result, time.time())
+    _print_valid(result, time.time(), checks)
+    if "audience" not in checks:
+        print("  note      audience NOT checked: pass --audience (or set CCFLOW_AUDIENCE)")
     return EXIT_OK
