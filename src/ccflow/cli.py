@@ -13,7 +13,13 @@ import importlib
 __all__ = ["SUBCOMMANDS", "build_parser", "main"]
 
 #: Modules providing ``add_parser(subparsers)``; imported only when the parser is built.
-SUBCOMMANDS: tuple[str, ...] = ("ccflow.authority._serve",)
+SUBCOMMANDS: tuple[str, ...] = (
+    "ccflow._cli.token",
+    "ccflow._cli.decode",
+    "ccflow._cli.verify",
+    "ccflow._cli.demo",
+    "ccflow.authority._serve",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
