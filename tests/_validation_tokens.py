@@ -6,11 +6,14 @@ deliberately broken tokens); HTTP-level tests mint with ``ccflow.authority.Autho
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
+import httpx
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
@@ -95,3 +98,31 @@ def make_token(
     signing_input = f"{b64json(header)}.{b64json(claims)}"
     signature = sign(signing_input.encode(), key or rsa_key(), alg)
     return f"{signing_input}.{b64(signature)}"
+
+
+class Clock:
+    """An injected clock: call it for the time, set or advance ``now``; never sleeps."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward."""
+        self.now += seconds
+
+
+class YieldingTransport(httpx.AsyncBaseTransport):
+    """Hands each request to ``handler`` after yielding to the event loop a few times, so
+    concurrent requests really interleave (the authority's own transport never yields)."""
+
+    def __init__(self, handler: Callable[[httpx.Request], httpx.Response]) -> None:
+        self.handler = handler
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        for _ in range(5):
+            await asyncio.sleep(0)
+        await request.aread()
+        return self.handler(request)

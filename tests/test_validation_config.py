@@ -1,0 +1,181 @@
+"""TokenValidator configuration: arguments and environment, bad values fail at startup."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from _validation_tokens import Clock
+from ccflow import TokenValidator
+from ccflow.authority import Authority
+from ccflow.errors import ConfigurationError
+
+TENANT = "c0ffee00-cc10-4000-8000-000000000001"
+
+
+def test_minimal_azure_configuration() -> None:
+    validator = TokenValidator(tenant_id=TENANT, audience="api://calc")
+    assert validator.realm == "api://calc"
+    assert validator.algorithms == frozenset({"RS256"})
+
+
+BAD_ARGUMENTS: dict[str, tuple[dict[str, Any], str]] = {
+    "no audience": ({"tenant_id": TENANT}, "audience"),
+    "empty audience list": ({"tenant_id": TENANT, "audience": []}, "audience"),
+    "blank audience": ({"tenant_id": TENANT, "audience": " "}, "audience"),
+    "audience not a string": ({"tenant_id": TENANT, "audience": [1]}, "audience"),
+    "audience a number": ({"tenant_id": TENANT, "audience": 5}, "audience"),
+    "neither issuer nor tenant": ({"audience": "a"}, "tenant_id"),
+    "both issuer and tenant": (
+        {"issuer": "https://idp.test", "tenant_id": TENANT, "audience": "a"},
+        "issuer",
+    ),
+    "tenant with a slash": ({"tenant_id": "a/b", "audience": "a"}, "tenant_id"),
+    "empty tenant": ({"tenant_id": "", "audience": "a"}, "tenant_id"),
+    "plain http issuer": ({"issuer": "http://idp.example", "audience": "a"}, "issuer"),
+    "issuer not a URL": ({"issuer": "idp", "audience": "a"}, "issuer"),
+    "plain http authority host": (
+        {"tenant_id": TENANT, "authority_host": "http://login.example", "audience": "a"},
+        "authority_host",
+    ),
+    "plain http jwks_uri": (
+        {"tenant_id": TENANT, "audience": "a", "jwks_uri": "http://keys.example/k"},
+        "jwks_uri",
+    ),
+    "multi-tenant without allowed_tenants": (
+        {"tenant_id": "organizations", "audience": "a"},
+        "allowed_tenants",
+    ),
+    "common without allowed_tenants": ({"tenant_id": "common", "audience": "a"}, "allowed_tenants"),
+    "allowed_clients empty": (
+        {"tenant_id": TENANT, "audience": "a", "allowed_clients": []},
+        "allowed_clients",
+    ),
+    "negative leeway": ({"tenant_id": TENANT, "audience": "a", "leeway": -1}, "leeway"),
+    "leeway a string": ({"tenant_id": TENANT, "audience": "a", "leeway": "60"}, "leeway"),
+    "alg none": ({"tenant_id": TENANT, "audience": "a", "algorithms": ["none"]}, "algorithms"),
+    "alg HS256": ({"tenant_id": TENANT, "audience": "a", "algorithms": ["HS256"]}, "algorithms"),
+    "no algorithms": ({"tenant_id": TENANT, "audience": "a", "algorithms": []}, "algorithms"),
+    "accept_v1 a string": ({"tenant_id": TENANT, "audience": "a", "accept_v1": "yes"}, "accept_v1"),
+    "size cap zero": (
+        {"tenant_id": TENANT, "audience": "a", "max_token_size": 0},
+        "max_token_size",
+    ),
+    "negative cache": ({"tenant_id": TENANT, "audience": "a", "cache_size": -1}, "cache_size"),
+    "negative cooldown": (
+        {"tenant_id": TENANT, "audience": "a", "jwks_cooldown": -1},
+        "jwks_cooldown",
+    ),
+}
+
+
+@pytest.mark.parametrize(("kwargs", "setting"), BAD_ARGUMENTS.values(), ids=BAD_ARGUMENTS.keys())
+def test_bad_arguments_fail_at_construction_naming_the_argument(
+    kwargs: dict[str, Any], setting: str
+) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        TokenValidator(**kwargs)
+    assert info.value.setting == setting
+    assert setting in str(info.value)
+
+
+def test_loopback_http_issuer_is_allowed() -> None:
+    assert TokenValidator(issuer="http://127.0.0.1:8080/realms/a", audience="a").realm == "a"
+
+
+def test_multi_tenant_with_allowed_tenants() -> None:
+    TokenValidator(tenant_id="organizations", audience="a", allowed_tenants=["*"])
+
+
+def test_authority_host_defaults_to_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AZURE_AUTHORITY_HOST", "http://remote.example")
+    with pytest.raises(ConfigurationError) as info:
+        TokenValidator(tenant_id=TENANT, audience="a")
+    assert info.value.setting == "AZURE_AUTHORITY_HOST"
+
+
+# --- from_env ---------------------------------------------------------------------------------
+
+
+def test_from_env_reads_every_variable() -> None:
+    authority = Authority(clock=Clock())
+    env = {
+        "CCFLOW_TENANT_ID": authority.tenant_id,
+        "AZURE_AUTHORITY_HOST": authority.host,
+        "CCFLOW_AUDIENCE": "api://calc, c0ffee00-cc10-4000-8000-0000000000a1",
+        "CCFLOW_ALLOWED_CLIENTS": "c0ffee00-cc10-4000-8000-0000000000c1",
+        "CCFLOW_ALLOWED_TENANTS": authority.tenant_id,
+        "CCFLOW_ACCEPT_V1": "true",
+    }
+    validator = TokenValidator.from_env(
+        env, http_client=httpx.AsyncClient(transport=authority.transport()), clock=Clock()
+    )
+    assert validator.realm == "api://calc"
+
+
+@pytest.mark.anyio
+async def test_from_env_validator_accepts_the_authority_tokens() -> None:
+    clock = Clock()
+    authority = Authority(clock=clock)
+    env = {
+        "AZURE_TENANT_ID": authority.tenant_id,
+        "AZURE_AUTHORITY_HOST": authority.host,
+        "CCFLOW_AUDIENCE": "c0ffee00-cc10-4000-8000-0000000000a1",
+        "CCFLOW_ACCEPT_V1": "1",
+    }
+    validator = TokenValidator.from_env(
+        env, http_client=httpx.AsyncClient(transport=authority.transport()), clock=clock
+    )
+    v1 = authority.mint(version=1, claims={"aud": "c0ffee00-cc10-4000-8000-0000000000a1"})
+    assert (await validator.validate(v1)).version == "1.0"
+    assert (await validator.validate(authority.mint())).version == "2.0"
+
+
+def test_from_env_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CCFLOW_ISSUER", "https://idp.example/realms/a")
+    monkeypatch.setenv("CCFLOW_AUDIENCE", "https://calc.example")
+    monkeypatch.setenv("AZURE_TENANT_ID", TENANT)  # ignored: CCFLOW_ISSUER wins
+    assert TokenValidator.from_env().realm == "https://calc.example"
+
+
+BAD_ENV: dict[str, tuple[dict[str, str], str]] = {
+    "nothing set": ({}, "CCFLOW_AUDIENCE"),
+    "no tenant or issuer": ({"CCFLOW_AUDIENCE": "a"}, "CCFLOW_TENANT_ID"),
+    "audience blank": ({"CCFLOW_TENANT_ID": TENANT, "CCFLOW_AUDIENCE": " , "}, "CCFLOW_AUDIENCE"),
+    "issuer and tenant": (
+        {"CCFLOW_ISSUER": "https://i.example", "CCFLOW_TENANT_ID": TENANT, "CCFLOW_AUDIENCE": "a"},
+        "CCFLOW_ISSUER",
+    ),
+    "http issuer": (
+        {"CCFLOW_ISSUER": "http://idp.example", "CCFLOW_AUDIENCE": "a"},
+        "CCFLOW_ISSUER",
+    ),
+    "http authority host": (
+        {
+            "CCFLOW_TENANT_ID": TENANT,
+            "AZURE_AUTHORITY_HOST": "http://login.example",
+            "CCFLOW_AUDIENCE": "a",
+        },
+        "AZURE_AUTHORITY_HOST",
+    ),
+    "bad tenant": ({"CCFLOW_TENANT_ID": "a b", "CCFLOW_AUDIENCE": "a"}, "CCFLOW_TENANT_ID"),
+    "bad AZURE_TENANT_ID": ({"AZURE_TENANT_ID": "a/b", "CCFLOW_AUDIENCE": "a"}, "AZURE_TENANT_ID"),
+    "multi-tenant without tenants": (
+        {"CCFLOW_TENANT_ID": "organizations", "CCFLOW_AUDIENCE": "a"},
+        "CCFLOW_ALLOWED_TENANTS",
+    ),
+    "accept_v1 not a boolean": (
+        {"CCFLOW_TENANT_ID": TENANT, "CCFLOW_AUDIENCE": "a", "CCFLOW_ACCEPT_V1": "maybe"},
+        "CCFLOW_ACCEPT_V1",
+    ),
+}
+
+
+@pytest.mark.parametrize(("env", "variable"), BAD_ENV.values(), ids=BAD_ENV.keys())
+def test_from_env_errors_name_the_variable(env: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        TokenValidator.from_env(env)
+    assert info.value.setting == variable
+    assert variable in str(info.value)
