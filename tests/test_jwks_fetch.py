@@ -1,0 +1,291 @@
+"""Fetching keys from the local authority: rotation, outages, single flight, kid storms."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+
+from _validation_tokens import Clock, YieldingTransport
+from ccflow import TokenValidator
+from ccflow._core.claims import IssuerRule
+from ccflow._core.jwks import RefreshPolicy
+from ccflow.authority import Authority, Fault
+from ccflow.errors import InvalidTokenError, KeysUnavailableError
+from ccflow.jwks import AsyncJWKSCache, DiscoverySource, JWKSCache, KeySourcePlan
+
+pytestmark = pytest.mark.anyio
+
+T0 = 1_800_000_000.0
+RS256 = frozenset({"RS256"})
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(T0)
+
+
+@pytest.fixture
+def authority(clock: Clock) -> Authority:
+    return Authority(clock=clock)
+
+
+def validator_for(authority: Authority, clock: Clock, **options: Any) -> TokenValidator:
+    settings: dict[str, Any] = {
+        "tenant_id": authority.tenant_id,
+        "authority_host": authority.host,
+        "audience": authority.api("calc-api").client_id,
+        "http_client": httpx.AsyncClient(transport=YieldingTransport(authority.handle)),
+        "clock": clock,
+        "jwks_ttl": 3600,
+        "jwks_cooldown": 30,
+        "jwks_max_stale": 7200,
+    }
+    settings.update(options)
+    return TokenValidator(**settings)
+
+
+@pytest.fixture
+def validator(authority: Authority, clock: Clock) -> TokenValidator:
+    return validator_for(authority, clock)
+
+
+def fetches(authority: Authority) -> tuple[int, int]:
+    return authority.hits["discovery"], authority.hits["jwks"]
+
+
+async def test_cold_cache_100_concurrent_validations_make_one_discovery_and_one_jwks_fetch(
+    authority: Authority, validator: TokenValidator
+) -> None:
+    tokens = [authority.mint() for _ in range(100)]
+    results = await asyncio.gather(*(validator.validate(t) for t in tokens))
+    assert len(results) == 100
+    assert fetches(authority) == (1, 1)
+
+
+async def test_warm_cache_makes_no_fetch(authority: Authority, validator: TokenValidator) -> None:
+    await validator.validate(authority.mint())
+    for _ in range(5):
+        await validator.validate(authority.mint())
+    assert fetches(authority) == (1, 1)
+
+
+async def test_keys_refetched_after_ttl(
+    authority: Authority, clock: Clock, validator: TokenValidator
+) -> None:
+    await validator.validate(authority.mint())
+    clock.advance(3600)
+    await validator.validate(authority.mint())
+    assert fetches(authority) == (1, 2)
+
+
+async def test_rotated_key_is_picked_up_after_the_cooldown(
+    authority: Authority, clock: Clock, validator: TokenValidator
+) -> None:
+    await validator.validate(authority.mint())
+    clock.advance(30)
+    authority.rotate_keys()
+    result = await validator.validate(authority.mint())
+    assert result.client_id
+    assert fetches(authority) == (1, 2)
+
+
+async def test_rotated_key_within_the_cooldown_is_unknown_until_it_passes(
+    authority: Authority, clock: Clock, validator: TokenValidator
+) -> None:
+    await validator.validate(authority.mint())
+    authority.rotate_keys()
+    token = authority.mint()
+    clock.advance(10)
+    with pytest.raises(InvalidTokenError) as info:
+        await validator.validate(token)
+    assert info.value.reason == "key"
+    clock.advance(20)
+    await validator.validate(token)
+    assert fetches(authority) == (1, 2)
+
+
+async def test_unknown_kid_storm_makes_one_refetch_per_cooldown(
+    authority: Authority, clock: Clock, validator: TokenValidator
+) -> None:
+    await validator.validate(authority.mint())
+    clock.advance(31)
+    storm = [authority.mint(headers={"kid": uuid.uuid4().hex}) for _ in range(200)]
+    outcomes = await asyncio.gather(*(validator.validate(t) for t in storm), return_exceptions=True)
+    assert all(isinstance(o, InvalidTokenError) and o.reason == "key" for o in outcomes)
+    assert fetches(authority) == (1, 2)
+    clock.advance(30)
+    with pytest.raises(InvalidTokenError):
+        await validator.validate(storm[0])
+    assert fetches(authority) == (1, 3)
+
+
+async def test_retired_key_stops_validating_after_refresh(
+    authority: Authority, clock: Clock, validator: TokenValidator
+) -> None:
+    old_kid = authority.signing_kid
+    old_token = authority.mint(lifetime=86400)
+    authority.rotate_keys()
+    authority.retire_key(old_kid)
+    clock.advance(1)
+    with pytest.raises(InvalidTokenError) as info:
+        await validator.validate(old_token)
+    assert info.value.reason == "key"
+
+
+FAULTS = {
+    "503": Fault(status=503),
+    "429 with Retry-After": Fault(status=429, retry_after="3"),
+    "connection dropped": Fault(drop=True),
+    "timeout": Fault(timeout=True),
+    "HTML body": Fault(body=b"<html>maintenance</html>"),
+    "garbage JSON": Fault(body=b'{"keys": 5}'),
+    "no usable keys": Fault(body=b'{"keys": [{"kty": "oct", "kid": "x", "k": "AAAA"}]}'),
+}
+
+
+@pytest.mark.parametrize("fault", FAULTS.values(), ids=FAULTS.keys())
+async def test_jwks_outage_on_a_cold_cache_is_keys_unavailable(
+    authority: Authority, validator: TokenValidator, fault: Fault
+) -> None:
+    authority.set_fault("jwks", fault)
+    with pytest.raises(KeysUnavailableError) as info:
+        await validator.validate(authority.mint())
+    assert info.value.retry_after >= 1
+
+
+@pytest.mark.parametrize("fault", FAULTS.values(), ids=FAULTS.keys())
+async def test_discovery_outage_on_a_cold_cache_is_keys_unavailable(
+    authority: Authority, validator: TokenValidator, fault: Fault
+) -> None:
+    authority.set_fault("discovery", fault)
+    with pytest.raises(KeysUnavailableError):
+        await validator.validate(authority.mint())
+
+
+async def test_cold_outage_backs_off_then_recovers(
+    authority: Authority, clock: Clock, validator: TokenValidator
+) -> None:
+    authority.set_fault("jwks", Fault(status=503))
+    for _ in range(10):
+        with pytest.raises(KeysUnavailableError):
+            await validator.validate(authority.mint())
+    assert fetches(authority) == (1, 1)
+    authority.clear_fault("jwks")
+    clock.advance(5)
+    await validator.validate(authority.mint())
+    assert fetches(authority) == (1, 2)
+
+
+async def test_cold_outage_with_100_concurrent_requests_fetches_once(
+    authority: Authority, validator: TokenValidator
+) -> None:
+    authority.set_fault("discovery", Fault(status=503))
+    outcomes = await asyncio.gather(
+        *(validator.validate(authority.mint()) for _ in range(100)), return_exceptions=True
+    )
+    assert all(isinstance(o, KeysUnavailableError) for o in outcomes)
+    assert fetches(authority) == (1, 0)
+
+
+async def test_warm_outage_keeps_serving_cached_keys(
+    authority: Authority, clock: Clock, validator: TokenValidator
+) -> None:
+    await validator.validate(authority.mint())
+    authority.set_fault("jwks", Fault(status=503))
+    clock.advance(3600)
+    for _ in range(10):
+        await validator.validate(authority.mint())
+    assert fetches(authority) == (1, 2)
+
+
+async def test_warm_outage_beyond_max_stale_is_keys_unavailable(
+    authority: Authority, clock: Clock, validator: TokenValidator
+) -> None:
+    await validator.validate(authority.mint())
+    authority.set_fault("jwks", Fault(drop=True))
+    clock.advance(3600 + 7200 + 1)
+    with pytest.raises(KeysUnavailableError):
+        await validator.validate(authority.mint())
+
+
+async def test_warm_outage_recovers_when_the_authority_returns(
+    authority: Authority, clock: Clock, validator: TokenValidator
+) -> None:
+    await validator.validate(authority.mint())
+    authority.set_fault("jwks", Fault(status=503, times=1))
+    clock.advance(3600)
+    await validator.validate(authority.mint())
+    clock.advance(5)
+    authority.rotate_keys()
+    await validator.validate(authority.mint())
+    assert fetches(authority) == (1, 3)
+
+
+async def test_discovery_is_not_refetched_once_known(
+    authority: Authority, clock: Clock, validator: TokenValidator
+) -> None:
+    await validator.validate(authority.mint())
+    clock.advance(3600 * 5)
+    await validator.validate(authority.mint())
+    assert fetches(authority) == (1, 2)
+
+
+async def test_async_cache_refresh_reads_issuer_and_keys(
+    authority: Authority, clock: Clock
+) -> None:
+    plan = KeySourcePlan(discoveries=(DiscoverySource(authority.discovery_url, "2.0"),))
+    http = httpx.AsyncClient(transport=authority.transport())
+    cache = AsyncJWKSCache(plan, algorithms=RS256, clock=clock, http_client=http)
+    assert cache.issuers == ()
+    await cache.refresh()
+    assert cache.issuers == (IssuerRule(authority.issuer, "2.0"),)
+    assert cache.state.keys is not None
+    assert set(cache.state.keys.keys) == set(authority.kids)
+    await cache.aclose()
+    await http.aclose()
+
+
+async def test_async_cache_closes_the_client_it_created(authority: Authority) -> None:
+    plan = KeySourcePlan(jwks_uri=authority.jwks_uri)
+    cache = AsyncJWKSCache(plan, algorithms=RS256)
+    http = cache._http()
+    await cache.aclose()
+    assert http.is_closed
+
+
+def test_sync_cache_fetches_with_single_flight(authority: Authority, clock: Clock) -> None:
+    plan = KeySourcePlan(discoveries=(DiscoverySource(authority.discovery_url, "2.0"),))
+    with httpx.Client(transport=authority.transport()) as http:
+        cache = JWKSCache(
+            plan, algorithms=RS256, clock=clock, http_client=http, policy=RefreshPolicy()
+        )
+        key = cache.get_key(authority.signing_kid)
+        assert key.kid == authority.signing_kid
+        assert cache.issuers == (IssuerRule(authority.issuer, "2.0"),)
+        assert cache.get_key(authority.signing_kid) is key
+        with pytest.raises(InvalidTokenError):
+            cache.get_key("unknown")
+        cache.close()
+    assert fetches(authority) == (1, 1)
+
+
+def test_sync_cache_cold_outage(authority: Authority, clock: Clock) -> None:
+    authority.set_fault("jwks", Fault(timeout=True))
+    plan = KeySourcePlan(jwks_uri=authority.jwks_uri)
+    with httpx.Client(transport=authority.transport()) as http:
+        cache = JWKSCache(plan, algorithms=RS256, clock=clock, http_client=http)
+        with pytest.raises(KeysUnavailableError):
+            cache.get_key(authority.signing_kid)
+        authority.clear_fault()
+        clock.advance(5)
+        cache.refresh()
+        assert cache.get_key(authority.signing_kid).kid == authority.signing_kid
+
+
+def test_a_plan_needs_a_source() -> None:
+    with pytest.raises(ValueError, match="jwks_uri"):
+        JWKSCache(KeySourcePlan(), algorithms=RS256)
