@@ -169,6 +169,12 @@ def _walk(story: _Story, authority: Any, api_url: str) -> None:
         granted = ", ".join(client.roles_for("calc-api"))
         story.line(f"client app     {client.name:<14} client id {client.client_id}")
         story.line(f"               granted on calc-api: {granted or '(nothing)'}")
+    story.check(
+        "invokeRole" in api.roles
+        and "invokeRole" in calc_client.roles_for("calc-api")
+        and not reader.roles_for("calc-api"),
+        "calc-api defines invokeRole, granted to calc-client only",
+    )
 
     story.step("calc-client asks the authority for a token (client credentials)")
     story.line(f"POST {authority.token_endpoint}")

@@ -1,0 +1,485 @@
+"""``ccflow token``, ``decode`` and ``verify``: the real command, in a subprocess, against the
+local authority served by ``ccflow authority serve --port 0 --json`` (plain HTTP on 127.0.0.1,
+and with ``--tls`` for the CA options)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+TIMEOUT = 60  # seconds for any one command; they normally take well under one
+
+
+@dataclass(frozen=True)
+class Server:
+    """A running ``ccflow authority serve`` and what its first JSON line reported."""
+
+    info: Mapping[str, Any]
+
+    def client(self, name: str) -> Mapping[str, Any]:
+        return next(c for c in self.info["clients"] if c["name"] == name)
+
+    def api(self, name: str) -> Mapping[str, Any]:
+        return next(a for a in self.info["apis"] if a["name"] == name)
+
+    @property
+    def scope(self) -> str:
+        return f"{self.api('calc-api')['identifier_uri']}/.default"
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    """The test process's environment without any variable ccflow reads, plus ``extra``."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AZURE_", "CCFLOW_")) and k not in ("SSL_CERT_FILE", "SSL_CERT_DIR")
+    }
+    env.update(extra)
+    return env
+
+
+def _serve(*flags: str) -> Iterator[Server]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ccflow", "authority", "serve", "--port", "0", "--json", *flags],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_clean_env(),
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line, f"the authority did not start: {proc.stderr.read() if proc.stderr else ''}"
+        yield Server(json.loads(line))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
+        if proc.stderr:
+            proc.stderr.close()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    yield from _serve()
+
+
+@pytest.fixture(scope="module")
+def tls_server() -> Iterator[Server]:
+    yield from _serve("--tls")
+
+
+def ccflow(
+    *args: str, env: Mapping[str, str] | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m ccflow ARGS`` with a clean environment plus ``env``."""
+    return subprocess.run(
+        [sys.executable, "-m", "ccflow", *args],
+        input=stdin if stdin is not None else "",
+        capture_output=True,
+        text=True,
+        env=_clean_env(**(env or {})),
+        timeout=TIMEOUT,
+        check=False,
+    )
+
+
+def token_args(server: Server, client: str = "calc-client") -> list[str]:
+    info = server.info
+    return [
+        "token",
+        "--client-id",
+        server.client(client)["client_id"],
+        "--tenant-id",
+        info["tenant_id"],
+        "--authority-host",
+        info["authority_host"],
+        "--scope",
+        server.scope,
+    ]
+
+
+def secret_env(server: Server, client: str = "calc-client") -> dict[str, str]:
+    return {"AZURE_CLIENT_SECRET": server.client(client)["secret"]}
+
+
+def claims_of(token: str) -> dict[str, Any]:
+    payload = token.split(".")[1]
+    return dict(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
+
+
+def assert_no_secret(result: subprocess.CompletedProcess[str], secret: str) -> None:
+    assert secret not in result.stdout
+    assert secret not in result.stderr
+
+
+def assert_no_traceback(result: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in result.stderr
+    assert "Traceback" not in result.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def calc_token(server: Server) -> str:
+    result = ccflow(*token_args(server), env=secret_env(server))
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def reader_token(server: Server) -> str:
+    result = ccflow(*token_args(server, "reader-client"), env=secret_env(server, "reader-client"))
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+# --- ccflow token ------------------------------------------------------------------------------
+
+
+def test_token_prints_the_bare_token_and_a_newline(server: Server) -> None:
+    result = ccflow(*token_args(server), env=secret_env(server))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.endswith("\n")
+    assert result.stdout.count("\n") == 1
+    token = result.stdout[:-1]
+    assert token.count(".") == 2
+    assert claims_of(token)["azp"] == server.client("calc-client")["client_id"]
+    assert result.stderr == ""
+
+
+def test_token_secret_from_ccflow_client_secret(server: Server) -> None:
+    env = {"CCFLOW_CLIENT_SECRET": server.client("calc-client")["secret"]}
+    result = ccflow(*token_args(server), env=env)
+    assert result.returncode == 0, result.stderr
+
+
+def test_token_secret_from_one_line_of_stdin(server: Server) -> None:
+    secret = server.client("calc-client")["secret"]
+    result = ccflow(*token_args(server), "--client-secret-stdin", stdin=secret + "\n")
+    assert result.returncode == 0, result.stderr
+    assert claims_of(result.stdout.strip())["azp"] == server.client("calc-client")["client_id"]
+    assert_no_secret(result, secret)
+
+
+def test_token_client_secret_flag_works_but_warns_about_the_process_list(server: Server) -> None:
+    secret = server.client("calc-client")["secret"]
+    result = ccflow(*token_args(server), "--client-secret", secret)
+    assert result.returncode == 0, result.stderr
+    assert "process list" in result.stderr
+    assert_no_secret(result, secret)
+
+
+def test_token_json_is_the_token_response(server: Server) -> None:
+    result = ccflow(*token_args(server), "--json", env=secret_env(server))
+    assert result.returncode == 0, result.stderr
+    body = json.loads(result.stdout)
+    assert set(body) >= {"access_token", "token_type", "expires_in", "expires_on"}
+    assert body["token_type"] == "Bearer"
+    assert 3000 < body["expires_in"] <= 3599
+    assert claims_of(body["access_token"])["aud"] == server.api("calc-api")["client_id"]
+
+
+def test_token_decode_shows_claims_marked_unverified(server: Server) -> None:
+    result = ccflow(*token_args(server), "--decode", env=secret_env(server))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("UNVERIFIED")
+    assert server.client("calc-client")["client_id"] in result.stdout
+    assert "authorized party" in result.stdout
+    assert "(in 59 min)" in result.stdout
+
+
+def test_token_decode_json(server: Server) -> None:
+    result = ccflow(*token_args(server), "--decode", "--json", env=secret_env(server))
+    assert result.returncode == 0, result.stderr
+    body = json.loads(result.stdout)
+    assert body["verified"] is False
+    assert body["header"]["alg"] == "RS256"
+    assert body["claims"]["roles"] == ["invokeRole"]
+
+
+def test_token_falls_back_to_azure_variables(server: Server) -> None:
+    info = server.info
+    env = {
+        "AZURE_CLIENT_ID": server.client("calc-client")["client_id"],
+        "AZURE_TENANT_ID": info["tenant_id"],
+        "AZURE_AUTHORITY_HOST": info["authority_host"],
+        **secret_env(server),
+    }
+    result = ccflow("token", "--scope", server.scope, env=env)
+    assert result.returncode == 0, result.stderr
+
+
+def test_token_endpoint_wins_over_the_tenant_variable(server: Server) -> None:
+    env = {
+        "AZURE_CLIENT_ID": server.client("calc-client")["client_id"],
+        "AZURE_TENANT_ID": "not-a-tenant",
+        **secret_env(server),
+    }
+    result = ccflow(
+        "token", "--token-endpoint", server.info["token_endpoint"], "--scope", server.scope, env=env
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_token_wrong_secret_exits_1_with_the_aadsts_code(server: Server) -> None:
+    wrong = "not-the-secret-0123456789"
+    result = ccflow(*token_args(server), env={"AZURE_CLIENT_SECRET": wrong})
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert "7000215" in result.stderr
+    assert_no_traceback(result)
+    assert_no_secret(result, wrong)
+
+
+def test_token_scope_without_default_exits_1_with_the_aadsts_code(server: Server) -> None:
+    args = token_args(server)
+    args[-1] = server.api("calc-api")["identifier_uri"] + "/invokeRole"
+    result = ccflow(*args, env=secret_env(server))
+    assert result.returncode == 1
+    assert "AADSTS" in result.stderr
+    assert_no_traceback(result)
+
+
+@pytest.mark.parametrize(
+    ("drop", "env", "message"),
+    [
+        ("--client-id", {"AZURE_CLIENT_SECRET": "s"}, "AZURE_CLIENT_ID"),
+        ("--tenant-id", {"AZURE_CLIENT_SECRET": "s"}, "AZURE_TENANT_ID"),
+        ("--scope", {"AZURE_CLIENT_SECRET": "s"}, "--scope"),
+        (None, {}, "AZURE_CLIENT_SECRET"),
+    ],
+)
+def test_token_missing_configuration_exits_2_naming_it(
+    server: Server, drop: str | None, env: dict[str, str], message: str
+) -> None:
+    args = token_args(server)
+    if drop:
+        i = args.index(drop)
+        del args[i : i + 2]
+    result = ccflow(*args, env=env)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert_no_traceback(result)
+
+
+def test_token_empty_stdin_secret_exits_2(server: Server) -> None:
+    result = ccflow(*token_args(server), "--client-secret-stdin", stdin="\n")
+    assert result.returncode == 2
+    assert "standard input" in result.stderr
+
+
+def test_token_tenant_and_endpoint_together_is_a_usage_error(server: Server) -> None:
+    result = ccflow(*token_args(server), "--token-endpoint", server.info["token_endpoint"], env={})
+    assert result.returncode == 2
+    assert "not allowed with" in result.stderr
+
+
+def test_token_plain_http_to_a_remote_host_is_refused_with_exit_2() -> None:
+    result = ccflow(
+        "token",
+        "--client-id",
+        "c",
+        "--token-endpoint",
+        "http://login.example.com/token",
+        "--scope",
+        "api://x/.default",
+        env={"AZURE_CLIENT_SECRET": "s3cr3t-value"},
+    )
+    assert result.returncode == 2
+    assert_no_traceback(result)
+    assert_no_secret(result, "s3cr3t-value")
+
+
+def test_token_certificate_that_cannot_be_used_exits_2(server: Server, tmp_path: Any) -> None:
+    missing = tmp_path / "missing.pem"
+    result = ccflow(*token_args(server), "--certificate", str(missing))
+    assert result.returncode == 2
+    assert_no_traceback(result)
+
+
+def test_token_unreachable_authority_exits_3() -> None:
+    result = ccflow(
+        "token",
+        "--client-id",
+        "c",
+        "--token-endpoint",
+        f"http://127.0.0.1:{free_port()}/tenant/oauth2/v2.0/token",
+        "--scope",
+        "api://x/.default",
+        env={"AZURE_CLIENT_SECRET": "s3cr3t-value"},
+    )
+    assert result.returncode == 3
+    assert result.stdout == ""
+    assert_no_traceback(result)
+    assert_no_secret(result, "s3cr3t-value")
+
+
+def test_token_over_tls_with_ca_file(tls_server: Server) -> None:
+    result = ccflow(
+        *token_args(tls_server), "--ca-file", tls_server.info["ca_file"], env=secret_env(tls_server)
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_token_over_tls_with_ssl_cert_file(tls_server: Server) -> None:
+    env = {**secret_env(tls_server), "SSL_CERT_FILE": tls_server.info["ca_file"]}
+    result = ccflow(*token_args(tls_server), env=env)
+    assert result.returncode == 0, result.stderr
+
+
+def test_token_over_tls_without_the_ca_exits_3_with_a_hint(tls_server: Server) -> None:
+    result = ccflow(*token_args(tls_server), env=secret_env(tls_server))
+    assert result.returncode == 3
+    assert "--ca-file" in result.stderr
+    assert_no_traceback(result)
+
+
+# --- ccflow decode -----------------------------------------------------------------------------
+
+
+def test_decode_explains_each_claim_and_says_unverified(calc_token: str) -> None:
+    result = ccflow("decode", calc_token)
+    assert result.returncode == 0, result.stderr
+    first = result.stdout.splitlines()[0]
+    assert first.startswith("UNVERIFIED")
+    for text in ("audience", "issuer", "authorized party", "tenant id", "token version"):
+        assert text in result.stdout
+    assert "UTC (in 59 min)" in result.stdout
+
+
+def test_decode_reads_stdin(calc_token: str) -> None:
+    result = ccflow("decode", "-", stdin=calc_token + "\n")
+    assert result.returncode == 0, result.stderr
+    assert "invokeRole" in result.stdout
+
+
+def test_decode_json(calc_token: str) -> None:
+    result = ccflow("decode", "--json", calc_token)
+    assert result.returncode == 0, result.stderr
+    body = json.loads(result.stdout)
+    assert body["verified"] is False
+    assert body["claims"] == claims_of(calc_token)
+    assert set(body["header"]) >= {"typ", "alg", "kid"}
+
+
+@pytest.mark.parametrize("text", ["not-a-token", "a.b", "e30.%%%.sig"])
+def test_decode_refuses_what_is_not_a_jwt_with_exit_1(text: str) -> None:
+    result = ccflow("decode", text)
+    assert result.returncode == 1
+    assert "not a decodable JWT" in result.stderr
+    assert_no_traceback(result)
+
+
+def test_decode_empty_stdin_exits_2() -> None:
+    result = ccflow("decode", "-", stdin="")
+    assert result.returncode == 2
+
+
+# --- ccflow verify -----------------------------------------------------------------------------
+
+
+def verify_args(server: Server, token: str, *extra: str) -> list[str]:
+    return [
+        "verify",
+        token,
+        "--tenant-id",
+        server.info["tenant_id"],
+        "--authority-host",
+        server.info["authority_host"],
+        "--audience",
+        server.api("calc-api")["client_id"],
+        *extra,
+    ]
+
+
+def test_verify_valid_token_exits_0(server: Server, calc_token: str) -> None:
+    result = ccflow(*verify_args(server, calc_token, "--role", "invokeRole"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("VALID")
+    assert server.client("calc-client")["client_id"] in result.stdout
+
+
+def test_verify_with_issuer(server: Server, calc_token: str) -> None:
+    aud = server.api("calc-api")["client_id"]
+    result = ccflow("verify", calc_token, "--issuer", server.info["issuer"], "--audience", aud)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_verify_reads_stdin(server: Server, calc_token: str) -> None:
+    args = verify_args(server, "-")
+    result = ccflow(*args, stdin=calc_token + "\n")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("token_name", "extra", "check"),
+    [
+        ("calc", ["--audience", "other-api"], "audience"),
+        ("reader", ["--role", "invokeRole"], "role"),
+        ("calc", ["--allowed-client", "someone-else"], ""),
+        ("tampered", [], "signature"),
+    ],
+)
+def test_verify_invalid_token_exits_1_with_the_failing_check(
+    server: Server,
+    calc_token: str,
+    reader_token: str,
+    token_name: str,
+    extra: list[str],
+    check: str,
+) -> None:
+    token = {"calc": calc_token, "reader": reader_token}.get(token_name)
+    if token is None:
+        header, _payload, signature = reader_token.split(".")
+        claims = {**claims_of(reader_token), "roles": ["invokeRole"]}
+        forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+        token = f"{header}.{forged}.{signature}"
+    args = verify_args(server, token)
+    if extra[:1] == ["--audience"]:
+        i = args.index("--audience")
+        del args[i : i + 2]
+    result = ccflow(*args, *extra)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout.startswith("INVALID")
+    assert "failed check:" in result.stdout
+    assert check in result.stdout.split("failed check:")[1]
+    assert_no_traceback(result)
+
+
+def test_verify_without_issuer_or_tenant_is_a_usage_error(calc_token: str) -> None:
+    result = ccflow("verify", calc_token)
+    assert result.returncode == 2
+
+
+def test_verify_unreachable_authority_exits_3(calc_token: str) -> None:
+    result = ccflow("verify", calc_token, "--issuer", f"http://127.0.0.1:{free_port()}/t/v2.0")
+    assert result.returncode == 3
+    assert_no_traceback(result)
+
+
+def test_verify_over_tls_with_ca_file(tls_server: Server) -> None:
+    token = ccflow(
+        *token_args(tls_server), "--ca-file", tls_server.info["ca_file"], env=secret_env(tls_server)
+    ).stdout.strip()
+    result = ccflow(*verify_args(tls_server, token), "--ca-file", tls_server.info["ca_file"])
+    assert result.returncode == 0, result.stdout + result.stderr

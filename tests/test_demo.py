@@ -1,0 +1,79 @@
+"""``ccflow demo`` run for real, in a subprocess: every step shown and behaving, exit 0."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def demo() -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "CCFLOW_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "ccflow", "demo"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_demo_exits_0_with_nothing_on_stderr(demo: subprocess.CompletedProcess[str]) -> None:
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert demo.stderr == ""
+    assert "All 6 steps behaved as expected" in demo.stdout
+    assert "FAILED" not in demo.stdout
+
+
+def _step(demo: subprocess.CompletedProcess[str], number: int) -> str:
+    text = demo.stdout.split(f"\n{number}. ", 1)[1]
+    return text.split(f"\n{number + 1}. ", 1)[0]
+
+
+@pytest.mark.parametrize(
+    ("number", "expected"),
+    [
+        (1, ["calc-api", "invokeRole", "calc-client", "reader-client", "(nothing)"]),
+        (2, ["POST http://127.0.0.1:", "/oauth2/v2.0/token", "client_secret=(hidden)", "200 OK"]),
+        (3, ['"invokeRole"', "aud", "azp", "(in 59 min)"]),
+        (4, ["GET /calc/v1/add/1/1", "-> 200 OK", '"result":2']),
+        (5, ["-> 403 Forbidden", 'error="insufficient_scope"', "roles claim: absent"]),
+        (6, ["tampered token", "-> 401 Unauthorized", 'error="invalid_token"', "signature"]),
+    ],
+)
+def test_demo_step_is_shown_and_behaves(
+    demo: subprocess.CompletedProcess[str], number: int, expected: list[str]
+) -> None:
+    step = _step(demo, number)
+    for text in expected:
+        assert text in step
+    assert "\n   ok: " in step
+
+
+def test_demo_never_prints_a_secret(demo: subprocess.CompletedProcess[str]) -> None:
+    from ccflow.authority import Authority
+
+    authority = Authority()
+    for name in ("calc-client", "reader-client"):
+        secret = authority.client(name).secret
+        assert secret
+        assert secret not in demo.stdout
+
+
+def test_demo_says_the_servers_are_stopped(demo: subprocess.CompletedProcess[str]) -> None:
+    assert demo.stdout.rstrip().endswith("Both servers are stopped.")
+
+
+def test_demo_leaves_nothing_listening(demo: subprocess.CompletedProcess[str]) -> None:
+    pattern = r"^   (?:local authority|calc API) +http://127\.0\.0\.1:(\d+)"
+    ports = re.findall(pattern, demo.stdout, re.MULTILINE)
+    assert len(ports) == 2
+    for port in ports:
+        with socket.socket() as sock, pytest.raises(ConnectionRefusedError):
+            sock.connect(("127.0.0.1", int(port)))
