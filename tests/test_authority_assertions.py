@@ -192,3 +192,9 @@ def test_client_without_certificates_cannot_use_assertions(
 def test_certificate_material_repr_hides_the_key(cert: CertificateMaterial) -> None:
     assert b"PRIVATE KEY" in cert.private_key_pem
     assert "PRIVATE" not in repr(cert)
+
+
+def test_padded_thumbprints_match(authority: Authority, cert: CertificateMaterial) -> None:
+    client = authority.client("calc-client")
+    assert client.certificate(x5t_s256=cert.x5t_s256 + "=") is not None
+    assert client.certificate(x5t=cert.x5t + "=") is not None

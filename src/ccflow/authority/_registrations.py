@@ -59,6 +59,12 @@ __all__ = [
 DEFAULT_TENANT_ID = "c0ffee00-cc10-4000-8000-000000000001"
 
 
+def _thumb(value: str | None) -> str | None:
+    if value is None:
+        return None
+    return value.rstrip("=").replace("+", "-").replace("/", "_")
+
+
 def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
@@ -167,7 +173,9 @@ class ClientApp:
     def certificate(
         self, *, x5t: str | None = None, x5t_s256: str | None = None
     ) -> RegisteredCertificate | None:
-        """The registered certificate with this thumbprint, if any."""
+        """The registered certificate with this thumbprint, if any. Thumbprints compare as
+        unpadded base64url, since msal pads them and others do not."""
+        x5t, x5t_s256 = _thumb(x5t), _thumb(x5t_s256)
         for cert in self.certificates:
             if x5t_s256 is not None and cert.x5t_s256 == x5t_s256:
                 return cert

@@ -48,6 +48,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         with contextlib.suppress(OSError):
             super().finish()
         self.server.track(self.request, add=False)
+        if isinstance(self.request, ssl.SSLSocket):
+            # The server closes the raw socket it accepted, which wrapping detached.
+            with contextlib.suppress(OSError):
+                self.request.close()
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the authority logs nothing (request lines may carry ids, never needed)."""

@@ -1,0 +1,313 @@
+"""The local authority as a real server: in a thread, and as `ccflow authority serve`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+
+from ccflow.authority import AuthorityServer, Fault
+from ccflow.cli import main
+
+
+def client_for(server: AuthorityServer, **kwargs: Any) -> httpx.Client:
+    assert server.ca_file is not None
+    return httpx.Client(verify=ssl.create_default_context(cafile=str(server.ca_file)), **kwargs)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[AuthorityServer]:
+    with AuthorityServer(tls=True) as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def _no_faults(server: AuthorityServer) -> Iterator[None]:
+    yield
+    server.authority.clear_fault()
+
+
+def token_form(server: AuthorityServer) -> dict[str, str]:
+    client = server.authority.client("calc-client")
+    assert client.secret is not None
+    return {
+        "grant_type": "client_credentials",
+        "client_id": client.client_id,
+        "client_secret": client.secret,
+        "scope": server.authority.api("calc-api").default_scope,
+    }
+
+
+def test_tls_server_on_loopback_free_port(server: AuthorityServer) -> None:
+    assert server.url == f"https://127.0.0.1:{server.port}"
+    assert server.port > 0
+    assert server.authority.issuer.startswith(server.url)
+
+
+def test_tls_token_verifies_against_served_jwks(server: AuthorityServer) -> None:
+    with client_for(server) as http:
+        token = http.post(server.authority.token_endpoint, data=token_form(server)).json()
+        discovery = http.get(server.authority.discovery_url).json()
+        jwks = jwt.PyJWKSet.from_dict(http.get(discovery["jwks_uri"]).json())
+    key = jwks[jwt.get_unverified_header(token["access_token"])["kid"]]
+    claims = jwt.decode(
+        token["access_token"],
+        key.key,
+        algorithms=["RS256"],
+        audience=server.authority.api("calc-api").client_id,
+        issuer=discovery["issuer"],
+    )
+    assert claims["roles"] == ["invokeRole"]
+
+
+def test_error_answers_cross_the_wire_in_azure_ad_shape(server: AuthorityServer) -> None:
+    with client_for(server) as http:
+        response = http.post(
+            server.authority.token_endpoint, data={**token_form(server), "client_secret": "wrong"}
+        )
+    assert response.status_code == 401
+    assert response.json()["error_codes"] == [7000215]
+
+
+def test_untrusted_client_cannot_connect(server: AuthorityServer) -> None:
+    with (
+        httpx.Client(verify=ssl.create_default_context()) as http,
+        pytest.raises(httpx.ConnectError),
+    ):
+        http.get(server.authority.discovery_url)
+
+
+def test_fault_status_on_the_wire(server: AuthorityServer) -> None:
+    server.authority.set_fault("token", Fault(status=503, retry_after="2", times=1))
+    with client_for(server) as http:
+        first = http.post(server.authority.token_endpoint, data=token_form(server))
+        second = http.post(server.authority.token_endpoint, data=token_form(server))
+    assert (first.status_code, first.headers["retry-after"]) == (503, "2")
+    assert second.status_code == 200
+
+
+def test_fault_body_on_the_wire(server: AuthorityServer) -> None:
+    server.authority.set_fault("jwks", Fault(status=200, body=b"<html>oops</html>"))
+    with client_for(server) as http:
+        response = http.get(server.authority.jwks_uri)
+    assert response.content == b"<html>oops</html>"
+
+
+def test_fault_drop_closes_the_connection(server: AuthorityServer) -> None:
+    server.authority.set_fault("token", Fault(drop=True))
+    with client_for(server) as http, pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+        http.post(server.authority.token_endpoint, data=token_form(server))
+
+
+@pytest.mark.parametrize("fault", [Fault(delay=3), Fault(timeout=True)])
+def test_slow_answer_times_a_client_out(server: AuthorityServer, fault: Fault) -> None:
+    server.authority.set_fault("discovery", fault)
+    with client_for(server, timeout=0.3) as http, pytest.raises(httpx.ReadTimeout):
+        http.get(server.authority.discovery_url)
+
+
+def test_delay_then_answers(server: AuthorityServer) -> None:
+    server.authority.set_fault("discovery", Fault(delay=0.05, times=1))
+    with client_for(server) as http:
+        assert http.get(server.authority.discovery_url).status_code == 200
+
+
+def test_garbage_requests_get_4xx_not_500(server: AuthorityServer) -> None:
+    with client_for(server) as http:
+        responses = [
+            http.post(server.authority.token_endpoint, content=b"\x00\xff" * 100),
+            http.post(
+                server.authority.token_endpoint,
+                data=token_form(server),
+                headers={"Authorization": "Basic %%%"},
+            ),
+            http.post(server.authority.token_endpoint, json={"grant_type": "client_credentials"}),
+            http.request("DELETE", server.authority.jwks_uri),
+            http.get(f"{server.url}/../../etc/passwd"),
+        ]
+    assert all(400 <= r.status_code < 500 for r in responses), [r.status_code for r in responses]
+
+
+def test_plain_http_server_and_stop_closes_idle_keep_alive() -> None:
+    server = AuthorityServer().start()
+    http = httpx.Client()
+    try:
+        assert server.url.startswith("http://127.0.0.1:")
+        assert server.ca_file is None
+        assert http.get(server.authority.discovery_url).status_code == 200
+    finally:
+        server.stop()
+    with pytest.raises(httpx.TransportError):
+        http.get(server.authority.discovery_url)
+    http.close()
+
+
+def test_info_lists_addresses_and_registrations(server: AuthorityServer) -> None:
+    info = server.info()
+    assert info["ca_file"] == str(server.ca_file)
+    assert info["clients"][0] == {
+        "name": "calc-client",
+        "client_id": server.authority.client("calc-client").client_id,
+        "secret": server.authority.client("calc-client").secret,
+        "roles": ["invokeRole"],
+    }
+
+
+# -- the command -------------------------------------------------------------------------------
+
+JSON_KEYS = {
+    "issuer",
+    "authority_host",
+    "tenant_id",
+    "token_endpoint",
+    "jwks_uri",
+    "ca_file",
+    "apis",
+    "clients",
+}
+
+
+def start_cli(*args: str) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ccflow", "authority", "serve", "--json", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # bounded: the server prints once listening, or exits
+    if not line:
+        proc.kill()
+        _, err = proc.communicate(timeout=5)
+        pytest.fail(f"server did not start: {err}")
+    return proc, json.loads(line)
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[subprocess.Popen[str], dict[str, Any]]]:
+    proc, info = start_cli("--tls", "--port", "0")
+    try:
+        yield proc, info
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=5)
+
+
+def test_cli_json_first_line(served: tuple[subprocess.Popen[str], dict[str, Any]]) -> None:
+    _, info = served
+    assert set(info) == JSON_KEYS
+    assert info["authority_host"].startswith("https://127.0.0.1:")
+    assert info["issuer"] == f"{info['authority_host']}/{info['tenant_id']}/v2.0"
+    assert Path(info["ca_file"]).is_file()
+    assert info["apis"] == [
+        {
+            "name": "calc-api",
+            "client_id": info["apis"][0]["client_id"],
+            "identifier_uri": info["apis"][0]["identifier_uri"],
+            "roles": ["invokeRole"],
+        }
+    ]
+    assert [(c["name"], c["roles"]) for c in info["clients"]] == [
+        ("calc-client", ["invokeRole"]),
+        ("reader-client", []),
+    ]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_cli_exits_0_on_signal_despite_idle_keep_alive(
+    served: tuple[subprocess.Popen[str], dict[str, Any]], sig: signal.Signals
+) -> None:
+    proc, info = served
+    ctx = ssl.create_default_context(cafile=info["ca_file"])
+    with httpx.Client(verify=ctx) as http:
+        assert http.get(info["jwks_uri"]).status_code == 200  # connection now idle, kept alive
+        proc.send_signal(sig)
+        assert proc.wait(timeout=5) == 0
+
+
+def test_cli_serves_tokens(served: tuple[subprocess.Popen[str], dict[str, Any]]) -> None:
+    _, info = served
+    client = info["clients"][0]
+    with httpx.Client(verify=ssl.create_default_context(cafile=info["ca_file"])) as http:
+        response = http.post(
+            info["token_endpoint"],
+            data={
+                "grant_type": "client_credentials",
+                "client_id": client["client_id"],
+                "client_secret": client["secret"],
+                "scope": info["apis"][0]["identifier_uri"] + "/.default",
+            },
+        )
+    assert response.status_code == 200
+
+
+def test_cli_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "a.toml"
+    config.write_text(
+        'tenant_id = "t-1"\n[apis.a]\nclient_id = "a1"\nroles = ["r"]\n'
+        '[clients.c]\nclient_id = "c1"\nsecret = "s"\nroles = { a = ["r"] }\n'
+    )
+    proc, info = start_cli("--config", str(config))
+    try:
+        assert info["tenant_id"] == "t-1"
+        assert info["ca_file"] is None
+        assert info["authority_host"].startswith("http://127.0.0.1:")
+        assert info["clients"] == [{"name": "c", "client_id": "c1", "secret": "s", "roles": ["r"]}]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=5) == 0
+        proc.communicate(timeout=5)
+
+
+def test_cli_bad_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "bad.toml").write_text("= nope")
+    assert main(["authority", "serve", "--config", str(tmp_path / "bad.toml")]) == 2
+    assert "not valid TOML" in capsys.readouterr().err
+
+
+def test_cli_bad_port_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["authority", "serve", "--port", "70000"]) == 2
+    assert "--port" in capsys.readouterr().err
+
+
+def test_cli_requires_a_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["authority"])
+    assert exc.value.code == 2
+
+
+def test_cli_human_output_hides_secrets() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ccflow", "authority", "serve"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    lines = []
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        lines.append(line)
+        if not line or "Ctrl-C" in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=5)
+    text = "".join(lines) + out
+    assert "calc-client" in text
+    assert "ccflow~calc-client" not in text
+    assert proc.returncode == 0

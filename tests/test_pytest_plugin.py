@@ -1,0 +1,103 @@
+"""The pytest11 plugin: its fixtures, exercised in a fresh pytest run with pytester."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+
+def run(pytester: pytest.Pytester, source: str, passed: int) -> None:
+    pytester.makepyfile(source)
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-W", "error")
+    result.assert_outcomes(passed=passed)
+
+
+def test_in_process_authority_and_tokens(pytester: pytest.Pytester) -> None:
+    run(
+        pytester,
+        """
+        import httpx, jwt
+
+        def test_token_endpoint(ccflow_authority):
+            http = httpx.Client(transport=ccflow_authority.transport())
+            client = ccflow_authority.client("calc-client")
+            r = http.post(ccflow_authority.token_endpoint, data={
+                "grant_type": "client_credentials", "client_id": client.client_id,
+                "client_secret": client.secret,
+                "scope": ccflow_authority.api("calc-api").default_scope})
+            assert r.status_code == 200
+
+        def test_tokens_come_from_the_same_authority(ccflow_authority, ccflow_tokens):
+            assert ccflow_tokens.authority is ccflow_authority
+            claims = jwt.decode(ccflow_tokens.expired(), options={"verify_signature": False})
+            assert claims["iss"] == ccflow_authority.issuer
+    """,
+        passed=2,
+    )
+
+
+def test_respx_mock_routes_only_the_authority_host(pytester: pytest.Pytester) -> None:
+    run(
+        pytester,
+        """
+        import httpx
+
+        def test_mocked(ccflow_authority_mock):
+            r = httpx.get(ccflow_authority_mock.discovery_url)
+            assert r.json()["issuer"] == ccflow_authority_mock.issuer
+            assert ccflow_authority_mock.hits["discovery"] == 1
+    """,
+        passed=1,
+    )
+
+
+def test_marker_configures_the_authority(pytester: pytest.Pytester) -> None:
+    run(
+        pytester,
+        """
+        import pytest
+
+        @pytest.mark.ccflow_authority(token_lifetime=60, clock=lambda: 1000.0)
+        def test_short(ccflow_authority, ccflow_tokens):
+            assert ccflow_authority.token_lifetime == 60
+            import jwt
+            claims = jwt.decode(ccflow_tokens.valid(), options={"verify_signature": False})
+            assert claims["exp"] == 1060
+    """,
+        passed=1,
+    )
+
+
+def test_real_tls_server(pytester: pytest.Pytester) -> None:
+    run(
+        pytester,
+        """
+        import ssl, httpx
+
+        def test_server(ccflow_authority_server):
+            ctx = ssl.create_default_context(cafile=str(ccflow_authority_server.ca_file))
+            with httpx.Client(verify=ctx) as http:
+                r = http.get(ccflow_authority_server.authority.jwks_uri)
+            assert r.status_code == 200
+            assert ccflow_authority_server.url.startswith("https://127.0.0.1:")
+    """,
+        passed=1,
+    )
+
+
+def test_fixtures_are_isolated_per_test(pytester: pytest.Pytester) -> None:
+    run(
+        pytester,
+        """
+        from ccflow.authority import Fault
+
+        def test_first(ccflow_authority):
+            ccflow_authority.set_fault("token", Fault(status=503))
+            ccflow_authority.hits["token"] += 1
+
+        def test_second(ccflow_authority):
+            assert ccflow_authority.hits == {}
+    """,
+        passed=2,
+    )
