@@ -19,20 +19,20 @@ class FakeClock:
     def __init__(self, now: float = START) -> None:
         self.now = now
         self.calls = 0
-        self._cond = threading.Condition()
+        self.cond = threading.Condition()
 
     def __call__(self) -> float:
-        with self._cond:
+        with self.cond:
             self.calls += 1
-            self._cond.notify_all()
+            self.cond.notify_all()
         return self.now
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
 
     def wait_calls(self, count: int, timeout: float = 10.0) -> bool:
-        with self._cond:
-            return self._cond.wait_for(lambda: self.calls >= count, timeout=timeout)
+        with self.cond:
+            return self.cond.wait_for(lambda: self.calls >= count, timeout=timeout)
 
 
 class Sleeps(list[float]):

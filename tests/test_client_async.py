@@ -1,0 +1,157 @@
+"""AsyncTokenClient on the local authority: the same behaviour as TokenClient, awaited."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+import pytest
+from tests._caller import START, FakeClock, async_client
+
+from ccflow import (
+    AsyncTokenClient,
+    AuthorityUnreachableError,
+    ConfigurationError,
+    TokenRequestError,
+)
+from ccflow.authority import Authority, Fault
+from ccflow.credentials import RequestFields
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def authority(clock: FakeClock) -> Authority:
+    return Authority(clock=clock)
+
+
+@pytest.fixture
+def scope(authority: Authority) -> str:
+    return authority.api("calc-api").default_scope
+
+
+async def test_get_token_and_cache(authority: Authority, clock: FakeClock, scope: str) -> None:
+    tc, _ = async_client(authority, clock)
+    async with tc:
+        first = await tc.get_token(scope.removesuffix("/.default"))
+        assert first.scopes == (scope,)
+        assert first.expires_on == int(START) + 3599
+        assert await tc.get_token(scope) is first
+    assert authority.hits["token"] == 1
+
+
+async def test_margin_then_refetch(authority: Authority, clock: FakeClock, scope: str) -> None:
+    tc, _ = async_client(authority, clock)
+    first = await tc.get_token(scope)
+    clock.advance(3298)
+    assert await tc.get_token(scope) is first
+    clock.advance(1)
+    assert await tc.get_token(scope) is not first
+
+
+async def test_failed_refresh_serves_the_valid_token(
+    authority: Authority, clock: FakeClock, scope: str
+) -> None:
+    tc, sleeps = async_client(authority, clock)
+    first = await tc.get_token(scope)
+    authority.set_fault("token", Fault(drop=True))
+    clock.advance(3300)
+    assert await tc.get_token(scope) is first
+    assert sleeps == []
+    clock.advance(300)
+    with pytest.raises(AuthorityUnreachableError):
+        await tc.get_token(scope)
+
+
+async def test_retry_after_is_honoured(authority: Authority, clock: FakeClock, scope: str) -> None:
+    tc, sleeps = async_client(authority, clock)
+    authority.set_fault("token", Fault(status=429, retry_after="4", times=2))
+    assert (await tc.get_token(scope)).token
+    assert sleeps == [4.0, 4.0]
+    assert authority.hits["token"] == 3
+
+
+async def test_gives_up_with_the_last_error(
+    authority: Authority, clock: FakeClock, scope: str
+) -> None:
+    tc, sleeps = async_client(authority, clock)
+    authority.set_fault("token", Fault(status=503))
+    with pytest.raises(TokenRequestError, match="HTTP 503"):
+        await tc.get_token(scope)
+    assert len(sleeps) == 3
+    assert authority.hits["token"] == 4
+
+
+async def test_aadsts_message(authority: Authority, clock: FakeClock, scope: str) -> None:
+    tc, _ = async_client(authority, clock, client_secret="nope")
+    with pytest.raises(TokenRequestError, match="wrong or expired"):
+        await tc.get_token(scope)
+
+
+async def test_one_info_line_per_fetch(
+    authority: Authority, clock: FakeClock, scope: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    tc, _ = async_client(authority, clock)
+    with caplog.at_level(logging.DEBUG, logger="ccflow"):
+        await tc.get_token(scope)
+        await tc.get_token(scope)
+    assert [r.levelname for r in caplog.records if r.name == "ccflow"] == ["INFO"]
+
+
+async def test_async_credential_is_awaited(
+    authority: Authority, clock: FakeClock, scope: str
+) -> None:
+    app = authority.client("calc-client")
+    calls: list[str] = []
+
+    class RemoteSecret:
+        def request_fields(self, **_: object) -> RequestFields:
+            raise AssertionError("the async face should await arequest_fields")
+
+        async def arequest_fields(
+            self, *, client_id: str, token_endpoint: str, auth_method: str, now: float
+        ) -> RequestFields:
+            calls.append(token_endpoint)
+            return RequestFields(
+                form=(("client_id", client_id), ("client_secret", app.secret or ""))
+            )
+
+    tc = AsyncTokenClient(
+        client_id=app.client_id,
+        credential=RemoteSecret(),
+        tenant_id=authority.tenant_id,
+        authority_host=authority.host,
+        http_client=httpx.AsyncClient(transport=authority.transport()),
+        clock=clock,
+    )
+    assert (await tc.get_token(scope)).token
+    assert calls == [authority.token_endpoint]
+
+
+async def test_owned_http_client_is_closed() -> None:
+    async with AsyncTokenClient(client_id="c", client_secret="s", tenant_id="t") as tc:
+        pass
+    assert tc._http.is_closed
+
+
+async def test_sync_http_client_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="TokenClient"):
+        AsyncTokenClient(
+            client_id="c",
+            client_secret="s",
+            tenant_id="t",
+            http_client=httpx.Client(),  # type: ignore[arg-type]
+        )
+
+
+async def test_from_env() -> None:
+    env = {"AZURE_CLIENT_ID": "c", "AZURE_CLIENT_SECRET": "s", "AZURE_TENANT_ID": "t"}
+    tc = AsyncTokenClient.from_env(environ=env)
+    assert isinstance(tc, AsyncTokenClient)
+    assert tc.token_endpoint == "https://login.microsoftonline.com/t/oauth2/v2.0/token"
+    await tc.aclose()

@@ -1,0 +1,153 @@
+"""BearerAuth: the token goes into Authorization; a 401 drops it and retries once, fresh."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from tests._caller import FakeClock, async_client, sync_client
+
+from ccflow import ConfigurationError
+from ccflow.authority import Authority
+
+API = "https://calc.test/add"
+
+
+class Api:
+    """A protected endpoint that answers 401 to revoked tokens and records what it saw."""
+
+    def __init__(self) -> None:
+        self.revoked: set[str] = set()
+        self.always_401 = False
+        self.seen: list[tuple[str, bytes]] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        auth = request.headers.get("authorization", "")
+        self.seen.append((auth, request.content))
+        token = auth.removeprefix("Bearer ")
+        if self.always_401 or not auth.startswith("Bearer ") or token in self.revoked:
+            return httpx.Response(401, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        return httpx.Response(200, json={"result": 3})
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def authority(clock: FakeClock) -> Authority:
+    return Authority(clock=clock)
+
+
+@pytest.fixture
+def scope(authority: Authority) -> str:
+    return authority.api("calc-api").default_scope
+
+
+def test_attaches_the_bearer_token(authority: Authority, clock: FakeClock, scope: str) -> None:
+    tc, _ = sync_client(authority, clock)
+    api = Api()
+    with httpx.Client(transport=httpx.MockTransport(api), auth=tc.auth(scope)) as http:
+        assert http.get(API).status_code == 200
+        assert http.get(API).status_code == 200
+    token = tc.get_token(scope).token
+    assert [a for a, _ in api.seen] == [f"Bearer {token}"] * 2
+    assert authority.hits["token"] == 1
+
+
+def test_401_drops_the_token_and_retries_once_with_a_fresh_one(
+    authority: Authority, clock: FakeClock, scope: str
+) -> None:
+    tc, _ = sync_client(authority, clock)
+    old = tc.get_token(scope)
+    api = Api()
+    api.revoked.add(old.token)
+    with httpx.Client(transport=httpx.MockTransport(api), auth=tc.auth(scope)) as http:
+        response = http.post(API, content=b"a=1&b=2")
+    assert response.status_code == 200
+    fresh = tc.get_token(scope)
+    assert fresh.token != old.token
+    assert api.seen == [(f"Bearer {old.token}", b"a=1&b=2"), (f"Bearer {fresh.token}", b"a=1&b=2")]
+    assert authority.hits["token"] == 2
+
+
+def test_a_second_401_is_returned(authority: Authority, clock: FakeClock, scope: str) -> None:
+    tc, _ = sync_client(authority, clock)
+    api = Api()
+    api.always_401 = True
+    with httpx.Client(transport=httpx.MockTransport(api), auth=tc.auth(scope)) as http:
+        assert http.get(API).status_code == 401
+    assert len(api.seen) == 2
+    assert authority.hits["token"] == 2
+
+
+def test_403_is_not_retried(authority: Authority, clock: FakeClock, scope: str) -> None:
+    tc, _ = sync_client(authority, clock)
+    calls: list[httpx.Request] = []
+
+    def forbidden(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(403)
+
+    with httpx.Client(transport=httpx.MockTransport(forbidden), auth=tc.auth(scope)) as http:
+        assert http.get(API).status_code == 403
+    assert len(calls) == 1
+
+
+def test_drop_keeps_a_newer_token(authority: Authority, clock: FakeClock, scope: str) -> None:
+    tc, _ = sync_client(authority, clock)
+    old = tc.get_token(scope)
+    clock.advance(3599)
+    new = tc.get_token(scope)
+    tc._drop((scope,), old)
+    assert tc.get_token(scope) is new
+
+
+def test_bare_resource_scope_works(authority: Authority, clock: FakeClock, scope: str) -> None:
+    tc, _ = sync_client(authority, clock)
+    api = Api()
+    auth = tc.auth(scope.removesuffix("/.default"))
+    with httpx.Client(transport=httpx.MockTransport(api), auth=auth) as http:
+        assert http.get(API).status_code == 200
+
+
+def test_bad_scope_fails_at_setup(authority: Authority, clock: FakeClock) -> None:
+    tc, _ = sync_client(authority, clock)
+    with pytest.raises(ConfigurationError):
+        tc.auth()
+
+
+@pytest.mark.anyio
+async def test_async_401_retry(authority: Authority, clock: FakeClock, scope: str) -> None:
+    tc, _ = async_client(authority, clock)
+    old = await tc.get_token(scope)
+    api = Api()
+    api.revoked.add(old.token)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(api), auth=tc.auth(scope)) as http:
+        response = await http.post(API, content=b"x")
+        assert response.status_code == 200
+        assert (await http.get(API)).status_code == 200
+    assert len(api.seen) == 3
+    assert authority.hits["token"] == 2
+
+
+@pytest.mark.anyio
+async def test_sync_client_auth_works_in_async_http(
+    authority: Authority, clock: FakeClock, scope: str
+) -> None:
+    tc, _ = sync_client(authority, clock)
+    api = Api()
+    async with httpx.AsyncClient(transport=httpx.MockTransport(api), auth=tc.auth(scope)) as http:
+        assert (await http.get(API)).status_code == 200
+
+
+def test_async_client_auth_in_sync_http_is_refused(
+    authority: Authority, clock: FakeClock, scope: str
+) -> None:
+    tc, _ = async_client(authority, clock)
+    api = Api()
+    with (
+        httpx.Client(transport=httpx.MockTransport(api), auth=tc.auth(scope)) as http,
+        pytest.raises(ConfigurationError, match=r"httpx\.AsyncClient"),
+    ):
+        http.get(API)
