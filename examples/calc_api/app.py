@@ -27,7 +27,9 @@ _INTEGER = re.compile(r"[+-]?[0-9]{1,30}")
 
 
 def _number(text: str) -> int | float | None:
-    if text.isdigit() and text.isascii() and len(text) <= 30:
+    if not text.isascii():
+        return None
+    if text.isdigit() and len(text) <= 30:
         return int(text)
     if _INTEGER.fullmatch(text):
         return int(text)

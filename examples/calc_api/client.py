@@ -28,9 +28,11 @@ __all__ = ["add", "main"]
 def add(a: str, b: str, *, tokens: TokenClient, scope: str, api: httpx.Client) -> Any:
     """``GET /calc/v1/add/{a}/{b}`` with a bearer token for ``scope``; the decoded JSON answer.
 
-    ``tokens.auth(scope)`` caches the token, and on a 401 fetches a fresh one and retries once.
+    ``tokens`` caches the token until shortly before it expires, so calling this in a loop
+    asks the authority once.
     """
-    response = api.get(f"/calc/v1/add/{a}/{b}", auth=tokens.auth(scope))
+    token = tokens.get_token(scope)
+    response = api.get(f"/calc/v1/add/{a}/{b}", headers={"Authorization": f"Bearer {token.token}"})
     if response.status_code != 200:
         challenge = response.headers.get("www-authenticate", "")
         raise httpx.HTTPStatusError(

@@ -1,0 +1,151 @@
+"""The sample calc API and its client, end to end on the local authority (no sockets)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+
+from ccflow import ConfigurationError, TokenClient, TokenValidator
+from ccflow.authority import Authority
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from examples.calc_api import client as calc_client
+from examples.calc_api.app import create_app
+
+
+@pytest.fixture
+def authority() -> Authority:
+    return Authority()
+
+
+@pytest.fixture
+def api(authority: Authority) -> Iterator[TestClient]:
+    registration = authority.api("calc-api")
+    validator = TokenValidator(
+        tenant_id=authority.tenant_id,
+        authority_host=authority.host,
+        audience=[registration.client_id, registration.identifier_uri],
+        allowed_clients=[authority.client("calc-client").client_id],
+        http_client=httpx.AsyncClient(transport=authority.transport()),
+    )
+    with TestClient(create_app(validator)) as client:
+        yield client
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_add_answers_result_and_caller(authority: Authority, api: TestClient) -> None:
+    response = api.get("/calc/v1/add/2/3", headers=bearer(authority.mint()))
+    assert response.json() == {"result": 5, "caller": authority.client("calc-client").client_id}
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "result"), [("-2", "3", 1), ("1.5", "2", 3.5), ("10", "-10", 0)]
+)
+def test_add_takes_signed_and_decimal_numbers(
+    authority: Authority, api: TestClient, a: str, b: str, result: float
+) -> None:
+    response = api.get(f"/calc/v1/add/{a}/{b}", headers=bearer(authority.mint()))
+    assert response.json()["result"] == result
+
+
+@pytest.mark.parametrize("a", ["x", "nan", "inf", "1e999", "٣"])
+def test_add_refuses_what_is_not_a_finite_number(
+    authority: Authority, api: TestClient, a: str
+) -> None:
+    response = api.get(f"/calc/v1/add/{a}/1", headers=bearer(authority.mint()))
+    assert response.status_code == 400
+
+
+def test_healthz_needs_no_token(api: TestClient) -> None:
+    assert (api.get("/healthz").status_code, api.get("/healthz").text) == (200, "ok")
+
+
+def test_add_without_token_is_401(api: TestClient) -> None:
+    assert api.get("/calc/v1/add/2/3").status_code == 401
+
+
+def test_client_gets_a_token_and_calls_the_api(authority: Authority, api: TestClient) -> None:
+    caller = authority.client("calc-client")
+    with TokenClient(
+        client_id=caller.client_id,
+        client_secret=caller.secret,
+        tenant_id=authority.tenant_id,
+        authority_host=authority.host,
+        http_client=httpx.Client(transport=authority.transport()),
+    ) as tokens:
+        answer = calc_client.add(
+            "2", "3", tokens=tokens, scope=authority.api("calc-api").default_scope, api=api
+        )
+    assert answer == {"result": 5, "caller": caller.client_id}
+
+
+def test_client_reports_a_refusal_with_the_challenge(authority: Authority, api: TestClient) -> None:
+    reader = authority.client("reader-client")
+    with (
+        TokenClient(
+            client_id=reader.client_id,
+            client_secret=reader.secret,
+            tenant_id=authority.tenant_id,
+            authority_host=authority.host,
+            http_client=httpx.Client(transport=authority.transport()),
+        ) as tokens,
+        pytest.raises(httpx.HTTPStatusError, match="403"),
+    ):
+        calc_client.add(
+            "2", "3", tokens=tokens, scope=authority.api("calc-api").default_scope, api=api
+        )
+
+
+# --- configured from the environment, as `uvicorn examples.calc_api.app:app` runs it --------
+
+
+def env_for(authority: Authority) -> dict[str, str]:
+    registration = authority.api("calc-api")
+    return {
+        "CCFLOW_TENANT_ID": authority.tenant_id,
+        "AZURE_AUTHORITY_HOST": authority.host,
+        "CCFLOW_AUDIENCE": f"{registration.client_id},{registration.identifier_uri}",
+        "CCFLOW_ALLOWED_CLIENTS": authority.client("calc-client").client_id,
+    }
+
+
+def fresh_module() -> ModuleType:
+    module = importlib.import_module("examples.calc_api.app")
+    module.__dict__.pop("app", None)  # built on first access; forget an earlier test's
+    return module
+
+
+def test_app_from_the_environment_serves_good_tokens(
+    authority: Authority, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in env_for(authority).items():
+        monkeypatch.setenv(name, value)
+    with authority.mock():
+        app: Any = fresh_module().app
+        with TestClient(app) as client:
+            response = client.get("/calc/v1/add/2/3", headers=bearer(authority.mint()))
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("missing", ["CCFLOW_AUDIENCE", "CCFLOW_TENANT_ID"])
+def test_app_without_configuration_fails_at_startup_naming_the_variable(
+    authority: Authority, monkeypatch: pytest.MonkeyPatch, missing: str
+) -> None:
+    for name, value in env_for(authority).items():
+        monkeypatch.setenv(name, value)
+    for name in (missing, "AZURE_TENANT_ID", "CCFLOW_ISSUER"):
+        monkeypatch.delenv(name, raising=False)
+    module = fresh_module()
+    with pytest.raises(ConfigurationError, match=missing):
+        _ = module.app
