@@ -101,3 +101,28 @@ def test_fixtures_are_isolated_per_test(pytester: pytest.Pytester) -> None:
     """,
         passed=2,
     )
+
+
+def test_the_docs_example_runs(pytester: pytest.Pytester) -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).parent.parent / "docs" / "testing.md").read_text()
+    example = doc.split("```python\n", 1)[1].split("```", 1)[0]
+    pytester.makepyfile(
+        myservice="""
+        from starlette.applications import Starlette
+        from starlette.responses import JSONResponse
+        from starlette.routing import Route
+        from ccflow import RequireRole
+
+        async def add(request):
+            return JSONResponse({"result": 3})
+
+        def create_app(validator):
+            app = Starlette(routes=[Route("/calc/v1/add/{a}/{b}", add)])
+            app.add_middleware(RequireRole("invokeRole", validator=validator))
+            return app
+    """
+    )
+    pytester.syspathinsert()
+    run(pytester, example, passed=1)
