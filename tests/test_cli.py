@@ -483,3 +483,66 @@ def test_verify_over_tls_with_ca_file(tls_server: Server) -> None:
     ).stdout.strip()
     result = ccflow(*verify_args(tls_server, token), "--ca-file", tls_server.info["ca_file"])
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- the same commands in-process (ccflow.cli.main), so coverage sees them -------------------
+
+
+@pytest.fixture
+def main_in_process(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Any:
+    from ccflow.cli import main
+
+    for name in list(os.environ):
+        if name.startswith(("AZURE_", "CCFLOW_")) or name == "SSL_CERT_FILE":
+            monkeypatch.delenv(name)
+
+    def run(*args: str, env: Mapping[str, str] | None = None) -> tuple[int, str, str]:
+        for key, value in (env or {}).items():
+            monkeypatch.setenv(key, value)
+        status = main(list(args))
+        out, err = capsys.readouterr()
+        return status, out, err
+
+    return run
+
+
+def test_in_process_token_then_verify(server: Server, main_in_process: Any) -> None:
+    status, out, err = main_in_process(*token_args(server), env=secret_env(server))
+    assert (status, err) == (0, "")
+    status, out, _ = main_in_process(*verify_args(server, out.strip(), "--role", "invokeRole"))
+    assert status == 0
+    assert out.startswith("VALID")
+
+
+@pytest.mark.parametrize("flags", [["--json"], ["--decode"], ["--decode", "--json"]])
+def test_in_process_token_output_forms(
+    server: Server, main_in_process: Any, flags: list[str]
+) -> None:
+    status, out, _ = main_in_process(*token_args(server), *flags, env=secret_env(server))
+    assert status == 0
+    assert out.strip()
+
+
+def test_in_process_verify_refuses_a_reader_without_the_role(
+    server: Server, main_in_process: Any, reader_token: str
+) -> None:
+    status, out, _ = main_in_process(*verify_args(server, reader_token, "--role", "invokeRole"))
+    assert status == 1
+    assert "failed check: role" in out
+
+
+def test_in_process_decode(main_in_process: Any, calc_token: str) -> None:
+    status, out, _ = main_in_process("decode", calc_token)
+    assert status == 0
+    assert out.startswith("UNVERIFIED")
+
+
+def test_in_process_verify_without_audience_reports_it_unchecked(
+    server: Server, main_in_process: Any, calc_token: str
+) -> None:
+    args = verify_args(server, calc_token)
+    i = args.index("--audience")
+    del args[i : i + 2]
+    status, out, _ = main_in_process(*args)
+    assert status == 0
+    assert "audience NOT checked" in out

@@ -77,3 +77,14 @@ def test_demo_leaves_nothing_listening(demo: subprocess.CompletedProcess[str]) -
     for port in ports:
         with socket.socket() as sock, pytest.raises(ConnectionRefusedError):
             sock.connect(("127.0.0.1", int(port)))
+
+
+def test_demo_in_process_exits_0_and_leaves_no_thread(capsys: pytest.CaptureFixture[str]) -> None:
+    import threading
+
+    from ccflow.cli import main
+
+    before = set(threading.enumerate())
+    assert main(["demo"]) == 0
+    assert "All 6 steps behaved as expected" in capsys.readouterr().out
+    assert set(threading.enumerate()) <= before
