@@ -9,7 +9,9 @@ pytest_plugins = ["pytester"]
 
 def run(pytester: pytest.Pytester, source: str, passed: int) -> None:
     pytester.makepyfile(source)
-    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-W", "error")
+    result = pytester.runpytest_inprocess(
+        "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-W", "error"
+    )
     result.assert_outcomes(passed=passed)
 
 
