@@ -311,3 +311,8 @@ def test_cli_human_output_hides_secrets() -> None:
     assert "calc-client" in text
     assert "ccflow~calc-client" not in text
     assert proc.returncode == 0
+
+
+def test_plain_http_off_loopback_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["authority", "serve", "--host", "0.0.0.0"]) == 2
+    assert "loopback" in capsys.readouterr().err

@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from ccflow._core.urls import normalize_authority_host
 from ccflow.authority._authority import Authority
 from ccflow.authority._registrations import Registrations
 from ccflow.authority._tls import TlsFiles, write_tls_files
@@ -163,7 +164,26 @@ class AuthorityServer:
         token_lifetime: int = 3599,
         authority_factory: Callable[[str], Authority] | None = None,
     ) -> None:
+        # Refuse plain http off loopback before binding anything.
+        bracketed = f"[{host}]" if ":" in host else host
+        normalize_authority_host(f"{'https' if tls else 'http'}://{bracketed}", setting="host")
         self._httpd = _HTTPServer((host, port))
+        try:
+            self._configure(registrations, host, tls, tls_dir, token_lifetime, authority_factory)
+        except BaseException:
+            self._httpd.server_close()
+            raise
+        self._thread: threading.Thread | None = None
+
+    def _configure(
+        self,
+        registrations: Registrations | None,
+        host: str,
+        tls: bool,
+        tls_dir: str | Path | None,
+        token_lifetime: int,
+        authority_factory: Callable[[str], Authority] | None,
+    ) -> None:
         self.port: int = self._httpd.server_address[1]
         self.tls: TlsFiles | None = None
         if tls:
@@ -180,7 +200,6 @@ class AuthorityServer:
         else:
             self.authority = Authority(registrations, host=self.url, token_lifetime=token_lifetime)
         self._httpd.authority = self.authority
-        self._thread: threading.Thread | None = None
 
     @property
     def ca_file(self) -> Path | None:
