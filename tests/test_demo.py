@@ -88,3 +88,21 @@ def test_demo_in_process_exits_0_and_leaves_no_thread(capsys: pytest.CaptureFixt
     assert main(["demo"]) == 0
     assert "All 6 steps behaved as expected" in capsys.readouterr().out
     assert set(threading.enumerate()) <= before
+
+
+def test_demo_ignores_api_settings_left_in_the_shell() -> None:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "CCFLOW_"))},
+        "CCFLOW_ISSUER": "https://issuer.example.com",
+        "CCFLOW_ALLOWED_CLIENTS": "someone-else",
+        "AZURE_AUTHORITY_HOST": "https://login.example.com",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "ccflow", "demo"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -252,11 +252,15 @@ def _walk(story: _Story, authority: Any, api_url: str) -> None:
 
 
 @contextlib.contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    """Set environment variables for the duration, then restore what was there."""
+def _environment(values: dict[str, str | None]) -> Iterator[None]:
+    """Set (or, for ``None``, unset) environment variables, then restore what was there."""
     saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
     try:
+        for name, value in values.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         yield
     finally:
         for name, value in saved.items():
@@ -278,6 +282,11 @@ def run(args: argparse.Namespace) -> int:
     """Run the demo; 0 only if every step behaved, and nothing is left running either way."""
     from ccflow.authority import Authority  # type: ignore[attr-defined,unused-ignore]
 
+    try:
+        import uvicorn  # noqa: F401
+    except ImportError:
+        error("ccflow demo needs uvicorn: pip install 'ccflow[server]'")
+        return EXIT_USAGE
     root = _repo_root()
     if root is None:
         error("ccflow demo needs examples/calc_api from the ccflow repository; run it there")
@@ -293,10 +302,15 @@ def run(args: argparse.Namespace) -> int:
         api = authority.api("calc-api")
         # The calc API reads its configuration from the environment, as it would in
         # production; the variables are restored afterwards.
-        environment = {
+        # Variables the user's shell may hold for a real API are masked for the demo.
+        environment: dict[str, str | None] = {
             "CCFLOW_TENANT_ID": authority.tenant_id,
             "AZURE_AUTHORITY_HOST": authority.host,
             "CCFLOW_AUDIENCE": f"{api.client_id},{api.identifier_uri}",
+            "CCFLOW_ISSUER": None,
+            "CCFLOW_ALLOWED_CLIENTS": None,
+            "CCFLOW_ALLOWED_TENANTS": None,
+            "CCFLOW_ACCEPT_V1": None,
         }
         with _environment(environment):
             app = _calc_api(root)
