@@ -223,9 +223,11 @@ class AsyncJWKSCache(_Base):
 
     async def get_key(self, kid: str) -> SigningKey:
         """The key for ``kid``, fetching first if the policy says so."""
-        action = self._decide(kid)
+        state = self._state
+        action = decide(state, kid, self._clock(), self._policy)
         if action is KeyAction.USE:
-            return self._final(kid)
+            assert state.keys is not None
+            return state.keys.keys[kid]
         if action is KeyAction.FETCH:
             async with self._lock:
                 # Whoever held the lock before us may have fetched already: decide again.
@@ -284,9 +286,11 @@ class JWKSCache(_Base):
 
     def get_key(self, kid: str) -> SigningKey:
         """The key for ``kid``, fetching first if the policy says so."""
-        action = self._decide(kid)
+        state = self._state
+        action = decide(state, kid, self._clock(), self._policy)
         if action is KeyAction.USE:
-            return self._final(kid)
+            assert state.keys is not None
+            return state.keys.keys[kid]
         if action is KeyAction.FETCH:
             with self._lock:
                 if self._decide(kid) is KeyAction.FETCH:

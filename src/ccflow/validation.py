@@ -31,7 +31,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 import httpx
-from cachetools import TLRUCache
+from cachetools import Cache
 
 from ccflow._core.claims import (
     ANY_TENANT,
@@ -133,10 +133,6 @@ def _seconds(value: object, setting: str) -> float:
     ):
         raise _config_error(setting, "must be a non-negative number of seconds")
     return float(value)
-
-
-def _cache_ttu(_key: bytes, value: ValidatedToken, _now: float) -> float:
-    return float(value.expires_on)
 
 
 class TokenValidator:
@@ -280,8 +276,10 @@ class TokenValidator:
         self._keys = AsyncJWKSCache(
             plan, algorithms=algs, policy=policy, clock=clock, http_client=http_client
         )
-        self._cache: TLRUCache[bytes, ValidatedToken] | None = (
-            TLRUCache(maxsize=cache_size, ttu=_cache_ttu, timer=clock) if cache_size else None
+        # Bounded; an entry is served only while its token's exp is in the future, and
+        # dropped when found expired. Only tokens that passed every check get in.
+        self._cache: Cache[bytes, ValidatedToken] | None = (
+            Cache(maxsize=cache_size) if cache_size else None
         )
 
     @classmethod
@@ -359,12 +357,24 @@ class TokenValidator:
         if not isinstance(token, str) or len(token) > self._max_size or not token.isascii():
             # parse_compact words the error; it never looks further than this.
             parse_compact(token, algorithms=self._algorithms, max_size=self._max_size)
+        # The hot path: a token seen before costs a digest, a dict lookup and an exp check.
+        digest = hashlib.sha256(token.encode()).digest()
         cache = self._cache
-        digest = hashlib.sha256(token.encode("ascii")).digest()
         if cache is not None:
-            hit = cache.get(digest)
-            if hit is not None:
-                return hit
+            try:
+                hit = cache[digest]
+            except KeyError:
+                pass
+            else:
+                if self._clock() < hit.expires_on:
+                    return hit
+                cache.pop(digest, None)
+        result = await self._verify(token)
+        if cache is not None:
+            cache[digest] = result
+        return result
+
+    async def _verify(self, token: str) -> ValidatedToken:
         parsed = parse_compact(token, algorithms=self._algorithms, max_size=self._max_size)
         key = await self._keys.get_key(parsed.kid)
         if parsed.alg not in key.algorithms:
@@ -375,10 +385,7 @@ class TokenValidator:
         rules = self._rules
         if rules is None or rules.issuers is not self._keys.issuers:
             rules = self._rules = _with_issuers(self._rules_template, self._keys.issuers)
-        result = check_claims(parsed.claims, rules, now=self._clock())
-        if cache is not None:
-            cache[digest] = result
-        return result
+        return check_claims(parsed.claims, rules, now=self._clock())
 
     async def aclose(self) -> None:
         """Close the HTTP client if the validator created it."""

@@ -142,13 +142,17 @@ def _invalid(message: str, reason: str, claim: str) -> InvalidTokenError:
     return InvalidTokenError(message, reason=reason, claim=claim)
 
 
+_MISSING: Final = object()
+
+
 def _number(claims: Mapping[str, Any], name: str) -> float | None:
-    value = claims.get(name)
-    if value is None and name not in claims:
+    value = claims.get(name, _MISSING)
+    if value is _MISSING:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise _invalid(f"the token's {name} claim is not a number", "claims", name)
-    return value
+    # type() rather than isinstance(): bool is an int subclass and is not a time.
+    if type(value) is int or (type(value) is float and math.isfinite(value)):
+        return value
+    raise _invalid(f"the token's {name} claim is not a number", "claims", name)
 
 
 def _check_time(claims: Mapping[str, Any], now: float, leeway: float) -> int:
@@ -168,23 +172,27 @@ def _check_time(claims: Mapping[str, Any], now: float, leeway: float) -> int:
 
 def _check_audience(claims: Mapping[str, Any], audiences: frozenset[str]) -> None:
     aud = claims.get("aud")
-    if isinstance(aud, str):
-        values: tuple[Any, ...] = (aud,)
-    elif isinstance(aud, list):
-        values = tuple(aud)
+    values: tuple[Any, ...] | list[Any]
+    if type(aud) is str:
+        values = (aud,)
+    elif type(aud) is list:
+        values = aud
     else:
         raise _invalid("the token's audience (aud) is missing or malformed", "audience", "aud")
-    if not values or not all(isinstance(v, str) and v for v in values):
+    if not values:
         raise _invalid("the token's audience (aud) is missing or malformed", "audience", "aud")
+    for value in values:
+        if type(value) is not str or not value:
+            raise _invalid("the token's audience (aud) is missing or malformed", "audience", "aud")
     if audiences.isdisjoint(values):
         raise _invalid("the token is for another audience", "audience", "aud")
 
 
 def _optional_str(claims: Mapping[str, Any], name: str, reason: str) -> str | None:
-    value = claims.get(name)
-    if value is None and name not in claims:
+    value = claims.get(name, _MISSING)
+    if value is _MISSING:
         return None
-    if not isinstance(value, str) or not value:
+    if type(value) is not str or not value:
         raise _invalid(f"the token's {name} claim is not a string", reason, name)
     return value
 
@@ -206,11 +214,10 @@ def check_claims(claims: Mapping[str, Any], rules: ClaimRules, *, now: float) ->
     iss = claims.get("iss")
     if not isinstance(iss, str):
         raise _invalid("the token's issuer (iss) is missing or not a string", "issuer", "iss")
-    if not any(
-        rule.matches(iss, tid)
-        for rule in rules.issuers
-        if rule.version is None or rule.version == version
-    ):
+    for rule in rules.issuers:
+        if (rule.version is None or rule.version == version) and rule.matches(iss, tid):
+            break
+    else:
         raise _invalid("the token is from another issuer", "issuer", "iss")
 
     _check_audience(claims, rules.audiences)
@@ -230,10 +237,11 @@ def check_claims(claims: Mapping[str, Any], rules: ClaimRules, *, now: float) ->
         raise _invalid(f"the token names no caller ({client_claim})", "client", client_claim)
 
     roles_claim = claims.get("roles", ())
-    if not isinstance(roles_claim, (list, tuple)) or not all(
-        isinstance(r, str) for r in roles_claim
-    ):
+    if type(roles_claim) not in (list, tuple):
         raise _invalid("the token's roles claim is not a list of strings", "roles", "roles")
+    for role in roles_claim:
+        if type(role) is not str:
+            raise _invalid("the token's roles claim is not a list of strings", "roles", "roles")
 
     if rules.allowed_clients is not None and client_id not in rules.allowed_clients:
         raise InsufficientScopeError("the calling application is not allowed", reason="client")
