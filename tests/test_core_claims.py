@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -81,6 +82,13 @@ def test_claims_of_the_result_are_read_only() -> None:
     result = check_claims(v2(), AZURE, now=NOW)
     with pytest.raises(TypeError):
         result.claims["aud"] = "x"  # type: ignore[index]
+
+
+def test_the_result_is_a_frozen_slotted_value() -> None:
+    result = check_claims(v2(), AZURE, now=NOW)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.client_id = "someone"  # type: ignore[misc]
+    assert not hasattr(result, "__dict__")
 
 
 def test_a_good_v1_token_uses_appid_as_the_caller() -> None:

@@ -5,6 +5,11 @@ pure-Python base64 check), so this test holds it to PyJWT's verdict: a seeded mu
 inserts and deletes bytes, swaps, duplicates and drops segments, changes padding, transplants
 headers and signatures, and starts from tokens re-signed with altered ``alg``/``kid``/header
 fields and claims. Accept or reject must agree on every one.
+
+Deliberate differences, which the mutator therefore does not generate: ccflow refuses any
+``crit`` header and ``b64`` other than ``true`` (PyJWT accepts ``crit: ["b64"]``), and time
+claims that are strings or booleans (PyJWT applies ``int()`` to them). Both are covered by the
+parser and claim tests instead.
 """
 
 from __future__ import annotations
