@@ -214,7 +214,7 @@ def test_wrong_secret_explains_7000215(authority: Authority, clock: FakeClock, s
     with pytest.raises(TokenRequestError, match="wrong or expired") as info:
         tc.get_token(scope)
     assert info.value.aadsts_code == 7000215
-    assert info.value.status_code == 401 or info.value.status_code == 400
+    assert info.value.status_code == 401
     assert info.value.trace_id
 
 
