@@ -1,5 +1,6 @@
 # Everything a fresh machine with Python 3.11 needs: `make demo` and `make test` set up .venv.
 PYTHON ?= python3.11
+export NO_MKDOCS_2_WARNING := 1
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
