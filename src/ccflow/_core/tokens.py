@@ -18,6 +18,7 @@ No IO and no clock: ``now`` comes in as an argument. Everything the faces need::
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -154,8 +155,11 @@ def _int_field(value: Any) -> int | None:
     # Azure AD v1 endpoints and some proxies send numbers as strings ("3599").
     if isinstance(value, bool):
         return None
-    if isinstance(value, int | float):
-        return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        # json reads NaN and Infinity; int() of them raises instead of meaning "unusable".
+        return int(value) if math.isfinite(value) else None
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         return int(value.strip())
     return None
