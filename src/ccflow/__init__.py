@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from ccflow._core.tokens import AccessToken
 from ccflow.client import AsyncTokenClient, TokenClient
-from ccflow.credentials import ClientSecret, Credential
+from ccflow.credentials import ClientAssertion, ClientCertificate, ClientSecret, Credential
 from ccflow.errors import (
     AuthorityUnreachableError,
     CCFlowError,
@@ -37,6 +37,8 @@ __all__ = [
     "AsyncTokenClient",
     "AuthorityUnreachableError",
     "CCFlowError",
+    "ClientAssertion",
+    "ClientCertificate",
     "ClientSecret",
     "ConfigurationError",
     "Credential",

@@ -177,10 +177,12 @@ class _ClientBase:
         """Build a client from the environment, as azure-identity's EnvironmentCredential does.
 
         Reads ``AZURE_CLIENT_ID``, ``AZURE_TENANT_ID``, ``AZURE_AUTHORITY_HOST``,
-        ``CCFLOW_TOKEN_ENDPOINT`` (when set it wins over the tenant) and the credential
-        (``AZURE_CLIENT_SECRET``; see :func:`ccflow.credentials.credential_from_env`, where
-        certificates and federated token files slot in). ``options`` are the other
-        constructor keywords (``http_client``, ``clock``, ...)::
+        ``CCFLOW_TOKEN_ENDPOINT`` (when set it wins over the tenant) and the credential, in
+        azure-identity's order: ``AZURE_CLIENT_SECRET``, then ``AZURE_CLIENT_CERTIFICATE_PATH``
+        (with ``AZURE_CLIENT_CERTIFICATE_PASSWORD``, ``AZURE_CLIENT_SEND_CERTIFICATE_CHAIN``),
+        then ``AZURE_FEDERATED_TOKEN_FILE`` (see :func:`ccflow.credentials.credential_from_env`;
+        the choice is logged at DEBUG). ``options`` are the other constructor keywords
+        (``http_client``, ``clock``, ...)::
 
             client = TokenClient.from_env(max_retries=5)
         """
