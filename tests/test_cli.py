@@ -546,3 +546,54 @@ def test_in_process_verify_without_audience_reports_it_unchecked(
     status, out, _ = main_in_process(*args)
     assert status == 0
     assert "audience NOT checked" in out
+
+
+# --- ccflow token --certificate (issue 6) --------------------------------------------------------
+
+
+CERT_CLIENT_ID = "c0ffee00-cc10-4000-8000-0000000000e1"
+
+
+@pytest.fixture(scope="module")
+def cert_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    from ccflow.testing import client_certificate
+
+    material = client_certificate()
+    base = tmp_path_factory.mktemp("cert-authority")
+    (base / "client-cert.pem").write_bytes(material.certificate_pem)
+    (base / "client.pem").write_bytes(material.pem)
+    (base / "registrations.toml").write_text(
+        f"""
+tenant_id = "c0ffee00-cc10-4000-8000-000000000001"
+
+[apis.calc-api]
+client_id = "c0ffee00-cc10-4000-8000-0000000000a1"
+roles = ["invokeRole"]
+
+[clients.cert-client]
+client_id = "{CERT_CLIENT_ID}"
+certificates = ["client-cert.pem"]
+roles = {{ calc-api = ["invokeRole"] }}
+""",
+        encoding="utf-8",
+    )
+    return {"base": base, "material": material}
+
+
+@pytest.fixture(scope="module")
+def cert_server(cert_files: dict[str, Any]) -> Iterator[Server]:
+    yield from _serve("--config", str(cert_files["base"] / "registrations.toml"))
+
+
+def test_token_with_certificate_gets_a_certificate_authenticated_token(
+    cert_server: Server, cert_files: dict[str, Any]
+) -> None:
+    pem = str(cert_files["base"] / "client.pem")
+    result = ccflow(*token_args(cert_server, "cert-client"), "--certificate", pem)
+    assert result.returncode == 0, result.stderr
+    claims = claims_of(result.stdout.strip())
+    assert claims["azp"] == CERT_CLIENT_ID
+    assert claims["azpacr"] == "2"
+    assert claims["roles"] == ["invokeRole"]
+    key_line = cert_files["material"].private_key_pem.decode().splitlines()[1]
+    assert_no_secret(result, key_line)

@@ -82,8 +82,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     how.add_argument(
         "--certificate",
         metavar="PEM",
-        help="authenticate with this certificate and private key (PEM) instead of a secret"
-        " [AZURE_CLIENT_CERTIFICATE_PASSWORD for its password]",
+        help="authenticate with this certificate and private key (PEM, or PKCS#12) instead of"
+        " a secret [AZURE_CLIENT_CERTIFICATE_PASSWORD for its password]",
     )
     how.add_argument(
         "--client-secret-stdin",
@@ -174,14 +174,9 @@ def _env(name: str) -> str | None:
 def _credential(args: argparse.Namespace) -> dict[str, Any]:
     """The keyword arguments giving TokenClient its credential; never echoes a secret."""
     if args.certificate:
-        try:
-            from ccflow import ClientCertificate  # type: ignore[attr-defined,unused-ignore]
-        except ImportError:
-            raise ConfigurationError(
-                "--certificate needs ccflow.ClientCertificate, which this version of ccflow"
-                " does not have yet; use a client secret",
-                setting="--certificate",
-            ) from None
+        from ccflow.credentials import ClientCertificate
+
+        # The password only ever comes from the environment, never from a flag.
         password = _env("AZURE_CLIENT_CERTIFICATE_PASSWORD")
         return {"credential": ClientCertificate(args.certificate, password=password)}
     if args.client_secret_stdin:
