@@ -109,15 +109,37 @@ def test_bad_assertions_are_refused(
     assert response.json()["error_description"].startswith(f"AADSTS{code}: ")
 
 
-def test_replayed_jti_is_refused(
+def test_a_seen_jti_in_another_assertion_is_refused(
     authority: Authority, http: httpx.Client, cert: CertificateMaterial
 ) -> None:
-    assertion = assertion_for(authority, cert, jti="once")
-    assert post(authority, http, assertion).status_code == 200
-    replay = post(authority, http, assertion)
+    assert post(authority, http, assertion_for(authority, cert, jti="once")).status_code == 200
+    replay = post(authority, http, assertion_for(authority, cert, jti="once", lifetime=500))
     assert replay.status_code == 401
     assert replay.json()["error"] == "invalid_client"
+    assert error_code(replay) == 700229
     assert "already been used" in replay.json()["error_description"]
+
+
+def test_the_same_assertion_may_be_presented_again_as_in_azure_ad(
+    authority: Authority, http: httpx.Client, cert: CertificateMaterial
+) -> None:
+    assertion = assertion_for(authority, cert, jti="reused")
+    assert post(authority, http, assertion).status_code == 200
+    assert post(authority, http, assertion).status_code == 200
+
+
+def test_one_time_assertions_refuse_the_same_assertion_twice(cert: CertificateMaterial) -> None:
+    authority = Authority(
+        Registrations.default().with_certificate("calc-client", cert.certificate_pem),
+        clock=lambda: NOW,
+        one_time_assertions=True,
+    )
+    with httpx.Client(transport=authority.transport()) as http:
+        assertion = assertion_for(authority, cert, jti="once")
+        assert post(authority, http, assertion).status_code == 200
+        replay = post(authority, http, assertion)
+    assert replay.status_code == 401
+    assert error_code(replay) == 700229
 
 
 def test_invalid_signature_is_700027(

@@ -2,11 +2,20 @@
 
 The assertion names a registered certificate by thumbprint (``x5t#S256`` or ``x5t``); its
 signature must verify with that certificate's key; ``aud`` must be this token endpoint;
-``iss`` and ``sub`` the client id; ``exp`` not passed and not too far ahead; ``jti`` unused.
+``iss`` and ``sub`` the client id; ``exp`` not passed and not too far ahead; ``jti`` not
+replayed.
+
+What counts as a replay: Azure AD lets a client present the very same assertion again until it
+expires (msal and ccflow both reuse an assertion for about nine minutes, e.g. for a second
+scope), so by default only a *different* assertion carrying an already-seen ``jti`` is refused.
+``ReplayCache(one_time=True)`` (``Authority(one_time_assertions=True)``) also refuses the same
+assertion sent twice, as RFC 7523 section 3 allows a server to.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import math
 import threading
 from typing import Any
@@ -26,22 +35,30 @@ _ALGORITHMS = ("RS256", "PS256")
 
 
 class ReplayCache:
-    """The assertion ids (``jti``) seen per client, kept until their assertion expires."""
+    """The assertion ids (``jti``) seen per client, kept until their assertion expires.
 
-    def __init__(self) -> None:
+    Only a digest of each assertion is kept, never the assertion itself.
+    """
+
+    def __init__(self, *, one_time: bool = False) -> None:
+        self.one_time = one_time
         self._lock = threading.Lock()
-        self._seen: dict[tuple[str, str], float] = {}
+        self._seen: dict[tuple[str, str], tuple[float, bytes]] = {}
 
-    def first_use(self, client_id: str, jti: str, *, exp: float, now: float) -> bool:
-        """Record ``jti``; False when it was already used by an unexpired assertion."""
+    def first_use(
+        self, client_id: str, jti: str, *, exp: float, now: float, assertion: str
+    ) -> bool:
+        """Record ``jti``; False when an unexpired assertion already used it, unless it is the
+        same assertion presented again and reuse is allowed (``one_time=False``)."""
+        digest = hashlib.sha256(assertion.encode()).digest()
         with self._lock:
             if len(self._seen) > 1024:
-                self._seen = {k: e for k, e in self._seen.items() if e + _SKEW > now}
+                self._seen = {k: v for k, v in self._seen.items() if v[0] + _SKEW > now}
             key = (client_id, jti)
             seen = self._seen.get(key)
-            if seen is not None and seen + _SKEW > now:
-                return False
-            self._seen[key] = exp
+            if seen is not None and seen[0] + _SKEW > now:
+                return not self.one_time and hmac.compare_digest(seen[1], digest)
+            self._seen[key] = (exp, digest)
             return True
 
 
@@ -139,9 +156,10 @@ def verify_assertion(
     jti = claims.get("jti")
     if not isinstance(jti, str) or not jti:
         raise _invalid(50027, "JWT token is invalid or malformed: 'jti' is missing.")
-    if not replays.first_use(client.client_id, jti, exp=exp, now=now):
+    if not replays.first_use(client.client_id, jti, exp=exp, now=now, assertion=assertion):
         raise _invalid(
             700229,
-            "The client assertion has already been used: its 'jti' was seen before. "
-            "Send a new assertion with a fresh 'jti' for each request.",
+            "The client assertion has already been used: its 'jti' was seen before in "
+            "another assertion (or, with one-time assertions, in this one). Send a new "
+            "assertion with a fresh 'jti'.",
         )

@@ -73,6 +73,10 @@ class Authority:
     ``/{t}/.well-known/openid-configuration`` (v1), ``/{t}/discovery/v2.0/keys``,
     ``/{t}/discovery/keys`` (v1) and ``/{t}/oauth2/v2.0/token``. Thread-safe: the real server
     (``ccflow authority serve``) calls :meth:`handle` from many threads.
+
+    ``one_time_assertions=True`` refuses a client assertion presented a second time; by
+    default, as in Azure AD, a client may resend the same assertion until it expires and only
+    another assertion reusing a seen ``jti`` is refused (AADSTS700229).
     """
 
     def __init__(
@@ -82,6 +86,7 @@ class Authority:
         host: str = DEFAULT_HOST,
         token_lifetime: int = 3599,
         clock: Callable[[], float] = time.time,
+        one_time_assertions: bool = False,
     ) -> None:
         if token_lifetime <= 0:
             raise ValueError(f"token_lifetime must be positive, got {token_lifetime!r}")
@@ -94,7 +99,7 @@ class Authority:
         self.hits: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
         self._faults = FaultBoard()
-        self._replays = ReplayCache()
+        self._replays = ReplayCache(one_time=one_time_assertions)
         self._next_key = 0
         self._keys: dict[str, SigningKey] = {}
         self._published: list[str] = []
