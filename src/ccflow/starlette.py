@@ -50,7 +50,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -123,7 +123,13 @@ class Validator(Protocol):
         """The realm announced in ``WWW-Authenticate``."""
 
     async def validate(self, token: str) -> Verdict:
-        """Validate a raw token (without ``Bearer``); raise a ccflow error when it is refused."""
+        """Validate a raw token (without ``Bearer``); raise a ccflow error when it is refused.
+
+        A validator may also offer ``cached(token: bytes) -> Verdict | None`` (as
+        ``ccflow.TokenValidator`` does): the verdict on a token it accepted before, or
+        ``None``, without awaiting. :class:`RequireRole` then serves repeated tokens through
+        it and calls ``validate`` only when it answers ``None``.
+        """
 
     async def aclose(self) -> None:
         """Release the validator's HTTP client."""
@@ -447,11 +453,13 @@ class RequireRoleMiddleware:
 
     __slots__ = (
         "app",
+        "cached",
         "exact",
         "match",
         "owns_validator",
         "prefixes",
         "role",
+        "role_set",
         "roles",
         "validate",
         "validator",
@@ -463,8 +471,11 @@ class RequireRoleMiddleware:
         self.match = config.match
         # The common case, one role, is checked inline on the hot path.
         self.role = config.roles[0] if len(config.roles) == 1 else None
+        self.role_set = frozenset(config.roles)
         self.validator = config.validator
         self.validate = config.validator.validate
+        cached = getattr(config.validator, "cached", None)
+        self.cached: Callable[[bytes], Verdict | None] | None = cached if callable(cached) else None
         self.owns_validator = config.owns_validator
         self.exact = frozenset(p for p in config.exempt if not p.endswith("/*"))
         self.prefixes = tuple(p[:-1] for p in config.exempt if p.endswith("/*"))
@@ -488,6 +499,41 @@ class RequireRoleMiddleware:
             scope.setdefault("user", UnauthenticatedUser())
             await self.app(scope, receive, send)
             return
+        cached = self.cached
+        if cached is not None:
+            # The hot path, for a token the validator accepted before: one pass over the
+            # headers, no coroutine, no decode. Anything unusual (no header, several, another
+            # shape than "Bearer <token>", a miss, a missing role) takes the full path below,
+            # which gives every refusal its exact answer.
+            value = None
+            for name, raw in scope["headers"]:
+                if name == b"authorization" or (
+                    len(name) == 13 and name.lower() == b"authorization"
+                ):
+                    if value is not None:
+                        value = None
+                        break
+                    value = raw
+            if value is not None and (value[:7] == b"Bearer " or value[:7].lower() == b"bearer "):
+                # A verified token has no blanks, so a hit means value[7:] is exactly the token
+                # bearer_token() would have returned.
+                verdict = cached(value[7:])
+                if verdict is not None:
+                    roles = verdict.roles
+                    role = self.role
+                    if (
+                        role in roles
+                        if role is not None
+                        else (
+                            not self.role_set.isdisjoint(roles)
+                            if self.match == "any"
+                            else self.role_set.issubset(roles)
+                        )
+                    ):
+                        scope["auth"] = AuthCredentials(roles)
+                        scope["user"] = TokenUser(verdict)
+                        await self.app(scope, receive, send)
+                        return
         token = None
         try:
             token = bearer_token(scope["headers"], check_syntax=False)

@@ -12,9 +12,10 @@ multi-tenant: the issuer is the ``{tenantid}`` template filled with the token's 
 ``allowed_tenants`` is required. Generic OIDC mode (``issuer=``) trusts exactly that issuer;
 tokens without ``tid``/``ver``, with ``typ: at+jwt`` or a resource-URI ``aud`` are normal.
 
-The hot path: a token seen before costs a SHA-256 digest, a cache lookup and an ``exp``
-check. A fresh token costs one strict parse and one signature verification with a key object
-loaded once from the JWKS.
+The hot path: a token seen before costs a SHA-256 digest, a dict lookup and an ``exp``
+check; :meth:`TokenValidator.cached` offers exactly that as a plain (synchronous) call, which
+``RequireRole`` uses before it awaits anything. A fresh token costs one strict parse and one
+signature verification with a key object loaded once from the JWKS.
 """
 
 from __future__ import annotations
@@ -276,11 +277,11 @@ class TokenValidator:
         self._keys = AsyncJWKSCache(
             plan, algorithms=algs, policy=policy, clock=clock, http_client=http_client
         )
-        # Bounded; an entry is served only while its token's exp is in the future, and
-        # dropped when found expired. Only tokens that passed every check get in.
-        self._cache: Cache[bytes, ValidatedToken] | None = (
-            Cache(maxsize=cache_size) if cache_size else None
-        )
+        # Bounded; keyed by the SHA-256 digest of the token, never the token; an entry is
+        # served only while its token's exp is in the future, and dropped when found expired.
+        # Only tokens that passed every check get in.
+        self._cache = _VerifiedTokens(cache_size) if cache_size else None
+        self._entries = self._cache.entries if self._cache is not None else None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> TokenValidator:
@@ -358,21 +359,57 @@ class TokenValidator:
             # parse_compact words the error; it never looks further than this.
             parse_compact(token, algorithms=self._algorithms, max_size=self._max_size)
         # The hot path: a token seen before costs a digest, a dict lookup and an exp check.
-        digest = hashlib.sha256(token.encode()).digest()
+        digest = _sha256(token.encode()).digest()
         cache = self._cache
         if cache is not None:
-            try:
-                hit = cache[digest]
-            except KeyError:
-                pass
-            else:
-                if self._clock() < hit.expires_on:
-                    return hit
-                cache.pop(digest, None)
+            hit = self._hit(digest)
+            if hit is not None:
+                return hit
         result = await self._verify(token)
         if cache is not None:
             cache[digest] = result
         return result
+
+    def cached(self, token: str | bytes) -> ValidatedToken | None:
+        """The verdict on ``token`` if this validator accepted it before and its ``exp`` is
+        still ahead; ``None`` otherwise (never seen, evicted, expired, cache disabled).
+
+        A plain call that never raises and never does IO: a SHA-256 digest, a dict lookup and
+        an ``exp`` check against the validator's clock. ``token`` is the bare token (``str``,
+        or the raw ``bytes`` from the Authorization header, which saves a decode). On
+        ``None``, call :meth:`validate`, which gives the full verdict::
+
+            verdict = validator.cached(raw) or await validator.validate(raw)
+        """
+        entries = self._entries
+        if entries is None:
+            return None
+        if type(token) is not bytes:
+            if not isinstance(token, str):
+                return None
+            token = token.encode("utf-8", "surrogatepass")
+        if len(token) > self._max_size:  # no hashing of oversized input: it was never cached
+            return None
+        digest = _sha256(token).digest()
+        hit = entries.get(digest)
+        if hit is None or self._clock() < hit.expires_on:
+            return hit
+        return self._expired(digest)
+
+    def _hit(self, digest: bytes) -> ValidatedToken | None:
+        entries = self._entries
+        if entries is None:
+            return None
+        hit = entries.get(digest)
+        if hit is None or self._clock() < hit.expires_on:
+            return hit
+        return self._expired(digest)
+
+    def _expired(self, digest: bytes) -> ValidatedToken | None:
+        # Found past its exp: drop it now rather than wait for eviction.
+        if self._cache is not None:
+            self._cache.pop(digest, None)
+        return None
 
     async def _verify(self, token: str) -> ValidatedToken:
         parsed = parse_compact(token, algorithms=self._algorithms, max_size=self._max_size)
@@ -396,6 +433,34 @@ class TokenValidator:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+_sha256: Final = hashlib.sha256
+
+
+class _VerifiedTokens(Cache[bytes, ValidatedToken]):
+    """The verified-token cache: cachetools bounds it and chooses what to evict; ``entries``
+    mirrors it as a plain ``dict`` for the hot path to read.
+
+    Why both: ``Cache.__getitem__`` is Python code (a try/except around the dict, ``__missing__``
+    on a miss), several times the cost of the C ``dict.get`` that a cache hit can afford. Every
+    write goes through ``Cache`` (``__setitem__`` evicts via ``popitem`` -> ``pop`` ->
+    ``__delitem__``), and both overrides below keep the mirror equal to it, so the mirror is
+    exactly as bounded. Eviction is first-in first-out (``Cache.popitem``): the oldest entry,
+    usually the soonest to expire, goes first, and a hit costs no bookkeeping.
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        super().__init__(maxsize)
+        self.entries: dict[bytes, ValidatedToken] = {}
+
+    def __setitem__(self, key: bytes, value: ValidatedToken) -> None:
+        super().__setitem__(key, value)
+        self.entries[key] = value
+
+    def __delitem__(self, key: bytes) -> None:
+        super().__delitem__(key)
+        del self.entries[key]
 
 
 def _with_issuers(template: ClaimRules, issuers: tuple[IssuerRule, ...]) -> ClaimRules:

@@ -1,0 +1,189 @@
+"""RequireRole's cache-hit path with a real TokenValidator: a repeated token skips validate(),
+and every refusal still gets the same answer as on the full path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from _validation_tokens import Clock
+from ccflow import RequireRole, TokenValidator, ValidatedToken
+from ccflow.authority import Authority
+from ccflow.starlette import TokenUser
+
+pytestmark = pytest.mark.anyio
+
+T0 = 1_800_000_000.0
+
+
+class CountingValidator(TokenValidator):
+    """Counts the awaited validations, to see which requests took the synchronous path."""
+
+    validations = 0
+
+    async def validate(self, token: str) -> ValidatedToken:
+        self.validations += 1
+        return await super().validate(token)
+
+
+async def whoami(request: Request) -> JSONResponse:
+    user = request.user
+    assert isinstance(user, TokenUser)
+    return JSONResponse({"client_id": user.client_id, "scopes": request.auth.scopes})
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(T0)
+
+
+@pytest.fixture
+def authority(clock: Clock) -> Authority:
+    return Authority(clock=clock)
+
+
+@pytest.fixture
+def validator(authority: Authority, clock: Clock) -> CountingValidator:
+    api = authority.api("calc-api")
+    return CountingValidator(
+        tenant_id=authority.tenant_id,
+        authority_host=authority.host,
+        audience=[api.client_id, api.identifier_uri],
+        http_client=httpx.AsyncClient(transport=authority.transport()),
+        clock=clock,
+        leeway=0,
+    )
+
+
+def make_app(validator: TokenValidator, *roles: str, **options: Any) -> Starlette:
+    app = Starlette(routes=[Route("/whoami", whoami)])
+    app.add_middleware(RequireRole(*(roles or ("invokeRole",)), validator=validator, **options))
+    return app
+
+
+async def call(app: Starlette, headers: list[tuple[bytes, bytes]]) -> tuple[int, dict[str, str]]:
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/whoami",
+        "raw_path": b"/whoami",
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+    answer: dict[str, Any] = {}
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            answer["status"] = message["status"]
+            answer["headers"] = {k.decode(): v.decode() for k, v in message["headers"]}
+
+    await app(scope, receive, send)
+    return answer["status"], answer["headers"]
+
+
+def auth(value: str, name: bytes = b"authorization") -> tuple[bytes, bytes]:
+    return (name, value.encode())
+
+
+async def test_repeated_token_is_served_without_validate(
+    authority: Authority, validator: CountingValidator
+) -> None:
+    app, token = make_app(validator), authority.mint()
+    for _ in range(3):
+        status, _ = await call(app, [auth(f"Bearer {token}")])
+        assert status == 200
+    assert validator.validations == 1
+
+
+async def test_lowercase_scheme_hits_as_well(
+    authority: Authority, validator: CountingValidator
+) -> None:
+    app, token = make_app(validator), authority.mint()
+    await call(app, [auth(f"Bearer {token}")])
+    assert (await call(app, [auth(f"bearer {token}")]))[0] == 200
+    assert validator.validations == 1
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        lambda t: [auth(f"Bearer {t}"), auth(f"Bearer {t}")],
+        lambda t: [auth(f"Bearer {t}"), auth(f"Bearer {t}", b"Authorization")],
+        lambda t: [auth(f"Bearer {t}", b"AUTHORIZATION"), auth("Bearer x")],
+    ],
+    ids=["twice", "mixed-case duplicate", "upper-case then another"],
+)
+async def test_cached_token_in_several_headers_is_still_400(
+    authority: Authority, validator: CountingValidator, headers: Any
+) -> None:
+    app, token = make_app(validator), authority.mint()
+    await call(app, [auth(f"Bearer {token}")])
+    status, answer = await call(app, headers(token))
+    assert status == 400
+    assert 'error="invalid_request"' in answer["www-authenticate"]
+
+
+async def test_cached_token_without_the_role_is_still_403(
+    authority: Authority, validator: CountingValidator
+) -> None:
+    app, token = make_app(validator, "adminRole"), authority.mint()
+    for _ in range(2):
+        status, answer = await call(app, [auth(f"Bearer {token}")])
+        assert status == 403
+        assert 'error="insufficient_scope"' in answer["www-authenticate"]
+
+
+@pytest.mark.parametrize(
+    ("roles", "match", "status"),
+    [
+        (("adminRole", "invokeRole"), "any", 200),
+        (("adminRole", "invokeRole"), "all", 403),
+        (("invokeRole", "invokeRole"), "all", 200),
+    ],
+)
+async def test_several_roles_on_the_cached_path(
+    authority: Authority, validator: CountingValidator, roles: Any, match: Any, status: int
+) -> None:
+    app, token = make_app(validator, *roles, match=match), authority.mint()
+    for _ in range(2):
+        assert (await call(app, [auth(f"Bearer {token}")]))[0] == status
+
+
+async def test_cached_token_past_exp_is_401_expired(
+    authority: Authority, validator: CountingValidator, clock: Clock
+) -> None:
+    app, token = make_app(validator), authority.mint(lifetime=100)
+    assert (await call(app, [auth(f"Bearer {token}")]))[0] == 200
+    clock.advance(100)
+    status, answer = await call(app, [auth(f"Bearer {token}")])
+    assert status == 401
+    assert 'error="invalid_token"' in answer["www-authenticate"]
+    assert "expired" in answer["www-authenticate"]
+
+
+@pytest.mark.parametrize(
+    ("value", "status", "validations"),
+    [("Bearer  {t}", 200, 2), ("Bearer {t} ", 200, 2), ("Bearer\t{t}", 400, 1)],
+)
+async def test_unusual_spacing_gets_the_full_path_answer(
+    authority: Authority, validator: CountingValidator, value: str, status: int, validations: int
+) -> None:
+    app, token = make_app(validator), authority.mint()
+    await call(app, [auth(f"Bearer {token}")])
+    assert (await call(app, [auth(value.format(t=token))]))[0] == status
+    assert validator.validations == validations
