@@ -14,7 +14,13 @@ from cryptography.hazmat.primitives import serialization
 
 from _validation_tokens import Clock, b64, b64json, make_token, rsa_jwk, rsa_key
 from ccflow import TokenValidator, ValidatedToken
-from ccflow.authority import Authority
+from ccflow.authority import (
+    DEFAULT_HOST,
+    DEFAULT_TENANT_ID,
+    PARTNER_TENANT_ID,
+    Authority,
+    Registrations,
+)
 from ccflow.errors import (
     InsufficientScopeError,
     InvalidTokenError,
@@ -125,21 +131,12 @@ async def test_generic_oidc_with_jwks_uri_skips_discovery(
 async def test_multi_tenant_checks_issuer_against_tid_and_allowed_tenants(
     authority: Authority, clock: Clock
 ) -> None:
-    def organizations(request: httpx.Request) -> httpx.Response:
-        # The authority serves one tenant; the "organizations" document is its v2 document
-        # with Azure AD's {tenantid} issuer template.
-        if request.url.path.startswith("/organizations/"):
-            doc = authority.discovery()
-            doc["issuer"] = doc["issuer"].replace(authority.tenant_id, "{tenantid}")
-            return httpx.Response(200, json=doc)
-        return authority.handle(request)
-
+    # The authority serves /organizations/ as Azure AD does: the {tenantid} issuer template.
     validator = validator_for(
         authority,
         clock,
         tenant_id="organizations",
         allowed_tenants=[authority.tenant_id],
-        http_client=httpx.AsyncClient(transport=httpx.MockTransport(organizations)),
     )
     assert (await validator.validate(authority.mint())).tenant_id == authority.tenant_id
     other = "0ther000-0000-0000-0000-000000000000"
@@ -151,6 +148,82 @@ async def test_multi_tenant_checks_issuer_against_tid_and_allowed_tenants(
     with pytest.raises(InsufficientScopeError) as scope:
         await validator.validate(foreign)
     assert scope.value.reason == "tenant"
+    assert authority.hits["discovery"] == 1
+
+
+@pytest.fixture
+def two_tenants(clock: Clock) -> Authority:
+    """calc-api multi-tenant in the home tenant; partner-client at home in the partner tenant."""
+    return Authority(Registrations.multi_tenant(), clock=clock)
+
+
+def partner_token(authority: Authority) -> str:
+    """partner-client's token from its own tenant's token endpoint, as a client would get it."""
+    partner = authority.client("partner-client")
+    assert partner.secret is not None
+    with httpx.Client(transport=authority.transport()) as http:
+        response = http.post(
+            authority.token_endpoint_for(PARTNER_TENANT_ID),
+            data={
+                "grant_type": "client_credentials",
+                "client_id": partner.client_id,
+                "client_secret": partner.secret,
+                "scope": authority.api("calc-api").default_scope,
+            },
+        )
+    response.raise_for_status()
+    token: str = response.json()["access_token"]
+    return token
+
+
+@pytest.mark.parametrize("alias", ["organizations", "common"])
+async def test_multi_tenant_accepts_a_token_from_an_allowed_tenant(
+    two_tenants: Authority, clock: Clock, alias: str
+) -> None:
+    validator = validator_for(
+        two_tenants,
+        clock,
+        tenant_id=alias,
+        allowed_tenants=[two_tenants.tenant_id, PARTNER_TENANT_ID],
+    )
+    result = await validator.validate(partner_token(two_tenants))
+    assert result.tenant_id == PARTNER_TENANT_ID
+    assert result.client_id == two_tenants.client("partner-client").client_id
+    assert result.claims["iss"] == f"{two_tenants.host}/{PARTNER_TENANT_ID}/v2.0"
+    assert (await validator.validate(two_tenants.mint())).tenant_id == two_tenants.tenant_id
+
+
+async def test_multi_tenant_refuses_a_tenant_not_allowed(
+    two_tenants: Authority, clock: Clock
+) -> None:
+    validator = validator_for(
+        two_tenants, clock, tenant_id="organizations", allowed_tenants=[two_tenants.tenant_id]
+    )
+    with pytest.raises(InsufficientScopeError) as info:
+        await validator.validate(partner_token(two_tenants))
+    assert info.value.reason == "tenant"
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"tid": DEFAULT_TENANT_ID},  # iss names the partner tenant, tid the home tenant
+        {"iss": f"{DEFAULT_HOST}/{DEFAULT_TENANT_ID}/v2.0"},
+    ],
+    ids=["tid changed", "iss changed"],
+)
+async def test_multi_tenant_refuses_iss_and_tid_that_disagree(
+    two_tenants: Authority, clock: Clock, claims: dict[str, str]
+) -> None:
+    validator = validator_for(
+        two_tenants,
+        clock,
+        tenant_id="organizations",
+        allowed_tenants=[two_tenants.tenant_id, PARTNER_TENANT_ID],
+    )
+    with pytest.raises(InvalidTokenError) as info:
+        await validator.validate(two_tenants.mint(client="partner-client", claims=claims))
+    assert info.value.reason == "issuer"
 
 
 # --- the negative suite -----------------------------------------------------------------------

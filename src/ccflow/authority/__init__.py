@@ -20,6 +20,7 @@ from ccflow.authority._faults import Fault
 from ccflow.authority._keys import SigningKey
 from ccflow.authority._registrations import (
     DEFAULT_TENANT_ID,
+    PARTNER_TENANT_ID,
     ApiApp,
     ClientApp,
     RegisteredCertificate,
@@ -32,6 +33,7 @@ __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_TENANT_ID",
     "JWT_BEARER",
+    "PARTNER_TENANT_ID",
     "ApiApp",
     "Authority",
     "AuthorityServer",

@@ -31,7 +31,12 @@ from ccflow.authority._aad import (
 from ccflow.authority._assertions import JWT_BEARER, ReplayCache, verify_assertion
 from ccflow.authority._faults import Fault, FaultBoard
 from ccflow.authority._keys import SigningKey, pool_key
-from ccflow.authority._registrations import ApiApp, ClientApp, Registrations
+from ccflow.authority._registrations import (
+    MULTI_TENANT_ALIASES,
+    ApiApp,
+    ClientApp,
+    Registrations,
+)
 
 if TYPE_CHECKING:
     import respx
@@ -39,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_HOST", "Authority"]
 
 DEFAULT_HOST = "https://login.ccflow.test"
+_TEMPLATE = "{tenantid}"
 
 ASGIScope = Mapping[str, Any]
 ASGIReceive = Callable[[], Any]
@@ -73,6 +79,12 @@ class Authority:
     ``/{t}/.well-known/openid-configuration`` (v1), ``/{t}/discovery/v2.0/keys``,
     ``/{t}/discovery/keys`` (v1) and ``/{t}/oauth2/v2.0/token``. Thread-safe: the real server
     (``ccflow authority serve``) calls :meth:`handle` from many threads.
+
+    Multi-tenant, as Azure AD: every tenant of :attr:`tenant_ids` has these endpoints, and
+    ``/organizations/...`` and ``/common/...`` serve discovery documents whose issuer is the
+    template ``{host}/{tenantid}/v2.0`` (v1: ``{host}/{tenantid}/``) and the same keys. A
+    client gets tokens from its home tenant's token endpoint, naming that tenant in ``tid`` and
+    ``iss`` (see :meth:`Registrations.multi_tenant`).
 
     ``one_time_assertions=True`` refuses a client assertion presented a second time; by
     default, as in Azure AD, a client may resend the same assertion until it expires and only
@@ -120,6 +132,26 @@ class Authority:
     def issuer(self) -> str:
         """The v2 issuer: ``{host}/{tenant_id}/v2.0``."""
         return f"{self.host}/{self.tenant_id}/v2.0"
+
+    @property
+    def tenant_ids(self) -> tuple[str, ...]:
+        """Every tenant served: :attr:`tenant_id` first, then the registrations' ``tenants``."""
+        return self.registrations.tenant_ids
+
+    def issuer_for(self, tenant_id: str, *, version: int = 2) -> str:
+        """The issuer of tokens from ``tenant_id`` (``"organizations"``/``"common"``: the
+        ``{tenantid}`` template their discovery documents carry)."""
+        if tenant_id.lower() in MULTI_TENANT_ALIASES:
+            tenant_id = _TEMPLATE
+        return f"{self.host}/{tenant_id}/v2.0" if version == 2 else f"{self.host}/{tenant_id}/"
+
+    def token_endpoint_for(self, tenant_id: str) -> str:
+        """``{host}/{tenant_id}/oauth2/v2.0/token``: a client's home tenant's token endpoint."""
+        return token_endpoint_for(self.host, tenant_id)
+
+    def discovery_url_for(self, tenant_id: str, *, version: int = 2) -> str:
+        """The discovery document of ``tenant_id``, or of ``"organizations"``/``"common"``."""
+        return discovery_url_for(self.host, tenant_id, version=version)
 
     @property
     def issuer_v1(self) -> str:
@@ -200,9 +232,10 @@ class Authority:
             if kid == self._signing_kid:
                 self._signing_kid = self._published[-1]
 
-    def jwks(self, *, version: int = 2) -> dict[str, Any]:
-        """The JWKS document the keys endpoints serve."""
-        issuer = self.issuer if version == 2 else None
+    def jwks(self, *, version: int = 2, tenant_id: str | None = None) -> dict[str, Any]:
+        """The JWKS document the keys endpoints serve (of ``tenant_id``, default the first
+        tenant; every tenant publishes the same keys, each naming its own issuer)."""
+        issuer = self.issuer_for(tenant_id or self.tenant_id) if version == 2 else None
         return {"keys": [self._keys[kid].jwk(issuer=issuer) for kid in self.kids]}
 
     # -- faults ------------------------------------------------------------------------------
@@ -296,9 +329,10 @@ class Authority:
     ) -> dict[str, Any]:
         iat = int(now)
         oid = client.object_id or client.client_id
+        tenant = self.registrations.tenant_of(client)
         claims: dict[str, Any] = {
             "aud": api.client_id if version == 2 else api.identifier_uri,
-            "iss": self.issuer if version == 2 else self.issuer_v1,
+            "iss": self.issuer_for(tenant, version=version),
             "iat": iat,
             "nbf": iat,
             "exp": iat + lifetime,
@@ -307,14 +341,18 @@ class Authority:
         if version == 2:
             claims.update(azp=client.client_id, azpacr=credential_type)
         else:
-            claims.update(appid=client.client_id, appidacr=credential_type, idp=self.issuer_v1)
+            claims.update(
+                appid=client.client_id,
+                appidacr=credential_type,
+                idp=self.issuer_for(tenant, version=1),
+            )
         claims.update(oid=oid)
         if roles:
             claims["roles"] = list(roles)
         claims.update(
             rh=f"0.A{_opaque(40)}.",
             sub=oid,
-            tid=self.tenant_id,
+            tid=tenant,
             uti=_opaque(22),
             ver="2.0" if version == 2 else "1.0",
         )
@@ -458,7 +496,17 @@ class Authority:
                 },
             )
         try:
-            if tenant != self.tenant_id:
+            alias = tenant.lower() in MULTI_TENANT_ALIASES
+            if alias and endpoint == "token":
+                raise AadError(
+                    400,
+                    "invalid_request",
+                    50059,
+                    f"No tenant-identifying information found in either the request or "
+                    f"implied by any provided credentials. The client credentials flow needs "
+                    f"a tenant id in the token endpoint, not '{tenant}'.",
+                )
+            if not alias and tenant not in self.tenant_ids:
                 raise AadError(
                     400,
                     "invalid_request",
@@ -475,7 +523,7 @@ class Authority:
                         f"The endpoint only accepts POST requests. Received a "
                         f"{request.method} request.",
                     )
-                return self._token(request, now)
+                return self._token(request, now, tenant)
             if request.method not in ("GET", "HEAD"):
                 raise AadError(
                     405,
@@ -485,23 +533,28 @@ class Authority:
                 )
             cache = {"Cache-Control": "max-age=86400, private"}
             if endpoint == "jwks":
-                return json_response(200, self.jwks(version=version), headers=cache)
-            return json_response(200, self.discovery(version=version), headers=cache)
+                jwks = self.jwks(version=version, tenant_id=tenant)
+                return json_response(200, jwks, headers=cache)
+            document = self.discovery(version=version, tenant_id=tenant)
+            return json_response(200, document, headers=cache)
         except AadError as err:
             extra = {"Allow": "POST" if endpoint == "token" else "GET"} if err.status == 405 else {}
             return error_response(err, host=self.host, now=now, request=request, headers=extra)
 
-    def discovery(self, *, version: int = 2) -> dict[str, Any]:
-        """The OpenID discovery document (v2 or v1) the discovery endpoints serve."""
-        base = f"{self.host}/{self.tenant_id}"
+    def discovery(self, *, version: int = 2, tenant_id: str | None = None) -> dict[str, Any]:
+        """The OpenID discovery document (v2 or v1) the discovery endpoints serve, for
+        ``tenant_id`` (default the first tenant; ``"organizations"``/``"common"`` give the
+        multi-tenant document with the ``{tenantid}`` issuer template)."""
+        tenant = tenant_id or self.tenant_id
+        base = f"{self.host}/{tenant}"
         v = "/v2.0" if version == 2 else ""
         return {
-            "issuer": self.issuer if version == 2 else self.issuer_v1,
+            "issuer": self.issuer_for(tenant, version=version),
             "authorization_endpoint": f"{base}/oauth2{v}/authorize",
-            "token_endpoint": self.token_endpoint if version == 2 else f"{base}/oauth2/token",
+            "token_endpoint": f"{base}/oauth2{v}/token",
             "device_authorization_endpoint": f"{base}/oauth2{v}/devicecode",
             "end_session_endpoint": f"{base}/oauth2{v}/logout",
-            "jwks_uri": self.jwks_uri if version == 2 else self.jwks_uri_v1,
+            "jwks_uri": jwks_uri_for(self.host, tenant, version=version),
             "token_endpoint_auth_methods_supported": [
                 "client_secret_post",
                 "private_key_jwt",
@@ -520,7 +573,7 @@ class Authority:
             "cloud_instance_name": httpx.URL(self.host).host,
         }
 
-    def _token(self, request: httpx.Request, now: float) -> httpx.Response:
+    def _token(self, request: httpx.Request, now: float, tenant: str) -> httpx.Response:
         form = parse_form(request)
         basic = parse_basic(request)
         grant_type = form.get("grant_type")
@@ -548,19 +601,19 @@ class Authority:
         if not client_id:
             raise missing("client_id")
         client = self.registrations.client_by_id(client_id)
-        if client is None:
+        if client is None or self.registrations.tenant_of(client) != tenant:
             raise AadError(
                 400,
                 "unauthorized_client",
                 700016,
                 f"Application with identifier '{client_id}' was not found in the "
-                f"directory '{self.tenant_id}'. This can happen if the application "
+                f"directory '{tenant}'. This can happen if the application "
                 f"has not been installed by the administrator of the tenant or "
                 f"consented to by any user in the tenant. You may have sent your "
                 f"authentication request to the wrong tenant.",
             )
-        credential_type = self._authenticate(client, form, basic, now)
-        api = self._resource(form.get("scope"))
+        credential_type = self._authenticate(client, form, basic, now, tenant)
+        api = self._resource(form.get("scope"), tenant)
         roles = client.roles_for(api.name)
         claims = self._claims(
             client,
@@ -589,6 +642,7 @@ class Authority:
         form: Mapping[str, str],
         basic: tuple[str, str] | None,
         now: float,
+        tenant: str,
     ) -> str:
         """Check the client's credential; return ``azpacr`` ("1" secret, "2" certificate)."""
         supplied = [
@@ -627,7 +681,7 @@ class Authority:
             verify_assertion(
                 form["client_assertion"],
                 client=client,
-                token_endpoint=self.token_endpoint,
+                token_endpoint=self.token_endpoint_for(tenant),
                 now=now,
                 replays=self._replays,
             )
@@ -644,7 +698,7 @@ class Authority:
             )
         return "1"
 
-    def _resource(self, scope: str | None) -> ApiApp:
+    def _resource(self, scope: str | None, tenant: str) -> ApiApp:
         if scope is None or not scope.strip():
             raise missing("scope")
         scopes = scope.split()
@@ -669,13 +723,13 @@ class Authority:
             )
         resource = scopes[0].removesuffix("/.default")
         api = self.registrations.api_for_resource(resource)
-        if api is None:
+        if api is None or not (tenant == self.tenant_id or api.multi_tenant):
             raise AadError(
                 400,
                 "invalid_resource",
                 500011,
                 f"The resource principal named {resource} was not found in the "
-                f"tenant named {self.tenant_id}. This can happen if the application "
+                f"tenant named {tenant}. This can happen if the application "
                 f"has not been installed by the administrator of the tenant or "
                 f"consented to by any user in the tenant. You might have sent your "
                 f"authentication request to the wrong tenant.",

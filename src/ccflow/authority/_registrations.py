@@ -10,24 +10,40 @@ The built-in default (:meth:`Registrations.default`) registers, with fixed ids::
     reader-client  client id c0ffee00-cc10-4000-8000-0000000000c2, no roles
                    secret "ccflow~reader-client+local/test=secret"
 
+:meth:`Registrations.multi_tenant` adds, for multi-tenant tests, a second (partner) tenant::
+
+    partner tenant c0ffee00-cc10-4000-8000-000000000002
+    calc-api       becomes multi-tenant (signInAudience AzureADMultipleOrgs)
+    partner-client client id c0ffee00-cc10-4000-8000-0000000000c3, home tenant: the partner
+                   tenant, granted invokeRole on calc-api (consented in the partner tenant)
+                   secret "ccflow~partner-client+local/test=secret"
+
 The secrets are fixed and public on purpose: this authority only ever runs locally, for tests
 and demos. They contain ``~ + / =`` so that every client exercises form-encoding.
 
 A TOML file describes other registrations (paths are relative to the file)::
 
     tenant_id = "11111111-2222-4333-8444-555555555555"
+    tenants = ["66666666-7777-4888-8999-000000000000"]  # more tenants served (optional)
 
     [apis.orders-api]
     client_id = "..."
     identifier_uri = "api://orders"          # default: api://<client_id>
     roles = ["Orders.Read", "Orders.Write"]
     access_token_version = 2                 # 1 gives v1-shaped tokens
+    multi_tenant = true                      # clients of the other tenants may call it
 
     [clients.shop]
     client_id = "..."
     secrets = ["..."]                        # or secret = "..."
     certificates = ["shop-cert.pem"]         # PEM certificates, matched by thumbprint
     roles = { orders-api = ["Orders.Read"] } # grants, as after admin consent
+    tenant_id = "66666666-..."               # home tenant; default: the first tenant_id
+
+APIs live in ``tenant_id``. A client lives in its home tenant and gets tokens only from that
+tenant's token endpoint; its tokens name that tenant (``tid``, ``iss``), as Azure AD's do for
+an app in tenant B calling a multi-tenant API registered in tenant A. A client may be granted
+roles on an API of another tenant only when that API is ``multi_tenant``.
 """
 
 from __future__ import annotations
@@ -50,6 +66,8 @@ from ccflow.errors import ConfigurationError
 
 __all__ = [
     "DEFAULT_TENANT_ID",
+    "MULTI_TENANT_ALIASES",
+    "PARTNER_TENANT_ID",
     "ApiApp",
     "ClientApp",
     "RegisteredCertificate",
@@ -57,6 +75,10 @@ __all__ = [
 ]
 
 DEFAULT_TENANT_ID = "c0ffee00-cc10-4000-8000-000000000001"
+PARTNER_TENANT_ID = "c0ffee00-cc10-4000-8000-000000000002"
+"""The second tenant of :meth:`Registrations.multi_tenant`."""
+MULTI_TENANT_ALIASES = frozenset({"organizations", "common"})
+"""Azure AD's multi-tenant authority names; never a tenant id."""
 
 
 def _thumb(value: str | None) -> str | None:
@@ -79,6 +101,9 @@ class ApiApp:
     roles: tuple[str, ...] = ()
     access_token_version: int = 2
     object_id: str = ""
+    multi_tenant: bool = False
+    """Clients of every tenant the authority serves may call it (Azure AD's
+    ``signInAudience: AzureADMultipleOrgs``); otherwise only clients of its own tenant."""
 
     def __post_init__(self) -> None:
         if self.access_token_version not in (1, 2):
@@ -146,6 +171,8 @@ class ClientApp:
     roles: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
     certificates: tuple[RegisteredCertificate, ...] = ()
     object_id: str = ""
+    tenant_id: str = ""
+    """The client's home tenant; ``""`` means the registrations' ``tenant_id``."""
 
     def __post_init__(self) -> None:
         frozen = {api: tuple(r) for api, r in self.roles.items()}
@@ -186,24 +213,51 @@ class ClientApp:
 
 @dataclass(frozen=True, slots=True)
 class Registrations:
-    """A tenant and its app registrations. Build with :meth:`default` or :meth:`from_toml`."""
+    """A tenant and its app registrations. Build with :meth:`default`, :meth:`multi_tenant`
+    or :meth:`from_toml`.
+
+    ``tenants`` lists more tenants the authority serves besides ``tenant_id`` (where the APIs
+    live); clients name their home tenant in :attr:`ClientApp.tenant_id`.
+    """
 
     tenant_id: str
     apis: tuple[ApiApp, ...] = ()
     clients: tuple[ClientApp, ...] = ()
+    tenants: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "apis", tuple(self.apis))
         object.__setattr__(self, "clients", tuple(self.clients))
+        object.__setattr__(self, "tenants", tuple(self.tenants))
+        _unique("tenant id", self.tenant_ids)
+        for tenant in self.tenant_ids:
+            if not tenant or "/" in tenant or tenant.lower() in MULTI_TENANT_ALIASES:
+                raise ConfigurationError(
+                    f"{tenant!r} cannot be a tenant id (it names no single tenant)",
+                    setting="tenants",
+                )
         _unique("api name", (a.name for a in self.apis))
         _unique("client name", (c.name for c in self.clients))
         _unique("client id", [a.client_id for a in self.apis] + [c.client_id for c in self.clients])
         apis = {a.name: a for a in self.apis}
         for client in self.clients:
+            home = self.tenant_of(client)
+            if home not in self.tenant_ids:
+                raise ConfigurationError(
+                    f"client {client.name!r} lives in tenant {home!r}, which is not served "
+                    f"(tenants: {list(self.tenant_ids)})",
+                    setting=f"clients.{client.name}.tenant_id",
+                )
             for api_name, roles in client.roles.items():
                 if api_name not in apis:
                     raise ConfigurationError(
                         f"client {client.name!r} is granted roles on unknown api {api_name!r}",
+                        setting=f"clients.{client.name}.roles",
+                    )
+                if home != self.tenant_id and not apis[api_name].multi_tenant:
+                    raise ConfigurationError(
+                        f"client {client.name!r} of tenant {home!r} is granted roles on api "
+                        f"{api_name!r}, which is not multi_tenant",
                         setting=f"clients.{client.name}.roles",
                     )
                 unknown = sorted(set(roles) - set(apis[api_name].roles))
@@ -247,6 +301,36 @@ class Registrations:
         )
 
     @classmethod
+    def multi_tenant(cls) -> Registrations:
+        """The default registrations plus a partner tenant (see module doc): calc-api becomes
+        multi-tenant and ``partner-client``, at home in :data:`PARTNER_TENANT_ID`, is granted
+        ``invokeRole`` on it."""
+        base = cls.default()
+        partner = ClientApp(
+            name="partner-client",
+            client_id="c0ffee00-cc10-4000-8000-0000000000c3",
+            secrets=("ccflow~partner-client+local/test=secret",),
+            roles={"calc-api": ("invokeRole",)},
+            object_id="c0ffee00-cc10-4000-8000-0000000000d3",
+            tenant_id=PARTNER_TENANT_ID,
+        )
+        return dataclasses.replace(
+            base,
+            apis=tuple(dataclasses.replace(a, multi_tenant=True) for a in base.apis),
+            clients=(*base.clients, partner),
+            tenants=(PARTNER_TENANT_ID,),
+        )
+
+    @property
+    def tenant_ids(self) -> tuple[str, ...]:
+        """Every tenant served: ``tenant_id`` first, then ``tenants``."""
+        return (self.tenant_id, *self.tenants)
+
+    def tenant_of(self, client: ClientApp) -> str:
+        """The home tenant of ``client``."""
+        return client.tenant_id or self.tenant_id
+
+    @classmethod
     def from_toml(cls, path: str | Path) -> Registrations:
         """Load registrations from a TOML file (format in the module docstring)."""
         path = Path(path)
@@ -269,6 +353,7 @@ class Registrations:
         """Build registrations from parsed TOML (or any mapping of the same shape)."""
         base = base_dir or Path.cwd()
         tenant = _str(data, "tenant_id", "tenant_id", default=DEFAULT_TENANT_ID)
+        tenants = _strings(data.get("tenants", ()), "tenants")
         apis = [
             _api(name, _table(entry, f"apis.{name}"))
             for name, entry in _table(data.get("apis", {}), "apis").items()
@@ -277,7 +362,7 @@ class Registrations:
             _client(name, _table(entry, f"clients.{name}"), base)
             for name, entry in _table(data.get("clients", {}), "clients").items()
         ]
-        return cls(tenant_id=tenant, apis=tuple(apis), clients=tuple(clients))
+        return cls(tenant_id=tenant, apis=tuple(apis), clients=tuple(clients), tenants=tenants)
 
     def with_certificate(self, client: str, certificate_pem: bytes) -> Registrations:
         """A copy in which client app ``client`` also has the certificate ``certificate_pem``."""
@@ -349,6 +434,11 @@ def _strings(value: object, where: str) -> tuple[str, ...]:
 def _api(name: str, entry: Mapping[str, Any]) -> ApiApp:
     client_id = _str(entry, "client_id", f"apis.{name}.client_id")
     version = entry.get("access_token_version", 2)
+    multi_tenant = entry.get("multi_tenant", False)
+    if not isinstance(multi_tenant, bool):
+        raise ConfigurationError(
+            f"apis.{name}.multi_tenant must be true or false", setting=f"apis.{name}.multi_tenant"
+        )
     if version not in (1, 2) or isinstance(version, bool):
         raise ConfigurationError(
             f"apis.{name}.access_token_version must be 1 or 2",
@@ -363,6 +453,7 @@ def _api(name: str, entry: Mapping[str, Any]) -> ApiApp:
         roles=_strings(entry.get("roles", ()), f"apis.{name}.roles"),
         access_token_version=int(version),
         object_id=_str(entry, "object_id", f"apis.{name}.object_id", default=client_id),
+        multi_tenant=multi_tenant,
     )
 
 
@@ -393,4 +484,7 @@ def _client(name: str, entry: Mapping[str, Any], base: Path) -> ClientApp:
         roles=grants,
         certificates=tuple(certs),
         object_id=_str(entry, "object_id", f"clients.{name}.object_id", default=client_id),
+        tenant_id=_str(entry, "tenant_id", f"clients.{name}.tenant_id", default="")
+        if "tenant_id" in entry
+        else "",
     )
