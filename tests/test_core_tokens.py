@@ -132,7 +132,16 @@ def test_access_token_is_frozen() -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [b"", b"<html>ok</html>", b"[]", b'{"token_type": "Bearer"}', b'{"access_token": ""}'],
+    [
+        b"",
+        b"<html>ok</html>",
+        b"[]",
+        b'{"token_type": "Bearer"}',
+        b'{"access_token": ""}',
+        b'{"access_token": "t", "expires_in": 0}',
+        b'{"access_token": "t", "expires_in": "-5"}',
+        b'{"access_token": "t", "expires_in": -3599}',
+    ],
 )
 def test_unusable_success_body_is_unreachable_error(body: bytes) -> None:
     with pytest.raises(AuthorityUnreachableError, match="HTTP 200"):

@@ -192,7 +192,8 @@ def parse_token_response(
     if 200 <= status < 300 and data is not None and "error" not in data:
         access_token = data.get("access_token")
         expires_in = _int_field(data.get("expires_in", DEFAULT_EXPIRES_IN))
-        if isinstance(access_token, str) and access_token and expires_in is not None:
+        # A token that expires now or already has is no token: never hand one out.
+        if isinstance(access_token, str) and access_token and expires_in and expires_in > 0:
             token_type = data.get("token_type")
             refresh_in = _int_field(data.get("refresh_in"))
             token = AccessToken(
@@ -207,8 +208,8 @@ def parse_token_response(
     if 200 <= status < 300 and (data is None or "error" not in data):
         raise AuthorityUnreachableError(
             f"the token endpoint {context.token_endpoint} answered HTTP {status} without a "
-            "usable token (no JSON object with access_token and expires_in); check that "
-            "token_endpoint points at an OAuth 2.0 token endpoint",
+            "usable token (no JSON object with access_token and a positive expires_in); check "
+            "that token_endpoint points at an OAuth 2.0 token endpoint",
             url=context.token_endpoint,
         )
     raise _token_error(status, body, data, now=now, context=context, retry_after=retry_after)
