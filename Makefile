@@ -22,7 +22,7 @@ lint: setup
 	$(BIN)/ruff format --check src tests bench examples
 
 typecheck: setup
-	$(BIN)/mypy --strict src/ccflow
+	$(BIN)/mypy --strict src/ccflow examples
 
 pytest: setup
 	$(BIN)/coverage run -m pytest $(PYTEST_ARGS)
