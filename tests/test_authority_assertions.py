@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
+from urllib.parse import parse_qsl
 
 import httpx
 import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
 
+from ccflow import ClientCertificate, TokenClient
 from ccflow.authority import JWT_BEARER, Authority, Registrations
 from ccflow.testing import CertificateMaterial, client_assertion, client_certificate
 
@@ -220,3 +224,99 @@ def test_padded_thumbprints_match(authority: Authority, cert: CertificateMateria
     client = authority.client("calc-client")
     assert client.certificate(x5t_s256=cert.x5t_s256 + "=") is not None
     assert client.certificate(x5t=cert.x5t + "=") is not None
+
+
+# --- x5c: optional, but when sent its first certificate must be the registered one -----------
+
+
+def signed(
+    authority: Authority, cert: CertificateMaterial, header: dict[str, Any], **claims: Any
+) -> str:
+    """An assertion signed by ``cert`` with exactly ``header`` (besides ``alg``/``typ``)."""
+    body = jwt.decode(assertion_for(authority, cert), options={"verify_signature": False})
+    body.update(claims)
+    return jwt.encode(body, cert.private_key, algorithm="PS256", headers=header)
+
+
+def der_b64(cert: CertificateMaterial) -> str:
+    return base64.b64encode(cert.certificate.public_bytes(serialization.Encoding.DER)).decode()
+
+
+@pytest.mark.parametrize("chain", [False, True], ids=["no x5c", "x5c chain"])
+def test_client_certificate_with_and_without_the_chain_gets_a_token(
+    authority: Authority, cert: CertificateMaterial, chain: bool
+) -> None:
+    intermediate = client_certificate("some issuing CA")
+    credential = ClientCertificate(
+        cert.pem + intermediate.certificate_pem, send_certificate_chain=chain
+    )
+    sent: list[str] = []
+
+    def record(request: httpx.Request) -> httpx.Response:
+        sent.append(dict(parse_qsl(request.read().decode()))["client_assertion"])
+        return authority.handle(request)
+
+    client = TokenClient(
+        client_id=authority.client("calc-client").client_id,
+        credential=credential,
+        token_endpoint=authority.token_endpoint,
+        http_client=httpx.Client(transport=httpx.MockTransport(record)),
+        clock=lambda: NOW,
+        max_retries=0,
+    )
+    with client:
+        token = client.get_token(authority.api("calc-api").default_scope)
+    assert jwt.decode(token.token, options={"verify_signature": False})["azpacr"] == "2"
+    (assertion,) = sent
+    header = jwt.get_unverified_header(assertion)
+    assert header.get("x5c") == ([der_b64(cert), der_b64(intermediate)] if chain else None)
+
+
+def test_assertion_without_x5c_is_accepted(
+    authority: Authority, http: httpx.Client, cert: CertificateMaterial
+) -> None:
+    assertion = signed(authority, cert, {"x5t#S256": cert.x5t_s256})
+    assert "x5c" not in jwt.get_unverified_header(assertion)
+    assert post(authority, http, assertion).status_code == 200
+
+
+def test_x5c_as_msal_sends_it_pem_body_with_line_breaks_is_accepted(
+    authority: Authority, http: httpx.Client, cert: CertificateMaterial
+) -> None:
+    body = cert.certificate_pem.decode().split("-----")[2].strip()
+    assert "\n" in body
+    assertion = signed(authority, cert, {"x5t#S256": cert.x5t_s256, "x5c": [body]})
+    assert post(authority, http, assertion).status_code == 200
+
+
+MISMATCHED_CHAINS = {
+    "another certificate": lambda cert, other: [der_b64(other)],
+    "the registered certificate second": lambda cert, other: [der_b64(other), der_b64(cert)],
+}
+
+
+@pytest.mark.parametrize("chain", MISMATCHED_CHAINS.values(), ids=MISMATCHED_CHAINS.keys())
+def test_x5c_that_is_not_the_thumbprinted_certificate_is_700027(
+    authority: Authority, http: httpx.Client, cert: CertificateMaterial, chain: Any
+) -> None:
+    other = client_certificate("impostor chain")
+    assertion = signed(authority, cert, {"x5t#S256": cert.x5t_s256, "x5c": chain(cert, other)})
+    response = post(authority, http, assertion)
+    assert (response.status_code, error_code(response)) == (401, 700027)
+    assert response.json()["error"] == "invalid_client"
+    description = response.json()["error_description"]
+    assert "'x5c' header is not the certificate its thumbprint names" in description
+    assert other.x5t_s256 in description
+    assert authority.client("calc-client").certificates[0].thumbprint in description
+
+
+@pytest.mark.parametrize(
+    "x5c", [[], "MIIB", [7], ["not base64 !"]], ids=["empty", "string", "number", "garbage"]
+)
+def test_malformed_x5c_is_refused(
+    authority: Authority, http: httpx.Client, cert: CertificateMaterial, x5c: Any
+) -> None:
+    assertion = signed(authority, cert, {"x5t#S256": cert.x5t_s256, "x5c": x5c})
+    response = post(authority, http, assertion)
+    assert (response.status_code, error_code(response)) == (401, 50027)
+    assert "x5c" in response.json()["error_description"]

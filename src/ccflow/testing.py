@@ -191,7 +191,8 @@ def client_assertion(
 ) -> str:
     """A ``private_key_jwt`` client assertion as msal and ccflow send it: ``aud`` the token
     endpoint, ``iss`` = ``sub`` = client id, ``jti``, ``nbf``/``iat`` now, ``exp`` now +
-    ``lifetime``; PS256 with ``x5t#S256``, or RS256 with ``x5t``. ``claims`` overrides."""
+    ``lifetime``; PS256 with ``x5t#S256``, or RS256 with ``x5t``; ``x5c`` carries the
+    certificate. ``claims`` overrides."""
     issued = time.time() if now is None else now
     body: dict[str, Any] = {
         "aud": audience,
@@ -203,11 +204,13 @@ def client_assertion(
         "exp": int(issued) + lifetime,
         **(claims or {}),
     }
+    header: dict[str, Any]
     if header_style == "x5t#S256":
         algorithm, header = "PS256", {"x5t#S256": certificate.x5t_s256}
     else:
         algorithm, header = "RS256", {"x5t": certificate.x5t}
-    header["x5c"] = base64.b64encode(
-        certificate.certificate.public_bytes(serialization.Encoding.DER)
-    ).decode()
+    # RFC 7515 4.1.6: a list of base64 (not base64url) DER certificates, leaf first.
+    header["x5c"] = [
+        base64.b64encode(certificate.certificate.public_bytes(serialization.Encoding.DER)).decode()
+    ]
     return jwt.encode(body, certificate.private_key, algorithm=algorithm, headers=header)

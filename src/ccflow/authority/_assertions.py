@@ -3,7 +3,9 @@
 The assertion names a registered certificate by thumbprint (``x5t#S256`` or ``x5t``); its
 signature must verify with that certificate's key; ``aud`` must be this token endpoint;
 ``iss`` and ``sub`` the client id; ``exp`` not passed and not too far ahead; ``jti`` not
-replayed.
+replayed. An ``x5c`` header is optional; when present, its first certificate must be the
+registered certificate the thumbprint names (else AADSTS700027), so a chain that disagrees with
+the thumbprint never passes.
 
 What counts as a replay: Azure AD lets a client present the very same assertion again until it
 expires (msal and ccflow both reuse an assertion for about nine minutes, e.g. for a second
@@ -14,6 +16,8 @@ assertion sent twice, as RFC 7523 section 3 allows a server to.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import math
@@ -23,7 +27,7 @@ from typing import Any
 import jwt
 
 from ccflow.authority._aad import AadError
-from ccflow.authority._registrations import ClientApp
+from ccflow.authority._registrations import ClientApp, RegisteredCertificate
 
 __all__ = ["JWT_BEARER", "MAX_ASSERTION_LIFETIME", "ReplayCache", "verify_assertion"]
 
@@ -73,6 +77,37 @@ def _number(claims: dict[str, Any], name: str) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+def _check_x5c(x5c: object, cert: RegisteredCertificate, client_id: str) -> None:
+    """``x5c`` (RFC 7515 4.1.6: standard base64 DER, leaf first) must start with ``cert``."""
+    if not isinstance(x5c, list) or not x5c or not all(isinstance(c, str) for c in x5c):
+        raise _invalid(
+            50027,
+            "JWT token is invalid or malformed: the 'x5c' header must be a non-empty list of "
+            "base64-encoded certificates.",
+        )
+    try:
+        # msal sends PEM bodies, line breaks included.
+        leaf = base64.b64decode("".join(x5c[0].split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise _invalid(
+            50027,
+            "JWT token is invalid or malformed: the first 'x5c' certificate is not valid base64.",
+        ) from None
+    if not hmac.compare_digest(_b64url(hashlib.sha256(leaf).digest()), cert.x5t_s256):
+        raise _invalid(
+            700027,
+            f"The certificate in the client assertion's 'x5c' header is not the certificate "
+            f"its thumbprint names. [Reason - The first 'x5c' certificate (SHA-256 thumbprint "
+            f"'{_b64url(hashlib.sha256(leaf).digest())}') differs from the registered "
+            f"certificate with thumbprint '{cert.thumbprint}' on app Id '{client_id}'; send "
+            f"the registered certificate first in 'x5c', or no 'x5c' at all.]",
+        )
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
 def verify_assertion(
     assertion: str,
     *,
@@ -105,6 +140,8 @@ def verify_assertion(
             f"or directly use MS Graph to see configured keys for app Id "
             f"'{client.client_id}'.]",
         )
+    if "x5c" in header:
+        _check_x5c(header["x5c"], cert, client.client_id)
     try:
         claims: dict[str, Any] = jwt.decode(
             assertion,
