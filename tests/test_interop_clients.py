@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import httpx
 import jwt
 import msal
 import pytest
 import requests
-from azure.identity import ClientSecretCredential
+from azure.identity import CertificateCredential, ClientSecretCredential
 from cryptography.hazmat.primitives import hashes
 
-from ccflow.authority import AuthorityServer, Registrations
+from ccflow.authority import AuthorityServer, Outcome, Registrations
 from ccflow.testing import CertificateMaterial, client_certificate
 
 
@@ -124,3 +126,53 @@ def test_azure_identity_client_secret_credential(server: AuthorityServer) -> Non
     claims = verify_with_served_jwks(server, token.token)
     assert claims["azp"] == client.client_id
     assert token.expires_on == claims["exp"] or abs(token.expires_on - claims["exp"]) <= 5
+
+
+@pytest.fixture
+def sent_assertions(server: AuthorityServer, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Client assertions the server receives during the test (a spy around Authority.serve)."""
+    seen: list[str] = []
+    serve = server.authority.serve
+
+    def spy(request: httpx.Request) -> Outcome:
+        form = dict(parse_qsl(request.read().decode("ascii", "replace")))
+        if "client_assertion" in form:
+            seen.append(form["client_assertion"])
+        return serve(request)
+
+    monkeypatch.setattr(server.authority, "serve", spy)
+    return seen
+
+
+@pytest.mark.parametrize("chain", [False, True], ids=["no chain", "send_certificate_chain"])
+def test_azure_identity_certificate_credential(
+    server: AuthorityServer,
+    cert: CertificateMaterial,
+    sent_assertions: list[str],
+    tmp_path: Path,
+    chain: bool,
+) -> None:
+    path = tmp_path / "calc-client.pem"
+    path.write_bytes(cert.private_key_pem + cert.certificate_pem)
+    client = server.authority.client("calc-client")
+    credential = CertificateCredential(
+        server.authority.tenant_id,
+        client.client_id,
+        certificate_path=str(path),
+        send_certificate_chain=chain,
+        authority=server.url,
+        disable_instance_discovery=True,
+        connection_verify=str(server.ca_file),
+    )
+    try:
+        token = credential.get_token(server.authority.api("calc-api").default_scope)
+    finally:
+        credential.close()
+    claims = verify_with_served_jwks(server, token.token)
+    assert claims["azp"] == client.client_id
+    assert claims["azpacr"] == "2"
+    assert claims["roles"] == ["invokeRole"]
+    (assertion,) = sent_assertions
+    header = jwt.get_unverified_header(assertion)
+    assert header["x5t"].rstrip("=") == cert.x5t  # RS256 with the SHA-1 thumbprint (msal pads it)
+    assert ("x5c" in header) is chain
