@@ -202,9 +202,14 @@ def served() -> Iterator[tuple[subprocess.Popen[str], dict[str, Any]]]:
     try:
         yield proc, info
     finally:
+        # SIGTERM, so the server removes its TLS files; SIGKILL only if it does not stop.
         if proc.poll() is None:
+            proc.terminate()
+        try:
+            proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
             proc.kill()
-        proc.communicate(timeout=5)
+            proc.communicate(timeout=5)
 
 
 def test_cli_json_first_line(served: tuple[subprocess.Popen[str], dict[str, Any]]) -> None:
@@ -237,6 +242,29 @@ def test_cli_exits_0_on_signal_despite_idle_keep_alive(
         assert http.get(info["jwks_uri"]).status_code == 200  # connection now idle, kept alive
         proc.send_signal(sig)
         assert proc.wait(timeout=5) == 0
+
+
+def test_cli_removes_its_tls_files_on_exit(
+    served: tuple[subprocess.Popen[str], dict[str, Any]],
+) -> None:
+    proc, info = served
+    tls_dir = Path(info["ca_file"]).parent
+    assert (tls_dir / "server-key.pem").is_file()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=5) == 0
+    assert not tls_dir.exists()
+
+
+def test_server_removes_the_tls_files_it_wrote_but_not_a_given_directory(
+    tmp_path: Path,
+) -> None:
+    with AuthorityServer(tls=True) as own:
+        assert own.ca_file is not None
+        own_dir = own.ca_file.parent
+    assert not own_dir.exists()
+    with AuthorityServer(tls=True, tls_dir=tmp_path) as given:
+        assert given.ca_file == tmp_path / "ca.pem"
+    assert (tmp_path / "ca.pem").is_file()
 
 
 def test_cli_serves_tokens(served: tuple[subprocess.Popen[str], dict[str, Any]]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import shutil
 import socket
 import ssl
 import threading
@@ -186,8 +187,12 @@ class AuthorityServer:
     ) -> None:
         self.port: int = self._httpd.server_address[1]
         self.tls: TlsFiles | None = None
+        # A directory we made is ours to remove on stop (it holds the server's private key).
+        self._owned_tls_dir: Path | None = None
         if tls:
             self.tls = write_tls_files(tls_dir)
+            if tls_dir is None:
+                self._owned_tls_dir = self.tls.ca_file.parent
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.minimum_version = ssl.TLSVersion.TLSv1_2
             context.load_cert_chain(self.tls.cert_file, self.tls.key_file)
@@ -219,7 +224,8 @@ class AuthorityServer:
         return self
 
     def stop(self) -> None:
-        """Stop serving, close every connection, and wait (bounded) for the thread."""
+        """Stop serving, close every connection, wait (bounded) for the thread, and remove the
+        TLS files if this server wrote them into a temporary directory of its own."""
         self._httpd.stopping.set()
         if self._thread is not None:
             self._httpd.shutdown()
@@ -227,6 +233,9 @@ class AuthorityServer:
             self._thread = None
         self._httpd.server_close()
         self._httpd.close_connections()
+        if self._owned_tls_dir is not None:
+            shutil.rmtree(self._owned_tls_dir, ignore_errors=True)
+            self._owned_tls_dir = None
 
     def __enter__(self) -> AuthorityServer:
         return self.start()
