@@ -12,10 +12,9 @@ import pytest
 from _validation_tokens import Clock, YieldingTransport
 from ccflow import TokenValidator
 from ccflow._core.claims import IssuerRule
-from ccflow._core.jwks import RefreshPolicy
 from ccflow.authority import Authority, Fault
 from ccflow.errors import InvalidTokenError, KeysUnavailableError
-from ccflow.jwks import AsyncJWKSCache, DiscoverySource, JWKSCache, KeySourcePlan
+from ccflow.jwks import AsyncJWKSCache, DiscoverySource, KeySourcePlan
 
 pytestmark = pytest.mark.anyio
 
@@ -257,35 +256,6 @@ async def test_async_cache_closes_the_client_it_created(authority: Authority) ->
     assert http.is_closed
 
 
-def test_sync_cache_fetches_with_single_flight(authority: Authority, clock: Clock) -> None:
-    plan = KeySourcePlan(discoveries=(DiscoverySource(authority.discovery_url, "2.0"),))
-    with httpx.Client(transport=authority.transport()) as http:
-        cache = JWKSCache(
-            plan, algorithms=RS256, clock=clock, http_client=http, policy=RefreshPolicy()
-        )
-        key = cache.get_key(authority.signing_kid)
-        assert key.kid == authority.signing_kid
-        assert cache.issuers == (IssuerRule(authority.issuer, "2.0"),)
-        assert cache.get_key(authority.signing_kid) is key
-        with pytest.raises(InvalidTokenError):
-            cache.get_key("unknown")
-        cache.close()
-    assert fetches(authority) == (1, 1)
-
-
-def test_sync_cache_cold_outage(authority: Authority, clock: Clock) -> None:
-    authority.set_fault("jwks", Fault(timeout=True))
-    plan = KeySourcePlan(jwks_uri=authority.jwks_uri)
-    with httpx.Client(transport=authority.transport()) as http:
-        cache = JWKSCache(plan, algorithms=RS256, clock=clock, http_client=http)
-        with pytest.raises(KeysUnavailableError):
-            cache.get_key(authority.signing_kid)
-        authority.clear_fault()
-        clock.advance(5)
-        cache.refresh()
-        assert cache.get_key(authority.signing_kid).kid == authority.signing_kid
-
-
 def test_a_plan_needs_a_source() -> None:
     with pytest.raises(ValueError, match="jwks_uri"):
-        JWKSCache(KeySourcePlan(), algorithms=RS256)
+        AsyncJWKSCache(KeySourcePlan(), algorithms=RS256)

@@ -1,10 +1,10 @@
 """Fetching signing keys: discovery and JWKS over HTTP, cached, single flight.
 
-Two faces over one refresh flow. :class:`AsyncJWKSCache` (``httpx.AsyncClient``) serves
-:class:`~ccflow.TokenValidator`; :class:`JWKSCache` (``httpx.Client``) serves synchronous
-callers such as the CLI. They differ only in how they wait: the flow that decides which URL to
-fetch and what the answer means is a generator shared by both, and every policy decision
-(TTL, unknown-``kid`` cooldown, failure backoff, max-stale) lives in :mod:`ccflow._core.jwks`.
+:class:`AsyncJWKSCache` (``httpx.AsyncClient``) serves :class:`~ccflow.TokenValidator` (the
+CLI's ``ccflow verify`` drives it with ``asyncio.run``). It only waits: the flow that decides
+which URL to fetch and what the answer means is a generator in :class:`_Base`, so a
+synchronous face would repeat nothing but the waiting, and every policy decision (TTL,
+unknown-``kid`` cooldown, failure backoff, max-stale) lives in :mod:`ccflow._core.jwks`.
 
 However many requests wait, at most one discovery or JWKS fetch is in flight: the first
 request fetches under a lock, the others re-decide once it is done.
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from ccflow._core.jwks import (
 )
 from ccflow.errors import InvalidTokenError, KeysUnavailableError
 
-__all__ = ["AsyncJWKSCache", "DiscoverySource", "JWKSCache", "KeySourcePlan"]
+__all__ = ["AsyncJWKSCache", "DiscoverySource", "KeySourcePlan"]
 
 logger = logging.getLogger("ccflow.jwks")
 
@@ -264,66 +263,4 @@ class AsyncJWKSCache(_Base):
         """Close the HTTP client if this cache created it."""
         if self._owns_client and self._client is not None:
             await self._client.aclose()
-            self._client = None
-
-
-class JWKSCache(_Base):
-    """Signing keys for synchronous code (``httpx.Client``), single flight across threads."""
-
-    def __init__(
-        self,
-        plan: KeySourcePlan,
-        *,
-        algorithms: frozenset[str],
-        policy: RefreshPolicy | None = None,
-        clock: Callable[[], float] = time.time,
-        http_client: httpx.Client | None = None,
-    ) -> None:
-        super().__init__(plan, algorithms=algorithms, policy=policy, clock=clock)
-        self._client = http_client
-        self._owns_client = http_client is None
-        self._lock = threading.Lock()
-
-    def get_key(self, kid: str) -> SigningKey:
-        """The key for ``kid``, fetching first if the policy says so."""
-        state = self._state
-        action = decide(state, kid, self._clock(), self._policy)
-        if action is KeyAction.USE:
-            assert state.keys is not None
-            return state.keys.keys[kid]
-        if action is KeyAction.FETCH:
-            with self._lock:
-                if self._decide(kid) is KeyAction.FETCH:
-                    self._run()
-        return self._final(kid)
-
-    def refresh(self) -> None:
-        """Fetch now, whatever the policy says; failures only log."""
-        with self._lock:
-            self._run()
-
-    def _run(self) -> None:
-        flow = self._refresh_flow()
-        try:
-            url = next(flow)
-            while True:
-                answer: _Answer | None
-                try:
-                    answer = _answer(self._http().get(url))
-                except httpx.HTTPError as exc:
-                    logger.warning("GET %s failed: %s", url, type(exc).__name__)
-                    answer = None
-                url = flow.send(answer)
-        except StopIteration:
-            return
-
-    def _http(self) -> httpx.Client:
-        if self._client is None:
-            self._client = httpx.Client(timeout=_DEFAULT_TIMEOUT)
-        return self._client
-
-    def close(self) -> None:
-        """Close the HTTP client if this cache created it."""
-        if self._owns_client and self._client is not None:
-            self._client.close()
             self._client = None
