@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
+import ssl
 import sys
 from collections.abc import Callable
 from typing import TextIO
+
+from ccflow.errors import ConfigurationError
 
 __all__ = [
     "EXIT_NETWORK",
@@ -17,6 +21,7 @@ __all__ = [
     "error",
     "guarded",
     "read_stdin_line",
+    "verify_for",
     "warn",
 ]
 
@@ -47,6 +52,27 @@ def read_stdin_line(what: str) -> str:
     if not line.strip():
         raise ValueError(f"expected {what} on standard input, got an empty line")
     return line
+
+
+def verify_for(ca_file: str | None) -> ssl.SSLContext | bool:
+    """What an httpx client should ``verify`` with: ``--ca-file`` (else ``SSL_CERT_FILE``)
+    as the trusted CA bundle, or ``True`` (the system's) when neither is given.
+
+    Raises :class:`ccflow.ConfigurationError` naming the flag or variable for a missing or
+    unreadable bundle.
+    """
+    ca = ca_file or os.environ.get("SSL_CERT_FILE") or None
+    if ca is None:
+        return True
+    source = "--ca-file" if ca_file else "SSL_CERT_FILE"
+    if not os.path.isfile(ca):
+        raise ConfigurationError(f"{source}: no such file: {ca}", setting=source)
+    try:
+        return ssl.create_default_context(cafile=ca)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigurationError(
+            f"{source}: {ca} is not a PEM CA bundle ({exc.__class__.__name__})", setting=source
+        ) from None
 
 
 def guarded(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:

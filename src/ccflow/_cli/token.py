@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import ssl
 import time
 from typing import Any
 
@@ -25,6 +24,7 @@ from ccflow._cli._common import (
     error,
     guarded,
     read_stdin_line,
+    verify_for,
     warn,
 )
 from ccflow._core.explain import decode_unverified
@@ -37,7 +37,7 @@ from ccflow.errors import (
     TokenRequestError,
 )
 
-__all__ = ["add_parser", "exit_code_for", "http_client_for", "message_for", "run"]
+__all__ = ["add_parser", "exit_code_for", "message_for", "run"]
 
 _SECRET_VARIABLES = ("AZURE_CLIENT_SECRET", "CCFLOW_CLIENT_SECRET")
 
@@ -116,24 +116,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.set_defaults(func=run, ccflow_run=run)
     return parser
-
-
-def http_client_for(ca_file: str | None) -> httpx.Client:
-    """An ``httpx.Client`` trusting ``ca_file`` (or ``SSL_CERT_FILE``), else the defaults."""
-    ca = ca_file or os.environ.get("SSL_CERT_FILE") or None
-    if ca is None:
-        return httpx.Client()
-    if not os.path.isfile(ca):
-        source = "--ca-file" if ca_file else "SSL_CERT_FILE"
-        raise ConfigurationError(f"{source}: no such file: {ca}", setting=source)
-    try:
-        context = ssl.create_default_context(cafile=ca)
-    except (ssl.SSLError, OSError) as exc:
-        source = "--ca-file" if ca_file else "SSL_CERT_FILE"
-        raise ConfigurationError(
-            f"{source}: {ca} is not a PEM CA bundle ({exc.__class__.__name__})", setting=source
-        ) from None
-    return httpx.Client(verify=context)
 
 
 def exit_code_for(exc: CCFlowError) -> int:
@@ -260,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
         kwargs = _client_kwargs(args)
         scopes = _scopes(args)
         kwargs.update(_credential(args))
-        http_client = http_client_for(args.ca_file)
+        http_client = httpx.Client(verify=verify_for(args.ca_file))
         with http_client, TokenClient(**kwargs, http_client=http_client) as client:
             token = client.get_token(*scopes)
     except CCFlowError as exc:

@@ -9,14 +9,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import ssl
 import sys
 import time
 from typing import Any
 
 import httpx
 
-from ccflow._cli._common import EXIT_NETWORK, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, error, guarded
+from ccflow._cli._common import (
+    EXIT_NETWORK,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_USAGE,
+    error,
+    guarded,
+    verify_for,
+)
 from ccflow._core.explain import decode_unverified, explain_time
 from ccflow.errors import (
     AuthorityUnreachableError,
@@ -89,22 +96,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def _async_http_client(ca_file: str | None) -> httpx.AsyncClient:
-    ca = ca_file or os.environ.get("SSL_CERT_FILE") or None
-    if ca is None:
-        return httpx.AsyncClient()
-    source = "--ca-file" if ca_file else "SSL_CERT_FILE"
-    if not os.path.isfile(ca):
-        raise ConfigurationError(f"{source}: no such file: {ca}", setting=source)
-    try:
-        context = ssl.create_default_context(cafile=ca)
-    except (ssl.SSLError, OSError) as exc:
-        raise ConfigurationError(
-            f"{source}: {ca} is not a PEM CA bundle ({exc.__class__.__name__})", setting=source
-        ) from None
-    return httpx.AsyncClient(verify=context)
-
-
 def _audiences(args: argparse.Namespace) -> tuple[str, ...]:
     if args.audience:
         return tuple(args.audience)
@@ -126,7 +117,7 @@ def _validator_kwargs(args: argparse.Namespace, audiences: tuple[str, ...]) -> d
 
 
 async def _validate(args: argparse.Namespace, token: str, audiences: tuple[str, ...]) -> Any:
-    async with _async_http_client(args.ca_file) as http_client:
+    async with httpx.AsyncClient(verify=verify_for(args.ca_file)) as http_client:
         validator = TokenValidator(**_validator_kwargs(args, audiences), http_client=http_client)
         try:
             result = await validator.validate(token)
