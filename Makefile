@@ -25,7 +25,9 @@ typecheck: setup
 	$(BIN)/mypy --strict src/ccflow examples
 
 pytest: setup
+	@rm -f .coverage .coverage.*
 	$(BIN)/coverage run -m pytest $(PYTEST_ARGS)
+	@$(BIN)/coverage combine -q
 	$(BIN)/coverage report
 
 docs: setup
