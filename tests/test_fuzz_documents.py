@@ -241,7 +241,8 @@ def holds_the_real_key(document: bytes) -> bool:
         and k.get("kty") == "RSA"
         and all(k.get(name) == REAL_JWK[name] for name in ("kid", "n", "e"))
         and k.get("use", "sig") == "sig"
-        and k.get("alg", "RS256") == "RS256"
+        # "alg": null is read as no "alg" (the parser ignores a missing or null alg).
+        and k.get("alg") in (None, "RS256")
         for k in keys
     )
 
