@@ -47,6 +47,9 @@ def test_retryable_statuses(status: int | None, retryable: bool) -> None:
         ("Wed, 31 Dec 2025 23:59:00 GMT", 0.0),
         ("soon", None),
         ("-3", None),
+        ("\u00b2", None),  # isdigit() is True for superscripts, float() refuses them
+        ("9" * 400, None),  # not a finite number of seconds
+        ("9" * 5000, None),
         ("", None),
         (None, None),
     ],

@@ -141,6 +141,10 @@ def test_access_token_is_frozen() -> None:
         b'{"access_token": "t", "expires_in": 0}',
         b'{"access_token": "t", "expires_in": "-5"}',
         b'{"access_token": "t", "expires_in": -3599}',
+        # Strings that pass str.isdigit() but int() refuses: no ValueError may escape.
+        '{"access_token": "t", "expires_in": "\u00b2"}'.encode(),
+        b'{"access_token": "t", "expires_in": "--5"}',
+        b'{"access_token": "t", "expires_in": "' + b"9" * 5000 + b'"}',
     ],
 )
 def test_unusable_success_body_is_unreachable_error(body: bytes) -> None:

@@ -284,7 +284,23 @@ token_fields = st.fixed_dictionaries(
     optional={
         "access_token": st.one_of(st.sampled_from(["eyJ.x.y", ""]), json_values),
         "expires_in": st.one_of(
-            st.sampled_from([3599, "3599", "-5", " 60 ", 0, 1e400, "1e3", True, 2**70]), json_values
+            st.sampled_from(
+                [
+                    3599,
+                    "3599",
+                    "-5",
+                    " 60 ",
+                    0,
+                    1e400,
+                    "1e3",
+                    True,
+                    2**70,
+                    "\u00b2",
+                    "--5",
+                    "9" * 5000,
+                ]
+            ),
+            json_values,
         ),
         "token_type": st.one_of(st.just("Bearer"), json_values),
         "refresh_in": json_values,
@@ -307,7 +323,12 @@ statuses = st.one_of(
 )
 retry_afters = st.one_of(
     st.none(),
-    st.sampled_from(["0", "2", "120", "-1", "soon", "Thu, 01 Jan 2026 00:00:05 GMT", "1e9", ""]),
+    st.sampled_from(
+        [
+            *("0", "2", "120", "-1", "soon", "Thu, 01 Jan 2026 00:00:05 GMT", "1e9", ""),
+            *("\u00b2", "9" * 400, "9" * 5000),
+        ]
+    ),
     st.text(alphabet="0123456789 ,GMTa:", max_size=20),
 )
 
@@ -367,7 +388,8 @@ def test_token_client_gets_a_token_or_a_documented_error(
     def handler(request: httpx.Request) -> httpx.Response:
         status, body, retry_after = answers[len(posts)]
         posts.append(request)
-        headers = {} if retry_after is None else {"Retry-After": retry_after}
+        # As bytes off the wire: a latin-1 "²" is what a server can really send.
+        headers = {} if retry_after is None else {"Retry-After": retry_after.encode("latin-1")}
         return httpx.Response(status, content=body, headers=headers)
 
     client = TokenClient(

@@ -35,6 +35,10 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
         return None
     value = value.strip()
     if value.isdigit():
+        # ASCII only: "²".isdigit() is True but float() refuses it. A number too long to be
+        # finite seconds is garbage, not "wait forever".
+        if not value.isascii() or len(value) > 18:
+            return None
         return float(value)
     try:
         when = parsedate_to_datetime(value)

@@ -42,6 +42,8 @@ __all__ = [
 DEFAULT_SUFFIX = "/.default"
 # Servers that omit expires_in (RFC 6749 only RECOMMENDS it) get an hour, as msal assumes.
 DEFAULT_EXPIRES_IN = 3600
+# Longer numeric strings are not a lifetime anyone means (and int() stops at 4300 digits).
+_MAX_DIGITS = 18
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,8 +162,13 @@ def _int_field(value: Any) -> int | None:
     if isinstance(value, float):
         # json reads NaN and Infinity; int() of them raises instead of meaning "unusable".
         return int(value) if math.isfinite(value) else None
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value.strip())
+    if isinstance(value, str):
+        text = value.strip()
+        digits = text.removeprefix("-")
+        # isdigit() alone admits "²" and other non-ASCII digits that int() refuses, and int()
+        # refuses more than 4300 digits: neither may escape as a ValueError.
+        if digits.isascii() and digits.isdigit() and len(digits) <= _MAX_DIGITS:
+            return int(text)
     return None
 
 
