@@ -80,6 +80,17 @@ def test_failed_refresh_honours_retry_after() -> None:
     assert kept.refresh_at == NOW + 3420
 
 
+@pytest.mark.parametrize(("retry_after", "wait"), [(7, 30), (0, 30), (30, 30), (31, 31)])
+def test_a_short_retry_after_does_not_shorten_the_postponement(
+    retry_after: float, wait: float
+) -> None:
+    kept = RefreshPolicy(retry_later=30).after_failure(
+        entry_for(3599), now=NOW + 3300, retry_after=retry_after
+    )
+    assert kept is not None
+    assert kept.refresh_at == NOW + 3300 + wait
+
+
 def test_postponed_refresh_never_outlives_the_token() -> None:
     kept = RefreshPolicy(retry_later=30).after_failure(entry_for(3599), now=NOW + 3590)
     assert kept is not None

@@ -256,6 +256,28 @@ def test_429_retry_after_postpones_the_next_refresh_attempt(
     assert sleeps == []
 
 
+def test_a_short_retry_after_does_not_make_refresh_attempts_more_frequent(
+    authority: Authority, clock: FakeClock
+) -> None:
+    # 429 + "Retry-After: 7" while the cached token has 299 s left: the server's 7 s is a
+    # minimum, so the next attempt comes after the usual 30 s, not every 7 s.
+    tc, sleeps = sync_client(authority, clock)
+    scope = authority.api("calc-api").default_scope
+    first = tc.get_token(scope)
+    authority.set_fault("token", Fault(status=429, retry_after="7"))
+    clock.advance(3300)
+    assert tc.get_token(scope) is first
+    assert authority.hits["token"] == 2
+    for _ in range(4):
+        clock.advance(7)
+        assert tc.get_token(scope) is first
+    assert authority.hits["token"] == 2  # 28 s on: not asked again yet
+    clock.advance(2)
+    assert tc.get_token(scope) is first
+    assert authority.hits["token"] == 3
+    assert sleeps == []
+
+
 def test_a_slow_server_is_a_timeout_error_after_the_retries() -> None:
     # The real server answers only after `delay` seconds; the client gives up after 0.05 s.
     with AuthorityServer() as server:

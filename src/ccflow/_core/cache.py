@@ -9,7 +9,8 @@ A token is *fresh* until ``refresh_at``, *stale but usable* until ``expires_on``
   so a short-lived token is not fetched again on every call.
 
 A failed refresh of a still-usable token does not raise: the token keeps being served and the
-refresh is tried again ``retry_later`` seconds on (sooner if the token expires first)::
+refresh is tried again ``retry_later`` seconds on, or later when the server's ``Retry-After``
+asks for longer (never after the token expires)::
 
     >>> policy = RefreshPolicy(margin=300)
     >>> entry = policy.entry(AccessToken("t", 4600, scopes=("s",)), now=1000, expires_in=3600)
@@ -86,5 +87,11 @@ class RefreshPolicy:
         nothing usable is cached and the error must reach the caller."""
         if entry is None or now >= entry.token.expires_on:
             return None
-        wait = self.retry_later if retry_after is None else max(retry_after, 1.0)
+        # Retry-After is the least a server wants us to wait (RFC 9110 section 10.2.3), not a
+        # schedule: with a valid token in hand nothing is urgent, so a short one (429 with
+        # "Retry-After: 7") must not make us ask every 7 s, more often than after a failure
+        # that named no wait at all. retry_later is the floor, as azure-identity keeps 30 s
+        # between refresh attempts of a still-valid token; a longer Retry-After wins. The
+        # blocking path (no usable token) still waits only what the server asked.
+        wait = self.retry_later if retry_after is None else max(retry_after, self.retry_later)
         return CacheEntry(entry.token, float(min(now + wait, entry.token.expires_on)))
