@@ -55,6 +55,10 @@ BAD: dict[str, tuple[Any, dict[str, Any]]] = {
     "plain http jwks_uri": ({**DOC, "jwks_uri": "http://idp.example/certs"}, {}),
     "plain http issuer": ({**DOC, "issuer": "http://idp.example/"}, {}),
     "jwks_uri not a URL": ({**DOC, "jwks_uri": "certs"}, {}),
+    "jwks_uri with a broken IPv6 host": ({**DOC, "jwks_uri": "https://[idp.example/certs"}, {}),
+    "jwks_uri with a port that is not a number": ({**DOC, "jwks_uri": "https://idp:x/certs"}, {}),
+    "jwks_uri with a port out of range": ({**DOC, "jwks_uri": "https://idp:99999/certs"}, {}),
+    "issuer with a broken IPv6 host": ({**DOC, "issuer": "https://[idp.example"}, {}),
     "template when single tenant expected": (
         {**DOC, "issuer": "https://l/{tenantid}/v2.0"},
         {"multi_tenant": False},

@@ -65,6 +65,8 @@ SKIPPED = {
     "EC key when only RS256 allowed": ec_jwk(ec_key(), "x"),
     "EC unknown curve": {**ec_jwk(ec_key(), "x"), "crv": "P-192"},
     "EC point not on curve": {**ec_jwk(ec_key(), "x"), "y": b64(b"\x01" * 32)},
+    "EC crv a list": {**ec_jwk(ec_key(), "x"), "crv": ["P-256"]},
+    "EC crv an object": {**ec_jwk(ec_key(), "x"), "crv": {"name": "P-256"}},
     "not an object": "key",
     "duplicate kid": {**rsa_jwk(rsa_key("other"), "good")},
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from typing import Any
 
@@ -143,6 +144,7 @@ FAULTS = {
     "HTML body": Fault(body=b"<html>maintenance</html>"),
     "garbage JSON": Fault(body=b'{"keys": 5}'),
     "no usable keys": Fault(body=b'{"keys": [{"kty": "oct", "kid": "x", "k": "AAAA"}]}'),
+    "EC key with a list for crv": Fault(body=b'{"keys": [{"kty": "EC", "kid": "x", "crv": []}]}'),
 }
 
 
@@ -163,6 +165,31 @@ async def test_discovery_outage_on_a_cold_cache_is_keys_unavailable(
     authority.set_fault("discovery", fault)
     with pytest.raises(KeysUnavailableError):
         await validator.validate(authority.mint())
+
+
+async def test_a_key_with_a_malformed_crv_does_not_hide_the_good_keys(
+    authority: Authority, validator: TokenValidator
+) -> None:
+    document = authority.jwks()
+    bad = {"kty": "EC", "kid": "odd", "crv": ["P-256"], "x": "AAAA", "y": "AAAA"}
+    authority.set_fault("jwks", Fault(body=json.dumps({"keys": [bad, *document["keys"]]}).encode()))
+    assert (await validator.validate(authority.mint())).client_id
+
+
+@pytest.mark.parametrize(
+    "jwks_uri",
+    ["https://[login.ccflow.test/keys", "https://login.ccflow.test:x/keys", "https://l/k\x7f"],
+    ids=["broken IPv6 host", "port not a number", "control character"],
+)
+async def test_discovery_naming_an_unusable_jwks_uri_is_keys_unavailable_with_backoff(
+    authority: Authority, validator: TokenValidator, jwks_uri: str
+) -> None:
+    document = {**authority.discovery(), "jwks_uri": jwks_uri}
+    authority.set_fault("discovery", Fault(body=json.dumps(document).encode()))
+    for _ in range(5):
+        with pytest.raises(KeysUnavailableError):
+            await validator.validate(authority.mint())
+    assert fetches(authority) == (1, 0)
 
 
 async def test_cold_outage_backs_off_then_recovers(

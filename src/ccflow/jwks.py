@@ -247,7 +247,9 @@ class AsyncJWKSCache(_Base):
                 answer: _Answer | None
                 try:
                     answer = _answer(await self._http().get(url))
-                except httpx.HTTPError as exc:
+                except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                    # InvalidURL is not an HTTPError; a jwks_uri httpx cannot use is a failed
+                    # fetch (with backoff), not an exception out of every validation.
                     logger.warning("GET %s failed: %s", url, type(exc).__name__)
                     answer = None
                 url = flow.send(answer)

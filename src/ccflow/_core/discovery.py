@@ -13,6 +13,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from ccflow._core.claims import TENANT_PLACEHOLDER
 from ccflow._core.urls import require_secure_url
@@ -85,6 +86,13 @@ def parse_discovery(
     try:
         require_secure_url(issuer.replace(TENANT_PLACEHOLDER, "t"), setting="issuer")
         require_secure_url(jwks_uri, setting="jwks_uri")
+        # The port is parsed only when asked for: a bad one would otherwise surface as an
+        # error of the HTTP client on every later fetch.
+        urlsplit(jwks_uri).port  # noqa: B018
     except ConfigurationError as exc:
         raise DiscoveryError(f"the discovery document is unusable: {exc}") from None
+    except ValueError:  # urlsplit: a broken IPv6 host or port
+        raise DiscoveryError(
+            "the discovery document is unusable: a URL in it is malformed"
+        ) from None
     return ProviderMetadata(issuer=issuer, jwks_uri=jwks_uri)

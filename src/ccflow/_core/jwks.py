@@ -116,7 +116,9 @@ def _load_key(jwk: Mapping[str, Any], algorithms: frozenset[str]) -> SigningKey 
             return None
         fits = set(_RSA_ALGS)
     elif kty == "EC":
-        curve_alg = _EC_CURVES.get(jwk.get("crv"))  # type: ignore[arg-type]
+        crv = jwk.get("crv")
+        # A list or object here would make the lookup itself raise (unhashable).
+        curve_alg = _EC_CURVES.get(crv) if isinstance(crv, str) else None
         x, y = _b64uint(jwk.get("x")), _b64uint(jwk.get("y"))
         if curve_alg is None or x is None or y is None:
             return None
