@@ -44,6 +44,16 @@ BAD_ARGUMENTS: dict[str, tuple[dict[str, Any], str]] = {
         {"tenant_id": TENANT, "audience": "a", "jwks_uri": "http://keys.example/k"},
         "jwks_uri",
     ),
+    "issuer with a broken IPv6 host": ({"issuer": "https://[idp", "audience": "a"}, "issuer"),
+    "issuer port not a number": ({"issuer": "https://idp:x/r", "audience": "a"}, "issuer"),
+    "authority host port out of range": (
+        {"tenant_id": TENANT, "authority_host": "https://login:99999", "audience": "a"},
+        "authority_host",
+    ),
+    "jwks_uri with a broken IPv6 host": (
+        {"tenant_id": TENANT, "audience": "a", "jwks_uri": "https://[keys/k"},
+        "jwks_uri",
+    ),
     "multi-tenant without allowed_tenants": (
         {"tenant_id": "organizations", "audience": "a"},
         "allowed_tenants",
@@ -158,6 +168,14 @@ BAD_ENV: dict[str, tuple[dict[str, str], str]] = {
             "AZURE_AUTHORITY_HOST": "http://login.example",
             "CCFLOW_AUDIENCE": "a",
         },
+        "AZURE_AUTHORITY_HOST",
+    ),
+    "issuer not a valid URL": (
+        {"CCFLOW_ISSUER": "https://[idp", "CCFLOW_AUDIENCE": "a"},
+        "CCFLOW_ISSUER",
+    ),
+    "authority host not a valid URL": (
+        {"CCFLOW_TENANT_ID": TENANT, "AZURE_AUTHORITY_HOST": "[login", "CCFLOW_AUDIENCE": "a"},
         "AZURE_AUTHORITY_HOST",
     ),
     "bad tenant": ({"CCFLOW_TENANT_ID": "a b", "CCFLOW_AUDIENCE": "a"}, "CCFLOW_TENANT_ID"),

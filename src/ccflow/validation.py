@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from types import MappingProxyType
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import httpx
 from cachetools import Cache
@@ -125,6 +126,23 @@ def _split_env(value: str | None) -> list[str] | None:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
+def _valid_url(url: str, setting: str, *, authority_host: bool = False) -> str:
+    """``require_secure_url`` (or ``normalize_authority_host``), plus what ``urlsplit`` raises
+    ``ValueError`` for (a broken IPv6 host) or checks only when asked (the port): a URL the
+    HTTP client could never use fails here, naming the setting, not on every request."""
+    try:
+        if authority_host:
+            url = normalize_authority_host(url, setting=setting)
+        else:
+            require_secure_url(url, setting=setting)
+        urlsplit(url).port  # noqa: B018
+    except ValueError:
+        raise ConfigurationError(
+            f"{setting} is not a valid URL, got {url!r}", setting=setting
+        ) from None
+    return url
+
+
 def _seconds(value: object, setting: str) -> float:
     if (
         isinstance(value, bool)
@@ -209,7 +227,7 @@ class TokenValidator:
             max_stale=_seconds(jwks_max_stale, "jwks_max_stale"),
         )
         if jwks_uri is not None:
-            require_secure_url(jwks_uri, setting=_name("jwks_uri"))
+            _valid_url(jwks_uri, _name("jwks_uri"))
 
         if issuer is not None and tenant_id is not None:
             raise _config_error(
@@ -223,6 +241,7 @@ class TokenValidator:
         if issuer is not None:
             if not isinstance(issuer, str) or not issuer.strip():
                 raise _config_error("issuer", "must be the issuer URL")
+            _valid_url(issuer, _name("issuer"))
             url = discovery_url_for_issuer(issuer, setting=_name("issuer"))
             plan = (
                 KeySourcePlan(jwks_uri=jwks_uri, static_issuers=(IssuerRule(issuer),))
@@ -242,7 +261,7 @@ class TokenValidator:
                     authority_host, host_setting = env_host, "AZURE_AUTHORITY_HOST"
                 else:
                     authority_host = DEFAULT_AUTHORITY_HOST
-            host = normalize_authority_host(authority_host, setting=_name(host_setting))
+            host = _valid_url(authority_host, _name(host_setting), authority_host=True)
             try:
                 v2 = discovery_url_for(host, tenant)
                 v1 = discovery_url_for(host, tenant, version=1)
