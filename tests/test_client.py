@@ -439,6 +439,31 @@ def test_from_env_names_the_missing_variable(missing: str, setting: str) -> None
     assert info.value.setting == setting
 
 
+def test_a_bad_authority_host_from_the_environment_is_named_as_such(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AZURE_AUTHORITY_HOST", "http://login.example")
+    with pytest.raises(ConfigurationError, match="AZURE_AUTHORITY_HOST") as info:
+        TokenClient(client_id="c", client_secret="s", tenant_id="t")
+    assert info.value.setting == "AZURE_AUTHORITY_HOST"
+
+
+def test_an_authority_host_argument_wins_over_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AZURE_AUTHORITY_HOST", "http://login.example")
+    tc = TokenClient(
+        client_id="c", client_secret="s", tenant_id="t", authority_host="login.microsoftonline.us"
+    )
+    assert tc.token_endpoint == "https://login.microsoftonline.us/t/oauth2/v2.0/token"
+
+
+def test_a_secret_with_private_key_jwt_is_refused_by_the_constructor() -> None:
+    with pytest.raises(ConfigurationError, match="private_key_jwt") as info:
+        TokenClient(client_id="c", client_secret="s", tenant_id="t", auth_method="private_key_jwt")
+    assert info.value.setting == "auth_method"
+
+
 def test_from_env_refuses_plain_http_endpoint() -> None:
     env = {**ENV, "CCFLOW_TOKEN_ENDPOINT": "http://idp.example/token"}
     with pytest.raises(ConfigurationError) as info:

@@ -112,6 +112,14 @@ class _ClientBase:
                 f"auth_method must be one of {', '.join(AUTH_METHODS)}, got {auth_method!r}",
                 setting="auth_method",
             )
+        if isinstance(credential, ClientSecret) and auth_method == "private_key_jwt":
+            # Found here rather than on the first get_token(): the constructor does no IO but
+            # should still refuse a combination that can never work.
+            raise ConfigurationError(
+                "auth_method 'private_key_jwt' needs a certificate or assertion credential; a "
+                "client secret is sent with 'client_secret_post' or 'client_secret_basic'",
+                setting="auth_method",
+            )
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise ConfigurationError("max_retries must be an int >= 0", setting="max_retries")
         if not isinstance(refresh_margin, int | float) or refresh_margin < 0:
@@ -133,9 +141,16 @@ class _ClientBase:
                     "non-Azure OAuth 2.0 server",
                     setting="tenant_id",
                 )
-            host = normalize_authority_host(
-                authority_host or os.environ.get("AZURE_AUTHORITY_HOST") or DEFAULT_AUTHORITY_HOST
-            )
+            # Name the setting the value came from, so a bad AZURE_AUTHORITY_HOST is not
+            # reported as an authority_host argument the caller never passed.
+            if authority_host is not None:
+                host = normalize_authority_host(authority_host)
+            elif os.environ.get("AZURE_AUTHORITY_HOST"):
+                host = normalize_authority_host(
+                    os.environ["AZURE_AUTHORITY_HOST"], setting="AZURE_AUTHORITY_HOST"
+                )
+            else:
+                host = DEFAULT_AUTHORITY_HOST
             endpoint = token_endpoint_for(host, tenant_id)
             azure = True
         self.client_id = client_id
