@@ -439,6 +439,26 @@ def test_from_env_names_the_missing_variable(missing: str, setting: str) -> None
     assert info.value.setting == setting
 
 
+@pytest.mark.parametrize(
+    ("env", "names", "setting"),
+    [
+        ({}, ["AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET"], "AZURE_CLIENT_ID"),
+        ({"AZURE_CLIENT_ID": "cid"}, ["AZURE_TENANT_ID", "AZURE_CLIENT_SECRET"], "AZURE_TENANT_ID"),
+        ({"AZURE_TENANT_ID": "tid"}, ["AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET"], "AZURE_CLIENT_ID"),
+        ({"AZURE_CLIENT_SECRET": "sec"}, ["AZURE_CLIENT_ID", "AZURE_TENANT_ID"], "AZURE_CLIENT_ID"),
+    ],
+)
+def test_from_env_names_every_missing_variable_at_once(
+    env: dict[str, str], names: list[str], setting: str
+) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        TokenClient.from_env(environ=env)
+    for name in names:
+        assert name in str(info.value)
+    assert info.value.setting == setting
+    assert "sec" not in str(info.value).replace("AZURE_CLIENT_SECRET", "")
+
+
 def test_a_bad_authority_host_from_the_environment_is_named_as_such(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -52,6 +52,7 @@ from ccflow._core.urls import (
 )
 from ccflow.credentials import (
     AUTH_METHODS,
+    CREDENTIAL_VARIABLES,
     AsyncCredential,
     ClientSecret,
     Credential,
@@ -203,21 +204,40 @@ class _ClientBase:
         """
         env = os.environ if environ is None else environ
         client_id = env.get("AZURE_CLIENT_ID")
-        if not client_id:
-            raise ConfigurationError("AZURE_CLIENT_ID is not set", setting="AZURE_CLIENT_ID")
-        credential = credential_from_env(env)
         endpoint = env.get("CCFLOW_TOKEN_ENDPOINT")
+        tenant_id = env.get("AZURE_TENANT_ID")
+        # Every missing variable in one message, so a bare environment is fixed in one go.
+        missing: list[ConfigurationError] = []
+        if not client_id:
+            missing.append(
+                ConfigurationError("AZURE_CLIENT_ID is not set", setting="AZURE_CLIENT_ID")
+            )
+        if not endpoint and not tenant_id:
+            missing.append(
+                ConfigurationError(
+                    "AZURE_TENANT_ID is not set (or set CCFLOW_TOKEN_ENDPOINT for another server)",
+                    setting="AZURE_TENANT_ID",
+                )
+            )
+        if missing and not any(env.get(name) for name in CREDENTIAL_VARIABLES):
+            try:
+                credential_from_env(env)
+            except ConfigurationError as exc:
+                missing.append(exc)
+        if len(missing) == 1:
+            raise missing[0]
+        if missing:
+            raise ConfigurationError(
+                "; ".join(str(exc) for exc in missing), setting=missing[0].setting
+            )
+        assert client_id is not None
+        credential = credential_from_env(env)
         if endpoint:
             require_secure_url(endpoint, setting="CCFLOW_TOKEN_ENDPOINT")
             return cls(
                 client_id=client_id, credential=credential, token_endpoint=endpoint, **options
             )
-        tenant_id = env.get("AZURE_TENANT_ID")
-        if not tenant_id:
-            raise ConfigurationError(
-                "AZURE_TENANT_ID is not set (or set CCFLOW_TOKEN_ENDPOINT for another server)",
-                setting="AZURE_TENANT_ID",
-            )
+        assert tenant_id is not None
         host = env.get("AZURE_AUTHORITY_HOST") or DEFAULT_AUTHORITY_HOST
         return cls(
             client_id=client_id,

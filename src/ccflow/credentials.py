@@ -69,6 +69,7 @@ from ccflow.errors import ConfigurationError, CredentialError
 
 __all__ = [
     "AUTH_METHODS",
+    "CREDENTIAL_VARIABLES",
     "AsyncCredential",
     "ClientAssertion",
     "ClientCertificate",
@@ -671,6 +672,12 @@ class FederatedTokenFile(_AssertionSource):
 # -- the environment -----------------------------------------------------------------------
 
 _CHAIN_ON = ("1", "true")
+#: The variables that name a credential, one of which :func:`credential_from_env` needs.
+CREDENTIAL_VARIABLES = (
+    "AZURE_CLIENT_SECRET",
+    "AZURE_CLIENT_CERTIFICATE_PATH",
+    "AZURE_FEDERATED_TOKEN_FILE",
+)
 
 
 def credential_from_env(environ: Mapping[str, str]) -> Credential:
