@@ -67,6 +67,15 @@ def test_add_refuses_what_is_not_a_finite_number(
     assert response.status_code == 400
 
 
+@pytest.mark.parametrize(("a", "b"), [("1e308", "1e308"), ("-1.7e308", "-1.7e308")])
+def test_add_refuses_a_sum_too_large_to_be_a_finite_number(
+    authority: Authority, api: TestClient, a: str, b: str
+) -> None:
+    response = api.get(f"/calc/v1/add/{a}/{b}", headers=bearer(authority.mint()))
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_number"
+
+
 def test_healthz_needs_no_token(api: TestClient) -> None:
     assert (api.get("/healthz").status_code, api.get("/healthz").text) == (200, "ok")
 

@@ -40,17 +40,24 @@ def _number(text: str) -> int | float | None:
     return value if math.isfinite(value) else None
 
 
+def _invalid_number(description: str) -> JSONResponse:
+    return JSONResponse(
+        {"error": "invalid_number", "error_description": description}, status_code=400
+    )
+
+
 async def add(request: Request) -> JSONResponse:
     """``{"result": a + b, "caller": <azp or appid>}``."""
     a = _number(request.path_params["a"])
     b = _number(request.path_params["b"])
     if a is None or b is None:
-        return JSONResponse(
-            {"error": "invalid_number", "error_description": "a and b must be finite numbers"},
-            status_code=400,
-        )
+        return _invalid_number("a and b must be finite numbers")
+    result = a + b
+    if isinstance(result, float) and not math.isfinite(result):
+        # 1e308 + 1e308 overflows to inf, which JSON cannot carry (it would be a 500).
+        return _invalid_number("a + b is not a finite number")
     user: TokenUser = request.user
-    return JSONResponse({"result": a + b, "caller": user.client_id})
+    return JSONResponse({"result": result, "caller": user.client_id})
 
 
 async def healthz(request: Request) -> PlainTextResponse:
