@@ -485,6 +485,30 @@ def test_verify_over_tls_with_ca_file(tls_server: Server) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_verify_over_tls_without_ca_file_says_why_and_how(tls_server: Server) -> None:
+    token = ccflow(
+        *token_args(tls_server), "--ca-file", tls_server.info["ca_file"], env=secret_env(tls_server)
+    ).stdout.strip()
+    result = ccflow(*verify_args(tls_server, token))
+    assert result.returncode == 3
+    # One error line naming the failed request, its TLS cause and the fix; no raw log lines.
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("ccflow: error: cannot check the token:")
+    assert "CERTIFICATE_VERIFY_FAILED" in result.stderr
+    assert "--ca-file" in result.stderr
+    assert_no_traceback(result)
+
+
+def test_verify_not_a_jwt_without_audience_says_malformed(server: Server) -> None:
+    args = verify_args(server, "not-a-token")
+    i = args.index("--audience")
+    del args[i : i + 2]
+    result = ccflow(*args)
+    assert result.returncode == 1
+    assert result.stdout.startswith("INVALID: a JWT has 3 dot-separated parts")
+    assert "failed check: malformed" in result.stdout
+
+
 # --- the same commands in-process (ccflow.cli.main), so coverage sees them -------------------
 
 

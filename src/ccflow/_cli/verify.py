@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import logging
 import os
+import ssl
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -116,8 +120,58 @@ def _validator_kwargs(args: argparse.Namespace, audiences: tuple[str, ...]) -> d
     return kwargs
 
 
-async def _validate(args: argparse.Namespace, token: str, audiences: tuple[str, ...]) -> Any:
-    async with httpx.AsyncClient(verify=verify_for(args.ca_file)) as http_client:
+class _FetchRecorder(httpx.AsyncBaseTransport):
+    """The HTTP transport of ``verify``, remembering the last request that failed and why:
+    the validator only says that no keys could be had, the user needs to know the cause."""
+
+    def __init__(self, verify: ssl.SSLContext | bool) -> None:
+        self._inner = httpx.AsyncHTTPTransport(verify=verify)
+        self.failure: str | None = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            response = await self._inner.handle_async_request(request)
+        except httpx.TransportError as exc:
+            self.failure = f"{request.method} {request.url} failed: {type(exc).__name__}: {exc}"
+            raise
+        if response.status_code >= 400:
+            self.failure = f"{request.method} {request.url} answered HTTP {response.status_code}"
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    def explain(self) -> str:
+        """``"; <what failed>"`` plus a hint for TLS failures, or ``""``."""
+        if self.failure is None:
+            return ""
+        lowered = self.failure.lower()
+        hint = (
+            "; if the authority uses a private CA (such as the local authority's),"
+            " pass --ca-file PEM or set SSL_CERT_FILE"
+            if "certificate" in lowered or "ssl" in lowered
+            else ""
+        )
+        return f"; {self.failure}{hint}"
+
+
+@contextlib.contextmanager
+def _quiet_key_fetch_warnings() -> Iterator[None]:
+    """Keep the JWKS cache's warnings (meant for a server's log) off the terminal when nobody
+    configured logging: the error line says what failed. Configured handlers still get them."""
+    ccflow_logger = logging.getLogger("ccflow")
+    quiet = logging.NullHandler()
+    ccflow_logger.addHandler(quiet)
+    try:
+        yield
+    finally:
+        ccflow_logger.removeHandler(quiet)
+
+
+async def _validate(
+    args: argparse.Namespace, token: str, audiences: tuple[str, ...], transport: _FetchRecorder
+) -> Any:
+    async with httpx.AsyncClient(transport=transport) as http_client:
         validator = TokenValidator(**_validator_kwargs(args, audiences), http_client=http_client)
         try:
             result = await validator.validate(token)
@@ -129,11 +183,12 @@ async def _validate(args: argparse.Namespace, token: str, audiences: tuple[str, 
 
 
 def _unverified_audiences(token: str) -> tuple[str, ...]:
-    """The token's own ``aud``: used only when the user gave no audience to check against."""
-    try:
-        aud = decode_unverified(token).claims.get("aud")
-    except InvalidTokenError:
-        return ()
+    """The token's own ``aud``: used only when the user gave no audience to check against.
+
+    Raises :class:`InvalidTokenError` (``malformed``) when the text is not a JWT at all, so
+    that the verdict names that, not a missing audience.
+    """
+    aud = decode_unverified(token).claims.get("aud")
     if isinstance(aud, str):
         return (aud,)
     if isinstance(aud, list):
@@ -175,21 +230,23 @@ def run(args: argparse.Namespace) -> int:
         error("no token given")
         return EXIT_USAGE
     checks = ["signature", "issuer", "audience", "times"]
-    audiences = _audiences(args)
-    if not audiences:
-        # The validator insists on an audience; with none given, check everything else.
-        audiences = _unverified_audiences(token)
-        checks[2:3] = []
-        if not audiences:
-            print("INVALID: the token has no audience (aud) claim")
-            print("  failed check: audience (claim: aud)")
-            return EXIT_REFUSED
     if args.allowed_client:
         checks.append("caller")
     if args.role:
         checks.append("role")
     try:
-        result = asyncio.run(_validate(args, token, audiences))
+        fetches = _FetchRecorder(verify_for(args.ca_file))
+        audiences = _audiences(args)
+        if not audiences:
+            # The validator insists on an audience; with none given, check everything else.
+            audiences = _unverified_audiences(token)
+            checks.remove("audience")
+            if not audiences:
+                print("INVALID: the token has no audience (aud) claim")
+                print("  failed check: audience (claim: aud)")
+                return EXIT_REFUSED
+        with _quiet_key_fetch_warnings():
+            result = asyncio.run(_validate(args, token, audiences, fetches))
     except InvalidTokenError as exc:
         print(f"INVALID: {exc}")
         claim = f" (claim: {exc.claim})" if exc.claim else ""
@@ -201,7 +258,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  failed check: {exc.reason}{required}")
         return EXIT_REFUSED
     except (KeysUnavailableError, AuthorityUnreachableError) as exc:
-        error(f"cannot check the token: {exc}")
+        error(f"cannot check the token: {exc}{fetches.explain()}")
         return EXIT_NETWORK
     except (ConfigurationError, CredentialError) as exc:
         error(str(exc))
