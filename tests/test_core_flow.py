@@ -19,12 +19,13 @@ from ccflow._core.flow import (
     Send,
     Step,
     StepReply,
+    Unprepared,
     Wait,
     fetch_flow,
 )
 from ccflow._core.retry import RetryPolicy
 from ccflow._core.tokens import AccessToken, ErrorContext, RequestFields
-from ccflow.errors import AuthorityUnreachableError, TokenRequestError
+from ccflow.errors import AuthorityUnreachableError, CredentialError, TokenRequestError
 
 ENDPOINT = "https://login.test/tenant/oauth2/v2.0/token"
 SCOPES = ("api://calc/.default",)
@@ -178,3 +179,30 @@ def test_raised_error_carries_no_exception_context() -> None:
         run([RESET] * 4)
     assert info.value.__context__ is None
     assert info.value.__cause__ is None
+
+
+def unprepared_flow(cached: CacheEntry | None) -> Generator[Step, StepReply, FetchOutcome]:
+    flow = fetch_flow(CONFIG, SCOPES, cached=cached, now=1000.0, context=CONTEXT)
+    assert isinstance(flow.send(None), Prepare)
+    return flow
+
+
+def test_a_failing_credential_during_a_refresh_serves_the_valid_token() -> None:
+    cached = valid_entry()
+    error = CredentialError("the assertion callable make failed: RuntimeError")
+    with pytest.raises(StopIteration) as stop:
+        unprepared_flow(cached).send(Unprepared(error, 1000.0))
+    outcome: FetchOutcome = stop.value.value
+    assert outcome.entry.token is cached.token
+    assert outcome.error is error
+    assert outcome.entry.refresh_at == 1000.0 + 30
+
+
+@pytest.mark.parametrize("cached", [None, CacheEntry(AccessToken("old", 900, scopes=SCOPES), 800)])
+def test_a_failing_credential_without_a_valid_token_raises_its_error(
+    cached: CacheEntry | None,
+) -> None:
+    error = CredentialError("cannot read federated token file '/var/run/token'")
+    with pytest.raises(CredentialError) as info:
+        unprepared_flow(cached).send(Unprepared(error, 1000.0))
+    assert info.value is error

@@ -246,6 +246,65 @@ async def test_async_client_calls_the_callable_in_a_thread(
     assert threads[0] != main
 
 
+def failing_after_first(authority: Authority, cert: CertificateMaterial) -> Source:
+    """A source that makes one good assertion, then fails (its identity provider went down)."""
+    client_id = authority.client("calc-client").client_id
+
+    def make(call: int) -> str:
+        if call > 1:
+            raise RuntimeError("identity provider unavailable")
+        return client_assertion(
+            cert, client_id=client_id, audience=authority.token_endpoint, now=NOW
+        )
+
+    return Source(make)
+
+
+def test_a_failing_credential_during_a_proactive_refresh_serves_the_cached_token(
+    authority: Authority, cert: CertificateMaterial
+) -> None:
+    source = failing_after_first(authority, cert)
+    now = [NOW]
+    with TokenClient(
+        client_id=authority.client("calc-client").client_id,
+        credential=ClientAssertion(source),
+        token_endpoint=authority.token_endpoint,
+        http_client=httpx.Client(transport=authority.transport()),
+        clock=lambda: now[0],
+    ) as client:
+        scope = authority.api("calc-api").default_scope
+        first = client.get_token(scope)
+        now[0] = NOW + 3300  # refresh due; the token is valid for 299 s more
+        assert client.get_token(scope) is first
+        assert source.calls == 2
+        now[0] = first.expires_on  # expired: now the credential's error must surface
+        with pytest.raises(CredentialError, match="failed"):
+            client.get_token(scope)
+
+
+@pytest.mark.anyio
+async def test_a_failing_credential_during_a_proactive_refresh_serves_the_cached_token_async(
+    authority: Authority, cert: CertificateMaterial
+) -> None:
+    source = failing_after_first(authority, cert)
+    now = [NOW]
+    async with AsyncTokenClient(
+        client_id=authority.client("calc-client").client_id,
+        credential=ClientAssertion(source),
+        token_endpoint=authority.token_endpoint,
+        http_client=httpx.AsyncClient(transport=authority.transport()),
+        clock=lambda: now[0],
+    ) as client:
+        scope = authority.api("calc-api").default_scope
+        first = await client.get_token(scope)
+        now[0] = NOW + 3300
+        assert await client.get_token(scope) is first
+        assert source.calls == 2
+        now[0] = first.expires_on
+        with pytest.raises(CredentialError, match="failed"):
+            await client.get_token(scope)
+
+
 # --- FederatedTokenFile ------------------------------------------------------------------------
 
 

@@ -34,6 +34,7 @@ from ccflow._core.flow import (
     Send,
     Step,
     StepReply,
+    Unprepared,
     fetch_flow,
 )
 from ccflow._core.retry import RetryPolicy
@@ -58,7 +59,7 @@ from ccflow.credentials import (
     Credential,
     credential_from_env,
 )
-from ccflow.errors import CCFlowError, ConfigurationError
+from ccflow.errors import CCFlowError, ConfigurationError, CredentialError
 
 if TYPE_CHECKING:
     from ccflow.httpx_auth import BearerAuth
@@ -282,14 +283,17 @@ class _ClientBase:
         context = ErrorContext(self.client_id, self.token_endpoint, key, completed)
         return fetch_flow(self._config, key, cached=cached, now=now, context=context)
 
-    def _request_fields(self, step: Prepare) -> Prepared:
+    def _request_fields(self, step: Prepare) -> Prepared | Unprepared:
         now = self._clock()
-        fields = self._credential.request_fields(
-            client_id=step.client_id,
-            token_endpoint=step.token_endpoint,
-            auth_method=step.auth_method,
-            now=now,
-        )
+        try:
+            fields = self._credential.request_fields(
+                client_id=step.client_id,
+                token_endpoint=step.token_endpoint,
+                auth_method=step.auth_method,
+                now=now,
+            )
+        except CredentialError as exc:
+            return Unprepared(exc, now)  # the flow decides: serve the cached token or raise
         return Prepared(fields, now)
 
     def _reply(self, response: httpx.Response) -> Reply:
@@ -635,16 +639,19 @@ class AsyncTokenClient(_ClientBase):
         finally:
             flow.close()
 
-    async def _arequest_fields(self, step: Prepare) -> Prepared:
+    async def _arequest_fields(self, step: Prepare) -> Prepared | Unprepared:
         credential = self._credential
         if isinstance(credential, AsyncCredential):
             now = self._clock()
-            fields = await credential.arequest_fields(
-                client_id=step.client_id,
-                token_endpoint=step.token_endpoint,
-                auth_method=step.auth_method,
-                now=now,
-            )
+            try:
+                fields = await credential.arequest_fields(
+                    client_id=step.client_id,
+                    token_endpoint=step.token_endpoint,
+                    auth_method=step.auth_method,
+                    now=now,
+                )
+            except CredentialError as exc:
+                return Unprepared(exc, now)
             return Prepared(fields, now)
         return self._request_fields(step)
 

@@ -13,6 +13,7 @@ serving a still-valid token when a refresh fails. The faces only perform the ste
             break
         if isinstance(step, Prepare):   # ask the credential, read the clock
             reply = Prepared(credential.request_fields(...), clock())
+            # or Unprepared(error, clock()) when the credential raised CredentialError
         elif isinstance(step, Send):    # POST it
             reply = Reply(status, body, retry_after_header, clock())  # or Failure(...)
         else:                           # Wait
@@ -44,6 +45,7 @@ __all__ = [
     "Reply",
     "Send",
     "Step",
+    "Unprepared",
     "Wait",
     "fetch_flow",
 ]
@@ -74,6 +76,15 @@ class Prepared:
     """Reply to :class:`Prepare`: the credential's fields and the time they were made."""
 
     fields: RequestFields
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class Unprepared:
+    """Reply to :class:`Prepare` when the credential could not produce its fields (its
+    assertion source is down, its token file unreadable...): ``error`` and when it happened."""
+
+    error: CCFlowError
     now: float
 
 
@@ -111,7 +122,7 @@ class Wait:
 
 
 Step = Prepare | Send | Wait
-StepReply = Prepared | Reply | Failure | float | None
+StepReply = Prepared | Unprepared | Reply | Failure | float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,14 +147,21 @@ def fetch_flow(
     """Fetch a token for ``scopes``, retrying transient failures.
 
     When ``cached`` is still usable at ``now`` (a proactive refresh), one attempt is made and
-    a failure serves ``cached`` again instead of raising: callers should not wait through
-    backoff for a token they already have.
+    a failure (of the request or of the credential) serves ``cached`` again instead of
+    raising: callers should not wait through backoff for a token they already have.
     """
     usable = RefreshPolicy.state(cached, now) in (TokenState.FRESH, TokenState.STALE)
     max_retries = 0 if usable else config.retry.max_retries
     attempt = 0
     while True:
         prepared = yield Prepare(config.client_id, config.token_endpoint, config.auth_method)
+        if isinstance(prepared, Unprepared):
+            # Nothing to send, and not a transient network fault worth a backoff here; but a
+            # still-valid cached token is served as after any other failed refresh.
+            kept = config.refresh.after_failure(cached, now=prepared.now)
+            if kept is None:
+                raise prepared.error
+            return FetchOutcome(kept, None, attempt + 1, prepared.error)
         assert isinstance(prepared, Prepared)
         request = build_token_request(config.token_endpoint, scopes, prepared.fields)
         reply = yield Send(request)
