@@ -128,3 +128,47 @@ def test_the_docs_example_runs(pytester: pytest.Pytester) -> None:
     )
     pytester.syspathinsert()
     run(pytester, example, passed=1)
+
+
+def test_tokens_follow_the_server_when_the_test_uses_it(pytester: pytest.Pytester) -> None:
+    run(
+        pytester,
+        """
+        import asyncio, ssl, httpx
+        from ccflow import TokenValidator
+
+        def test_server_tokens_validate(ccflow_authority_server, ccflow_tokens):
+            authority = ccflow_authority_server.authority
+            assert ccflow_tokens.authority is authority
+            ctx = ssl.create_default_context(cafile=str(ccflow_authority_server.ca_file))
+
+            async def validate():
+                async with httpx.AsyncClient(verify=ctx) as http:
+                    validator = TokenValidator(
+                        tenant_id=authority.tenant_id, authority_host=authority.host,
+                        audience=authority.api("calc-api").client_id, http_client=http)
+                    try:
+                        return await validator.validate(ccflow_tokens.valid())
+                    finally:
+                        await validator.aclose()
+
+            assert asyncio.run(validate()).client_id == authority.client("calc-client").client_id
+    """,
+        passed=1,
+    )
+
+
+def test_marker_with_an_unknown_keyword_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.ccflow_authority(token_lifetim=60)
+        def test_typo(ccflow_authority):
+            pass
+    """
+    )
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-p", "no:hypothesispytest")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*unknown keyword(s) token_lifetim; it takes registrations*"])
+    result.stdout.no_fnmatch_line("*TypeError*")

@@ -9,10 +9,13 @@ Fixtures (function-scoped, each test gets a fresh authority with no faults):
 - ``ccflow_authority_server``: the authority as a real HTTPS server on 127.0.0.1 (a free
   port), an :class:`~ccflow.authority.AuthorityServer` (``.authority``, ``.url``,
   ``.ca_file``), stopped after the test.
-- ``ccflow_tokens``: a :class:`~ccflow.testing.TokenFactory` on ``ccflow_authority``.
+- ``ccflow_tokens``: a :class:`~ccflow.testing.TokenFactory` on ``ccflow_authority``, or on
+  ``ccflow_authority_server.authority`` when the test uses the server (so that its tokens
+  carry the server's issuer and pass validators pointed at it).
 
 Configure the authority with the ``ccflow_authority`` marker, whose keyword arguments go to
-``Authority(...)`` (``registrations``, ``token_lifetime``, ``clock``, ``host``)::
+``Authority(...)`` (``registrations``, ``token_lifetime``, ``clock``, ``host``,
+``one_time_assertions``; others are a usage error)::
 
     @pytest.mark.ccflow_authority(token_lifetime=60)
     def test_short_tokens(ccflow_tokens): ...
@@ -47,8 +50,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         f"{_MARKER}(**kwargs): keyword arguments for the local Authority of the ccflow "
-        "fixtures (registrations=, token_lifetime=, clock=, host=)",
+        "fixtures (registrations=, token_lifetime=, clock=, host=, one_time_assertions=)",
     )
+
+
+_KEYWORDS = ("registrations", "host", "token_lifetime", "clock", "one_time_assertions")
 
 
 def _options(request: pytest.FixtureRequest) -> dict[str, Any]:
@@ -57,6 +63,12 @@ def _options(request: pytest.FixtureRequest) -> dict[str, Any]:
         return {}
     if marker.args:
         raise pytest.UsageError(f"@pytest.mark.{_MARKER} takes keyword arguments only")
+    unknown = sorted(set(marker.kwargs) - set(_KEYWORDS))
+    if unknown:
+        raise pytest.UsageError(
+            f"@pytest.mark.{_MARKER}: unknown keyword(s) {', '.join(unknown)}; "
+            f"it takes {', '.join(_KEYWORDS)}"
+        )
     return dict(marker.kwargs)
 
 
@@ -95,8 +107,13 @@ def ccflow_authority_server(request: pytest.FixtureRequest) -> Iterator[Authorit
 
 
 @pytest.fixture
-def ccflow_tokens(ccflow_authority: Authority) -> TokenFactory:
-    """A :class:`~ccflow.testing.TokenFactory` on ``ccflow_authority``."""
+def ccflow_tokens(request: pytest.FixtureRequest) -> TokenFactory:
+    """A :class:`~ccflow.testing.TokenFactory` on ``ccflow_authority``, or on the server's
+    authority when the test uses ``ccflow_authority_server``."""
     from ccflow.testing import TokenFactory
 
-    return TokenFactory(ccflow_authority)
+    if "ccflow_authority_server" in request.fixturenames:
+        server: AuthorityServer = request.getfixturevalue("ccflow_authority_server")
+        return TokenFactory(server.authority)
+    authority: Authority = request.getfixturevalue("ccflow_authority")
+    return TokenFactory(authority)
