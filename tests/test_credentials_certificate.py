@@ -430,6 +430,14 @@ def test_missing_file_names_the_path(tmp_path: Path) -> None:
         ClientCertificate(tmp_path / "missing.pem")
 
 
+@pytest.mark.parametrize("path", ["", "  "])
+def test_an_empty_path_is_a_configuration_error(path: str) -> None:
+    # Path("") is "." (the working directory): "Is a directory" would send the user astray.
+    with pytest.raises(ConfigurationError, match="empty") as info:
+        ClientCertificate(path)
+    assert info.value.setting == "certificate"
+
+
 @pytest.mark.parametrize("algorithm", ["ES256", "HS256", "ps256", ""])
 def test_unknown_algorithm(cert: CertificateMaterial, algorithm: str) -> None:
     with pytest.raises(ConfigurationError) as info:

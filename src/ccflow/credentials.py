@@ -217,6 +217,11 @@ def _read_source(certificate: str | os.PathLike[str] | bytes) -> tuple[bytes, st
             f"certificate must be a path or PEM/PKCS#12 bytes, got {type(certificate).__name__}",
             setting="certificate",
         )
+    if not str(certificate).strip():
+        # Path("") means the working directory; say what is actually wrong.
+        raise ConfigurationError(
+            "the certificate path is empty (AZURE_CLIENT_CERTIFICATE_PATH)", setting="certificate"
+        )
     path = Path(certificate)
     try:
         return path.read_bytes(), f"certificate file {str(path)!r}"
