@@ -371,3 +371,49 @@ def test_example_test_file_passes(block: Block, bed: Bed, env: None, pytester: A
     pytester.makepyfile(test_example=_substituted(block.source, bed))
     result = pytester.runpytest_inprocess("-W", "error")
     result.assert_outcomes(passed=block.source.count("def test_"))
+
+
+def _advice_rows() -> list[tuple[int, str]]:
+    text = (ROOT / "docs" / "errors.md").read_text(encoding="utf-8")
+    table = text.split("| code | the message begins |", 1)[1].split("\n\n", 1)[0]
+    rows = []
+    for line in table.splitlines()[2:]:
+        codes, begins = (cell.strip() for cell in line.strip("|").split("|"))
+        for code in re.findall(r"AADSTS(\d+)", codes):
+            rows.append((int(code), begins.strip("`")))
+    return rows
+
+
+@pytest.mark.parametrize(("code", "begins"), _advice_rows())
+def test_errors_page_quotes_the_message_for_each_code(code: int, begins: str) -> None:
+    """docs/errors.md shows the start of the message ccflow's core writes for each code."""
+    from ccflow._core.tokens import ErrorContext, describe_token_error
+    from ccflow.errors import TokenRequestError
+
+    context = ErrorContext(
+        "<id>", "https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token", ("<scopes>",), ()
+    )
+    err = TokenRequestError("", status_code=400, error="invalid_request", error_codes=[code])
+    message = describe_token_error(err, context)
+    for part in begins.split("..."):
+        assert part.strip(" :") in message, (code, part)
+    assert message.startswith(begins.split("...")[0].rstrip(" :"))
+
+
+def test_errors_page_advice_table_is_there() -> None:
+    assert {code for code, _ in _advice_rows()} == {7000215, 700016, 500011, 1002012, 70011, 90002}
+
+
+def test_configuration_page_lists_every_variable_the_code_reads() -> None:
+    pattern = re.compile(r"[\"'](?:AZURE|CCFLOW|SSL|CALC)_[A-Z0-9_]+[\"']")
+    read = {
+        match.group(0).strip("\"'")
+        for folder in ("src", "examples")
+        for path in (ROOT / folder).rglob("*.py")
+        for match in pattern.finditer(path.read_text(encoding="utf-8"))
+    }
+    page = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    listed = set(re.findall(r"^\| `([A-Z0-9_]+)` \|", page, re.M))
+    assert "AZURE_CLIENT_SECRET" in read
+    assert read - listed == set()
+    assert listed - read == set()
