@@ -116,6 +116,25 @@ def test_client_reports_a_refusal_with_the_challenge(authority: Authority, api: 
         )
 
 
+def test_client_reports_an_error_body_when_there_is_no_challenge(
+    authority: Authority, api: TestClient
+) -> None:
+    caller = authority.client("calc-client")
+    with (
+        TokenClient(
+            client_id=caller.client_id,
+            client_secret=caller.secret,
+            tenant_id=authority.tenant_id,
+            authority_host=authority.host,
+            http_client=httpx.Client(transport=authority.transport()),
+        ) as tokens,
+        pytest.raises(httpx.HTTPStatusError, match="400 a and b must be finite numbers"),
+    ):
+        calc_client.add(
+            "x", "3", tokens=tokens, scope=authority.api("calc-api").default_scope, api=api
+        )
+
+
 # --- configured from the environment, as `uvicorn examples.calc_api.app:app` runs it --------
 
 

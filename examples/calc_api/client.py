@@ -34,13 +34,24 @@ def add(a: str, b: str, *, tokens: TokenClient, scope: str, api: httpx.Client) -
     token = tokens.get_token(scope)
     response = api.get(f"/calc/v1/add/{a}/{b}", headers={"Authorization": f"Bearer {token.token}"})
     if response.status_code != 200:
-        challenge = response.headers.get("www-authenticate", "")
+        # A refusal explains itself in WWW-Authenticate; other errors (a 400 for a number
+        # that is not one, a 503) in the JSON body.
+        detail = response.headers.get("www-authenticate") or _error_description(response)
         raise httpx.HTTPStatusError(
-            f"calc API answered {response.status_code} {challenge}".rstrip(),
+            f"calc API answered {response.status_code} {detail}".rstrip(),
             request=response.request,
             response=response,
         )
     return response.json()
+
+
+def _error_description(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    description = body.get("error_description") if isinstance(body, dict) else None
+    return description if isinstance(description, str) else ""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
