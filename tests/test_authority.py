@@ -328,9 +328,23 @@ def test_unknown_tenant(authority: Authority, http: httpx.Client) -> None:
     assert_aad_error(http.post(url, data=form(authority)), 400, "invalid_request", 90002)
 
 
-def test_unknown_tenant_discovery(authority: Authority, http: httpx.Client) -> None:
-    url = f"{authority.host}/no-such-tenant/v2.0/.well-known/openid-configuration"
-    assert_aad_error(http.get(url), 400, "invalid_request", 90002)
+@pytest.mark.parametrize(
+    "path", ["v2.0/.well-known/openid-configuration", "discovery/v2.0/keys", "discovery/keys"]
+)
+def test_unknown_tenant_discovery_and_keys(
+    authority: Authority, http: httpx.Client, path: str
+) -> None:
+    # Azure AD answers these endpoints' unknown tenant with error "invalid_tenant".
+    url = f"{authority.host}/no-such-tenant/{path}"
+    assert_aad_error(http.get(url), 400, "invalid_tenant", 90002)
+
+
+def test_tenant_id_in_the_url_is_case_insensitive(authority: Authority, http: httpx.Client) -> None:
+    url = f"{authority.host}/{authority.tenant_id.upper()}/oauth2/v2.0/token"
+    response = http.post(url, data=form(authority))
+    assert response.status_code == 200, response.text
+    claims = jwt.decode(response.json()["access_token"], options={"verify_signature": False})
+    assert (claims["tid"], claims["iss"]) == (authority.tenant_id, authority.issuer)
 
 
 def test_json_body_is_refused_clearly(authority: Authority, http: httpx.Client) -> None:

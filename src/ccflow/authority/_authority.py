@@ -506,14 +506,20 @@ class Authority:
                     f"implied by any provided credentials. The client credentials flow needs "
                     f"a tenant id in the token endpoint, not '{tenant}'.",
                 )
-            if not alias and tenant not in self.tenant_ids:
-                raise AadError(
-                    400,
-                    "invalid_request",
-                    90002,
-                    f"Tenant '{tenant}' not found. Check to make sure you have the correct "
-                    f"tenant ID and are signing into the correct cloud.",
-                )
+            if not alias:
+                # Tenant ids are GUIDs (or domains): Azure AD matches them case-insensitively.
+                known = {t.lower(): t for t in self.tenant_ids}
+                if tenant.lower() not in known:
+                    raise AadError(
+                        400,
+                        # As Azure AD: the token endpoint says invalid_request, the discovery
+                        # and keys endpoints invalid_tenant.
+                        "invalid_request" if endpoint == "token" else "invalid_tenant",
+                        90002,
+                        f"Tenant '{tenant}' not found. Check to make sure you have the correct "
+                        f"tenant ID and are signing into the correct cloud.",
+                    )
+                tenant = known[tenant.lower()]
             if endpoint == "token":
                 if request.method != "POST":
                     raise AadError(
