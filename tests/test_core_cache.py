@@ -7,7 +7,13 @@ import doctest
 import pytest
 
 import ccflow._core.cache as cache_module
-from ccflow._core.cache import CacheEntry, RefreshPolicy, TokenState
+from ccflow._core.cache import (
+    FORCED_REFRESH_INTERVAL,
+    CacheEntry,
+    RefreshPolicy,
+    TokenState,
+    may_force_refresh,
+)
 from ccflow._core.tokens import AccessToken
 
 NOW = 1000.0
@@ -100,3 +106,16 @@ def test_postponed_refresh_never_outlives_the_token() -> None:
 @pytest.mark.parametrize("entry", [None, entry_for(3599)])
 def test_failure_without_a_usable_token_gives_nothing_to_serve(entry: CacheEntry | None) -> None:
     assert RefreshPolicy().after_failure(entry, now=NOW + 3599) is None
+
+
+@pytest.mark.parametrize(
+    ("last", "allowed"),
+    [
+        (None, True),
+        (NOW, False),
+        (NOW - FORCED_REFRESH_INTERVAL + 1, False),
+        (NOW - FORCED_REFRESH_INTERVAL, True),
+    ],
+)
+def test_a_forced_refresh_at_most_once_per_interval(last: float | None, allowed: bool) -> None:
+    assert may_force_refresh(last, NOW) is allowed

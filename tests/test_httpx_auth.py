@@ -7,6 +7,7 @@ import pytest
 from tests._caller import FakeClock, async_client, sync_client
 
 from ccflow import ConfigurationError
+from ccflow._core.cache import FORCED_REFRESH_INTERVAL
 from ccflow.authority import Authority
 
 API = "https://calc.test/add"
@@ -79,6 +80,50 @@ def test_a_second_401_is_returned(authority: Authority, clock: FakeClock, scope:
         assert http.get(API).status_code == 401
     assert len(api.seen) == 2
     assert authority.hits["token"] == 2
+
+
+def test_an_api_refusing_every_token_costs_one_forced_refresh_per_interval(
+    authority: Authority, clock: FakeClock, scope: str
+) -> None:
+    tc, _ = sync_client(authority, clock)
+    api = Api()
+    api.always_401 = True
+    with httpx.Client(transport=httpx.MockTransport(api), auth=tc.auth(scope)) as http:
+        for _ in range(10):
+            assert http.get(API).status_code == 401
+        assert authority.hits["token"] == 2  # the first token and one forced refresh
+        assert len(api.seen) == 11  # the retry is skipped while the fresh token is refused
+        clock.advance(FORCED_REFRESH_INTERVAL)
+        assert http.get(API).status_code == 401
+    assert authority.hits["token"] == 3
+    assert len(api.seen) == 13
+
+
+def test_a_token_replaced_by_another_caller_is_retried_without_a_new_fetch(
+    authority: Authority, clock: FakeClock, scope: str
+) -> None:
+    tc, _ = sync_client(authority, clock)
+    old = tc.get_token(scope)
+    assert tc._drop((scope,), old) is True  # forced refresh used up for 30 s
+    new = tc.get_token(scope)
+    # Another request still holding the old token gets a 401: it retries with the new one.
+    assert tc._drop((scope,), old) is True
+    assert tc.get_token(scope) is new
+    assert authority.hits["token"] == 2
+
+
+@pytest.mark.anyio
+async def test_async_api_refusing_every_token_costs_one_forced_refresh(
+    authority: Authority, clock: FakeClock, scope: str
+) -> None:
+    tc, _ = async_client(authority, clock)
+    api = Api()
+    api.always_401 = True
+    async with httpx.AsyncClient(transport=httpx.MockTransport(api), auth=tc.auth(scope)) as http:
+        for _ in range(5):
+            assert (await http.get(API)).status_code == 401
+    assert authority.hits["token"] == 2
+    assert len(api.seen) == 6
 
 
 def test_403_is_not_retried(authority: Authority, clock: FakeClock, scope: str) -> None:

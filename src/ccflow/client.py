@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from ccflow._core.cache import CacheEntry, RefreshPolicy, TokenState
+from ccflow._core.cache import CacheEntry, RefreshPolicy, TokenState, may_force_refresh
 from ccflow._core.flow import (
     Failure,
     FetchConfig,
@@ -176,6 +176,8 @@ class _ClientBase:
         # per client, so (token endpoint, client id, scopes) needs only the scopes here.
         self._store: dict[tuple[str, ...], CacheEntry] = {}
         self._keys: dict[tuple[str, ...], tuple[str, ...]] = {}
+        # Normalised scopes -> when a 401 last forced a refresh (see _drop).
+        self._forced: dict[tuple[str, ...], float] = {}
 
     def __repr__(self) -> str:
         return (
@@ -331,15 +333,26 @@ class _ClientBase:
                 ms,
             )
 
-    def _drop(self, raw: tuple[str, ...], token: AccessToken) -> None:
-        """Forget ``token`` (the API answered 401); a newer token in its place is kept."""
+    def _drop(self, raw: tuple[str, ...], token: AccessToken) -> bool:
+        """Forget ``token`` (the API answered 401) and say whether a retry can use another.
+
+        A newer token in its place is kept (True: retry with it). The cached token itself is
+        dropped at most once per :data:`~ccflow._core.cache.FORCED_REFRESH_INTERVAL` per key
+        (False: it was just fetched, a retry would only repeat the 401).
+        """
         key = self._key(raw)
         entry = self._store.get(key)
-        if entry is not None and entry.token is token:
-            self._store.pop(key, None)
+        if entry is None or entry.token is not token:
+            return True
+        now = self._clock()
+        if not may_force_refresh(self._forced.get(key), now):
+            return False
+        self._forced[key] = now
+        self._store.pop(key, None)
         for alias, hit in list(self._hits.items()):
             if hit.token is token:
                 self._hits.pop(alias, None)
+        return True
 
 
 class _Flight:
@@ -509,6 +522,12 @@ class TokenClient(_ClientBase):
         # Outside the except block: the httpx error (whose request holds the secret in its
         # body) must not become the __context__ of what we raise later.
         return failure
+
+    def _drop(self, raw: tuple[str, ...], token: AccessToken) -> bool:
+        # Under the lock: two threads with the same rejected token must not both decide (one
+        # dropping, the other then seeing the interval as used up and giving up on a retry).
+        with self._lock:
+            return super()._drop(raw, token)
 
     def close(self) -> None:
         """Close the HTTP client if this client created it."""

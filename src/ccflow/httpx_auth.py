@@ -40,12 +40,15 @@ class _Drop:
 
 _NEED_TOKEN = _NeedToken()
 _Step = _NeedToken | _Drop | httpx.Request
-_Reply = AccessToken | httpx.Response | None
+_Reply = AccessToken | httpx.Response | bool | None
 
 
 class BearerAuth(httpx.Auth):
     """Sends ``Authorization: Bearer <token>`` for ``scopes``; on a 401 the cached token is
-    dropped and the request is sent once more with a freshly fetched token.
+    dropped and the request is sent once more with a freshly fetched token. A token is
+    force-refreshed at most once every 30 s per scopes: a 401 within that time for the token
+    just fetched is returned as it is, so an API that refuses every token (wrong audience,
+    missing role) cannot turn each request into a token endpoint POST.
 
     Made by :meth:`ccflow.TokenClient.auth` (for ``httpx.Client``) and
     :meth:`ccflow.AsyncTokenClient.auth` (for ``httpx.AsyncClient``).
@@ -70,7 +73,9 @@ class BearerAuth(httpx.Auth):
         assert isinstance(response, httpx.Response)
         if response.status_code != 401:
             return
-        yield _Drop(token)
+        retry = yield _Drop(token)
+        if not retry:
+            return  # the token was force-refreshed moments ago: this 401 is the API's answer
         fresh = yield _NEED_TOKEN
         assert isinstance(fresh, AccessToken)
         request.headers["Authorization"] = f"Bearer {fresh.token}"
@@ -100,8 +105,7 @@ class BearerAuth(httpx.Auth):
             if isinstance(step, _NeedToken):
                 reply = client.get_token(*self._scopes)
             elif isinstance(step, _Drop):
-                client._drop(self._scopes, step.token)
-                reply = None
+                reply = client._drop(self._scopes, step.token)
             else:
                 reply = yield step
 
@@ -127,7 +131,6 @@ class BearerAuth(httpx.Auth):
                 else:
                     reply = client.get_token(*self._scopes)
             elif isinstance(step, _Drop):
-                client._drop(self._scopes, step.token)
-                reply = None
+                reply = client._drop(self._scopes, step.token)
             else:
                 reply = yield step

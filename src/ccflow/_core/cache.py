@@ -27,9 +27,31 @@ from dataclasses import dataclass
 
 from ccflow._core.tokens import AccessToken
 
-__all__ = ["CacheEntry", "RefreshPolicy", "TokenState"]
+__all__ = [
+    "FORCED_REFRESH_INTERVAL",
+    "CacheEntry",
+    "RefreshPolicy",
+    "TokenState",
+    "may_force_refresh",
+]
 
 HALF_LIFE_FROM = 7200
+FORCED_REFRESH_INTERVAL = 30.0
+"""Seconds between two forced refreshes (a 401 from an API) of the same cached token key."""
+
+
+def may_force_refresh(last_forced: float | None, now: float) -> bool:
+    """Whether an API's 401 may drop the cached token and fetch another.
+
+    At most once per :data:`FORCED_REFRESH_INTERVAL` per key: an API that answers 401 to every
+    token (wrong audience, missing role) would otherwise turn each of its requests into a POST
+    to the token endpoint, until the authority throttles the client and every caller fails.
+    Within the interval the cached token *is* the fresh one, so asking again cannot help::
+
+        >>> [may_force_refresh(last, now=1000) for last in (None, 990, 970)]
+        [True, False, True]
+    """
+    return last_forced is None or now - last_forced >= FORCED_REFRESH_INTERVAL
 
 
 class TokenState(enum.Enum):
