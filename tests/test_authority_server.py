@@ -255,6 +255,39 @@ def test_cli_removes_its_tls_files_on_exit(
     assert not tls_dir.exists()
 
 
+# A signal that lands while the server is still generating its TLS files (its private key
+# among them): here, deterministically, from inside the TLS file writer.
+_SIGNAL_DURING_STARTUP = """
+import os, signal, sys
+from ccflow.authority import _server
+from ccflow.cli import main
+
+write = _server.write_tls_files
+
+def write_then_signal(tls_dir):
+    files = write(tls_dir)
+    os.kill(os.getpid(), signal.SIGTERM)
+    return files
+
+_server.write_tls_files = write_then_signal
+sys.exit(main(["authority", "serve", "--port", "0", "--json", "--tls"]))
+"""
+
+
+def test_cli_signal_during_startup_exits_0_and_leaves_no_tls_files(tmp_path: Path) -> None:
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-c", _SIGNAL_DURING_STARTUP],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_server_removes_the_tls_files_it_wrote_but_not_a_given_directory(
     tmp_path: Path,
 ) -> None:

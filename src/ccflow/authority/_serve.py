@@ -54,6 +54,22 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGINT/SIGTERM; exit 0 then, 2 on bad configuration."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    # Before the server exists: with --tls it writes a private key into a temporary directory,
+    # which a signal arriving during start-up must not leave behind.
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _serve(args, stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _serve(args: argparse.Namespace, stop: threading.Event) -> int:
     try:
         registrations = Registrations.from_toml(args.config) if args.config else None
         if not 0 <= args.port <= 65535:
@@ -68,12 +84,6 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         server.start()
         info = server.info()
@@ -86,8 +96,6 @@ def run(args: argparse.Namespace) -> int:
             pass
     finally:
         server.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     return 0
 
 
