@@ -210,6 +210,11 @@ BAD: dict[str, tuple[dict[str, Any], ClaimRules, str, str]] = {
 }
 
 
+def test_an_empty_caller_id_is_called_empty_not_a_non_string() -> None:
+    with pytest.raises(InvalidTokenError, match="azp claim is empty"):
+        check_claims(v2(azp=""), AZURE, now=NOW)
+
+
 @pytest.mark.parametrize(("claims", "rules", "reason", "claim"), BAD.values(), ids=BAD.keys())
 def test_invalid_claims(claims: dict[str, Any], rules: ClaimRules, reason: str, claim: str) -> None:
     with pytest.raises(InvalidTokenError) as info:

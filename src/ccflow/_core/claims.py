@@ -192,8 +192,10 @@ def _optional_str(claims: Mapping[str, Any], name: str, reason: str) -> str | No
     value = claims.get(name, _MISSING)
     if value is _MISSING:
         return None
-    if type(value) is not str or not value:
+    if type(value) is not str:
         raise _invalid(f"the token's {name} claim is not a string", reason, name)
+    if not value:
+        raise _invalid(f"the token's {name} claim is empty", reason, name)
     return value
 
 
