@@ -484,6 +484,16 @@ def test_a_secret_with_private_key_jwt_is_refused_by_the_constructor() -> None:
     assert info.value.setting == "auth_method"
 
 
+@pytest.mark.parametrize(
+    "option", ["client_id", "client_secret", "tenant_id", "authority_host", "token_endpoint"]
+)
+def test_from_env_refuses_settings_it_reads_from_the_environment(option: str) -> None:
+    # Was a TypeError ("got multiple values for keyword argument") or silently ignored.
+    with pytest.raises(ConfigurationError, match="from the environment") as info:
+        TokenClient.from_env(environ=ENV, **{option: "https://login.microsoftonline.us"})
+    assert info.value.setting == option
+
+
 def test_from_env_refuses_plain_http_endpoint() -> None:
     env = {**ENV, "CCFLOW_TOKEN_ENDPOINT": "http://idp.example/token"}
     with pytest.raises(ConfigurationError) as info:

@@ -72,6 +72,10 @@ DEFAULT_TIMEOUT = 10.0
 # Distinct raw scope tuples remembered for the fast path; beyond this the table is reset
 # rather than grown without bound by callers that build scope strings dynamically.
 _MAX_ALIASES = 256
+# Constructor keywords that from_env() takes from the environment, not from its **options.
+_FROM_ENV_SETTINGS = frozenset(
+    {"client_id", "client_secret", "credential", "tenant_id", "authority_host", "token_endpoint"}
+)
 
 
 class _ClientBase:
@@ -205,6 +209,14 @@ class _ClientBase:
 
             client = TokenClient.from_env(max_retries=5)
         """
+        from_environment = set(options) & _FROM_ENV_SETTINGS
+        if from_environment:
+            names = ", ".join(sorted(from_environment))
+            raise ConfigurationError(
+                f"from_env() reads {names} from the environment; set the variable, or call the "
+                "constructor with every setting instead",
+                setting=sorted(from_environment)[0],
+            )
         env = os.environ if environ is None else environ
         client_id = env.get("AZURE_CLIENT_ID")
         endpoint = env.get("CCFLOW_TOKEN_ENDPOINT")
