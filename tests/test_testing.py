@@ -140,6 +140,17 @@ def test_tampered_fails_signature(authority: Authority, tokens: TokenFactory) ->
         strict_decode(authority, token)
 
 
+def test_tampered_differs_from_what_was_signed_only_in_roles(
+    authority: Authority, tokens: TokenFactory
+) -> None:
+    header, _, signature = token = tokens.tampered().split(".")
+    claims = decode_unverified(".".join(token))[1]
+    claims["roles"].remove("admin")
+    payload = base64.urlsafe_b64encode(json.dumps(claims, separators=(",", ":")).encode())
+    restored = f"{header}.{payload.rstrip(b'=').decode()}.{signature}"
+    assert strict_decode(authority, restored) == claims
+
+
 def test_other_clients_and_apis(authority: Authority, tokens: TokenFactory) -> None:
     _, claims = decode_unverified(tokens.valid("reader-client"))
     assert claims["azp"] == authority.client("reader-client").client_id

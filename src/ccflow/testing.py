@@ -170,10 +170,11 @@ class TokenFactory:
         return self.valid(client, api, claims={"padding": padding})
 
     def tampered(self, client: str = "calc-client", api: str = "calc-api") -> str:
-        """A valid token whose claims were changed after signing (roles added)."""
+        """A valid token whose claims were changed after signing: ``"admin"`` added to
+        ``roles``, every other claim (``uti``, ``aio``, ...) as signed."""
         token = self.valid(client, api)
         header, _, signature = token.split(".")
-        claims = self.claims(client, api)
+        _, claims = decode_unverified(token)
         claims["roles"] = [*claims.get("roles", ()), "admin"]
         return f"{header}.{_segment(claims)}.{signature}"
 
