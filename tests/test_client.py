@@ -290,6 +290,33 @@ def test_token_endpoint_targets_any_server(
     assert tc.get_token(scope.removesuffix("/.default")).scopes == (scope,)
 
 
+def test_expired_tokens_are_swept_out_once_many_scopes_are_cached(
+    monkeypatch: pytest.MonkeyPatch, clock: FakeClock
+) -> None:
+    import ccflow.client as client_module
+
+    monkeypatch.setattr(client_module, "_MAX_ENTRIES", 4)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"access_token": "t", "expires_in": 60})
+
+    tc = TokenClient(
+        client_id="c",
+        client_secret="s",
+        token_endpoint="https://idp.example/token",
+        http_client=httpx.Client(transport=httpx.MockTransport(handler)),
+        clock=clock,
+    )
+    for n in range(4):
+        tc.get_token(f"scope-{n}")
+    clock.advance(60)  # all four expired
+    tc.get_token("scope-4")
+    assert sorted(tc._store) == [("scope-4",)]
+    for n in range(5, 12):
+        tc.get_token(f"scope-{n}")  # valid tokens are kept: the cap only sweeps expired ones
+    assert len(tc._store) == 8
+
+
 def test_non_azure_endpoint_sends_scopes_unchanged() -> None:
     seen: list[bytes] = []
 

@@ -72,6 +72,8 @@ DEFAULT_TIMEOUT = 10.0
 # Distinct raw scope tuples remembered for the fast path; beyond this the table is reset
 # rather than grown without bound by callers that build scope strings dynamically.
 _MAX_ALIASES = 256
+# Cached tokens (one per distinct scopes) beyond which expired ones are swept out.
+_MAX_ENTRIES = 1024
 # Constructor keywords that from_env() takes from the environment, not from its **options.
 _FROM_ENV_SETTINGS = frozenset(
     {"client_id", "client_secret", "credential", "tenant_id", "authority_host", "token_endpoint"}
@@ -285,6 +287,17 @@ class _ClientBase:
             self._keys[raw] = key
         return key
 
+    def _put(self, key: tuple[str, ...], entry: CacheEntry) -> None:
+        """Cache ``entry``; past _MAX_ENTRIES keys, expired tokens are swept out first, so a
+        caller cycling through many scopes does not keep every token it ever had."""
+        store = self._store
+        if len(store) >= _MAX_ENTRIES and key not in store:
+            now = self._clock()
+            for old in [k for k, e in store.items() if e.token.expires_on <= now]:
+                del store[old]
+                self._forced.pop(old, None)
+        store[key] = entry
+
     def _remember(self, raw: tuple[str, ...], entry: CacheEntry) -> None:
         if len(self._hits) >= _MAX_ALIASES and raw not in self._hits:
             self._hits.clear()
@@ -494,7 +507,7 @@ class TokenClient(_ClientBase):
             flight.done.set()
             raise
         with self._lock:
-            self._store[key] = outcome.entry
+            self._put(key, outcome.entry)
             self._flights.pop(key, None)
         self._remember(raw, outcome.entry)
         flight.token = outcome.entry.token
@@ -644,7 +657,7 @@ class AsyncTokenClient(_ClientBase):
         started = time.perf_counter()
         try:
             outcome = await self._drive(self._flow(raw, key, cached, now))
-            self._store[key] = outcome.entry
+            self._put(key, outcome.entry)
         finally:
             self._flights.pop(key, None)
         self._log(key, outcome, started)
