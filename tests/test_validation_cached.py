@@ -148,3 +148,15 @@ async def test_cache_is_keyed_by_the_sha256_digest_not_the_token(
     assert list(validator._cache) == [digest]
     assert validator._entries is not None
     assert list(validator._entries) == [digest]
+
+
+async def test_a_token_accepted_only_within_the_leeway_does_not_evict_a_live_entry(
+    authority: Authority, clock: Clock
+) -> None:
+    validator = validator_for(authority, clock, leeway=60, cache_size=1)
+    live = authority.mint(lifetime=3600)
+    await validator.validate(live)
+    late = authority.mint(lifetime=100)
+    clock.advance(130)  # past its exp, inside the leeway: valid, but nothing to cache
+    assert (await validator.validate(late)).client_id
+    assert validator.cached(live) is not None

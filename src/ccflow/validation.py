@@ -385,7 +385,9 @@ class TokenValidator:
             if hit is not None:
                 return hit
         result = await self._verify(token)
-        if cache is not None:
+        if cache is not None and self._clock() < result.expires_on:
+            # Past exp but inside the leeway, the entry would be dead on arrival, and in a full
+            # cache it would evict a live one.
             cache[digest] = result
         return result
 
