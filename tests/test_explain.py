@@ -75,7 +75,7 @@ def test_humanize_seconds_rounds_down(seconds: float, expected: str) -> None:
         ("exp", NOW + 3599, "2023-11-14 23:13:19 UTC (in 59 min)"),
         ("exp", NOW - 180, "2023-11-14 22:10:20 UTC (expired 3 min ago)"),
         ("exp", NOW, "2023-11-14 22:13:20 UTC (expired 0 s ago)"),
-        ("nbf", NOW - 300, "2023-11-14 22:08:20 UTC (valid for 5 min)"),
+        ("nbf", NOW - 300, "2023-11-14 22:08:20 UTC (became valid 5 min ago)"),
         ("nbf", NOW + 120, "2023-11-14 22:15:20 UTC (not valid for another 2 min)"),
         ("iat", NOW - 60, "2023-11-14 22:12:20 UTC (1 min ago)"),
         ("iat", NOW + 90, "2023-11-14 22:14:50 UTC (in 1 min, in the future)"),

@@ -162,8 +162,8 @@ def _utc(timestamp: float) -> str:
 def explain_time(timestamp: Any, *, now: float, claim: str = "exp") -> str | None:
     """A NumericDate as a UTC date plus where it stands relative to ``now``, as jwt.ms does.
 
-    ``exp``: ``"... (in 59 min)"`` or ``"... (expired 3 min ago)"``; ``nbf``: ``"(valid for
-    2 min)"`` or ``"(not valid for another 2 min)"``; ``iat`` and others: ``"(3 min ago)"`` or
+    ``exp``: ``"... (in 59 min)"`` or ``"... (expired 3 min ago)"``; ``nbf``: ``"(became valid
+    2 min ago)"`` or ``"(not valid for another 2 min)"``; ``iat`` and others: ``"(3 min ago)"`` or
     ``"(in 3 min, in the future)"``. ``None`` when the value is not a number (booleans are not
     numbers here) or not a representable date.
     """
@@ -178,7 +178,7 @@ def explain_time(timestamp: Any, *, now: float, claim: str = "exp") -> str | Non
     if claim == "exp":
         relative = f"in {span}" if delta > 0 else f"expired {span} ago"
     elif claim == "nbf":
-        relative = f"not valid for another {span}" if delta > 0 else f"valid for {span}"
+        relative = f"not valid for another {span}" if delta > 0 else f"became valid {span} ago"
     else:
         relative = f"in {span}, in the future" if delta > 0 else f"{span} ago"
     return f"{date} ({relative})"
