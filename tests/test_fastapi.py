@@ -131,3 +131,19 @@ def test_importing_ccflow_starlette_does_not_import_fastapi() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.anyio
+async def test_aclose_closes_only_a_validator_built_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    given = FakeValidator()
+    await BearerClaims("invokeRole", validator=given).aclose()
+    assert given.closed is False
+
+    built = FakeValidator()
+    monkeypatch.setattr("ccflow.fastapi._from_env", lambda: built)
+    invoker = BearerClaims("invokeRole")
+    assert invoker.validator is built
+    await invoker.aclose()
+    assert built.closed is True

@@ -16,6 +16,16 @@ document (and Swagger UI's "Authorize" button) shows the route as protected::
     async def add(a: int, b: int, claims: Annotated[Mapping[str, Any], Depends(invoker)]):
         return {"result": a + b, "caller": claims.get("azp") or claims.get("appid")}
 
+A dependency built from the environment owns its validator's HTTP client; close it when
+the app stops, in the app's lifespan::
+
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        await invoker.aclose()
+
 Refusals are ``HTTPException`` s with the RFC 6750 status and ``WWW-Authenticate`` header of
 :mod:`ccflow.starlette` (401, 403, 400, 503 with ``Retry-After``) and a JSON ``detail``. The
 request's ``scope["user"]`` and ``scope["auth"]`` are set as ``RequireRole`` sets them.
@@ -51,7 +61,8 @@ class BearerClaims(SecurityBase):
     ``BearerClaims()`` accepts any valid token; ``BearerClaims("invokeRole", "adminRole")``
     also needs one of the roles (``match="all"``: every one). Without ``validator``,
     ``TokenValidator.from_env()`` is used, so bad configuration fails at import time naming
-    the variable. ``scheme_name`` is the security scheme's name in the OpenAPI document.
+    the variable, and :meth:`aclose` closes it. ``scheme_name`` is the security scheme's
+    name in the OpenAPI document.
     """
 
     def __init__(
@@ -75,6 +86,7 @@ class BearerClaims(SecurityBase):
         self.scheme_name = scheme_name
         self.roles: tuple[str, ...] = roles
         self.match: Match = match
+        self.owns_validator = validator is None
         self.validator: Validator = _from_env() if validator is None else validator
 
     async def __call__(self, request: Request) -> Mapping[str, Any]:
@@ -93,6 +105,14 @@ class BearerClaims(SecurityBase):
         request.scope["auth"] = AuthCredentials(verdict.roles)
         request.scope["user"] = TokenUser(verdict)
         return verdict.claims
+
+    async def aclose(self) -> None:
+        """Close the validator built from the environment; a validator passed in stays open.
+
+        Its owner closes it (``await validator.aclose()``), as with ``RequireRole``.
+        """
+        if self.owns_validator:
+            await self.validator.aclose()
 
     def _refusal(self, exc: Exception | None) -> HTTPException:
         rejection = rejection_for(exc, self.validator.realm)
