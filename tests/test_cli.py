@@ -288,10 +288,23 @@ def test_token_empty_stdin_secret_exits_2(server: Server) -> None:
     assert "standard input" in result.stderr
 
 
-def test_token_tenant_and_endpoint_together_is_a_usage_error(server: Server) -> None:
-    result = ccflow(*token_args(server), "--token-endpoint", server.info["token_endpoint"], env={})
-    assert result.returncode == 2
-    assert "not allowed with" in result.stderr
+def test_token_endpoint_flag_wins_over_a_tenant_flag_with_a_warning(server: Server) -> None:
+    args = token_args(server)
+    args[args.index("--tenant-id") + 1] = "not-a-tenant"  # would be AADSTS90002 if used
+    args[args.index("--authority-host") + 1] = "https://login.example"  # unreachable
+    result = ccflow(
+        *args, "--token-endpoint", server.info["token_endpoint"], env=secret_env(server)
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count(".") == 2
+    assert "--tenant-id is ignored: --token-endpoint wins" in result.stderr
+    assert "--authority-host is ignored: --token-endpoint wins" in result.stderr
+
+
+def test_token_usage_shows_the_promised_form() -> None:
+    result = ccflow("token", "--help", env={})
+    usage = " ".join(result.stdout.split())
+    assert "--client-id ID (--tenant-id T | --token-endpoint URL) --scope S" in usage
 
 
 def test_token_plain_http_to_a_remote_host_is_refused_with_exit_2() -> None:

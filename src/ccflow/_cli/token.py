@@ -46,6 +46,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``token`` on the ``ccflow`` subparsers."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "token",
+        usage=(
+            "%(prog)s --client-id ID (--tenant-id T | --token-endpoint URL) --scope S"
+            " [--authority-host URL] [--certificate PEM | --client-secret-stdin |"
+            " --client-secret VALUE] [--json] [--decode] [--ca-file PEM]"
+        ),
         help="get an access token with the client-credentials flow and print it",
         description=(
             "Get an access token with the OAuth 2.0 client-credentials flow and print it"
@@ -59,9 +64,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--client-id", metavar="ID", help="the client (application) id [AZURE_CLIENT_ID]"
     )
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--tenant-id", metavar="T", help="the Azure AD tenant [AZURE_TENANT_ID]")
-    where.add_argument(
+    parser.add_argument("--tenant-id", metavar="T", help="the Azure AD tenant [AZURE_TENANT_ID]")
+    parser.add_argument(
         "--token-endpoint",
         metavar="URL",
         help="any OAuth 2.0 token endpoint; wins over any tenant [CCFLOW_TOKEN_ENDPOINT]",
@@ -197,10 +201,16 @@ def _client_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         )
     kwargs: dict[str, Any] = {"client_id": client_id}
     # An explicit --tenant-id beats CCFLOW_TOKEN_ENDPOINT from the environment; an explicit
-    # --token-endpoint beats everything.
+    # --token-endpoint beats everything, --tenant-id and --authority-host included.
     endpoint = args.token_endpoint or (None if args.tenant_id else _env("CCFLOW_TOKEN_ENDPOINT"))
     if endpoint:
         kwargs["token_endpoint"] = endpoint
+        for flag, value in (
+            ("--tenant-id", args.tenant_id),
+            ("--authority-host", args.authority_host),
+        ):
+            if args.token_endpoint and value:
+                warn(f"{flag} is ignored: --token-endpoint wins over any tenant")
     else:
         tenant_id = args.tenant_id or _env("AZURE_TENANT_ID")
         if not tenant_id:
