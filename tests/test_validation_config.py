@@ -78,6 +78,20 @@ BAD_ARGUMENTS: dict[str, tuple[dict[str, Any], str]] = {
         {"tenant_id": TENANT, "audience": "a", "jwks_cooldown": -1},
         "jwks_cooldown",
     ),
+    "algorithms None": ({"tenant_id": TENANT, "audience": "a", "algorithms": None}, "algorithms"),
+    "algorithms a number": ({"tenant_id": TENANT, "audience": "a", "algorithms": 5}, "algorithms"),
+    "authority host a number": (
+        {"tenant_id": TENANT, "audience": "a", "authority_host": 5},
+        "authority_host",
+    ),
+    "jwks_uri a number": ({"tenant_id": TENANT, "audience": "a", "jwks_uri": 5}, "jwks_uri"),
+    "issuer with a query": ({"issuer": "https://idp.example?x=1", "audience": "a"}, "issuer"),
+    "issuer with a fragment": ({"issuer": "https://idp.example/r#f", "audience": "a"}, "issuer"),
+    "sync http client": (
+        {"tenant_id": TENANT, "audience": "a", "http_client": httpx.Client()},
+        "http_client",
+    ),
+    "clock not callable": ({"tenant_id": TENANT, "audience": "a", "clock": 5}, "clock"),
 }
 
 
@@ -197,3 +211,20 @@ def test_from_env_errors_name_the_variable(env: dict[str, str], variable: str) -
         TokenValidator.from_env(env)
     assert info.value.setting == variable
     assert variable in str(info.value)
+
+
+def test_from_env_errors_in_overrides_name_the_argument_not_a_variable() -> None:
+    env = {"CCFLOW_TENANT_ID": TENANT, "CCFLOW_AUDIENCE": "a"}
+    with pytest.raises(ConfigurationError) as info:
+        TokenValidator.from_env(env, audience=" ")
+    assert info.value.setting == "audience"
+    assert "CCFLOW_AUDIENCE" not in str(info.value)
+
+
+def test_from_env_issuer_override_with_a_tenant_in_the_environment_names_both() -> None:
+    env = {"AZURE_TENANT_ID": TENANT, "CCFLOW_AUDIENCE": "a"}
+    with pytest.raises(ConfigurationError) as info:
+        TokenValidator.from_env(env, issuer="https://idp.example")
+    message = str(info.value)
+    assert "AZURE_TENANT_ID" in message
+    assert "CCFLOW_ISSUER" not in message

@@ -126,10 +126,14 @@ def _split_env(value: str | None) -> list[str] | None:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
-def _valid_url(url: str, setting: str, *, authority_host: bool = False) -> str:
+def _valid_url(url: object, setting: str, *, authority_host: bool = False) -> str:
     """``require_secure_url`` (or ``normalize_authority_host``), plus what ``urlsplit`` raises
     ``ValueError`` for (a broken IPv6 host) or checks only when asked (the port): a URL the
     HTTP client could never use fails here, naming the setting, not on every request."""
+    if not isinstance(url, str):
+        raise ConfigurationError(
+            f"{setting} must be a URL string, got {type(url).__name__}", setting=setting
+        )
     try:
         if authority_host:
             url = normalize_authority_host(url, setting=setting)
@@ -211,9 +215,20 @@ class TokenValidator:
         if not isinstance(accept_v1, bool):
             raise _config_error("accept_v1", "must be True or False")
         algs = check_algorithms(
-            list(algorithms) if not isinstance(algorithms, str) else algorithms,
+            # check_algorithms words the error for anything that is not a list of names.
+            list(algorithms)
+            if isinstance(algorithms, Iterable) and not isinstance(algorithms, str)
+            else algorithms,
             setting=_name("algorithms"),
         )
+        if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
+            # A sync httpx.Client would block the event loop, then fail on every request.
+            raise _config_error(
+                "http_client",
+                f"must be an httpx.AsyncClient, got {type(http_client).__name__}",
+            )
+        if not callable(clock):
+            raise _config_error("clock", "must be a callable returning Unix seconds")
         self._leeway = _seconds(leeway, "leeway")
         if isinstance(max_token_size, bool) or not isinstance(max_token_size, int):
             raise _config_error("max_token_size", "must be a positive integer")
@@ -242,6 +257,10 @@ class TokenValidator:
             if not isinstance(issuer, str) or not issuer.strip():
                 raise _config_error("issuer", "must be the issuer URL")
             _valid_url(issuer, _name("issuer"))
+            if "?" in issuer or "#" in issuer:
+                # OIDC Discovery 1.0: an issuer has no query or fragment; the discovery URL
+                # appended after one would never be the document.
+                raise _config_error("issuer", "must not contain a query or fragment")
             url = discovery_url_for_issuer(issuer, setting=_name("issuer"))
             plan = (
                 KeySourcePlan(jwks_uri=jwks_uri, static_issuers=(IssuerRule(issuer),))
@@ -318,8 +337,10 @@ class TokenValidator:
         ``CCFLOW_ACCEPT_V1``              ``accept_v1`` (true/false, 1/0, yes/no, on/off)
         ================================  =========================================
 
-        Keyword ``overrides`` (``http_client=``, ``clock=``, ...) are passed through. A bad
-        or missing value raises :class:`~ccflow.errors.ConfigurationError` naming the variable.
+        Keyword ``overrides`` (``http_client=``, ``clock=``, ...) are passed through and win
+        over the environment. A bad or missing value raises
+        :class:`~ccflow.errors.ConfigurationError` naming the variable (or, for an override,
+        the argument).
         """
         env = os.environ if environ is None else environ
         names = dict(ENVIRONMENT_VARIABLES)
@@ -354,6 +375,9 @@ class TokenValidator:
                 )
             kwargs["accept_v1"] = accept.lower() in _TRUE
         kwargs.update(overrides)
+        for setting in overrides:
+            # A value passed in is named as the argument it is, not as a variable.
+            names[setting] = setting
         with _renamed(names):
             return cls(**kwargs)
 
