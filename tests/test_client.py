@@ -403,6 +403,28 @@ def test_bad_configuration_is_refused(kwargs: dict[str, object], setting: str) -
 
 
 @pytest.mark.parametrize(
+    ("kwargs", "setting"),
+    [
+        ({"tenant_id": 5}, "tenant_id"),
+        ({"tenant_id": "a\nb"}, "tenant_id"),
+        ({"tenant_id": "t", "authority_host": 5}, "authority_host"),
+        ({"tenant_id": "t", "authority_host": "https://login.example.com?x=1"}, "authority_host"),
+        ({"token_endpoint": 5}, "token_endpoint"),
+        ({"token_endpoint": "https://login.example.com:99999/token"}, "token_endpoint"),
+        ({"token_endpoint": " https://login.example.com/token"}, "token_endpoint"),
+    ],
+)
+def test_wrong_types_and_unusable_urls_are_configuration_errors(
+    kwargs: dict[str, object], setting: str
+) -> None:
+    # These were AttributeErrors from the constructor, or httpx InvalidURL/ValueError raised
+    # by every get_token() call.
+    with pytest.raises(ConfigurationError) as info:
+        TokenClient(client_id="c", client_secret="s", **kwargs)  # type: ignore[arg-type]
+    assert info.value.setting == setting
+
+
+@pytest.mark.parametrize(
     "url",
     [
         "http://127.0.0.1:8080/t/oauth2/v2.0/token",

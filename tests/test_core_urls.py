@@ -93,3 +93,54 @@ def test_azure_endpoints() -> None:
 def test_bad_tenant_is_refused(tenant: str) -> None:
     with pytest.raises(ConfigurationError, match="tenant_id"):
         token_endpoint_for("https://login.microsoftonline.com", tenant)
+
+
+@pytest.mark.parametrize(
+    ("url", "fragment"),
+    [
+        ("https://login.example.com:99999/token", "not a valid URL"),
+        ("https://login.example.com:abc/token", "not a valid URL"),
+        ("https://[::1/token", "not a valid URL"),
+        (" https://login.example.com/token", "whitespace or control"),
+        ("https://login.example.com/tok\nen", "whitespace or control"),
+        ("https://login.example.com/t\token", "whitespace or control"),
+        ("https://login.example.com/token ", "whitespace or control"),
+    ],
+)
+def test_urls_the_http_client_cannot_use_are_refused(url: str, fragment: str) -> None:
+    # urlsplit() silently drops tabs and newlines and checks the port only when asked: such
+    # URLs used to pass here and fail on every request with a ValueError from httpx.
+    with pytest.raises(ConfigurationError, match=fragment) as info:
+        require_secure_url(url, setting="token_endpoint")
+    assert info.value.setting == "token_endpoint"
+
+
+@pytest.mark.parametrize("value", [5, b"https://login.example.com/token", None])
+def test_a_url_that_is_not_a_string_is_refused(value: object) -> None:
+    with pytest.raises(ConfigurationError, match="must be a string") as info:
+        require_secure_url(value, setting="token_endpoint")  # type: ignore[arg-type]
+    assert info.value.setting == "token_endpoint"
+
+
+@pytest.mark.parametrize("value", [5, b"login.microsoftonline.com", None])
+def test_an_authority_host_that_is_not_a_string_is_refused(value: object) -> None:
+    with pytest.raises(ConfigurationError, match="must be a string") as info:
+        normalize_authority_host(value, setting="authority_host")  # type: ignore[arg-type]
+    assert info.value.setting == "authority_host"
+
+
+@pytest.mark.parametrize(
+    "host", ["https://login.microsoftonline.com?x=1", "https://login.microsoftonline.com#f"]
+)
+def test_an_authority_host_with_a_query_or_fragment_is_refused(host: str) -> None:
+    # The tenant path was appended after the query: the POST went to the host's root.
+    with pytest.raises(ConfigurationError, match="query or fragment") as info:
+        normalize_authority_host(host, setting="AZURE_AUTHORITY_HOST")
+    assert info.value.setting == "AZURE_AUTHORITY_HOST"
+
+
+@pytest.mark.parametrize("tenant", ["a\nb", "a\tb", 5, None])
+def test_tenant_with_control_characters_or_not_a_string_is_refused(tenant: object) -> None:
+    with pytest.raises(ConfigurationError, match="tenant_id") as info:
+        token_endpoint_for("https://login.microsoftonline.com", tenant)  # type: ignore[arg-type]
+    assert info.value.setting == "tenant_id"

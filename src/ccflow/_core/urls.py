@@ -43,8 +43,25 @@ def require_secure_url(url: str, *, setting: str) -> str:
     """Return ``url`` if it is ``https://`` (or ``http://`` to a loopback host); else raise.
 
     ``setting`` names the argument or environment variable, so the message says what to fix.
+    A URL the HTTP client could never use (a bad port, whitespace or control characters,
+    which ``urlsplit`` silently drops) fails here rather than on every request.
     """
-    parts = urlsplit(url)
+    if not isinstance(url, str):
+        raise ConfigurationError(
+            f"{setting} must be a string (an https:// URL), got {type(url).__name__}",
+            setting=setting,
+        )
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise ConfigurationError(
+            f"{setting} contains whitespace or control characters, got {url!r}", setting=setting
+        )
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (parsed only when asked for)
+    except ValueError:
+        raise ConfigurationError(
+            f"{setting} is not a valid URL, got {url!r}", setting=setting
+        ) from None
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ConfigurationError(
             f"{setting} must be an absolute https:// URL, got {url!r}", setting=setting
@@ -66,6 +83,11 @@ def require_secure_url(url: str, *, setting: str) -> str:
 def normalize_authority_host(host: str, *, setting: str = "authority_host") -> str:
     """``login.microsoftonline.com`` or ``https://login.microsoftonline.com/`` ->
     ``https://login.microsoftonline.com``. A bare host name means https."""
+    if not isinstance(host, str):
+        raise ConfigurationError(
+            f"{setting} must be a string (a host name or https:// URL), got {type(host).__name__}",
+            setting=setting,
+        )
     host = host.strip()
     if not host:
         raise ConfigurationError(f"{setting} is empty", setting=setting)
@@ -73,12 +95,18 @@ def normalize_authority_host(host: str, *, setting: str = "authority_host") -> s
         host = "https://" + host
     host = host.rstrip("/")
     require_secure_url(host, setting=setting)
+    parts = urlsplit(host)
+    if parts.query or parts.fragment or host.endswith(("?", "#")):
+        # Endpoints are built by appending "/{tenant}/...": after a query they would be lost.
+        raise ConfigurationError(
+            f"{setting} must not have a query or fragment, got {host!r}", setting=setting
+        )
     return host
 
 
 def _tenant(tenant_id: str) -> str:
-    tenant = tenant_id.strip()
-    if not tenant or "/" in tenant or "?" in tenant or "#" in tenant or " " in tenant:
+    tenant = tenant_id.strip() if isinstance(tenant_id, str) else ""
+    if not tenant or any(c in "/?#" or c.isspace() or not c.isprintable() for c in tenant):
         raise ConfigurationError(
             f"tenant_id must be a tenant GUID or domain name, got {tenant_id!r}",
             setting="tenant_id",
