@@ -125,6 +125,12 @@ def test_bad_configuration_fails_at_construction(
     assert info.value.setting == setting
 
 
+def test_something_that_is_not_a_validator_fails_at_construction() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        BearerClaims("invokeRole", validator="not a validator")  # type: ignore[arg-type]
+    assert info.value.setting == "validator"
+
+
 def test_importing_ccflow_starlette_does_not_import_fastapi() -> None:
     code = "import sys, ccflow, ccflow.starlette; print('fastapi' in sys.modules)"
     out = subprocess.run(
@@ -142,7 +148,7 @@ async def test_aclose_closes_only_a_validator_built_from_the_environment(
     assert given.closed is False
 
     built = FakeValidator()
-    monkeypatch.setattr("ccflow.fastapi._from_env", lambda: built)
+    monkeypatch.setattr("ccflow.starlette._from_env", lambda: built)
     invoker = BearerClaims("invokeRole")
     assert invoker.validator is built
     await invoker.aclose()

@@ -445,14 +445,31 @@ def test_websocket_refused_with_1008_before_accept(
         ((1,), {}, "roles"),
         (("invokeRole",), {"match": "some"}, "match"),
         (("invokeRole",), {"exempt": ["healthz"]}, "exempt"),
+        (("invokeRole",), {"exempt": None}, "exempt"),
+        (("invokeRole",), {"exempt": 5}, "exempt"),
+        (("invokeRole",), {"validator": "not a validator"}, "validator"),
     ],
 )
 def test_bad_configuration_fails_at_construction(
     validator: FakeValidator, roles: tuple[object, ...], options: dict[str, object], setting: str
 ) -> None:
+    options = {"validator": validator, **options}
     with pytest.raises(ConfigurationError) as info:
-        RequireRole(*roles, validator=validator, **options)  # type: ignore[arg-type]
+        RequireRole(*roles, **options)  # type: ignore[arg-type]
     assert info.value.setting == setting
+
+
+def test_one_exempt_path_may_be_given_as_a_string(validator: FakeValidator) -> None:
+    # A plain string is one path, not a sequence of one-character paths.
+    with TestClient(make_app(validator, exempt="/healthz")) as c:
+        assert c.get("/healthz").status_code == 200
+        assert c.get("/whoami").status_code == 401
+
+
+def test_backend_refuses_something_that_is_not_a_validator() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        BearerAuthBackend("not a validator")  # type: ignore[arg-type]
+    assert info.value.setting == "validator"
 
 
 def test_token_user_repr_shows_no_claims() -> None:

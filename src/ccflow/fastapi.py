@@ -47,7 +47,7 @@ from ccflow.starlette import (
     Match,
     TokenUser,
     Validator,
-    _from_env,
+    _validator,
     bearer_token,
     rejection_for,
 )
@@ -87,7 +87,7 @@ class BearerClaims(SecurityBase):
         self.roles: tuple[str, ...] = roles
         self.match: Match = match
         self.owns_validator = validator is None
-        self.validator: Validator = _from_env() if validator is None else validator
+        self.validator: Validator = _validator(validator, "BearerClaims")
 
     async def __call__(self, request: Request) -> Mapping[str, Any]:
         """Validate the request's token; raise ``HTTPException`` with the RFC 6750 answer."""

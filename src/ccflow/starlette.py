@@ -144,6 +144,20 @@ def _from_env() -> Validator:
     return validator
 
 
+def _validator(validator: Validator | None, owner: str) -> Validator:
+    """``validator``, checked now (a wrong object would otherwise fail on every request), or
+    ``TokenValidator.from_env()`` when it is ``None``."""
+    if validator is None:
+        return _from_env()
+    if not callable(getattr(validator, "validate", None)) or not hasattr(validator, "realm"):
+        raise ConfigurationError(
+            f"{owner} validator must be a ccflow.TokenValidator (or have its validate() and "
+            f"realm), got {type(validator).__name__}",
+            setting="validator",
+        )
+    return validator
+
+
 class TokenUser(BaseUser):
     """``request.user`` for a caller that presented a valid token.
 
@@ -401,7 +415,7 @@ class RequireRole:
       with a ``ConfigurationError`` naming the variable; that validator is closed on lifespan
       shutdown.
     - ``exempt``: paths served without a token, such as health checks; exact paths, or a
-      prefix written ``"/health/*"``.
+      prefix written ``"/health/*"`` (a single string is one path).
 
     CORS preflights (``OPTIONS`` with ``Access-Control-Request-Method``) and lifespan pass
     through; a WebSocket with a bad token is closed with code 1008 before it is accepted.
@@ -427,7 +441,14 @@ class RequireRole:
             raise ConfigurationError(
                 f'RequireRole match must be "any" or "all", got {match!r}', setting="match"
             )
-        exempt = tuple(exempt)
+        if isinstance(exempt, str):
+            exempt = (exempt,)
+        elif isinstance(exempt, Iterable):
+            exempt = tuple(exempt)
+        else:
+            raise ConfigurationError(
+                f"RequireRole exempt must be a list of paths, got {exempt!r}", setting="exempt"
+            )
         for path in exempt:
             if not isinstance(path, str) or not path.startswith("/"):
                 raise ConfigurationError(
@@ -438,7 +459,7 @@ class RequireRole:
         self.match: Match = match
         self.exempt: tuple[str, ...] = exempt
         self.owns_validator = validator is None
-        self.validator: Validator = _from_env() if validator is None else validator
+        self.validator: Validator = _validator(validator, "RequireRole")
 
     def __call__(self, app: ASGIApp) -> RequireRoleMiddleware:
         """Wrap ``app``: what Starlette's ``add_middleware`` and ``Middleware`` call."""
@@ -621,7 +642,7 @@ class BearerAuthBackend(AuthenticationBackend):
     """
 
     def __init__(self, validator: Validator | None = None) -> None:
-        self.validator: Validator = _from_env() if validator is None else validator
+        self.validator: Validator = _validator(validator, "BearerAuthBackend")
 
     async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
         """Validate the request's bearer token, if it has one."""
