@@ -650,3 +650,12 @@ def test_async_http_client_is_refused_by_the_sync_face() -> None:
         TokenClient(
             client_id="c", client_secret="s", tenant_id="t", http_client=httpx.AsyncClient()
         )  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("scopes", [["api://calc-api"], {"api://calc-api"}])
+def test_a_list_of_scopes_as_one_argument_is_a_configuration_error(
+    client: TokenClient, scopes: object
+) -> None:
+    # Was "TypeError: unhashable type: 'list'" from the cache lookup.
+    with pytest.raises(ConfigurationError, match=r"get_token\(\*scopes\)"):
+        client.get_token(scopes)  # type: ignore[arg-type]

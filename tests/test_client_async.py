@@ -155,3 +155,11 @@ async def test_from_env() -> None:
     assert isinstance(tc, AsyncTokenClient)
     assert tc.token_endpoint == "https://login.microsoftonline.com/t/oauth2/v2.0/token"
     await tc.aclose()
+
+
+async def test_a_list_of_scopes_as_one_argument_is_a_configuration_error(
+    authority: Authority, clock: FakeClock
+) -> None:
+    tc, _ = async_client(authority, clock)
+    with pytest.raises(ConfigurationError, match=r"get_token\(\*scopes\)"):
+        await tc.get_token(["api://calc-api"])  # type: ignore[arg-type]

@@ -230,3 +230,10 @@ def test_token_error_pickles_with_its_fields() -> None:
     copy = pickle.loads(pickle.dumps(info.value))
     assert str(copy) == str(info.value)
     assert copy.error_codes == (7000215,)
+
+
+@pytest.mark.parametrize("scopes", [(["api://a", "api://b"],), (("api://a",),), ({"api://a"},)])
+def test_a_collection_passed_as_one_scope_says_to_unpack_it(scopes: tuple[str, ...]) -> None:
+    with pytest.raises(ConfigurationError, match=r"get_token\(\*scopes\)") as info:
+        normalize_scopes(scopes, azure=True)
+    assert info.value.setting == "scopes"

@@ -465,7 +465,10 @@ class TokenClient(_ClientBase):
         authority refuses, :class:`ccflow.AuthorityUnreachableError` when it cannot be reached
         after the retries.
         """
-        entry = self._hits.get(scopes)
+        try:
+            entry = self._hits.get(scopes)
+        except TypeError:  # an unhashable scope: a list passed as one argument
+            raise _scopes_error(scopes) from None
         if entry is not None and self._clock() < entry.refresh_at:
             return entry.token
         return self._acquire(scopes)
@@ -621,7 +624,10 @@ class AsyncTokenClient(_ClientBase):
 
     async def get_token(self, *scopes: str) -> AccessToken:
         """A valid token for ``scopes``; see :meth:`TokenClient.get_token`."""
-        entry = self._hits.get(scopes)
+        try:
+            entry = self._hits.get(scopes)
+        except TypeError:  # an unhashable scope: a list passed as one argument
+            raise _scopes_error(scopes) from None
         if entry is not None and self._clock() < entry.refresh_at:
             return entry.token
         return await self._acquire(scopes)
@@ -720,6 +726,15 @@ class AsyncTokenClient(_ClientBase):
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+def _scopes_error(scopes: tuple[object, ...]) -> BaseException:
+    """The ConfigurationError that :func:`normalize_scopes` raises for ``scopes``."""
+    try:
+        normalize_scopes(scopes, azure=False)  # type: ignore[arg-type]
+    except ConfigurationError as exc:
+        return exc
+    return ConfigurationError(f"scopes must be strings, got {scopes!r}", setting="scopes")
 
 
 def _consume(task: asyncio.Future[CacheEntry]) -> None:

@@ -125,6 +125,12 @@ def normalize_scopes(scopes: tuple[str, ...], *, azure: bool) -> tuple[str, ...]
         )
     out: list[str] = []
     for scope in scopes:
+        if isinstance(scope, list | tuple | set | frozenset):
+            raise ConfigurationError(
+                f"scopes are separate arguments, got a {type(scope).__name__} {scope!r}: call "
+                "get_token(*scopes) or get_token('api://a/.default')",
+                setting="scopes",
+            )
         if not isinstance(scope, str) or not scope.strip():
             raise ConfigurationError(
                 f"a scope must be a non-empty string, got {scope!r}", setting="scopes"
