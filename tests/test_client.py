@@ -659,3 +659,37 @@ def test_a_list_of_scopes_as_one_argument_is_a_configuration_error(
     # Was "TypeError: unhashable type: 'list'" from the cache lookup.
     with pytest.raises(ConfigurationError, match=r"get_token\(\*scopes\)"):
         client.get_token(scopes)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "setting", "fragment"),
+    [
+        ({"client_id": 5}, "client_id", "must be a string"),
+        ({"client_secret": b"s3cret"}, "client_secret", "must be a string"),
+        ({"client_secret": 12345}, "client_secret", "must be a string"),
+        ({"refresh_margin": float("nan")}, "refresh_margin", "refresh_margin"),
+        ({"refresh_margin": float("inf")}, "refresh_margin", "refresh_margin"),
+        ({"refresh_margin": True}, "refresh_margin", "refresh_margin"),
+        ({"timeout": "10"}, "timeout", "timeout"),
+        ({"timeout": -1}, "timeout", "timeout"),
+        ({"timeout": 0}, "timeout", "timeout"),
+        ({"timeout": float("nan")}, "timeout", "timeout"),
+        ({"clock": 1000.0}, "clock", "clock"),
+    ],
+)
+def test_wrong_types_and_values_are_named(
+    kwargs: dict[str, object], setting: str, fragment: str
+) -> None:
+    # client_id=5 said "client_id is required", a bytes secret "client_secret is empty"; a NaN
+    # margin made every get_token() a POST; a bad timeout or clock failed only on first use.
+    base: dict[str, object] = {"client_id": "c", "client_secret": "s", "tenant_id": "t"}
+    with pytest.raises(ConfigurationError, match=fragment) as info:
+        TokenClient(**{**base, **kwargs})  # type: ignore[arg-type]
+    assert info.value.setting == setting
+    assert "s3cret" not in str(info.value)
+    assert "12345" not in str(info.value)
+
+
+@pytest.mark.parametrize("timeout", [5, 2.5, httpx.Timeout(3.0)])
+def test_good_timeouts_are_accepted(timeout: float | httpx.Timeout) -> None:
+    TokenClient(client_id="c", client_secret="s", tenant_id="t", timeout=timeout).close()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import threading
 import time
@@ -100,7 +101,13 @@ class _ClientBase:
         timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if not isinstance(client_id, str) or not client_id.strip():
+        if not isinstance(client_id, str):
+            raise ConfigurationError(
+                f"client_id must be a string (the app's Application ID), got "
+                f"{type(client_id).__name__}",
+                setting="client_id",
+            )
+        if not client_id.strip():
             raise ConfigurationError("client_id is required (AZURE_CLIENT_ID)", setting="client_id")
         if (client_secret is None) == (credential is None):
             raise ConfigurationError(
@@ -130,9 +137,29 @@ class _ClientBase:
             )
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise ConfigurationError("max_retries must be an int >= 0", setting="max_retries")
-        if not isinstance(refresh_margin, int | float) or refresh_margin < 0:
+        if (
+            isinstance(refresh_margin, bool)
+            or not isinstance(refresh_margin, int | float)
+            or not math.isfinite(refresh_margin)
+            or refresh_margin < 0
+        ):
+            # NaN compared false to everything: every get_token() became a POST.
             raise ConfigurationError(
-                "refresh_margin must be seconds >= 0", setting="refresh_margin"
+                "refresh_margin must be a finite number of seconds >= 0", setting="refresh_margin"
+            )
+        if not isinstance(timeout, httpx.Timeout) and (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not math.isfinite(timeout)
+            or timeout <= 0
+        ):
+            raise ConfigurationError(
+                f"timeout must be seconds > 0 or an httpx.Timeout, got {timeout!r}",
+                setting="timeout",
+            )
+        if not callable(clock):
+            raise ConfigurationError(
+                "clock must be a callable returning Unix seconds (like time.time)", setting="clock"
             )
         if token_endpoint is not None:
             if tenant_id is not None or authority_host is not None:

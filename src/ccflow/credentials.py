@@ -155,7 +155,14 @@ class ClientSecret:
     secret: str = field(repr=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.secret, str) or not self.secret:
+        if not isinstance(self.secret, str):
+            # Never the value: a secret passed as bytes is still a secret.
+            raise ConfigurationError(
+                f"client_secret must be a string (the secret's Value), got "
+                f"{type(self.secret).__name__}",
+                setting="client_secret",
+            )
+        if not self.secret:
             raise ConfigurationError(
                 "client_secret is empty; pass the secret's Value", setting="client_secret"
             )
