@@ -286,3 +286,64 @@ async def test_async_cache_closes_the_client_it_created(authority: Authority) ->
 def test_a_plan_needs_a_source() -> None:
     with pytest.raises(ValueError, match="jwks_uri"):
         AsyncJWKSCache(KeySourcePlan(), algorithms=RS256)
+
+
+class GatedTransport(httpx.AsyncBaseTransport):
+    """The authority, except that JWKS fetches after the first hang until ``gate`` is set
+    (an authority that accepts connections and never answers)."""
+
+    def __init__(self, authority: Authority) -> None:
+        self.authority = authority
+        self.gate = asyncio.Event()
+        self.jwks = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await request.aread()
+        if "keys" in request.url.path:
+            self.jwks += 1
+            if self.jwks > 1:
+                await self.gate.wait()
+        return self.authority.handle(request)
+
+
+async def test_a_known_key_is_served_while_a_hanging_refresh_is_in_flight(
+    authority: Authority, clock: Clock
+) -> None:
+    transport = GatedTransport(authority)
+    validator = validator_for(authority, clock, http_client=httpx.AsyncClient(transport=transport))
+    await validator.validate(authority.mint())
+    clock.advance(3600)  # keys past their TTL: the next request refreshes them
+    refreshing = asyncio.ensure_future(validator.validate(authority.mint()))
+    while transport.jwks < 2:
+        await asyncio.sleep(0)
+    # Other requests whose key is cached and still usable need not wait for that fetch.
+    verdicts = await asyncio.wait_for(
+        asyncio.gather(*(validator.validate(authority.mint()) for _ in range(10))), timeout=2
+    )
+    assert len(verdicts) == 10
+    assert transport.jwks == 2
+    transport.gate.set()
+    await refreshing
+    await validator.aclose()
+
+
+async def test_an_unknown_kid_still_waits_for_the_fetch_in_flight(
+    authority: Authority, clock: Clock
+) -> None:
+    transport = GatedTransport(authority)
+    validator = validator_for(authority, clock, http_client=httpx.AsyncClient(transport=transport))
+    await validator.validate(authority.mint())
+    clock.advance(3600)
+    authority.rotate_keys()
+    refreshing = asyncio.ensure_future(validator.validate(authority.mint()))
+    while transport.jwks < 2:
+        await asyncio.sleep(0)
+    waiting = asyncio.ensure_future(validator.validate(authority.mint()))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not waiting.done()
+    transport.gate.set()
+    await refreshing
+    await waiting
+    assert transport.jwks == 2
+    await validator.aclose()

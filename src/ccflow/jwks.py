@@ -7,7 +7,8 @@ synchronous face would repeat nothing but the waiting, and every policy decision
 unknown-``kid`` cooldown, failure backoff, max-stale) lives in :mod:`ccflow._core.jwks`.
 
 However many requests wait, at most one discovery or JWKS fetch is in flight: the first
-request fetches under a lock, the others re-decide once it is done.
+request fetches under a lock, the others re-decide once it is done. While a fetch is in
+flight, a request whose ``kid`` is cached (and within ``max_stale``) does not wait for it.
 """
 
 from __future__ import annotations
@@ -228,6 +229,13 @@ class AsyncJWKSCache(_Base):
             assert state.keys is not None
             return state.keys.keys[kid]
         if action is KeyAction.FETCH:
+            if self._lock.locked():
+                # A refresh is already in flight (a TTL refresh, or an authority that hangs
+                # until the timeout): a cached key that is still usable serves now rather
+                # than after that fetch. An unknown kid waits for it.
+                key = state.keys.get(kid) if state.keys is not None else None
+                if key is not None and state.usable(self._clock(), self._policy):
+                    return key
             async with self._lock:
                 # Whoever held the lock before us may have fetched already: decide again.
                 if self._decide(kid) is KeyAction.FETCH:
