@@ -45,6 +45,14 @@ def test_retryable_statuses(status: int | None, retryable: bool) -> None:
         ("0", 0.0),
         ("Thu, 01 Jan 2026 00:00:10 GMT", 10.0),
         ("Wed, 31 Dec 2025 23:59:00 GMT", 0.0),
+        # RFC 9110 section 5.6.7: the obsolete RFC 850 and asctime forms must be accepted too;
+        # every HTTP date is GMT, asctime's included although it names no zone.
+        ("Thursday, 01-Jan-26 00:00:20 GMT", 20.0),
+        ("Thu Jan  1 00:00:30 2026", 30.0),
+        ("Thu, 01 Jan 2026 00:00:40 -0000", 40.0),
+        ("Fri, 31 Dec 9999 23:59:59 GMT", 253402300799.0 - NOW),  # far off: capped by delay()
+        ("Sat, 01 Jan 10000 00:00:00 GMT", None),
+        ("Thu, 01 Jan 2026 25:61:61 GMT", None),
         ("soon", None),
         ("-3", None),
         ("\u00b2", None),  # isdigit() is True for superscripts, float() refuses them

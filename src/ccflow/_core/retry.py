@@ -13,6 +13,7 @@ wins over the backoff, up to a cap so a hostile or confused server cannot park a
 
 from __future__ import annotations
 
+import datetime
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +30,8 @@ def is_retryable_status(status: int | None) -> bool:
 def parse_retry_after(value: str | None, now: float) -> float | None:
     """``Retry-After`` as seconds from ``now``: ``"5"`` -> 5.0, an HTTP date -> the gap.
 
-    Dates in the past give 0; garbage gives ``None`` (the backoff applies then).
+    The three HTTP date forms of RFC 9110 are read as GMT. Dates in the past give 0; garbage
+    (negative or fractional seconds, unknown formats) gives ``None`` (the backoff applies then).
     """
     if value is None:
         return None
@@ -42,11 +44,13 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
         return float(value)
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        if when.tzinfo is None:
+            # asctime dates name no zone and "-0000" means "unknown": HTTP dates are all GMT
+            # (RFC 9110 section 5.6.7), and the asctime form must be accepted.
+            when = when.replace(tzinfo=datetime.UTC)
+        return max(0.0, when.timestamp() - now)
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - now)
 
 
 @dataclass(frozen=True, slots=True)
