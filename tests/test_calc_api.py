@@ -50,7 +50,8 @@ def test_add_answers_result_and_caller(authority: Authority, api: TestClient) ->
 
 
 @pytest.mark.parametrize(
-    ("a", "b", "result"), [("-2", "3", 1), ("1.5", "2", 3.5), ("10", "-10", 0)]
+    ("a", "b", "result"),
+    [("-2", "3", 1), ("1.5", "2", 3.5), ("10", "-10", 0), ("+1e3", ".5", 1000.5), ("5.", "0", 5)],
 )
 def test_add_takes_signed_and_decimal_numbers(
     authority: Authority, api: TestClient, a: str, b: str, result: float
@@ -59,7 +60,9 @@ def test_add_takes_signed_and_decimal_numbers(
     assert response.json()["result"] == result
 
 
-@pytest.mark.parametrize("a", ["x", "nan", "inf", "1e999", "٣"])
+@pytest.mark.parametrize(
+    "a", ["x", "nan", "inf", "1e999", "٣", "1_000", "%201", "1%20", "1%0A", "0x10", "1e", "1.2.3"]
+)
 def test_add_refuses_what_is_not_a_finite_number(
     authority: Authority, api: TestClient, a: str
 ) -> None:

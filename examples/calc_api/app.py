@@ -24,19 +24,19 @@ from ccflow.starlette import TokenUser, Validator
 __all__ = ["create_app"]  # and `app`, built on first access by __getattr__
 
 _INTEGER = re.compile(r"[+-]?[0-9]{1,30}")
+# A plain decimal number. float() alone would also take "1_000", " 1" or "1\n" (Python's own
+# literal and whitespace rules), which are not numbers in a URL.
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 def _number(text: str) -> int | float | None:
-    if not text.isascii():
-        return None
-    if text.isdigit() and len(text) <= 30:
+    if text.isdigit() and text.isascii() and len(text) <= 30:
         return int(text)
     if _INTEGER.fullmatch(text):
         return int(text)
-    try:
-        value = float(text)
-    except ValueError:
+    if _DECIMAL.fullmatch(text) is None:
         return None
+    value = float(text)
     return value if math.isfinite(value) else None
 
 
