@@ -209,7 +209,10 @@ def test_completed_scope_is_named_in_scope_errors() -> None:
         (502, b"<html><body>Bad gateway</body></html>", "HTTP 502 with an HTML page"),
         (400, b"", "HTTP 400 with an empty body"),
         (500, b"oops", "HTTP 500 with a body that is not JSON"),
-        (404, b'{"message": "not found"}', "HTTP 404 with a body that is not JSON"),
+        # JSON, but not an OAuth error (a gateway's): it used to be called "not JSON".
+        (404, b'{"message": "not found"}', "HTTP 404 with a JSON body that is not an OAuth"),
+        (400, b'{"error": 42}', "HTTP 400 with a JSON body that is not an OAuth"),
+        (403, b"[1, 2]", "HTTP 403 with a JSON body that is not an OAuth"),
     ],
 )
 def test_unparsable_error_bodies_still_explain(status: int, body: bytes, expected: str) -> None:
@@ -237,3 +240,13 @@ def test_a_collection_passed_as_one_scope_says_to_unpack_it(scopes: tuple[str, .
     with pytest.raises(ConfigurationError, match=r"get_token\(\*scopes\)") as info:
         normalize_scopes(scopes, azure=True)
     assert info.value.setting == "scopes"
+
+
+@pytest.mark.parametrize(
+    ("status", "error"), [(200, AuthorityUnreachableError), (400, TokenRequestError)]
+)
+def test_deeply_nested_json_is_an_unusable_answer_not_a_recursion_error(
+    status: int, error: type[Exception]
+) -> None:
+    with pytest.raises(error, match=f"HTTP {status}"):
+        parse(status, b"[" * 100_000)

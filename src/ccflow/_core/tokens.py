@@ -181,7 +181,7 @@ def _int_field(value: Any) -> int | None:
 def _json_object(body: bytes) -> dict[str, Any] | None:
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: "[[[[..."
         return None
     return data if isinstance(data, dict) else None
 
@@ -270,12 +270,25 @@ def _token_error(
     return err
 
 
+def _is_json(body: bytes) -> bool:
+    try:
+        json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return False
+    return True
+
+
 def _describe_unparsable(status: int, body: bytes, context: ErrorContext) -> str:
     stripped = body.strip()
     if not stripped:
         what = "an empty body"
     elif stripped[:1] == b"<":
         what = "an HTML page instead of a JSON error (a proxy, gateway or wrong URL answering?)"
+    elif _is_json(stripped):
+        what = (
+            "a JSON body that is not an OAuth error (no 'error' string; a proxy, gateway or "
+            "wrong URL answering?)"
+        )
     else:
         what = "a body that is not JSON"
     hint = (
