@@ -16,10 +16,12 @@ from ccflow import (
     AuthorityUnreachableError,
     ClientSecret,
     ConfigurationError,
+    CredentialError,
     TokenClient,
     TokenRequestError,
 )
 from ccflow.authority import Authority, Fault
+from ccflow.credentials import RequestFields
 
 SCOPE = "api://calc-api/.default"
 
@@ -693,3 +695,38 @@ def test_wrong_types_and_values_are_named(
 @pytest.mark.parametrize("timeout", [5, 2.5, httpx.Timeout(3.0)])
 def test_good_timeouts_are_accepted(timeout: float | httpx.Timeout) -> None:
     TokenClient(client_id="c", client_secret="s", tenant_id="t", timeout=timeout).close()
+
+
+class FlakyCredential:
+    """A user's own Credential: works once, then its source fails with a plain OSError."""
+
+    def __init__(self, secret: str) -> None:
+        self.secret = secret
+        self.calls = 0
+
+    def request_fields(
+        self, *, client_id: str, token_endpoint: str, auth_method: str, now: float
+    ) -> RequestFields:
+        self.calls += 1
+        if self.calls > 1:
+            raise OSError(f"vault unreachable while reading {self.secret}")
+        return RequestFields(form=(("client_id", client_id), ("client_secret", self.secret)))
+
+
+def test_a_custom_credential_failing_during_a_proactive_refresh_serves_the_cached_token(
+    authority: Authority, clock: FakeClock, scope: str
+) -> None:
+    # Only CredentialError was caught: any other exception from a user's credential escaped
+    # get_token() although a valid token was cached.
+    secret = authority.client("calc-client").secret or ""
+    credential = FlakyCredential(secret)
+    tc, _ = sync_client(authority, clock, client_secret=None, credential=credential)
+    first = tc.get_token(scope)
+    clock.advance(3300)
+    assert tc.get_token(scope) is first
+    assert credential.calls == 2
+    clock.now = first.expires_on
+    with pytest.raises(CredentialError, match="FlakyCredential failed: OSError") as info:
+        tc.get_token(scope)
+    assert isinstance(info.value.__cause__, OSError)
+    assert secret not in str(info.value)

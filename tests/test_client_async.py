@@ -12,6 +12,7 @@ from ccflow import (
     AsyncTokenClient,
     AuthorityUnreachableError,
     ConfigurationError,
+    CredentialError,
     TokenRequestError,
 )
 from ccflow.authority import Authority, Fault
@@ -163,3 +164,19 @@ async def test_a_list_of_scopes_as_one_argument_is_a_configuration_error(
     tc, _ = async_client(authority, clock)
     with pytest.raises(ConfigurationError, match=r"get_token\(\*scopes\)"):
         await tc.get_token(["api://calc-api"])  # type: ignore[arg-type]
+
+
+async def test_a_custom_async_credential_failing_is_a_credential_error(
+    authority: Authority, clock: FakeClock, scope: str
+) -> None:
+    class Broken:
+        def request_fields(self, **_: object) -> RequestFields:
+            raise AssertionError("the async face should await arequest_fields")
+
+        async def arequest_fields(self, **_: object) -> RequestFields:
+            raise ConnectionError("key vault down")
+
+    tc, _ = async_client(authority, clock, client_secret=None, credential=Broken())
+    with pytest.raises(CredentialError, match="Broken failed: ConnectionError") as info:
+        await tc.get_token(scope)
+    assert isinstance(info.value.__cause__, ConnectionError)

@@ -348,7 +348,22 @@ class _ClientBase:
             )
         except CredentialError as exc:
             return Unprepared(exc, now)  # the flow decides: serve the cached token or raise
+        except CCFlowError:
+            raise  # a ConfigurationError: asking again cannot help
+        except Exception as exc:
+            return Unprepared(self._credential_failed(exc), now)
         return Prepared(fields, now)
+
+    def _credential_failed(self, exc: Exception) -> CredentialError:
+        # A user's own Credential may raise anything (OSError, an HTTP error...): it is a
+        # credential failure all the same, so a still-valid cached token is served. The
+        # message names only the types: the exception's text may quote a secret.
+        error = CredentialError(
+            f"credential {type(self._credential).__name__} failed: {type(exc).__name__} "
+            "(see __cause__)"
+        )
+        error.__cause__ = exc
+        return error
 
     def _reply(self, response: httpx.Response) -> Reply:
         return Reply(
@@ -729,6 +744,10 @@ class AsyncTokenClient(_ClientBase):
                 )
             except CredentialError as exc:
                 return Unprepared(exc, now)
+            except CCFlowError:
+                raise
+            except Exception as exc:
+                return Unprepared(self._credential_failed(exc), now)
             return Prepared(fields, now)
         return self._request_fields(step)
 
