@@ -172,3 +172,46 @@ def test_marker_with_an_unknown_keyword_is_a_usage_error(pytester: pytest.Pytest
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*unknown keyword(s) token_lifetim; it takes registrations*"])
     result.stdout.no_fnmatch_line("*TypeError*")
+
+
+def test_mock_defers_other_hosts_to_the_tests_own_respx_router(pytester: pytest.Pytester) -> None:
+    # Its catch-all pass-through route answered first, so a respx router the test opened
+    # itself never saw a request: the mocked service was called for real.
+    run(
+        pytester,
+        """
+        import httpx, respx
+
+        def test_own_router_inside(ccflow_authority_mock):
+            with respx.mock() as own:
+                own.get("http://127.0.0.1:9/status").respond(200, json={"up": True})
+                assert httpx.get("http://127.0.0.1:9/status").json() == {"up": True}
+                r = httpx.get(ccflow_authority_mock.discovery_url)
+                assert r.json()["issuer"] == ccflow_authority_mock.issuer
+
+        def test_respx_mock_fixture_after(ccflow_authority_mock, respx_mock):
+            respx_mock.get("http://127.0.0.1:9/status").respond(204)
+            assert httpx.get("http://127.0.0.1:9/status").status_code == 204
+            assert httpx.get(ccflow_authority_mock.jwks_uri).status_code == 200
+    """,
+        passed=2,
+    )
+
+
+def test_mock_passes_other_hosts_through(pytester: pytest.Pytester) -> None:
+    run(
+        pytester,
+        """
+        import ssl, httpx
+
+        def test_real_server_reached(ccflow_authority_mock, ccflow_authority_server):
+            server = ccflow_authority_server
+            trust = ssl.create_default_context(cafile=str(server.ca_file))
+            with httpx.Client(verify=trust) as http:
+                r = http.get(server.authority.discovery_url)
+            assert r.json()["issuer"] == server.authority.issuer
+            assert server.authority.hits["discovery"] == 1
+            assert ccflow_authority_mock.hits["discovery"] == 0
+    """,
+        passed=1,
+    )

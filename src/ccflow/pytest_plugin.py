@@ -5,7 +5,8 @@ Fixtures (function-scoped, each test gets a fresh authority with no faults):
 - ``ccflow_authority``: an in-process :class:`~ccflow.authority.Authority`; talk to it with
   ``httpx.Client(transport=ccflow_authority.transport())``.
 - ``ccflow_authority_mock``: the same authority with respx routing its host
-  (``https://login.ccflow.test``) to it for the test; other hosts pass through untouched.
+  (``https://login.ccflow.test``) to it for the test; other hosts pass through untouched, or
+  go to the test's own respx router when it has one.
 - ``ccflow_authority_server``: the authority as a real HTTPS server on 127.0.0.1 (a free
   port), an :class:`~ccflow.authority.AuthorityServer` (``.authority``, ``.url``,
   ``.ca_file``), stopped after the test.
@@ -83,11 +84,21 @@ def ccflow_authority(request: pytest.FixtureRequest) -> Authority:
 @pytest.fixture
 def ccflow_authority_mock(ccflow_authority: Authority) -> Iterator[Authority]:
     """``ccflow_authority`` with respx routing its host to it during the test."""
+    import httpx
     import respx
 
     with respx.mock(assert_all_called=False) as router:
         ccflow_authority.mock(router)
-        router.route().pass_through()
+
+        def other_hosts(request: httpx.Request) -> httpx.Request | None:
+            # respx asks its routers in turn and stops at the first that matches: while the
+            # test has a router of its own, leave other hosts to it (a non-match), otherwise
+            # let them through to the network.
+            mocker = router.Mocker
+            others = [r for r in mocker.routers if r is not router] if mocker else []
+            return None if others else request
+
+        router.route().mock(side_effect=other_hosts)
         yield ccflow_authority
 
 
