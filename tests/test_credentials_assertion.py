@@ -162,11 +162,12 @@ def test_callable_without_readable_expiry_is_called_every_time() -> None:
     [
         (lambda: "", "empty"),
         (lambda: "   ", "empty"),
-        (lambda: None, "empty"),
+        (lambda: None, "returned NoneType, not a string"),  # was "an empty value"
+        (lambda: b"eyJ.eyJ.sig", "returned bytes, not a string"),
         (lambda: jwt_with(NOW - 1), "expired"),
         (lambda: 1 / 0, "failed: ZeroDivisionError"),
     ],
-    ids=["empty", "blank", "none", "expired", "raises"],
+    ids=["empty", "blank", "none", "bytes", "expired", "raises"],
 )
 def test_bad_callable_results(make: Callable[[], Any], message: str) -> None:
     with pytest.raises(CredentialError, match=message):

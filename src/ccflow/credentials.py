@@ -491,7 +491,11 @@ class _AssertionSource:
         raise NotImplementedError
 
     def _accept(self, value: object, now: float) -> HeldAssertion:
-        if not isinstance(value, str) or not value.strip():
+        if not isinstance(value, str):
+            raise CredentialError(
+                f"{self._describe()} returned {type(value).__name__}, not a string (the JWT)"
+            )
+        if not value.strip():
             raise CredentialError(f"{self._describe()} gave no assertion (an empty value)")
         value = value.strip()
         exp = unverified_expiry(value)
