@@ -228,3 +228,10 @@ def test_from_env_issuer_override_with_a_tenant_in_the_environment_names_both() 
     message = str(info.value)
     assert "AZURE_TENANT_ID" in message
     assert "CCFLOW_ISSUER" not in message
+
+
+def test_from_env_with_a_mapping_reads_only_that_mapping(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The process environment's AZURE_AUTHORITY_HOST is not part of the mapping passed in.
+    monkeypatch.setenv("AZURE_AUTHORITY_HOST", "http://remote.example")
+    validator = TokenValidator.from_env({"CCFLOW_TENANT_ID": TENANT, "CCFLOW_AUDIENCE": "a"})
+    assert validator.realm == "a"

@@ -362,6 +362,10 @@ class TokenValidator:
         host = get("AZURE_AUTHORITY_HOST")
         if host is not None:
             kwargs["authority_host"] = host
+        elif environ is not None:
+            # A mapping passed in is the whole environment: the constructor's own fallback to
+            # os.environ["AZURE_AUTHORITY_HOST"] must not reach past it.
+            kwargs["authority_host"] = DEFAULT_AUTHORITY_HOST
         for setting in ("audience", "allowed_clients", "allowed_tenants"):
             values = _split_env(env.get(ENVIRONMENT_VARIABLES[setting]))
             if values is not None:
