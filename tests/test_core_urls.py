@@ -144,3 +144,19 @@ def test_tenant_with_control_characters_or_not_a_string_is_refused(tenant: objec
     with pytest.raises(ConfigurationError, match="tenant_id") as info:
         token_endpoint_for("https://login.microsoftonline.com", tenant)  # type: ignore[arg-type]
     assert info.value.setting == "tenant_id"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://user:s3cret@host/token",
+        "https://user:s3cret@host:99999/token",
+        "https://user:s3cret@host/to ken",
+        "http://user:s3cret@login.example.com/token",
+        "https://user:s3cret@host/token",
+    ],
+)
+def test_a_password_in_a_refused_url_is_not_repeated(url: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        require_secure_url(url, setting="token_endpoint")
+    assert "s3cret" not in str(info.value)

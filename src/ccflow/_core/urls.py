@@ -39,6 +39,15 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
+def _shown(url: str) -> str:
+    """``url`` fit for an error message: a ``user:password@`` part is replaced by ``***@``."""
+    scheme, sep, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    if sep and "@" in authority:
+        return f"{scheme}{sep}***@{authority.rpartition('@')[2]}{slash}{path}"
+    return url
+
+
 def require_secure_url(url: str, *, setting: str) -> str:
     """Return ``url`` if it is ``https://`` (or ``http://`` to a loopback host); else raise.
 
@@ -53,18 +62,19 @@ def require_secure_url(url: str, *, setting: str) -> str:
         )
     if any(c.isspace() or not c.isprintable() for c in url):
         raise ConfigurationError(
-            f"{setting} contains whitespace or control characters, got {url!r}", setting=setting
+            f"{setting} contains whitespace or control characters, got {_shown(url)!r}",
+            setting=setting,
         )
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018  (parsed only when asked for)
     except ValueError:
         raise ConfigurationError(
-            f"{setting} is not a valid URL, got {url!r}", setting=setting
+            f"{setting} is not a valid URL, got {_shown(url)!r}", setting=setting
         ) from None
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ConfigurationError(
-            f"{setting} must be an absolute https:// URL, got {url!r}", setting=setting
+            f"{setting} must be an absolute https:// URL, got {_shown(url)!r}", setting=setting
         )
     if parts.username is not None or parts.password is not None:
         raise ConfigurationError(
