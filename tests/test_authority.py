@@ -602,3 +602,12 @@ def test_json_bodies_are_compact_json(authority: Authority, http: httpx.Client) 
     response = http.get(authority.jwks_uri)
     assert response.headers["content-type"].startswith("application/json")
     assert json.loads(response.content) == authority.jwks()
+
+
+@pytest.mark.anyio
+async def test_asgi_app_answers_a_latin1_header_value(authority: Authority) -> None:
+    # ASGI headers are bytes; a non-ASCII value made building the request raise (a 500).
+    transport = httpx.ASGITransport(app=authority.asgi)
+    async with httpx.AsyncClient(transport=transport, base_url=authority.host) as http:
+        r = await http.get(authority.discovery_url, headers={"X-Caller": "café".encode("latin-1")})
+    assert r.status_code == 200

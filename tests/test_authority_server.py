@@ -377,3 +377,38 @@ def test_cli_human_output_hides_secrets() -> None:
 def test_plain_http_off_loopback_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["authority", "serve", "--host", "0.0.0.0"]) == 2
     assert "loopback" in capsys.readouterr().err
+
+
+def _raw_exchange(server: AuthorityServer, request: bytes) -> bytes:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("target", "header", "status"),
+    [
+        # A header value in latin-1 (http.server decodes it so) dropped the connection unanswered.
+        ("/{t}/v2.0/.well-known/openid-configuration", b"X-Caller: caf\xe9", b"200"),
+        ("/{t}/v2.0/.well-known/openid-configuration", b"client-request-id: \xff", b"200"),
+        # The absolute form (RFC 9112 3.2.2), which a server must accept, did the same.
+        ("{url}/{t}/v2.0/.well-known/openid-configuration", b"X-Caller: x", b"200"),
+        ("*", b"X-Caller: x", b"400"),
+    ],
+)
+def test_odd_request_heads_are_answered_not_dropped(
+    target: str, header: bytes, status: bytes
+) -> None:
+    with AuthorityServer() as server:
+        path = target.format(url=server.url, t=server.authority.tenant_id).encode()
+        answer = _raw_exchange(
+            server,
+            b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n" + header + b"\r\n"
+            b"Connection: close\r\n\r\n",
+        )
+    assert answer.startswith(b"HTTP/1.1 " + status), answer[:200]

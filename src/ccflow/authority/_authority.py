@@ -422,7 +422,8 @@ class Authority:
                 break
         query = scope.get("query_string", b"").decode("latin-1")
         url = f"{self.host}{scope['path']}" + (f"?{query}" if query else "")
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+        # As bytes: httpx insists on ASCII for str header values, ASGI's may be any bytes.
+        headers = [(bytes(k), bytes(v)) for k, v in scope["headers"]]
         request = httpx.Request(scope["method"], url, headers=headers, content=body)
         outcome = self.serve(request)
         if outcome.delay or outcome.timeout:

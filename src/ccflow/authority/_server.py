@@ -14,6 +14,7 @@ import shutil
 import socket
 import ssl
 import threading
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -71,10 +72,24 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         body = self.rfile.read(length) if length else b""
         authority = self.server.authority
+        target = self.path
+        if target[:7].lower() == "http://" or target[:8].lower() == "https://":
+            # The absolute form (RFC 9112 3.2.2), which a server must accept: keep its path.
+            parts = urllib.parse.urlsplit(target)
+            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        if not target.startswith("/"):
+            self._plain(400, b"bad request target")
+            return
         request = httpx.Request(
             self.command,
-            authority.host + self.path,
-            headers=[(k, v) for k, v in self.headers.items() if k.lower() != "host"],
+            authority.host + target,
+            # http.server decoded the header bytes as latin-1: hand httpx the same bytes (as
+            # str it insists on ASCII, and a non-ASCII value would drop the connection).
+            headers=[
+                (k.encode("latin-1"), v.encode("latin-1"))
+                for k, v in self.headers.items()
+                if k.lower() != "host"
+            ],
             content=body,
         )
         outcome = authority.serve(request)
