@@ -730,3 +730,19 @@ def test_a_custom_credential_failing_during_a_proactive_refresh_serves_the_cache
         tc.get_token(scope)
     assert isinstance(info.value.__cause__, OSError)
     assert secret not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("extra", "setting"),
+    [
+        ({"AZURE_TENANT_ID": "contoso/x"}, "AZURE_TENANT_ID"),
+        ({"AZURE_TENANT_ID": "  "}, "AZURE_TENANT_ID"),
+        ({"AZURE_CLIENT_ID": "  "}, "AZURE_CLIENT_ID"),
+    ],
+)
+def test_from_env_names_the_variable_of_a_bad_value(extra: dict[str, str], setting: str) -> None:
+    # configuration.md: "fails at startup with a ConfigurationError naming the variable"; these
+    # named the constructor's tenant_id / client_id.
+    with pytest.raises(ConfigurationError, match=setting) as info:
+        TokenClient.from_env(environ={**ENV, **extra})
+    assert info.value.setting == setting

@@ -80,6 +80,9 @@ _FROM_ENV_SETTINGS = frozenset(
     {"client_id", "client_secret", "credential", "tenant_id", "authority_host", "token_endpoint"}
 )
 
+# Constructor settings from_env() fills from a variable, for naming that variable in errors.
+_ENV_VARIABLES = {"client_id": "AZURE_CLIENT_ID", "tenant_id": "AZURE_TENANT_ID"}
+
 
 class _ClientBase:
     """Configuration, the cache tables and everything that does no IO, shared by both faces."""
@@ -252,9 +255,12 @@ class _ClientBase:
         tenant_id = env.get("AZURE_TENANT_ID")
         # Every missing variable in one message, so a bare environment is fixed in one go.
         missing: list[ConfigurationError] = []
-        if not client_id:
+        if not client_id or not client_id.strip():
             missing.append(
-                ConfigurationError("AZURE_CLIENT_ID is not set", setting="AZURE_CLIENT_ID")
+                ConfigurationError(
+                    f"AZURE_CLIENT_ID is {'blank' if client_id else 'not set'}",
+                    setting="AZURE_CLIENT_ID",
+                )
             )
         if not endpoint and not tenant_id:
             missing.append(
@@ -278,18 +284,22 @@ class _ClientBase:
         credential = credential_from_env(env)
         if endpoint:
             require_secure_url(endpoint, setting="CCFLOW_TOKEN_ENDPOINT")
-            return cls(
-                client_id=client_id, credential=credential, token_endpoint=endpoint, **options
-            )
-        assert tenant_id is not None
-        host = env.get("AZURE_AUTHORITY_HOST") or DEFAULT_AUTHORITY_HOST
-        return cls(
-            client_id=client_id,
-            credential=credential,
-            tenant_id=tenant_id,
-            authority_host=normalize_authority_host(host, setting="AZURE_AUTHORITY_HOST"),
-            **options,
-        )
+            settings: dict[str, Any] = {"token_endpoint": endpoint}
+        else:
+            assert tenant_id is not None
+            host = env.get("AZURE_AUTHORITY_HOST") or DEFAULT_AUTHORITY_HOST
+            settings = {
+                "tenant_id": tenant_id,
+                "authority_host": normalize_authority_host(host, setting="AZURE_AUTHORITY_HOST"),
+            }
+        try:
+            return cls(client_id=client_id, credential=credential, **settings, **options)
+        except ConfigurationError as exc:
+            # A bad value read from a variable is reported under the variable's name.
+            variable = _ENV_VARIABLES.get(exc.setting or "")
+            if variable is None:
+                raise
+            raise ConfigurationError(f"{variable}: {exc}", setting=variable) from None
 
     def auth(self, *scopes: str) -> BearerAuth:
         """An ``httpx.Auth`` that sends ``Authorization: Bearer <token for scopes>`` and, on a
