@@ -105,5 +105,13 @@ def test_missing_file_is_a_configuration_error(tmp_path: Path) -> None:
         Registrations.from_toml(tmp_path / "absent.toml")
 
 
+def test_a_file_that_is_not_utf8_is_a_configuration_error(tmp_path: Path) -> None:
+    # A UnicodeDecodeError escaped, and `ccflow authority serve --config` died with a traceback.
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('tenant_id = "caf\xe9"\n'.encode("latin-1"))
+    with pytest.raises(ConfigurationError, match=r"not valid TOML.*UTF-8"):
+        Registrations.from_toml(path)
+
+
 def test_secrets_from_toml_stay_out_of_repr(config: Path) -> None:
     assert "shop-secret" not in repr(Registrations.from_toml(config))

@@ -340,6 +340,25 @@ def test_cli_bad_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "not valid TOML" in capsys.readouterr().err
 
 
+def test_cli_config_not_utf8_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "bad.toml").write_bytes(b"\xff\xfe")
+    assert main(["authority", "serve", "--config", str(tmp_path / "bad.toml")]) == 2
+    err = capsys.readouterr().err
+    assert "UTF-8" in err
+    assert "Traceback" not in err
+
+
+def test_cli_serve_never_shows_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("unforeseen")
+
+    monkeypatch.setattr("ccflow.authority._serve.AuthorityServer", broken)
+    assert main(["authority", "serve"]) == 1
+    assert capsys.readouterr().err == "ccflow: error: unexpected RuntimeError: unforeseen\n"
+
+
 def test_cli_bad_port_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["authority", "serve", "--port", "70000"]) == 2
     assert "--port" in capsys.readouterr().err

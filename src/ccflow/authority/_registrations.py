@@ -344,6 +344,12 @@ class Registrations:
             raise ConfigurationError(
                 f"registrations file {str(path)!r} is not valid TOML: {exc}", setting="config"
             ) from None
+        except UnicodeDecodeError as exc:
+            raise ConfigurationError(
+                f"registrations file {str(path)!r} is not valid TOML: not UTF-8 text"
+                f" (byte {exc.start})",
+                setting="config",
+            ) from None
         return cls.from_mapping(data, base_dir=path.parent)
 
     @classmethod

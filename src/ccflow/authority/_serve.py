@@ -10,6 +10,7 @@ import threading
 from types import FrameType
 from typing import Any
 
+from ccflow._cli._common import guarded
 from ccflow.authority._registrations import Registrations
 from ccflow.authority._server import AuthorityServer
 from ccflow.errors import ConfigurationError
@@ -52,6 +53,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return authority
 
 
+@guarded
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGINT/SIGTERM; exit 0 then, 2 on bad configuration."""
     stop = threading.Event()
