@@ -573,3 +573,18 @@ def test_logs_and_errors_hold_no_key_or_assertion(
         assert assertion not in text
         assert assertion.split(".")[2] not in text
         assert not any(line in text for line in key_texts)
+
+
+@pytest.mark.parametrize("value", ["false", "0", "", None])
+def test_send_certificate_chain_must_be_a_bool(cert: CertificateMaterial, value: object) -> None:
+    # bool("false") is True: a value passed straight from the environment turned the chain on.
+    with pytest.raises(ConfigurationError, match="send_certificate_chain") as info:
+        ClientCertificate(cert.pem, send_certificate_chain=value)  # type: ignore[arg-type]
+    assert info.value.setting == "send_certificate_chain"
+
+
+@pytest.mark.parametrize(("value", "on"), [(True, True), (False, False), (1, True), (0, False)])
+def test_send_certificate_chain_takes_bools_and_0_or_1(
+    cert: CertificateMaterial, value: bool, on: bool
+) -> None:
+    assert ClientCertificate(cert.pem, send_certificate_chain=value).send_certificate_chain is on

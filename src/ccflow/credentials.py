@@ -391,6 +391,15 @@ class ClientCertificate:
             raise ConfigurationError(
                 f"algorithm must be 'PS256' or 'RS256', got {algorithm!r}", setting="algorithm"
             )
+        if isinstance(send_certificate_chain, bool) or send_certificate_chain in (0, 1):
+            chain = bool(send_certificate_chain)
+        else:
+            # bool("false") is True: a string from the environment must not turn the chain on.
+            raise ConfigurationError(
+                f"send_certificate_chain must be True or False, got {send_certificate_chain!r} "
+                "(from the environment, use from_env(): AZURE_CLIENT_SEND_CERTIFICATE_CHAIN)",
+                setting="send_certificate_chain",
+            )
         secret = _password_bytes(password)
         data, source = _read_source(certificate)
         if _PEM_BLOCK.search(data):
@@ -401,7 +410,7 @@ class ClientCertificate:
             key,
             certificates,
             algorithm=algorithm,
-            send_certificate_chain=bool(send_certificate_chain),
+            send_certificate_chain=chain,
             source=source,
             now=datetime.datetime.now(datetime.UTC),
         )
