@@ -106,3 +106,20 @@ def test_demo_ignores_api_settings_left_in_the_shell() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy", "ALL_PROXY"])
+def test_demo_works_behind_a_proxy_setting(
+    variable: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # With a proxy in the environment (as behind a corporate proxy) and no NO_PROXY for
+    # loopback, httpx sent the demo's loopback requests to the proxy and the demo failed.
+    from ccflow.cli import main
+
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, "http://127.0.0.1:9")  # nothing listens there
+    assert main(["demo"]) == 0, capsys.readouterr()
+    assert "All 6 steps behaved as expected" in capsys.readouterr().out
+    assert "NO_PROXY" not in os.environ
+    assert "no_proxy" not in os.environ
