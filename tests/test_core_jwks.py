@@ -100,6 +100,7 @@ T0 = 1_000.0
 WARM = KeyCache().fetched(KEYS, T0)
 FAILED_COLD = KeyCache().failed(T0, POLICY)
 FAILED_WARM = WARM.failed(T0 + 200, POLICY)
+FAILED_FRESH = WARM.failed(T0 + 10, POLICY)  # an unknown-kid refetch failed; keys still fresh
 
 DECISIONS: dict[str, tuple[KeyCache, str, float, bool, KeyAction]] = {
     "cold: fetch": (KeyCache(), "good", T0, True, KeyAction.FETCH),
@@ -123,7 +124,28 @@ DECISIONS: dict[str, tuple[KeyCache, str, float, bool, KeyAction]] = {
         True,
         KeyAction.USE,
     ),
-    "warm failure, unknown kid: unknown": (FAILED_WARM, "new", T0 + 201, True, KeyAction.UNKNOWN),
+    "warm failure, unknown kid within backoff: unavailable": (
+        FAILED_WARM,
+        "new",
+        T0 + 201,
+        True,
+        KeyAction.UNAVAILABLE,
+    ),
+    "fresh keys, failed refetch, unknown kid after backoff: fetch": (
+        FAILED_FRESH,
+        "new",
+        T0 + 15,
+        True,
+        KeyAction.FETCH,
+    ),
+    "fresh keys, failed refetch, known kid: use": (
+        FAILED_FRESH,
+        "good",
+        T0 + 15,
+        True,
+        KeyAction.USE,
+    ),
+    "after a success, unknown kid: unknown": (WARM, "new", T0 + 1, False, KeyAction.UNKNOWN),
     "after a fetch, stale but within max_stale: use": (
         FAILED_WARM,
         "good",

@@ -347,3 +347,23 @@ async def test_an_unknown_kid_still_waits_for_the_fetch_in_flight(
     await waiting
     assert transport.jwks == 2
     await validator.aclose()
+
+
+async def test_a_rotated_key_during_an_outage_is_keys_unavailable_not_a_bad_token(
+    authority: Authority, clock: Clock, validator: TokenValidator
+) -> None:
+    # The refetch for the new kid failed: nobody knows whether the kid is real, so the answer
+    # is 503 with Retry-After (try again), not 401 (this token is bad).
+    await validator.validate(authority.mint())
+    clock.advance(31)
+    authority.set_fault("jwks", Fault(status=503))
+    authority.rotate_keys()
+    token = authority.mint()
+    for _ in range(2):  # the refetch, then within its backoff
+        with pytest.raises(KeysUnavailableError) as info:
+            await validator.validate(token)
+        assert info.value.retry_after >= 1
+    assert fetches(authority) == (1, 2)
+    authority.clear_fault("jwks")
+    clock.advance(30)
+    assert (await validator.validate(token)).client_id

@@ -15,7 +15,8 @@ state, the wanted ``kid`` and ``now``:
   rotation is picked up quickly but a storm of made-up ``kid`` values costs one fetch;
 - after a failed fetch, no new attempt for ``failure_backoff`` seconds (or the server's
   ``Retry-After``), and the old keys keep serving for up to ``max_stale`` seconds past their
-  ``ttl``.
+  ``ttl``; a ``kid`` they do not hold is then unavailable (503), not unknown (401), since the
+  fetch that would tell failed. Once the backoff is over, such a ``kid`` fetches again.
 """
 
 from __future__ import annotations
@@ -202,7 +203,8 @@ class KeyAction(enum.Enum):
     UNKNOWN = "unknown"
     """No such key and no fetch allowed now: reject the token (``reason="key"``)."""
     UNAVAILABLE = "unavailable"
-    """No usable keys at all (cold start, or stale beyond ``max_stale``): answer 503."""
+    """No usable keys at all (cold start, or stale beyond ``max_stale``), or a ``kid`` that is
+    not cached while the last fetch failed: answer 503."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,10 +264,17 @@ def decide(
         assert state.keys is not None
         if state.keys.get(kid) is not None:
             return KeyAction.USE
-        if state.attempted_at is None or now - state.attempted_at >= policy.cooldown:
+        if (
+            state.attempted_at is None
+            or now - state.attempted_at >= policy.cooldown
+            or state.retry_at is not None  # the last fetch failed and its backoff is over
+        ):
             return KeyAction.FETCH
         return KeyAction.UNKNOWN
     if not state.usable(now, policy):
         return KeyAction.UNAVAILABLE
     assert state.keys is not None
-    return KeyAction.USE if state.keys.get(kid) is not None else KeyAction.UNKNOWN
+    if state.keys.get(kid) is not None:
+        return KeyAction.USE
+    # After a failed fetch nobody knows whether this kid is real: not the token's fault.
+    return KeyAction.UNAVAILABLE if state.retry_at is not None else KeyAction.UNKNOWN
