@@ -344,6 +344,23 @@ def test_failed_reread_keeps_a_still_good_token_and_logs(
     assert value not in caplog.text
 
 
+@pytest.mark.parametrize("content", ["", "\n", "not-a-jwt-but-expired-below"])
+def test_a_reread_giving_an_unusable_token_keeps_a_still_good_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, content: str
+) -> None:
+    # A file caught mid-rotation (truncated, or still the old token now expired) is a failed
+    # re-read like a missing file: the held token, good for 3300 s more, must be kept.
+    path = tmp_path / "token"
+    value = jwt_with(NOW + 3600)
+    path.write_text(value)
+    credential = FederatedTokenFile(path)
+    sent(credential, NOW)
+    path.write_text(jwt_with(NOW + 100, "stale") if content.startswith("not") else content)
+    with caplog.at_level(logging.WARNING, logger="ccflow"):
+        assert sent(credential, NOW + 300) == value
+    assert "still using the assertion read before" in caplog.text
+
+
 def test_failed_read_without_a_good_token_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / "token"
     path.write_text(jwt_with(NOW + 100))

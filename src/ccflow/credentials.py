@@ -543,14 +543,15 @@ class _AssertionSource:
 
     def _renew(self, now: float) -> HeldAssertion:
         try:
-            value = self._fetch()
+            # An unusable value (a file caught empty mid-rotation, an expired token) is a
+            # failed renewal too: a held assertion that is still good is kept.
+            held = self._accept(self._fetch(), now)
         except CredentialError as exc:
             fallback = self._fallback(now)
             if fallback is None:
                 raise
             logger.warning("%s; still using the assertion read before", exc)
             return fallback
-        held = self._accept(value, now)
         self._held = held
         return held
 
