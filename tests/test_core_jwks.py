@@ -131,10 +131,17 @@ DECISIONS: dict[str, tuple[KeyCache, str, float, bool, KeyAction]] = {
         True,
         KeyAction.UNAVAILABLE,
     ),
-    "fresh keys, failed refetch, unknown kid after backoff: fetch": (
+    "fresh keys, failed refetch, unknown kid within cooldown: unavailable": (
         FAILED_FRESH,
         "new",
         T0 + 15,
+        True,
+        KeyAction.UNAVAILABLE,
+    ),
+    "fresh keys, failed refetch, unknown kid after cooldown: fetch": (
+        FAILED_FRESH,
+        "new",
+        T0 + 40,
         True,
         KeyAction.FETCH,
     ),

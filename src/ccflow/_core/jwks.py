@@ -15,8 +15,8 @@ state, the wanted ``kid`` and ``now``:
   rotation is picked up quickly but a storm of made-up ``kid`` values costs one fetch;
 - after a failed fetch, no new attempt for ``failure_backoff`` seconds (or the server's
   ``Retry-After``), and the old keys keep serving for up to ``max_stale`` seconds past their
-  ``ttl``; a ``kid`` they do not hold is then unavailable (503), not unknown (401), since the
-  fetch that would tell failed. Once the backoff is over, such a ``kid`` fetches again.
+  ``ttl``; until a fetch succeeds, a ``kid`` they do not hold is unavailable (503), not
+  unknown (401), since the fetch that would tell failed.
 """
 
 from __future__ import annotations
@@ -264,17 +264,15 @@ def decide(
         assert state.keys is not None
         if state.keys.get(kid) is not None:
             return KeyAction.USE
-        if (
-            state.attempted_at is None
-            or now - state.attempted_at >= policy.cooldown
-            or state.retry_at is not None  # the last fetch failed and its backoff is over
-        ):
+        if state.attempted_at is None or now - state.attempted_at >= policy.cooldown:
             return KeyAction.FETCH
-        return KeyAction.UNKNOWN
+        return _not_cached(state)
     if not state.usable(now, policy):
         return KeyAction.UNAVAILABLE
     assert state.keys is not None
-    if state.keys.get(kid) is not None:
-        return KeyAction.USE
+    return KeyAction.USE if state.keys.get(kid) is not None else _not_cached(state)
+
+
+def _not_cached(state: KeyCache) -> KeyAction:
     # After a failed fetch nobody knows whether this kid is real: not the token's fault.
     return KeyAction.UNAVAILABLE if state.retry_at is not None else KeyAction.UNKNOWN
