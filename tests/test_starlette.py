@@ -328,6 +328,20 @@ def test_validator_bug_is_401_not_500(client: TestClient) -> None:
     assert 'error="invalid_token"' in response.headers["www-authenticate"]
 
 
+class BuggyCacheValidator(FakeValidator):
+    """A validator whose optional cached() has a bug."""
+
+    def cached(self, token: bytes) -> FakeVerdict | None:
+        raise RuntimeError("cache bug")
+
+
+def test_a_validator_cache_bug_falls_back_to_validate_not_500() -> None:
+    validator = BuggyCacheValidator(answers=make_validator().answers)
+    with TestClient(make_app(validator)) as c:
+        assert c.get("/whoami", headers=bearer(GOOD)).status_code == 200
+        assert c.get("/whoami", headers=bearer("expired.token.sig")).status_code == 401
+
+
 def test_refusals_are_not_cached(client: TestClient) -> None:
     assert client.get("/whoami").headers["cache-control"] == "no-store"
 
