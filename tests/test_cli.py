@@ -408,6 +408,28 @@ def test_decode_empty_stdin_exits_2() -> None:
     assert result.returncode == 2
 
 
+def test_output_to_a_closed_pipe_is_quiet(calc_token: str) -> None:
+    # As in `ccflow decode "$T" | head -1`: the reader is gone before ccflow writes. It said
+    # "ccflow: error: unexpected BrokenPipeError" and exited 1 (the code for "not a JWT").
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "ccflow", "decode", calc_token],
+            stdin=subprocess.DEVNULL,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_clean_env(),
+            timeout=TIMEOUT,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert result.stderr == ""
+    assert result.returncode == 141  # 128 + SIGPIPE, as shells report a closed pipe
+
+
 # --- ccflow verify -----------------------------------------------------------------------------
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
 import ssl
@@ -13,6 +14,7 @@ from typing import TextIO
 from ccflow.errors import ConfigurationError
 
 __all__ = [
+    "EXIT_BROKEN_PIPE",
     "EXIT_NETWORK",
     "EXIT_OK",
     "EXIT_REFUSED",
@@ -34,6 +36,8 @@ EXIT_USAGE = 2
 EXIT_NETWORK = 3
 #: Interrupted with Ctrl-C (128 + SIGINT, as shells report it).
 EXIT_INTERRUPTED = 130
+#: The reader of the output went away (``ccflow decode "$T" | head -1``): 128 + SIGPIPE.
+EXIT_BROKEN_PIPE = 141
 
 
 def error(message: str, *, stream: TextIO | None = None) -> None:
@@ -79,17 +83,26 @@ def guarded(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Name
     """Wrap a subcommand's ``run`` so that no traceback ever reaches the user.
 
     Expected errors are handled inside each ``run``; this is the last line: Ctrl-C exits 130
-    quietly, anything unforeseen prints its type and message (never locals, which may hold a
-    secret) and exits 1.
+    quietly, a closed output pipe (``| head -1``) 141 quietly, anything unforeseen prints its
+    type and message (never locals, which may hold a secret) and exits 1.
     """
 
     @functools.wraps(run)
     def wrapper(args: argparse.Namespace) -> int:
         try:
-            return run(args)
+            status = run(args)
+            sys.stdout.flush()  # a closed pipe surfaces here, not in the flush at exit
+            return status
         except KeyboardInterrupt:
             print(file=sys.stderr)
             return EXIT_INTERRUPTED
+        except BrokenPipeError:
+            # Nobody reads the output any more: stop quietly, as a tool killed by SIGPIPE
+            # does, and point stdout at /dev/null so the flush at exit cannot fail again.
+            with contextlib.suppress(OSError, ValueError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+            return EXIT_BROKEN_PIPE
         except Exception as exc:  # the last line of defence: no traceback for users
             error(f"unexpected {exc.__class__.__name__}: {exc}")
             return EXIT_REFUSED
