@@ -38,7 +38,7 @@ no bearer token (or another auth scheme)           401     none (``Bearer realm=
 malformed header, several Authorization headers    400     ``invalid_request``
 token fails a check (signature, exp, aud, ...)     401     ``invalid_token`` + which check
 caller, tenant or role not allowed                 403     ``insufficient_scope``
-no signing keys on a cold start                    503     none; ``Retry-After`` instead
+no signing keys (cold start; authority down)       503     none; ``Retry-After`` instead
 =================================================  ======  =============================
 
 Roles are checked only after the token's signature and claims pass, so a forged token that

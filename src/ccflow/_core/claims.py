@@ -15,8 +15,8 @@ reason              check
                     template filled with the token's own ``tid``); ``tid`` not a string
 ``audience``        ``aud`` missing, empty, not a string or list of strings, or none of
                     the configured audiences (exact, case-sensitive match)
-``client``          no caller id (``azp`` for v2, ``appid`` for v1, generic OIDC also
-                    ``client_id``), or not a string
+``client``          no caller id (``azp`` for v2, ``appid`` for v1; generic OIDC: the
+                    first of ``azp``, ``client_id``, ``appid``), or not a non-empty string
 ``roles``           ``roles`` present but not a list of strings
 ==================  ==============================================================
 
