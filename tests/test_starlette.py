@@ -388,6 +388,13 @@ def test_plain_options_still_needs_a_token(client: TestClient) -> None:
     assert client.options("/cors").status_code == 401
 
 
+def test_options_without_origin_is_no_preflight_and_needs_a_token(client: TestClient) -> None:
+    # A browser's preflight always carries Origin (Fetch standard); without it the request is
+    # an ordinary OPTIONS that happens to carry the header.
+    response = client.options("/cors", headers={"Access-Control-Request-Method": "GET"})
+    assert response.status_code == 401
+
+
 def test_cors_middleware_inside_answers_preflight(validator: FakeValidator) -> None:
     app = Starlette(routes=ROUTES)
     app.add_middleware(CORSMiddleware, allow_origins=["https://web.example"], allow_methods=["*"])

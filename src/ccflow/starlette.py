@@ -417,8 +417,9 @@ class RequireRole:
     - ``exempt``: paths served without a token, such as health checks; exact paths, or a
       prefix written ``"/health/*"`` (a single string is one path).
 
-    CORS preflights (``OPTIONS`` with ``Access-Control-Request-Method``) and lifespan pass
-    through; a WebSocket with a bad token is closed with code 1008 before it is accepted.
+    CORS preflights (``OPTIONS`` with ``Origin`` and ``Access-Control-Request-Method``) and
+    lifespan pass through; a WebSocket with a bad token is closed with code 1008 before it is
+    accepted.
     """
 
     __slots__ = ("exempt", "match", "owns_validator", "roles", "validator")
@@ -610,7 +611,10 @@ class RequireRoleMiddleware:
 
 
 def _is_preflight(scope: Scope) -> bool:
-    return any(name == b"access-control-request-method" for name, _ in scope["headers"])
+    # A CORS preflight (Fetch standard) carries both Origin and Access-Control-Request-Method;
+    # an OPTIONS without Origin is no preflight and needs a token like any request.
+    names = {name.lower() for name, _ in scope["headers"]}
+    return b"origin" in names and b"access-control-request-method" in names
 
 
 async def _close_websocket(rejection: Rejection, receive: Receive, send: Send) -> None:
