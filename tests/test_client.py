@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import pickle
+import threading
 from collections.abc import Iterator
 
 import httpx
@@ -746,3 +747,56 @@ def test_from_env_names_the_variable_of_a_bad_value(extra: dict[str, str], setti
     with pytest.raises(ConfigurationError, match=setting) as info:
         TokenClient.from_env(environ={**ENV, **extra})
     assert info.value.setting == setting
+
+
+def test_the_token_post_never_follows_a_redirect_even_if_the_http_client_does() -> None:
+    # A 307/308 keeps the body: following it would send the secret wherever the Location
+    # says, in clear if it is http://.
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return httpx.Response(307, headers={"Location": "http://elsewhere.example/token"})
+
+    tc = TokenClient(
+        client_id="c",
+        client_secret="s3cret",
+        token_endpoint="https://idp.example/token",
+        http_client=httpx.Client(transport=httpx.MockTransport(handler), follow_redirects=True),
+    )
+    with pytest.raises(TokenRequestError) as info:
+        tc.get_token("read")
+    assert info.value.status_code == 307
+    assert seen == ["https://idp.example/token"]
+
+
+def test_the_token_post_ignores_the_http_clients_own_auth() -> None:
+    # A shared httpx.Client whose auth is this client's BearerAuth sent the token POST through
+    # BearerAuth, which asked for a token for the API scope from inside the token fetch:
+    # recursion, and with the same scope a thread waiting for itself forever.
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.path == "/token":
+            return httpx.Response(200, json={"access_token": "tok", "expires_in": 3600})
+        return httpx.Response(200, json={"ok": True})
+
+    http = httpx.Client(transport=httpx.MockTransport(handler))
+    tc = TokenClient(
+        client_id="c",
+        client_secret="s3cret",
+        token_endpoint="https://idp.example/token",
+        http_client=http,
+    )
+    http.auth = tc.auth("read")
+    outcome: list[object] = []
+    worker = threading.Thread(
+        target=lambda: outcome.append(http.get("https://api.example/x")), daemon=True
+    )
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive()
+    assert [r.url.path for r in seen] == ["/token", "/x"]
+    assert "authorization" not in seen[0].headers
+    assert seen[1].headers["authorization"] == "Bearer tok"

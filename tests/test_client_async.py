@@ -180,3 +180,26 @@ async def test_a_custom_async_credential_failing_is_a_credential_error(
     with pytest.raises(CredentialError, match="Broken failed: ConnectionError") as info:
         await tc.get_token(scope)
     assert isinstance(info.value.__cause__, ConnectionError)
+
+
+async def test_the_token_post_never_follows_a_redirect_nor_uses_the_clients_auth() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(308, headers={"Location": "http://elsewhere.example/token"})
+
+    http = httpx.AsyncClient(
+        transport=httpx.MockTransport(handler), follow_redirects=True, auth=("u", "p")
+    )
+    tc = AsyncTokenClient(
+        client_id="c",
+        client_secret="s3cret",
+        token_endpoint="https://idp.example/token",
+        http_client=http,
+    )
+    with pytest.raises(TokenRequestError) as info:
+        await tc.get_token("read")
+    assert info.value.status_code == 308
+    assert [str(r.url) for r in seen] == ["https://idp.example/token"]
+    assert "authorization" not in seen[0].headers

@@ -80,6 +80,9 @@ _FROM_ENV_SETTINGS = frozenset(
     {"client_id", "client_secret", "credential", "tenant_id", "authority_host", "token_endpoint"}
 )
 
+# httpx's base Auth sends the request unchanged: the token POST must not use the http
+# client's default auth (see _send).
+_NO_AUTH = httpx.Auth()
 # Constructor settings from_env() fills from a variable, for naming that variable in errors.
 _ENV_VARIABLES = {"client_id": "AZURE_CLIENT_ID", "tenant_id": "AZURE_TENANT_ID"}
 
@@ -593,7 +596,14 @@ class TokenClient(_ClientBase):
     def _send(self, request: TokenRequest) -> Reply | Failure:
         try:
             response = self._http.post(
-                request.url, content=request.body, headers=request.headers, timeout=self._timeout
+                request.url,
+                content=request.body,
+                headers=request.headers,
+                timeout=self._timeout,
+                # Not the http_client's own settings: its auth may be our BearerAuth (a token
+                # fetch asking for a token), and a followed 307/308 resends the secret.
+                auth=_NO_AUTH,
+                follow_redirects=False,
             )
         except httpx.TransportError as exc:
             failure = self._failure(exc)
@@ -764,7 +774,14 @@ class AsyncTokenClient(_ClientBase):
     async def _send(self, request: TokenRequest) -> Reply | Failure:
         try:
             response = await self._http.post(
-                request.url, content=request.body, headers=request.headers, timeout=self._timeout
+                request.url,
+                content=request.body,
+                headers=request.headers,
+                timeout=self._timeout,
+                # Not the http_client's own settings: its auth may be our BearerAuth (a token
+                # fetch asking for a token), and a followed 307/308 resends the secret.
+                auth=_NO_AUTH,
+                follow_redirects=False,
             )
         except httpx.TransportError as exc:
             failure = self._failure(exc)
