@@ -138,6 +138,26 @@ def test_client_reports_an_error_body_when_there_is_no_challenge(
         )
 
 
+def test_client_reports_an_answer_that_is_not_json(authority: Authority) -> None:
+    # CALC_API_URL pointing at something else (a proxy's HTML page, another service).
+    caller = authority.client("calc-client")
+    page = httpx.MockTransport(lambda request: httpx.Response(200, text="<html>hello</html>"))
+    with (
+        TokenClient(
+            client_id=caller.client_id,
+            client_secret=caller.secret,
+            tenant_id=authority.tenant_id,
+            authority_host=authority.host,
+            http_client=httpx.Client(transport=authority.transport()),
+        ) as tokens,
+        httpx.Client(transport=page, base_url="http://127.0.0.1:8000") as api,
+        pytest.raises(httpx.HTTPError, match=r"200 .*not JSON"),
+    ):
+        calc_client.add(
+            "2", "3", tokens=tokens, scope=authority.api("calc-api").default_scope, api=api
+        )
+
+
 # --- configured from the environment, as `uvicorn examples.calc_api.app:app` runs it --------
 
 

@@ -42,7 +42,14 @@ def add(a: str, b: str, *, tokens: TokenClient, scope: str, api: httpx.Client) -
             request=response.request,
             response=response,
         )
-    return response.json()
+    try:
+        return response.json()
+    except ValueError:  # CALC_API_URL names something else: say so, not a JSON traceback
+        raise httpx.DecodingError(
+            f"calc API answered {response.status_code} with a body that is not JSON "
+            f"(is CALC_API_URL the calc API?)",
+            request=response.request,
+        ) from None
 
 
 def _error_description(response: httpx.Response) -> str:
