@@ -596,6 +596,22 @@ def test_in_process_decode(main_in_process: Any, calc_token: str) -> None:
     assert out.startswith("UNVERIFIED")
 
 
+def test_decode_escapes_control_characters_a_token_carries(main_in_process: Any) -> None:
+    # decode reads untrusted tokens: their strings were printed raw, so a token could send
+    # terminal escape sequences (clear the screen, rewrite lines) or reverse the text around.
+    def segment(data: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    evil = "\x1b[2J\x1b[1;1HVALID\r\x7f\u202eiss"
+    header, claims = {"alg": "none", "x" + chr(0x9B): evil}, {"aud": evil, "n" + chr(0x1B): 1}
+    token = f"{segment(header)}.{segment(claims)}."
+    status, out, _ = main_in_process("decode", token)
+    assert status == 0
+    assert not any(c in out for c in "\x1b\x9b\r\x7f\u202e"), repr(out)
+    assert "\\u001b[2J\\u001b[1;1HVALID\\u000d\\u007f\\u202eiss" in out
+    assert "\\u009b" in out
+
+
 def test_in_process_verify_without_audience_reports_it_unchecked(
     server: Server, main_in_process: Any, calc_token: str
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from typing import Any
@@ -49,19 +50,30 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
+# C0 and C1 controls and the bidirectional overrides: a token is untrusted input, and these
+# would let it drive the terminal (escape sequences) or reorder what the reader sees.
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _printable(text: str) -> str:
+    """``text`` with each of those characters shown as a ``\\u001b``-style escape."""
+    return _UNPRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def _value(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
+    return _printable(value) if isinstance(value, str) else json.dumps(value)
 
 
 def _section(title: str, fields: list[ExplainedField]) -> list[str]:
     lines = [title]
-    width = max((len(f.name) for f in fields), default=0)
+    names = [_printable(f.name) for f in fields]
+    width = max((len(name) for name in names), default=0)
     pad = " " * (width + 4)
-    for field in fields:
+    for name, field in zip(names, fields, strict=True):
         shown = _value(field.value)
         if field.when:
             shown = f"{shown} = {field.when}"
-        lines.append(f"  {field.name.ljust(width)}  {shown}")
+        lines.append(f"  {name.ljust(width)}  {shown}")
         if field.meaning:
             lines.append(f"{pad}{field.meaning}")
     return lines
