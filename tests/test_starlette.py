@@ -13,7 +13,7 @@ from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -364,6 +364,27 @@ def test_match_all_requires_every_role(validator: FakeValidator, token: str, sta
 def test_exempt_paths_need_no_token(client: TestClient, path: str) -> None:
     response = client.get(path)
     assert (response.status_code, response.text) == (200, "ok False")
+
+
+@pytest.mark.parametrize("path", ["/svc/healthz", "/svc/health/ready"])
+def test_exempt_paths_are_matched_as_routed_under_a_root_path(
+    validator: FakeValidator, path: str
+) -> None:
+    # Mounted (or run with uvicorn --root-path), scope["path"] carries the root path.
+    inner = make_app(validator, exempt=["/healthz", "/health/*"])
+    outer = Starlette(routes=[Mount("/svc", app=inner)])
+    with TestClient(outer) as c:
+        assert c.get(path).status_code == 200
+        assert c.get("/svc/whoami").status_code == 401
+
+
+def test_a_root_path_that_looks_exempt_does_not_open_the_routes_below_it(
+    validator: FakeValidator,
+) -> None:
+    # The app routes "/whoami" here; the full path "/health/whoami" must not make it exempt.
+    outer = Starlette(routes=[Mount("/health", app=make_app(validator, exempt=["/health/*"]))])
+    with TestClient(outer) as c:
+        assert c.get("/health/whoami").status_code == 401
 
 
 def test_exemption_is_exact_not_a_prefix(validator: FakeValidator) -> None:

@@ -415,7 +415,8 @@ class RequireRole:
       with a ``ConfigurationError`` naming the variable; that validator is closed on lifespan
       shutdown.
     - ``exempt``: paths served without a token, such as health checks; exact paths, or a
-      prefix written ``"/health/*"`` (a single string is one path).
+      prefix written ``"/health/*"`` (a single string is one path). Paths are matched as the
+      app routes them, without the ``root_path`` a ``Mount`` or ``uvicorn --root-path`` adds.
 
     CORS preflights (``OPTIONS`` with ``Origin`` and ``Access-Control-Request-Method``) and
     lifespan pass through; a WebSocket with a bad token is closed with code 1008 before it is
@@ -477,6 +478,7 @@ class RequireRoleMiddleware:
         "app",
         "cached",
         "exact",
+        "exempting",
         "match",
         "owns_validator",
         "prefixes",
@@ -501,6 +503,20 @@ class RequireRoleMiddleware:
         self.owns_validator = config.owns_validator
         self.exact = frozenset(p for p in config.exempt if not p.endswith("/*"))
         self.prefixes = tuple(p[:-1] for p in config.exempt if p.endswith("/*"))
+        self.exempting = bool(config.exempt)
+
+    def _is_exempt(self, scope: Scope) -> bool:
+        # Match the path the app routes: scope["path"] without the root path (a Mount, or
+        # uvicorn --root-path, puts it in front), as Starlette's router does. The full path
+        # would miss "/healthz" under a root path, and could make "/health/*" open every route
+        # of an app mounted at "/health".
+        path: str = scope["path"]
+        root_path: str = scope.get("root_path", "")
+        if root_path and path.startswith(root_path):
+            rest = path[len(root_path) :]
+            if not rest or rest[0] == "/":
+                path = rest or "/"
+        return path in self.exact or bool(self.prefixes and path.startswith(self.prefixes))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Check the request's token, then call the wrapped app or answer the refusal."""
@@ -511,11 +527,8 @@ class RequireRoleMiddleware:
             else:
                 await self.app(scope, receive, send)
             return
-        path = scope["path"]
-        if (
-            path in self.exact
-            or (self.prefixes and path.startswith(self.prefixes))
-            or (kind == "http" and scope["method"] == "OPTIONS" and _is_preflight(scope))
+        if (self.exempting and self._is_exempt(scope)) or (
+            kind == "http" and scope["method"] == "OPTIONS" and _is_preflight(scope)
         ):
             scope.setdefault("auth", AuthCredentials())
             scope.setdefault("user", UnauthenticatedUser())
