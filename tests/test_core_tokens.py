@@ -42,6 +42,8 @@ def test_docstring_examples_hold() -> None:
         (("api://calc-api",), True, ("api://calc-api/.default",)),
         (("api://calc-api/",), True, ("api://calc-api/.default",)),
         (("api://calc-api/.default",), True, ("api://calc-api/.default",)),
+        # was completed to api://calc-api/.default/.default
+        (("api://calc-api/.default/",), True, ("api://calc-api/.default",)),
         (("api://contoso.com/calc",), True, ("api://contoso.com/calc/.default",)),
         (("https://graph.microsoft.com",), True, ("https://graph.microsoft.com/.default",)),
         (

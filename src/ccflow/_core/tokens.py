@@ -140,8 +140,11 @@ def normalize_scopes(scopes: tuple[str, ...], *, azure: bool) -> tuple[str, ...]
                 f"scope {scope!r} contains whitespace; pass each scope as its own argument",
                 setting="scopes",
             )
-        if azure and not scope.endswith(DEFAULT_SUFFIX):
-            scope = scope.rstrip("/") + DEFAULT_SUFFIX
+        if azure:
+            # rstrip first: "api://x/.default/" is api://x/.default, not .default/.default.
+            scope = scope.rstrip("/")
+            if not scope.endswith(DEFAULT_SUFFIX):
+                scope += DEFAULT_SUFFIX
         out.append(scope)
     return tuple(out)
 
