@@ -7,6 +7,7 @@ import re
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -123,3 +124,17 @@ def test_demo_works_behind_a_proxy_setting(
     assert "All 6 steps behaved as expected" in capsys.readouterr().out
     assert "NO_PROXY" not in os.environ
     assert "no_proxy" not in os.environ
+
+
+def test_demo_ignores_a_stale_ssl_cert_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # SSL_CERT_FILE left pointing at a stopped local authority's CA (its directory is removed
+    # on exit) made every httpx client raise FileNotFoundError, though the demo is plain HTTP.
+    from ccflow.cli import main
+
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "gone" / "ca.pem"))
+    monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path / "gone"))
+    assert main(["demo"]) == 0, capsys.readouterr()
+    assert "All 6 steps behaved as expected" in capsys.readouterr().out
+    assert os.environ["SSL_CERT_FILE"] == str(tmp_path / "gone" / "ca.pem")

@@ -297,12 +297,20 @@ def run(args: argparse.Namespace) -> int:
     authority_sock, api_sock = _bound_socket(), _bound_socket()
     authority_host = f"http://127.0.0.1:{authority_sock.getsockname()[1]}"
     api_url = f"http://127.0.0.1:{api_sock.getsockname()[1]}"
-    # Every request of the demo goes to 127.0.0.1: never through a proxy the shell names
-    # (HTTP_PROXY, ALL_PROXY), which httpx would otherwise use for loopback too. The API's
-    # key fetches happen in its server thread, so this holds for the whole demo.
+    # Every request of the demo is plain HTTP to 127.0.0.1: never through a proxy the shell
+    # names (HTTP_PROXY, ALL_PROXY), which httpx would otherwise use for loopback too, and
+    # with no use for a CA bundle (SSL_CERT_FILE left pointing at a stopped local authority's
+    # removed CA makes every httpx client fail). The API's key fetches happen in its server
+    # thread, so this holds for the whole demo.
     no_proxy = ",".join(
         v for v in (os.environ.get("no_proxy") or os.environ.get("NO_PROXY"), "127.0.0.1") if v
     )
+    loopback: dict[str, str | None] = {
+        "NO_PROXY": no_proxy,
+        "no_proxy": no_proxy,
+        "SSL_CERT_FILE": None,
+        "SSL_CERT_DIR": None,
+    }
     try:
         authority = Authority(host=authority_host)
         api = authority.api("calc-api")
@@ -318,10 +326,10 @@ def run(args: argparse.Namespace) -> int:
             "CCFLOW_ALLOWED_TENANTS": None,
             "CCFLOW_ACCEPT_V1": None,
         }
-        with _environment(environment):
+        with _environment({**environment, **loopback}):
             app = _calc_api(root)
         with (
-            _environment({"NO_PROXY": no_proxy, "no_proxy": no_proxy}),
+            _environment(loopback),
             _serve(authority.asgi, authority_sock, "local authority"),
             _serve(app, api_sock, "calc API"),
         ):
