@@ -29,9 +29,12 @@ DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
 
 
 def is_loopback_host(host: str) -> bool:
-    """True for ``localhost``, 127.0.0.0/8 and ``::1`` (brackets allowed)."""
+    """True for ``localhost``, 127.0.0.0/8 and ``::1`` (brackets allowed).
+
+    Not ``*.localhost``: browsers pin those to loopback, but getaddrinfo may ask DNS for them.
+    """
     host = host.strip("[]").lower().rstrip(".")
-    if host == "localhost" or host.endswith(".localhost"):
+    if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
