@@ -611,3 +611,30 @@ async def test_asgi_app_answers_a_latin1_header_value(authority: Authority) -> N
     async with httpx.AsyncClient(transport=transport, base_url=authority.host) as http:
         r = await http.get(authority.discovery_url, headers={"X-Caller": "café".encode("latin-1")})
     assert r.status_code == 200
+
+
+def test_an_empty_secret_never_authenticates() -> None:
+    # A registration holding an empty secret (secrets = [""] in TOML) let any request with an
+    # empty client_secret in.
+    regs = Registrations.default()
+    calc_client = regs.client("calc-client")
+    emptied = ClientApp(
+        name="calc-client",
+        client_id=calc_client.client_id,
+        secrets=("",),
+        roles=calc_client.roles,
+        object_id=calc_client.object_id,
+    )
+    authority = Authority(
+        Registrations(tenant_id=regs.tenant_id, apis=regs.apis, clients=(emptied,))
+    )
+    with httpx.Client(transport=authority.transport()) as http:
+        data = {**form(authority), "client_secret": ""}
+        r = http.post(authority.token_endpoint, data=data)
+        basic = http.post(
+            authority.token_endpoint,
+            data={k: v for k, v in data.items() if k != "client_secret"},
+            auth=(emptied.client_id, ""),
+        )
+    assert (r.status_code, r.json()["error_codes"]) == (401, [7000215])
+    assert (basic.status_code, basic.json()["error_codes"]) == (401, [7000215])

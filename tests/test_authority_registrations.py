@@ -79,6 +79,7 @@ BAD = [
         '[clients.c]\nclient_id = "1"\nroles = { nope = ["r"] }',
         "unknown api",
     ),
+    ("empty secret", '[clients.c]\nclient_id = "1"\nsecrets = ["s", ""]', "clients.c.secrets"),
     ("roles not a list", '[apis.x]\nclient_id = "1"\nroles = 3', "apis.x.roles"),
     ("bad version", '[apis.x]\nclient_id = "1"\naccess_token_version = 3', "1 or 2"),
     (

@@ -694,7 +694,10 @@ class Authority:
             )
             return "2"
         secret = basic[1] if basic is not None else form["client_secret"]
-        if not any(secrets.compare_digest(secret.encode(), s.encode()) for s in client.secrets):
+        # An empty secret never matches, even if one was registered by mistake.
+        if not secret or not any(
+            secrets.compare_digest(secret.encode(), s.encode()) for s in client.secrets
+        ):
             raise AadError(
                 401,
                 "invalid_client",

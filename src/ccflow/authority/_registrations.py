@@ -466,6 +466,11 @@ def _api(name: str, entry: Mapping[str, Any]) -> ApiApp:
 def _client(name: str, entry: Mapping[str, Any], base: Path) -> ClientApp:
     client_id = _str(entry, "client_id", f"clients.{name}.client_id")
     secrets = _strings(entry.get("secrets", ()), f"clients.{name}.secrets")
+    if not all(secrets):
+        raise ConfigurationError(
+            f"clients.{name}.secrets must not hold an empty secret",
+            setting=f"clients.{name}.secrets",
+        )
     if "secret" in entry:
         secrets = (_str(entry, "secret", f"clients.{name}.secret"), *secrets)
     certs: list[RegisteredCertificate] = []
