@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -299,3 +300,19 @@ async def test_a_cancelled_caller_does_not_cancel_the_fetch_for_others(
     assert first.cancelled()
     assert token.scopes == (scope,)
     assert authority.hits["token"] == 1
+
+
+def test_each_thread_gets_the_error_with_a_traceback_of_its_own(
+    authority: Authority, clock: FakeClock, scope: str
+) -> None:
+    # Raising one exception object in 64 threads prepends every thread's frames to the same
+    # traceback: a waiter's log showed hundreds of frames from the other threads.
+    gate = Gate(authority, lambda: clock.calls >= 2 + (N - 1), clock.cond)
+    tc, _ = sync_client(
+        authority, clock, transport=httpx.MockTransport(gate.sync_handler), client_secret="wrong"
+    )
+    results = run_threads(tc, scope)
+    assert all(isinstance(r, TokenRequestError) for r in results)
+    assert {str(r) for r in results} == {str(results[0])}
+    frames = [len(traceback.extract_tb(r.__traceback__)) for r in results]
+    assert max(frames) < 20, frames

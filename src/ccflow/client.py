@@ -13,6 +13,7 @@ no logging, no normalisation (that happens once per distinct tuple on the slow p
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import math
 import os
@@ -448,9 +449,24 @@ class _Flight:
     def wait(self) -> AccessToken:
         self.done.wait()
         if self.error is not None:
-            raise self.error
+            raise _own_copy(self.error)
         assert self.token is not None
         return self.token
+
+
+def _own_copy(error: BaseException) -> BaseException:
+    """``error`` for one more waiting thread: the same type, message and attributes, in a
+    new object. Raising one object in many threads prepends each thread's frames to its single
+    traceback, so every waiter's log showed the frames of all the others."""
+    try:
+        twin = copy.copy(error)
+    except Exception:
+        return error
+    if type(twin) is not type(error) or twin is error:
+        return error
+    twin.__cause__ = error.__cause__
+    twin.__suppress_context__ = error.__suppress_context__
+    return twin.with_traceback(None)
 
 
 class TokenClient(_ClientBase):
