@@ -476,6 +476,17 @@ def test_websocket_refused_with_1008_before_accept(
     assert info.value.code == 1008
 
 
+def test_websocket_without_signing_keys_is_closed_try_again_later(client: TestClient) -> None:
+    # 1008 (policy violation) would tell the client its token is bad; the keys are what is
+    # missing, so 1013 (try again later, the 503 of WebSockets).
+    with (
+        pytest.raises(WebSocketDisconnect) as info,
+        client.websocket_connect("/ws", headers=bearer("cold.token.sig")),
+    ):
+        pass  # pragma: no cover - the handshake itself is refused
+    assert info.value.code == 1013
+
+
 # --- configuration ------------------------------------------------------------------------
 
 

@@ -420,7 +420,7 @@ class RequireRole:
 
     CORS preflights (``OPTIONS`` with ``Origin`` and ``Access-Control-Request-Method``) and
     lifespan pass through; a WebSocket with a bad token is closed with code 1008 before it is
-    accepted.
+    accepted (1013, try again later, when no signing keys can be had).
     """
 
     __slots__ = ("exempt", "match", "owns_validator", "roles", "validator")
@@ -637,7 +637,10 @@ async def _close_websocket(rejection: Rejection, receive: Receive, send: Send) -
     if message["type"] != "websocket.connect":
         return
     reason = rejection.description.encode()[:120].decode("utf-8", "ignore")
-    await send({"type": "websocket.close", "code": 1008, "reason": reason})
+    # 1008 (policy violation) for a refused token; 1013 (try again later) when the keys to
+    # judge it are missing, so a client does not take an outage for a bad token.
+    code = 1013 if rejection.status == 503 else 1008
+    await send({"type": "websocket.close", "code": code, "reason": reason})
 
 
 # ---------------------------------------------------------------------------------------------
