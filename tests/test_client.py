@@ -800,3 +800,22 @@ def test_the_token_post_ignores_the_http_clients_own_auth() -> None:
     assert [r.url.path for r in seen] == ["/token", "/x"]
     assert "authorization" not in seen[0].headers
     assert seen[1].headers["authorization"] == "Bearer tok"
+
+
+def test_an_unreadable_answer_is_an_authority_error_without_the_request() -> None:
+    # A body that fails to decode (bad gzip) raised httpx.DecodingError out of get_token(),
+    # carrying the request whose content holds the secret.
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"Content-Encoding": "gzip"}, content=b"not gzip")
+
+    tc = TokenClient(
+        client_id="c",
+        client_secret="s3cret",
+        token_endpoint="https://idp.example/token",
+        max_retries=0,
+        http_client=httpx.Client(transport=httpx.MockTransport(handler)),
+    )
+    with pytest.raises(AuthorityUnreachableError, match="could not be read") as info:
+        tc.get_token("read")
+    assert info.value.__context__ is None
+    assert info.value.__cause__ is None

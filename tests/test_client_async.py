@@ -203,3 +203,19 @@ async def test_the_token_post_never_follows_a_redirect_nor_uses_the_clients_auth
     assert info.value.status_code == 308
     assert [str(r.url) for r in seen] == ["https://idp.example/token"]
     assert "authorization" not in seen[0].headers
+
+
+async def test_an_unreadable_answer_is_an_authority_error_without_the_request() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"Content-Encoding": "gzip"}, content=b"not gzip")
+
+    tc = AsyncTokenClient(
+        client_id="c",
+        client_secret="s3cret",
+        token_endpoint="https://idp.example/token",
+        max_retries=0,
+        http_client=httpx.AsyncClient(transport=httpx.MockTransport(handler)),
+    )
+    with pytest.raises(AuthorityUnreachableError, match="could not be read") as info:
+        await tc.get_token("read")
+    assert info.value.__context__ is None

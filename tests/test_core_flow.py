@@ -125,6 +125,11 @@ def test_backoff_grows_between_retries() -> None:
         ([answer(503)] * 4, TokenRequestError, "HTTP 503"),
         ([RESET] * 4, AuthorityUnreachableError, "could not connect"),
         ([TIMEOUT] * 4, AuthorityUnreachableError, "timed out"),
+        (
+            [Failure("unreadable", "DecodingError", 0.0)] * 4,
+            AuthorityUnreachableError,
+            "sent an answer that could not be read",
+        ),
         ([RESET, RESET, RESET, answer(429, {"error": "x"}, "1")], TokenRequestError, "HTTP 429"),
     ],
 )

@@ -387,8 +387,13 @@ class _ClientBase:
             self._clock(),
         )
 
-    def _failure(self, exc: httpx.TransportError) -> Failure:
-        kind = "timeout" if isinstance(exc, httpx.TimeoutException) else "connect"
+    def _failure(self, exc: httpx.RequestError) -> Failure:
+        if isinstance(exc, httpx.TimeoutException):
+            kind = "timeout"
+        elif isinstance(exc, httpx.TransportError):
+            kind = "connect"
+        else:
+            kind = "unreadable"  # httpx.DecodingError: a body that cannot be decoded
         detail = type(exc).__name__ + (f": {exc}" if str(exc) else "")
         return Failure(kind, detail[:200], self._clock())
 
@@ -621,7 +626,7 @@ class TokenClient(_ClientBase):
                 auth=_NO_AUTH,
                 follow_redirects=False,
             )
-        except httpx.TransportError as exc:
+        except httpx.RequestError as exc:
             failure = self._failure(exc)
         else:
             return self._reply(response)
@@ -799,7 +804,7 @@ class AsyncTokenClient(_ClientBase):
                 auth=_NO_AUTH,
                 follow_redirects=False,
             )
-        except httpx.TransportError as exc:
+        except httpx.RequestError as exc:
             failure = self._failure(exc)
         else:
             return self._reply(response)

@@ -107,7 +107,8 @@ class Reply:
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """No HTTP answer: ``kind`` is ``"connect"`` or ``"timeout"``; ``detail`` is safe text."""
+    """No usable HTTP answer: ``kind`` is ``"connect"``, ``"timeout"`` or ``"unreadable"`` (a
+    body that cannot be decoded); ``detail`` is safe text."""
 
     kind: str
     detail: str
@@ -169,7 +170,10 @@ def fetch_flow(
         error: CCFlowError
         if isinstance(reply, Failure):
             now = reply.now
-            what = "timed out" if reply.kind == "timeout" else "could not connect"
+            what = {
+                "timeout": "timed out",
+                "unreadable": "sent an answer that could not be read",
+            }.get(reply.kind, "could not connect")
             error = AuthorityUnreachableError(
                 f"the token endpoint {config.token_endpoint} {what} ({reply.detail}) after "
                 f"{attempt + 1} attempt(s); check the network, proxy and authority host",
