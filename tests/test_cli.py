@@ -573,6 +573,21 @@ def test_in_process_token_then_verify(server: Server, main_in_process: Any) -> N
     assert out.startswith("VALID")
 
 
+def test_in_process_verify_says_why_the_keys_could_not_be_had(
+    server: Server, main_in_process: Any, calc_token: str
+) -> None:
+    # The discovery document answered 200 but named another issuer (here: the one given with
+    # a trailing slash); the cause went only to a log record verify silences, and the error
+    # said just "cannot get the authority's signing keys right now".
+    issuer = server.info["issuer"] + "/"
+    aud = server.api("calc-api")["client_id"]
+    status, out, err = main_in_process("verify", calc_token, "--issuer", issuer, "--audience", aud)
+    assert (status, out) == (3, "")
+    assert err.count("\n") == 1, err
+    assert "is not the configured issuer" in err
+    assert repr(issuer) in err
+
+
 @pytest.mark.parametrize("flags", [["--json"], ["--decode"], ["--decode", "--json"]])
 def test_in_process_token_output_forms(
     server: Server, main_in_process: Any, flags: list[str]

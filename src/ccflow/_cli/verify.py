@@ -155,17 +155,31 @@ class _FetchRecorder(httpx.AsyncBaseTransport):
         return f"; {self.failure}{hint}"
 
 
+class _KeyFetchWarnings(logging.Handler):
+    """Collects the JWKS cache's warnings (meant for a server's log) instead of letting them
+    reach the terminal when nobody configured logging: the error line says what failed, and
+    a failure that is no failed request (a discovery document naming another issuer) is
+    known only from them. Configured handlers still get them."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.causes: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # "signing key refresh failed (%s); ..." carries the cause as its one argument.
+        if record.msg.startswith("signing key refresh failed") and record.args:
+            args = record.args if isinstance(record.args, tuple) else (record.args,)
+            self.causes.append(str(args[0]))
+
+
 @contextlib.contextmanager
-def _quiet_key_fetch_warnings() -> Iterator[None]:
-    """Keep the JWKS cache's warnings (meant for a server's log) off the terminal when nobody
-    configured logging: the error line says what failed. Configured handlers still get them."""
+def _quiet_key_fetch_warnings(collector: _KeyFetchWarnings) -> Iterator[None]:
     ccflow_logger = logging.getLogger("ccflow")
-    quiet = logging.NullHandler()
-    ccflow_logger.addHandler(quiet)
+    ccflow_logger.addHandler(collector)
     try:
         yield
     finally:
-        ccflow_logger.removeHandler(quiet)
+        ccflow_logger.removeHandler(collector)
 
 
 async def _validate(
@@ -234,6 +248,7 @@ def run(args: argparse.Namespace) -> int:
         checks.append("caller")
     if args.role:
         checks.append("role")
+    key_warnings = _KeyFetchWarnings()
     try:
         fetches = _FetchRecorder(verify_for(args.ca_file))
         audiences = _audiences(args)
@@ -245,7 +260,7 @@ def run(args: argparse.Namespace) -> int:
                 print("INVALID: the token has no audience (aud) claim")
                 print("  failed check: audience (claim: aud)")
                 return EXIT_REFUSED
-        with _quiet_key_fetch_warnings():
+        with _quiet_key_fetch_warnings(key_warnings):
             result = asyncio.run(_validate(args, token, audiences, fetches))
     except InvalidTokenError as exc:
         print(f"INVALID: {exc}")
@@ -258,7 +273,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  failed check: {exc.reason}{required}")
         return EXIT_REFUSED
     except (KeysUnavailableError, AuthorityUnreachableError) as exc:
-        error(f"cannot check the token: {exc}{fetches.explain()}")
+        cause = fetches.explain() or "".join(f"; {c}" for c in key_warnings.causes[-1:])
+        error(f"cannot check the token: {exc}{cause}")
         return EXIT_NETWORK
     except (ConfigurationError, CredentialError) as exc:
         error(str(exc))
