@@ -638,3 +638,23 @@ def test_an_empty_secret_never_authenticates() -> None:
         )
     assert (r.status_code, r.json()["error_codes"]) == (401, [7000215])
     assert (basic.status_code, basic.json()["error_codes"]) == (401, [7000215])
+
+
+@pytest.mark.parametrize(
+    "case", [str.upper, lambda s: s[:8].upper() + s[8:]], ids=["upper", "mixed"]
+)
+def test_client_ids_match_case_insensitively_as_in_azure_ad(
+    authority: Authority, http: httpx.Client, case: Any
+) -> None:
+    # Client ids are GUIDs, which Azure AD matches in any case; an upper-case client id got
+    # AADSTS700016 (application not found). The token names the registered id.
+    calc_client = authority.client("calc-client")
+    r = http.post(
+        authority.token_endpoint, data=form(authority, client_id=case(calc_client.client_id))
+    )
+    assert r.status_code == 200, r.text
+    claims = jwt.decode(r.json()["access_token"], options={"verify_signature": False})
+    assert claims["azp"] == calc_client.client_id
+    api = authority.api("calc-api")
+    by_guid = form(authority, scope=f"{case(api.client_id)}/.default")
+    assert http.post(authority.token_endpoint, data=by_guid).status_code == 200

@@ -320,3 +320,14 @@ def test_malformed_x5c_is_refused(
     response = post(authority, http, assertion)
     assert (response.status_code, error_code(response)) == (401, 50027)
     assert "x5c" in response.json()["error_description"]
+
+
+def test_an_upper_case_client_id_in_form_and_assertion_is_the_same_client(
+    authority: Authority, http: httpx.Client, cert: CertificateMaterial
+) -> None:
+    # Client ids are GUIDs, matched in any case as in Azure AD.
+    upper = authority.client("calc-client").client_id.upper()
+    response = post(
+        authority, http, assertion_for(authority, cert, client_id=upper), client_id=upper
+    )
+    assert response.status_code == 200, response.text

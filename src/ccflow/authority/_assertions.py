@@ -168,7 +168,13 @@ def verify_assertion(
             f"Client assertion audience claim does not match Realm issuer. "
             f"The 'aud' claim must be '{token_endpoint}'.",
         )
-    if claims.get("iss") != client.client_id or claims.get("sub") != client.client_id:
+    # Client ids are GUIDs, matched in any case (as the token endpoint finds the client).
+    iss, sub = claims.get("iss"), claims.get("sub")
+    if not (
+        isinstance(iss, str)
+        and isinstance(sub, str)
+        and iss.lower() == sub.lower() == client.client_id.lower()
+    ):
         raise _invalid(
             700021,
             "Client assertion application identifier doesn't match 'client_id' parameter: "

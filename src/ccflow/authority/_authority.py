@@ -596,7 +596,7 @@ class Authority:
             )
         client_id = form.get("client_id")
         if basic is not None:
-            if client_id and client_id != basic[0]:
+            if client_id and client_id.lower() != basic[0].lower():
                 raise AadError(
                     400,
                     "invalid_request",

@@ -393,9 +393,11 @@ class Registrations:
         raise KeyError(f"no client named {name!r}; known: {[c.name for c in self.clients]}")
 
     def client_by_id(self, client_id: str) -> ClientApp | None:
-        """The client app with this client id, if registered."""
+        """The client app with this client id, if registered. Client ids are GUIDs, which
+        Azure AD matches in any case."""
+        wanted = client_id.lower()
         for client in self.clients:
-            if client.client_id == client_id:
+            if client.client_id.lower() == wanted:
                 return client
         return None
 
@@ -403,7 +405,11 @@ class Registrations:
         """The API app a scope's resource names: its App ID URI or its client id."""
         resource = resource.rstrip("/")
         for api in self.apis:
-            if resource in (api.identifier_uri.rstrip("/"), api.client_id):
+            # The client id is a GUID (any case); the App ID URI is compared as registered.
+            if (
+                resource == api.identifier_uri.rstrip("/")
+                or resource.lower() == api.client_id.lower()
+            ):
                 return api
         return None
 
