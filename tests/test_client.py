@@ -819,3 +819,11 @@ def test_an_unreadable_answer_is_an_authority_error_without_the_request() -> Non
         tc.get_token("read")
     assert info.value.__context__ is None
     assert info.value.__cause__ is None
+
+
+def test_a_credential_class_instead_of_an_instance_is_refused() -> None:
+    # ClientSecret (the class) has a callable request_fields, so it was accepted and every
+    # get_token() failed with a TypeError about a missing 'self'.
+    with pytest.raises(ConfigurationError, match="an instance") as info:
+        TokenClient(client_id="c", credential=ClientSecret, tenant_id="t")  # type: ignore[arg-type]
+    assert info.value.setting == "credential"

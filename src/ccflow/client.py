@@ -123,6 +123,12 @@ class _ClientBase:
         if credential is None:
             assert client_secret is not None
             credential = ClientSecret(client_secret)
+        if isinstance(credential, type):
+            raise ConfigurationError(
+                f"credential must be an instance, got the class {credential.__name__}; e.g. "
+                "credential=ClientSecret('...')",
+                setting="credential",
+            )
         if not callable(getattr(credential, "request_fields", None)):
             raise ConfigurationError(
                 f"credential must implement ccflow.credentials.Credential, got "
