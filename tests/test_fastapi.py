@@ -8,8 +8,9 @@ from collections.abc import Iterator, Mapping
 from typing import Annotated, Any
 
 import pytest
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Request, WebSocket
 from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
 
 from ccflow.errors import ConfigurationError, InvalidTokenError, KeysUnavailableError
 from ccflow.fastapi import BearerClaims
@@ -48,6 +49,13 @@ async def open_route() -> str:
     return "open"
 
 
+@app.websocket("/ws")
+async def ws(websocket: WebSocket, claims: Annotated[Mapping[str, Any], Depends(invoker)]) -> None:
+    await websocket.accept()
+    await websocket.send_text(claims["azp"])
+    await websocket.close()
+
+
 @pytest.fixture
 def client() -> Iterator[TestClient]:
     with TestClient(app) as c:
@@ -68,6 +76,31 @@ def test_dependency_sets_user_and_auth(client: TestClient) -> None:
         "user": "client-1",
         "scopes": ["invokeRole"],
     }
+
+
+def test_dependency_on_a_websocket_route_accepts_a_good_token(client: TestClient) -> None:
+    with client.websocket_connect("/ws", headers=bearer(GOOD)) as ws:
+        assert ws.receive_text() == "client-1"
+
+
+@pytest.mark.parametrize(
+    ("headers", "code"),
+    [
+        ({}, 1008),
+        (bearer("expired.token.sig"), 1008),
+        (bearer(READER), 1008),
+        (bearer("cold.token.sig"), 1013),
+    ],
+)
+def test_dependency_on_a_websocket_route_refuses_before_accept(
+    client: TestClient, headers: dict[str, str], code: int
+) -> None:
+    with (
+        pytest.raises(WebSocketDisconnect) as info,
+        client.websocket_connect("/ws", headers=headers),
+    ):
+        pass  # pragma: no cover - the handshake itself is refused
+    assert info.value.code == code
 
 
 def test_dependency_without_roles_accepts_any_valid_token(client: TestClient) -> None:

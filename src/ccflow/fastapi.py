@@ -27,7 +27,8 @@ the app stops, in the app's lifespan::
         await invoker.aclose()
 
 Refusals are ``HTTPException`` s with the RFC 6750 status and ``WWW-Authenticate`` header of
-:mod:`ccflow.starlette` (401, 403, 400, 503 with ``Retry-After``) and a JSON ``detail``. The
+:mod:`ccflow.starlette` (401, 403, 400, 503 with ``Retry-After``) and a JSON ``detail``; on a
+WebSocket route, ``WebSocketException`` s closing the handshake with 1008 (1013 for the 503). The
 request's ``scope["user"]`` and ``scope["auth"]`` are set as ``RequireRole`` sets them.
 """
 
@@ -36,11 +37,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from fastapi import HTTPException
+from fastapi import HTTPException, WebSocketException
 from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
 from fastapi.security.base import SecurityBase
 from starlette.authentication import AuthCredentials
-from starlette.requests import Request
+from starlette.requests import HTTPConnection
 
 from ccflow.errors import ConfigurationError
 from ccflow.starlette import (
@@ -48,6 +49,7 @@ from ccflow.starlette import (
     TokenUser,
     Validator,
     _validator,
+    _websocket_close,
     bearer_token,
     rejection_for,
 )
@@ -89,8 +91,13 @@ class BearerClaims(SecurityBase):
         self.owns_validator = validator is None
         self.validator: Validator = _validator(validator, "BearerClaims")
 
-    async def __call__(self, request: Request) -> Mapping[str, Any]:
-        """Validate the request's token; raise ``HTTPException`` with the RFC 6750 answer."""
+    async def __call__(self, request: HTTPConnection) -> Mapping[str, Any]:
+        """Validate the request's token; raise ``HTTPException`` with the RFC 6750 answer.
+
+        On a WebSocket route, a refusal is a ``WebSocketException`` instead: the handshake is
+        refused with close code 1008 (1013, try again later, when no signing keys can be had),
+        as ``RequireRole`` does.
+        """
         try:
             token = bearer_token(request.scope["headers"])
             if token is not None:
@@ -99,9 +106,9 @@ class BearerClaims(SecurityBase):
                     # Only after signature and claims pass: a forged token is a 401.
                     verdict.require_roles(self.roles, match=self.match)
         except Exception as exc:
-            raise self._refusal(exc) from None
+            raise self._refusal(exc, request) from None
         if token is None:
-            raise self._refusal(None)
+            raise self._refusal(None, request)
         request.scope["auth"] = AuthCredentials(verdict.roles)
         request.scope["user"] = TokenUser(verdict)
         return verdict.claims
@@ -114,8 +121,12 @@ class BearerClaims(SecurityBase):
         if self.owns_validator:
             await self.validator.aclose()
 
-    def _refusal(self, exc: Exception | None) -> HTTPException:
+    def _refusal(
+        self, exc: Exception | None, request: HTTPConnection
+    ) -> HTTPException | WebSocketException:
         rejection = rejection_for(exc, self.validator.realm)
+        if request.scope["type"] == "websocket":
+            return WebSocketException(*_websocket_close(rejection))
         return HTTPException(
             rejection.status, detail=rejection.description, headers=rejection.headers
         )

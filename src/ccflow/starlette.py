@@ -636,11 +636,16 @@ async def _close_websocket(rejection: Rejection, receive: Receive, send: Send) -
     message = await receive()
     if message["type"] != "websocket.connect":
         return
-    reason = rejection.description.encode()[:120].decode("utf-8", "ignore")
-    # 1008 (policy violation) for a refused token; 1013 (try again later) when the keys to
-    # judge it are missing, so a client does not take an outage for a bad token.
-    code = 1013 if rejection.status == 503 else 1008
+    code, reason = _websocket_close(rejection)
     await send({"type": "websocket.close", "code": code, "reason": reason})
+
+
+def _websocket_close(rejection: Rejection) -> tuple[int, str]:
+    # 1008 (policy violation) for a refused token; 1013 (try again later) when the keys to
+    # judge it are missing, so a client does not take an outage for a bad token. The reason
+    # fits the 123 bytes a close frame allows.
+    reason = rejection.description.encode()[:120].decode("utf-8", "ignore")
+    return (1013 if rejection.status == 503 else 1008), reason
 
 
 # ---------------------------------------------------------------------------------------------
