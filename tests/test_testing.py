@@ -164,3 +164,31 @@ def test_with_roles(tokens: TokenFactory) -> None:
 def test_segments_are_compact_json(tokens: TokenFactory) -> None:
     header = tokens.alg_none().split(".")[0]
     assert json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))["alg"] == "none"
+
+
+def test_wrong_tenant_of_a_v1_api_keeps_the_v1_issuer_shape() -> None:
+    # It always wrote a v2 issuer ({host}/{tid}/v2.0): for an API taking v1 tokens the token
+    # then differed from valid() in the issuer's shape too, so it failed the issuer check
+    # rather than the tenant's.
+    from ccflow.authority import ApiApp, Registrations
+
+    regs = Registrations.default()
+    legacy = ApiApp(
+        name="calc-api",
+        client_id="aaaaaaaa-0000-4000-8000-000000000002",
+        identifier_uri="api://legacy",
+        roles=("invokeRole",),
+        access_token_version=1,
+    )
+    authority = Authority(
+        Registrations(tenant_id=regs.tenant_id, apis=(legacy,), clients=regs.clients),
+        clock=lambda: NOW,
+    )
+    tokens = TokenFactory(authority)
+    _, valid = decode_unverified(tokens.valid())
+    _, wrong = decode_unverified(tokens.wrong_tenant())
+    assert valid["iss"] == f"{authority.host}/{authority.tenant_id}/"
+    assert wrong["iss"] == f"{authority.host}/{OTHER_TENANT_ID}/"
+    assert wrong["tid"] == OTHER_TENANT_ID
+    assert wrong["idp"] == wrong["iss"]
+    assert {k for k in valid if valid[k] != wrong[k]} <= {"iss", "idp", "tid", "aio", "rh", "uti"}

@@ -111,12 +111,14 @@ class TokenFactory:
     def wrong_tenant(
         self, client: str = "calc-client", api: str = "calc-api", *, tenant_id: str | None = None
     ) -> str:
-        """Issued for another tenant: ``tid`` and the tenant in ``iss`` both changed, as a
-        token from another tenant of the same cloud would be."""
+        """Issued for another tenant: ``tid`` and the tenant in ``iss`` (and, in a v1 token,
+        ``idp``) changed, as a token from another tenant of the same cloud would be."""
         tid = tenant_id or OTHER_TENANT_ID
-        return self.valid(
-            client, api, claims={"tid": tid, "iss": f"{self.authority.host}/{tid}/v2.0"}
-        )
+        version = self.authority.api(api).access_token_version
+        changes = {"tid": tid, "iss": self.authority.issuer_for(tid, version=version)}
+        if version == 1:
+            changes["idp"] = self.authority.issuer_for(tid, version=1)
+        return self.valid(client, api, claims=changes)
 
     def no_roles(self, client: str = "calc-client", api: str = "calc-api") -> str:
         """Valid, but without a ``roles`` claim (a client with no grant)."""
