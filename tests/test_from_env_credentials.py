@@ -189,3 +189,28 @@ def test_from_env_certificate_gets_a_token_from_the_authority(
     ) as client:
         assert client.get_token(authority.api("calc-api").default_scope).token
     assert authority.hits["token"] == 1
+
+
+def test_pem_text_in_the_certificate_variable_is_not_logged(
+    cert: CertificateMaterial, caplog: pytest.LogCaptureFixture
+) -> None:
+    # ClientCertificate takes PEM text as well as a path, so the variable may hold the key
+    # itself; the DEBUG line quoted the variable whole, private key included.
+    with caplog.at_level(logging.DEBUG, logger="ccflow"):
+        credential = credential_from_env({"AZURE_CLIENT_CERTIFICATE_PATH": cert.pem.decode()})
+    assert isinstance(credential, ClientCertificate)
+    assert "certificate (AZURE_CLIENT_CERTIFICATE_PATH=<PEM text>" in caplog.text
+    assert "PRIVATE KEY" not in caplog.text
+
+
+@pytest.mark.parametrize("wrap", ['"{}"', "'{}'", "x{}"])
+def test_pem_text_not_recognised_as_such_is_not_quoted_as_a_path(
+    cert: CertificateMaterial, caplog: pytest.LogCaptureFixture, wrap: str
+) -> None:
+    # Quoted PEM text is taken for a path: the error quoted that "path", private key and all.
+    value = wrap.format(cert.pem.decode())
+    with caplog.at_level(logging.DEBUG, logger="ccflow"), pytest.raises(CredentialError) as info:
+        credential_from_env({"AZURE_CLIENT_CERTIFICATE_PATH": value})
+    assert "PRIVATE KEY" not in str(info.value)
+    assert "PEM" in str(info.value)
+    assert "PRIVATE KEY" not in caplog.text

@@ -230,6 +230,12 @@ def _read_source(certificate: str | os.PathLike[str] | bytes) -> tuple[bytes, st
             "the certificate path is empty (AZURE_CLIENT_CERTIFICATE_PATH)", setting="certificate"
         )
     path = Path(certificate)
+    if "-----BEGIN" in str(certificate):
+        # PEM text with something before it (quotes...): never quote it, it holds the key.
+        raise CredentialError(
+            "the certificate looks like PEM text but does not start with '-----BEGIN' (quotes "
+            "or other characters around it?); pass the PEM itself, or a path"
+        )
     try:
         return path.read_bytes(), f"certificate file {str(path)!r}"
     except OSError as exc:
@@ -732,7 +738,8 @@ def credential_from_env(environ: Mapping[str, str]) -> Credential:
         logger.debug(
             "credential from the environment: certificate (AZURE_CLIENT_CERTIFICATE_PATH=%s, "
             "password %s, send_certificate_chain=%s)",
-            path,
+            # The variable may hold the PEM itself (ClientCertificate takes PEM text too).
+            "<PEM text>" if "-----BEGIN" in path else path,
             "set" if environ.get("AZURE_CLIENT_CERTIFICATE_PASSWORD") else "not set",
             chain in _CHAIN_ON,
         )
