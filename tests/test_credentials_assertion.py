@@ -428,3 +428,13 @@ def test_token_file_gets_a_token_from_the_authority(
         clock=lambda: NOW,
     ) as client:
         assert client.get_token(authority.api("calc-api").default_scope).token
+
+
+def test_a_token_given_where_the_token_file_path_belongs_is_refused_unquoted() -> None:
+    # repr(), the from_env DEBUG line and "cannot read federated token file '<path>'" all
+    # quoted the path: the assertion itself when the variable held the token.
+    token = jwt_with(NOW + 3600)
+    with pytest.raises(ConfigurationError, match="path of the token file") as info:
+        FederatedTokenFile(token)
+    assert token not in str(info.value)
+    assert info.value.setting == "AZURE_FEDERATED_TOKEN_FILE"

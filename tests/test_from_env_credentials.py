@@ -214,3 +214,12 @@ def test_pem_text_not_recognised_as_such_is_not_quoted_as_a_path(
     assert "PRIVATE KEY" not in str(info.value)
     assert "PEM" in str(info.value)
     assert "PRIVATE KEY" not in caplog.text
+
+
+def test_a_token_in_the_token_file_variable_is_not_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    token = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.c2ln"
+    with caplog.at_level(logging.DEBUG, logger="ccflow"), pytest.raises(ConfigurationError):
+        credential_from_env({"AZURE_FEDERATED_TOKEN_FILE": token})
+    assert token not in caplog.text

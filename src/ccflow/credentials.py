@@ -638,6 +638,9 @@ class ClientAssertion(_AssertionSource):
         return self._fields(client_id, held)
 
 
+_JWT_SHAPE = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+
+
 class FederatedTokenFile(_AssertionSource):
     """Workload identity: the token in a file (``AZURE_FEDERATED_TOKEN_FILE``) as the assertion.
 
@@ -667,6 +670,13 @@ class FederatedTokenFile(_AssertionSource):
         if not reread_interval > 0:
             raise ConfigurationError(
                 "reread_interval must be seconds > 0", setting="reread_interval"
+            )
+        if _JWT_SHAPE.fullmatch(str(path).strip()):
+            # Never quoted: this is the assertion itself, which repr() and errors would show.
+            raise ConfigurationError(
+                "the federated token file setting holds a token (a JWT), not a path: set "
+                "AZURE_FEDERATED_TOKEN_FILE to the path of the token file",
+                setting="AZURE_FEDERATED_TOKEN_FILE",
             )
         self._path = Path(path)
         self._max_age: float | None = float(reread_interval)
@@ -750,11 +760,12 @@ def credential_from_env(environ: Mapping[str, str]) -> Credential:
         )
     token_file = environ.get("AZURE_FEDERATED_TOKEN_FILE")
     if token_file:
+        credential = FederatedTokenFile(token_file)  # first: it refuses a token for a path
         logger.debug(
             "credential from the environment: federated token file (AZURE_FEDERATED_TOKEN_FILE=%s)",
             token_file,
         )
-        return FederatedTokenFile(token_file)
+        return credential
     stray = [
         name
         for name in ("AZURE_CLIENT_CERTIFICATE_PASSWORD", "AZURE_CLIENT_SEND_CERTIFICATE_CHAIN")
