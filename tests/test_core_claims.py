@@ -297,6 +297,42 @@ def test_allowed_client_and_any_tenant_pass() -> None:
     assert check_claims(other, rules, now=NOW).tenant_id == "other"
 
 
+def test_allow_lists_compare_guids_case_insensitively() -> None:
+    # The portal shows GUIDs in lower case, but an upper-case GUID pasted into the
+    # configuration (or a token that carries one) names the same app and tenant.
+    client, tenant = "9f1e0c2a-bd34-4e5f-a6b7-c8d9e0f1a2b3", "ab12cd34-ef56-4a78-9bcd-ef0123456789"
+    iss = f"https://login.example/{tenant}/v2.0"
+    rules = ClaimRules(
+        issuers=(IssuerRule(iss, "2.0"),),
+        audiences=AZURE.audiences,
+        allowed_clients=frozenset({client.upper()}),
+        allowed_tenants=frozenset({tenant.upper()}),
+    )
+    assert check_claims(v2(azp=client, tid=tenant, iss=iss), rules, now=NOW).client_id == client
+    shouting = v2(azp=client.upper(), tid=tenant.upper(), iss=iss)
+    assert check_claims(shouting, rules, now=NOW).client_id == client.upper()
+    with pytest.raises(InsufficientScopeError):
+        check_claims(v2(azp=client.replace("9f", "8f"), tid=tenant, iss=iss), rules, now=NOW)
+
+
+def test_allow_lists_compare_other_ids_exactly() -> None:
+    rules = ClaimRules(
+        issuers=GENERIC.issuers,
+        audiences=GENERIC.audiences,
+        azure=False,
+        allowed_clients=frozenset({"Billing-Service"}),
+    )
+    claims = {
+        "iss": "https://idp.example/realms/a",
+        "aud": "https://calc.example/api",
+        "exp": NOW + 60,
+        "azp": "billing-service",
+    }
+    with pytest.raises(InsufficientScopeError):
+        check_claims(claims, rules, now=NOW)
+    assert check_claims({**claims, "azp": "Billing-Service"}, rules, now=NOW).client_id
+
+
 ROLE_CASES = {
     "any: one of two": (("a", "b"), ("b", "c"), "any", True),
     "any: none": (("a",), ("b", "c"), "any", False),

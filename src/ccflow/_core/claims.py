@@ -21,12 +21,15 @@ reason              check
 ==================  ==============================================================
 
 and :class:`~ccflow.errors.InsufficientScopeError` (403) when the token is valid but its
-caller (``reason="client"``) or tenant (``reason="tenant"``) is not on an allow-list.
+caller (``reason="client"``) or tenant (``reason="tenant"``) is not on an allow-list. The
+allow-lists compare GUIDs case-insensitively (Azure AD writes them in lower case; the portal
+and people do not always), every other value exactly: see :func:`id_key`.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -42,10 +45,18 @@ __all__ = [
     "ValidatedToken",
     "check_claims",
     "check_roles",
+    "id_key",
 ]
 
 TENANT_PLACEHOLDER: Final = "{tenantid}"
 ANY_TENANT: Final = "*"
+_GUID: Final = re.compile(r"[0-9A-Fa-f]{8}-(?:[0-9A-Fa-f]{4}-){3}[0-9A-Fa-f]{12}")
+
+
+def id_key(value: str) -> str:
+    """How an allow-listed client or tenant id compares: a GUID in lower case, anything else
+    (a domain-less client id of another server, ``"*"``) as it is."""
+    return value.lower() if _GUID.fullmatch(value) else value
 
 
 def check_roles(
@@ -133,9 +144,18 @@ class ClaimRules:
     """Azure AD mode: ``ver`` is required and decides ``azp`` vs ``appid``."""
     accept_v1: bool = False
     allowed_clients: frozenset[str] | None = None
+    """Caller ids (stored as :func:`id_key` gives them); ``None``: any caller."""
     allowed_tenants: frozenset[str] | None = None
-    """``None``: any tenant; ``{"*"}`` likewise, spelled out for multi-tenant APIs."""
+    """Tenant ids (stored as :func:`id_key` gives them); ``None``: any tenant; ``{"*"}`` likewise,
+    spelled out for multi-tenant APIs."""
     leeway: float = 60.0
+
+    def __post_init__(self) -> None:
+        # The allow-lists are kept as id_key() gives them, so a check is one set lookup.
+        for name in ("allowed_clients", "allowed_tenants"):
+            values: frozenset[str] | None = getattr(self, name)
+            if values is not None:
+                object.__setattr__(self, name, frozenset(map(id_key, values)))
 
 
 def _invalid(message: str, reason: str, claim: str) -> InvalidTokenError:
@@ -245,12 +265,12 @@ def check_claims(claims: Mapping[str, Any], rules: ClaimRules, *, now: float) ->
         if type(role) is not str:
             raise _invalid("the token's roles claim is not a list of strings", "roles", "roles")
 
-    if rules.allowed_clients is not None and client_id not in rules.allowed_clients:
+    if rules.allowed_clients is not None and id_key(client_id) not in rules.allowed_clients:
         raise InsufficientScopeError("the calling application is not allowed", reason="client")
     if (
         rules.allowed_tenants is not None
         and ANY_TENANT not in rules.allowed_tenants
-        and tid not in rules.allowed_tenants
+        and (tid is None or id_key(tid) not in rules.allowed_tenants)
     ):
         raise InsufficientScopeError("the caller's tenant is not allowed", reason="tenant")
 
