@@ -307,6 +307,21 @@ def test_token_usage_shows_the_promised_form() -> None:
     assert "--client-id ID (--tenant-id T | --token-endpoint URL) --scope S" in usage
 
 
+@pytest.mark.parametrize(
+    "typo", [["--client_secret", "s3cr3t-Value~x"], ["--secret=s3cr3t-Value~x"], ["s3cr3t-Value~x"]]
+)
+def test_a_mistyped_flag_never_echoes_the_value_after_it(typo: list[str]) -> None:
+    # argparse quoted every unrecognized argument, so `--client_secret "$SECRET"` (a typo for
+    # --client-secret) printed the secret to stderr, and into CI logs.
+    result = ccflow("token", "--client-id", "x", "--tenant-id", "t", "--scope", "s", *typo)
+    assert result.returncode == 2
+    assert "s3cr3t" not in result.stderr + result.stdout
+    assert result.stderr.startswith("usage: ccflow token")
+    assert "ccflow token: error: unrecognized arguments:" in result.stderr
+    if typo[0].startswith("--"):
+        assert typo[0].split("=")[0] in result.stderr
+
+
 def test_token_plain_http_to_a_remote_host_is_refused_with_exit_2() -> None:
     result = ccflow(
         "token",

@@ -32,12 +32,35 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers.required = True
     for name in SUBCOMMANDS:
         importlib.import_module(name).add_parser(subparsers)
+    _remember_parsers(parser)
     return parser
+
+
+def _remember_parsers(parser: argparse.ArgumentParser) -> None:
+    """Let each (sub)command's namespace name the parser that reads it, for its errors."""
+    parser.set_defaults(ccflow_parser=parser)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in action.choices.values():
+                _remember_parsers(subparser)
+
+
+def _unrecognized(extras: list[str]) -> str:
+    """The unrecognized arguments, values hidden: what follows a mistyped flag is often its
+    value, and ``--client_secret "$SECRET"`` must not print the secret (into CI logs)."""
+    shown = [
+        arg.split("=", 1)[0] + ("=..." if "=" in arg else "") if arg.startswith("-") else "..."
+        for arg in extras
+    ]
+    return f"unrecognized arguments: {' '.join(shown)} (values not shown)"
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``ccflow`` with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        command_parser: argparse.ArgumentParser = args.ccflow_parser
+        command_parser.error(_unrecognized(extras))
     status: int = args.func(args)
     return status
