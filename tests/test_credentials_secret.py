@@ -56,9 +56,12 @@ def test_unknown_auth_method_is_refused() -> None:
     assert info.value.setting == "auth_method"
 
 
-def test_empty_secret_is_refused() -> None:
-    with pytest.raises(ConfigurationError):
-        ClientSecret("")
+@pytest.mark.parametrize("secret", ["", "   ", "\n"])
+def test_empty_or_blank_secret_is_refused(secret: str) -> None:
+    # A blank secret (an AZURE_CLIENT_SECRET of spaces) was sent and came back as AADSTS7000215.
+    with pytest.raises(ConfigurationError, match="empty") as info:
+        ClientSecret(secret)
+    assert info.value.setting == "client_secret"
 
 
 def test_secret_is_hidden_from_repr_and_str() -> None:

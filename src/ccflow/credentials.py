@@ -162,9 +162,10 @@ class ClientSecret:
                 f"{type(self.secret).__name__}",
                 setting="client_secret",
             )
-        if not self.secret:
+        if not self.secret.strip():
             raise ConfigurationError(
-                "client_secret is empty; pass the secret's Value", setting="client_secret"
+                "client_secret is empty (or blank); pass the secret's Value",
+                setting="client_secret",
             )
 
     def __repr__(self) -> str:
