@@ -210,6 +210,8 @@ def test_completed_scope_is_named_in_scope_errors() -> None:
     [
         (502, b"<html><body>Bad gateway</body></html>", "HTTP 502 with an HTML page"),
         (400, b"", "HTTP 400 with an empty body"),
+        # A 401 without an OAuth body (Basic challenge): the credentials, not the URL.
+        (401, b"", "HTTP 401 with an empty body; the server refused the client's credentials"),
         (500, b"oops", "HTTP 500 with a body that is not JSON"),
         # JSON, but not an OAuth error (a gateway's): it used to be called "not JSON".
         (404, b'{"message": "not found"}', "HTTP 404 with a JSON body that is not an OAuth"),

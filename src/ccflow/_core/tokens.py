@@ -294,11 +294,16 @@ def _describe_unparsable(status: int, body: bytes, context: ErrorContext) -> str
         )
     else:
         what = "a body that is not JSON"
-    hint = (
-        "; the server is failing or overloaded, try again later"
-        if status >= 500 or status == 429
-        else "; check token_endpoint / authority_host"
-    )
+    if status >= 500 or status == 429:
+        hint = "; the server is failing or overloaded, try again later"
+    elif status == 401:
+        hint = (
+            "; the server refused the client's credentials: check the client id, the secret "
+            "or certificate, and the auth_method it expects (client_secret_post or "
+            "client_secret_basic)"
+        )
+    else:
+        hint = "; check token_endpoint / authority_host"
     return f"the token endpoint {context.token_endpoint} answered HTTP {status} with {what}{hint}"
 
 
