@@ -308,7 +308,14 @@ def test_token_usage_shows_the_promised_form() -> None:
 
 
 @pytest.mark.parametrize(
-    "typo", [["--client_secret", "s3cr3t-Value~x"], ["--secret=s3cr3t-Value~x"], ["s3cr3t-Value~x"]]
+    "typo",
+    [
+        ["--client_secret", "s3cr3t-Value~x"],
+        ["--secret=s3cr3t-Value~x"],
+        ["s3cr3t-Value~x"],
+        ["--client-secre=s3cr3t-Value~x"],  # argparse: "ambiguous option: --client-secre=..."
+        ["--json=s3cr3t-Value~x"],  # argparse: "ignored explicit argument '...'"
+    ],
 )
 def test_a_mistyped_flag_never_echoes_the_value_after_it(typo: list[str]) -> None:
     # argparse quoted every unrecognized argument, so `--client_secret "$SECRET"` (a typo for
@@ -317,7 +324,7 @@ def test_a_mistyped_flag_never_echoes_the_value_after_it(typo: list[str]) -> Non
     assert result.returncode == 2
     assert "s3cr3t" not in result.stderr + result.stdout
     assert result.stderr.startswith("usage: ccflow token")
-    assert "ccflow token: error: unrecognized arguments:" in result.stderr
+    assert "ccflow token: error: " in result.stderr
     if typo[0].startswith("--"):
         assert typo[0].split("=")[0] in result.stderr
 

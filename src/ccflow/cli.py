@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
+from typing import NoReturn
 
 __all__ = ["SUBCOMMANDS", "build_parser", "main"]
 
@@ -22,9 +24,20 @@ SUBCOMMANDS: tuple[str, ...] = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose error messages never quote a flag's value: some quote
+    ``--flag=value`` whole ("ambiguous option: --client-secre=...") or the value alone
+    ("ignored explicit argument '...'"), and the value may be a secret."""
+
+    def error(self, message: str) -> NoReturn:
+        message = re.sub(r"(--?[\w-]+)=\S*", r"\1=...", message)
+        message = re.sub(r"explicit argument '.*'", "explicit argument '...'", message)
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``ccflow`` argument parser with every registered subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ccflow",
         description="The OAuth 2.0 client-credentials flow, simple, fast and safe.",
     )
