@@ -21,6 +21,9 @@ from ccflow.errors import InvalidTokenError
 
 NOW = 1_700_000_000  # 2023-11-14 22:13:20 UTC
 NOT_UTF8 = b"\xff\xfe"
+NAN_EXP = b'{"exp": NaN}'
+MINUS_INFINITY_EXP = b'{"exp": -Infinity}'
+INFINITY_ALG = b'{"alg": Infinity}'
 
 
 def _seg(value: Any) -> str:
@@ -133,6 +136,11 @@ def test_decode_unverified_accepts_a_bearer_prefix_and_whitespace(prefix: str) -
         (f"{_seg(b'not json')}.{_seg({})}.sig", "header is not JSON"),
         (f"{_seg({})}.{_seg(NOT_UTF8)}.sig", "payload is not JSON"),
         (f"{_seg([1, 2])}.{_seg({})}.sig", "header is not a JSON object"),
+        # Python's json reads these, but they are not JSON (RFC 8259), and `ccflow decode
+        # --json` wrote them back out as NaN, which no JSON parser reads.
+        (f"{_seg({})}.{_seg(NAN_EXP)}.sig", "payload is not JSON"),
+        (f"{_seg({})}.{_seg(MINUS_INFINITY_EXP)}.sig", "payload is not JSON"),
+        (f"{_seg(INFINITY_ALG)}.{_seg({})}.sig", "header is not JSON"),
         ("a." + "b" * 70_000 + ".c", "longer than"),
     ],
 )

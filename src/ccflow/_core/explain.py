@@ -91,6 +91,10 @@ class ExplainedField:
     when: str | None = None
 
 
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON value")
+
+
 def _b64url_json(segment: str, what: str) -> dict[str, Any]:
     # The stdlib decoder silently skips foreign characters; a JWT segment must be pure base64url.
     try:
@@ -102,7 +106,8 @@ def _b64url_json(segment: str, what: str) -> dict[str, Any]:
             f"the token's {what} is not base64url", reason="malformed"
         ) from None
     try:
-        value = json.loads(raw)
+        # NaN and Infinity are not JSON (RFC 8259), though Python's json reads them.
+        value = json.loads(raw, parse_constant=_not_json)
     except (UnicodeDecodeError, ValueError):
         raise InvalidTokenError(f"the token's {what} is not JSON", reason="malformed") from None
     if not isinstance(value, dict):
