@@ -223,3 +223,10 @@ def test_a_token_in_the_token_file_variable_is_not_logged(
     with caplog.at_level(logging.DEBUG, logger="ccflow"), pytest.raises(ConfigurationError):
         credential_from_env({"AZURE_FEDERATED_TOKEN_FILE": token})
     assert token not in caplog.text
+
+
+def test_a_blank_secret_variable_is_named() -> None:
+    # configuration.md: bad configuration names the variable (this said "client_secret").
+    with pytest.raises(ConfigurationError, match="AZURE_CLIENT_SECRET is blank") as info:
+        credential_from_env({"AZURE_CLIENT_SECRET": "  \n"})
+    assert info.value.setting == "AZURE_CLIENT_SECRET"

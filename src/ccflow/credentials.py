@@ -740,6 +740,11 @@ def credential_from_env(environ: Mapping[str, str]) -> Credential:
         ClientSecret(secret=<redacted>)
     """
     secret = environ.get("AZURE_CLIENT_SECRET")
+    if secret and not secret.strip():
+        raise ConfigurationError(
+            "AZURE_CLIENT_SECRET is blank; set it to the secret's Value",
+            setting="AZURE_CLIENT_SECRET",
+        )
     if secret:
         logger.debug("credential from the environment: client secret (AZURE_CLIENT_SECRET)")
         return ClientSecret(secret)
