@@ -431,3 +431,29 @@ def test_odd_request_heads_are_answered_not_dropped(
             b"Connection: close\r\n\r\n",
         )
     assert answer.startswith(b"HTTP/1.1 " + status), answer[:200]
+
+
+@pytest.mark.parametrize(
+    ("length", "status", "says"),
+    [
+        # A well-formed length past the limit was answered "400 bad Content-Length".
+        (str((1 << 20) + 1), b"413", b"1048576 bytes"),
+        ("-5", b"400", b"Content-Length"),
+        ("nope", b"400", b"Content-Length"),
+    ],
+)
+def test_a_body_too_large_is_413_and_a_bad_length_400(
+    length: str, status: bytes, says: bytes
+) -> None:
+    with AuthorityServer() as server:
+        path = f"/{server.authority.tenant_id}/oauth2/v2.0/token".encode()
+        answer = _raw_exchange(
+            server,
+            b"POST "
+            + path
+            + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: "
+            + length.encode()
+            + b"\r\nConnection: close\r\n\r\n",
+        )
+    assert answer.startswith(b"HTTP/1.1 " + status), answer[:200]
+    assert says in answer

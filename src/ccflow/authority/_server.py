@@ -67,7 +67,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
             length = -1
-        if not 0 <= length <= _MAX_BODY:
+        if length > _MAX_BODY:
+            self._plain(413, f"request body over {_MAX_BODY} bytes".encode())
+            return
+        if length < 0:
             self._plain(400, b"bad Content-Length")
             return
         body = self.rfile.read(length) if length else b""
