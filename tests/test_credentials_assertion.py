@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import doctest
+import gc
 import json
 import logging
 import pickle
@@ -438,3 +439,13 @@ def test_a_token_given_where_the_token_file_path_belongs_is_refused_unquoted() -
         FederatedTokenFile(token)
     assert token not in str(info.value)
     assert info.value.setting == "AZURE_FEDERATED_TOKEN_FILE"
+
+
+def test_an_async_callable_is_explained_and_its_coroutine_closed() -> None:
+    # It "returned coroutine", and the never-awaited coroutine warned at garbage collection.
+    async def fetch() -> str:
+        return jwt_with(NOW + 3600)
+
+    with pytest.raises(CredentialError, match="async function"):
+        sent(ClientAssertion(fetch), NOW)  # type: ignore[arg-type]
+    gc.collect()  # a RuntimeWarning here fails the test (filterwarnings=error)

@@ -36,6 +36,7 @@ import asyncio
 import base64
 import datetime
 import hashlib
+import inspect
 import logging
 import os
 import re
@@ -507,6 +508,12 @@ class _AssertionSource:
         raise NotImplementedError
 
     def _accept(self, value: object, now: float) -> HeldAssertion:
+        if inspect.iscoroutine(value):
+            value.close()  # never awaited: close it rather than leave a RuntimeWarning behind
+            raise CredentialError(
+                f"{self._describe()} is an async function; ClientAssertion calls a plain "
+                "function returning the JWT (or implement AsyncCredential.arequest_fields)"
+            )
         if not isinstance(value, str):
             raise CredentialError(
                 f"{self._describe()} returned {type(value).__name__}, not a string (the JWT)"
