@@ -610,6 +610,21 @@ def test_in_process_verify_says_why_the_keys_could_not_be_had(
     assert repr(issuer) in err
 
 
+@pytest.mark.parametrize("alias", ["organizations", "Common"])
+def test_in_process_verify_with_a_multi_tenant_alias_says_what_to_pass(
+    server: Server, main_in_process: Any, calc_token: str, alias: str
+) -> None:
+    # The validator's error asked to list allowed_tenants, which verify has no flag for.
+    host = server.info["authority_host"]
+    status, out, err = main_in_process(
+        "verify", calc_token, "--tenant-id", alias, "--authority-host", host
+    )
+    assert (status, out) == (2, "")
+    assert "allowed_tenants" not in err
+    assert "--tenant-id" in err
+    assert "tid" in err
+
+
 @pytest.mark.parametrize("flags", [["--json"], ["--decode"], ["--decode", "--json"]])
 def test_in_process_token_output_forms(
     server: Server, main_in_process: Any, flags: list[str]

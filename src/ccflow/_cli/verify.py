@@ -42,6 +42,8 @@ from ccflow.validation import TokenValidator, ValidatedToken
 
 __all__ = ["add_parser", "run"]
 
+_MULTI_TENANT_ALIASES = frozenset({"organizations", "common", "consumers"})
+
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``verify`` on the ``ccflow`` subparsers."""
@@ -242,6 +244,13 @@ def run(args: argparse.Namespace) -> int:
         token = token[7:].strip()
     if not token:
         error("no token given")
+        return EXIT_USAGE
+    if args.tenant_id and args.tenant_id.strip().lower() in _MULTI_TENANT_ALIASES:
+        # A multi-tenant validator needs the tenants to accept, which verify has no flag for.
+        error(
+            f"--tenant-id {args.tenant_id} names no tenant: pass the tenant the token comes"
+            " from (its tid claim, which `ccflow decode` shows) as --tenant-id, or --issuer URL"
+        )
         return EXIT_USAGE
     checks = ["signature", "issuer", "audience", "times"]
     if args.allowed_client:
