@@ -192,3 +192,14 @@ def test_wrong_tenant_of_a_v1_api_keeps_the_v1_issuer_shape() -> None:
     assert wrong["tid"] == OTHER_TENANT_ID
     assert wrong["idp"] == wrong["iss"]
     assert {k for k in valid if valid[k] != wrong[k]} <= {"iss", "idp", "tid", "aio", "rh", "uti"}
+
+
+@pytest.mark.parametrize("method", ["alg_none", "hs256_with_public_key", "other_key"])
+def test_algorithm_and_key_variants_keep_the_header_of_valid(
+    tokens: TokenFactory, method: str
+) -> None:
+    # alg_none() and hs256_with_public_key() dropped x5t, differing from valid() in two ways.
+    valid = jwt.get_unverified_header(tokens.valid())
+    bad = jwt.get_unverified_header(getattr(tokens, method)())
+    assert set(bad) == set(valid)
+    assert {k for k in valid if valid[k] != bad[k]} <= {"alg"}

@@ -149,7 +149,8 @@ class TokenFactory:
 
     def alg_none(self, client: str = "calc-client", api: str = "calc-api") -> str:
         """``alg: none`` and an empty signature."""
-        header = {"typ": "JWT", "alg": "none", "kid": self.authority.signing_kid}
+        kid = self.authority.signing_kid
+        header = {"typ": "JWT", "alg": "none", "kid": kid, "x5t": self.authority.key(kid).x5t}
         return f"{_segment(header)}.{_segment(self.claims(client, api))}."
 
     def hs256_with_public_key(self, client: str = "calc-client", api: str = "calc-api") -> str:
@@ -159,7 +160,7 @@ class TokenFactory:
         public = self.authority.key(kid).public_key.public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
-        header = {"typ": "JWT", "alg": "HS256", "kid": kid}
+        header = {"typ": "JWT", "alg": "HS256", "kid": kid, "x5t": self.authority.key(kid).x5t}
         signing_input = f"{_segment(header)}.{_segment(self.claims(client, api))}"
         mac = hmac.new(public, signing_input.encode(), hashlib.sha256).digest()
         return f"{signing_input}.{b64url(mac)}"
