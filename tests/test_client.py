@@ -827,3 +827,34 @@ def test_a_credential_class_instead_of_an_instance_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="an instance") as info:
         TokenClient(client_id="c", credential=ClientSecret, tenant_id="t")  # type: ignore[arg-type]
     assert info.value.setting == "credential"
+
+
+def test_get_token_from_inside_its_own_token_request_fails_instead_of_waiting_forever(
+    authority: Authority, clock: FakeClock, scope: str
+) -> None:
+    # A credential (or anything the fetch calls) asking the same client for the same scopes
+    # joined the flight it was part of and waited for itself forever.
+    class Reentrant:
+        client: TokenClient
+
+        def request_fields(self, **_: object) -> RequestFields:
+            self.client.get_token(scope)
+            raise AssertionError("unreachable")
+
+    credential = Reentrant()
+    tc, _ = sync_client(authority, clock, client_secret=None, credential=credential)
+    credential.client = tc
+    outcome: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            tc.get_token(scope)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=call, daemon=True)
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive()
+    assert len(outcome) == 1
+    assert "inside its own token request" in str(outcome[0])

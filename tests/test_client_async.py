@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import httpx
@@ -219,3 +220,23 @@ async def test_an_unreadable_answer_is_an_authority_error_without_the_request() 
     with pytest.raises(AuthorityUnreachableError, match="could not be read") as info:
         await tc.get_token("read")
     assert info.value.__context__ is None
+
+
+async def test_get_token_from_inside_its_own_token_request_fails_instead_of_waiting_forever(
+    authority: Authority, clock: FakeClock, scope: str
+) -> None:
+    class Reentrant:
+        client: AsyncTokenClient
+
+        def request_fields(self, **_: object) -> RequestFields:
+            raise AssertionError("the async face should await arequest_fields")
+
+        async def arequest_fields(self, **_: object) -> RequestFields:
+            await self.client.get_token(scope)
+            raise AssertionError("unreachable")
+
+    credential = Reentrant()
+    tc, _ = async_client(authority, clock, client_secret=None, credential=credential)
+    credential.client = tc
+    with pytest.raises(CredentialError, match="inside its own token request"):
+        await asyncio.wait_for(tc.get_token(scope), 10)

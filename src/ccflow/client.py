@@ -450,10 +450,11 @@ class _ClientBase:
 class _Flight:
     """One in-flight fetch that waiting threads share."""
 
-    __slots__ = ("done", "error", "token")
+    __slots__ = ("done", "error", "owner", "token")
 
     def __init__(self) -> None:
         self.done = threading.Event()
+        self.owner = threading.get_ident()  # the leader, which performs the fetch
         self.token: AccessToken | None = None
         self.error: BaseException | None = None
 
@@ -463,6 +464,15 @@ class _Flight:
             raise _own_copy(self.error)
         assert self.token is not None
         return self.token
+
+
+def _reentered() -> CredentialError:
+    # The fetch itself (its credential, most likely) asked for the token it is fetching:
+    # waiting would be waiting for ourselves, forever.
+    return CredentialError(
+        "get_token() for these scopes was called from inside its own token request (by the "
+        "credential?); it would wait for itself forever"
+    )
 
 
 def _own_copy(error: BaseException) -> BaseException:
@@ -575,6 +585,8 @@ class TokenClient(_ClientBase):
             if state is TokenState.STALE:
                 assert cached is not None
                 return cached.token  # someone is refreshing it; it is still valid meanwhile
+            if flight.owner == threading.get_ident():
+                raise _reentered()
             return flight.wait()
         started = time.perf_counter()
         try:
@@ -742,6 +754,8 @@ class AsyncTokenClient(_ClientBase):
         elif state is TokenState.STALE:
             assert cached is not None
             return cached.token
+        elif flight is asyncio.current_task():
+            raise _reentered()
         entry = await asyncio.shield(flight)
         self._remember(raw, entry)
         return entry.token
