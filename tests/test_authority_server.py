@@ -457,3 +457,30 @@ def test_a_body_too_large_is_413_and_a_bad_length_400(
         )
     assert answer.startswith(b"HTTP/1.1 " + status), answer[:200]
     assert says in answer
+
+
+def test_the_server_key_is_created_private_not_made_private_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The key was written with the umask's mode (world-readable in a given tls_dir) and only
+    # then chmod-ed to 0600: another user could read it in between. With chmod taken away,
+    # what remains is the mode it was created with.
+    from ccflow.authority._tls import write_tls_files
+
+    monkeypatch.setattr(Path, "chmod", lambda self, mode: None)
+    old = os.umask(0o022)
+    try:
+        files = write_tls_files(tmp_path)
+    finally:
+        os.umask(old)
+    assert files.key_file.stat().st_mode & 0o777 == 0o600
+    assert files.key_file.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
+
+
+def test_an_existing_key_file_is_made_private_before_it_is_written(tmp_path: Path) -> None:
+    from ccflow.authority._tls import write_tls_files
+
+    (tmp_path / "server-key.pem").write_bytes(b"old")
+    (tmp_path / "server-key.pem").chmod(0o644)
+    files = write_tls_files(tmp_path)
+    assert files.key_file.stat().st_mode & 0o777 == 0o600

@@ -8,6 +8,7 @@ import datetime
 import functools
 import hashlib
 import ipaddress
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,6 +171,10 @@ def write_tls_files(directory: str | Path | None = None) -> TlsFiles:
     files = TlsFiles(where / "ca.pem", where / "server.pem", where / "server-key.pem")
     files.ca_file.write_bytes(ca_pem)
     files.cert_file.write_bytes(cert_pem + ca_pem)
-    files.key_file.write_bytes(key_pem)
-    files.key_file.chmod(0o600)
+    # Private from the start: created 0600, or (if it exists) made 0600 before it is written.
+    fd = os.open(files.key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as key_file:
+        if hasattr(os, "fchmod"):  # POSIX; Windows has no such modes
+            os.fchmod(fd, 0o600)
+        key_file.write(key_pem)
     return files
