@@ -128,6 +128,26 @@ def test_an_error_in_the_post_reaches_every_waiter(
     assert {r.aadsts_code for r in results} == {7000215}
 
 
+def test_a_failure_storing_the_token_reaches_every_waiter_and_frees_the_flight(
+    authority: Authority, clock: FakeClock, scope: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Storing can fail only in odd ways (a user clock raising during the cache sweep); the
+    # waiters must get that error, not wait for a flight nobody finishes.
+    gate = Gate(authority, lambda: clock.calls >= 2 + (N - 1), clock.cond)
+    tc, _ = sync_client(authority, clock, transport=httpx.MockTransport(gate.sync_handler))
+
+    def broken_put(key: Any, entry: Any) -> None:
+        raise RuntimeError("the clock broke")
+
+    monkeypatch.setattr(tc, "_put", broken_put)
+    results = run_threads(tc, scope)
+    assert len(results) == N
+    assert all(isinstance(r, RuntimeError) for r in results)
+    monkeypatch.undo()
+    gate.ready = lambda: True
+    assert isinstance(tc.get_token(scope), AccessToken)  # the key is not stuck in flight
+
+
 def test_threads_after_expiry_make_one_post(
     authority: Authority, clock: FakeClock, scope: str
 ) -> None:

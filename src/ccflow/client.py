@@ -591,6 +591,11 @@ class TokenClient(_ClientBase):
         started = time.perf_counter()
         try:
             outcome = self._drive(self._flow(raw, key, cached, now))
+            with self._lock:
+                # Inside the try: should storing fail (a user clock raising), the waiters get
+                # the error instead of waiting for a flight nobody will finish.
+                self._put(key, outcome.entry)
+                self._flights.pop(key, None)
         except Exception as exc:
             with self._lock:
                 self._flights.pop(key, None)
@@ -603,9 +608,6 @@ class TokenClient(_ClientBase):
             flight.error = CCFlowError("the token request was interrupted; try again")
             flight.done.set()
             raise
-        with self._lock:
-            self._put(key, outcome.entry)
-            self._flights.pop(key, None)
         self._remember(raw, outcome.entry)
         flight.token = outcome.entry.token
         flight.done.set()
