@@ -858,3 +858,15 @@ def test_get_token_from_inside_its_own_token_request_fails_instead_of_waiting_fo
     assert not worker.is_alive()
     assert len(outcome) == 1
     assert "inside its own token request" in str(outcome[0])
+
+
+def test_an_msal_style_authority_as_authority_host_is_refused() -> None:
+    # msal's authority is host + tenant; as our authority_host it would build a 404 URL.
+    with pytest.raises(ConfigurationError, match="pass the tenant as tenant_id") as info:
+        TokenClient(
+            client_id="c",
+            client_secret="s",
+            tenant_id="contoso.onmicrosoft.com",
+            authority_host="https://login.microsoftonline.com/contoso.onmicrosoft.com",
+        )
+    assert info.value.setting == "authority_host"

@@ -7,6 +7,7 @@ from ccflow._core.urls import (
     is_loopback_host,
     jwks_uri_for,
     normalize_authority_host,
+    reject_tenant_in_host,
     require_secure_url,
     token_endpoint_for,
 )
@@ -162,3 +163,25 @@ def test_a_password_in_a_refused_url_is_not_repeated(url: str) -> None:
     with pytest.raises(ConfigurationError) as info:
         require_secure_url(url, setting="token_endpoint")
     assert "s3cret" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("host", "tenant"),
+    [
+        ("https://login.microsoftonline.com/contoso.onmicrosoft.com", "contoso.onmicrosoft.com"),
+        ("https://login.microsoftonline.com/CONTOSO.onmicrosoft.com/", "contoso.onmicrosoft.com"),
+        ("https://login.microsoftonline.com/organizations", "contoso.onmicrosoft.com"),
+        ("https://login.microsoftonline.com/t/oauth2/v2.0/token", "t"),
+    ],
+)
+def test_an_msal_style_authority_as_host_is_refused(host: str, tenant: str) -> None:
+    with pytest.raises(ConfigurationError, match="pass the tenant as tenant_id") as info:
+        reject_tenant_in_host(host, tenant, setting="AZURE_AUTHORITY_HOST")
+    assert info.value.setting == "AZURE_AUTHORITY_HOST"
+
+
+@pytest.mark.parametrize(
+    "host", ["https://login.microsoftonline.com", "https://gateway.example/aad-proxy"]
+)
+def test_a_host_or_a_proxy_prefix_is_accepted(host: str) -> None:
+    reject_tenant_in_host(host, "contoso.onmicrosoft.com")

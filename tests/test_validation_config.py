@@ -235,3 +235,15 @@ def test_from_env_with_a_mapping_reads_only_that_mapping(monkeypatch: pytest.Mon
     monkeypatch.setenv("AZURE_AUTHORITY_HOST", "http://remote.example")
     validator = TokenValidator.from_env({"CCFLOW_TENANT_ID": TENANT, "CCFLOW_AUDIENCE": "a"})
     assert validator.realm == "a"
+
+
+def test_an_msal_style_authority_host_is_refused_naming_it() -> None:
+    with pytest.raises(ConfigurationError, match="pass the tenant as tenant_id") as info:
+        TokenValidator.from_env(
+            {
+                "CCFLOW_TENANT_ID": TENANT,
+                "CCFLOW_AUDIENCE": "api://calc",
+                "AZURE_AUTHORITY_HOST": f"https://login.microsoftonline.com/{TENANT}",
+            }
+        )
+    assert info.value.setting == "AZURE_AUTHORITY_HOST"

@@ -50,6 +50,7 @@ from ccflow._core.tokens import (
 from ccflow._core.urls import (
     DEFAULT_AUTHORITY_HOST,
     normalize_authority_host,
+    reject_tenant_in_host,
     require_secure_url,
     token_endpoint_for,
 )
@@ -191,15 +192,18 @@ class _ClientBase:
                 )
             # Name the setting the value came from, so a bad AZURE_AUTHORITY_HOST is not
             # reported as an authority_host argument the caller never passed.
+            host_setting = "authority_host"
             if authority_host is not None:
                 host = normalize_authority_host(authority_host)
             elif os.environ.get("AZURE_AUTHORITY_HOST"):
+                host_setting = "AZURE_AUTHORITY_HOST"
                 host = normalize_authority_host(
-                    os.environ["AZURE_AUTHORITY_HOST"], setting="AZURE_AUTHORITY_HOST"
+                    os.environ["AZURE_AUTHORITY_HOST"], setting=host_setting
                 )
             else:
                 host = DEFAULT_AUTHORITY_HOST
             endpoint = token_endpoint_for(host, tenant_id)
+            reject_tenant_in_host(host, tenant_id, setting=host_setting)
             azure = True
         self.client_id = client_id
         self.token_endpoint = endpoint

@@ -54,6 +54,7 @@ from ccflow._core.urls import (
     DEFAULT_AUTHORITY_HOST,
     discovery_url_for,
     normalize_authority_host,
+    reject_tenant_in_host,
     require_secure_url,
 )
 from ccflow.errors import ConfigurationError, InvalidTokenError
@@ -286,6 +287,7 @@ class TokenValidator:
                 v1 = discovery_url_for(host, tenant, version=1)
             except ConfigurationError:
                 raise _config_error("tenant_id", "must be a tenant GUID or domain name") from None
+            reject_tenant_in_host(host, tenant, setting=_name(host_setting))
             multi = tenant.lower() in MULTI_TENANT_IDS
             sources = [DiscoverySource(v2, version="2.0", multi_tenant=multi)]
             if accept_v1:

@@ -21,6 +21,7 @@ __all__ = [
     "is_loopback_host",
     "jwks_uri_for",
     "normalize_authority_host",
+    "reject_tenant_in_host",
     "require_secure_url",
     "token_endpoint_for",
 ]
@@ -115,6 +116,29 @@ def normalize_authority_host(host: str, *, setting: str = "authority_host") -> s
             f"{setting} must not have a query or fragment, got {host!r}", setting=setting
         )
     return host
+
+
+_TENANT_ALIASES = frozenset({"common", "organizations", "consumers"})
+
+
+def reject_tenant_in_host(host: str, tenant_id: str, *, setting: str = "authority_host") -> None:
+    """Refuse an authority host that already holds the tenant or an endpoint path.
+
+    msal's ``authority`` is ``https://login.microsoftonline.com/<tenant>``; given as our
+    ``authority_host`` it would build ``.../<tenant>/<tenant>/oauth2/...``, a 404 on every
+    request. A path that is not a tenant (a proxy prefix) is left alone.
+    """
+    path = urlsplit(host).path.rstrip("/").lower()
+    last = path.rpartition("/")[2]
+    if not last:
+        return
+    if last == tenant_id.strip().lower() or last in _TENANT_ALIASES or "/oauth2" in path:
+        raise ConfigurationError(
+            f"{setting} must be the authority's host only, e.g. "
+            f"{DEFAULT_AUTHORITY_HOST}; {host!r} already ends with a tenant or endpoint path "
+            "(msal's authority URL?): pass the tenant as tenant_id",
+            setting=setting,
+        )
 
 
 def _tenant(tenant_id: str) -> str:
