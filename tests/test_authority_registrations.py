@@ -88,6 +88,12 @@ BAD = [
         "cannot read",
     ),
     ("duplicate client id", '[apis.x]\nclient_id = "1"\n[clients.c]\nclient_id = "1"', "duplicate"),
+    (
+        # Client ids match in any case, so the second client could never be reached.
+        "client ids differing only in case",
+        '[clients.a]\nclient_id = "ab-cd"\n[clients.b]\nclient_id = "AB-CD"',
+        "duplicate client id 'AB-CD'",
+    ),
 ]
 
 

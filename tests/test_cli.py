@@ -241,6 +241,21 @@ def test_token_endpoint_wins_over_the_tenant_variable(server: Server) -> None:
     assert result.returncode == 0, result.stderr
 
 
+def test_an_authority_host_flag_ignored_for_the_endpoint_variable_is_warned(
+    server: Server,
+) -> None:
+    env = {
+        "AZURE_CLIENT_ID": server.client("calc-client")["client_id"],
+        "CCFLOW_TOKEN_ENDPOINT": server.info["token_endpoint"],
+        **secret_env(server),
+    }
+    result = ccflow(
+        "token", "--authority-host", "https://login.example", "--scope", server.scope, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--authority-host is ignored: CCFLOW_TOKEN_ENDPOINT wins" in result.stderr
+
+
 def test_token_wrong_secret_exits_1_with_the_aadsts_code(server: Server) -> None:
     wrong = "not-the-secret-0123456789"
     result = ccflow(*token_args(server), env={"AZURE_CLIENT_SECRET": wrong})

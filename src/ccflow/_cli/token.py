@@ -205,12 +205,13 @@ def _client_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     endpoint = args.token_endpoint or (None if args.tenant_id else _env("CCFLOW_TOKEN_ENDPOINT"))
     if endpoint:
         kwargs["token_endpoint"] = endpoint
+        source = "--token-endpoint" if args.token_endpoint else "CCFLOW_TOKEN_ENDPOINT"
         for flag, value in (
             ("--tenant-id", args.tenant_id),
             ("--authority-host", args.authority_host),
         ):
-            if args.token_endpoint and value:
-                warn(f"{flag} is ignored: --token-endpoint wins over any tenant")
+            if value:
+                warn(f"{flag} is ignored: {source} wins over any tenant")
     else:
         tenant_id = args.tenant_id or _env("AZURE_TENANT_ID")
         if not tenant_id:

@@ -229,7 +229,7 @@ class Registrations:
         object.__setattr__(self, "apis", tuple(self.apis))
         object.__setattr__(self, "clients", tuple(self.clients))
         object.__setattr__(self, "tenants", tuple(self.tenants))
-        _unique("tenant id", self.tenant_ids)
+        _unique("tenant id", self.tenant_ids, any_case=True)
         for tenant in self.tenant_ids:
             if not tenant or "/" in tenant or tenant.lower() in MULTI_TENANT_ALIASES:
                 raise ConfigurationError(
@@ -238,7 +238,12 @@ class Registrations:
                 )
         _unique("api name", (a.name for a in self.apis))
         _unique("client name", (c.name for c in self.clients))
-        _unique("client id", [a.client_id for a in self.apis] + [c.client_id for c in self.clients])
+        # Ids match in any case (as in Azure AD), so two differing only in case would collide.
+        _unique(
+            "client id",
+            [a.client_id for a in self.apis] + [c.client_id for c in self.clients],
+            any_case=True,
+        )
         apis = {a.name: a for a in self.apis}
         for client in self.clients:
             home = self.tenant_of(client)
@@ -414,12 +419,13 @@ class Registrations:
         return None
 
 
-def _unique(what: str, values: Iterable[str]) -> None:
+def _unique(what: str, values: Iterable[str], *, any_case: bool = False) -> None:
     seen: set[str] = set()
     for value in values:
-        if value in seen:
+        key = value.lower() if any_case else value
+        if key in seen:
             raise ConfigurationError(f"duplicate {what} {value!r} in registrations")
-        seen.add(value)
+        seen.add(key)
 
 
 def _table(value: object, where: str) -> Mapping[str, Any]:
