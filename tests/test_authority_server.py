@@ -390,6 +390,10 @@ def test_cli_human_output_hides_secrets() -> None:
     text = "".join(lines) + out
     assert "calc-client" in text
     assert "ccflow~calc-client" not in text
+    # Roles read as words, not a Python list.
+    assert "roles invokeRole" in text
+    assert "roles (none)" in text
+    assert "['" not in text
     assert proc.returncode == 0
 
 

@@ -114,12 +114,17 @@ def _print_human(info: dict[str, Any]) -> None:
     for api in info["apis"]:
         lines.append(
             f"  api     {api['name']:<14} client_id {api['client_id']}  "
-            f"scope {api['identifier_uri']}/.default  roles {api['roles']}"
+            f"scope {api['identifier_uri']}/.default  roles {_listed(api['roles'])}"
         )
     for client in info["clients"]:
         lines.append(
             f"  client  {client['name']:<14} client_id {client['client_id']}  "
-            f"roles {client['roles']}"
+            f"roles {_listed(client['roles'])}"
         )
     lines.append("Secrets are printed with --json. Press Ctrl-C to stop.")
     print("\n".join(lines), flush=True)
+
+
+def _listed(roles: list[str]) -> str:
+    """Roles for people: ``invokeRole, adminRole``, or ``(none)``."""
+    return ", ".join(roles) or "(none)"
