@@ -870,3 +870,29 @@ def test_an_msal_style_authority_as_authority_host_is_refused() -> None:
             authority_host="https://login.microsoftonline.com/contoso.onmicrosoft.com",
         )
     assert info.value.setting == "authority_host"
+
+
+@pytest.mark.parametrize(
+    ("exc", "match"),
+    [
+        (httpx.ConnectError("refused"), "could not connect"),
+        (httpx.ReadError("connection reset by peer"), "dropped the connection"),
+        (httpx.RemoteProtocolError("illegal status line"), "did not answer in HTTP"),
+        (httpx.ReadTimeout("read"), "timed out"),
+    ],
+)
+def test_a_network_failure_is_described_as_what_happened(exc: Exception, match: str) -> None:
+    # A reset after connecting is not "could not connect": that would send the user to check
+    # DNS and firewalls for a server that answered the handshake.
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise exc
+
+    tc = TokenClient(
+        client_id="c",
+        client_secret="s",
+        token_endpoint="https://login.example/token",
+        http_client=httpx.Client(transport=httpx.MockTransport(handler)),
+        max_retries=0,
+    )
+    with pytest.raises(AuthorityUnreachableError, match=match):
+        tc.get_token("api://x/.default")

@@ -400,6 +400,8 @@ class _ClientBase:
     def _failure(self, exc: httpx.RequestError) -> Failure:
         if isinstance(exc, httpx.TimeoutException):
             kind = "timeout"
+        elif isinstance(exc, httpx.ReadError | httpx.WriteError | httpx.RemoteProtocolError):
+            kind = "dropped"  # connected, then the connection broke or the answer was not HTTP
         elif isinstance(exc, httpx.TransportError):
             kind = "connect"
         else:

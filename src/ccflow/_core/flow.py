@@ -107,7 +107,8 @@ class Reply:
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """No usable HTTP answer: ``kind`` is ``"connect"``, ``"timeout"`` or ``"unreadable"`` (a
+    """No usable HTTP answer: ``kind`` is ``"connect"``, ``"timeout"``, ``"dropped"`` (the
+    connection broke after it was made, or the answer was not HTTP) or ``"unreadable"`` (a
     body that cannot be decoded); ``detail`` is safe text."""
 
     kind: str
@@ -172,6 +173,7 @@ def fetch_flow(
             now = reply.now
             what = {
                 "timeout": "timed out",
+                "dropped": "dropped the connection or did not answer in HTTP",
                 "unreadable": "sent an answer that could not be read",
             }.get(reply.kind, "could not connect")
             error = AuthorityUnreachableError(
