@@ -613,6 +613,33 @@ async def test_asgi_app_answers_a_latin1_header_value(authority: Authority) -> N
     assert r.status_code == 200
 
 
+@pytest.mark.anyio
+async def test_asgi_app_bounds_the_body_it_reads(authority: Authority) -> None:
+    # The TLS server caps bodies at 1 MiB; the ASGI face (the demo's, under uvicorn) read any.
+    transport = httpx.ASGITransport(app=authority.asgi)
+    async with httpx.AsyncClient(transport=transport, base_url=authority.host) as http:
+        big = await http.post(authority.token_endpoint, content=b"a" * ((1 << 20) + 1))
+        small = await http.post(authority.token_endpoint, data={"grant_type": "x"})
+    assert big.status_code == 413
+    assert "request body over" in big.text
+    assert small.status_code == 400
+
+
+@pytest.mark.anyio
+async def test_asgi_app_refuses_a_websocket_handshake(authority: Authority) -> None:
+    sent: list[dict[str, object]] = []
+    messages = iter([{"type": "websocket.connect"}])
+
+    async def receive() -> dict[str, object]:
+        return next(messages)
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    await authority.asgi({"type": "websocket", "path": "/", "headers": []}, receive, send)
+    assert sent == [{"type": "websocket.close", "code": 1008}]
+
+
 def test_an_empty_secret_never_authenticates() -> None:
     # A registration holding an empty secret (secrets = [""] in TOML) let any request with an
     # empty client_secret in.

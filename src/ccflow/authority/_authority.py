@@ -45,6 +45,8 @@ __all__ = ["DEFAULT_HOST", "Authority"]
 
 DEFAULT_HOST = "https://login.ccflow.test"
 _TEMPLATE = "{tenantid}"
+MAX_BODY = 1 << 20
+"""The largest request body either server face reads (1 MiB); a larger one is answered 413."""
 
 ASGIScope = Mapping[str, Any]
 ASGIReceive = Callable[[], Any]
@@ -412,14 +414,36 @@ class Authority:
                 elif message["type"] == "lifespan.shutdown":
                     await send({"type": "lifespan.shutdown.complete"})
                     return
+        if scope["type"] == "websocket":
+            # No WebSocket endpoints: refuse the handshake rather than leave it hanging.
+            if (await receive())["type"] == "websocket.connect":
+                await send({"type": "websocket.close", "code": 1008})
+            return
         if scope["type"] != "http":
             return
-        body = b""
+        chunks = bytearray()
         while True:
             message = await receive()
-            body += message.get("body", b"")
+            chunks += message.get("body", b"")
+            if len(chunks) > MAX_BODY:
+                # As the TLS server does: a bounded read, whatever Content-Length claimed.
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 413,
+                        "headers": [(b"content-type", b"text/plain; charset=utf-8")],
+                    }
+                )
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": f"request body over {MAX_BODY} bytes".encode(),
+                    }
+                )
+                return
             if not message.get("more_body"):
                 break
+        body = bytes(chunks)
         query = scope.get("query_string", b"").decode("latin-1")
         url = f"{self.host}{scope['path']}" + (f"?{query}" if query else "")
         # As bytes: httpx insists on ASCII for str header values, ASGI's may be any bytes.

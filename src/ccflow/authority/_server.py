@@ -23,13 +23,13 @@ from typing import Any
 import httpx
 
 from ccflow._core.urls import normalize_authority_host
+from ccflow.authority._authority import MAX_BODY as _MAX_BODY
 from ccflow.authority._authority import Authority
 from ccflow.authority._registrations import Registrations
 from ccflow.authority._tls import TlsFiles, write_tls_files
 
 __all__ = ["AuthorityServer"]
 
-_MAX_BODY = 1 << 20
 _SLOW_ANSWER = 30.0
 _IDLE_TIMEOUT = 60.0
 
