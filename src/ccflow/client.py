@@ -389,6 +389,18 @@ class _ClientBase:
         error.__cause__ = exc
         return error
 
+    def _post_options(self, request: TokenRequest) -> dict[str, Any]:
+        """How both faces POST the token request."""
+        return {
+            "content": request.body,
+            "headers": request.headers,
+            "timeout": self._timeout,
+            # Not the http_client's own settings: its auth may be our BearerAuth (a token
+            # fetch asking for a token), and a followed 307/308 resends the secret.
+            "auth": _NO_AUTH,
+            "follow_redirects": False,
+        }
+
     def _reply(self, response: httpx.Response) -> Reply:
         return Reply(
             response.status_code,
@@ -642,16 +654,7 @@ class TokenClient(_ClientBase):
 
     def _send(self, request: TokenRequest) -> Reply | Failure:
         try:
-            response = self._http.post(
-                request.url,
-                content=request.body,
-                headers=request.headers,
-                timeout=self._timeout,
-                # Not the http_client's own settings: its auth may be our BearerAuth (a token
-                # fetch asking for a token), and a followed 307/308 resends the secret.
-                auth=_NO_AUTH,
-                follow_redirects=False,
-            )
+            response = self._http.post(request.url, **self._post_options(request))
         except httpx.RequestError as exc:
             failure = self._failure(exc)
         else:
@@ -822,16 +825,7 @@ class AsyncTokenClient(_ClientBase):
 
     async def _send(self, request: TokenRequest) -> Reply | Failure:
         try:
-            response = await self._http.post(
-                request.url,
-                content=request.body,
-                headers=request.headers,
-                timeout=self._timeout,
-                # Not the http_client's own settings: its auth may be our BearerAuth (a token
-                # fetch asking for a token), and a followed 307/308 resends the secret.
-                auth=_NO_AUTH,
-                follow_redirects=False,
-            )
+            response = await self._http.post(request.url, **self._post_options(request))
         except httpx.RequestError as exc:
             failure = self._failure(exc)
         else:
