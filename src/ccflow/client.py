@@ -370,15 +370,17 @@ class _ClientBase:
                 auth_method=step.auth_method,
                 now=now,
             )
-        except CredentialError as exc:
-            return Unprepared(exc, now)  # the flow decides: serve the cached token or raise
-        except CCFlowError:
-            raise  # a ConfigurationError: asking again cannot help
         except Exception as exc:
-            return Unprepared(self._credential_failed(exc), now)
+            return self._unprepared(exc, now)
         return Prepared(fields, now)
 
-    def _credential_failed(self, exc: Exception) -> CredentialError:
+    def _unprepared(self, exc: Exception, now: float) -> Unprepared:
+        """What a credential's failure becomes, for both faces: the flow then decides whether
+        to serve the cached token or raise."""
+        if isinstance(exc, CredentialError):
+            return Unprepared(exc, now)
+        if isinstance(exc, CCFlowError):
+            raise exc  # a ConfigurationError: asking again cannot help
         # A user's own Credential may raise anything (OSError, an HTTP error...): it is a
         # credential failure all the same, so a still-valid cached token is served. The
         # message names only the types: the exception's text may quote a secret.
@@ -387,7 +389,7 @@ class _ClientBase:
             "(see __cause__)"
         )
         error.__cause__ = exc
-        return error
+        return Unprepared(error, now)
 
     def _post_options(self, request: TokenRequest) -> dict[str, Any]:
         """How both faces POST the token request."""
@@ -814,12 +816,8 @@ class AsyncTokenClient(_ClientBase):
                     auth_method=step.auth_method,
                     now=now,
                 )
-            except CredentialError as exc:
-                return Unprepared(exc, now)
-            except CCFlowError:
-                raise
             except Exception as exc:
-                return Unprepared(self._credential_failed(exc), now)
+                return self._unprepared(exc, now)
             return Prepared(fields, now)
         return self._request_fields(step)
 
