@@ -173,6 +173,22 @@ def test_refetch_decisions(
     assert decide(state, kid, now, POLICY, may_fetch=may_fetch) is action
 
 
+FETCHING: dict[str, tuple[KeyCache, str, float, KeyAction]] = {
+    "ttl passed, known kid: use now": (WARM, "good", T0 + 100, KeyAction.USE),
+    "ttl passed, unknown kid: wait for the fetch": (WARM, "new", T0 + 100, KeyAction.FETCH),
+    "beyond max_stale: wait for the fetch": (WARM, "good", T0 + 1101, KeyAction.FETCH),
+    "cold: wait for the fetch": (KeyCache(), "good", T0, KeyAction.FETCH),
+}
+
+
+@pytest.mark.parametrize(("state", "kid", "now", "action"), FETCHING.values(), ids=FETCHING.keys())
+def test_while_a_fetch_is_in_flight_a_usable_cached_key_serves_at_once(
+    state: KeyCache, kid: str, now: float, action: KeyAction
+) -> None:
+    assert decide(state, kid, now, POLICY, fetching=True) is action
+    assert decide(state, kid, now, POLICY) is KeyAction.FETCH  # nobody fetching: fetch
+
+
 def test_failure_keeps_old_keys() -> None:
     assert FAILED_WARM.keys is KEYS
     assert FAILED_WARM.fetched_at == T0

@@ -224,18 +224,11 @@ class AsyncJWKSCache(_Base):
     async def get_key(self, kid: str) -> SigningKey:
         """The key for ``kid``, fetching first if the policy says so."""
         state = self._state
-        action = decide(state, kid, self._clock(), self._policy)
+        action = decide(state, kid, self._clock(), self._policy, fetching=self._lock.locked())
         if action is KeyAction.USE:
             assert state.keys is not None
             return state.keys.keys[kid]
         if action is KeyAction.FETCH:
-            if self._lock.locked():
-                # A refresh is already in flight (a TTL refresh, or an authority that hangs
-                # until the timeout): a cached key that is still usable serves now rather
-                # than after that fetch. An unknown kid waits for it.
-                key = state.keys.get(kid) if state.keys is not None else None
-                if key is not None and state.usable(self._clock(), self._policy):
-                    return key
             async with self._lock:
                 # Whoever held the lock before us may have fetched already: decide again.
                 if self._decide(kid) is KeyAction.FETCH:

@@ -249,10 +249,19 @@ class KeyCache:
 
 
 def decide(
-    state: KeyCache, kid: str, now: float, policy: RefreshPolicy, *, may_fetch: bool = True
+    state: KeyCache,
+    kid: str,
+    now: float,
+    policy: RefreshPolicy,
+    *,
+    may_fetch: bool = True,
+    fetching: bool = False,
 ) -> KeyAction:
     """Decide what to do for ``kid`` at ``now``. Pass ``may_fetch=False`` right after a fetch
-    (or while another request's fetch is the one that counts) to get a final answer."""
+    (or while another request's fetch is the one that counts) to get a final answer, and
+    ``fetching=True`` while a fetch is in flight: a cached key that is still usable then
+    serves at once instead of waiting for that fetch (an authority that hangs until the
+    timeout must not stall requests it is not needed for)."""
     if may_fetch and not (state.retry_at is not None and now < state.retry_at):
         fresh = (
             state.keys is not None
@@ -260,6 +269,13 @@ def decide(
             and now - state.fetched_at < policy.ttl
         )
         if not fresh:
+            if (
+                fetching
+                and state.keys is not None
+                and state.keys.get(kid) is not None
+                and state.usable(now, policy)
+            ):
+                return KeyAction.USE
             return KeyAction.FETCH
         assert state.keys is not None
         if state.keys.get(kid) is not None:
