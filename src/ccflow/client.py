@@ -54,6 +54,7 @@ from ccflow._core.urls import (
     require_secure_url,
     token_endpoint_for,
 )
+from ccflow._http import new_async_client, new_client
 from ccflow.credentials import (
     AUTH_METHODS,
     CREDENTIAL_VARIABLES,
@@ -563,7 +564,7 @@ class TokenClient(_ClientBase):
                 setting="http_client",
             )
         self._owns_http = http_client is None
-        self._http: httpx.Client = http_client or httpx.Client(timeout=timeout)
+        self._http: httpx.Client = http_client or new_client(timeout)
         self._lock = threading.Lock()
         self._flights: dict[tuple[str, ...], _Flight] = {}
         # Backoff waits go through here so tests can record them instead of sleeping.
@@ -732,7 +733,7 @@ class AsyncTokenClient(_ClientBase):
                 setting="http_client",
             )
         self._owns_http = http_client is None
-        self._http: httpx.AsyncClient = http_client or httpx.AsyncClient(timeout=timeout)
+        self._http: httpx.AsyncClient = http_client or new_async_client(timeout)
         self._flights: dict[tuple[str, ...], asyncio.Future[CacheEntry]] = {}
         self._sleep: Callable[[float], Any] = asyncio.sleep
 

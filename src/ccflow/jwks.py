@@ -33,6 +33,7 @@ from ccflow._core.jwks import (
     decide,
     parse_jwks,
 )
+from ccflow._http import new_async_client
 from ccflow.errors import InvalidTokenError, KeysUnavailableError
 
 __all__ = ["AsyncJWKSCache", "DiscoverySource", "KeySourcePlan"]
@@ -217,19 +218,22 @@ class AsyncJWKSCache(_Base):
         http_client: httpx.AsyncClient | None = None,
     ) -> None:
         super().__init__(plan, algorithms=algorithms, policy=policy, clock=clock)
-        self._client = http_client
         self._owns_client = http_client is None
+        # Made now, so a bad SSL_CERT_FILE fails at startup, not on the first request.
+        self._client: httpx.AsyncClient | None = http_client or new_async_client(_DEFAULT_TIMEOUT)
         self._lock = asyncio.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def get_key(self, kid: str) -> SigningKey:
         """The key for ``kid``, fetching first if the policy says so."""
         state = self._state
-        action = decide(state, kid, self._clock(), self._policy, fetching=self._lock.locked())
+        lock = self._flight_lock()
+        action = decide(state, kid, self._clock(), self._policy, fetching=lock.locked())
         if action is KeyAction.USE:
             assert state.keys is not None
             return state.keys.keys[kid]
         if action is KeyAction.FETCH:
-            async with self._lock:
+            async with lock:
                 # Whoever held the lock before us may have fetched already: decide again.
                 if self._decide(kid) is KeyAction.FETCH:
                     await self._run()
@@ -237,7 +241,7 @@ class AsyncJWKSCache(_Base):
 
     async def refresh(self) -> None:
         """Fetch now (single flight), whatever the policy says; failures only log."""
-        async with self._lock:
+        async with self._flight_lock():
             await self._run()
 
     async def _run(self) -> None:
@@ -257,9 +261,20 @@ class AsyncJWKSCache(_Base):
         except StopIteration:
             return
 
+    def _flight_lock(self) -> asyncio.Lock:
+        # An asyncio.Lock belongs to the event loop it first waited in. An app driven by several
+        # loops in turn (Starlette's TestClient starts one per request outside a `with` block)
+        # gets a fresh lock in each; use from two loops at once is not supported.
+        # (A lock left held by a loop closed mid-fetch is dropped with it.)
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._loop = loop
+            self._lock = asyncio.Lock()
+        return self._lock
+
     def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=_DEFAULT_TIMEOUT)
+        if self._client is None:  # closed by aclose(), used again
+            self._client = new_async_client(_DEFAULT_TIMEOUT)
         return self._client
 
     async def aclose(self) -> None:

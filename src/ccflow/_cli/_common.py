@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from typing import TextIO
 
-from ccflow.errors import ConfigurationError
+from ccflow._http import trusted_cas
 
 __all__ = [
     "EXIT_BROKEN_PIPE",
@@ -59,24 +59,14 @@ def read_stdin_line(what: str) -> str:
 
 
 def verify_for(ca_file: str | None) -> ssl.SSLContext | bool:
-    """What an httpx client should ``verify`` with: ``--ca-file`` (else ``SSL_CERT_FILE``)
-    as the trusted CA bundle, or ``True`` (the system's) when neither is given.
+    """What an httpx client should ``verify`` with: ``--ca-file`` (else ``SSL_CERT_FILE``,
+    else ``SSL_CERT_DIR``) as the trusted CAs, or ``True`` (the default bundle) when none is
+    given.
 
     Raises :class:`ccflow.ConfigurationError` naming the flag or variable for a missing or
     unreadable bundle.
     """
-    ca = ca_file or os.environ.get("SSL_CERT_FILE") or None
-    if ca is None:
-        return True
-    source = "--ca-file" if ca_file else "SSL_CERT_FILE"
-    if not os.path.isfile(ca):
-        raise ConfigurationError(f"{source}: no such file: {ca}", setting=source)
-    try:
-        return ssl.create_default_context(cafile=ca)
-    except (ssl.SSLError, OSError) as exc:
-        raise ConfigurationError(
-            f"{source}: {ca} is not a PEM CA bundle ({exc.__class__.__name__})", setting=source
-        ) from None
+    return trusted_cas(ca_file, source="--ca-file")
 
 
 def guarded(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
