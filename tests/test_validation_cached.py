@@ -137,6 +137,38 @@ async def test_cache_stays_bounded_and_evicts_the_oldest(
     assert len(validator._entries) == 3
 
 
+async def test_clearing_the_cache_clears_what_the_hot_path_reads(
+    authority: Authority, clock: Clock
+) -> None:
+    validator = validator_for(authority, clock)
+    token = authority.mint()
+    await validator.validate(token)
+    assert validator.cached(token) is not None
+    assert validator._cache is not None
+    validator._cache.clear()
+    assert validator.cached(token) is None
+    assert validator._entries == {}
+
+
+async def test_eviction_pops_the_oldest_from_both_views(authority: Authority, clock: Clock) -> None:
+    validator = validator_for(authority, clock, cache_size=2)
+    tokens = [authority.mint(claims={"uti": f"t{i}"}) for i in range(3)]
+    for token in tokens[:2]:
+        await validator.validate(token)
+    cache = validator._cache
+    assert cache is not None
+    first = hashlib.sha256(tokens[0].encode()).digest()
+    key, verdict = cache.popitem()
+    assert key == first
+    assert verdict.expires_on > clock()
+    assert validator.cached(tokens[0]) is None
+    assert validator.cached(tokens[1]) is not None
+    cache.popitem()
+    with pytest.raises(KeyError):
+        cache.popitem()
+    assert validator._entries == {}
+
+
 async def test_cache_is_keyed_by_the_sha256_digest_not_the_token(
     authority: Authority, clock: Clock
 ) -> None:

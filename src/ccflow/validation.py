@@ -513,6 +513,22 @@ class _VerifiedTokens(Cache[bytes, ValidatedToken]):
         super().__delitem__(key)
         del self.entries[key]
 
+    def popitem(self) -> tuple[bytes, ValidatedToken]:
+        # The oldest entry, as MutableMapping.popitem would pick, without its detour through
+        # Cache.__getitem__: this runs on every insert into a full cache.
+        try:
+            key = next(iter(self.entries))
+        except StopIteration:
+            raise KeyError("the verified-token cache is empty") from None
+        value = self.entries[key]
+        del self[key]
+        return key, value
+
+    def clear(self) -> None:
+        # cachetools' clear() empties its own dict without __delitem__: empty the mirror too.
+        super().clear()
+        self.entries.clear()
+
 
 def _with_issuers(template: ClaimRules, issuers: tuple[IssuerRule, ...]) -> ClaimRules:
     return dataclasses.replace(template, issuers=issuers)
