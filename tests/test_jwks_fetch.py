@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -373,3 +375,117 @@ async def test_a_rotated_key_during_an_outage_is_keys_unavailable_not_a_bad_toke
     authority.clear_fault("jwks")
     clock.advance(30)
     assert (await validator.validate(token)).client_id
+
+
+class Redirecting(httpx.AsyncBaseTransport):
+    """The authority behind a front that answers some paths with a redirect."""
+
+    def __init__(self, authority: Authority, moves: dict[str, tuple[int, str]]) -> None:
+        self.authority = authority
+        self.moves = moves
+        self.requested: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await request.aread()
+        self.requested.append(str(request.url))
+        move = self.moves.get(request.url.path)
+        if move is not None:
+            status, location = move
+            return httpx.Response(status, headers={"location": location}, request=request)
+        return self.authority.handle(request)
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+async def test_a_redirected_discovery_document_and_jwks_are_followed(
+    authority: Authority, clock: Clock, status: int
+) -> None:
+    discovery = authority.discovery_url
+    old_discovery = discovery.replace("/v2.0/", "/old/")
+    transport = Redirecting(
+        authority,
+        {
+            httpx.URL(old_discovery).path: (status, discovery),
+            "/old-keys": (status, authority.jwks_uri),
+        },
+    )
+    document = {**authority.discovery(), "jwks_uri": f"{authority.host}/old-keys"}
+    authority.set_fault("discovery", Fault(body=json.dumps(document).encode()))
+    validator = validator_for(authority, clock, http_client=httpx.AsyncClient(transport=transport))
+    # The discovery URL itself moved too: ask for the old one through the override path.
+    validator._keys._plan = dataclasses.replace(
+        validator._keys._plan,
+        discoveries=tuple(
+            dataclasses.replace(d, url=old_discovery) for d in validator._keys._plan.discoveries
+        ),
+    )
+    assert (await validator.validate(authority.mint())).client_id
+    assert transport.requested == [
+        old_discovery,
+        discovery,
+        f"{authority.host}/old-keys",
+        authority.jwks_uri,
+    ]
+
+
+async def test_a_redirect_to_plain_http_is_not_requested(
+    authority: Authority, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    transport = Redirecting(authority, {"/old-keys": (302, "http://keys.example.com/keys")})
+    validator = validator_for(
+        authority,
+        clock,
+        http_client=httpx.AsyncClient(transport=transport),
+        jwks_uri=f"{authority.host}/old-keys",
+    )
+    with pytest.raises(KeysUnavailableError):
+        await validator.validate(authority.mint())
+    assert not any("keys.example.com" in url for url in transport.requested)
+    assert "redirects to a plain http:// URL" in caplog.text
+
+
+async def test_a_redirect_loop_ends_as_an_outage(authority: Authority, clock: Clock) -> None:
+    transport = Redirecting(
+        authority, {"/a": (302, f"{authority.host}/b"), "/b": (302, f"{authority.host}/a")}
+    )
+    validator = validator_for(
+        authority,
+        clock,
+        http_client=httpx.AsyncClient(transport=transport),
+        jwks_uri=f"{authority.host}/a",
+    )
+    with pytest.raises(KeysUnavailableError):
+        await validator.validate(authority.mint())
+    hops = [url for url in transport.requested if url.endswith(("/a", "/b"))]
+    assert len(hops) == 6  # the first GET and five redirects, no more
+
+
+class Endless(httpx.AsyncByteStream):
+    def __init__(self) -> None:
+        self.sent = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while self.sent < 64 * 1024 * 1024:  # bounded, but far past the limit
+            self.sent += 65536
+            yield b" " * 65536
+
+
+async def test_an_oversized_jwks_is_refused_without_reading_it_all(
+    authority: Authority, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = Endless()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/big-keys":
+            return httpx.Response(200, stream=body)
+        return authority.handle(request)
+
+    validator = validator_for(
+        authority,
+        clock,
+        http_client=httpx.AsyncClient(transport=httpx.MockTransport(handler)),
+        jwks_uri=f"{authority.host}/big-keys",
+    )
+    with pytest.raises(KeysUnavailableError):
+        await validator.validate(authority.mint())
+    assert "document too large" in caplog.text
+    assert body.sent <= 2 * 1024 * 1024

@@ -33,14 +33,16 @@ from ccflow._core.jwks import (
     decide,
     parse_jwks,
 )
+from ccflow._core.urls import require_secure_url
 from ccflow._http import new_async_client
-from ccflow.errors import InvalidTokenError, KeysUnavailableError
+from ccflow.errors import ConfigurationError, InvalidTokenError, KeysUnavailableError
 
 __all__ = ["AsyncJWKSCache", "DiscoverySource", "KeySourcePlan"]
 
 logger = logging.getLogger("ccflow.jwks")
 
 _MAX_DOCUMENT_BYTES: Final = 1024 * 1024
+_MAX_REDIRECTS: Final = 5
 _DEFAULT_TIMEOUT: Final = 10.0
 
 
@@ -97,8 +99,36 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None
 
 
-def _answer(response: httpx.Response) -> _Answer:
-    return _Answer(response.status_code, response.content, _retry_after(response))
+def _secure(url: httpx.URL) -> bool:
+    try:
+        require_secure_url(str(url), setting="redirect")
+    except ConfigurationError:
+        return False
+    return True
+
+
+async def _get(client: httpx.AsyncClient, url: str) -> _Answer | None:
+    """GET a discovery or JWKS document, following up to a few redirects, each to an
+    ``https://`` (or loopback ``http://``) URL checked before it is requested; the body is
+    read only up to one byte past the size limit."""
+    first = url
+    for _ in range(_MAX_REDIRECTS + 1):
+        async with client.stream("GET", url, follow_redirects=False) as response:
+            target = response.next_request
+            if response.has_redirect_location and target is not None:
+                if not _secure(target.url):
+                    logger.warning("GET %s redirects to a plain http:// URL; not followed", url)
+                    return None
+                url = str(target.url)
+                continue
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > _MAX_DOCUMENT_BYTES:
+                    break  # enough to know it is too large
+            return _Answer(response.status_code, bytes(body), _retry_after(response))
+    logger.warning("GET %s: more than %d redirects", first, _MAX_REDIRECTS)
+    return None
 
 
 class _Base:
@@ -251,7 +281,7 @@ class AsyncJWKSCache(_Base):
             while True:
                 answer: _Answer | None
                 try:
-                    answer = _answer(await self._http().get(url))
+                    answer = await _get(self._http(), url)
                 except (httpx.HTTPError, httpx.InvalidURL) as exc:
                     # InvalidURL is not an HTTPError; a jwks_uri httpx cannot use is a failed
                     # fetch (with backoff), not an exception out of every validation.
