@@ -7,13 +7,16 @@ import logging
 import pickle
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
 from tests._caller import START, FakeClock, sync_client
 
+import ccflow
 from ccflow import (
     AccessToken,
+    AsyncTokenClient,
     AuthorityUnreachableError,
     ClientSecret,
     ConfigurationError,
@@ -800,6 +803,66 @@ def test_the_token_post_ignores_the_http_clients_own_auth() -> None:
     assert [r.url.path for r in seen] == ["/token", "/x"]
     assert "authorization" not in seen[0].headers
     assert seen[1].headers["authorization"] == "Bearer tok"
+
+
+SHARED_DEFAULTS: dict[str, object] = {
+    "headers": {"X-Api-Key": "downstream-key", "Authorization": "Bearer downstream-token"},
+    "params": {"api-version": "2024-01-01"},
+    "cookies": {"session": "downstream-session"},
+    "base_url": "https://downstream.example",
+}
+
+
+def token_answer(seen: list[httpx.Request]) -> Any:
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"access_token": "tok", "expires_in": 3600})
+
+    return handler
+
+
+def assert_only_the_flow(request: httpx.Request, timeout: float) -> None:
+    assert str(request.url) == "https://idp.example/token"
+    assert "x-api-key" not in request.headers
+    assert "authorization" not in request.headers
+    assert "cookie" not in request.headers
+    assert request.headers["user-agent"] == f"ccflow/{ccflow.__version__}"
+    assert request.headers["content-type"] == "application/x-www-form-urlencoded"
+    assert request.extensions["timeout"] == httpx.Timeout(timeout).as_dict()
+
+
+def test_a_shared_clients_default_headers_params_and_cookies_stay_off_the_token_post() -> None:
+    # A client shared for its proxy or TLS settings may carry another service's credentials
+    # in its default headers; they went to the token endpoint with every POST.
+    seen: list[httpx.Request] = []
+    http = httpx.Client(transport=httpx.MockTransport(token_answer(seen)), **SHARED_DEFAULTS)
+    tc = TokenClient(
+        client_id="c",
+        client_secret="s3cret",
+        token_endpoint="https://idp.example/token",
+        http_client=http,
+        timeout=7,
+    )
+    assert tc.get_token("read").token == "tok"
+    assert_only_the_flow(seen[0], 7)
+    # The shared client keeps its defaults for its own requests.
+    http.get("/x")
+    assert seen[1].headers["x-api-key"] == "downstream-key"
+
+
+@pytest.mark.anyio
+async def test_a_shared_async_clients_defaults_stay_off_the_token_post() -> None:
+    seen: list[httpx.Request] = []
+    http = httpx.AsyncClient(transport=httpx.MockTransport(token_answer(seen)), **SHARED_DEFAULTS)
+    tc = AsyncTokenClient(
+        client_id="c",
+        client_secret="s3cret",
+        token_endpoint="https://idp.example/token",
+        http_client=http,
+        timeout=httpx.Timeout(4.0),
+    )
+    assert (await tc.get_token("read")).token == "tok"
+    assert_only_the_flow(seen[0], 4.0)
 
 
 def test_an_unreadable_answer_is_an_authority_error_without_the_request() -> None:

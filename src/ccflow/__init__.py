@@ -15,6 +15,7 @@ API side::
 from __future__ import annotations
 
 from ccflow._core.tokens import AccessToken
+from ccflow._version import __version__
 from ccflow.client import AsyncTokenClient, TokenClient
 from ccflow.credentials import ClientAssertion, ClientCertificate, ClientSecret, Credential
 from ccflow.errors import (
@@ -29,8 +30,6 @@ from ccflow.errors import (
 )
 from ccflow.starlette import RequireRole
 from ccflow.validation import TokenValidator, ValidatedToken
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AccessToken",

@@ -55,6 +55,7 @@ from ccflow._core.urls import (
     token_endpoint_for,
 )
 from ccflow._http import new_async_client, new_client
+from ccflow._version import __version__
 from ccflow.credentials import (
     AUTH_METHODS,
     CREDENTIAL_VARIABLES,
@@ -86,6 +87,7 @@ _FROM_ENV_SETTINGS = frozenset(
 # httpx's base Auth sends the request unchanged: the token POST must not use the http
 # client's default auth (see _send).
 _NO_AUTH = httpx.Auth()
+_USER_AGENT = f"ccflow/{__version__}"
 # Constructor settings from_env() fills from a variable, for naming that variable in errors.
 _ENV_VARIABLES = {"client_id": "AZURE_CLIENT_ID", "tenant_id": "AZURE_TENANT_ID"}
 
@@ -213,6 +215,7 @@ class _ClientBase:
         self._azure = azure
         self._clock = clock
         self._timeout = timeout
+        self._timeout_extension = httpx.Timeout(timeout).as_dict()
         self._config = FetchConfig(
             token_endpoint=endpoint,
             client_id=client_id,
@@ -392,17 +395,20 @@ class _ClientBase:
         error.__cause__ = exc
         return Unprepared(error, now)
 
-    def _post_options(self, request: TokenRequest) -> dict[str, Any]:
-        """How both faces POST the token request."""
-        return {
-            "content": request.body,
-            "headers": request.headers,
-            "timeout": self._timeout,
-            # Not the http_client's own settings: its auth may be our BearerAuth (a token
-            # fetch asking for a token), and a followed 307/308 resends the secret.
-            "auth": _NO_AUTH,
-            "follow_redirects": False,
-        }
+    def _post(self, request: TokenRequest) -> httpx.Request:
+        """The token POST, the same for both faces. Built here, not by the http_client, so a
+        shared client's defaults (headers, params, cookies, base_url) never go with it: its
+        default headers may hold another service's credentials. Only the client's transport
+        settings (proxies, TLS, limits) and its event hooks apply. The faces send it without
+        the client's auth (it may be our BearerAuth: a token fetch asking for a token) and
+        never follow a redirect (a followed 307/308 would resend the secret)."""
+        return httpx.Request(
+            "POST",
+            request.url,
+            content=request.body,
+            headers=(*request.headers, ("User-Agent", _USER_AGENT)),
+            extensions={"timeout": self._timeout_extension},
+        )
 
     def _reply(self, response: httpx.Response) -> Reply:
         return Reply(
@@ -657,7 +663,7 @@ class TokenClient(_ClientBase):
 
     def _send(self, request: TokenRequest) -> Reply | Failure:
         try:
-            response = self._http.post(request.url, **self._post_options(request))
+            response = self._http.send(self._post(request), auth=_NO_AUTH, follow_redirects=False)
         except httpx.RequestError as exc:
             failure = self._failure(exc)
         else:
@@ -824,7 +830,9 @@ class AsyncTokenClient(_ClientBase):
 
     async def _send(self, request: TokenRequest) -> Reply | Failure:
         try:
-            response = await self._http.post(request.url, **self._post_options(request))
+            response = await self._http.send(
+                self._post(request), auth=_NO_AUTH, follow_redirects=False
+            )
         except httpx.RequestError as exc:
             failure = self._failure(exc)
         else:
