@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests._caller import START, FakeClock, sync_client
+from tests._caller import START, FakeClock, async_client, sync_client
 
 import ccflow
 from ccflow import (
@@ -734,6 +734,68 @@ def test_a_custom_credential_failing_during_a_proactive_refresh_serves_the_cache
         tc.get_token(scope)
     assert isinstance(info.value.__cause__, OSError)
     assert secret not in str(info.value)
+
+
+class DropsDuringRefresh(httpx.BaseTransport, httpx.AsyncBaseTransport):
+    """The authority, except that while a proactive refresh's POST is in flight the API answers
+    401 for the cached token (``_drop``, as BearerAuth does), and the refresh then fails."""
+
+    def __init__(self, authority: Authority) -> None:
+        self.authority = authority
+        self.on_refresh: Any = None
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self.on_refresh is not None:
+            self.on_refresh()
+            return httpx.Response(503, json={"error": "temporarily_unavailable"})
+        return self.authority.handle(request)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await request.aread()
+        return self.handle_request(request)
+
+
+def test_a_token_dropped_while_its_refresh_fails_is_not_put_back(
+    authority: Authority, clock: FakeClock, scope: str
+) -> None:
+    # The failed proactive refresh stored the cached token again, after a 401 had dropped it:
+    # the next get_token() handed out the token the API had just refused.
+    transport = DropsDuringRefresh(authority)
+    tc, _ = sync_client(authority, clock, transport=transport, max_retries=0)
+    first = tc.get_token(scope)
+    clock.advance(3300)  # inside the refresh window: the next call refreshes proactively
+    transport.on_refresh = lambda: tc._drop((scope,), first)
+    with pytest.raises(TokenRequestError):
+        tc.get_token(scope)
+    transport.on_refresh = None
+    assert tc.get_token(scope) is not first
+
+
+@pytest.mark.anyio
+async def test_a_token_dropped_while_its_async_refresh_fails_is_not_put_back(
+    authority: Authority, clock: FakeClock, scope: str
+) -> None:
+    transport = DropsDuringRefresh(authority)
+    tc, _ = async_client(authority, clock, transport=transport, max_retries=0)
+    first = await tc.get_token(scope)
+    clock.advance(3300)
+    transport.on_refresh = lambda: tc._drop((scope,), first)
+    with pytest.raises(TokenRequestError):
+        await tc.get_token(scope)
+    transport.on_refresh = None
+    assert (await tc.get_token(scope)) is not first
+
+
+def test_a_failed_refresh_still_serves_a_token_nobody_dropped(
+    authority: Authority, clock: FakeClock, scope: str
+) -> None:
+    # The control: without the 401, the failed refresh serves the cached token, as documented.
+    transport = DropsDuringRefresh(authority)
+    tc, _ = sync_client(authority, clock, transport=transport, max_retries=0)
+    first = tc.get_token(scope)
+    clock.advance(3300)
+    transport.on_refresh = lambda: None
+    assert tc.get_token(scope) is first
 
 
 @pytest.mark.parametrize(

@@ -353,6 +353,20 @@ class _ClientBase:
                 self._forced.pop(old, None)
         store[key] = entry
 
+    def _settle(self, key: tuple[str, ...], outcome: FetchOutcome) -> CacheEntry:
+        """Cache what a fetch gave and return the entry to serve.
+
+        A refresh that failed serves the cached token only while it is still cached: a 401
+        may have dropped it while the refresh ran (see :meth:`_drop`), and putting it back
+        would hand out a token the API refused. Then the refresh's error is raised instead.
+        """
+        if outcome.error is not None:
+            current = self._store.get(key)
+            if current is None or current.token is not outcome.entry.token:
+                raise outcome.error
+        self._put(key, outcome.entry)
+        return outcome.entry
+
     def _remember(self, raw: tuple[str, ...], entry: CacheEntry) -> None:
         if len(self._hits) >= _MAX_ALIASES and raw not in self._hits:
             self._hits.clear()
@@ -619,9 +633,9 @@ class TokenClient(_ClientBase):
         try:
             outcome = self._drive(self._flow(raw, key, cached, now))
             with self._lock:
-                # Inside the try: should storing fail (a user clock raising), the waiters get
-                # the error instead of waiting for a flight nobody will finish.
-                self._put(key, outcome.entry)
+                # Inside the try: should storing fail (a user clock raising, a dropped token),
+                # the waiters get the error instead of waiting for a flight nobody will finish.
+                self._settle(key, outcome)
                 self._flights.pop(key, None)
         except Exception as exc:
             with self._lock:
@@ -786,7 +800,7 @@ class AsyncTokenClient(_ClientBase):
         started = time.perf_counter()
         try:
             outcome = await self._drive(self._flow(raw, key, cached, now))
-            self._put(key, outcome.entry)
+            self._settle(key, outcome)
         finally:
             self._flights.pop(key, None)
         self._log(key, outcome, started)
