@@ -685,3 +685,63 @@ def test_client_ids_match_case_insensitively_as_in_azure_ad(
     api = authority.api("calc-api")
     by_guid = form(authority, scope=f"{case(api.client_id)}/.default")
     assert http.post(authority.token_endpoint, data=by_guid).status_code == 200
+
+
+# -- the v1 token endpoint ---------------------------------------------------------------------
+
+
+def v1_form(authority: Authority, resource: str | None) -> dict[str, str]:
+    data = form(authority, scope=None)
+    if resource is not None:
+        data["resource"] = resource
+    return data
+
+
+@pytest.mark.parametrize("which", ["identifier_uri", "client_id"])
+def test_v1_token_endpoint_takes_resource_and_answers_strings(
+    authority: Authority, http: httpx.Client, which: str
+) -> None:
+    api = authority.api("calc-api")
+    resource = getattr(api, which)
+    assert authority.token_endpoint_v1 == f"{DEFAULT_HOST}/{authority.tenant_id}/oauth2/token"
+    response = http.post(authority.token_endpoint_v1, data=v1_form(authority, resource))
+    assert response.status_code == 200
+    body = response.json()
+    assert body["expires_in"] == body["ext_expires_in"] == "3599"
+    assert body["expires_on"] == str(int(NOW) + 3599)
+    assert body["not_before"] == str(int(NOW))
+    assert body["resource"] == resource
+    # The token's version is the API's (2 for calc-api), not the endpoint's, as in Azure AD.
+    claims = verify(authority, http, body["access_token"], audience=api.client_id)
+    assert claims["ver"] == "2.0"
+    assert claims["roles"] == ["invokeRole"]
+
+
+def test_v1_token_endpoint_ignores_scope_and_needs_resource(
+    authority: Authority, http: httpx.Client
+) -> None:
+    # TokenClient sends `scope` only: at Azure AD's v1 endpoint that is AADSTS900144 as well.
+    response = http.post(authority.token_endpoint_v1, data=form(authority))
+    assert response.status_code == 400
+    body = response.json()
+    assert body["error"] == "invalid_request"
+    assert body["error_codes"] == [900144]
+    assert "'resource'" in body["error_description"]
+
+
+def test_v1_token_endpoint_refuses_an_unknown_resource(
+    authority: Authority, http: httpx.Client
+) -> None:
+    response = http.post(authority.token_endpoint_v1, data=v1_form(authority, "api://nowhere"))
+    assert response.status_code == 400
+    assert response.json()["error_codes"] == [500011]
+
+
+def test_v1_discovery_names_the_served_v1_token_endpoint(
+    authority: Authority, http: httpx.Client
+) -> None:
+    document = http.get(authority.discovery_url_v1).json()
+    assert document["token_endpoint"] == authority.token_endpoint_v1
+    resource = authority.api("calc-api").identifier_uri
+    answer = http.post(document["token_endpoint"], data=v1_form(authority, resource))
+    assert answer.status_code == 200

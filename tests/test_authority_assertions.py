@@ -331,3 +331,22 @@ def test_an_upper_case_client_id_in_form_and_assertion_is_the_same_client(
         authority, http, assertion_for(authority, cert, client_id=upper), client_id=upper
     )
     assert response.status_code == 200, response.text
+
+
+def test_an_assertion_at_the_v1_endpoint_must_name_the_v1_endpoint(
+    authority: Authority, http: httpx.Client, cert: CertificateMaterial
+) -> None:
+    def post_v1(audience: str) -> httpx.Response:
+        data = {
+            "grant_type": "client_credentials",
+            "client_id": authority.client("calc-client").client_id,
+            "client_assertion_type": JWT_BEARER,
+            "client_assertion": assertion_for(authority, cert, audience=audience),
+            "resource": authority.api("calc-api").identifier_uri,
+        }
+        return http.post(authority.token_endpoint_v1, data=data)
+
+    assert post_v1(authority.token_endpoint_v1).status_code == 200
+    wrong = post_v1(authority.token_endpoint)
+    assert wrong.status_code == 401
+    assert error_code(wrong) == 700023

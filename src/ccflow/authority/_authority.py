@@ -79,7 +79,8 @@ class Authority:
 
     Endpoints (``{t}`` is the tenant id): ``/{t}/v2.0/.well-known/openid-configuration``,
     ``/{t}/.well-known/openid-configuration`` (v1), ``/{t}/discovery/v2.0/keys``,
-    ``/{t}/discovery/keys`` (v1) and ``/{t}/oauth2/v2.0/token``. Thread-safe: the real server
+    ``/{t}/discovery/keys`` (v1), ``/{t}/oauth2/v2.0/token`` and ``/{t}/oauth2/token``
+    (v1: ``resource`` instead of ``scope``). Thread-safe: the real server
     (``ccflow authority serve``) calls :meth:`handle` from many threads.
 
     Multi-tenant, as Azure AD: every tenant of :attr:`tenant_ids` has these endpoints, and
@@ -147,8 +148,11 @@ class Authority:
             tenant_id = _TEMPLATE
         return f"{self.host}/{tenant_id}/v2.0" if version == 2 else f"{self.host}/{tenant_id}/"
 
-    def token_endpoint_for(self, tenant_id: str) -> str:
-        """``{host}/{tenant_id}/oauth2/v2.0/token``: a client's home tenant's token endpoint."""
+    def token_endpoint_for(self, tenant_id: str, *, version: int = 2) -> str:
+        """``{host}/{tenant_id}/oauth2/v2.0/token``: a client's home tenant's token endpoint
+        (``version=1``: the v1 endpoint, ``{host}/{tenant_id}/oauth2/token``)."""
+        if version == 1:
+            return f"{self.host}/{tenant_id}/oauth2/token"
         return token_endpoint_for(self.host, tenant_id)
 
     def discovery_url_for(self, tenant_id: str, *, version: int = 2) -> str:
@@ -165,6 +169,12 @@ class Authority:
     def token_endpoint(self) -> str:
         """``{host}/{tenant_id}/oauth2/v2.0/token``."""
         return token_endpoint_for(self.host, self.tenant_id)
+
+    @property
+    def token_endpoint_v1(self) -> str:
+        """``{host}/{tenant_id}/oauth2/token``: the v1 endpoint, which takes ``resource``
+        instead of ``scope`` and answers its numbers as strings, as Azure AD's does."""
+        return self.token_endpoint_for(self.tenant_id, version=1)
 
     @property
     def jwks_uri(self) -> str:
@@ -554,7 +564,7 @@ class Authority:
                         f"The endpoint only accepts POST requests. Received a "
                         f"{request.method} request.",
                     )
-                return self._token(request, now, tenant)
+                return self._token(request, now, tenant, version)
             if request.method not in ("GET", "HEAD"):
                 raise AadError(
                     405,
@@ -604,7 +614,9 @@ class Authority:
             "cloud_instance_name": httpx.URL(self.host).host,
         }
 
-    def _token(self, request: httpx.Request, now: float, tenant: str) -> httpx.Response:
+    def _token(
+        self, request: httpx.Request, now: float, tenant: str, version: int = 2
+    ) -> httpx.Response:
         form = parse_form(request)
         basic = parse_basic(request)
         grant_type = form.get("grant_type")
@@ -643,8 +655,16 @@ class Authority:
                 f"consented to by any user in the tenant. You may have sent your "
                 f"authentication request to the wrong tenant.",
             )
-        credential_type = self._authenticate(client, form, basic, now, tenant)
-        api = self._resource(form.get("scope"), tenant)
+        credential_type = self._authenticate(client, form, basic, now, tenant, version)
+        if version == 1:
+            # The v1 endpoint names the API by `resource` (App ID URI or client id) and
+            # ignores `scope`. The token's version is still the API's own choice.
+            resource = form.get("resource", "").strip()
+            if not resource:
+                raise missing("resource")
+            api = self._api(resource, tenant)
+        else:
+            api = self._api(self._scope_resource(form.get("scope")), tenant)
         roles = client.roles_for(api.name)
         claims = self._claims(
             client,
@@ -656,16 +676,25 @@ class Authority:
             credential_type=credential_type,
         )
         token = self.sign(claims)
-        return json_response(
-            200,
-            {
+        if version == 1:
+            # Azure AD's v1 endpoint answers every number as a string.
+            body: dict[str, Any] = {
+                "token_type": "Bearer",
+                "expires_in": str(self.token_lifetime),
+                "ext_expires_in": str(self.token_lifetime),
+                "expires_on": str(claims["exp"]),
+                "not_before": str(claims["nbf"]),
+                "resource": resource,
+                "access_token": token,
+            }
+        else:
+            body = {
                 "token_type": "Bearer",
                 "expires_in": self.token_lifetime,
                 "ext_expires_in": self.token_lifetime,
                 "access_token": token,
-            },
-            headers=success_headers(request),
-        )
+            }
+        return json_response(200, body, headers=success_headers(request))
 
     def _authenticate(
         self,
@@ -674,8 +703,10 @@ class Authority:
         basic: tuple[str, str] | None,
         now: float,
         tenant: str,
+        version: int = 2,
     ) -> str:
-        """Check the client's credential; return ``azpacr`` ("1" secret, "2" certificate)."""
+        """Check the client's credential; return ``azpacr`` ("1" secret, "2" certificate).
+        A client assertion's ``aud`` must be the endpoint called (v1 or v2)."""
         supplied = [
             m
             for m, present in (
@@ -712,7 +743,7 @@ class Authority:
             verify_assertion(
                 form["client_assertion"],
                 client=client,
-                token_endpoint=self.token_endpoint_for(tenant),
+                token_endpoint=self.token_endpoint_for(tenant, version=version),
                 now=now,
                 replays=self._replays,
             )
@@ -732,7 +763,8 @@ class Authority:
             )
         return "1"
 
-    def _resource(self, scope: str | None, tenant: str) -> ApiApp:
+    def _scope_resource(self, scope: str | None) -> str:
+        """The resource a v2 ``scope`` names (``<resource>/.default``)."""
         if scope is None or not scope.strip():
             raise missing("scope")
         scopes = scope.split()
@@ -755,7 +787,9 @@ class Authority:
                 f"credential flows must have a scope value with /.default suffixed "
                 f"to the resource identifier (application ID URI).",
             )
-        resource = scopes[0].removesuffix("/.default")
+        return scopes[0].removesuffix("/.default")
+
+    def _api(self, resource: str, tenant: str) -> ApiApp:
         api = self.registrations.api_for_resource(resource)
         if api is None or not (tenant == self.tenant_id or api.multi_tenant):
             raise AadError(
@@ -787,6 +821,7 @@ def _route(path: str) -> tuple[str, str, int]:
         "discovery/v2.0/keys": ("jwks", 2),
         "discovery/keys": ("jwks", 1),
         "oauth2/v2.0/token": ("token", 2),
+        "oauth2/token": ("token", 1),
     }
     endpoint, version = table.get(rest, ("other", 2))
     return endpoint, tenant, version
