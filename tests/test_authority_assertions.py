@@ -350,3 +350,12 @@ def test_an_assertion_at_the_v1_endpoint_must_name_the_v1_endpoint(
     wrong = post_v1(authority.token_endpoint)
     assert wrong.status_code == 401
     assert error_code(wrong) == 700023
+
+
+def test_an_assertion_aud_differing_only_in_case_is_accepted(
+    authority: Authority, http: httpx.Client, cert: CertificateMaterial
+) -> None:
+    # The tenant segment is a GUID, matched in any case (msal may spell it as configured).
+    audience = authority.token_endpoint.replace(authority.tenant_id, authority.tenant_id.upper())
+    assert audience != authority.token_endpoint
+    assert post(authority, http, assertion_for(authority, cert, audience=audience)).is_success

@@ -162,7 +162,8 @@ def verify_assertion(
         raise _invalid(50027, "JWT token is invalid or malformed.") from None
     aud = claims.get("aud")
     audiences = aud if isinstance(aud, list) else [aud]
-    if token_endpoint not in audiences:
+    # The host and the tenant segment are case-insensitive, as Azure AD matches tenants.
+    if token_endpoint.lower() not in {a.lower() for a in audiences if isinstance(a, str)}:
         raise _invalid(
             700023,
             f"Client assertion audience claim does not match Realm issuer. "
