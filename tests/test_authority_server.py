@@ -17,7 +17,7 @@ import httpx
 import jwt
 import pytest
 
-from ccflow.authority import AuthorityServer, Fault
+from ccflow.authority import AuthorityServer, Fault, Registrations
 from ccflow.cli import main
 
 
@@ -161,7 +161,31 @@ def test_info_lists_addresses_and_registrations(server: AuthorityServer) -> None
         "client_id": server.authority.client("calc-client").client_id,
         "secret": server.authority.client("calc-client").secret,
         "roles": ["invokeRole"],
+        "tenant_id": server.authority.tenant_id,
     }
+    assert info["tenants"] == [
+        {
+            "tenant_id": server.authority.tenant_id,
+            "issuer": server.authority.issuer,
+            "token_endpoint": server.authority.token_endpoint,
+            "jwks_uri": server.authority.jwks_uri,
+        }
+    ]
+
+
+def test_info_lists_every_tenant_and_each_clients_home(tmp_path: Path) -> None:
+    # A multi-tenant set-up printed only the first tenant: its partner tenant's token endpoint
+    # and which client lives where were nowhere in the output.
+    with AuthorityServer(Registrations.multi_tenant()) as multi:
+        info = multi.info()
+        authority = multi.authority
+        assert [t["tenant_id"] for t in info["tenants"]] == list(authority.tenant_ids)
+        assert len(info["tenants"]) == 2
+        partner = info["tenants"][1]
+        assert partner["token_endpoint"] == authority.token_endpoint_for(partner["tenant_id"])
+        assert partner["issuer"] == authority.issuer_for(partner["tenant_id"])
+        homes = {c["name"]: c["tenant_id"] for c in info["clients"]}
+        assert set(homes.values()) == set(authority.tenant_ids)
 
 
 # -- the command -------------------------------------------------------------------------------
@@ -173,6 +197,7 @@ JSON_KEYS = {
     "token_endpoint",
     "jwks_uri",
     "ca_file",
+    "tenants",
     "apis",
     "clients",
 }
@@ -327,7 +352,8 @@ def test_cli_config_file(tmp_path: Path) -> None:
         assert info["tenant_id"] == "t-1"
         assert info["ca_file"] is None
         assert info["authority_host"].startswith("http://127.0.0.1:")
-        assert info["clients"] == [{"name": "c", "client_id": "c1", "secret": "s", "roles": ["r"]}]
+        client = {"name": "c", "client_id": "c1", "secret": "s", "roles": ["r"], "tenant_id": "t-1"}
+        assert info["clients"] == [client]
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=5) == 0
@@ -488,3 +514,22 @@ def test_an_existing_key_file_is_made_private_before_it_is_written(tmp_path: Pat
     (tmp_path / "server-key.pem").chmod(0o644)
     files = write_tls_files(tmp_path)
     assert files.key_file.stat().st_mode & 0o777 == 0o600
+
+
+def test_human_output_names_the_other_tenants_and_where_clients_live(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from ccflow.authority._serve import _print_human
+
+    with AuthorityServer(Registrations.multi_tenant()) as multi:
+        info = multi.info()
+    _print_human(info)
+    text = capsys.readouterr().out
+    partner = info["tenants"][1]
+    assert f"tenant  {partner['tenant_id']}  token_endpoint {partner['token_endpoint']}" in text
+    away = [c for c in info["clients"] if c["tenant_id"] != info["tenant_id"]]
+    assert away
+    for client in away:
+        line = next(x for x in text.splitlines() if client["client_id"] in x)
+        assert line.endswith(f"tenant {client['tenant_id']}")
+    assert "secret" not in text.lower().replace("secrets are printed", "")

@@ -111,15 +111,18 @@ def _print_human(info: dict[str, Any]) -> None:
     ]
     if info["ca_file"]:
         lines.append(f"  ca_file         {info['ca_file']}")
+    for tenant in info["tenants"][1:]:
+        lines.append(f"  tenant  {tenant['tenant_id']}  token_endpoint {tenant['token_endpoint']}")
     for api in info["apis"]:
         lines.append(
             f"  api     {api['name']:<14} client_id {api['client_id']}  "
             f"scope {api['identifier_uri']}/.default  roles {_listed(api['roles'])}"
         )
     for client in info["clients"]:
+        home = "" if client["tenant_id"] == info["tenant_id"] else f"  tenant {client['tenant_id']}"
         lines.append(
             f"  client  {client['name']:<14} client_id {client['client_id']}  "
-            f"roles {_listed(client['roles'])}"
+            f"roles {_listed(client['roles'])}{home}"
         )
     lines.append("Secrets are printed with --json. Press Ctrl-C to stop.")
     print("\n".join(lines), flush=True)

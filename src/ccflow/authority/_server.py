@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from ccflow._core.urls import normalize_authority_host
+from ccflow._core.urls import jwks_uri_for, normalize_authority_host
 from ccflow.authority._authority import MAX_BODY as _MAX_BODY
 from ccflow.authority._authority import Authority
 from ccflow.authority._registrations import Registrations
@@ -281,6 +281,16 @@ class AuthorityServer:
             "token_endpoint": authority.token_endpoint,
             "jwks_uri": authority.jwks_uri,
             "ca_file": str(self.ca_file) if self.ca_file is not None else None,
+            # Every tenant served, the first (tenant_id above) included.
+            "tenants": [
+                {
+                    "tenant_id": tenant,
+                    "issuer": authority.issuer_for(tenant),
+                    "token_endpoint": authority.token_endpoint_for(tenant),
+                    "jwks_uri": jwks_uri_for(authority.host, tenant),
+                }
+                for tenant in authority.tenant_ids
+            ],
             "apis": [
                 {
                     "name": api.name,
@@ -296,6 +306,7 @@ class AuthorityServer:
                     "client_id": client.client_id,
                     "secret": client.secret,
                     "roles": list(client.all_roles),
+                    "tenant_id": regs.tenant_of(client),
                 }
                 for client in regs.clients
             ],
