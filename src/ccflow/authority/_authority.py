@@ -486,7 +486,13 @@ class Authority:
             request.content  # noqa: B018 - raises if the body was not read yet
         except httpx.RequestNotRead:
             request.read()
-        endpoint, tenant, version = _route(request.url.path)
+        path = request.url.path
+        # A host with a path (a proxy prefix, ``https://host/prefix``) puts its endpoints under
+        # that prefix: route what follows it.
+        prefix = httpx.URL(self.host).path.rstrip("/")
+        if prefix:
+            path = path[len(prefix) :] if path.startswith(prefix + "/") else ""
+        endpoint, tenant, version = _route(path)
         with self._lock:
             self.hits[endpoint] += 1
         now = self.clock()

@@ -1,0 +1,35 @@
+"""Regression tests for bugs found in a review of the local authority, testing helpers and
+pytest plugin (each failed before its fix)."""
+
+from __future__ import annotations
+
+import httpx
+
+from ccflow.authority import Authority
+
+
+def _client_credentials(authority: Authority, client: str = "calc-client") -> dict[str, str]:
+    app = authority.client(client)
+    assert app.secret is not None
+    return {
+        "grant_type": "client_credentials",
+        "client_id": app.client_id,
+        "client_secret": app.secret,
+        "scope": authority.api("calc-api").default_scope,
+    }
+
+
+def test_a_host_with_a_path_prefix_serves_the_endpoints_it_advertises() -> None:
+    # normalize_authority_host accepts a proxy prefix (and TokenClient/TokenValidator use
+    # one), but every endpoint under it answered 404.
+    authority = Authority(host="https://login.ccflow.test/prefix")
+    with httpx.Client(transport=authority.transport()) as http:
+        document = http.get(authority.discovery_url)
+        assert document.status_code == 200
+        assert document.json()["token_endpoint"] == authority.token_endpoint
+        assert http.get(authority.jwks_uri).status_code == 200
+        answer = http.post(authority.token_endpoint, data=_client_credentials(authority))
+        assert answer.status_code == 200, answer.text
+        # Outside the prefix nothing is served.
+        outside = f"https://login.ccflow.test/{authority.tenant_id}/discovery/v2.0/keys"
+        assert http.get(outside).status_code == 404
