@@ -3,9 +3,13 @@ pytest plugin (each failed before its fix)."""
 
 from __future__ import annotations
 
-import httpx
+from pathlib import Path
 
-from ccflow.authority import Authority
+import httpx
+import pytest
+
+from ccflow.authority import Authority, Registrations
+from ccflow.errors import ConfigurationError
 
 
 def _client_credentials(authority: Authority, client: str = "calc-client") -> dict[str, str]:
@@ -33,3 +37,16 @@ def test_a_host_with_a_path_prefix_serves_the_endpoints_it_advertises() -> None:
         # Outside the prefix nothing is served.
         outside = f"https://login.ccflow.test/{authority.tenant_id}/discovery/v2.0/keys"
         assert http.get(outside).status_code == 404
+
+
+def test_two_apis_with_one_app_id_uri_are_a_configuration_error(tmp_path: Path) -> None:
+    # The second API could never be reached: a scope names the first one.
+    config = tmp_path / "registrations.toml"
+    config.write_text(
+        '[apis.orders]\nclient_id = "11111111-0000-4000-8000-000000000001"\n'
+        'identifier_uri = "api://shop"\n'
+        '[apis.payments]\nclient_id = "11111111-0000-4000-8000-000000000002"\n'
+        'identifier_uri = "api://shop/"\n'
+    )
+    with pytest.raises(ConfigurationError, match="identifier_uri 'api://shop'"):
+        Registrations.from_toml(config)

@@ -244,6 +244,9 @@ class Registrations:
             [a.client_id for a in self.apis] + [c.client_id for c in self.clients],
             any_case=True,
         )
+        # A scope names an API by its App ID URI: a second API with the same one (trailing
+        # slash aside, as api_for_resource compares them) could never get a token.
+        _unique("identifier_uri", (a.identifier_uri.rstrip("/") for a in self.apis))
         apis = {a.name: a for a in self.apis}
         for client in self.clients:
             home = self.tenant_of(client)
