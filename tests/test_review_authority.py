@@ -3,6 +3,7 @@ pytest plugin (each failed before its fix)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import httpx
@@ -10,6 +11,7 @@ import pytest
 
 from ccflow.authority import Authority, Registrations
 from ccflow.errors import ConfigurationError
+from ccflow.testing import TokenFactory, decode_unverified
 
 
 def _client_credentials(authority: Authority, client: str = "calc-client") -> dict[str, str]:
@@ -50,3 +52,26 @@ def test_two_apis_with_one_app_id_uri_are_a_configuration_error(tmp_path: Path) 
     )
     with pytest.raises(ConfigurationError, match="identifier_uri 'api://shop'"):
         Registrations.from_toml(config)
+
+
+@pytest.mark.parametrize(
+    ("registrations", "client", "version"),
+    [
+        (Registrations.multi_tenant(), "partner-client", 2),
+        (Registrations.default(), "calc-client", 1),
+    ],
+)
+def test_wrong_issuer_differs_from_valid_in_the_issuers_host_only(
+    registrations: Registrations, client: str, version: int
+) -> None:
+    # It always wrote https://login.evil.test/<first tenant>/v2.0: for a client of another
+    # tenant the tenant in iss changed too (so a multi-tenant validator failed the iss/tid
+    # check, not the issuer's), and for a v1 API the issuer's shape changed too.
+    apis = tuple(dataclasses.replace(a, access_token_version=version) for a in registrations.apis)
+    authority = Authority(dataclasses.replace(registrations, apis=apis), clock=lambda: 1.7e9)
+    tokens = TokenFactory(authority)
+    _, valid = decode_unverified(tokens.valid(client))
+    _, wrong = decode_unverified(tokens.wrong_issuer(client))
+    assert wrong["iss"] == valid["iss"].replace(authority.host, "https://login.evil.test")
+    assert wrong["iss"] != valid["iss"]
+    assert {k for k in valid if valid[k] != wrong[k]} <= {"iss", "aio", "rh", "uti"}

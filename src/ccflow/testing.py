@@ -104,9 +104,15 @@ class TokenFactory:
     def wrong_issuer(
         self, client: str = "calc-client", api: str = "calc-api", *, issuer: str | None = None
     ) -> str:
-        """``iss`` of another authority (``https://login.evil.test/<tid>/v2.0`` by default)."""
-        iss = issuer or f"https://login.evil.test/{self.authority.tenant_id}/v2.0"
-        return self.valid(client, api, claims={"iss": iss})
+        """``iss`` of another authority: by default the issuer :meth:`valid` would carry (the
+        client's tenant, the API's token version) on ``https://login.evil.test``, e.g.
+        ``https://login.evil.test/<tid>/v2.0``."""
+        if issuer is None:
+            version = self.authority.api(api).access_token_version
+            tenant = self.authority.registrations.tenant_of(self.authority.client(client))
+            own = self.authority.issuer_for(tenant, version=version)
+            issuer = "https://login.evil.test" + own.removeprefix(self.authority.host)
+        return self.valid(client, api, claims={"iss": issuer})
 
     def wrong_tenant(
         self, client: str = "calc-client", api: str = "calc-api", *, tenant_id: str | None = None
