@@ -779,6 +779,12 @@ class AsyncTokenClient(_ClientBase):
             self._remember(raw, cached)
             return cached.token
         flight = self._flights.get(key)
+        if flight is not None and flight.done():
+            # A fetch ends by removing itself (_fetch's finally), so a finished one still here
+            # was cancelled before it started (a shutdown cancelling every task): awaiting it
+            # again would raise CancelledError on every call for these scopes, forever.
+            del self._flights[key]
+            flight = None
         if flight is None:
             # The fetch runs in its own task so a cancelled caller does not cancel it for the
             # others; shield() below keeps each waiter's cancellation its own.
