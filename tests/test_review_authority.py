@@ -3,13 +3,16 @@ pytest plugin (each failed before its fix)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import socket
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from ccflow.authority import Authority, Registrations
+from ccflow.authority import Authority, AuthorityServer, Registrations
 from ccflow.errors import ConfigurationError
 from ccflow.testing import TokenFactory, decode_unverified
 
@@ -75,3 +78,22 @@ def test_wrong_issuer_differs_from_valid_in_the_issuers_host_only(
     assert wrong["iss"] == valid["iss"].replace(authority.host, "https://login.evil.test")
     assert wrong["iss"] != valid["iss"]
     assert {k for k in valid if valid[k] != wrong[k]} <= {"iss", "aio", "rh", "uti"}
+
+
+def test_stop_closes_a_connection_stalled_before_the_tls_handshake() -> None:
+    # The handshake ran before the connection was tracked, so stop() left a client that had
+    # connected but not yet said hello hanging (the server held it for the 60 s idle timeout).
+    server = AuthorityServer(tls=True).start()
+    try:
+        client = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    except BaseException:
+        server.stop()
+        raise
+    with client:
+        deadline = time.monotonic() + 5
+        while not server._httpd._connections and time.monotonic() < deadline:
+            time.sleep(0.01)
+        server.stop()
+        client.settimeout(3)
+        with contextlib.suppress(ConnectionResetError):
+            assert client.recv(1) == b""

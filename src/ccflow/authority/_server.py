@@ -40,11 +40,27 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         self.request.settimeout(_IDLE_TIMEOUT)
-        if self.server.ssl_context is not None:
+        context = self.server.ssl_context
+        if context is not None:
+            # Wrapped without a handshake, so that the connection is tracked (and stop() wakes
+            # a client stalled in the handshake) before the handshake waits for the client.
+            self.request = context.wrap_socket(
+                self.request, server_side=True, do_handshake_on_connect=False
+            )
+        self.server.track(self.request, add=True)
+        if self.server.stopping.is_set():
+            # stop() came while this connection was being set up: close it as stop() would.
+            with contextlib.suppress(OSError):
+                self.request.shutdown(socket.SHUT_RDWR)
+        if isinstance(self.request, ssl.SSLSocket):
             # The handshake runs here, in the connection's thread, so that a slow or failing
             # client never blocks the accept loop.
-            self.request = self.server.ssl_context.wrap_socket(self.request, server_side=True)
-        self.server.track(self.request, add=True)
+            try:
+                self.request.do_handshake()
+            except BaseException:
+                self.server.track(self.request, add=False)
+                self.request.close()
+                raise
         super().setup()
 
     def finish(self) -> None:
