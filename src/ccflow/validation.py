@@ -37,6 +37,7 @@ from cachetools import Cache
 
 from ccflow._core.claims import (
     ANY_TENANT,
+    TENANT_PLACEHOLDER,
     ClaimRules,
     IssuerRule,
     ValidatedToken,
@@ -262,6 +263,15 @@ class TokenValidator:
                 # OIDC Discovery 1.0: an issuer has no query or fragment; the discovery URL
                 # appended after one would never be the document.
                 raise _config_error("issuer", "must not contain a query or fragment")
+            if TENANT_PLACEHOLDER in issuer:
+                # The template would match any tenant's issuer, with no allow-list: that is
+                # multi-tenant mode, which needs tenant_id and allowed_tenants.
+                raise _config_error(
+                    "issuer",
+                    f"is a multi-tenant template ({TENANT_PLACEHOLDER}), which would accept "
+                    f"tokens from any tenant; use {_name('tenant_id')}='organizations' (or "
+                    f"'common') with {_name('allowed_tenants')} instead",
+                )
             url = discovery_url_for_issuer(issuer, setting=_name("issuer"))
             plan = (
                 KeySourcePlan(jwks_uri=jwks_uri, static_issuers=(IssuerRule(issuer),))

@@ -1,0 +1,33 @@
+"""Findings of a review of the API side, each pinned by the test that showed it."""
+
+from __future__ import annotations
+
+import pytest
+
+from ccflow import TokenValidator
+from ccflow.errors import ConfigurationError
+
+
+def test_a_generic_issuer_holding_the_tenant_template_is_refused() -> None:
+    # IssuerRule fills "{tenantid}" with the token's own tid: as a generic issuer (with a
+    # jwks_uri, so no discovery could object) it accepted every tenant's tokens, with no
+    # allowed_tenants to limit them.
+    with pytest.raises(ConfigurationError, match="multi-tenant template") as info:
+        TokenValidator(
+            issuer="https://login.microsoftonline.com/{tenantid}/v2.0",
+            jwks_uri="https://login.microsoftonline.com/common/discovery/v2.0/keys",
+            audience="api://calc",
+        )
+    assert info.value.setting == "issuer"
+
+
+def test_from_env_names_the_variable_for_a_templated_issuer() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        TokenValidator.from_env(
+            {
+                "CCFLOW_ISSUER": "https://login.microsoftonline.com/{tenantid}/v2.0",
+                "CCFLOW_AUDIENCE": "api://calc",
+            }
+        )
+    assert info.value.setting == "CCFLOW_ISSUER"
+    assert "CCFLOW_TENANT_ID" in str(info.value)
