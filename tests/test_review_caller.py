@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import sys
+from collections.abc import Callable
 
 import pytest
 from tests._caller import FakeClock, async_client
 
 from ccflow.authority import Authority
+from ccflow.cli import main
 
 
 @pytest.fixture
@@ -43,3 +47,47 @@ async def test_a_fetch_cancelled_before_it_started_does_not_poison_the_scopes(
         token = await tc.get_token(scope)
         assert token.scopes == (scope,)
     assert authority.hits["token"] == 1
+
+
+def _stdin(data: bytes, errors: str = "strict") -> io.TextIOWrapper:
+    return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors=errors)
+
+
+_TOKEN_ARGS = [
+    "token",
+    "--client-id",
+    "c",
+    "--token-endpoint",
+    "http://127.0.0.1:9/token",
+    "--scope",
+    "s",
+    "--client-secret-stdin",
+]
+
+
+@pytest.mark.parametrize(
+    "argv", [_TOKEN_ARGS, ["decode", "-"], ["verify", "-", "--tenant-id", "t"]], ids=str
+)
+@pytest.mark.parametrize(
+    "stdin",
+    [
+        lambda: None,  # `ccflow ... <&-`: Python sets sys.stdin to None
+        lambda: _stdin(b"\xffs3cr\xe9t\n"),  # UTF-8 locale: readline() raises
+        lambda: _stdin(b"\xffs3cr\xe9t\n", "surrogateescape"),  # C locale: lone surrogates
+    ],
+    ids=["closed", "strict", "surrogateescape"],
+)
+def test_unusable_stdin_is_a_usage_error_naming_standard_input(
+    argv: list[str],
+    stdin: Callable[[], io.TextIOWrapper | None],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # These were "ccflow: error: unexpected AttributeError/UnicodeDecodeError/
+    # UnicodeEncodeError: ..." with exit 1, the code for "the authority refused".
+    monkeypatch.setattr(sys, "stdin", stdin())
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "standard input" in err
+    assert "unexpected" not in err
+    assert "s3cr" not in err

@@ -51,8 +51,19 @@ def warn(message: str, *, stream: TextIO | None = None) -> None:
 
 
 def read_stdin_line(what: str) -> str:
-    """One line from stdin without its line ending; ``ValueError`` naming ``what`` if empty."""
-    line = sys.stdin.readline().rstrip("\r\n")
+    """One line from stdin without its line ending; ``ValueError`` naming ``what`` if empty,
+    not UTF-8 text, or if standard input is closed (``<&-``: ``sys.stdin`` is ``None``)."""
+    if sys.stdin is None:
+        raise ValueError(f"expected {what} on standard input, but standard input is closed")
+    try:
+        # encode(): in the C locale stdin decodes with surrogateescape, and the lone
+        # surrogates would fail later, far from here, as an "unexpected" error.
+        line = sys.stdin.readline()
+        line.encode("utf-8")
+    except UnicodeError:
+        # Never the codec's message: it quotes bytes of what was read (a secret).
+        raise ValueError(f"{what} on standard input is not UTF-8 text") from None
+    line = line.rstrip("\r\n")
     if not line.strip():
         raise ValueError(f"expected {what} on standard input, got an empty line")
     return line

@@ -5,11 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 import time
 from typing import Any
 
-from ccflow._cli._common import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, error, guarded
+from ccflow._cli._common import (
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_USAGE,
+    error,
+    guarded,
+    read_stdin_line,
+)
 from ccflow._core.explain import (
     DecodedToken,
     ExplainedField,
@@ -101,9 +107,10 @@ def run(args: argparse.Namespace) -> int:
     """Decode ``args.token`` (``-`` reads stdin) and print it; never verifies anything."""
     text: str = args.token
     if text == "-":
-        text = sys.stdin.readline()
-        if not text.strip():
-            error("expected a token on standard input")
+        try:
+            text = read_stdin_line("a token")
+        except ValueError as exc:
+            error(str(exc))
             return EXIT_USAGE
     try:
         decoded = decode_unverified(text)

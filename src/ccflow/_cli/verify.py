@@ -12,7 +12,6 @@ import contextlib
 import logging
 import os
 import ssl
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -26,6 +25,7 @@ from ccflow._cli._common import (
     EXIT_USAGE,
     error,
     guarded,
+    read_stdin_line,
     verify_for,
 )
 from ccflow._core.explain import decode_unverified, explain_time
@@ -238,7 +238,11 @@ def run(args: argparse.Namespace) -> int:
     """Validate ``args.token`` and print the verdict; 0 valid, 1 invalid."""
     token: str = args.token
     if token == "-":
-        token = sys.stdin.readline()
+        try:
+            token = read_stdin_line("a token")
+        except ValueError as exc:
+            error(str(exc))
+            return EXIT_USAGE
     token = token.strip()
     if token[:7].lower() == "bearer ":
         token = token[7:].strip()
