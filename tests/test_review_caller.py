@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import sys
 from collections.abc import Callable
@@ -10,8 +11,10 @@ from collections.abc import Callable
 import pytest
 from tests._caller import FakeClock, async_client
 
+from ccflow._core.explain import decode_unverified
 from ccflow.authority import Authority
 from ccflow.cli import main
+from ccflow.errors import InvalidTokenError
 
 
 @pytest.fixture
@@ -91,3 +94,34 @@ def test_unusable_stdin_is_a_usage_error_naming_standard_input(
     assert "standard input" in err
     assert "unexpected" not in err
     assert "s3cr" not in err
+
+
+def _deeply_nested_payload_token() -> str:
+    def b64(text: str) -> str:
+        return base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode()
+
+    header = b64('{"alg": "RS256"}')
+    payload = b64('{"a": ' + "[" * 5000 + "]" * 5000 + "}")
+    return f"{header}.{payload}.sig"
+
+
+def test_decode_unverified_refuses_a_deeply_nested_payload_as_malformed() -> None:
+    # json raised RecursionError, which escaped decode_unverified().
+    with pytest.raises(InvalidTokenError, match="not JSON") as info:
+        decode_unverified(_deeply_nested_payload_token())
+    assert info.value.reason == "malformed"
+
+
+@pytest.mark.parametrize(
+    ("argv", "status"),
+    [(["decode"], 1), (["verify", "--issuer", "http://127.0.0.1:9"], 1)],
+    ids=["decode", "verify-without-audience"],
+)
+def test_cli_calls_a_deeply_nested_token_not_a_jwt_rather_than_unexpected(
+    argv: list[str], status: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Both printed "ccflow: error: unexpected RecursionError: maximum recursion depth...".
+    assert main([argv[0], _deeply_nested_payload_token(), *argv[1:]]) == status
+    out = capsys.readouterr()
+    assert "unexpected" not in out.err
+    assert "not JSON" in out.err + out.out

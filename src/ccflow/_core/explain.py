@@ -108,7 +108,7 @@ def _b64url_json(segment: str, what: str) -> dict[str, Any]:
     try:
         # NaN and Infinity are not JSON (RFC 8259), though Python's json reads them.
         value = json.loads(raw, parse_constant=_not_json)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: "[[[[..."
         raise InvalidTokenError(f"the token's {what} is not JSON", reason="malformed") from None
     if not isinstance(value, dict):
         raise InvalidTokenError(f"the token's {what} is not a JSON object", reason="malformed")
