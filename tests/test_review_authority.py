@@ -97,3 +97,16 @@ def test_stop_closes_a_connection_stalled_before_the_tls_handshake() -> None:
         client.settimeout(3)
         with contextlib.suppress(ConnectionResetError):
             assert client.recv(1) == b""
+
+
+@pytest.mark.parametrize("tenant", ["my tenant", "a?b", "a#b", "ten%2Fant", "tab\\tbed"])
+def test_a_tenant_id_no_url_can_carry_is_a_configuration_error(tmp_path: Path, tenant: str) -> None:
+    # They were accepted: then `ccflow authority serve` started, and died (exit 1, "unexpected
+    # ConfigurationError") building the endpoints it prints, or ("%2F") served only 404s.
+    config = tmp_path / "registrations.toml"
+    config.write_text(f'tenant_id = "{tenant}"\n')
+    with pytest.raises(ConfigurationError, match="cannot be a tenant id"):
+        Registrations.from_toml(config)
+    config.write_text(f'tenants = ["{tenant}"]\n')
+    with pytest.raises(ConfigurationError, match="cannot be a tenant id"):
+        Registrations.from_toml(config)

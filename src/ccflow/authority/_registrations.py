@@ -236,6 +236,13 @@ class Registrations:
                     f"{tenant!r} cannot be a tenant id (it names no single tenant)",
                     setting="tenants",
                 )
+            # A tenant id is a path segment of every endpoint: one that a URL would split or
+            # re-decode (?, #, %, spaces, control characters) names no endpoint it could serve.
+            if any(c in "?#%\\" or c.isspace() or not c.isprintable() for c in tenant):
+                raise ConfigurationError(
+                    f"{tenant!r} cannot be a tenant id: use a tenant GUID or domain name",
+                    setting="tenants",
+                )
         _unique("api name", (a.name for a in self.apis))
         _unique("client name", (c.name for c in self.clients))
         # Ids match in any case (as in Azure AD), so two differing only in case would collide.
