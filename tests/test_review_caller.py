@@ -11,6 +11,7 @@ from collections.abc import Callable
 import pytest
 from tests._caller import FakeClock, async_client
 
+from ccflow._core.assertions import unverified_expiry
 from ccflow._core.explain import decode_unverified
 from ccflow.authority import Authority
 from ccflow.cli import main
@@ -125,3 +126,13 @@ def test_cli_calls_a_deeply_nested_token_not_a_jwt_rather_than_unexpected(
     out = capsys.readouterr()
     assert "unexpected" not in out.err
     assert "not JSON" in out.err + out.out
+
+
+@pytest.mark.parametrize(
+    "payload", ['{"exp": 1' + "0" * 400 + "}", "[" * 5000 + "]" * 5000], ids=["huge-exp", "deep"]
+)
+def test_unverified_expiry_of_an_odd_assertion_is_unknown_not_an_exception(payload: str) -> None:
+    # OverflowError / RecursionError escaped, so a FederatedTokenFile caught holding such a
+    # file failed with an "unexpected" wrapped error instead of reading it as opaque.
+    segment = base64.urlsafe_b64encode(payload.encode()).rstrip(b"=").decode()
+    assert unverified_expiry(f"e30.{segment}.sig") is None
