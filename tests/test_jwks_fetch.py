@@ -180,8 +180,13 @@ async def test_a_key_with_a_malformed_crv_does_not_hide_the_good_keys(
 
 @pytest.mark.parametrize(
     "jwks_uri",
-    ["https://[login.ccflow.test/keys", "https://login.ccflow.test:x/keys", "https://l/k\x7f"],
-    ids=["broken IPv6 host", "port not a number", "control character"],
+    [
+        "https://[login.ccflow.test/keys",
+        "https://login.ccflow.test:x/keys",
+        "https://l/k\x7f",
+        "https://xn--zz.ccflow.test/keys",
+    ],
+    ids=["broken IPv6 host", "port not a number", "control character", "invalid IDNA host"],
 )
 async def test_discovery_naming_an_unusable_jwks_uri_is_keys_unavailable_with_backoff(
     authority: Authority, validator: TokenValidator, jwks_uri: str
@@ -441,6 +446,23 @@ async def test_a_redirect_to_plain_http_is_not_requested(
         await validator.validate(authority.mint())
     assert not any("keys.example.com" in url for url in transport.requested)
     assert "redirects to a plain http:// URL" in caplog.text
+
+
+async def test_a_redirect_to_a_host_httpx_cannot_encode_is_an_outage(
+    authority: Authority, clock: Clock
+) -> None:
+    # httpx lets idna.IDNAError (not an httpx error) out while it builds the redirect.
+    transport = Redirecting(authority, {"/old-keys": (302, "https://xn--zz.example.com/keys")})
+    validator = validator_for(
+        authority,
+        clock,
+        http_client=httpx.AsyncClient(transport=transport),
+        jwks_uri=f"{authority.host}/old-keys",
+    )
+    for _ in range(3):
+        with pytest.raises(KeysUnavailableError):
+            await validator.validate(authority.mint())
+    assert transport.requested.count(f"{authority.host}/old-keys") == 1
 
 
 async def test_a_redirect_loop_ends_as_an_outage(authority: Authority, clock: Clock) -> None:

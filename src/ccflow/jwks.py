@@ -282,9 +282,11 @@ class AsyncJWKSCache(_Base):
                 answer: _Answer | None
                 try:
                     answer = await _get(self._http(), url)
-                except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as exc:
                     # InvalidURL is not an HTTPError; a jwks_uri httpx cannot use is a failed
-                    # fetch (with backoff), not an exception out of every validation.
+                    # fetch (with backoff), not an exception out of every validation. Nor is
+                    # the idna.IDNAError (a UnicodeError) httpx lets out for a host such as
+                    # "xn--zz.example", when it builds the request or a redirect to it.
                     logger.warning("GET %s failed: %s", url, type(exc).__name__)
                     answer = None
                 url = flow.send(answer)
