@@ -31,3 +31,25 @@ def test_from_env_names_the_variable_for_a_templated_issuer() -> None:
         )
     assert info.value.setting == "CCFLOW_ISSUER"
     assert "CCFLOW_TENANT_ID" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("jwks_uri", "https://xn--zz.example/keys"),
+        ("issuer", "https://xn--zz.example/realms/a"),
+        ("authority_host", "https://xn--zz.example"),
+        ("jwks_uri", "https://\ufb00.example/keys"),
+    ],
+    ids=["jwks_uri invalid A-label", "issuer invalid A-label", "host invalid A-label", "ffi"],
+)
+def test_a_url_whose_host_httpx_cannot_encode_fails_at_configuration(
+    setting: str, value: str
+) -> None:
+    # It passed configuration, then every request failed to fetch (a 503 for ever).
+    options = {"audience": "api://calc", setting: value}
+    if setting != "issuer":
+        options["tenant_id"] = "contoso.onmicrosoft.com"
+    with pytest.raises(ConfigurationError) as info:
+        TokenValidator(**options)
+    assert info.value.setting == setting

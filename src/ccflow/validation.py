@@ -130,8 +130,9 @@ def _split_env(value: str | None) -> list[str] | None:
 
 def _valid_url(url: object, setting: str, *, authority_host: bool = False) -> str:
     """``require_secure_url`` (or ``normalize_authority_host``), plus what ``urlsplit`` raises
-    ``ValueError`` for (a broken IPv6 host) or checks only when asked (the port): a URL the
-    HTTP client could never use fails here, naming the setting, not on every request."""
+    ``ValueError`` for (a broken IPv6 host) or checks only when asked (the port), and a host
+    httpx cannot encode (``xn--zz.example``, ``\ufb00.com``): a URL the HTTP client could
+    never use fails here, naming the setting, not on every request."""
     if not isinstance(url, str):
         raise ConfigurationError(
             f"{setting} must be a URL string, got {type(url).__name__}", setting=setting
@@ -142,7 +143,8 @@ def _valid_url(url: object, setting: str, *, authority_host: bool = False) -> st
         else:
             require_secure_url(url, setting=setting)
         urlsplit(url).port  # noqa: B018
-    except ValueError:
+        httpx.URL(url).host  # noqa: B018  (IDNA is checked only when asked)
+    except (ValueError, httpx.InvalidURL):  # idna.IDNAError is a ValueError
         raise ConfigurationError(
             f"{setting} is not a valid URL, got {url!r}", setting=setting
         ) from None
