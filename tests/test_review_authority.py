@@ -110,3 +110,27 @@ def test_a_tenant_id_no_url_can_carry_is_a_configuration_error(tmp_path: Path, t
     config.write_text(f'tenants = ["{tenant}"]\n')
     with pytest.raises(ConfigurationError, match="cannot be a tenant id"):
         Registrations.from_toml(config)
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ('tenant = "11111111-2222-4333-8444-555555555555"\n', "the registrations file"),
+        ('[client.shop]\nclient_id = "c"\nsecret = "s"\n', "the registrations file"),
+        ('[apis.orders]\nclient_id = "a"\nrole = ["Orders.Read"]\n', "apis.orders"),
+        (
+            '[apis.orders]\nclient_id = "a"\nroles = ["Orders.Read"]\n'
+            '[clients.shop]\nclient_id = "c"\nsecret = "s"\nrole = { orders = ["Orders.Read"] }\n',
+            "clients.shop",
+        ),
+    ],
+)
+def test_a_misspelt_key_in_the_registrations_file_is_a_configuration_error(
+    tmp_path: Path, text: str, where: str
+) -> None:
+    # It was ignored in silence: `role =` gave a client no grant (tokens without roles, 403s),
+    # `[client.shop]` no client at all.
+    config = tmp_path / "registrations.toml"
+    config.write_text(text)
+    with pytest.raises(ConfigurationError, match=f"unknown key.* in {where}; known: "):
+        Registrations.from_toml(config)

@@ -373,6 +373,7 @@ class Registrations:
     ) -> Registrations:
         """Build registrations from parsed TOML (or any mapping of the same shape)."""
         base = base_dir or Path.cwd()
+        _known(data, "the registrations file", _TOP_KEYS)
         tenant = _str(data, "tenant_id", "tenant_id", default=DEFAULT_TENANT_ID)
         tenants = _strings(data.get("tenants", ()), "tenants")
         apis = [
@@ -438,6 +439,37 @@ def _unique(what: str, values: Iterable[str], *, any_case: bool = False) -> None
         seen.add(key)
 
 
+_TOP_KEYS = ("tenant_id", "tenants", "apis", "clients")
+_API_KEYS = (
+    "client_id",
+    "identifier_uri",
+    "roles",
+    "access_token_version",
+    "multi_tenant",
+    "object_id",
+)
+_CLIENT_KEYS = (
+    "client_id",
+    "secret",
+    "secrets",
+    "certificates",
+    "roles",
+    "tenant_id",
+    "object_id",
+)
+
+
+def _known(table: Mapping[str, Any], where: str, keys: Sequence[str]) -> None:
+    """Refuse keys the format does not have: a misspelt one (``role =``) would otherwise be
+    dropped in silence, and the registration quietly lack what it was meant to have."""
+    unknown = sorted(str(k) for k in table if k not in keys)
+    if unknown:
+        raise ConfigurationError(
+            f"unknown key(s) {', '.join(map(repr, unknown))} in {where}; known: {', '.join(keys)}",
+            setting=where,
+        )
+
+
 def _table(value: object, where: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise ConfigurationError(f"{where} must be a table", setting=where)
@@ -460,6 +492,7 @@ def _strings(value: object, where: str) -> tuple[str, ...]:
 
 
 def _api(name: str, entry: Mapping[str, Any]) -> ApiApp:
+    _known(entry, f"apis.{name}", _API_KEYS)
     client_id = _str(entry, "client_id", f"apis.{name}.client_id")
     version = entry.get("access_token_version", 2)
     multi_tenant = entry.get("multi_tenant", False)
@@ -486,6 +519,7 @@ def _api(name: str, entry: Mapping[str, Any]) -> ApiApp:
 
 
 def _client(name: str, entry: Mapping[str, Any], base: Path) -> ClientApp:
+    _known(entry, f"clients.{name}", _CLIENT_KEYS)
     client_id = _str(entry, "client_id", f"clients.{name}.client_id")
     secrets = _strings(entry.get("secrets", ()), f"clients.{name}.secrets")
     if not all(secrets):
