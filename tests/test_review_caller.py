@@ -8,14 +8,16 @@ import io
 import sys
 from collections.abc import Callable
 
+import httpx
 import pytest
-from tests._caller import FakeClock, async_client
+from tests._caller import FakeClock, async_client, sync_client
 
+from ccflow import TokenClient
 from ccflow._core.assertions import unverified_expiry
 from ccflow._core.explain import decode_unverified
-from ccflow.authority import Authority
+from ccflow.authority import Authority, Fault
 from ccflow.cli import main
-from ccflow.errors import InvalidTokenError
+from ccflow.errors import InvalidTokenError, TokenRequestError
 
 
 @pytest.fixture
@@ -136,3 +138,80 @@ def test_unverified_expiry_of_an_odd_assertion_is_unknown_not_an_exception(paylo
     # file failed with an "unexpected" wrapped error instead of reading it as opaque.
     segment = base64.urlsafe_b64encode(payload.encode()).rstrip(b"=").decode()
     assert unverified_expiry(f"e30.{segment}.sig") is None
+
+
+def _raise_for_status(response: httpx.Response) -> None:
+    response.raise_for_status()  # the event hook httpx's documentation suggests
+
+
+async def _araise_for_status(response: httpx.Response) -> None:
+    response.raise_for_status()
+
+
+def test_a_raise_for_status_hook_on_a_shared_client_does_not_break_retries_or_refresh(
+    authority: Authority, clock: FakeClock, scope: str
+) -> None:
+    # The hook's httpx.HTTPStatusError escaped get_token(): a 503 was not retried, a failed
+    # proactive refresh raised although a valid token was cached, and the error was not a
+    # ccflow one (its .request holds the secret in its body).
+    http = httpx.Client(
+        transport=authority.transport(), event_hooks={"response": [_raise_for_status]}
+    )
+    tc, sleeps = sync_client(authority, clock, max_retries=1)
+    tc._http = http
+    with http, tc:
+        authority.set_fault("token", Fault(status=503, retry_after="1", times=1))
+        first = tc.get_token(scope)
+        assert sleeps == [1.0]
+        clock.advance(3599 - 200)  # inside the refresh margin: a proactive refresh
+        authority.set_fault("token", Fault(status=503))
+        assert tc.get_token(scope) is first
+        authority.clear_fault("token")
+        authority.set_fault("token", Fault(status=400))
+        clock.advance(400)  # expired: the refusal reaches the caller, as ccflow's error
+        with pytest.raises(TokenRequestError) as info:
+            tc.get_token(scope)
+    assert info.value.status_code == 400
+    assert info.value.aadsts_code == 90033  # the in-process answer was read before the hook
+
+
+def test_an_answer_a_hook_left_unread_is_explained_not_called_empty(scope: str) -> None:
+    # Over a real connection httpx closes the answer unread when a hook raises for it.
+    def unread(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(400, stream=httpx.ByteStream(b'{"error": "invalid_client"}'))
+
+    http = httpx.Client(
+        transport=httpx.MockTransport(unread), event_hooks={"response": [_raise_for_status]}
+    )
+    with (
+        http,
+        TokenClient(
+            client_id="c",
+            client_secret="s3cret",
+            token_endpoint="https://x.test/token",
+            http_client=http,
+        ) as tc,
+        pytest.raises(TokenRequestError) as info,
+    ):
+        tc.get_token(scope)
+    assert info.value.status_code == 400
+    assert "event hook of the http_client" in str(info.value)
+    assert "empty" not in str(info.value)
+
+
+@pytest.mark.anyio
+async def test_a_raise_for_status_hook_on_a_shared_async_client_does_not_break_retries(
+    authority: Authority, clock: FakeClock, scope: str
+) -> None:
+    http = httpx.AsyncClient(
+        transport=authority.transport(), event_hooks={"response": [_araise_for_status]}
+    )
+    tc, sleeps = async_client(authority, clock, max_retries=1)
+    tc._http = http
+    async with http, tc:
+        authority.set_fault("token", Fault(status=429, retry_after="2", times=1))
+        first = await tc.get_token(scope)
+        assert sleeps == [2.0]
+        clock.advance(3599 - 200)
+        authority.set_fault("token", Fault(status=500))
+        assert await tc.get_token(scope) is first

@@ -425,9 +425,17 @@ class _ClientBase:
         )
 
     def _reply(self, response: httpx.Response) -> Reply:
+        """The answer for the flow. A shared ``http_client``'s response event hook may have
+        raised ``httpx.HTTPStatusError`` for it (httpx documents a ``raise_for_status`` hook):
+        it is still the token endpoint's answer, to retry, serve around or explain, and httpx
+        closed it unread unless the hook read it (then the body is ``None``)."""
+        try:
+            body: bytes | None = response.content
+        except httpx.ResponseNotRead:
+            body = None
         return Reply(
             response.status_code,
-            response.content,
+            body,
             response.headers.get("retry-after"),
             self._clock(),
         )
@@ -679,12 +687,14 @@ class TokenClient(_ClientBase):
         try:
             response = self._http.send(self._post(request), auth=_NO_AUTH, follow_redirects=False)
         except httpx.RequestError as exc:
-            failure = self._failure(exc)
+            outcome: Reply | Failure = self._failure(exc)
+        except httpx.HTTPStatusError as exc:
+            outcome = self._reply(exc.response)  # see _reply: a response hook raised
         else:
             return self._reply(response)
         # Outside the except block: the httpx error (whose request holds the secret in its
         # body) must not become the __context__ of what we raise later.
-        return failure
+        return outcome
 
     def _drop(self, raw: tuple[str, ...], token: AccessToken) -> bool:
         # Under the lock: two threads with the same rejected token must not both decide (one
@@ -854,10 +864,12 @@ class AsyncTokenClient(_ClientBase):
                 self._post(request), auth=_NO_AUTH, follow_redirects=False
             )
         except httpx.RequestError as exc:
-            failure = self._failure(exc)
+            outcome: Reply | Failure = self._failure(exc)
+        except httpx.HTTPStatusError as exc:
+            outcome = self._reply(exc.response)
         else:
             return self._reply(response)
-        return failure  # see TokenClient._send: keep the httpx error out of __context__
+        return outcome  # see TokenClient._send: keep the httpx error out of __context__
 
     async def aclose(self) -> None:
         """Close the HTTP client if this client created it."""

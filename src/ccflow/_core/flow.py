@@ -97,10 +97,12 @@ class Send:
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """An HTTP answer: status, body, the ``Retry-After`` header, and when it arrived."""
+    """An HTTP answer: status, body (``None`` when it could not be read: an event hook of
+    the user's HTTP client raised for the answer before it was read), the ``Retry-After``
+    header, and when it arrived."""
 
     status: int
-    body: bytes
+    body: bytes | None
     retry_after: str | None
     now: float
 

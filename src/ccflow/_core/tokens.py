@@ -181,7 +181,9 @@ def _int_field(value: Any) -> int | None:
     return None
 
 
-def _json_object(body: bytes) -> dict[str, Any] | None:
+def _json_object(body: bytes | None) -> dict[str, Any] | None:
+    if body is None:
+        return None
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: "[[[[..."
@@ -191,7 +193,7 @@ def _json_object(body: bytes) -> dict[str, Any] | None:
 
 def parse_token_response(
     status: int,
-    body: bytes,
+    body: bytes | None,
     *,
     scopes: tuple[str, ...],
     now: float,
@@ -203,6 +205,7 @@ def parse_token_response(
     Returns a :class:`TokenResponse` for a 2xx JSON body with ``access_token``; raises
     :class:`TokenRequestError` for an error answer (any body, even HTML or empty) and
     :class:`AuthorityUnreachableError` for a 2xx whose body is not a token response.
+    ``body`` is ``None`` when the answer could not be read (see :class:`ccflow._core.flow.Reply`).
     """
     data = _json_object(body)
     if 200 <= status < 300 and data is not None and "error" not in data:
@@ -237,7 +240,7 @@ def _str_or_none(value: Any) -> str | None:
 
 def _token_error(
     status: int,
-    body: bytes,
+    body: bytes | None,
     data: dict[str, Any] | None,
     *,
     now: float,
@@ -281,9 +284,14 @@ def _is_json(body: bytes) -> bool:
     return True
 
 
-def _describe_unparsable(status: int, body: bytes, context: ErrorContext) -> str:
-    stripped = body.strip()
-    if not stripped:
+def _describe_unparsable(status: int, body: bytes | None, context: ErrorContext) -> str:
+    stripped = b"" if body is None else body.strip()
+    if body is None:
+        what = (
+            "a body ccflow could not read (an event hook of the http_client raised for the "
+            "answer before it was read)"
+        )
+    elif not stripped:
         what = "an empty body"
     elif stripped[:1] == b"<":
         what = "an HTML page instead of a JSON error (a proxy, gateway or wrong URL answering?)"
