@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
+from typing import Any
 
-from ccflow import TokenValidator
+import pytest
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
+
+from ccflow import RequireRole, TokenValidator
 from ccflow.errors import ConfigurationError
+from test_starlette_support import FakeValidator
 
 
 def test_a_generic_issuer_holding_the_tenant_template_is_refused() -> None:
@@ -47,9 +52,18 @@ def test_a_url_whose_host_httpx_cannot_encode_fails_at_configuration(
     setting: str, value: str
 ) -> None:
     # It passed configuration, then every request failed to fetch (a 503 for ever).
-    options = {"audience": "api://calc", setting: value}
+    options: dict[str, Any] = {"audience": "api://calc", setting: value}
     if setting != "issuer":
         options["tenant_id"] = "contoso.onmicrosoft.com"
     with pytest.raises(ConfigurationError) as info:
         TokenValidator(**options)
     assert info.value.setting == setting
+
+
+def test_add_middleware_with_the_class_says_how_to_write_it() -> None:
+    # Starlette's usual idiom, add_middleware(Cls, *args), passed the wrapped app as a role:
+    # the error quoted "<ExceptionMiddleware object at 0x...>" as a role that is not a string.
+    app = Starlette()
+    app.add_middleware(RequireRole, "invokeRole", validator=FakeValidator())  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=r"add_middleware\(RequireRole\('invokeRole'"):
+        TestClient(app).get("/")

@@ -435,6 +435,14 @@ class RequireRole:
         if not roles:
             raise ConfigurationError("RequireRole needs at least one role", setting="roles")
         for role in roles:
+            if callable(role):
+                # add_middleware(RequireRole, "invokeRole") hands the app over as a role.
+                raise ConfigurationError(
+                    "RequireRole(...) builds the middleware: write "
+                    "app.add_middleware(RequireRole('invokeRole', ...)), not "
+                    "app.add_middleware(RequireRole, 'invokeRole', ...)",
+                    setting="roles",
+                )
             if not isinstance(role, str) or not role:
                 raise ConfigurationError(
                     f"RequireRole roles must be non-empty strings, got {role!r}", setting="roles"
