@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ccflow.authority import Authority, AuthorityServer, Registrations
+from ccflow.authority import Authority, AuthorityServer, Fault, Registrations
 from ccflow.errors import ConfigurationError
 from ccflow.testing import TokenFactory, decode_unverified
 
@@ -134,3 +134,22 @@ def test_a_misspelt_key_in_the_registrations_file_is_a_configuration_error(
     config.write_text(text)
     with pytest.raises(ConfigurationError, match=f"unknown key.* in {where}; known: "):
         Registrations.from_toml(config)
+
+
+@pytest.mark.parametrize(
+    ("fault", "status"),
+    [(Fault(timeout=True, delay=0.2), 200), (Fault(timeout=True, delay=0.2, status=503), 503)],
+)
+def test_a_timeout_fault_on_the_server_answers_late_as_documented(
+    fault: Fault, status: int
+) -> None:
+    # Documented as "answer only after delay seconds", it closed the connection instead, so a
+    # client patient enough got a RemoteProtocolError rather than the (late) answer.
+    with AuthorityServer() as server, httpx.Client(timeout=5) as http:
+        server.authority.set_fault("discovery", fault)
+        started = time.monotonic()
+        answer = http.get(server.authority.discovery_url)
+        assert time.monotonic() - started >= 0.2
+        assert answer.status_code == status
+        if status == 200:
+            assert answer.json()["issuer"] == server.authority.issuer

@@ -501,7 +501,13 @@ class Authority:
             if fault.drop:
                 return Outcome(None, delay=fault.delay, drop=True)
             if fault.timeout:
-                return Outcome(None, delay=fault.delay, timeout=True)
+                # In-process this is a read timeout; the servers answer, but only late.
+                late = (
+                    self._fault_response(fault, request, now)
+                    if fault.answers
+                    else self._answer(request, endpoint, tenant, version, now)
+                )
+                return Outcome(late, delay=fault.delay, timeout=True)
             if fault.answers:
                 return Outcome(self._fault_response(fault, request, now), delay=fault.delay)
         return Outcome(
