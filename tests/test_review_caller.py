@@ -215,3 +215,41 @@ async def test_a_raise_for_status_hook_on_a_shared_async_client_does_not_break_r
         clock.advance(3599 - 200)
         authority.set_fault("token", Fault(status=500))
         assert await tc.get_token(scope) is first
+
+
+_NO_ENV = ("AZURE_TENANT_ID", "AZURE_AUTHORITY_HOST", "CCFLOW_TOKEN_ENDPOINT", "SSL_CERT_FILE")
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "named"),
+    [
+        (["--tenant-id", "t", "--authority-host", "http://ex.com"], {}, "--authority-host"),
+        (["--tenant-id", "t"], {"AZURE_AUTHORITY_HOST": "http://ex.com"}, "AZURE_AUTHORITY_HOST"),
+        (
+            [],
+            {"AZURE_TENANT_ID": "t", "AZURE_AUTHORITY_HOST": "https://login.example/t"},
+            "AZURE_AUTHORITY_HOST",
+        ),
+        (["--token-endpoint", "http://ex.com/token"], {}, "--token-endpoint"),
+        ([], {"CCFLOW_TOKEN_ENDPOINT": "http://ex.com/token"}, "CCFLOW_TOKEN_ENDPOINT"),
+        (["--tenant-id", "a/b"], {}, "--tenant-id"),
+        ([], {"AZURE_TENANT_ID": "a/b"}, "AZURE_TENANT_ID"),
+    ],
+)
+def test_token_names_the_flag_or_variable_holding_a_bad_value(
+    flags: list[str],
+    env: dict[str, str],
+    named: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The errors named the Python argument (authority_host, token_endpoint, tenant_id), which
+    # a command-line user never typed.
+    for name in _NO_ENV:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", "s3cret")
+    assert main(["token", "--client-id", "c", "--scope", "api://x", *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"ccflow: error: {named}: ")

@@ -189,7 +189,10 @@ def _credential(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
-def _client_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+def _client_kwargs(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, str]]:
+    """TokenClient's keyword arguments, and for each the flag or variable it came from (an
+    error about ``authority_host`` must name ``--authority-host`` or ``AZURE_AUTHORITY_HOST``,
+    whichever the user set)."""
     client_id = args.client_id or _env("AZURE_CLIENT_ID")
     if not client_id:
         raise ConfigurationError(
@@ -200,12 +203,14 @@ def _client_kwargs(args: argparse.Namespace) -> dict[str, Any]:
             "no scope: pass --scope, e.g. --scope api://<app id uri>/.default", setting="--scope"
         )
     kwargs: dict[str, Any] = {"client_id": client_id}
+    sources = {"client_id": "--client-id" if args.client_id else "AZURE_CLIENT_ID"}
     # An explicit --tenant-id beats CCFLOW_TOKEN_ENDPOINT from the environment; an explicit
     # --token-endpoint beats everything, --tenant-id and --authority-host included.
     endpoint = args.token_endpoint or (None if args.tenant_id else _env("CCFLOW_TOKEN_ENDPOINT"))
     if endpoint:
         kwargs["token_endpoint"] = endpoint
         source = "--token-endpoint" if args.token_endpoint else "CCFLOW_TOKEN_ENDPOINT"
+        sources["token_endpoint"] = source
         for flag, value in (
             ("--tenant-id", args.tenant_id),
             ("--authority-host", args.authority_host),
@@ -220,10 +225,14 @@ def _client_kwargs(args: argparse.Namespace) -> dict[str, Any]:
                 setting="AZURE_TENANT_ID",
             )
         kwargs["tenant_id"] = tenant_id
+        sources["tenant_id"] = "--tenant-id" if args.tenant_id else "AZURE_TENANT_ID"
         host = args.authority_host or _env("AZURE_AUTHORITY_HOST")
         if host:
             kwargs["authority_host"] = host
-    return kwargs
+            sources["authority_host"] = (
+                "--authority-host" if args.authority_host else "AZURE_AUTHORITY_HOST"
+            )
+    return kwargs, sources
 
 
 def _scopes(args: argparse.Namespace) -> list[str]:
@@ -249,15 +258,18 @@ def run(args: argparse.Namespace) -> int:
     """Get one token as ``args`` say and print it; map every ccflow error to its exit code."""
     from ccflow import TokenClient  # type: ignore[attr-defined,unused-ignore]
 
+    sources: dict[str, str] = {}
     try:
-        kwargs = _client_kwargs(args)
+        kwargs, sources = _client_kwargs(args)
         scopes = _scopes(args)
         kwargs.update(_credential(args))
         http_client = httpx.Client(verify=verify_for(args.ca_file))
         with http_client, TokenClient(**kwargs, http_client=http_client) as client:
             token = client.get_token(*scopes)
     except CCFlowError as exc:
-        error(message_for(exc))
+        message = message_for(exc)
+        source = sources.get(getattr(exc, "setting", None) or "")
+        error(f"{source}: {message}" if source else message)
         return exit_code_for(exc)
     now = time.time()
     if args.decode:
