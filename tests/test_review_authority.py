@@ -153,3 +153,26 @@ def test_a_timeout_fault_on_the_server_answers_late_as_documented(
         assert answer.status_code == status
         if status == 200:
             assert answer.json()["issuer"] == server.authority.issuer
+
+
+@pytest.mark.parametrize("coding", ["chunked", "Chunked", "gzip, chunked", "chunked "])
+def test_any_transfer_encoding_is_refused_and_never_read_as_a_second_request(
+    coding: str,
+) -> None:
+    # Only the exact value "chunked" was refused: with "gzip, chunked" the body was taken as
+    # empty (a 400 about grant_type) and the chunks were then parsed as a second request.
+    with AuthorityServer() as server:
+        tenant = server.authority.tenant_id
+        request = (
+            f"POST /{tenant}/oauth2/v2.0/token HTTP/1.1\r\nHost: x\r\n"
+            f"Content-Type: application/x-www-form-urlencoded\r\n"
+            f"Transfer-Encoding: {coding}\r\n\r\n"
+            "1d\r\ngrant_type=client_credentials\r\n0\r\n\r\n"
+        ).encode()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw:
+            raw.sendall(request)
+            received = b""
+            while chunk := raw.recv(65536):
+                received += chunk
+    assert received.startswith(b"HTTP/1.1 411 ")
+    assert received.count(b"HTTP/1.") == 1

@@ -76,7 +76,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         """Quiet: the authority logs nothing (request lines may carry ids, never needed)."""
 
     def _dispatch(self) -> None:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+        if self.headers.get_all("Transfer-Encoding"):
+            # Any transfer coding ("chunked", "gzip, chunked", ...): reading the body as empty
+            # would leave it on the connection, to be parsed as the next request.
             self._plain(411, b"chunked bodies are not supported; send Content-Length")
             return
         try:
