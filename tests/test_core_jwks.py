@@ -206,6 +206,16 @@ def test_retry_after_seconds_for_the_503() -> None:
     assert FAILED_COLD.retry_after(T0 + 50, POLICY) == 1
 
 
+def test_retry_after_for_an_unknown_kid_with_fresh_keys_waits_for_the_cooldown() -> None:
+    # The failed unknown-kid refetch at T0 + 10 backs off 5 s, but with fresh keys the next
+    # refetch for that kid comes only after the 30 s cooldown: Retry-After said 1 meanwhile.
+    now = T0 + 20
+    assert decide(FAILED_FRESH, "new", now, POLICY) is KeyAction.UNAVAILABLE
+    assert FAILED_FRESH.retry_after(now, POLICY) == 20
+    assert decide(FAILED_FRESH, "new", now + 19.5, POLICY) is KeyAction.UNAVAILABLE
+    assert decide(FAILED_FRESH, "new", now + 20, POLICY) is KeyAction.FETCH
+
+
 def test_default_cooldown_is_at_most_30_seconds() -> None:
     assert RefreshPolicy().cooldown <= 30
 

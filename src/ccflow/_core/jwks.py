@@ -245,6 +245,17 @@ class KeyCache:
     def retry_after(self, now: float, policy: RefreshPolicy) -> int:
         """Whole seconds until a fetch may be attempted again (at least 1), for Retry-After."""
         until = self.retry_at if self.retry_at is not None else now + policy.failure_backoff
+        if (
+            self.keys is not None
+            and self.fetched_at is not None
+            and self.attempted_at is not None
+            and now - self.fetched_at < policy.ttl
+        ):
+            # Fresh keys: a kid they lack is refetched only once the cooldown since the last
+            # attempt has passed (or the keys' ttl, if that comes first), whatever the backoff.
+            until = max(
+                until, min(self.attempted_at + policy.cooldown, self.fetched_at + policy.ttl)
+            )
         return max(1, math.ceil(until - now))
 
 
