@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime
 import io
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 from tests._caller import FakeClock, async_client, sync_client
+from tests.test_credentials_certificate import make_certificate, pem
 
 from ccflow import TokenClient
 from ccflow._core.assertions import unverified_expiry
@@ -253,3 +257,23 @@ def test_token_names_the_flag_or_variable_holding_a_bad_value(
     assert main(["token", "--client-id", "c", "--scope", "api://x", *flags]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"ccflow: error: {named}: ")
+
+
+def test_token_with_an_expired_certificate_warns_once_in_its_own_words(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It printed the message twice: once from the log, once as Python's
+    # "/.../token.py:265: UserWarning: ..." followed by a line of ccflow's source code.
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    expired = make_certificate(key, not_after=datetime.datetime(2021, 6, 1, tzinfo=datetime.UTC))
+    path = tmp_path / "client.pem"
+    path.write_bytes(pem(key, expired))
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    argv = ["token", "--client-id", "c", "--token-endpoint", "https://login.example/token"]
+    argv += ["--scope", "s", "--certificate", str(path), "--ca-file", str(tmp_path / "none")]
+    assert main(argv) == 2  # the missing --ca-file stops it before any request
+    err = capsys.readouterr().err
+    assert err.count("expired on 2021-06-01") == 1
+    assert "ccflow: warning: the certificate" in err
+    assert "UserWarning" not in err
+    assert ".py:" not in err

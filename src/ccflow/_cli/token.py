@@ -8,9 +8,13 @@ Prints the bare access token and a newline, so
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import os
 import time
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -157,6 +161,19 @@ def _env(name: str) -> str | None:
     return value or None
 
 
+@contextlib.contextmanager
+def _no_log_output() -> Iterator[None]:
+    """Keep the ``ccflow`` logger's records off the terminal (logging's last-resort handler
+    prints them when nobody configured logging); handlers the user configured still get them."""
+    handler = logging.NullHandler()
+    logger = logging.getLogger("ccflow")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+
+
 def _credential(args: argparse.Namespace) -> dict[str, Any]:
     """The keyword arguments giving TokenClient its credential; never echoes a secret."""
     if args.certificate:
@@ -164,7 +181,14 @@ def _credential(args: argparse.Namespace) -> dict[str, Any]:
 
         # The password only ever comes from the environment, never from a flag.
         password = _env("AZURE_CLIENT_CERTIFICATE_PASSWORD")
-        return {"credential": ClientCertificate(args.certificate, password=password)}
+        # An expired certificate is both logged and warned about, which a terminal showed
+        # twice, once as Python's "file.py:NN: UserWarning" plus a line of source: say it once.
+        with warnings.catch_warnings(record=True) as caught, _no_log_output():
+            warnings.simplefilter("always")
+            credential = ClientCertificate(args.certificate, password=password)
+        for caught_warning in caught:
+            warn(str(caught_warning.message))
+        return {"credential": credential}
     if args.client_secret_stdin:
         try:
             return {"client_secret": read_stdin_line("the client secret")}
