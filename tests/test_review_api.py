@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
+import ccflow.starlette
 from ccflow import RequireRole, TokenValidator
 from ccflow.errors import ConfigurationError
 from test_starlette_support import FakeValidator
@@ -67,3 +70,25 @@ def test_add_middleware_with_the_class_says_how_to_write_it() -> None:
     app.add_middleware(RequireRole, "invokeRole", validator=FakeValidator())  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match=r"add_middleware\(RequireRole\('invokeRole'"):
         TestClient(app).get("/")
+
+
+@pytest.mark.parametrize("shutdown_fails", [False, True], ids=["shutdown", "failed shutdown"])
+def test_a_validator_from_the_environment_is_closed_however_shutdown_ends(
+    monkeypatch: pytest.MonkeyPatch, shutdown_fails: bool
+) -> None:
+    # It was closed on lifespan.shutdown.complete only: an app whose shutdown raised left the
+    # validator's HTTP client open.
+    validator = FakeValidator()
+    monkeypatch.setattr(ccflow.starlette, "_from_env", lambda: validator)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        if shutdown_fails:
+            raise RuntimeError("the app's own shutdown failed")
+
+    app = Starlette(lifespan=lifespan)
+    app.add_middleware(RequireRole("invokeRole"))
+    with contextlib.suppress(RuntimeError), TestClient(app):
+        assert not validator.closed
+    assert validator.closed

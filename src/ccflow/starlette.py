@@ -621,7 +621,8 @@ class RequireRoleMiddleware:
         validator = self.validator
 
         async def closing_send(message: Message) -> None:
-            if message["type"] == "lifespan.shutdown.complete":
+            # Closed however the app's own shutdown went: a failed one ends the server too.
+            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
                 try:
                     await validator.aclose()
                 except Exception as exc:  # shutdown must complete regardless
