@@ -277,3 +277,24 @@ def test_token_with_an_expired_certificate_warns_once_in_its_own_words(
     assert "ccflow: warning: the certificate" in err
     assert "UserWarning" not in err
     assert ".py:" not in err
+
+
+@pytest.mark.parametrize(
+    "arg",
+    [
+        "--client-secre=abc SECRETPART",
+        "--client-secre=abc\nSECRETPART",
+        "--client-se=a b c SECRETPART",
+    ],
+)
+def test_an_ambiguous_flag_never_shows_any_part_of_its_value(
+    arg: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Only the value's first word was hidden: "--client-secre=... SECRETPART could match".
+    with pytest.raises(SystemExit) as info:
+        main(["token", arg])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "ambiguous option: --client-se" in err
+    assert "could match --client-secret-stdin, --client-secret" in err
+    assert "SECRETPART" not in err

@@ -30,6 +30,14 @@ class _Parser(argparse.ArgumentParser):
     ("ignored explicit argument '...'"), and the value may be a secret."""
 
     def error(self, message: str) -> NoReturn:
+        # "ambiguous option: --client-secre=<value> could match --a, --b": the value runs up
+        # to the list of flags, spaces included, not just to its first space.
+        message = re.sub(
+            r"^(ambiguous option: --?[\w-]+)=.* could match (--?[\w-]+(?:, --?[\w-]+)*)$",
+            r"\1=... could match \2",
+            message,
+            flags=re.DOTALL,
+        )
         message = re.sub(r"(--?[\w-]+)=\S*", r"\1=...", message)
         message = re.sub(r"explicit argument '.*'", "explicit argument '...'", message)
         super().error(message)
