@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -13,6 +13,8 @@ from starlette.testclient import TestClient
 import ccflow.starlette
 from ccflow import RequireRole, TokenValidator
 from ccflow.errors import ConfigurationError
+from ccflow.fastapi import BearerClaims
+from ccflow.starlette import BearerAuthBackend
 from test_starlette_support import FakeValidator
 
 
@@ -92,3 +94,29 @@ def test_a_validator_from_the_environment_is_closed_however_shutdown_ends(
     with contextlib.suppress(RuntimeError), TestClient(app):
         assert not validator.closed
     assert validator.closed
+
+
+@pytest.mark.parametrize("owner", ["RequireRole", "BearerAuthBackend", "BearerClaims"])
+def test_the_validator_class_instead_of_an_instance_fails_at_construction(owner: str) -> None:
+    # TokenValidator (the class) has a validate and a realm too: it was accepted, and every
+    # request then failed with a TypeError inside the refusal itself, a 500.
+    build: dict[str, Callable[..., object]] = {
+        "RequireRole": lambda v: RequireRole("invokeRole", validator=v),
+        "BearerAuthBackend": BearerAuthBackend,
+        "BearerClaims": lambda v: BearerClaims("invokeRole", validator=v),
+    }
+    with pytest.raises(ConfigurationError, match="class TokenValidator") as info:
+        build[owner](TokenValidator)
+    assert info.value.setting == "validator"
+
+
+def test_a_validator_whose_realm_is_not_a_string_fails_at_construction() -> None:
+    # Its realm goes into every WWW-Authenticate: anything but a string made each refusal a 500.
+    class NoRealm:
+        realm = None
+
+        async def validate(self, token: str) -> object:
+            raise AssertionError("never called")
+
+    with pytest.raises(ConfigurationError, match=r"must be a ccflow\.TokenValidator"):
+        RequireRole("invokeRole", validator=NoRealm())  # type: ignore[arg-type]

@@ -149,7 +149,16 @@ def _validator(validator: Validator | None, owner: str) -> Validator:
     ``TokenValidator.from_env()`` when it is ``None``."""
     if validator is None:
         return _from_env()
-    if not callable(getattr(validator, "validate", None)) or not hasattr(validator, "realm"):
+    if isinstance(validator, type):
+        # The class itself passes the checks below, then fails on every request (a 500).
+        raise ConfigurationError(
+            f"{owner} validator must be a validator instance, got the class "
+            f"{validator.__name__}: pass TokenValidator(...) or TokenValidator.from_env()",
+            setting="validator",
+        )
+    if not callable(getattr(validator, "validate", None)) or not isinstance(
+        getattr(validator, "realm", None), str
+    ):
         raise ConfigurationError(
             f"{owner} validator must be a ccflow.TokenValidator (or have its validate() and "
             f"realm), got {type(validator).__name__}",
