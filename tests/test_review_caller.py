@@ -298,3 +298,17 @@ def test_an_ambiguous_flag_never_shows_any_part_of_its_value(
     assert "ambiguous option: --client-se" in err
     assert "could match --client-secret-stdin, --client-secret" in err
     assert "SECRETPART" not in err
+
+
+@pytest.mark.parametrize("secret", ["-Abc~SECRET", "-AbcSECRET", "-A"])
+def test_a_mistyped_flags_value_starting_with_a_dash_is_not_shown(
+    secret: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An Azure AD secret may start with "-": after a mistyped --client_secret it was printed
+    # as if it were a flag ("unrecognized arguments: --client_secret -Abc~SECRET").
+    with pytest.raises(SystemExit) as info:
+        main(["token", "--client_secret", secret])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--client_secret ..." in err
+    assert secret not in err

@@ -66,13 +66,24 @@ def _remember_parsers(parser: argparse.ArgumentParser) -> None:
                 _remember_parsers(subparser)
 
 
+_FLAG = re.compile(r"--?[A-Za-z][\w-]*")
+
+
 def _unrecognized(extras: list[str]) -> str:
     """The unrecognized arguments, values hidden: what follows a mistyped flag is often its
     value, and ``--client_secret "$SECRET"`` must not print the secret (into CI logs)."""
-    shown = [
-        arg.split("=", 1)[0] + ("=..." if "=" in arg else "") if arg.startswith("-") else "..."
-        for arg in extras
-    ]
+    shown: list[str] = []
+    takes_value = False
+    for arg in extras:
+        name, equals, _ = arg.partition("=")
+        # Right after a flag without "=", a word is its value even when it starts with one
+        # "-" (an Azure AD secret may); only a "--flag" there is taken for the next flag.
+        if _FLAG.fullmatch(name) and (not takes_value or name.startswith("--")):
+            shown.append(name + ("=..." if equals else ""))
+            takes_value = not equals
+        else:
+            shown.append("...")
+            takes_value = False
     return f"unrecognized arguments: {' '.join(shown)} (values not shown)"
 
 
