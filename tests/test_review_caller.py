@@ -312,3 +312,22 @@ def test_a_mistyped_flags_value_starting_with_a_dash_is_not_shown(
     err = capsys.readouterr().err
     assert "--client_secret ..." in err
     assert secret not in err
+
+
+def test_from_env_ignores_whitespace_around_the_client_id_and_secret_as_ccflow_token_does() -> None:
+    # A variable filled from a file (a Kubernetes secret) often ends in a newline. `ccflow
+    # token` strips it; from_env() sent "id\n" and "s3cret\n", and Azure AD answered
+    # AADSTS700016 / AADSTS7000215, whose advice (re-register, rotate the secret) misleads.
+    client = TokenClient.from_env(
+        environ={
+            "AZURE_CLIENT_ID": " cid\n",
+            "AZURE_TENANT_ID": "t",
+            "AZURE_CLIENT_SECRET": "s3cret\n",
+        }
+    )
+    with client:
+        assert client.client_id == "cid"
+        fields = client._credential.request_fields(
+            client_id="cid", token_endpoint="https://x/t", auth_method="client_secret_post", now=0
+        )
+    assert dict(fields.form)["client_secret"] == "s3cret"

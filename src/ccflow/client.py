@@ -268,7 +268,9 @@ class _ClientBase:
                 setting=sorted(from_environment)[0],
             )
         env = os.environ if environ is None else environ
-        client_id = env.get("AZURE_CLIENT_ID")
+        # Stripped, as `ccflow token` does: a value read from a file (a Kubernetes secret)
+        # often ends in a newline, which Azure AD would answer with misleading advice.
+        client_id = (env.get("AZURE_CLIENT_ID") or "").strip() or env.get("AZURE_CLIENT_ID")
         endpoint = env.get("CCFLOW_TOKEN_ENDPOINT")
         tenant_id = env.get("AZURE_TENANT_ID")
         # Every missing variable in one message, so a bare environment is fixed in one go.

@@ -754,7 +754,9 @@ def credential_from_env(environ: Mapping[str, str]) -> Credential:
         )
     if secret:
         logger.debug("credential from the environment: client secret (AZURE_CLIENT_SECRET)")
-        return ClientSecret(secret)
+        # Stripped, as `ccflow token` does: a trailing newline from a file (a Kubernetes
+        # secret) would be sent and refused as a wrong secret (AADSTS7000215).
+        return ClientSecret(secret.strip())
     path = environ.get("AZURE_CLIENT_CERTIFICATE_PATH")
     if path:
         chain = environ.get("AZURE_CLIENT_SEND_CERTIFICATE_CHAIN", "").strip().lower()
