@@ -465,6 +465,21 @@ async def test_a_redirect_to_a_host_httpx_cannot_encode_is_an_outage(
     assert transport.requested.count(f"{authority.host}/old-keys") == 1
 
 
+async def test_a_closed_http_client_is_an_outage_not_an_unexpected_error(
+    authority: Authority, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # httpx raises RuntimeError for a closed client: it came out of validate() (documented to
+    # raise only ccflow errors), so RequireRole answered 401 "could not be validated".
+    client = httpx.AsyncClient(transport=authority.transport())
+    validator = validator_for(authority, clock, http_client=client)
+    await client.aclose()
+    for _ in range(3):
+        with pytest.raises(KeysUnavailableError):
+            await validator.validate(authority.mint())
+    assert "client has been closed" in caplog.text
+    assert caplog.text.count("client has been closed") == 1  # one attempt, then the backoff
+
+
 async def test_a_redirect_loop_ends_as_an_outage(authority: Authority, clock: Clock) -> None:
     transport = Redirecting(
         authority, {"/a": (302, f"{authority.host}/b"), "/b": (302, f"{authority.host}/a")}

@@ -289,6 +289,11 @@ class AsyncJWKSCache(_Base):
                     # "xn--zz.example", when it builds the request or a redirect to it.
                     logger.warning("GET %s failed: %s", url, type(exc).__name__)
                     answer = None
+                except RuntimeError as exc:
+                    # httpx's "the client has been closed" (a caller's http_client closed too
+                    # early) or a connection of a closed event loop: no keys, not a bad token.
+                    logger.warning("GET %s failed: %s: %s", url, type(exc).__name__, exc)
+                    answer = None
                 url = flow.send(answer)
         except StopIteration:
             return
