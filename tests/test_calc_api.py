@@ -200,3 +200,15 @@ def test_app_without_configuration_fails_at_startup_naming_the_variable(
     module = fresh_module()
     with pytest.raises(ConfigurationError, match=missing):
         _ = module.app
+
+
+def test_client_main_names_a_calc_api_url_httpx_cannot_parse(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # httpx.InvalidURL is no httpx.HTTPError: main() ended in a traceback.
+    monkeypatch.setenv("CALC_API_SCOPE", "api://calc/.default")
+    monkeypatch.setenv("CALC_API_URL", "http://[::1")
+    assert calc_client.main(["2", "3"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: CALC_API_URL is not a valid URL")
+    assert "Traceback" not in err

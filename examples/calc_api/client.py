@@ -75,7 +75,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 setting="CALC_API_SCOPE",
             )
         url = os.environ.get("CALC_API_URL", "http://127.0.0.1:8000")
-        with TokenClient.from_env() as tokens, httpx.Client(base_url=url, timeout=10) as api:
+        try:
+            api = httpx.Client(base_url=url, timeout=10)
+        except httpx.InvalidURL as exc:  # not an httpx.HTTPError: it was a traceback
+            raise ConfigurationError(
+                f"CALC_API_URL is not a valid URL ({exc}), got {url!r}", setting="CALC_API_URL"
+            ) from None
+        with api, TokenClient.from_env() as tokens:
             print(json.dumps(add(args.a, args.b, tokens=tokens, scope=scope, api=api)))
     except (CCFlowError, httpx.HTTPError) as exc:
         print(f"error: {exc}", file=sys.stderr)
