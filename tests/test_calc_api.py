@@ -212,3 +212,33 @@ def test_client_main_names_a_calc_api_url_httpx_cannot_parse(
     err = capsys.readouterr().err
     assert err.startswith("error: CALC_API_URL is not a valid URL")
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("a", ["1#", "1?b=2", "1/2", "\x01"])
+def test_client_sends_each_number_as_one_path_segment(authority: Authority, a: str) -> None:
+    # "1#" cut the URL to /calc/v1/add/1 (a 404), "1?b=2" made a query string, and a control
+    # character raised httpx.InvalidURL, a traceback: each now reaches the API as given.
+    caller = authority.client("calc-client")
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"result": 0, "caller": caller.client_id})
+
+    with (
+        TokenClient(
+            client_id=caller.client_id,
+            client_secret=caller.secret,
+            tenant_id=authority.tenant_id,
+            authority_host=authority.host,
+            http_client=httpx.Client(transport=authority.transport()),
+        ) as tokens,
+        httpx.Client(transport=httpx.MockTransport(answer), base_url="http://calc") as api,
+    ):
+        calc_client.add(
+            a, "3", tokens=tokens, scope=authority.api("calc-api").default_scope, api=api
+        )
+    (request,) = seen
+    assert request.url.query == b""
+    assert request.url.raw_path.count(b"/") == 5  # /calc/v1/add/<a>/<b>
+    assert request.url.path == f"/calc/v1/add/{a}/3"

@@ -17,6 +17,7 @@ import os
 import sys
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -32,7 +33,10 @@ def add(a: str, b: str, *, tokens: TokenClient, scope: str, api: httpx.Client) -
     asks the authority once.
     """
     token = tokens.get_token(scope)
-    response = api.get(f"/calc/v1/add/{a}/{b}", headers={"Authorization": f"Bearer {token.token}"})
+    # Each number is one path segment, whatever it holds: "1#", "1?x" or "1/2" would otherwise
+    # call another URL, and a control character made httpx raise InvalidURL.
+    path = f"/calc/v1/add/{quote(a, safe='')}/{quote(b, safe='')}"
+    response = api.get(path, headers={"Authorization": f"Bearer {token.token}"})
     if response.status_code != 200:
         # A refusal explains itself in WWW-Authenticate; other errors (a 400 for a number
         # that is not one, a 503) in the JSON body.
