@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import datetime
@@ -17,6 +18,7 @@ from tests._caller import FakeClock, async_client, sync_client
 from tests.test_credentials_certificate import make_certificate, pem
 
 from ccflow import TokenClient
+from ccflow._cli._common import guarded
 from ccflow._core.assertions import unverified_expiry
 from ccflow._core.explain import decode_unverified
 from ccflow.authority import Authority, Fault
@@ -331,3 +333,27 @@ def test_from_env_ignores_whitespace_around_the_client_id_and_secret_as_ccflow_t
             client_id="cid", token_endpoint="https://x/t", auth_method="client_secret_post", now=0
         )
     assert dict(fields.form)["client_secret"] == "s3cret"
+
+
+@pytest.mark.parametrize("argv", [["decode", "e30.e30.sig"], _TOKEN_ARGS[:-1]], ids=str)
+def test_a_closed_standard_output_is_a_usage_error_not_unexpected(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `ccflow decode "$T" >&-`: Python sets sys.stdout to None; it said "unexpected
+    # AttributeError: 'NoneType' object has no attribute 'flush'" and exited 1, after doing
+    # the work (for `token`, a token request) whose output could go nowhere.
+    monkeypatch.setattr(sys, "stdout", None)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "standard output is closed" in err
+    assert "unexpected" not in err
+
+
+def test_a_command_that_ran_with_standard_output_closed_keeps_its_status(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `ccflow authority serve >&-` serves fine; the flush after it said "unexpected
+    # AttributeError" and turned its status into 1.
+    monkeypatch.setattr(sys, "stdout", None)
+    assert guarded(lambda args: 0)(argparse.Namespace()) == 0
+    assert capsys.readouterr().err == ""

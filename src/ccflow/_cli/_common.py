@@ -23,6 +23,7 @@ __all__ = [
     "error",
     "guarded",
     "read_stdin_line",
+    "stdout_closed",
     "verify_for",
     "warn",
 ]
@@ -80,6 +81,16 @@ def verify_for(ca_file: str | None) -> ssl.SSLContext | bool:
     return trusted_cas(ca_file, source="--ca-file")
 
 
+def stdout_closed() -> bool:
+    """True, after saying so, when the command was started with standard output closed
+    (``>&-``: ``sys.stdout`` is ``None``): a command whose output is the point refuses at
+    once (exit 2) rather than do its work (a token request) for nobody."""
+    if sys.stdout is not None:
+        return False
+    error("standard output is closed (>&-); nothing could be printed")
+    return True
+
+
 def guarded(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """Wrap a subcommand's ``run`` so that no traceback ever reaches the user.
 
@@ -92,7 +103,8 @@ def guarded(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Name
     def wrapper(args: argparse.Namespace) -> int:
         try:
             status = run(args)
-            sys.stdout.flush()  # a closed pipe surfaces here, not in the flush at exit
+            if sys.stdout is not None:  # None when started with stdout closed (>&-)
+                sys.stdout.flush()  # a closed pipe surfaces here, not in the flush at exit
             return status
         except KeyboardInterrupt:
             print(file=sys.stderr)

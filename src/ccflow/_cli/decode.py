@@ -15,6 +15,7 @@ from ccflow._cli._common import (
     error,
     guarded,
     read_stdin_line,
+    stdout_closed,
 )
 from ccflow._core.explain import (
     DecodedToken,
@@ -105,6 +106,8 @@ def as_json(decoded: DecodedToken) -> str:
 @guarded
 def run(args: argparse.Namespace) -> int:
     """Decode ``args.token`` (``-`` reads stdin) and print it; never verifies anything."""
+    if stdout_closed():
+        return EXIT_USAGE
     text: str = args.token
     if text == "-":
         try:

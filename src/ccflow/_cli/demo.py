@@ -27,7 +27,14 @@ from typing import Any, Literal
 
 import httpx
 
-from ccflow._cli._common import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, error, guarded
+from ccflow._cli._common import (
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_USAGE,
+    error,
+    guarded,
+    stdout_closed,
+)
 from ccflow._core.explain import decode_unverified, explain_time
 from ccflow.errors import CCFlowError
 
@@ -280,6 +287,8 @@ def _calc_api(root: Path) -> Any:
 @guarded
 def run(args: argparse.Namespace) -> int:
     """Run the demo; 0 only if every step behaved, and nothing is left running either way."""
+    if stdout_closed():
+        return EXIT_USAGE
     from ccflow.authority import Authority  # type: ignore[attr-defined,unused-ignore]
 
     try:

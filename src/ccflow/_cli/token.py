@@ -28,6 +28,7 @@ from ccflow._cli._common import (
     error,
     guarded,
     read_stdin_line,
+    stdout_closed,
     verify_for,
     warn,
 )
@@ -280,6 +281,8 @@ def _response_json(token: AccessToken, now: float) -> str:
 @guarded
 def run(args: argparse.Namespace) -> int:
     """Get one token as ``args`` say and print it; map every ccflow error to its exit code."""
+    if stdout_closed():
+        return EXIT_USAGE
     from ccflow import TokenClient  # type: ignore[attr-defined,unused-ignore]
 
     sources: dict[str, str] = {}

@@ -26,6 +26,7 @@ from ccflow._cli._common import (
     error,
     guarded,
     read_stdin_line,
+    stdout_closed,
     verify_for,
 )
 from ccflow._core.explain import decode_unverified, explain_time
@@ -236,6 +237,8 @@ def _print_valid(result: ValidatedToken, now: float, checks: list[str]) -> None:
 @guarded
 def run(args: argparse.Namespace) -> int:
     """Validate ``args.token`` and print the verdict; 0 valid, 1 invalid."""
+    if stdout_closed():
+        return EXIT_USAGE
     token: str = args.token
     if token == "-":
         try:
