@@ -357,3 +357,26 @@ def test_a_command_that_ran_with_standard_output_closed_keeps_its_status(
     monkeypatch.setattr(sys, "stdout", None)
     assert guarded(lambda args: 0)(argparse.Namespace()) == 0
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--tenant-id", "t", "--authority-host", "http://ex.com"], "--authority-host"),
+        (["--issuer", "http://ex.com"], "--issuer"),
+        (["--tenant-id", "a/b"], "--tenant-id"),
+        (["--tenant-id", "t", "--allowed-client", " "], "--allowed-client"),
+    ],
+)
+def test_verify_names_the_flag_holding_a_bad_value(
+    flags: list[str],
+    named: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The errors named the validator's arguments (authority_host, issuer, tenant_id).
+    for name in ("AZURE_AUTHORITY_HOST", "CCFLOW_AUDIENCE", "SSL_CERT_FILE", "SSL_CERT_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["verify", "e30.eyJhdWQiOiJ4In0.sig", *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"ccflow: error: {named}")

@@ -39,7 +39,7 @@ from ccflow.errors import (
     InvalidTokenError,
     KeysUnavailableError,
 )
-from ccflow.validation import TokenValidator, ValidatedToken
+from ccflow.validation import TokenValidator, ValidatedToken, _renamed
 
 __all__ = ["add_parser", "run"]
 
@@ -123,6 +123,19 @@ def _validator_kwargs(args: argparse.Namespace, audiences: tuple[str, ...]) -> d
     return kwargs
 
 
+def _flag_names(args: argparse.Namespace) -> dict[str, str]:
+    """The flag behind each validator argument the user gave, for naming it in errors (an
+    audience taken from CCFLOW_AUDIENCE or the token itself keeps the validator's word)."""
+    flags = {
+        "issuer": ("--issuer", args.issuer),
+        "tenant_id": ("--tenant-id", args.tenant_id),
+        "authority_host": ("--authority-host", args.authority_host),
+        "audience": ("--audience", args.audience),
+        "allowed_clients": ("--allowed-client", args.allowed_client),
+    }
+    return {setting: flag for setting, (flag, value) in flags.items() if value}
+
+
 class _FetchRecorder(httpx.AsyncBaseTransport):
     """The HTTP transport of ``verify``, remembering the last request that failed and why:
     the validator only says that no keys could be had, the user needs to know the cause."""
@@ -189,7 +202,10 @@ async def _validate(
     args: argparse.Namespace, token: str, audiences: tuple[str, ...], transport: _FetchRecorder
 ) -> Any:
     async with httpx.AsyncClient(transport=transport) as http_client:
-        validator = TokenValidator(**_validator_kwargs(args, audiences), http_client=http_client)
+        with _renamed(_flag_names(args)):  # errors name the flags the user typed
+            validator = TokenValidator(
+                **_validator_kwargs(args, audiences), http_client=http_client
+            )
         try:
             result = await validator.validate(token)
             if args.role:
