@@ -380,3 +380,14 @@ def test_verify_names_the_flag_holding_a_bad_value(
     assert main(["verify", "e30.eyJhdWQiOiJ4In0.sig", *flags]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"ccflow: error: {named}")
+
+
+def test_with_standard_error_closed_messages_never_land_on_standard_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `T=$(ccflow token ... 2>&-)`: print(file=None) writes to stdout, so the warning and the
+    # error became the "token" a script would send.
+    monkeypatch.setattr(sys, "stderr", None)
+    argv = [*_TOKEN_ARGS[:-1], "--client-secret", "s3cret", "--ca-file", str(tmp_path / "none")]
+    assert main(argv) == 2
+    assert capsys.readouterr().out == ""

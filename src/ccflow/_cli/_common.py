@@ -41,14 +41,22 @@ EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
 
 
+def _to_stderr(text: str, stream: TextIO | None) -> None:
+    target = stream or sys.stderr
+    # With stderr closed (2>&-) sys.stderr is None, and print(file=None) writes to stdout,
+    # where the message would pass for the output (`T=$(ccflow token ... 2>&-)`).
+    if target is not None:
+        print(text, file=target)
+
+
 def error(message: str, *, stream: TextIO | None = None) -> None:
     """Print ``ccflow: error: <message>`` on stderr (argparse's own format)."""
-    print(f"ccflow: error: {message}", file=stream or sys.stderr)
+    _to_stderr(f"ccflow: error: {message}", stream)
 
 
 def warn(message: str, *, stream: TextIO | None = None) -> None:
     """Print ``ccflow: warning: <message>`` on stderr."""
-    print(f"ccflow: warning: {message}", file=stream or sys.stderr)
+    _to_stderr(f"ccflow: warning: {message}", stream)
 
 
 def read_stdin_line(what: str) -> str:
@@ -107,7 +115,7 @@ def guarded(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Name
                 sys.stdout.flush()  # a closed pipe surfaces here, not in the flush at exit
             return status
         except KeyboardInterrupt:
-            print(file=sys.stderr)
+            _to_stderr("", None)
             return EXIT_INTERRUPTED
         except BrokenPipeError:
             # Nobody reads the output any more: stop quietly, as a tool killed by SIGPIPE
