@@ -8,7 +8,7 @@ from collections.abc import Iterator, Mapping
 from typing import Annotated, Any
 
 import pytest
-from fastapi import Depends, FastAPI, Request, WebSocket
+from fastapi import Depends, FastAPI, Request, Security, WebSocket
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
@@ -18,12 +18,14 @@ from test_starlette_support import REALM, FakeValidator, FakeVerdict
 
 GOOD = "good.token.sig"
 READER = "reader.token.sig"
+ADMIN = "admin.token.sig"
 
 
 VALIDATOR = FakeValidator(
     answers={
         GOOD: FakeVerdict(claims={"azp": "client-1", "roles": ["invokeRole"]}),
         READER: FakeVerdict(client_id="reader", roles=()),
+        ADMIN: FakeVerdict(client_id="admin", roles=("invokeRole", "adminRole")),
         "expired.token.sig": InvalidTokenError("the token expired", reason="expired"),
         "cold.token.sig": KeysUnavailableError("no signing keys", retry_after=5),
     }
@@ -42,6 +44,20 @@ async def add(a: int, b: int, claims: Annotated[Mapping[str, Any], Depends(invok
 @app.get("/me")
 async def me(request: Request, claims: Annotated[Mapping[str, Any], Depends(anyone)]) -> Any:
     return {"user": request.user.identity, "scopes": request.auth.scopes}
+
+
+@app.get("/admin")
+async def admin(
+    claims: Annotated[Mapping[str, Any], Security(anyone, scopes=["adminRole"])],
+) -> Any:
+    return "admin"
+
+
+@app.get("/both")
+async def both(
+    claims: Annotated[Mapping[str, Any], Security(invoker, scopes=["invokeRole", "adminRole"])],
+) -> Any:
+    return "both"
 
 
 @app.get("/open")
@@ -186,3 +202,32 @@ async def test_aclose_closes_only_a_validator_built_from_the_environment(
     assert invoker.validator is built
     await invoker.aclose()
     assert built.closed is True
+
+
+@pytest.mark.parametrize(
+    ("path", "token", "status"),
+    [
+        ("/admin", ADMIN, 200),
+        ("/admin", GOOD, 403),  # valid, but without the route's scope
+        ("/admin", READER, 403),
+        ("/both", ADMIN, 200),
+        ("/both", GOOD, 403),  # Security scopes are all required
+        ("/admin", "expired.token.sig", 401),  # a bad token is a 401 before any scope
+    ],
+)
+def test_security_scopes_are_roles_the_route_needs(
+    client: TestClient, path: str, token: str, status: int
+) -> None:
+    # Security(dependency, scopes=[...]) was accepted and its scopes silently ignored: a route
+    # written to need adminRole let any valid token in.
+    response = client.get(path, headers=bearer(token))
+    assert response.status_code == status
+    if status == 403:
+        challenge = response.headers["www-authenticate"]
+        assert 'error="insufficient_scope"' in challenge
+        assert "adminRole" in challenge
+
+
+def test_openapi_lists_a_routes_security_scopes(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    assert spec["paths"]["/admin"]["get"]["security"] == [{"bearerAuth": ["adminRole"]}]

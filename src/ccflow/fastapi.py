@@ -39,6 +39,7 @@ from typing import Any
 
 from fastapi import HTTPException, WebSocketException
 from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
+from fastapi.security import SecurityScopes
 from fastapi.security.base import SecurityBase
 from starlette.authentication import AuthCredentials
 from starlette.requests import HTTPConnection
@@ -56,12 +57,16 @@ from ccflow.starlette import (
 
 __all__ = ["BearerClaims"]
 
+_NO_SCOPES = SecurityScopes()  # called directly, or through Depends(): no scopes
+
 
 class BearerClaims(SecurityBase):
     """A FastAPI dependency: validate the bearer token, check roles, return the claims.
 
     ``BearerClaims()`` accepts any valid token; ``BearerClaims("invokeRole", "adminRole")``
-    also needs one of the roles (``match="all"``: every one). Without ``validator``,
+    also needs one of the roles (``match="all"``: every one); through
+    ``Security(dependency, scopes=["invokeRole"])``, a route adds roles it needs, all of them.
+    Without ``validator``,
     ``TokenValidator.from_env()`` is used, so bad configuration fails at import time naming
     the variable, and :meth:`aclose` closes it. ``scheme_name`` is the security scheme's
     name in the OpenAPI document.
@@ -91,8 +96,13 @@ class BearerClaims(SecurityBase):
         self.owns_validator = validator is None
         self.validator: Validator = _validator(validator, "BearerClaims")
 
-    async def __call__(self, request: HTTPConnection) -> Mapping[str, Any]:
+    async def __call__(
+        self, request: HTTPConnection, security_scopes: SecurityScopes = _NO_SCOPES
+    ) -> Mapping[str, Any]:
         """Validate the request's token; raise ``HTTPException`` with the RFC 6750 answer.
+
+        Used as ``Security(dependency, scopes=[...])``, the scopes are roles the token must
+        hold, every one of them (FastAPI's convention), on top of the dependency's own roles.
 
         On a WebSocket route, a refusal is a ``WebSocketException`` instead: the handshake is
         refused with close code 1008 (1013, try again later, when no signing keys can be had),
@@ -102,9 +112,11 @@ class BearerClaims(SecurityBase):
             token = bearer_token(request.scope["headers"])
             if token is not None:
                 verdict = await self.validator.validate(token)
+                # Only after signature and claims pass: a forged token is a 401.
                 if self.roles:
-                    # Only after signature and claims pass: a forged token is a 401.
                     verdict.require_roles(self.roles, match=self.match)
+                if security_scopes.scopes:
+                    verdict.require_roles(security_scopes.scopes, match="all")
         except Exception as exc:
             raise self._refusal(exc, request) from None
         if token is None:
