@@ -141,6 +141,55 @@ def test_without_ssl_cert_file_the_local_ca_is_not_trusted(
         tokens.get_token(authority.api("calc-api").default_scope)
 
 
+def test_an_untrusted_certificate_is_not_retried(
+    no_ca_env: pytest.MonkeyPatch, tls_server: AuthorityServer
+) -> None:
+    # A certificate that did not verify was retried like a network fault (3 more handshakes
+    # and backoff waits) although asking again cannot change it.
+    authority = tls_server.authority
+    client = authority.client("calc-client")
+    tokens = TokenClient(
+        tenant_id=authority.tenant_id,
+        authority_host=tls_server.url,
+        client_id=client.client_id,
+        client_secret=client.secret,
+        max_retries=3,
+    )
+    waits: list[float] = []
+    tokens._sleep = waits.append
+    with pytest.raises(AuthorityUnreachableError) as caught:
+        tokens.get_token(authority.api("calc-api").default_scope)
+    tokens.close()
+    message = str(caught.value)
+    assert "TLS certificate that did not verify" in message
+    assert "after 1 attempt(s)" in message
+    assert "SSL_CERT_FILE" in message
+    assert waits == []
+
+
+def test_an_untrusted_certificate_is_not_retried_by_the_async_client(
+    no_ca_env: pytest.MonkeyPatch, tls_server: AuthorityServer
+) -> None:
+    authority = tls_server.authority
+    client = authority.client("calc-client")
+
+    async def fetch() -> None:
+        tokens = AsyncTokenClient(
+            tenant_id=authority.tenant_id,
+            authority_host=tls_server.url,
+            client_id=client.client_id,
+            client_secret=client.secret,
+            max_retries=3,
+        )
+        try:
+            await tokens.get_token(authority.api("calc-api").default_scope)
+        finally:
+            await tokens.aclose()
+
+    with pytest.raises(AuthorityUnreachableError, match=r"did not verify .* after 1 attempt"):
+        asyncio.run(fetch())
+
+
 # --- several event loops in turn -------------------------------------------------------------
 
 

@@ -17,6 +17,7 @@ import copy
 import logging
 import math
 import os
+import ssl
 import threading
 import time
 from collections.abc import Callable, Generator, Mapping
@@ -443,7 +444,9 @@ class _ClientBase:
         )
 
     def _failure(self, exc: httpx.RequestError) -> Failure:
-        if isinstance(exc, httpx.TimeoutException):
+        if _untrusted(exc):
+            kind = "untrusted"
+        elif isinstance(exc, httpx.TimeoutException):
             kind = "timeout"
         elif isinstance(exc, httpx.ReadError | httpx.WriteError | httpx.RemoteProtocolError):
             kind = "dropped"  # connected, then the connection broke or the answer was not HTTP
@@ -496,6 +499,19 @@ class _ClientBase:
             if hit.token is token:
                 self._hits.pop(alias, None)
         return True
+
+
+def _untrusted(exc: BaseException) -> bool:
+    """Whether ``exc`` comes from a TLS certificate that did not verify (httpx wraps the
+    ``ssl.SSLCertVerificationError`` a few causes down)."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a short chain; bounded in case of a cycle
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 class _Flight:

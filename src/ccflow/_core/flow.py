@@ -110,8 +110,9 @@ class Reply:
 @dataclass(frozen=True, slots=True)
 class Failure:
     """No usable HTTP answer: ``kind`` is ``"connect"``, ``"timeout"``, ``"dropped"`` (the
-    connection broke after it was made, or the answer was not HTTP) or ``"unreadable"`` (a
-    body that cannot be decoded); ``detail`` is safe text."""
+    connection broke after it was made, or the answer was not HTTP), ``"unreadable"`` (a
+    body that cannot be decoded) or ``"untrusted"`` (the server's TLS certificate did not
+    verify: not retried, asking again cannot change it); ``detail`` is safe text."""
 
     kind: str
     detail: str
@@ -177,13 +178,20 @@ def fetch_flow(
                 "timeout": "timed out",
                 "dropped": "dropped the connection or did not answer in HTTP",
                 "unreadable": "sent an answer that could not be read",
+                "untrusted": "presented a TLS certificate that did not verify",
             }.get(reply.kind, "could not connect")
+            retryable = reply.kind != "untrusted"
+            advice = (
+                "check the network, proxy and authority host"
+                if retryable
+                else "if the authority uses a private CA, trust it with SSL_CERT_FILE (or an "
+                "http_client's verify=; ccflow token: --ca-file)"
+            )
             error = AuthorityUnreachableError(
                 f"the token endpoint {config.token_endpoint} {what} ({reply.detail}) after "
-                f"{attempt + 1} attempt(s); check the network, proxy and authority host",
+                f"{attempt + 1} attempt(s); {advice}",
                 url=config.token_endpoint,
             )
-            retryable = True
         else:
             assert isinstance(reply, Reply)
             now = reply.now
