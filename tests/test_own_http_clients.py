@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 from _validation_tokens import Clock, YieldingTransport
 from ccflow import AsyncTokenClient, TokenClient, TokenValidator
 from ccflow.authority import Authority, AuthorityServer
-from ccflow.errors import AuthorityUnreachableError, ConfigurationError
+from ccflow.errors import AuthorityUnreachableError, ConfigurationError, KeysUnavailableError
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 CLIENT = "11111111-2222-3333-4444-555555555555"
@@ -300,3 +300,22 @@ def test_a_lock_held_by_a_loop_closed_mid_fetch_does_not_block_the_next_loop() -
         return (await asyncio.wait_for(validator.validate(authority.mint()), 5)).client_id
 
     assert asyncio.run(later()) == authority.client("calc-client").client_id
+
+
+def test_the_api_side_names_an_untrusted_certificate(
+    no_ca_env: pytest.MonkeyPatch, tls_server: AuthorityServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The validator's discovery/JWKS fetch logged only "ConnectError" for a private CA.
+    authority = tls_server.authority
+    api = authority.api("calc-api")
+
+    async def validate() -> None:
+        async with TokenValidator(
+            tenant_id=authority.tenant_id, authority_host=tls_server.url, audience=api.client_id
+        ) as validator:
+            await validator.validate(authority.mint())
+
+    with caplog.at_level(logging.WARNING, logger="ccflow"), pytest.raises(KeysUnavailableError):
+        asyncio.run(validate())
+    assert "TLS certificate did not verify" in caplog.text
+    assert "SSL_CERT_FILE" in caplog.text

@@ -22,7 +22,7 @@ import httpx
 
 from .errors import ConfigurationError
 
-__all__ = ["new_async_client", "new_client", "trusted_cas"]
+__all__ = ["new_async_client", "new_client", "trusted_cas", "untrusted_certificate"]
 
 _NO_IDLE: Final = httpx.Limits(max_keepalive_connections=0)
 
@@ -67,3 +67,16 @@ def new_client(timeout: float | httpx.Timeout) -> httpx.Client:
 def new_async_client(timeout: float | httpx.Timeout) -> httpx.AsyncClient:
     """An ``httpx.AsyncClient`` for ccflow's own requests, keeping no idle connection."""
     return httpx.AsyncClient(timeout=timeout, verify=trusted_cas(), limits=_NO_IDLE)
+
+
+def untrusted_certificate(exc: BaseException) -> bool:
+    """Whether ``exc`` comes from a TLS certificate that did not verify (httpx wraps the
+    ``ssl.SSLCertVerificationError`` a few causes down)."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a short chain; bounded in case of a cycle
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

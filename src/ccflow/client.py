@@ -17,7 +17,6 @@ import copy
 import logging
 import math
 import os
-import ssl
 import threading
 import time
 from collections.abc import Callable, Generator, Mapping
@@ -55,7 +54,7 @@ from ccflow._core.urls import (
     require_secure_url,
     token_endpoint_for,
 )
-from ccflow._http import new_async_client, new_client
+from ccflow._http import new_async_client, new_client, untrusted_certificate
 from ccflow._version import __version__
 from ccflow.credentials import (
     AUTH_METHODS,
@@ -444,7 +443,7 @@ class _ClientBase:
         )
 
     def _failure(self, exc: httpx.RequestError) -> Failure:
-        if _untrusted(exc):
+        if untrusted_certificate(exc):
             kind = "untrusted"
         elif isinstance(exc, httpx.TimeoutException):
             kind = "timeout"
@@ -499,19 +498,6 @@ class _ClientBase:
             if hit.token is token:
                 self._hits.pop(alias, None)
         return True
-
-
-def _untrusted(exc: BaseException) -> bool:
-    """Whether ``exc`` comes from a TLS certificate that did not verify (httpx wraps the
-    ``ssl.SSLCertVerificationError`` a few causes down)."""
-    seen: BaseException | None = exc
-    for _ in range(8):  # a short chain; bounded in case of a cycle
-        if seen is None:
-            return False
-        if isinstance(seen, ssl.SSLCertVerificationError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
 
 
 class _Flight:

@@ -34,7 +34,7 @@ from ccflow._core.jwks import (
     parse_jwks,
 )
 from ccflow._core.urls import require_secure_url
-from ccflow._http import new_async_client
+from ccflow._http import new_async_client, untrusted_certificate
 from ccflow.errors import ConfigurationError, InvalidTokenError, KeysUnavailableError
 
 __all__ = ["AsyncJWKSCache", "DiscoverySource", "KeySourcePlan"]
@@ -287,7 +287,14 @@ class AsyncJWKSCache(_Base):
                     # fetch (with backoff), not an exception out of every validation. Nor is
                     # the idna.IDNAError (a UnicodeError) httpx lets out for a host such as
                     # "xn--zz.example", when it builds the request or a redirect to it.
-                    logger.warning("GET %s failed: %s", url, type(exc).__name__)
+                    if untrusted_certificate(exc):
+                        logger.warning(
+                            "GET %s failed: its TLS certificate did not verify; if the "
+                            "authority uses a private CA, trust it with SSL_CERT_FILE",
+                            url,
+                        )
+                    else:
+                        logger.warning("GET %s failed: %s", url, type(exc).__name__)
                     answer = None
                 except RuntimeError as exc:
                     # httpx's "the client has been closed" (a caller's http_client closed too
