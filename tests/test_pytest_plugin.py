@@ -215,3 +215,23 @@ def test_mock_passes_other_hosts_through(pytester: pytest.Pytester) -> None:
     """,
         passed=1,
     )
+
+
+def test_mock_without_respx_says_which_extra_to_install(pytester: pytest.Pytester) -> None:
+    # respx comes with the `testing` extra only: a plain `pip install ccflow` has the plugin
+    # but not respx, and the fixture failed with a bare ModuleNotFoundError.
+    pytester.makepyfile(
+        """
+        import sys, pytest
+
+        @pytest.fixture
+        def no_respx(monkeypatch):
+            monkeypatch.setitem(sys.modules, "respx", None)
+
+        def test_mock(no_respx, ccflow_authority_mock):
+            pass
+    """
+    )
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-p", "no:hypothesispytest")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*ccflow_authority_mock fixture needs respx*ccflow[[]testing[]]*"])

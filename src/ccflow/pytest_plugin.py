@@ -85,7 +85,13 @@ def ccflow_authority(request: pytest.FixtureRequest) -> Authority:
 def ccflow_authority_mock(ccflow_authority: Authority) -> Iterator[Authority]:
     """``ccflow_authority`` with respx routing its host to it during the test."""
     import httpx
-    import respx
+
+    try:
+        import respx
+    except ImportError:  # respx comes with the `testing` extra, not with ccflow itself
+        raise ImportError(
+            "the ccflow_authority_mock fixture needs respx: pip install 'ccflow[testing]'"
+        ) from None
 
     with respx.mock(assert_all_called=False) as router:
         ccflow_authority.mock(router)
