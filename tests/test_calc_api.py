@@ -242,3 +242,65 @@ def test_client_sends_each_number_as_one_path_segment(authority: Authority, a: s
     assert request.url.query == b""
     assert request.url.raw_path.count(b"/") == 5  # /calc/v1/add/<a>/<b>
     assert request.url.path == f"/calc/v1/add/{a}/3"
+
+
+def client_env(authority: Authority, monkeypatch: pytest.MonkeyPatch) -> None:
+    caller = authority.client("calc-client")
+    for name, value in {
+        "AZURE_TENANT_ID": authority.tenant_id,
+        "AZURE_CLIENT_ID": caller.client_id,
+        "AZURE_CLIENT_SECRET": caller.secret or "",
+        "AZURE_AUTHORITY_HOST": authority.host,
+        "CALC_API_SCOPE": authority.api("calc-api").default_scope,
+    }.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:8000", "localhost:8000", "ftp://calc", "http://"])
+def test_client_main_names_a_calc_api_url_that_is_not_http(
+    authority: Authority,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    url: str,
+) -> None:
+    # "127.0.0.1:8000" (no scheme) got a token, then said only "Request URL is missing an
+    # 'http://' or 'https://' protocol."; "localhost:8000" that 'localhost://' is unsupported.
+    client_env(authority, monkeypatch)
+    monkeypatch.setenv("CALC_API_URL", url)
+    with authority.mock():
+        assert calc_client.main(["2", "3"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: CALC_API_URL must be an http:// or https:// URL, got {url!r}")
+    assert authority.hits.get("token", 0) == 0
+
+
+def test_client_main_takes_an_empty_calc_api_url_as_unset(
+    authority: Authority, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `export CALC_API_URL=` made the client call the URL "" instead of the default.
+    client_env(authority, monkeypatch)
+    monkeypatch.setenv("CALC_API_URL", "")
+    caller = authority.client("calc-client").client_id
+    with authority.mock() as router:
+        router.get("http://127.0.0.1:8000/calc/v1/add/2/3").respond(
+            200, json={"result": 5, "caller": caller}
+        )
+        assert calc_client.main(["2", "3"]) == 0
+    assert capsys.readouterr().out == f'{{"result": 5, "caller": "{caller}"}}\n'
+
+
+def test_client_main_says_which_calc_api_it_could_not_reach(
+    authority: Authority, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An API that was not running printed only "error: [Errno 111] Connection refused".
+    client_env(authority, monkeypatch)
+    monkeypatch.setenv("CALC_API_URL", "http://127.0.0.1:8000")
+    with authority.mock() as router:
+        router.get("http://127.0.0.1:8000/calc/v1/add/2/3").mock(
+            side_effect=httpx.ConnectError("[Errno 111] Connection refused")
+        )
+        assert calc_client.main(["2", "3"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: calling the calc API at http://127.0.0.1:8000 failed")
+    assert "ConnectError: [Errno 111] Connection refused" in err
+    assert "CALC_API_URL" in err

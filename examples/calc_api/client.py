@@ -71,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("a")
     parser.add_argument("b")
     args = parser.parse_args(argv)
+    # Empty is unset, as for the AZURE_* variables (`export CALC_API_URL=`).
+    url = os.environ.get("CALC_API_URL") or "http://127.0.0.1:8000"
     try:
         scope = os.environ.get("CALC_API_SCOPE")
         if not scope:
@@ -78,15 +80,31 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "CALC_API_SCOPE is not set (e.g. api://<app id uri>/.default)",
                 setting="CALC_API_SCOPE",
             )
-        url = os.environ.get("CALC_API_URL", "http://127.0.0.1:8000")
         try:
             api = httpx.Client(base_url=url, timeout=10)
         except httpx.InvalidURL as exc:  # not an httpx.HTTPError: it was a traceback
             raise ConfigurationError(
                 f"CALC_API_URL is not a valid URL ({exc}), got {url!r}", setting="CALC_API_URL"
             ) from None
+        if api.base_url.scheme not in ("http", "https") or not api.base_url.host:
+            # "127.0.0.1:8000" got a token first, then httpx's "Request URL is missing an
+            # 'http://' or 'https://' protocol", which did not name the variable.
+            api.close()
+            raise ConfigurationError(
+                f"CALC_API_URL must be an http:// or https:// URL, got {url!r}",
+                setting="CALC_API_URL",
+            )
         with api, TokenClient.from_env() as tokens:
             print(json.dumps(add(args.a, args.b, tokens=tokens, scope=scope, api=api)))
+    except httpx.TransportError as exc:
+        # From the API call (TokenClient raises CCFlowError): name what was called, not just
+        # "[Errno 111] Connection refused".
+        print(
+            f"error: calling the calc API at {url} failed ({type(exc).__name__}: {exc}); "
+            "is it running, and is CALC_API_URL right?",
+            file=sys.stderr,
+        )
+        return 1
     except (CCFlowError, httpx.HTTPError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
