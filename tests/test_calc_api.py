@@ -304,3 +304,15 @@ def test_client_main_says_which_calc_api_it_could_not_reach(
     assert err.startswith("error: calling the calc API at http://127.0.0.1:8000 failed")
     assert "ConnectError: [Errno 111] Connection refused" in err
     assert "CALC_API_URL" in err
+
+
+def test_client_main_without_a_scope_shows_one_that_works(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It suggested "api://<app id uri>/.default": an App ID URI already starts with api://.
+    monkeypatch.delenv("CALC_API_SCOPE", raising=False)
+    assert calc_client.main(["2", "3"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: CALC_API_SCOPE is not set")
+    assert "api://<calc-api client id>/.default" in err
+    assert "api://<app id uri>" not in err

@@ -2,7 +2,7 @@
 
 Run from the repository root, configured from the environment (see README.md)::
 
-    CCFLOW_TENANT_ID=<tenant> CCFLOW_AUDIENCE=<api client id>,api://<api app id uri> \\
+    CCFLOW_TENANT_ID=<tenant> CCFLOW_AUDIENCE=<api client id>,<api App ID URI> \\
     CCFLOW_ALLOWED_CLIENTS=<client app id> uvicorn examples.calc_api.app:app
 
 ``GET /healthz`` needs no token. Missing configuration fails at startup, naming the variable.

@@ -3,7 +3,7 @@
 Run from the repository root::
 
     AZURE_TENANT_ID=<tenant> AZURE_CLIENT_ID=<client app id> AZURE_CLIENT_SECRET=<secret> \\
-    CALC_API_SCOPE=api://<api app id uri>/.default CALC_API_URL=http://127.0.0.1:8000 \\
+    CALC_API_SCOPE=<api App ID URI>/.default CALC_API_URL=http://127.0.0.1:8000 \\
     python -m examples.calc_api.client 2 3
 
 prints ``{"result": 5, "caller": "<client app id>"}``.
@@ -77,7 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         scope = os.environ.get("CALC_API_SCOPE")
         if not scope:
             raise ConfigurationError(
-                "CALC_API_SCOPE is not set (e.g. api://<app id uri>/.default)",
+                "CALC_API_SCOPE is not set: calc-api's Application ID URI + /.default "
+                "(e.g. api://<calc-api client id>/.default)",
                 setting="CALC_API_SCOPE",
             )
         try:
