@@ -526,3 +526,19 @@ async def test_an_oversized_jwks_is_refused_without_reading_it_all(
         await validator.validate(authority.mint())
     assert "document too large" in caplog.text
     assert body.sent <= 2 * 1024 * 1024
+
+
+async def test_an_unexpected_error_from_the_http_client_is_no_keys_not_a_bad_token(
+    authority: Authority, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # e.g. httpx.AsyncClient(verify=<a Path>) raises AttributeError on its first request: every
+    # fresh token was a 401 'could not be validated', telling clients to drop good tokens.
+    class Broken(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            raise AttributeError("'PosixPath' object has no attribute 'load_verify_locations'")
+
+    validator = validator_for(authority, clock, http_client=httpx.AsyncClient(transport=Broken()))
+    with pytest.raises(KeysUnavailableError) as info:
+        await validator.validate(authority.mint())
+    assert info.value.retry_after >= 1
+    assert "failed unexpectedly: AttributeError" in caplog.text

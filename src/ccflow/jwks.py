@@ -301,6 +301,11 @@ class AsyncJWKSCache(_Base):
                     # early) or a connection of a closed event loop: no keys, not a bad token.
                     logger.warning("GET %s failed: %s: %s", url, type(exc).__name__, exc)
                     answer = None
+                except Exception as exc:
+                    # Anything else from the HTTP client (a caller's client misconfigured, a
+                    # transport bug) still means no keys: a 503, not a 401 for a good token.
+                    logger.error("GET %s failed unexpectedly: %s", url, type(exc).__name__)
+                    answer = None
                 url = flow.send(answer)
         except StopIteration:
             return
