@@ -401,6 +401,9 @@ def test_token_over_tls_without_the_ca_exits_3_with_a_hint(tls_server: Server) -
     result = ccflow(*token_args(tls_server), env=secret_env(tls_server))
     assert result.returncode == 3
     assert "--ca-file" in result.stderr
+    # Once: the library's advice and the CLI's hint were both printed.
+    assert result.stderr.count("SSL_CERT_FILE") == 1
+    assert "after 1 attempt(s)" in result.stderr  # a certificate that did not verify: no retry
     assert_no_traceback(result)
 
 

@@ -149,7 +149,11 @@ def message_for(exc: CCFlowError) -> str:
             message = f"{message} ({', '.join(ids)})"
     if isinstance(exc, AuthorityUnreachableError):
         lowered = message.lower()
-        if "certificate" in lowered or "ssl" in lowered or "tls" in lowered:
+        # The library's own advice for a certificate that did not verify names SSL_CERT_FILE
+        # and --ca-file already; other TLS failures get the hint here.
+        if "SSL_CERT_FILE" not in message and (
+            "certificate" in lowered or "ssl" in lowered or "tls" in lowered
+        ):
             message += (
                 "; if the authority uses a private CA (such as the local authority's),"
                 " pass --ca-file PEM or set SSL_CERT_FILE"
