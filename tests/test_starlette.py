@@ -580,3 +580,21 @@ def test_backend_errors_answer_rfc6750(
 def test_backend_cold_start_is_503(backend_client: TestClient) -> None:
     response = backend_client.get("/healthz", headers=bearer("cold.token.sig"))
     assert (response.status_code, response.headers["retry-after"]) == (503, "7")
+
+
+@pytest.mark.anyio
+async def test_backend_aclose_closes_only_a_validator_built_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A backend built from the environment left its validator's HTTP client open for good:
+    # nothing could close it (RequireRole and BearerClaims both can).
+    given = FakeValidator()
+    await BearerAuthBackend(given).aclose()
+    assert given.closed is False
+
+    built = FakeValidator()
+    monkeypatch.setattr("ccflow.starlette._from_env", lambda: built)
+    backend = BearerAuthBackend()
+    assert backend.validator is built
+    await backend.aclose()
+    assert built.closed is True

@@ -685,11 +685,20 @@ class BearerAuthBackend(AuthenticationBackend):
     roles), so ``@requires("invokeRole")`` guards each route; no token gives Starlette's
     unauthenticated user. Pass ``on_error=BearerAuthBackend.on_error`` to
     ``AuthenticationMiddleware`` to answer bad tokens per RFC 6750 (401/403/400/503) instead
-    of Starlette's plain 400. Without ``validator``, ``TokenValidator.from_env()`` is used.
+    of Starlette's plain 400. Without ``validator``, ``TokenValidator.from_env()`` is used,
+    and :meth:`aclose` closes it (call it in the app's lifespan; Starlette's
+    ``AuthenticationMiddleware`` does not).
     """
 
     def __init__(self, validator: Validator | None = None) -> None:
+        self.owns_validator = validator is None
         self.validator: Validator = _validator(validator, "BearerAuthBackend")
+
+    async def aclose(self) -> None:
+        """Close the validator built from the environment; a validator passed in stays open
+        for its owner to close."""
+        if self.owns_validator:
+            await self.validator.aclose()
 
     async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
         """Validate the request's bearer token, if it has one."""
