@@ -745,3 +745,20 @@ def test_v1_discovery_names_the_served_v1_token_endpoint(
     resource = authority.api("calc-api").identifier_uri
     answer = http.post(document["token_endpoint"], data=v1_form(authority, resource))
     assert answer.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("registrations", "hint"),
+    [("authority.toml", "from_toml"), ({"tenant_id": "t"}, "from_mapping")],
+)
+def test_registrations_of_the_wrong_type_are_refused_at_once(registrations: Any, hint: str) -> None:
+    # A TOML path passed as is (or through the plugin's marker) was accepted and failed later
+    # with an AttributeError deep inside.
+    with pytest.raises(TypeError, match=f"registrations must be a Registrations.*{hint}"):
+        Authority(registrations)
+
+
+@pytest.mark.parametrize("lifetime", ["600", 60.5, True])
+def test_a_token_lifetime_that_is_not_whole_seconds_is_refused(lifetime: Any) -> None:
+    with pytest.raises(TypeError, match="token_lifetime must be whole seconds"):
+        Authority(token_lifetime=lifetime)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import os
 import secrets
 import threading
 import time
@@ -103,6 +104,19 @@ class Authority:
         clock: Callable[[], float] = time.time,
         one_time_assertions: bool = False,
     ) -> None:
+        if registrations is not None and not isinstance(registrations, Registrations):
+            # A TOML path (or a mapping) passed as is failed later with an AttributeError.
+            hint = (
+                "Registrations.from_toml(path)"
+                if isinstance(registrations, str | os.PathLike)
+                else "Registrations.from_mapping(...)"
+            )
+            raise TypeError(
+                f"registrations must be a Registrations, got {type(registrations).__name__}: "
+                f"pass {hint}"
+            )
+        if isinstance(token_lifetime, bool) or not isinstance(token_lifetime, int):
+            raise TypeError(f"token_lifetime must be whole seconds, got {token_lifetime!r}")
         if token_lifetime <= 0:
             raise ValueError(f"token_lifetime must be positive, got {token_lifetime!r}")
         self.registrations = (
