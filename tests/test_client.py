@@ -1021,3 +1021,33 @@ def test_a_network_failure_is_described_as_what_happened(exc: Exception, match: 
     )
     with pytest.raises(AuthorityUnreachableError, match=match):
         tc.get_token("api://x/.default")
+
+
+def test_an_interrupt_just_after_the_flight_is_registered_does_not_strand_it(
+    authority: Authority, clock: FakeClock, scope: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ctrl-C between registering the flight and entering its try block left the flight behind:
+    # this thread's next get_token() said it was called from inside its own token request, and
+    # any other thread would have waited for ever.
+    import time as real_time
+
+    import ccflow.client
+
+    class InterruptOnce:
+        armed = True
+
+        def perf_counter(self) -> float:
+            if InterruptOnce.armed:
+                InterruptOnce.armed = False
+                raise KeyboardInterrupt
+            return real_time.perf_counter()
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real_time, name)
+
+    tc, _ = sync_client(authority, clock)
+    monkeypatch.setattr(ccflow.client, "time", InterruptOnce())
+    with pytest.raises(KeyboardInterrupt):
+        tc.get_token(scope)
+    assert tc._flights == {}
+    assert tc.get_token(scope).token

@@ -620,29 +620,33 @@ class TokenClient(_ClientBase):
 
     def _acquire(self, raw: tuple[str, ...]) -> AccessToken:
         key = self._key(raw)
-        with self._lock:
-            # The clock is read under the lock so that a caller counted by an instrumented clock
-            # already holds its flight (tests use this to know every thread is waiting).
-            now = self._clock()
-            cached = self._store.get(key)
-            state = RefreshPolicy.state(cached, now)
-            if state is TokenState.FRESH:
-                assert cached is not None
-                self._remember(raw, cached)
-                return cached.token
-            flight = self._flights.get(key)
-            leader = flight is None
-            if flight is None:
-                flight = self._flights[key] = _Flight()
-        if not leader:
-            if state is TokenState.STALE:
-                assert cached is not None
-                return cached.token  # someone is refreshing it; it is still valid meanwhile
-            if flight.owner == threading.get_ident():
-                raise _reentered()
-            return flight.wait()
-        started = time.perf_counter()
+        # Set once this thread leads the fetch. The try starts before the flight is registered,
+        # so an interrupt (Ctrl-C) at any point after that still unregisters it: a flight left
+        # behind would keep every later caller for these scopes waiting for ever.
+        flight: _Flight | None = None
         try:
+            with self._lock:
+                # The clock is read under the lock so that a caller counted by an instrumented
+                # clock already holds its flight (tests use this to know every thread waits).
+                now = self._clock()
+                cached = self._store.get(key)
+                state = RefreshPolicy.state(cached, now)
+                if state is TokenState.FRESH:
+                    assert cached is not None
+                    self._remember(raw, cached)
+                    return cached.token
+                waiting = self._flights.get(key)
+                if waiting is None:
+                    flight = self._flights[key] = _Flight()
+            if flight is None:
+                assert waiting is not None
+                if state is TokenState.STALE:
+                    assert cached is not None
+                    return cached.token  # someone is refreshing it; it is still valid meanwhile
+                if waiting.owner == threading.get_ident():
+                    raise _reentered()
+                return waiting.wait()
+            started = time.perf_counter()
             outcome = self._drive(self._flow(raw, key, cached, now))
             with self._lock:
                 # Inside the try: should storing fail (a user clock raising, a dropped token),
@@ -650,22 +654,28 @@ class TokenClient(_ClientBase):
                 self._settle(key, outcome)
                 self._flights.pop(key, None)
         except Exception as exc:
-            with self._lock:
-                self._flights.pop(key, None)
-            flight.error = exc
-            flight.done.set()
+            if flight is not None:
+                self._abandon(key, flight, exc)
             raise
         except BaseException:
-            with self._lock:
-                self._flights.pop(key, None)
-            flight.error = CCFlowError("the token request was interrupted; try again")
-            flight.done.set()
+            if flight is not None:
+                self._abandon(
+                    key, flight, CCFlowError("the token request was interrupted; try again")
+                )
             raise
         self._remember(raw, outcome.entry)
         flight.token = outcome.entry.token
         flight.done.set()
         self._log(key, outcome, started)
         return outcome.entry.token
+
+    def _abandon(self, key: tuple[str, ...], flight: _Flight, error: BaseException) -> None:
+        """End a flight that failed: unregister it and hand its waiters ``error``."""
+        with self._lock:
+            if self._flights.get(key) is flight:
+                del self._flights[key]
+        flight.error = error
+        flight.done.set()
 
     def _drive(self, flow: Generator[Step, StepReply, FetchOutcome]) -> FetchOutcome:
         reply: StepReply = None
