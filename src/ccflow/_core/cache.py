@@ -46,12 +46,14 @@ def may_force_refresh(last_forced: float | None, now: float) -> bool:
     At most once per :data:`FORCED_REFRESH_INTERVAL` per key: an API that answers 401 to every
     token (wrong audience, missing role) would otherwise turn each of its requests into a POST
     to the token endpoint, until the authority throttles the client and every caller fails.
-    Within the interval the cached token *is* the fresh one, so asking again cannot help::
+    Within the interval the cached token *is* the fresh one, so asking again cannot help.
+    A last refresh later than ``now`` means the clock was stepped back (NTP): the interval is
+    over rather than stretched by the step, which would leave a refused token in use::
 
-        >>> [may_force_refresh(last, now=1000) for last in (None, 990, 970)]
-        [True, False, True]
+        >>> [may_force_refresh(last, now=1000) for last in (None, 990, 970, 4600)]
+        [True, False, True, True]
     """
-    return last_forced is None or now - last_forced >= FORCED_REFRESH_INTERVAL
+    return last_forced is None or now - last_forced >= FORCED_REFRESH_INTERVAL or now < last_forced
 
 
 class TokenState(enum.Enum):
