@@ -272,10 +272,17 @@ def decide(
     (or while another request's fetch is the one that counts) to get a final answer, and
     ``fetching=True`` while a fetch is in flight: a cached key that is still usable then
     serves at once instead of waiting for that fetch (an authority that hangs until the
-    timeout must not stall requests it is not needed for)."""
-    if may_fetch and not (state.retry_at is not None and now < state.retry_at):
+    timeout must not stall requests it is not needed for).
+
+    A ``now`` before the last attempt means the clock was stepped back (NTP): the backoff,
+    cooldown and ttl measured from that attempt are over rather than stretched by the step
+    (which kept an API answering 503, or 401 to a rotated key, for as long as the step); the
+    fetch this allows records the new time, so it happens once per step."""
+    stepped_back = state.attempted_at is not None and now < state.attempted_at
+    if may_fetch and (stepped_back or not (state.retry_at is not None and now < state.retry_at)):
         fresh = (
-            state.keys is not None
+            not stepped_back
+            and state.keys is not None
             and state.fetched_at is not None
             and now - state.fetched_at < policy.ttl
         )
