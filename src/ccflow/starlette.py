@@ -614,13 +614,14 @@ class RequireRoleMiddleware:
         self, exc: BaseException | None, scope: Scope, receive: Receive, send: Send
     ) -> None:
         rejection = rejection_for(exc, self.validator.realm)
-        logger.debug(
-            "refused %s %s: %s %s",
-            scope["type"],
-            scope.get("path", ""),
-            rejection.status,
-            rejection.error or "no token",
-        )
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "refused %s %s: %s %s",
+                scope["type"],
+                _loggable(scope.get("path", "")),
+                rejection.status,
+                rejection.error or "no token",
+            )
         if scope["type"] == "websocket":
             await _close_websocket(rejection, receive, send)
         else:
@@ -639,6 +640,18 @@ class RequireRoleMiddleware:
             await send(message)
 
         return closing_send
+
+
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
+
+
+def _loggable(path: object) -> str:
+    # The server percent-decodes the path: "%0a" arrives as a line break. Escape everything
+    # but printable ASCII, so a caller cannot write log lines (or terminal escapes) of its own.
+    text = str(path)
+    if text.isascii() and text.isprintable():
+        return text
+    return _UNPRINTABLE.sub(lambda m: ascii(m.group())[1:-1], text)
 
 
 def _is_preflight(scope: Scope) -> bool:

@@ -1,0 +1,69 @@
+"""Findings of a security review of the protecting side, each pinned by the test that showed
+it, and the attacks that held up, kept so they keep holding."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+from starlette.types import Message, Receive, Scope, Send
+
+from ccflow import RequireRole
+from test_starlette_support import FakeValidator, FakeVerdict
+
+GOOD = "good.token.value"
+
+
+def _validator() -> FakeValidator:
+    return FakeValidator({GOOD: FakeVerdict(roles=("invokeRole",))})
+
+
+async def _inner(scope: Scope, receive: Receive, send: Send) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"inner"})
+
+
+def _call(
+    middleware: Any,
+    path: str,
+    headers: list[tuple[bytes, bytes]] | None = None,
+    *,
+    method: str = "GET",
+    root_path: str = "",
+) -> tuple[int, bytes]:
+    scope: dict[str, Any] = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "raw_path": path.encode("utf-8", "surrogateescape"),
+        "root_path": root_path,
+        "query_string": b"",
+        "headers": headers or [],
+    }
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    asyncio.run(middleware(scope, receive, send))
+    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+
+def test_a_refused_path_cannot_forge_debug_log_lines(caplog: pytest.LogCaptureFixture) -> None:
+    # scope["path"] is percent-decoded by the server: "/calc%0a..." arrives with a real line
+    # break, and the refusal's debug line printed it as is, so a caller could write lines of
+    # its own choosing into the API's log (or drive a terminal with escape sequences).
+    middleware = RequireRole("invokeRole", validator=_validator())(_inner)
+    forged = "/calc\nINFO ccflow.starlette: accepted GET /admin\r\x1b[2J\u2028"
+    with caplog.at_level(logging.DEBUG, logger="ccflow.starlette"):
+        assert _call(middleware, forged)[0] == 401
+    lines = [r.getMessage() for r in caplog.records if r.name == "ccflow.starlette"]
+    assert lines, "the refusal is logged at DEBUG"
+    for line in lines:
+        assert not any(ch in line for ch in "\n\r\x1b\u2028"), line
+    assert "/calc\\nINFO" in lines[0]
