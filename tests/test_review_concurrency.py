@@ -4,10 +4,12 @@ callers sharing a fetch, and key fetching. Every wait is bounded."""
 from __future__ import annotations
 
 import asyncio
+import threading
+from typing import Any
 
 import httpx
 import pytest
-from tests._caller import FakeClock, sync_client
+from tests._caller import FakeClock, async_client, sync_client
 
 from ccflow._core.cache import may_force_refresh
 from ccflow._core.jwks import KeyAction, KeyCache, KeySet, RefreshPolicy, decide
@@ -91,3 +93,62 @@ async def test_jwks_outage_then_clock_stepped_back_recovers(authority: Authority
         assert authority.hits["jwks"] == 2
     finally:
         await cache.aclose()
+
+
+# -- a token a 401 dropped must not come back through the lock-free fast path -----------------
+
+
+@pytest.mark.anyio
+async def test_a_waiter_does_not_put_back_a_token_dropped_while_it_was_waking(
+    authority: Authority, clock: FakeClock, scope: str
+) -> None:
+    tc, _ = async_client(authority, clock)
+    async with tc:
+
+        async def first() -> str:
+            # Its API answers 401 at once (an in-process app): the token is dropped before
+            # the other caller of the same fetch has resumed.
+            token = await tc.get_token(scope)
+            assert tc._drop((scope,), token)
+            return token.token
+
+        async def second() -> str:
+            return (await tc.get_token(scope)).token
+
+        dropped, shared = await asyncio.wait_for(asyncio.gather(first(), second()), TIMEOUT)
+        assert shared == dropped
+        again = await asyncio.wait_for(tc.get_token(scope), TIMEOUT)
+        assert again.token != dropped
+        assert authority.hits["token"] == 2
+
+
+def test_the_leader_does_not_put_back_a_token_dropped_right_after_it_was_stored(
+    authority: Authority, clock: FakeClock, scope: str
+) -> None:
+    tc, _ = sync_client(authority, clock)
+    remember = tc._remember
+    dropped: list[str] = []
+    other: list[threading.Thread] = []
+
+    def racing_remember(raw: tuple[str, ...], entry: Any) -> None:
+        if not other:
+            # Another thread got the just-stored token from the cache, its API answered 401,
+            # and it drops the token: all between the leader storing it and remembering it.
+            def drop() -> None:
+                dropped.append(entry.token.token)
+                tc._drop((scope,), entry.token)
+
+            thread = threading.Thread(target=drop)
+            other.append(thread)
+            thread.start()
+            thread.join(0.3)  # blocked if the leader holds the lock: then it drops after
+        remember(raw, entry)
+
+    tc._remember = racing_remember  # type: ignore[method-assign]
+    with tc:
+        first = tc.get_token(scope)
+        other[0].join(TIMEOUT)
+        assert not other[0].is_alive()
+        assert dropped == [first.token]
+        assert tc.get_token(scope).token != first.token
+        assert authority.hits["token"] == 2

@@ -653,6 +653,9 @@ class TokenClient(_ClientBase):
                 # the waiters get the error instead of waiting for a flight nobody will finish.
                 self._settle(key, outcome)
                 self._flights.pop(key, None)
+                # Under the same lock as the store: a 401 dropping this token (_drop) right
+                # after it was stored must not be undone by putting it on the fast path.
+                self._remember(raw, outcome.entry)
         except Exception as exc:
             if flight is not None:
                 self._abandon(key, flight, exc)
@@ -663,7 +666,6 @@ class TokenClient(_ClientBase):
                     key, flight, CCFlowError("the token request was interrupted; try again")
                 )
             raise
-        self._remember(raw, outcome.entry)
         flight.token = outcome.entry.token
         flight.done.set()
         self._log(key, outcome, started)
@@ -821,7 +823,10 @@ class AsyncTokenClient(_ClientBase):
         elif flight is asyncio.current_task():
             raise _reentered()
         entry = await asyncio.shield(flight)
-        self._remember(raw, entry)
+        if self._store.get(key) is entry:
+            # Only while still cached: another task may have run between the fetch ending and
+            # this one resuming, and dropped the token after a 401 (see _drop).
+            self._remember(raw, entry)
         return entry.token
 
     async def _fetch(
