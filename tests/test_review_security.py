@@ -67,3 +67,66 @@ def test_a_refused_path_cannot_forge_debug_log_lines(caplog: pytest.LogCaptureFi
     for line in lines:
         assert not any(ch in line for ch in "\n\r\x1b\u2028"), line
     assert "/calc\\nINFO" in lines[0]
+
+
+def _user_app() -> Any:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        user = scope.get("user")
+        body = b"authenticated" if user is not None and user.is_authenticated else b"anonymous"
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+@pytest.mark.parametrize("authorization", [None, b"Bearer " + GOOD.encode(), b"Bearer forged"])
+def test_a_preflight_reaches_the_app_as_the_unauthenticated_user(
+    authorization: bytes | None,
+) -> None:
+    # Anyone can send Origin + Access-Control-Request-Method: what the docs tell a handler
+    # answering OPTIONS to check (request.user.is_authenticated) must say "no" for it.
+    middleware = RequireRole("invokeRole", validator=_validator())(_user_app())
+    headers = [(b"origin", b"https://evil.example"), (b"access-control-request-method", b"GET")]
+    if authorization is not None:
+        headers.append((b"authorization", authorization))
+    assert _call(middleware, "/data", headers, method="OPTIONS") == (200, b"anonymous")
+    assert _call(middleware, "/data", headers[:1], method="OPTIONS")[0] == 401
+    lower = _call(middleware, "/data", headers, method="options")
+    assert lower[1] != b"anonymous"  # only the upper-case ASGI method counts as a preflight
+
+
+@pytest.mark.parametrize(
+    ("path", "root_path"),
+    [
+        ("/healthz/", ""),
+        ("//healthz", ""),
+        ("/healthz/../calc", ""),
+        ("/HEALTHZ", ""),
+        ("/Healthz", ""),
+        ("/healthz\x00", ""),
+        ("/healthz%2f", ""),
+        ("/health", ""),
+        ("/healthy/x", ""),
+        ("/api/healthz", ""),
+        ("/healthz", "/healthz"),
+        ("/health/x", "/health"),
+        ("/apihealthz", "/api"),
+        ("/api", "/api"),
+    ],
+)
+def test_exempt_paths_are_not_opened_by_near_misses(path: str, root_path: str) -> None:
+    middleware = RequireRole(
+        "invokeRole", validator=_validator(), exempt=["/healthz", "/health/*"]
+    )(_user_app())
+    assert _call(middleware, path, root_path=root_path)[0] == 401
+
+
+@pytest.mark.parametrize(
+    ("path", "root_path"),
+    [("/healthz", ""), ("/health/ready", ""), ("/api/healthz", "/api"), ("/a/health/x", "/a")],
+)
+def test_exempt_paths_still_pass(path: str, root_path: str) -> None:
+    middleware = RequireRole(
+        "invokeRole", validator=_validator(), exempt=["/healthz", "/health/*"]
+    )(_user_app())
+    assert _call(middleware, path, root_path=root_path) == (200, b"anonymous")
