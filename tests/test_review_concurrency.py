@@ -152,3 +152,46 @@ def test_the_leader_does_not_put_back_a_token_dropped_right_after_it_was_stored(
         assert dropped == [first.token]
         assert tc.get_token(scope).token != first.token
         assert authority.hits["token"] == 2
+
+
+# -- the local authority server stopped while answers are held back ---------------------------
+
+
+def test_a_slow_answer_in_flight_when_the_server_stops_is_not_sent() -> None:
+    from ccflow import AuthorityUnreachableError, TokenClient
+    from ccflow.authority import AuthorityServer
+
+    server = AuthorityServer().start()
+    try:
+        authority = server.authority
+        app = authority.client("calc-client")
+        authority.set_fault("token", Fault(delay=20))
+        outcome: list[object] = []
+
+        def call() -> None:
+            with TokenClient(
+                client_id=app.client_id,
+                client_secret=app.secret,
+                token_endpoint=authority.token_endpoint,
+                max_retries=0,
+                timeout=30,
+            ) as tc:
+                try:
+                    outcome.append(tc.get_token(authority.api("calc-api").default_scope))
+                except AuthorityUnreachableError as exc:
+                    outcome.append(exc)
+
+        thread = threading.Thread(target=call)
+        thread.start()
+        for _ in range(500):
+            if authority.hits["token"]:
+                break
+            threading.Event().wait(0.01)
+        assert authority.hits["token"] == 1
+    finally:
+        server.stop()
+    thread.join(TIMEOUT)
+    assert not thread.is_alive()
+    # The server is gone: the held-back answer must not arrive after all, early.
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], AuthorityUnreachableError), outcome

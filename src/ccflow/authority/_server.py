@@ -114,9 +114,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             content=body,
         )
         outcome = authority.serve(request)
-        if outcome.delay or outcome.timeout:
+        held = bool(outcome.delay or outcome.timeout)
+        if held:
             self.server.stopping.wait(outcome.delay or _SLOW_ANSWER)
-        if outcome.drop or outcome.response is None:
+        # A held-back answer that stop() woke is not sent: the server is gone, and a client
+        # must see what a stopped server gives (no answer), not the answer early.
+        if outcome.drop or outcome.response is None or (held and self.server.stopping.is_set()):
             self.close_connection = True
             with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
