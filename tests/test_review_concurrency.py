@@ -195,3 +195,47 @@ def test_a_slow_answer_in_flight_when_the_server_stops_is_not_sent() -> None:
     # The server is gone: the held-back answer must not arrive after all, early.
     assert len(outcome) == 1
     assert isinstance(outcome[0], AuthorityUnreachableError), outcome
+
+
+# -- an assertion callable shared by concurrent fetches of different scopes --------------------
+
+
+def _assertion(exp: float) -> str:
+    import base64
+    import json
+
+    def part(data: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'RS256'})}.{part({'exp': int(exp)})}.c2ln"
+
+
+@pytest.mark.anyio
+async def test_async_fetches_of_different_scopes_ask_the_assertion_callable_once() -> None:
+    import time
+
+    from ccflow import AsyncTokenClient, ClientAssertion
+
+    calls: list[int] = []
+
+    def assertion() -> str:
+        calls.append(1)
+        threading.Event().wait(0.3)  # an OIDC token endpoint taking its time
+        return _assertion(time.time() + 3600)
+
+    def token_endpoint(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200, json={"access_token": "t", "expires_in": 3600, "token_type": "Bearer"}
+        )
+
+    async with AsyncTokenClient(
+        client_id="app",
+        credential=ClientAssertion(assertion),
+        token_endpoint="https://idp.test/token",
+        http_client=httpx.AsyncClient(transport=httpx.MockTransport(token_endpoint)),
+    ) as tc:
+        await asyncio.wait_for(
+            asyncio.gather(tc.get_token("api://a/.default"), tc.get_token("api://b/.default")),
+            TIMEOUT,
+        )
+    assert len(calls) == 1

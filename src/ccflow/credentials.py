@@ -640,10 +640,15 @@ class ClientAssertion(_AssertionSource):
         """Like :meth:`request_fields`; a callable that must be asked runs in a thread."""
         held = self._current(now)
         if held is None:
-            value = await asyncio.to_thread(self._fetch)
-            held = self._accept(value, now)
-            self._held = held
+            # In the thread, under the lock as in request_fields: concurrent fetches of other
+            # scopes (which do not wait for each other) then ask the callable once, not each.
+            held = await asyncio.to_thread(self._locked_renew, now)
         return self._fields(client_id, held)
+
+    def _locked_renew(self, now: float) -> HeldAssertion:
+        with self._lock:
+            held = self._current(now)
+            return self._renew(now) if held is None else held
 
 
 _JWT_SHAPE = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
