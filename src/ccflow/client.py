@@ -270,15 +270,16 @@ class _ClientBase:
         env = os.environ if environ is None else environ
         # Stripped, as `ccflow token` does: a value read from a file (a Kubernetes secret)
         # often ends in a newline, which Azure AD would answer with misleading advice.
-        client_id = (env.get("AZURE_CLIENT_ID") or "").strip() or env.get("AZURE_CLIENT_ID")
+        given_id = env.get("AZURE_CLIENT_ID")
+        client_id = (given_id or "").strip()
         endpoint = env.get("CCFLOW_TOKEN_ENDPOINT")
         tenant_id = env.get("AZURE_TENANT_ID")
         # Every missing variable in one message, so a bare environment is fixed in one go.
         missing: list[ConfigurationError] = []
-        if not client_id or not client_id.strip():
+        if not client_id:
             missing.append(
                 ConfigurationError(
-                    f"AZURE_CLIENT_ID is {'blank' if client_id else 'not set'}",
+                    f"AZURE_CLIENT_ID is {'blank' if given_id else 'not set'}",
                     setting="AZURE_CLIENT_ID",
                 )
             )

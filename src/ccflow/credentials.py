@@ -549,11 +549,15 @@ class _AssertionSource:
         is near expiry. ``auth_method`` is ignored: assertions always send ``private_key_jwt``."""
         held = self._current(now)
         if held is None:
-            with self._lock:
-                held = self._current(now)
-                if held is None:
-                    held = self._renew(now)
+            held = self._locked_renew(now)
         return self._fields(client_id, held)
+
+    def _locked_renew(self, now: float) -> HeldAssertion:
+        """Renew under the lock, unless whoever held it before us already did: concurrent
+        fetches (of other scopes, which do not wait for each other) ask the source once."""
+        with self._lock:
+            held = self._current(now)
+            return self._renew(now) if held is None else held
 
     def _renew(self, now: float) -> HeldAssertion:
         try:
@@ -640,15 +644,8 @@ class ClientAssertion(_AssertionSource):
         """Like :meth:`request_fields`; a callable that must be asked runs in a thread."""
         held = self._current(now)
         if held is None:
-            # In the thread, under the lock as in request_fields: concurrent fetches of other
-            # scopes (which do not wait for each other) then ask the callable once, not each.
             held = await asyncio.to_thread(self._locked_renew, now)
         return self._fields(client_id, held)
-
-    def _locked_renew(self, now: float) -> HeldAssertion:
-        with self._lock:
-            held = self._current(now)
-            return self._renew(now) if held is None else held
 
 
 _JWT_SHAPE = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
