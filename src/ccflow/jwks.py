@@ -131,6 +131,25 @@ async def _get(client: httpx.AsyncClient, url: str) -> _Answer | None:
     return None
 
 
+def _fetch_failure(exc: Exception) -> tuple[int, str]:
+    """How a failed GET is logged: level and words (never the exception's text, which may be
+    long, except for RuntimeError's, httpx's "the client has been closed")."""
+    if untrusted_certificate(exc):
+        return logging.WARNING, (
+            "failed: its TLS certificate did not verify; if the authority uses a private CA, "
+            "trust it with SSL_CERT_FILE"
+        )
+    # InvalidURL is not an HTTPError, nor is the idna.IDNAError (a UnicodeError) httpx lets
+    # out for a host such as "xn--zz.example": a jwks_uri httpx cannot use.
+    if isinstance(exc, httpx.HTTPError | httpx.InvalidURL | UnicodeError):
+        return logging.WARNING, f"failed: {type(exc).__name__}"
+    if isinstance(exc, RuntimeError):
+        # A caller's http_client closed too early, or a connection of a closed event loop.
+        return logging.WARNING, f"failed: {type(exc).__name__}: {exc}"
+    # Anything else: a caller's client misconfigured (verify= given a Path), a transport bug.
+    return logging.ERROR, f"failed unexpectedly: {type(exc).__name__}"
+
+
 class _Base:
     """State, policy and the refresh flow; no waiting."""
 
@@ -282,29 +301,12 @@ class AsyncJWKSCache(_Base):
                 answer: _Answer | None
                 try:
                     answer = await _get(self._http(), url)
-                except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as exc:
-                    # InvalidURL is not an HTTPError; a jwks_uri httpx cannot use is a failed
-                    # fetch (with backoff), not an exception out of every validation. Nor is
-                    # the idna.IDNAError (a UnicodeError) httpx lets out for a host such as
-                    # "xn--zz.example", when it builds the request or a redirect to it.
-                    if untrusted_certificate(exc):
-                        logger.warning(
-                            "GET %s failed: its TLS certificate did not verify; if the "
-                            "authority uses a private CA, trust it with SSL_CERT_FILE",
-                            url,
-                        )
-                    else:
-                        logger.warning("GET %s failed: %s", url, type(exc).__name__)
-                    answer = None
-                except RuntimeError as exc:
-                    # httpx's "the client has been closed" (a caller's http_client closed too
-                    # early) or a connection of a closed event loop: no keys, not a bad token.
-                    logger.warning("GET %s failed: %s: %s", url, type(exc).__name__, exc)
-                    answer = None
                 except Exception as exc:
-                    # Anything else from the HTTP client (a caller's client misconfigured, a
-                    # transport bug) still means no keys: a 503, not a 401 for a good token.
-                    logger.error("GET %s failed unexpectedly: %s", url, type(exc).__name__)
+                    # Whatever the HTTP client raises means no keys: a failed fetch with its
+                    # backoff (a 503), never an exception out of every validation (a 401 that
+                    # makes clients drop good tokens).
+                    level, why = _fetch_failure(exc)
+                    logger.log(level, "GET %s %s", url, why)
                     answer = None
                 url = flow.send(answer)
         except StopIteration:
