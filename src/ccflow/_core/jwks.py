@@ -234,6 +234,14 @@ class KeyCache:
             wait = min(max(wait, retry_after), max(policy.cooldown, 1.0) * 10)
         return replace(self, attempted_at=now, retry_at=now + wait)
 
+    def fresh(self, now: float, policy: RefreshPolicy) -> bool:
+        """Keys exist and are younger than ``ttl``."""
+        return (
+            self.keys is not None
+            and self.fetched_at is not None
+            and now - self.fetched_at < policy.ttl
+        )
+
     def usable(self, now: float, policy: RefreshPolicy) -> bool:
         """Keys exist and are not older than ``ttl + max_stale``."""
         return (
@@ -245,14 +253,10 @@ class KeyCache:
     def retry_after(self, now: float, policy: RefreshPolicy) -> int:
         """Whole seconds until a fetch may be attempted again (at least 1), for Retry-After."""
         until = self.retry_at if self.retry_at is not None else now + policy.failure_backoff
-        if (
-            self.keys is not None
-            and self.fetched_at is not None
-            and self.attempted_at is not None
-            and now - self.fetched_at < policy.ttl
-        ):
+        if self.attempted_at is not None and self.fresh(now, policy):
             # Fresh keys: a kid they lack is refetched only once the cooldown since the last
             # attempt has passed (or the keys' ttl, if that comes first), whatever the backoff.
+            assert self.fetched_at is not None
             until = max(
                 until, min(self.attempted_at + policy.cooldown, self.fetched_at + policy.ttl)
             )
@@ -280,13 +284,7 @@ def decide(
     fetch this allows records the new time, so it happens once per step."""
     stepped_back = state.attempted_at is not None and now < state.attempted_at
     if may_fetch and (stepped_back or not (state.retry_at is not None and now < state.retry_at)):
-        fresh = (
-            not stepped_back
-            and state.keys is not None
-            and state.fetched_at is not None
-            and now - state.fetched_at < policy.ttl
-        )
-        if not fresh:
+        if stepped_back or not state.fresh(now, policy):
             if (
                 fetching
                 and state.keys is not None
