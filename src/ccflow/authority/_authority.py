@@ -123,6 +123,9 @@ class Authority:
             registrations if registrations is not None else (Registrations.default())
         )
         self.host = normalize_authority_host(host, setting="host")
+        # A host with a path (a proxy prefix, ``https://host/prefix``) puts its endpoints under
+        # that prefix: requests are routed on what follows it.
+        self._prefix = httpx.URL(self.host).path.rstrip("/")
         self.token_lifetime = token_lifetime
         self.clock = clock
         self.hits: collections.Counter[str] = collections.Counter()
@@ -501,9 +504,7 @@ class Authority:
         except httpx.RequestNotRead:
             request.read()
         path = request.url.path
-        # A host with a path (a proxy prefix, ``https://host/prefix``) puts its endpoints under
-        # that prefix: route what follows it.
-        prefix = httpx.URL(self.host).path.rstrip("/")
+        prefix = self._prefix
         if prefix:
             path = path[len(prefix) :] if path.startswith(prefix + "/") else ""
         endpoint, tenant, version = _route(path)
