@@ -443,6 +443,13 @@ class _ClientBase:
             self._clock(),
         )
 
+    def _outcome(self, exc: httpx.RequestError | httpx.HTTPStatusError) -> Reply | Failure:
+        """What the flow gets when the send raised: a response hook's HTTPStatusError still
+        carries the endpoint's answer (see :meth:`_reply`); anything else is no answer."""
+        if isinstance(exc, httpx.HTTPStatusError):
+            return self._reply(exc.response)
+        return self._failure(exc)
+
     def _failure(self, exc: httpx.RequestError) -> Failure:
         if untrusted_certificate(exc):
             kind = "untrusted"
@@ -703,10 +710,8 @@ class TokenClient(_ClientBase):
     def _send(self, request: TokenRequest) -> Reply | Failure:
         try:
             response = self._http.send(self._post(request), auth=_NO_AUTH, follow_redirects=False)
-        except httpx.RequestError as exc:
-            outcome: Reply | Failure = self._failure(exc)
-        except httpx.HTTPStatusError as exc:
-            outcome = self._reply(exc.response)  # see _reply: a response hook raised
+        except (httpx.RequestError, httpx.HTTPStatusError) as exc:
+            outcome = self._outcome(exc)
         else:
             return self._reply(response)
         # Outside the except block: the httpx error (whose request holds the secret in its
@@ -883,10 +888,8 @@ class AsyncTokenClient(_ClientBase):
             response = await self._http.send(
                 self._post(request), auth=_NO_AUTH, follow_redirects=False
             )
-        except httpx.RequestError as exc:
-            outcome: Reply | Failure = self._failure(exc)
-        except httpx.HTTPStatusError as exc:
-            outcome = self._reply(exc.response)
+        except (httpx.RequestError, httpx.HTTPStatusError) as exc:
+            outcome = self._outcome(exc)
         else:
             return self._reply(response)
         return outcome  # see TokenClient._send: keep the httpx error out of __context__
