@@ -214,18 +214,45 @@ def raw_verify_cost(authority: Authority, token: str) -> float:
     return best
 
 
-async def main() -> None:
-    authority = Authority()
+def calc_validator(authority: Authority, http: httpx.AsyncClient) -> TokenValidator:
+    """The calc API's validator on the local authority, keys fetched through ``http``."""
     api = authority.api("calc-api")
-    client = authority.client("calc-client")
-    http = httpx.AsyncClient(transport=authority.transport())
-    validator = TokenValidator(
+    return TokenValidator(
         tenant_id=authority.tenant_id,
         authority_host=authority.host,
         audience=[api.client_id, api.identifier_uri],
-        allowed_clients=[client.client_id],
+        allowed_clients=[authority.client("calc-client").client_id],
         http_client=http,
     )
+
+
+async def repeated_token_rounds(
+    apps: dict[str, ASGIApp], token: str, requests: int
+) -> dict[str, float]:
+    """Seconds per request of each app, all sending ``token``: a warm-up, then the best of
+    ROUNDS interleaved rounds of ``requests`` requests (side benches use this)."""
+    for app in apps.values():
+        await drive(app, repeat(token, 200))  # warm up
+    results = {name: float("inf") for name in apps}
+    for _ in range(ROUNDS):
+        for name, app in apps.items():
+            results[name] = min(results[name], await drive(app, repeat(token, requests)))
+    return results
+
+
+def print_vs_bare(results: dict[str, float], requests: int) -> None:
+    """The side benches' table: microseconds per request and the ratio to bare Starlette."""
+    bare = results["bare Starlette"]
+    print(f"best of {ROUNDS} interleaved rounds of {requests} requests, in-process ASGI")
+    print(f"{'contender':<30} {'us/req':>9} {'vs bare':>8}")
+    for name, seconds in results.items():
+        print(f"{name:<30} {seconds * 1e6:>9.1f} {bare / seconds:>8.2f}")
+
+
+async def main() -> None:
+    authority = Authority()
+    http = httpx.AsyncClient(transport=authority.transport())
+    validator = calc_validator(authority, http)
     calc = create_app(validator)
     token = authority.mint()
 

@@ -27,12 +27,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from middleware import ROUNDS, ASGIApp, bare_app, drive, repeat
+from middleware import (
+    ASGIApp,
+    bare_app,
+    calc_validator,
+    print_vs_bare,
+    repeated_token_rounds,
+)
 from starlette.applications import Starlette
 from starlette.authentication import AuthCredentials
 from starlette.routing import Route
 
-from ccflow import TokenValidator
 from ccflow.authority import Authority
 from ccflow.starlette import TokenUser
 
@@ -85,16 +90,8 @@ def _itself(data: bytes) -> bytes:
 
 async def main() -> None:
     authority = Authority()
-    api = authority.api("calc-api")
-    client = authority.client("calc-client")
     http = httpx.AsyncClient(transport=authority.transport())
-    validator = TokenValidator(
-        tenant_id=authority.tenant_id,
-        authority_host=authority.host,
-        audience=[api.client_id, api.identifier_uri],
-        allowed_clients=[client.client_id],
-        http_client=http,
-    )
+    validator = calc_validator(authority, http)
     token = authority.mint()
     verdict = await validator.validate(token)
     header = f"Bearer {token}".encode()
@@ -105,19 +102,9 @@ async def main() -> None:
         "thinnest, BLAKE2b": thinnest_app(header, verdict, _blake2b),
         "calc API, repeated token": create_app(validator),
     }
-    for app in apps.values():
-        await drive(app, repeat(token, 200))  # warm up
-    results = {name: float("inf") for name in apps}
-    for _ in range(ROUNDS):
-        for name, app in apps.items():
-            results[name] = min(results[name], await drive(app, repeat(token, REQUESTS)))
-    await validator.aclose()
-
-    bare = results["bare Starlette"]
-    print(f"best of {ROUNDS} interleaved rounds of {REQUESTS} requests, in-process ASGI")
-    print(f"{'contender':<30} {'us/req':>9} {'vs bare':>8}")
-    for name, seconds in results.items():
-        print(f"{name:<30} {seconds * 1e6:>9.1f} {bare / seconds:>8.2f}")
+    results = await repeated_token_rounds(apps, token, REQUESTS)
+    await http.aclose()
+    print_vs_bare(results, REQUESTS)
 
 
 if __name__ == "__main__":

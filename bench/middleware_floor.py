@@ -23,12 +23,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from middleware import ROUNDS, ASGIApp, bare_app, drive, repeat
+from middleware import (
+    ASGIApp,
+    bare_app,
+    calc_validator,
+    print_vs_bare,
+    repeated_token_rounds,
+)
 from starlette.applications import Starlette
 from starlette.authentication import AuthCredentials
 from starlette.routing import Route
 
-from ccflow import TokenValidator
 from ccflow.authority import Authority
 from ccflow.starlette import TokenUser
 
@@ -54,20 +59,8 @@ class SetsUserOnly:
 
 async def main() -> None:
     authority = Authority()
-    api = authority.api("calc-api")
-    client = authority.client("calc-client")
     http = httpx.AsyncClient(transport=authority.transport())
-
-    def validator() -> TokenValidator:
-        return TokenValidator(
-            tenant_id=authority.tenant_id,
-            authority_host=authority.host,
-            audience=[api.client_id, api.identifier_uri],
-            allowed_clients=[client.client_id],
-            http_client=http,
-        )
-
-    real, free = validator(), validator()
+    real, free = calc_validator(authority, http), calc_validator(authority, http)
     token = authority.mint()
     verdict = await real.validate(token)
     await free.validate(token)
@@ -81,20 +74,9 @@ async def main() -> None:
         "calc API, no digest": create_app(free),
         "calc API, repeated token": create_app(real),
     }
-    for app in apps.values():
-        await drive(app, repeat(token, 200))  # warm up
-    batches = {name: [repeat(token, REQUESTS) for _ in range(ROUNDS)] for name in apps}
-    results = {name: float("inf") for name in apps}
-    for round_ in range(ROUNDS):
-        for name, app in apps.items():
-            results[name] = min(results[name], await drive(app, batches[name][round_]))
+    results = await repeated_token_rounds(apps, token, REQUESTS)
     await http.aclose()
-
-    bare = results["bare Starlette"]
-    print(f"best of {ROUNDS} interleaved rounds of {REQUESTS} requests, in-process ASGI")
-    print(f"{'contender':<30} {'us/req':>9} {'vs bare':>8}")
-    for name, t in results.items():
-        print(f"{name:<30} {t * 1e6:>9.1f} {bare / t:>8.2f}")
+    print_vs_bare(results, REQUESTS)
 
 
 if __name__ == "__main__":
