@@ -236,3 +236,80 @@ def test_configuring_unsafe_or_unknown_algorithms_fails(algorithms: object) -> N
 def test_configured_algorithms_become_a_frozenset() -> None:
     assert check_algorithms(["RS256", "PS256", "RS256"]) == frozenset({"RS256", "PS256"})
     assert check_algorithms("ES256") == frozenset({"ES256"})
+
+
+# --- the header cache: a header decoded once is reused, with the same verdicts ---------------
+
+
+def test_a_header_seen_before_is_reused_read_only_and_gives_the_same_parse() -> None:
+    from ccflow._core import jwt as core_jwt
+
+    core_jwt._headers.clear()
+    first = parse_compact(_token_with_header({"alg": "RS256", "kid": "reuse", "typ": "JWT"}))
+    segment = b64json({"alg": "RS256", "kid": "reuse", "typ": "JWT"}).encode()
+    assert segment in core_jwt._headers
+    second = parse_compact(
+        _token_with_header({"alg": "RS256", "kid": "reuse", "typ": "JWT"}, {**CLAIMS, "x": 1})
+    )
+    assert second.header is first.header
+    assert (second.alg, second.kid, dict(second.header)) == ("RS256", "reuse", dict(first.header))
+    assert second.claims == {**CLAIMS, "x": 1}
+    with pytest.raises(TypeError):
+        second.header["alg"] = "none"  # type: ignore[index]
+
+
+def test_a_cached_header_still_meets_each_calls_algorithm_allow_list() -> None:
+    token = _token_with_header({"alg": "RS256", "kid": "allow-list"})
+    parse_compact(token)
+    with pytest.raises(InvalidTokenError) as caught:
+        parse_compact(token, algorithms=frozenset({"ES256"}))
+    assert caught.value.reason == "algorithm"
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"alg": "RS256"},
+        {"alg": "RS256", "kid": 7},
+        {"alg": "RS256", "kid": ""},
+        {"kid": "k1"},
+        {"alg": "RS256", "kid": "k1", "crit": ["exp"]},
+        {"alg": "RS256", "kid": "k1", "b64": False},
+    ],
+    ids=["no kid", "kid not a string", "empty kid", "no alg", "crit", "b64 false"],
+)
+def test_refused_headers_are_not_cached_and_refused_every_time(header: dict[str, object]) -> None:
+    from ccflow._core import jwt as core_jwt
+
+    token = _token_with_header(header)
+    answers = []
+    for _ in range(2):
+        with pytest.raises(InvalidTokenError) as caught:
+            parse_compact(token)
+        answers.append((caught.value.reason, str(caught.value)))
+    assert answers[0] == answers[1]
+    assert token.split(".")[0].encode() not in core_jwt._headers
+
+
+def test_a_bad_claims_or_signature_segment_behind_a_cached_header_is_still_refused() -> None:
+    header = b64json({"alg": "RS256", "kid": "k-segments"})
+    parse_compact(f"{header}.{b64json(CLAIMS)}.{b64(b'x' * 256)}")
+    for token, reason in [
+        (f"{header}.{b64json(CLAIMS)}!.{b64(b'x' * 256)}", "not valid base64url"),
+        (f"{header}.{b64(b'[1]')}.{b64(b'x' * 256)}", "not a JSON object"),
+        (f"{header}.{b64(b'{} x')}.{b64(b'x' * 256)}", "not valid JSON"),
+        (f"{header}.{b64json(CLAIMS)}.{b64(b'x' * 256)}=", "padding"),
+    ]:
+        with pytest.raises(InvalidTokenError, match=reason):
+            parse_compact(token)
+
+
+def test_the_header_cache_stays_small_whatever_headers_arrive() -> None:
+    from ccflow._core import jwt as core_jwt
+
+    for n in range(300):
+        parse_compact(_token_with_header({"alg": "RS256", "kid": f"kid-{n}"}))
+        assert len(core_jwt._headers) <= 64
+    long = {"alg": "RS256", "kid": "k" * 2000}
+    parse_compact(_token_with_header(long))
+    assert b64json(long).encode() not in core_jwt._headers

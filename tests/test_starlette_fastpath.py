@@ -187,3 +187,71 @@ async def test_unusual_spacing_gets_the_full_path_answer(
     await call(app, [auth(f"Bearer {token}")])
     assert (await call(app, [auth(value.format(t=token))]))[0] == status
     assert validator.validations == validations
+
+
+@pytest.fixture
+def plain_validator(authority: Authority, clock: Clock) -> TokenValidator:
+    api = authority.api("calc-api")
+    return TokenValidator(
+        tenant_id=authority.tenant_id,
+        authority_host=authority.host,
+        audience=[api.client_id, api.identifier_uri],
+        http_client=httpx.AsyncClient(transport=authority.transport()),
+        clock=clock,
+        leeway=0,
+    )
+
+
+async def test_a_new_token_is_parsed_once_then_served_from_the_cache(
+    authority: Authority, plain_validator: TokenValidator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A plain TokenValidator hands RequireRole the digest of a miss: one parse, one digest.
+    from ccflow import validation
+
+    parses: list[str] = []
+    digests: list[bytes] = []
+    real_parse, real_sha256 = validation.parse_compact, validation._sha256
+
+    def parse(token: str, **options: Any) -> Any:
+        parses.append(token)
+        return real_parse(token, **options)
+
+    def sha256(data: bytes) -> Any:
+        digests.append(data)
+        return real_sha256(data)
+
+    monkeypatch.setattr(validation, "parse_compact", parse)
+    monkeypatch.setattr(validation, "_sha256", sha256)
+    app, token = make_app(plain_validator), authority.mint()
+    for _ in range(3):
+        assert (await call(app, [auth(f"Bearer {token}")]))[0] == 200
+    assert parses == [token]
+    assert len(digests) == 3  # one per request, none twice
+    assert plain_validator.cached(token) is not None
+
+
+async def test_a_new_token_lacking_the_role_is_403_on_the_miss_path(
+    authority: Authority, plain_validator: TokenValidator
+) -> None:
+    app = make_app(plain_validator, "adminRole")
+    status, headers = await call(app, [auth(f"Bearer {authority.mint()}")])
+    assert status == 403
+    assert 'error="insufficient_scope"' in headers["www-authenticate"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [b"Bearer ", b"Bearer  TOKEN", b"Bearer TOKEN ", b"Bearer TOKEN\t", "Bearer tök".encode()],
+    ids=["no token", "two blanks", "trailing blank", "trailing tab", "not ascii"],
+)
+async def test_odd_bearer_values_get_the_full_paths_answer(
+    authority: Authority, plain_validator: TokenValidator, value: bytes
+) -> None:
+    token = authority.mint()
+    app = make_app(plain_validator)
+    status, headers = await call(app, [(b"authorization", value.replace(b"TOKEN", token.encode()))])
+    if value in (b"Bearer  TOKEN", b"Bearer TOKEN ", b"Bearer TOKEN\t"):
+        assert status == 200  # blanks around the token are tolerated, as on the full path
+    else:
+        assert status == 400
+        assert 'error="invalid_request"' in headers["www-authenticate"]

@@ -273,6 +273,15 @@ class AsyncJWKSCache(_Base):
         self._lock = asyncio.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
 
+    def ready(self, kid: str) -> SigningKey | None:
+        """The key for ``kid`` when the policy lets it be used now, with no fetch to wait for;
+        ``None`` otherwise (then :meth:`get_key` decides). A plain call: no await, no IO."""
+        state = self._state
+        if decide(state, kid, self._clock(), self._policy) is KeyAction.USE:
+            assert state.keys is not None
+            return state.keys.keys[kid]
+        return None
+
     async def get_key(self, kid: str) -> SigningKey:
         """The key for ``kid``, fetching first if the policy says so."""
         state = self._state

@@ -50,7 +50,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -493,17 +493,18 @@ class RequireRoleMiddleware:
 
     __slots__ = (
         "app",
-        "cached",
         "exact",
         "exempting",
         "match",
         "owns_validator",
         "prefixes",
+        "probe",
         "role",
         "role_set",
         "roles",
         "validate",
         "validator",
+        "verify",
     )
 
     def __init__(self, app: ASGIApp, config: RequireRole) -> None:
@@ -515,8 +516,19 @@ class RequireRoleMiddleware:
         self.role_set = frozenset(config.roles)
         self.validator = config.validator
         self.validate = config.validator.validate
-        cached = getattr(config.validator, "cached", None)
-        self.cached: Callable[[bytes], Verdict | None] | None = cached if callable(cached) else None
+        # ccflow.TokenValidator's _probe/_verify pair hands the digest of a miss over; any
+        # other validator (or a subclass with its own validate) with cached() gets the hot
+        # path for hits only.
+        hot_path = getattr(config.validator, "_hot_path", None)
+        pair = hot_path() if callable(hot_path) else None
+        if pair is not None:
+            probe, verify = pair
+        else:
+            probe, verify = getattr(config.validator, "cached", None), None
+        self.probe: Callable[[bytes], Verdict | bytes | None] | None = (
+            probe if callable(probe) else None
+        )
+        self.verify: Callable[[str, bytes], Awaitable[Verdict]] | None = verify
         self.owns_validator = config.owns_validator
         self.exact = frozenset(p for p in config.exempt if not p.endswith("/*"))
         self.prefixes = tuple(p[:-1] for p in config.exempt if p.endswith("/*"))
@@ -551,12 +563,15 @@ class RequireRoleMiddleware:
             scope.setdefault("user", UnauthenticatedUser())
             await self.app(scope, receive, send)
             return
-        cached = self.cached
-        if cached is not None:
+        token: str | None = None
+        verdict: Verdict | None = None
+        probe = self.probe
+        if probe is not None:
             # The hot path, for a token the validator accepted before: one pass over the
             # headers, no coroutine, no decode. Anything unusual (no header, several, another
-            # shape than "Bearer <token>", a miss, a missing role) takes the full path below,
-            # which gives every refusal its exact answer.
+            # shape than "Bearer <token>", a missing role) takes the full path below, which
+            # gives every refusal its exact answer; a miss on a plain "Bearer <token>" goes
+            # straight to the validator with the digest already taken.
             value = None
             for name, raw in scope["headers"]:
                 if name == b"authorization" or (
@@ -567,13 +582,31 @@ class RequireRoleMiddleware:
                         break
                     value = raw
             if value is not None and (value[:7] == b"Bearer " or value[:7].lower() == b"bearer "):
-                # A verified token has no blanks, so a hit means value[7:] is exactly the token
-                # bearer_token() would have returned.
+                rest = value[7:]
                 try:
-                    verdict = cached(value[7:])
+                    hit = probe(rest)
                 except Exception as exc:  # a validator bug: the full path answers, not a 500
                     logger.error("the validator's cached() failed (%s)", type(exc).__name__)
-                    verdict = None
+                    hit = None
+                if isinstance(hit, bytes):
+                    # A miss, and the digest that validate() would take again. A verified
+                    # token has no blanks and is ASCII; anything else takes the full path.
+                    verify = self.verify
+                    if (
+                        verify is not None
+                        and rest
+                        and rest[0] != 32
+                        and rest[-1] not in _BLANKS
+                        and rest.isascii()
+                    ):
+                        token = rest.decode("ascii")
+                        try:
+                            verdict = await verify(token, hit)
+                        except Exception as exc:
+                            await self._refuse(exc, token, scope, receive, send)
+                            return
+                elif hit is not None:
+                    verdict = hit
                 if verdict is not None:
                     roles = verdict.roles
                     role = self.role
@@ -590,25 +623,30 @@ class RequireRoleMiddleware:
                         scope["user"] = TokenUser(verdict)
                         await self.app(scope, receive, send)
                         return
-        token = None
         try:
-            token = bearer_token(scope["headers"], check_syntax=False)
-            if token is None:
-                await self._reject(None, scope, receive, send)
-                return
-            verdict = await self.validate(token)
+            if verdict is None:
+                token = bearer_token(scope["headers"], check_syntax=False)
+                if token is None:
+                    await self._reject(None, scope, receive, send)
+                    return
+                verdict = await self.validate(token)
             # Only now, with signature and claims good, may the answer become a 403.
             role = self.role
             if role is None or role not in verdict.roles:
                 verdict.require_roles(self.roles, match=self.match)
         except Exception as exc:  # every refusal, and validator bugs: never a 500
-            if token is not None and isinstance(exc, InvalidTokenError) and not is_b64token(token):
-                exc = InvalidRequestError(_NOT_B64TOKEN)
-            await self._reject(exc, scope, receive, send)
+            await self._refuse(exc, token, scope, receive, send)
             return
         scope["auth"] = AuthCredentials(verdict.roles)
         scope["user"] = TokenUser(verdict)
         await self.app(scope, receive, send)
+
+    async def _refuse(
+        self, exc: BaseException, token: str | None, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        if token is not None and isinstance(exc, InvalidTokenError) and not is_b64token(token):
+            exc = InvalidRequestError(_NOT_B64TOKEN)
+        await self._reject(exc, scope, receive, send)
 
     async def _reject(
         self, exc: BaseException | None, scope: Scope, receive: Receive, send: Send

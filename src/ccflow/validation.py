@@ -26,7 +26,8 @@ import hashlib
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from types import MappingProxyType
 from typing import Any, Final
@@ -421,17 +422,11 @@ class TokenValidator:
             parse_compact(token, algorithms=self._algorithms, max_size=self._max_size)
         # The hot path: a token seen before costs a digest, a dict lookup and an exp check.
         digest = _sha256(token.encode()).digest()
-        cache = self._cache
-        if cache is not None:
+        if self._entries is not None:
             hit = self._hit(digest)
             if hit is not None:
                 return hit
-        result = await self._verify(token)
-        if cache is not None and self._clock() < result.expires_on:
-            # Past exp but inside the leeway, the entry would be dead on arrival, and in a full
-            # cache it would evict a live one.
-            cache[digest] = result
-        return result
+        return await self._verify(token, digest)
 
     def cached(self, token: str | bytes) -> ValidatedToken | None:
         """The verdict on ``token`` if this validator accepted it before and its ``exp`` is
@@ -444,20 +439,37 @@ class TokenValidator:
 
             verdict = validator.cached(raw) or await validator.validate(raw)
         """
-        entries = self._entries
-        if entries is None:
-            return None
         if type(token) is not bytes:
             if not isinstance(token, str):
                 return None
             token = token.encode("utf-8", "surrogatepass")
-        if len(token) > self._max_size:  # no hashing of oversized input: it was never cached
+        hit = self._probe(token)
+        return hit if type(hit) is ValidatedToken else None
+
+    def _hot_path(
+        self,
+    ) -> (
+        tuple[
+            Callable[[bytes], ValidatedToken | bytes | None],
+            Callable[[str, bytes], Awaitable[ValidatedToken]],
+        ]
+        | None
+    ):
+        """``(_probe, _verify)`` for ``RequireRole``, or ``None`` when a subclass overrides
+        :meth:`validate` or :meth:`cached` (its own checks must see every new token)."""
+        cls = type(self)
+        if cls.validate is not TokenValidator.validate or cls.cached is not TokenValidator.cached:
             return None
-        digest = _sha256(token).digest()
-        hit = entries.get(digest)
-        if hit is None or self._clock() < hit.expires_on:
-            return hit
-        return self._expired(digest)
+        return self._probe, self._verify
+
+    def _probe(self, raw: bytes) -> ValidatedToken | bytes | None:
+        """``RequireRole``'s lookup: the verdict on a cached token; on a miss, the digest to
+        hand to :meth:`_verify` so that it is not computed twice; ``None`` when there is no
+        cache or ``raw`` is over the size cap (call :meth:`validate`)."""
+        if self._entries is None or len(raw) > self._max_size:
+            return None  # no hashing of oversized input: it was never cached
+        digest = _sha256(raw).digest()
+        return self._hit(digest) or digest
 
     def _hit(self, digest: bytes) -> ValidatedToken | None:
         entries = self._entries
@@ -474,18 +486,28 @@ class TokenValidator:
             self._cache.pop(digest, None)
         return None
 
-    async def _verify(self, token: str) -> ValidatedToken:
+    async def _verify(self, token: str, digest: bytes) -> ValidatedToken:
+        """Validate ``token`` (whose SHA-256 ``digest`` missed the cache) and cache the
+        verdict. ``token`` must be a str within the size cap (validate() checks)."""
         parsed = parse_compact(token, algorithms=self._algorithms, max_size=self._max_size)
-        key = await self._keys.get_key(parsed.kid)
+        keys = self._keys
+        key = keys.ready(parsed.kid) or await keys.get_key(parsed.kid)
         if parsed.alg not in key.algorithms:
             raise InvalidTokenError(
                 "the token's algorithm does not fit its signing key", reason="algorithm"
             )
         verify_signature(parsed, key.public_key)
         rules = self._rules
-        if rules is None or rules.issuers is not self._keys.issuers:
-            rules = self._rules = _with_issuers(self._rules_template, self._keys.issuers)
-        return check_claims(parsed.claims, rules, now=self._clock())
+        if rules is None or rules.issuers is not keys.issuers:
+            rules = self._rules = _with_issuers(self._rules_template, keys.issuers)
+        now = self._clock()
+        result = check_claims(parsed.claims, rules, now=now)
+        cache = self._cache
+        if cache is not None and now < result.expires_on:
+            # Past exp but inside the leeway, the entry would be dead on arrival, and in a full
+            # cache it would evict a live one.
+            cache[digest] = result
+        return result
 
     async def aclose(self) -> None:
         """Close the HTTP client if the validator created it."""
@@ -503,23 +525,34 @@ _sha256: Final = hashlib.sha256
 
 class _VerifiedTokens(Cache[bytes, ValidatedToken]):
     """The verified-token cache: cachetools bounds it and chooses what to evict; ``entries``
-    mirrors it as a plain ``dict`` for the hot path to read.
+    mirrors it for the hot path to read.
 
     Why both: ``Cache.__getitem__`` is Python code (a try/except around the dict, ``__missing__``
-    on a miss), several times the cost of the C ``dict.get`` that a cache hit can afford. Every
-    write goes through ``Cache`` (``__setitem__`` evicts via ``popitem`` -> ``pop`` ->
-    ``__delitem__``), and both overrides below keep the mirror equal to it, so the mirror is
-    exactly as bounded. Eviction is first-in first-out (``Cache.popitem``): the oldest entry,
-    usually the soonest to expire, goes first, and a hit costs no bookkeeping.
+    on a miss), several times the cost of the C ``get`` that a cache hit can afford. Every
+    write goes through ``Cache``, and the overrides below keep the mirror equal to it, so the
+    mirror is exactly as bounded. Eviction is first-in first-out: the oldest entry, usually
+    the soonest to expire, goes first, and a hit costs no bookkeeping. The mirror is an
+    ``OrderedDict`` because finding the oldest entry of a plain ``dict`` that keeps losing its
+    oldest entries means stepping over every slot they left behind (microseconds per insert
+    into a full cache); its ``get`` is ``dict.get``.
     """
 
     def __init__(self, maxsize: int) -> None:
         super().__init__(maxsize)
-        self.entries: dict[bytes, ValidatedToken] = {}
+        self._limit = maxsize
+        self.entries: OrderedDict[bytes, ValidatedToken] = OrderedDict()
 
     def __setitem__(self, key: bytes, value: ValidatedToken) -> None:
-        super().__setitem__(key, value)
-        self.entries[key] = value
+        entries = self.entries
+        if len(entries) >= self._limit and key not in entries:
+            # Evict here, the oldest first, rather than through Cache.popitem's detour
+            # (MutableMapping.popitem -> __getitem__ -> __delitem__): this runs on every insert
+            # into a full cache.
+            oldest = next(iter(entries))
+            Cache.__delitem__(self, oldest)
+            del entries[oldest]
+        Cache.__setitem__(self, key, value)
+        entries[key] = value
 
     def __delitem__(self, key: bytes) -> None:
         super().__delitem__(key)
@@ -527,7 +560,7 @@ class _VerifiedTokens(Cache[bytes, ValidatedToken]):
 
     def popitem(self) -> tuple[bytes, ValidatedToken]:
         # The oldest entry, as MutableMapping.popitem would pick, without its detour through
-        # Cache.__getitem__: this runs on every insert into a full cache.
+        # Cache.__getitem__.
         try:
             key = next(iter(self.entries))
         except StopIteration:

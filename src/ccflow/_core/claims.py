@@ -149,6 +149,9 @@ class ClaimRules:
     """Tenant ids (stored as :func:`id_key` gives them); ``None``: any tenant; ``{"*"}`` likewise,
     spelled out for multi-tenant APIs."""
     leeway: float = 60.0
+    exact_issuers: frozenset[tuple[str, str]] = field(init=False, repr=False, compare=False)
+    """``(ver, iss)`` pairs accepted as they are: every rule without a ``{tenantid}`` template
+    and with a version (Azure AD), so the usual token's issuer is one set lookup."""
 
     def __post_init__(self) -> None:
         # The allow-lists are kept as id_key() gives them, so a check is one set lookup.
@@ -156,13 +159,19 @@ class ClaimRules:
             values: frozenset[str] | None = getattr(self, name)
             if values is not None:
                 object.__setattr__(self, name, frozenset(map(id_key, values)))
+        exact = frozenset(
+            (rule.version, rule.issuer)
+            for rule in self.issuers
+            if rule.version is not None and TENANT_PLACEHOLDER not in rule.issuer
+        )
+        object.__setattr__(self, "exact_issuers", exact)
 
 
 def _invalid(message: str, reason: str, claim: str) -> InvalidTokenError:
     return InvalidTokenError(message, reason=reason, claim=claim)
 
 
-_MISSING: Final = object()
+_MISSING: Final[Any] = object()
 
 
 def _number(claims: Mapping[str, Any], name: str) -> float | None:
@@ -220,10 +229,34 @@ def _optional_str(claims: Mapping[str, Any], name: str, reason: str) -> str | No
 
 
 def check_claims(claims: Mapping[str, Any], rules: ClaimRules, *, now: float) -> ValidatedToken:
-    """Apply ``rules`` to signature-verified ``claims`` at time ``now`` (Unix seconds)."""
-    expires_on = _check_time(claims, now, rules.leeway)
+    """Apply ``rules`` to signature-verified ``claims`` at time ``now`` (Unix seconds).
 
-    ver = claims.get("ver")
+    Each check first tries the shape every Azure AD and OIDC token has (integer times, string
+    ``iss``/``aud``/caller, a list of roles) with plain comparisons, and hands anything else to
+    the general helpers, which accept the same values and word every refusal: the order of the
+    checks, and so the error a token gets, is the same either way.
+    """
+    get = claims.get
+    exp: Any = get("exp", _MISSING)
+    nbf: Any = get("nbf", _MISSING)
+    iat: Any = get("iat", _MISSING)
+    leeway = rules.leeway
+    if (
+        type(exp) is int
+        and (nbf is _MISSING or type(nbf) is int)
+        and (iat is _MISSING or type(iat) is int)
+    ):
+        if exp <= now - leeway:
+            raise _invalid("the token has expired", "expired", "exp")
+        if nbf is not _MISSING and nbf > now + leeway:
+            raise _invalid("the token is not yet valid (nbf)", "not_yet_valid", "nbf")
+        if iat is not _MISSING and iat > now + leeway:
+            raise _invalid("the token was issued in the future (iat)", "issued_at", "iat")
+        expires_on: int = exp
+    else:
+        expires_on = _check_time(claims, now, leeway)
+
+    ver = get("ver")
     version = ver if isinstance(ver, str) else None
     if rules.azure:
         if ver == "1.0":
@@ -232,21 +265,29 @@ def check_claims(claims: Mapping[str, Any], rules: ClaimRules, *, now: float) ->
         elif ver != "2.0":
             raise _invalid("the token's version (ver) is missing or unknown", "version", "ver")
 
-    tid = _optional_str(claims, "tid", "issuer")
-    iss = claims.get("iss")
+    tid = get("tid", _MISSING)
+    if type(tid) is not str or not tid:
+        tid = _optional_str(claims, "tid", "issuer")
+    iss = get("iss")
     if not isinstance(iss, str):
         raise _invalid("the token's issuer (iss) is missing or not a string", "issuer", "iss")
-    for rule in rules.issuers:
-        if (rule.version is None or rule.version == version) and rule.matches(iss, tid):
-            break
-    else:
-        raise _invalid("the token is from another issuer", "issuer", "iss")
+    if (version, iss) not in rules.exact_issuers:
+        for rule in rules.issuers:
+            if (rule.version is None or rule.version == version) and rule.matches(iss, tid):
+                break
+        else:
+            raise _invalid("the token is from another issuer", "issuer", "iss")
 
-    _check_audience(claims, rules.audiences)
+    aud = get("aud")
+    if type(aud) is not str or not aud or aud not in rules.audiences:
+        _check_audience(claims, rules.audiences)
 
+    client_id: str | None
     if rules.azure:
         client_claim = "appid" if version == "1.0" else "azp"
-        client_id = _optional_str(claims, client_claim, "client")
+        client_id = get(client_claim)
+        if type(client_id) is not str or not client_id:
+            client_id = _optional_str(claims, client_claim, "client")
     else:
         client_claim = "azp"
         client_id = None
@@ -258,27 +299,27 @@ def check_claims(claims: Mapping[str, Any], rules: ClaimRules, *, now: float) ->
     if client_id is None:
         raise _invalid(f"the token names no caller ({client_claim})", "client", client_claim)
 
-    roles_claim = claims.get("roles", ())
-    if type(roles_claim) not in (list, tuple):
+    roles_claim = get("roles", ())
+    if type(roles_claim) is not list and type(roles_claim) is not tuple:
         raise _invalid("the token's roles claim is not a list of strings", "roles", "roles")
     for role in roles_claim:
         if type(role) is not str:
             raise _invalid("the token's roles claim is not a list of strings", "roles", "roles")
 
-    if rules.allowed_clients is not None and id_key(client_id) not in rules.allowed_clients:
+    allowed = rules.allowed_clients
+    if allowed is not None and client_id not in allowed and id_key(client_id) not in allowed:
+        # An id already in id_key() form is found as it is (the usual lower-case GUID);
+        # only another spelling pays for the regular expression.
         raise InsufficientScopeError("the calling application is not allowed", reason="client")
+    tenants = rules.allowed_tenants
     if (
-        rules.allowed_tenants is not None
-        and ANY_TENANT not in rules.allowed_tenants
-        and (tid is None or id_key(tid) not in rules.allowed_tenants)
+        tenants is not None
+        and ANY_TENANT not in tenants
+        and (tid is None or (tid not in tenants and id_key(tid) not in tenants))
     ):
         raise InsufficientScopeError("the caller's tenant is not allowed", reason="tenant")
 
+    # Positional: the same fields in declaration order, a little cheaper per fresh token.
     return ValidatedToken(
-        claims=MappingProxyType(dict(claims)),
-        client_id=client_id,
-        tenant_id=tid,
-        roles=tuple(roles_claim),
-        version=version,
-        expires_on=expires_on,
+        MappingProxyType(dict(claims)), client_id, tid, tuple(roles_claim), version, expires_on
     )
