@@ -313,3 +313,65 @@ def test_the_header_cache_stays_small_whatever_headers_arrive() -> None:
     long = {"alg": "RS256", "kid": "k" * 2000}
     parse_compact(_token_with_header(long))
     assert b64json(long).encode() not in core_jwt._headers
+
+
+# --- RS* verification by encode-and-compare gives key.verify()'s verdict ----------------------
+
+
+def test_rsa_pkcs1_verdicts_equal_cryptographys_verify_on_mutated_signatures() -> None:
+    import random
+
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    from _validation_tokens import sign
+
+    rng = random.Random("rsa-recover")
+    key = rsa_key()
+    public = key.public_key()
+    hashes_by_alg = {"RS256": hashes.SHA256(), "RS384": hashes.SHA384(), "RS512": hashes.SHA512()}
+    accepted = refused = 0
+    for n in range(600):
+        alg = rng.choice(sorted(hashes_by_alg))
+        signing_input = f"{b64json({'alg': alg, 'kid': 'k1'})}.{b64json({'n': n})}".encode()
+        signature = sign(signing_input, key, alg)
+        match rng.randrange(7):
+            case 0:
+                pass
+            case 1:
+                i = rng.randrange(len(signature))
+                signature = (
+                    signature[:i]
+                    + bytes([signature[i] ^ 1 << rng.randrange(8)])
+                    + signature[i + 1 :]
+                )
+            case 2:
+                signature = signature[: rng.randrange(len(signature))]
+            case 3:
+                signature = b"\x00" + signature
+            case 4:
+                signature = sign(signing_input + b"x", key, alg)
+            case 5:  # the right key and input, another hash's DigestInfo
+                signature = sign(signing_input, key, rng.choice(sorted(set(hashes_by_alg) - {alg})))
+            case _:
+                signature = sign(signing_input, rsa_key("other"), alg)
+        parsed = parse_compact(
+            f"{signing_input.decode()}.{b64(signature)}", algorithms=frozenset({alg})
+        )
+        try:
+            public.verify(signature, signing_input, padding.PKCS1v15(), hashes_by_alg[alg])
+            expected = True
+        except InvalidSignature:
+            expected = False
+        reason = None
+        try:
+            verify_signature(parsed, public)
+        except InvalidTokenError as exc:
+            reason = exc.reason
+        assert (reason is None) == expected, (n, alg)
+        assert reason in (None, "signature")
+        accepted += expected
+        refused += not expected
+    assert accepted > 50
+    assert refused > 300
