@@ -466,10 +466,17 @@ class TokenValidator:
         """``RequireRole``'s lookup: the verdict on a cached token; on a miss, the digest to
         hand to :meth:`_verify` so that it is not computed twice; ``None`` when there is no
         cache or ``raw`` is over the size cap (call :meth:`validate`)."""
-        if self._entries is None or len(raw) > self._max_size:
+        entries = self._entries
+        if entries is None or len(raw) > self._max_size:
             return None  # no hashing of oversized input: it was never cached
         digest = _sha256(raw).digest()
-        return self._hit(digest) or digest
+        hit = entries.get(digest)
+        if hit is None:
+            return digest
+        if self._clock() < hit.expires_on:
+            return hit
+        self._expired(digest)
+        return digest
 
     def _hit(self, digest: bytes) -> ValidatedToken | None:
         entries = self._entries

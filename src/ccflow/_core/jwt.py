@@ -242,8 +242,9 @@ def parse_compact(
     plain = _headers.get(parts[0]) or _plain_header(parts[0])
     if plain is not None:
         # The same checks in the same order as below, the header's already passed.
-        claims = _json_object(_b64decode(parts[1], "claims"), "claims")
+        claims_bytes = _b64decode(parts[1], "claims")
         signature = _b64decode(parts[2], "signature")
+        claims = _json_object(claims_bytes, "claims")
         if plain[1] not in algorithms:
             raise InvalidTokenError(
                 "the token's signing algorithm is not allowed", reason="algorithm"
