@@ -208,24 +208,24 @@ async def test_a_new_token_is_parsed_once_then_served_from_the_cache(
     # A plain TokenValidator hands RequireRole the digest of a miss: one parse, one digest.
     from ccflow import validation
 
-    parses: list[str] = []
+    parses: list[bytes] = []
     digests: list[bytes] = []
-    real_parse, real_sha256 = validation.parse_compact, validation._sha256
+    real_parse, real_sha256 = validation.parse_ascii, validation._sha256
 
-    def parse(token: str, **options: Any) -> Any:
-        parses.append(token)
-        return real_parse(token, **options)
+    def parse(raw: bytes, *args: Any) -> Any:
+        parses.append(raw)
+        return real_parse(raw, *args)
 
     def sha256(data: bytes) -> Any:
         digests.append(data)
         return real_sha256(data)
 
-    monkeypatch.setattr(validation, "parse_compact", parse)
+    monkeypatch.setattr(validation, "parse_ascii", parse)
     monkeypatch.setattr(validation, "_sha256", sha256)
     app, token = make_app(plain_validator), authority.mint()
     for _ in range(3):
         assert (await call(app, [auth(f"Bearer {token}")]))[0] == 200
-    assert parses == [token]
+    assert parses == [token.encode()]
     assert len(digests) == 3  # one per request, none twice
     assert plain_validator.cached(token) is not None
 

@@ -528,7 +528,7 @@ class RequireRoleMiddleware:
         self.probe: Callable[[bytes], Verdict | bytes | None] | None = (
             probe if callable(probe) else None
         )
-        self.verify: Callable[[str, bytes], Awaitable[Verdict]] | None = verify
+        self.verify: Callable[[bytes, bytes], Awaitable[Verdict]] | None = verify
         self.owns_validator = config.owns_validator
         self.exact = frozenset(p for p in config.exempt if not p.endswith("/*"))
         self.prefixes = tuple(p[:-1] for p in config.exempt if p.endswith("/*"))
@@ -599,11 +599,10 @@ class RequireRoleMiddleware:
                         and rest[-1] not in _BLANKS
                         and rest.isascii()
                     ):
-                        token = rest.decode("ascii")
                         try:
-                            verdict = await verify(token, hit)
+                            verdict = await verify(rest, hit)
                         except Exception as exc:
-                            await self._refuse(exc, token, scope, receive, send)
+                            await self._refuse(exc, rest.decode("ascii"), scope, receive, send)
                             return
                 elif hit is not None:
                     verdict = hit

@@ -49,6 +49,7 @@ from ccflow._core.jwks import RefreshPolicy
 from ccflow._core.jwt import (
     DEFAULT_MAX_TOKEN_SIZE,
     check_algorithms,
+    parse_ascii,
     parse_compact,
     verify_signature,
 )
@@ -421,12 +422,13 @@ class TokenValidator:
             # parse_compact words the error; it never looks further than this.
             parse_compact(token, algorithms=self._algorithms, max_size=self._max_size)
         # The hot path: a token seen before costs a digest, a dict lookup and an exp check.
-        digest = _sha256(token.encode()).digest()
+        raw = token.encode("ascii")
+        digest = _sha256(raw).digest()
         if self._entries is not None:
             hit = self._hit(digest)
             if hit is not None:
                 return hit
-        return await self._verify(token, digest)
+        return await self._verify(raw, digest)
 
     def cached(self, token: str | bytes) -> ValidatedToken | None:
         """The verdict on ``token`` if this validator accepted it before and its ``exp`` is
@@ -451,7 +453,7 @@ class TokenValidator:
     ) -> (
         tuple[
             Callable[[bytes], ValidatedToken | bytes | None],
-            Callable[[str, bytes], Awaitable[ValidatedToken]],
+            Callable[[bytes, bytes], Awaitable[ValidatedToken]],
         ]
         | None
     ):
@@ -493,10 +495,11 @@ class TokenValidator:
             self._cache.pop(digest, None)
         return None
 
-    async def _verify(self, token: str, digest: bytes) -> ValidatedToken:
-        """Validate ``token`` (whose SHA-256 ``digest`` missed the cache) and cache the
-        verdict. ``token`` must be a str within the size cap (validate() checks)."""
-        parsed = parse_compact(token, algorithms=self._algorithms, max_size=self._max_size)
+    async def _verify(self, raw: bytes, digest: bytes) -> ValidatedToken:
+        """Validate the token ``raw`` (whose SHA-256 ``digest`` missed the cache) and cache
+        the verdict. ``raw`` must be ASCII and within the size cap (validate() checks, and so
+        does RequireRole before it calls this)."""
+        parsed = parse_ascii(raw, self._algorithms)
         keys = self._keys
         key = keys.ready(parsed.kid) or await keys.get_key(parsed.kid)
         if parsed.alg not in key.algorithms:

@@ -47,6 +47,7 @@ __all__ = [
     "ParsedToken",
     "PublicKey",
     "check_algorithms",
+    "parse_ascii",
     "parse_compact",
     "verify_signature",
 ]
@@ -235,7 +236,12 @@ def parse_compact(
         raise _malformed(f"the token is larger than the {max_size}-byte limit")
     if not token.isascii():
         raise _malformed("the token contains characters outside base64url")
-    raw = token.encode("ascii")
+    return parse_ascii(token.encode("ascii"), algorithms)
+
+
+def parse_ascii(raw: bytes, algorithms: frozenset[str] = DEFAULT_ALGORITHMS) -> ParsedToken:
+    """:func:`parse_compact` for a token already checked to be ASCII and within the size cap,
+    as bytes (an Authorization header's own, with no decode and encode in between)."""
     parts = raw.split(b".")
     if len(parts) != 3:
         raise _malformed("the token does not have three dot-separated segments")
