@@ -137,6 +137,9 @@ def _malformed(message: str) -> InvalidTokenError:
 
 
 _PAD: Final = (b"", b"", b"==", b"=")
+# The bits of a segment's last character that must be zero, by the segment's length mod 4.
+_TRAILING: Final = (0, 0, 0x0F, 0x03)
+_a2b: Final = binascii.a2b_base64
 _DECODER: Final = json.JSONDecoder()
 # The decoder's C scanner (typeshed types make_scanner's argument as itself).
 _SCAN: Final[Callable[[str, int], tuple[Any, int]]] = json.scanner.make_scanner(_DECODER)  # type: ignore[arg-type]
@@ -160,7 +163,7 @@ def _b64decode(segment: bytes, name: str) -> bytes:
         data = binascii.a2b_base64(segment.translate(_TO_STANDARD) + _PAD[rem], strict_mode=True)
     except binascii.Error:
         raise _malformed(f"the token's {name} segment is not valid base64url") from None
-    if rem and _B64_VALUE[segment[-1]] & (0x0F if rem == 2 else 0x03):
+    if rem and _B64_VALUE[segment[-1]] & _TRAILING[rem]:
         raise _malformed(f"the token's {name} segment is not canonical base64url")
     return data
 
@@ -247,9 +250,23 @@ def parse_ascii(raw: bytes, algorithms: frozenset[str] = DEFAULT_ALGORITHMS) -> 
         raise _malformed("the token does not have three dot-separated segments")
     plain = _headers.get(parts[0]) or _plain_header(parts[0])
     if plain is not None:
-        # The same checks in the same order as below, the header's already passed.
-        claims_bytes = _b64decode(parts[1], "claims")
-        signature = _b64decode(parts[2], "signature")
+        # The same checks in the same order as below, the header's already passed. The usual
+        # segments (unpadded, alphabet only, canonical) are decoded right here; any other is
+        # decoded again by _b64decode, which words its refusal.
+        body, tail = parts[1], parts[2]
+        rem_body, rem_tail = len(body) & 3, len(tail) & 3
+        try:
+            if rem_body == 1 or rem_tail == 1 or body.endswith(b"=") or tail.endswith(b"="):
+                raise binascii.Error
+            claims_bytes = _a2b(body.translate(_TO_STANDARD) + _PAD[rem_body], strict_mode=True)
+            signature = _a2b(tail.translate(_TO_STANDARD) + _PAD[rem_tail], strict_mode=True)
+            if (rem_body and _B64_VALUE[body[-1]] & _TRAILING[rem_body]) or (
+                rem_tail and _B64_VALUE[tail[-1]] & _TRAILING[rem_tail]
+            ):
+                raise binascii.Error
+        except binascii.Error:
+            claims_bytes = _b64decode(body, "claims")
+            signature = _b64decode(tail, "signature")
         claims = _json_object(claims_bytes, "claims")
         if plain[1] not in algorithms:
             raise InvalidTokenError(
