@@ -375,3 +375,14 @@ def test_issuer_rule_template_needs_a_tenant() -> None:
     assert rule.matches("https://x/t/v2.0", "t")
     assert not rule.matches("https://x//v2.0", "")
     assert not rule.matches("https://x/t/v2.0", None)
+
+
+def test_the_verdicts_claims_are_a_copy_unless_the_caller_hands_its_own_dict_over() -> None:
+    claims = v2()
+    copied = check_claims(claims, AZURE, now=NOW)
+    viewed = check_claims(claims, AZURE, now=NOW, owned=True)
+    claims["extra"] = 1
+    assert "extra" not in copied.claims
+    assert viewed.claims["extra"] == 1  # a view of the dict handed over, not a copy
+    with pytest.raises(TypeError):
+        viewed.claims["aud"] = "other"  # type: ignore[index]

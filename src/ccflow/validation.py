@@ -511,7 +511,7 @@ class TokenValidator:
         if rules is None or rules.issuers is not keys.issuers:
             rules = self._rules = _with_issuers(self._rules_template, keys.issuers)
         now = self._clock()
-        result = check_claims(parsed.claims, rules, now=now)
+        result = check_claims(parsed.claims, rules, now=now, owned=True)
         cache = self._cache
         if cache is not None and now < result.expires_on:
             # Past exp but inside the leeway, the entry would be dead on arrival, and in a full

@@ -228,8 +228,13 @@ def _optional_str(claims: Mapping[str, Any], name: str, reason: str) -> str | No
     return value
 
 
-def check_claims(claims: Mapping[str, Any], rules: ClaimRules, *, now: float) -> ValidatedToken:
+def check_claims(
+    claims: Mapping[str, Any], rules: ClaimRules, *, now: float, owned: bool = False
+) -> ValidatedToken:
     """Apply ``rules`` to signature-verified ``claims`` at time ``now`` (Unix seconds).
+
+    The verdict's ``claims`` are a read-only copy of ``claims``; with ``owned=True`` (a
+    ``dict`` nobody else holds, such as a fresh parse's) a read-only view of it instead.
 
     Each check first tries the shape every Azure AD and OIDC token has (integer times, string
     ``iss``/``aud``/caller, a list of roles) with plain comparisons, and hands anything else to
@@ -319,9 +324,8 @@ def check_claims(claims: Mapping[str, Any], rules: ClaimRules, *, now: float) ->
     ):
         raise InsufficientScopeError("the caller's tenant is not allowed", reason="tenant")
 
-    return _validated_token(
-        MappingProxyType(dict(claims)), client_id, tid, tuple(roles_claim), version, expires_on
-    )
+    view = MappingProxyType(claims if owned and type(claims) is dict else dict(claims))
+    return _validated_token(view, client_id, tid, tuple(roles_claim), version, expires_on)
 
 
 # ValidatedToken(...) costs a frozen dataclass's __init__ (six object.__setattr__ calls through
