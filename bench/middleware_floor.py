@@ -7,9 +7,9 @@ Runs, side by side with ``bench/middleware.py``'s driver, in one process:
   ``scope["user"]`` from a verdict it holds, in front of the calc API's own handler: the floor
   any authentication middleware that fills ``request.user`` stands on;
 - calc API, no digest: the real calc API (``RequireRole`` + ``TokenValidator``) whose
-  ``cached()`` is replaced by a dict looked up by the raw token, i.e. the verified-token cache
-  with a free digest. ccflow does not do this (the cache would hold usable tokens); it shows
-  what the rest of the hot path costs;
+  cache lookup (``_probe``, what ``RequireRole`` calls) is replaced by a dict looked up by the
+  raw token, i.e. the verified-token cache with a free digest. ccflow does not do this (the
+  cache would hold usable tokens); it shows what the rest of the hot path costs;
 - calc API, repeated token: the real thing, as in ``bench/middleware.py``.
 
     .venv/bin/python bench/middleware_floor.py
@@ -64,7 +64,9 @@ async def main() -> None:
     token = authority.mint()
     verdict = await real.validate(token)
     await free.validate(token)
-    free.cached = {token.encode(): verdict}.get  # type: ignore[method-assign,assignment]
+    # RequireRole looks a plain TokenValidator's tokens up through _probe (a verdict on a hit):
+    # a dict keyed by the raw token stands in for it, a lookup with no digest at all.
+    free._probe = {token.encode(): verdict}.get  # type: ignore[method-assign,assignment]
 
     sets_user = Starlette(routes=[Route("/calc/v1/add/{a}/{b}", add, methods=["GET"])])
     sets_user.add_middleware(SetsUserOnly, verdict=verdict)
