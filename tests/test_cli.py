@@ -584,6 +584,25 @@ def test_verify_not_a_jwt_without_audience_says_malformed(server: Server) -> Non
     assert "failed check: malformed" in result.stdout
 
 
+@pytest.mark.parametrize(
+    "aud", ["api://calc other", ["", "x\ty"]], ids=["blank inside", "empty, tab"]
+)
+def test_verify_without_audience_a_tokens_odd_aud_is_a_refusal_not_a_usage_error(
+    server: Server, calc_token: str, aud: object
+) -> None:
+    header, _payload, signature = calc_token.split(".")
+    claims = {**claims_of(calc_token), "aud": aud}
+    body = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    args = verify_args(server, f"{header}.{body}.{signature}")
+    i = args.index("--audience")
+    del args[i : i + 2]
+    result = ccflow(*args)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout.startswith("INVALID")
+    assert "failed check: audience" in result.stdout
+    assert_no_traceback(result)
+
+
 # --- the same commands in-process (ccflow.cli.main), so coverage sees them -------------------
 
 

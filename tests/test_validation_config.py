@@ -27,6 +27,19 @@ BAD_ARGUMENTS: dict[str, tuple[dict[str, Any], str]] = {
     "blank audience": ({"tenant_id": TENANT, "audience": " "}, "audience"),
     "audience not a string": ({"tenant_id": TENANT, "audience": [1]}, "audience"),
     "audience a number": ({"tenant_id": TENANT, "audience": 5}, "audience"),
+    "two audiences in one string": (
+        {"tenant_id": TENANT, "audience": "api://calc, api://other"},
+        "audience",
+    ),
+    "audience with a tab": ({"tenant_id": TENANT, "audience": "api://calc\tx"}, "audience"),
+    "client id with a newline": (
+        {"tenant_id": TENANT, "audience": "a", "allowed_clients": ["c1\nc2"]},
+        "allowed_clients",
+    ),
+    "tenant with a control character": (
+        {"tenant_id": "organizations", "audience": "a", "allowed_tenants": ["t\x00"]},
+        "allowed_tenants",
+    ),
     "neither issuer nor tenant": ({"audience": "a"}, "tenant_id"),
     "both issuer and tenant": (
         {"issuer": "https://idp.test", "tenant_id": TENANT, "audience": "a"},
@@ -247,3 +260,15 @@ def test_an_msal_style_authority_host_is_refused_naming_it() -> None:
             }
         )
     assert info.value.setting == "AZURE_AUTHORITY_HOST"
+
+
+def test_a_value_with_whitespace_says_how_to_give_several() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        TokenValidator(tenant_id=TENANT, audience="api://calc api://other")
+    assert "'api://calc api://other' contains whitespace" in str(caught.value)
+    assert "as a list" in str(caught.value)
+    # The environment's comma-separated form is split first, so it stays fine.
+    validator = TokenValidator.from_env(
+        {"CCFLOW_TENANT_ID": TENANT, "CCFLOW_AUDIENCE": "api://calc, api://other"}
+    )
+    assert validator.realm == "api://calc"

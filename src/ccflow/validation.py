@@ -119,6 +119,15 @@ def _strings(value: object, setting: str, *, required: bool) -> tuple[str, ...] 
     if any(not isinstance(item, str) or not item.strip() for item in items):
         raise _config_error(setting, "must contain only non-empty strings")
     result = tuple(dict.fromkeys(str(item).strip() for item in items))
+    for item in result:
+        if any(c.isspace() or not c.isprintable() for c in item):
+            # No client id, tenant id or App ID URI has one; "api://a, api://b" as one string
+            # (a list written the environment's way) would never match a token, silently.
+            raise _config_error(
+                setting,
+                f"{item!r} contains whitespace or a control character; "
+                "give several values as a list (or comma-separated in the environment)",
+            )
     if not result:
         raise _config_error(setting, "must not be empty")
     return result

@@ -222,11 +222,16 @@ def _unverified_audiences(token: str) -> tuple[str, ...]:
     that the verdict names that, not a missing audience.
     """
     aud = decode_unverified(token).claims.get("aud")
-    if isinstance(aud, str):
-        return (aud,)
-    if isinstance(aud, list):
-        return tuple(a for a in aud if isinstance(a, str))
-    return ()
+    values = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+    # Only values a validator can be configured with (no blanks or control characters): a
+    # token's odd aud must not read as a configuration error of the command.
+    return tuple(
+        a
+        for a in values
+        if isinstance(a, str)
+        and a.strip()
+        and not any(c.isspace() or not c.isprintable() for c in a)
+    )
 
 
 def _aud_list(aud: Any) -> list[str]:
