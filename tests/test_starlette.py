@@ -500,6 +500,8 @@ def test_websocket_without_signing_keys_is_closed_try_again_later(client: TestCl
         (("invokeRole",), {"exempt": ["healthz"]}, "exempt"),
         (("invokeRole",), {"exempt": None}, "exempt"),
         (("invokeRole",), {"exempt": 5}, "exempt"),
+        (("invokeRole",), {"exempt": ["/healthz", "/*"]}, "exempt"),
+        (("invokeRole",), {"exempt": "/*"}, "exempt"),
         (("invokeRole",), {"validator": "not a validator"}, "validator"),
     ],
 )

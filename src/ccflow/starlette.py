@@ -474,6 +474,14 @@ class RequireRole:
                     f"RequireRole exempt paths must start with '/', got {path!r}",
                     setting="exempt",
                 )
+            if path == "/*":
+                # Every path would be served without a token: almost surely a mistake, and
+                # one that fails open.
+                raise ConfigurationError(
+                    "RequireRole exempt '/*' would exempt every path; exempt the paths that "
+                    "need no token (such as '/healthz' or '/public/*'), or leave RequireRole off",
+                    setting="exempt",
+                )
         self.roles: tuple[str, ...] = roles
         self.match: Match = match
         self.exempt: tuple[str, ...] = exempt
