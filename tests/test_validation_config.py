@@ -82,6 +82,10 @@ BAD_ARGUMENTS: dict[str, tuple[dict[str, Any], str]] = {
     "alg HS256": ({"tenant_id": TENANT, "audience": "a", "algorithms": ["HS256"]}, "algorithms"),
     "no algorithms": ({"tenant_id": TENANT, "audience": "a", "algorithms": []}, "algorithms"),
     "accept_v1 a string": ({"tenant_id": TENANT, "audience": "a", "accept_v1": "yes"}, "accept_v1"),
+    "accept_v1 with a generic issuer": (
+        {"issuer": "https://idp.test", "audience": "a", "accept_v1": True},
+        "accept_v1",
+    ),
     "size cap zero": (
         {"tenant_id": TENANT, "audience": "a", "max_token_size": 0},
         "max_token_size",
@@ -213,6 +217,10 @@ BAD_ENV: dict[str, tuple[dict[str, str], str]] = {
     ),
     "accept_v1 not a boolean": (
         {"CCFLOW_TENANT_ID": TENANT, "CCFLOW_AUDIENCE": "a", "CCFLOW_ACCEPT_V1": "maybe"},
+        "CCFLOW_ACCEPT_V1",
+    ),
+    "accept_v1 with a generic issuer": (
+        {"CCFLOW_ISSUER": "https://idp.test", "CCFLOW_AUDIENCE": "a", "CCFLOW_ACCEPT_V1": "yes"},
         "CCFLOW_ACCEPT_V1",
     ),
 }

@@ -276,6 +276,14 @@ class TokenValidator:
                 # OIDC Discovery 1.0: an issuer has no query or fragment; the discovery URL
                 # appended after one would never be the document.
                 raise _config_error("issuer", "must not contain a query or fragment")
+            if accept_v1:
+                # Token versions are Azure AD's: a generic issuer's tokens are taken as they
+                # come, with or without ver, so the option would silently do nothing.
+                raise _config_error(
+                    "accept_v1",
+                    f"applies to Azure AD ({_name('tenant_id')}=...) only; a generic issuer's "
+                    "tokens are accepted whatever their version",
+                )
             if TENANT_PLACEHOLDER in issuer:
                 # The template would match any tenant's issuer, with no allow-list: that is
                 # multi-tenant mode, which needs tenant_id and allowed_tenants.
