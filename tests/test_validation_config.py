@@ -86,6 +86,10 @@ BAD_ARGUMENTS: dict[str, tuple[dict[str, Any], str]] = {
         {"issuer": "https://idp.test", "audience": "a", "accept_v1": True},
         "accept_v1",
     ),
+    "authority_host with a generic issuer": (
+        {"issuer": "https://idp.test", "audience": "a", "authority_host": "https://login.test"},
+        "authority_host",
+    ),
     "size cap zero": (
         {"tenant_id": TENANT, "audience": "a", "max_token_size": 0},
         "max_token_size",
@@ -280,3 +284,20 @@ def test_a_value_with_whitespace_says_how_to_give_several() -> None:
         {"CCFLOW_TENANT_ID": TENANT, "CCFLOW_AUDIENCE": "api://calc, api://other"}
     )
     assert validator.realm == "api://calc"
+
+
+@pytest.mark.parametrize("issuer_from", ["environment", "override"])
+def test_a_generic_issuer_ignores_azure_sdks_authority_host_variable(
+    monkeypatch: pytest.MonkeyPatch, issuer_from: str
+) -> None:
+    # AZURE_AUTHORITY_HOST is often set for Azure SDKs; it must not break a generic issuer.
+    monkeypatch.setenv("AZURE_AUTHORITY_HOST", "https://login.microsoftonline.us")
+    env = {"CCFLOW_AUDIENCE": "a", "AZURE_AUTHORITY_HOST": "https://login.microsoftonline.us"}
+    if issuer_from == "environment":
+        validator = TokenValidator.from_env({**env, "CCFLOW_ISSUER": "https://idp.test/r"})
+    else:
+        validator = TokenValidator.from_env(env, issuer="https://idp.test/r")
+    assert validator.realm == "a"
+    monkeypatch.setenv("CCFLOW_ISSUER", "https://idp.test/r")
+    monkeypatch.setenv("CCFLOW_AUDIENCE", "a")
+    assert TokenValidator.from_env().realm == "a"

@@ -276,6 +276,12 @@ class TokenValidator:
                 # OIDC Discovery 1.0: an issuer has no query or fragment; the discovery URL
                 # appended after one would never be the document.
                 raise _config_error("issuer", "must not contain a query or fragment")
+            if authority_host is not None:
+                raise _config_error(
+                    "authority_host",
+                    f"applies to Azure AD ({_name('tenant_id')}=...) only; a generic issuer's "
+                    "discovery document is at {issuer}/.well-known/openid-configuration",
+                )
             if accept_v1:
                 # Token versions are Azure AD's: a generic issuer's tokens are taken as they
                 # come, with or without ver, so the option would silently do nothing.
@@ -393,7 +399,9 @@ class TokenValidator:
         if tenant is not None:
             kwargs["tenant_id"] = tenant
         host = get("AZURE_AUTHORITY_HOST")
-        if host is not None:
+        if issuer is not None or overrides.get("issuer") is not None:
+            pass  # a generic issuer has no authority host (Azure SDKs' variable may be set)
+        elif host is not None:
             kwargs["authority_host"] = host
         elif environ is not None:
             # A mapping passed in is the whole environment: the constructor's own fallback to
