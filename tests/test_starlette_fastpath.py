@@ -48,10 +48,9 @@ def authority(clock: Clock) -> Authority:
     return Authority(clock=clock)
 
 
-@pytest.fixture
-def validator(authority: Authority, clock: Clock) -> CountingValidator:
+def calc_validator(kind: type[TokenValidator], authority: Authority, clock: Clock) -> Any:
     api = authority.api("calc-api")
-    return CountingValidator(
+    return kind(
         tenant_id=authority.tenant_id,
         authority_host=authority.host,
         audience=[api.client_id, api.identifier_uri],
@@ -59,6 +58,12 @@ def validator(authority: Authority, clock: Clock) -> CountingValidator:
         clock=clock,
         leeway=0,
     )
+
+
+@pytest.fixture
+def validator(authority: Authority, clock: Clock) -> CountingValidator:
+    counting: CountingValidator = calc_validator(CountingValidator, authority, clock)
+    return counting
 
 
 def make_app(validator: TokenValidator, *roles: str, **options: Any) -> Starlette:
@@ -191,15 +196,8 @@ async def test_unusual_spacing_gets_the_full_path_answer(
 
 @pytest.fixture
 def plain_validator(authority: Authority, clock: Clock) -> TokenValidator:
-    api = authority.api("calc-api")
-    return TokenValidator(
-        tenant_id=authority.tenant_id,
-        authority_host=authority.host,
-        audience=[api.client_id, api.identifier_uri],
-        http_client=httpx.AsyncClient(transport=authority.transport()),
-        clock=clock,
-        leeway=0,
-    )
+    plain: TokenValidator = calc_validator(TokenValidator, authority, clock)
+    return plain
 
 
 async def test_a_new_token_is_parsed_once_then_served_from_the_cache(

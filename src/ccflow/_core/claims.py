@@ -188,15 +188,17 @@ def _check_time(claims: Mapping[str, Any], now: float, leeway: float) -> int:
     exp = _number(claims, "exp")
     if exp is None:
         raise _invalid("the token has no exp claim", "claims", "exp")
-    nbf = _number(claims, "nbf")
-    iat = _number(claims, "iat")
+    _within(exp, _number(claims, "nbf"), _number(claims, "iat"), now, leeway)
+    return int(exp)
+
+
+def _within(exp: float, nbf: float | None, iat: float | None, now: float, leeway: float) -> None:
     if exp <= now - leeway:
         raise _invalid("the token has expired", "expired", "exp")
     if nbf is not None and nbf > now + leeway:
         raise _invalid("the token is not yet valid (nbf)", "not_yet_valid", "nbf")
     if iat is not None and iat > now + leeway:
         raise _invalid("the token was issued in the future (iat)", "issued_at", "iat")
-    return int(exp)
 
 
 def _check_audience(claims: Mapping[str, Any], audiences: frozenset[str]) -> None:
@@ -251,12 +253,9 @@ def check_claims(
         and (nbf is _MISSING or type(nbf) is int)
         and (iat is _MISSING or type(iat) is int)
     ):
-        if exp <= now - leeway:
-            raise _invalid("the token has expired", "expired", "exp")
-        if nbf is not _MISSING and nbf > now + leeway:
-            raise _invalid("the token is not yet valid (nbf)", "not_yet_valid", "nbf")
-        if iat is not _MISSING and iat > now + leeway:
-            raise _invalid("the token was issued in the future (iat)", "issued_at", "iat")
+        _within(
+            exp, None if nbf is _MISSING else nbf, None if iat is _MISSING else iat, now, leeway
+        )
         expires_on: int = exp
     else:
         expires_on = _check_time(claims, now, leeway)
