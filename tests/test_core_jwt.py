@@ -375,3 +375,34 @@ def test_rsa_pkcs1_verdicts_equal_cryptographys_verify_on_mutated_signatures() -
         refused += not expected
     assert accepted > 50
     assert refused > 300
+
+
+def test_an_rsa_signature_one_byte_short_is_refused_like_key_verify_does() -> None:
+    # Recovery alone reads a shorter signature as if zero-padded: a valid signature whose
+    # first byte is 0 would have a second, shorter spelling that verifies.
+    import base64
+
+    key = rsa_key("short")
+    for n in range(5000):
+        token = make_token({**CLAIMS, "n": n}, key=key)
+        head, body, sig = token.split(".")
+        raw = base64.urlsafe_b64decode(sig + "=" * (-len(sig) % 4))
+        if raw[0] == 0:
+            break
+    else:
+        pytest.fail("no signature with a leading zero byte in 5000 tokens")
+    verify_signature(parse_compact(token), key.public_key())  # the full-length one is good
+    short = parse_compact(f"{head}.{body}.{b64(raw[1:])}")
+    with pytest.raises(InvalidTokenError) as caught:
+        verify_signature(short, key.public_key())
+    assert caught.value.reason == "signature"
+
+
+def test_a_header_holding_a_list_is_parsed_but_not_shared_between_tokens() -> None:
+    from ccflow._core import jwt as core_jwt
+
+    header = {"alg": "RS256", "kid": "k-x5c", "x5c": ["A"]}
+    first = parse_compact(_token_with_header(header))
+    assert b64json(header).encode() not in core_jwt._headers
+    first.header["x5c"].append("changed")
+    assert parse_compact(_token_with_header(header)).header["x5c"] == ["A"]

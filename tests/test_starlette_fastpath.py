@@ -15,6 +15,7 @@ from starlette.routing import Route
 from _validation_tokens import Clock
 from ccflow import RequireRole, TokenValidator, ValidatedToken
 from ccflow.authority import Authority
+from ccflow.errors import InvalidTokenError
 from ccflow.starlette import TokenUser
 
 pytestmark = pytest.mark.anyio
@@ -253,3 +254,42 @@ async def test_odd_bearer_values_get_the_full_paths_answer(
     else:
         assert status == 400
         assert 'error="invalid_request"' in headers["www-authenticate"]
+
+
+class Denylist:
+    """A wrapper that adds its own check and delegates everything else to a TokenValidator."""
+
+    def __init__(self, inner: TokenValidator, banned: set[str]) -> None:
+        self.inner, self.banned = inner, banned
+
+    async def validate(self, token: str) -> ValidatedToken:
+        verdict = await self.inner.validate(token)
+        if verdict.client_id in self.banned:
+            raise InvalidTokenError("banned caller", reason="client")
+        return verdict
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def test_a_delegating_wrappers_validate_sees_every_new_token(
+    authority: Authority, clock: Clock
+) -> None:
+    token = authority.mint()
+    client_id = authority.client("calc-client").client_id
+    app = make_app(Denylist(calc_validator(TokenValidator, authority, clock), {client_id}))
+    status, headers = await call(app, [auth(f"Bearer {token}")])
+    assert status == 401
+    assert "banned caller" in headers["www-authenticate"]
+
+
+async def test_a_validate_replaced_on_the_instance_sees_every_new_token(
+    authority: Authority, plain_validator: TokenValidator
+) -> None:
+    async def refuse_all(token: str) -> ValidatedToken:
+        raise InvalidTokenError("refused by the replacement", reason="client")
+
+    plain_validator.validate = refuse_all  # type: ignore[method-assign]
+    status, headers = await call(make_app(plain_validator), [auth(f"Bearer {authority.mint()}")])
+    assert status == 401
+    assert "refused by the replacement" in headers["www-authenticate"]

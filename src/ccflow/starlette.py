@@ -527,8 +527,10 @@ class RequireRoleMiddleware:
         # ccflow.TokenValidator's _probe/_verify pair hands the digest of a miss over; any
         # other validator (or a subclass with its own validate) with cached() gets the hot
         # path for hits only.
-        hot_path = getattr(config.validator, "_hot_path", None)
-        pair = hot_path() if callable(hot_path) else None
+        # Looked up on the class: a wrapper that delegates through __getattr__ must not hand
+        # over its inner validator's pair, which would skip the wrapper's own validate().
+        hot_path = getattr(type(config.validator), "_hot_path", None)
+        pair = hot_path(config.validator) if callable(hot_path) else None
         if pair is not None:
             probe, verify = pair
         else:

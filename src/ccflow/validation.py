@@ -482,10 +482,13 @@ class TokenValidator:
         ]
         | None
     ):
-        """``(_probe, _verify)`` for ``RequireRole``, or ``None`` when a subclass overrides
-        :meth:`validate` or :meth:`cached` (its own checks must see every new token)."""
+        """``(_probe, _verify)`` for ``RequireRole``, or ``None`` when a subclass, or the
+        instance itself (``validator.validate = ...``, ``mock.patch.object``), replaces
+        :meth:`validate` or :meth:`cached`: those checks must see every new token."""
         cls = type(self)
         if cls.validate is not TokenValidator.validate or cls.cached is not TokenValidator.cached:
+            return None
+        if "validate" in vars(self) or "cached" in vars(self):
             return None
         return self._probe, self._verify
 

@@ -194,6 +194,7 @@ def _json_object(data: bytes, name: str) -> dict[str, Any]:
 # and emptied when full, so varied headers cost what they cost without it.
 _HEADER_CACHE_SIZE: Final = 64
 _HEADER_CACHE_MAX_LENGTH: Final = 1024
+_SCALARS: Final = frozenset({str, int, float, bool, type(None)})
 _headers: dict[bytes, tuple[Mapping[str, Any], str, str]] = {}
 
 
@@ -214,7 +215,11 @@ def _plain_header(segment: bytes) -> tuple[Mapping[str, Any], str, str] | None:
     ):
         return None
     plain = (MappingProxyType(header), alg, kid)
-    if len(segment) <= _HEADER_CACHE_MAX_LENGTH:
+    # Shared by every later token with this header, so only a header of plain values (no
+    # list or object that one caller could change under the next) is remembered.
+    if len(segment) <= _HEADER_CACHE_MAX_LENGTH and all(
+        type(value) in _SCALARS for value in header.values()
+    ):
         if len(_headers) >= _HEADER_CACHE_SIZE:
             _headers.clear()
         _headers[segment] = plain
@@ -311,6 +316,11 @@ def verify_signature(parsed: ParsedToken, key: PublicKey) -> None:
                 # the PKCS #1 v1.5 type-1 padding; what it leaves must be exactly the DigestInfo
                 # of our own hash of the signing input. Same verdict as key.verify(), without
                 # its per-call message-digest set-up (a few microseconds per fresh token).
+                # RFC 8017 8.2.2 step 1: the signature is exactly k bytes long. Recovery alone
+                # would read a shorter one as if zero-padded, accepting a second spelling of
+                # every valid signature whose first byte is zero (key.verify() refuses it).
+                if len(parsed.signature) != (key.key_size + 7) // 8:
+                    raise InvalidSignature
                 prefix, digest = _DIGEST_INFOS[alg]
                 recovered = key.recover_data_from_signature(parsed.signature, _PKCS1V15, None)
                 if not hmac.compare_digest(
