@@ -524,11 +524,11 @@ class RequireRoleMiddleware:
         self.role_set = frozenset(config.roles)
         self.validator = config.validator
         self.validate = config.validator.validate
-        # ccflow.TokenValidator's _probe/_verify pair hands the digest of a miss over; any
-        # other validator (or a subclass with its own validate) with cached() gets the hot
-        # path for hits only.
-        # Looked up on the class: a wrapper that delegates through __getattr__ must not hand
-        # over its inner validator's pair, which would skip the wrapper's own validate().
+        # ccflow.TokenValidator's _probe/_verify pair also hands the digest of a miss over;
+        # any other validator with cached() (a subclass with its own validate, a wrapper) gets
+        # the hot path for hits only. _hot_path is looked up on the class: a wrapper that
+        # delegates through __getattr__ must not hand over its inner validator's pair, which
+        # would skip the wrapper's own validate().
         hot_path = getattr(type(config.validator), "_hot_path", None)
         pair = hot_path(config.validator) if callable(hot_path) else None
         if pair is not None:

@@ -448,12 +448,11 @@ class TokenValidator:
             parse_compact(token, algorithms=self._algorithms, max_size=self._max_size)
         # The hot path: a token seen before costs a digest, a dict lookup and an exp check.
         raw = token.encode("ascii")
-        digest = _sha256(raw).digest()
-        if self._entries is not None:
-            hit = self._hit(digest)
-            if hit is not None:
-                return hit
-        return await self._verify(raw, digest)
+        hit = self._probe(raw)
+        if isinstance(hit, ValidatedToken):
+            return hit
+        # A miss hands its digest on; with no cache (None) the digest is never used.
+        return await self._verify(raw, hit or b"")
 
     def cached(self, token: str | bytes) -> ValidatedToken | None:
         """The verdict on ``token`` if this validator accepted it before and its ``exp`` is
@@ -507,15 +506,6 @@ class TokenValidator:
             return hit
         self._expired(digest)
         return digest
-
-    def _hit(self, digest: bytes) -> ValidatedToken | None:
-        entries = self._entries
-        if entries is None:
-            return None
-        hit = entries.get(digest)
-        if hit is None or self._clock() < hit.expires_on:
-            return hit
-        return self._expired(digest)
 
     def _expired(self, digest: bytes) -> ValidatedToken | None:
         # Found past its exp: drop it now rather than wait for eviction.
