@@ -20,7 +20,7 @@ from ccflow.authority import Authority
 from ccflow.errors import InvalidTokenError
 from ccflow.jwks import AsyncJWKSCache, KeySourcePlan
 from ccflow.validation import _VerifiedTokens
-from test_starlette_fastpath import T0, auth, call, make_app
+from test_starlette_fastpath import T0, auth, calc_validator, call, make_app
 
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 ODD = "=+/ \t!.%"
@@ -224,15 +224,7 @@ class _Refusing(TokenValidator):
 async def test_a_subclass_validate_sees_every_fresh_token() -> None:
     clock = Clock(T0)
     authority = Authority(clock=clock)
-    api = authority.api("calc-api")
-    validator = _Refusing(
-        tenant_id=authority.tenant_id,
-        authority_host=authority.host,
-        audience=[api.client_id, api.identifier_uri],
-        http_client=httpx.AsyncClient(transport=authority.transport()),
-        clock=clock,
-        leeway=0,
-    )
+    validator: _Refusing = calc_validator(_Refusing, authority, clock)
     assert validator._hot_path() is None
     app = make_app(validator)
     for _ in range(2):
