@@ -278,21 +278,9 @@ class AsyncJWKSCache(_Base):
         ``None`` otherwise (then :meth:`get_key` decides). A plain call: no await, no IO."""
         state = self._state
         now = self._clock()
-        keys, fetched_at, attempted_at = state.keys, state.fetched_at, state.attempted_at
-        if (
-            keys is not None
-            and fetched_at is not None
-            and now - fetched_at < self._policy.ttl
-            and (attempted_at is None or now >= attempted_at)
-        ):
-            # Fresh keys and a clock that did not step back: decide() answers USE for every
-            # kid they hold, whatever the backoff (the usual case, in a few comparisons).
-            key = keys.keys.get(kid)
-            if key is not None:
-                return key
         if decide(state, kid, now, self._policy) is KeyAction.USE:
-            assert keys is not None
-            return keys.keys[kid]
+            assert state.keys is not None
+            return state.keys.keys[kid]
         return None
 
     async def get_key(self, kid: str) -> SigningKey:

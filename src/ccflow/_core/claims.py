@@ -331,7 +331,8 @@ def check_claims(
 # the type's call machinery); filling the slots through their descriptors builds the same
 # object in half the time, once per fresh token.
 _FIELDS: Final = ("claims", "client_id", "tenant_id", "roles", "version", "expires_on")
-assert tuple(f.name for f in fields(ValidatedToken)) == _FIELDS
+if tuple(f.name for f in fields(ValidatedToken)) != _FIELDS:  # pragma: no cover
+    raise RuntimeError("_validated_token no longer matches ValidatedToken's fields")
 (_SET_CLAIMS, _SET_CLIENT, _SET_TENANT, _SET_ROLES, _SET_VERSION, _SET_EXPIRES) = (
     ValidatedToken.__dict__[name].__set__ for name in _FIELDS
 )

@@ -283,6 +283,16 @@ def decide(
     (which kept an API answering 503, or 401 to a rotated key, for as long as the step); the
     fetch this allows records the new time, so it happens once per step."""
     stepped_back = state.attempted_at is not None and now < state.attempted_at
+    keys = state.keys
+    if (
+        not stepped_back
+        and keys is not None
+        and keys.get(kid) is not None
+        and state.fresh(now, policy)
+    ):
+        # The usual case, first: fresh keys holding the kid are used whatever the backoff,
+        # may_fetch or a fetch in flight (every branch below says so too).
+        return KeyAction.USE
     if may_fetch and (stepped_back or not (state.retry_at is not None and now < state.retry_at)):
         if stepped_back or not state.fresh(now, policy):
             if (
