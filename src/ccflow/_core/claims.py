@@ -59,6 +59,12 @@ def id_key(value: str) -> str:
     return value.lower() if _GUID.fullmatch(value) else value
 
 
+def _listed(value: str, allowed: frozenset[str]) -> bool:
+    """``id_key(value) in allowed``; an id already in that form (the usual lower-case GUID)
+    is found as it is, and only another spelling pays for the regular expression."""
+    return value in allowed or id_key(value) in allowed
+
+
 def check_roles(
     granted: tuple[str, ...],
     required: Iterable[str] | str,
@@ -311,15 +317,13 @@ def check_claims(
             raise _invalid("the token's roles claim is not a list of strings", "roles", "roles")
 
     allowed = rules.allowed_clients
-    if allowed is not None and client_id not in allowed and id_key(client_id) not in allowed:
-        # An id already in id_key() form is found as it is (the usual lower-case GUID);
-        # only another spelling pays for the regular expression.
+    if allowed is not None and not _listed(client_id, allowed):
         raise InsufficientScopeError("the calling application is not allowed", reason="client")
     tenants = rules.allowed_tenants
     if (
         tenants is not None
         and ANY_TENANT not in tenants
-        and (tid is None or (tid not in tenants and id_key(tid) not in tenants))
+        and (tid is None or not _listed(tid, tenants))
     ):
         raise InsufficientScopeError("the caller's tenant is not allowed", reason="tenant")
 
