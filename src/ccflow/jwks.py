@@ -31,6 +31,7 @@ from ccflow._core.jwks import (
     RefreshPolicy,
     SigningKey,
     decide,
+    fresh_key,
     parse_jwks,
 )
 from ccflow._core.urls import require_secure_url
@@ -278,6 +279,9 @@ class AsyncJWKSCache(_Base):
         ``None`` otherwise (then :meth:`get_key` decides). A plain call: no await, no IO."""
         state = self._state
         now = self._clock()
+        key = fresh_key(state, kid, now, self._policy)
+        if key is not None:
+            return key
         if decide(state, kid, now, self._policy) is KeyAction.USE:
             assert state.keys is not None
             return state.keys.keys[kid]
