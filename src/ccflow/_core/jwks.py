@@ -268,6 +268,7 @@ def fresh_key(state: KeyCache, kid: str, now: float, policy: RefreshPolicy) -> S
     """The key for ``kid`` when the keys are fresh (younger than ``ttl``), hold ``kid`` and the
     clock did not step back: :func:`decide`'s first answer, ``USE``, whatever else the state
     says. ``None`` otherwise (then ask :func:`decide`). One call, for the hot path."""
+    # KeyCache.fresh() and the stepped-back test, written out: this runs once per fresh token.
     keys, fetched_at, attempted_at = state.keys, state.fetched_at, state.attempted_at
     if (
         keys is None
