@@ -105,6 +105,12 @@ def _renamed(names: Mapping[str, str]) -> Iterator[None]:
         _setting_names.reset(reset)
 
 
+def _is_plain(value: str) -> bool:
+    """A value an audience, client or tenant setting may hold: non-empty, with no whitespace
+    and no control character."""
+    return bool(value) and not any(c.isspace() or not c.isprintable() for c in value)
+
+
 def _strings(value: object, setting: str, *, required: bool) -> tuple[str, ...] | None:
     if value is None:
         if required:
@@ -120,7 +126,7 @@ def _strings(value: object, setting: str, *, required: bool) -> tuple[str, ...] 
         raise _config_error(setting, "must contain only non-empty strings")
     result = tuple(dict.fromkeys(str(item).strip() for item in items))
     for item in result:
-        if any(c.isspace() or not c.isprintable() for c in item):
+        if not _is_plain(item):
             # No client id, tenant id or App ID URI has one; "api://a, api://b" as one string
             # (a list written the environment's way) would never match a token, silently.
             raise _config_error(
@@ -399,14 +405,14 @@ class TokenValidator:
         if tenant is not None:
             kwargs["tenant_id"] = tenant
         host = get("AZURE_AUTHORITY_HOST")
-        if issuer is not None or overrides.get("issuer") is not None:
-            pass  # a generic issuer has no authority host (Azure SDKs' variable may be set)
-        elif host is not None:
-            kwargs["authority_host"] = host
-        elif environ is not None:
-            # A mapping passed in is the whole environment: the constructor's own fallback to
-            # os.environ["AZURE_AUTHORITY_HOST"] must not reach past it.
-            kwargs["authority_host"] = DEFAULT_AUTHORITY_HOST
+        # A generic issuer has no authority host (Azure SDKs' variable may be set all the same).
+        if issuer is None and overrides.get("issuer") is None:
+            if host is not None:
+                kwargs["authority_host"] = host
+            elif environ is not None:
+                # A mapping passed in is the whole environment: the constructor's own fallback
+                # to os.environ["AZURE_AUTHORITY_HOST"] must not reach past it.
+                kwargs["authority_host"] = DEFAULT_AUTHORITY_HOST
         for setting in ("audience", "allowed_clients", "allowed_tenants"):
             values = _split_env(env.get(ENVIRONMENT_VARIABLES[setting]))
             if values is not None:
@@ -504,14 +510,10 @@ class TokenValidator:
             return digest
         if self._clock() < hit.expires_on:
             return hit
-        self._expired(digest)
-        return digest
-
-    def _expired(self, digest: bytes) -> ValidatedToken | None:
         # Found past its exp: drop it now rather than wait for eviction.
         if self._cache is not None:
             self._cache.pop(digest, None)
-        return None
+        return digest
 
     async def _verify(self, raw: bytes, digest: bytes) -> ValidatedToken:
         """Validate the token ``raw`` (whose SHA-256 ``digest`` missed the cache) and cache

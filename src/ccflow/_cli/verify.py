@@ -39,7 +39,7 @@ from ccflow.errors import (
     InvalidTokenError,
     KeysUnavailableError,
 )
-from ccflow.validation import TokenValidator, ValidatedToken, _renamed
+from ccflow.validation import TokenValidator, ValidatedToken, _is_plain, _renamed
 
 __all__ = ["add_parser", "run"]
 
@@ -225,13 +225,7 @@ def _unverified_audiences(token: str) -> tuple[str, ...]:
     values = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
     # Only values a validator can be configured with (no blanks or control characters): a
     # token's odd aud must not read as a configuration error of the command.
-    return tuple(
-        a
-        for a in values
-        if isinstance(a, str)
-        and a.strip()
-        and not any(c.isspace() or not c.isprintable() for c in a)
-    )
+    return tuple(a for a in values if isinstance(a, str) and _is_plain(a))
 
 
 def _aud_list(aud: Any) -> list[str]:
