@@ -65,6 +65,7 @@ from ccflow._core.assertions import (
     sign_assertion,
     unverified_expiry,
 )
+from ccflow._core.b64 import b64url_encode
 from ccflow._core.tokens import RequestFields
 from ccflow.errors import ConfigurationError, CredentialError
 
@@ -197,10 +198,6 @@ class ClientSecret:
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----")
 # Whatever cryptography loaded; checked to be RSA before use.
 _PrivateKey = Any
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 def _password_bytes(password: str | bytes | None) -> bytes | None:
@@ -355,8 +352,8 @@ def _signer(
     return _Signer(
         key=key,
         algorithm=algorithm,
-        x5t=_b64url(sha1),
-        x5t_s256=_b64url(hashlib.sha256(der).digest()),
+        x5t=b64url_encode(sha1),
+        x5t_s256=b64url_encode(hashlib.sha256(der).digest()),
         thumbprint=thumbprint,
         x5c=chain,
     )

@@ -31,8 +31,9 @@ from typing import Any, Literal
 import jwt
 from cryptography.hazmat.primitives import serialization
 
+from ccflow._core.b64 import b64url_encode
 from ccflow.authority import Authority
-from ccflow.authority._keys import b64url, foreign_key
+from ccflow.authority._keys import foreign_key
 from ccflow.authority._tls import CertificateMaterial, client_certificate
 
 __all__ = [
@@ -56,7 +57,7 @@ def decode_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def _segment(data: Mapping[str, Any]) -> str:
-    return b64url(json.dumps(dict(data), separators=(",", ":")).encode())
+    return b64url_encode(json.dumps(dict(data), separators=(",", ":")).encode())
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +170,7 @@ class TokenFactory:
         header = {"typ": "JWT", "alg": "HS256", "kid": kid, "x5t": self.authority.key(kid).x5t}
         signing_input = f"{_segment(header)}.{_segment(self.claims(client, api))}"
         mac = hmac.new(public, signing_input.encode(), hashlib.sha256).digest()
-        return f"{signing_input}.{b64url(mac)}"
+        return f"{signing_input}.{b64url_encode(mac)}"
 
     def oversized(
         self, client: str = "calc-client", api: str = "calc-api", *, size: int = 20_000

@@ -55,6 +55,7 @@ from ccflow._core.jwt import (
 )
 from ccflow._core.urls import (
     DEFAULT_AUTHORITY_HOST,
+    MULTI_TENANT_NAMES,
     discovery_url_for,
     normalize_authority_host,
     reject_tenant_in_host,
@@ -65,7 +66,6 @@ from ccflow.jwks import AsyncJWKSCache, DiscoverySource, KeySourcePlan
 
 __all__ = ["ENVIRONMENT_VARIABLES", "TokenValidator", "ValidatedToken"]
 
-MULTI_TENANT_IDS: Final = frozenset({"organizations", "common"})
 
 ENVIRONMENT_VARIABLES: Final[Mapping[str, str]] = {
     "issuer": "CCFLOW_ISSUER",
@@ -331,7 +331,7 @@ class TokenValidator:
             except ConfigurationError:
                 raise _config_error("tenant_id", "must be a tenant GUID or domain name") from None
             reject_tenant_in_host(host, tenant, setting=_name(host_setting))
-            multi = tenant.lower() in MULTI_TENANT_IDS
+            multi = tenant.lower() in MULTI_TENANT_NAMES
             sources = [DiscoverySource(v2, version="2.0", multi_tenant=multi)]
             if accept_v1:
                 sources.append(DiscoverySource(v1, version="1.0", multi_tenant=multi))

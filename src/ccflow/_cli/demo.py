@@ -10,7 +10,6 @@ are stopped before returning, whatever happened.
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import importlib
 import json
@@ -35,6 +34,7 @@ from ccflow._cli._common import (
     guarded,
     stdout_closed,
 )
+from ccflow._core.b64 import b64url_decode, b64url_encode
 from ccflow._core.explain import decode_unverified, explain_time
 from ccflow.errors import CCFlowError
 
@@ -140,9 +140,9 @@ def _repo_root() -> Path | None:
 def _tampered(token: str, **changes: Any) -> str:
     """The token with claims changed and the original signature kept: a forgery."""
     header, payload, signature = token.split(".")
-    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims = json.loads(b64url_decode(payload))
     claims.update(changes)
-    forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    forged = b64url_encode(json.dumps(claims).encode())
     return f"{header}.{forged}.{signature}"
 
 

@@ -30,6 +30,7 @@ from ccflow._cli._common import (
     verify_for,
 )
 from ccflow._core.explain import decode_unverified, explain_time
+from ccflow._core.urls import MULTI_TENANT_NAMES
 from ccflow.errors import (
     AuthorityUnreachableError,
     CCFlowError,
@@ -42,8 +43,6 @@ from ccflow.errors import (
 from ccflow.validation import TokenValidator, ValidatedToken, _is_plain, _renamed
 
 __all__ = ["add_parser", "run"]
-
-_MULTI_TENANT_ALIASES = frozenset({"organizations", "common", "consumers"})
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -267,7 +266,7 @@ def run(args: argparse.Namespace) -> int:
     if not token:
         error("no token given")
         return EXIT_USAGE
-    if args.tenant_id and args.tenant_id.strip().lower() in _MULTI_TENANT_ALIASES:
+    if args.tenant_id and args.tenant_id.strip().lower() in MULTI_TENANT_NAMES:
         # A multi-tenant validator needs the tenants to accept, which verify has no flag for.
         error(
             f"--tenant-id {args.tenant_id} names no tenant: pass the tenant the token comes"

@@ -22,8 +22,6 @@ An assertion is reused until :data:`REUSE_MARGIN` seconds before it expires::
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import math
 from dataclasses import dataclass, field
@@ -31,6 +29,8 @@ from typing import Any, Literal
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+from ccflow._core.b64 import b64url_decode
 
 __all__ = [
     "ALGORITHMS",
@@ -131,9 +131,8 @@ def unverified_expiry(assertion: str) -> float | None:
         return None
     payload = parts[1]
     try:
-        raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
-        claims = json.loads(raw)
-    except (binascii.Error, ValueError, RecursionError):  # RecursionError: "[[[[..."
+        claims = json.loads(b64url_decode(payload))
+    except (ValueError, RecursionError):  # RecursionError: "[[[[..."
         return None
     exp = claims.get("exp") if isinstance(claims, dict) else None
     if isinstance(exp, bool) or not isinstance(exp, int | float):

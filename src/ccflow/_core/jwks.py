@@ -21,7 +21,6 @@ state, the wanted ``kid`` and ``now``:
 
 from __future__ import annotations
 
-import binascii
 import enum
 import json
 import math
@@ -31,6 +30,7 @@ from typing import Any, Final
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from ccflow._core.b64 import b64url_decode
 from ccflow._core.jwt import SUPPORTED_ALGORITHMS, PublicKey
 from ccflow.errors import ConfigurationError
 
@@ -87,12 +87,8 @@ def _b64uint(value: object) -> int | None:
     if not isinstance(value, str) or not value:
         return None
     try:
-        data = binascii.a2b_base64(
-            value.encode("ascii").translate(bytes.maketrans(b"-_", b"+/"))
-            + b"=" * (-len(value) % 4),
-            strict_mode=True,
-        )
-    except (UnicodeEncodeError, binascii.Error):
+        data = b64url_decode(value)
+    except ValueError:
         return None
     return int.from_bytes(data, "big")
 

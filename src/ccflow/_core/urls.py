@@ -17,6 +17,7 @@ from ccflow.errors import ConfigurationError
 
 __all__ = [
     "DEFAULT_AUTHORITY_HOST",
+    "MULTI_TENANT_NAMES",
     "discovery_url_for",
     "is_loopback_host",
     "jwks_uri_for",
@@ -118,7 +119,8 @@ def normalize_authority_host(host: str, *, setting: str = "authority_host") -> s
     return host
 
 
-_TENANT_ALIASES = frozenset({"common", "organizations", "consumers"})
+MULTI_TENANT_NAMES = frozenset({"common", "organizations", "consumers"})
+"""Tenant names in Azure AD paths that stand for no single tenant (lower case)."""
 
 
 def reject_tenant_in_host(host: str, tenant_id: str, *, setting: str = "authority_host") -> None:
@@ -132,7 +134,7 @@ def reject_tenant_in_host(host: str, tenant_id: str, *, setting: str = "authorit
     last = path.rpartition("/")[2]
     if not last:
         return
-    if last == tenant_id.strip().lower() or last in _TENANT_ALIASES or "/oauth2" in path:
+    if last == tenant_id.strip().lower() or last in MULTI_TENANT_NAMES or "/oauth2" in path:
         raise ConfigurationError(
             f"{setting} must be the authority's host only, e.g. "
             f"{DEFAULT_AUTHORITY_HOST}; {host!r} already ends with a tenant or endpoint path "

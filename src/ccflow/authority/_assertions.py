@@ -26,6 +26,7 @@ from typing import Any
 
 import jwt
 
+from ccflow._core.b64 import b64url_encode
 from ccflow.authority._aad import AadError
 from ccflow.authority._registrations import ClientApp, RegisteredCertificate
 
@@ -93,19 +94,15 @@ def _check_x5c(x5c: object, cert: RegisteredCertificate, client_id: str) -> None
             50027,
             "JWT token is invalid or malformed: the first 'x5c' certificate is not valid base64.",
         ) from None
-    if not hmac.compare_digest(_b64url(hashlib.sha256(leaf).digest()), cert.x5t_s256):
+    if not hmac.compare_digest(b64url_encode(hashlib.sha256(leaf).digest()), cert.x5t_s256):
         raise _invalid(
             700027,
             f"The certificate in the client assertion's 'x5c' header is not the certificate "
             f"its thumbprint names. [Reason - The first 'x5c' certificate (SHA-256 thumbprint "
-            f"'{_b64url(hashlib.sha256(leaf).digest())}') differs from the registered "
+            f"'{b64url_encode(hashlib.sha256(leaf).digest())}') differs from the registered "
             f"certificate with thumbprint '{cert.thumbprint}' on app Id '{client_id}'; send "
             f"the registered certificate first in 'x5c', or no 'x5c' at all.]",
         )
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 def verify_assertion(

@@ -15,6 +15,7 @@ import httpx
 import jwt
 
 from ccflow._core.urls import (
+    MULTI_TENANT_NAMES,
     discovery_url_for,
     jwks_uri_for,
     normalize_authority_host,
@@ -33,7 +34,6 @@ from ccflow.authority._assertions import JWT_BEARER, ReplayCache, verify_asserti
 from ccflow.authority._faults import Fault, FaultBoard
 from ccflow.authority._keys import SigningKey, pool_key
 from ccflow.authority._registrations import (
-    MULTI_TENANT_ALIASES,
     ApiApp,
     ClientApp,
     Registrations,
@@ -161,7 +161,7 @@ class Authority:
     def issuer_for(self, tenant_id: str, *, version: int = 2) -> str:
         """The issuer of tokens from ``tenant_id`` (``"organizations"``/``"common"``: the
         ``{tenantid}`` template their discovery documents carry)."""
-        if tenant_id.lower() in MULTI_TENANT_ALIASES:
+        if tenant_id.lower() in MULTI_TENANT_NAMES:
             tenant_id = _TEMPLATE
         return f"{self.host}/{tenant_id}/v2.0" if version == 2 else f"{self.host}/{tenant_id}/"
 
@@ -558,7 +558,7 @@ class Authority:
                 },
             )
         try:
-            alias = tenant.lower() in MULTI_TENANT_ALIASES
+            alias = tenant.lower() in MULTI_TENANT_NAMES
             if alias and endpoint == "token":
                 raise AadError(
                     400,

@@ -20,6 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+from ccflow._core.b64 import b64url_encode
+
 __all__ = ["SigningKey", "foreign_key", "pool_key"]
 
 # Fixed validity keeps key material independent of the clock (and of an injected one).
@@ -27,13 +29,8 @@ _NOT_BEFORE = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
 _NOT_AFTER = datetime.datetime(2099, 12, 31, tzinfo=datetime.UTC)
 
 
-def b64url(data: bytes) -> str:
-    """Unpadded base64url, as JOSE writes it."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
 def _uint(value: int) -> str:
-    return b64url(value.to_bytes((value.bit_length() + 7) // 8, "big"))
+    return b64url_encode(value.to_bytes((value.bit_length() + 7) // 8, "big"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +79,7 @@ def _make_key(common_name: str) -> SigningKey:
         .sign(key, hashes.SHA256())
     )
     der = cert.public_bytes(serialization.Encoding.DER)
-    x5t = b64url(hashlib.sha1(der, usedforsecurity=False).digest())
+    x5t = b64url_encode(hashlib.sha1(der, usedforsecurity=False).digest())
     return SigningKey(kid=x5t, x5t=x5t, private_key=key, certificate_der=der)
 
 

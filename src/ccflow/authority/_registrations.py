@@ -48,7 +48,6 @@ roles on an API of another tenant only when that API is ``multi_tenant``.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import hashlib
 import tomllib
@@ -62,11 +61,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from ccflow._core.b64 import b64url_encode
+from ccflow._core.urls import MULTI_TENANT_NAMES
 from ccflow.errors import ConfigurationError
 
 __all__ = [
     "DEFAULT_TENANT_ID",
-    "MULTI_TENANT_ALIASES",
     "PARTNER_TENANT_ID",
     "ApiApp",
     "ClientApp",
@@ -77,7 +77,6 @@ __all__ = [
 DEFAULT_TENANT_ID = "c0ffee00-cc10-4000-8000-000000000001"
 PARTNER_TENANT_ID = "c0ffee00-cc10-4000-8000-000000000002"
 """The second tenant of :meth:`Registrations.multi_tenant`."""
-MULTI_TENANT_ALIASES = frozenset({"organizations", "common"})
 """Azure AD's multi-tenant authority names; never a tenant id."""
 
 
@@ -85,10 +84,6 @@ def _thumb(value: str | None) -> str | None:
     if value is None:
         return None
     return value.rstrip("=").replace("+", "-").replace("/", "_")
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,8 +145,8 @@ class RegisteredCertificate:
         der = cert.public_bytes(serialization.Encoding.DER)
         sha1 = hashlib.sha1(der, usedforsecurity=False).digest()
         return cls(
-            x5t=_b64url(sha1),
-            x5t_s256=_b64url(hashlib.sha256(der).digest()),
+            x5t=b64url_encode(sha1),
+            x5t_s256=b64url_encode(hashlib.sha256(der).digest()),
             thumbprint=sha1.hex().upper(),
             public_key=key,
         )
@@ -231,7 +226,7 @@ class Registrations:
         object.__setattr__(self, "tenants", tuple(self.tenants))
         _unique("tenant id", self.tenant_ids, any_case=True)
         for tenant in self.tenant_ids:
-            if not tenant or "/" in tenant or tenant.lower() in MULTI_TENANT_ALIASES:
+            if not tenant or "/" in tenant or tenant.lower() in MULTI_TENANT_NAMES:
                 raise ConfigurationError(
                     f"{tenant!r} cannot be a tenant id (it names no single tenant)",
                     setting="tenants",

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ccflow.authority._keys import b64url
+from ccflow._core.b64 import b64url_encode
 
 __all__ = ["CertificateMaterial", "TlsFiles", "client_certificate", "write_tls_files"]
 
@@ -49,13 +49,13 @@ class CertificateMaterial:
     def x5t(self) -> str:
         """base64url SHA-1 thumbprint of the certificate."""
         der = self.certificate.public_bytes(serialization.Encoding.DER)
-        return b64url(hashlib.sha1(der, usedforsecurity=False).digest())
+        return b64url_encode(hashlib.sha1(der, usedforsecurity=False).digest())
 
     @property
     def x5t_s256(self) -> str:
         """base64url SHA-256 thumbprint of the certificate."""
         der = self.certificate.public_bytes(serialization.Encoding.DER)
-        return b64url(hashlib.sha256(der).digest())
+        return b64url_encode(hashlib.sha256(der).digest())
 
     @property
     def pem(self) -> bytes:
