@@ -95,6 +95,8 @@ def _not_json(constant: str) -> Any:
 def _b64url_json(segment: str, what: str) -> dict[str, Any]:
     # The stdlib decoder silently skips foreign characters; a JWT segment must be pure base64url.
     try:
+        if segment.endswith("="):  # JWS segments are unpadded (RFC 7515 section 2)
+            raise ValueError(segment)
         raw = b64url_decode(segment)
     except ValueError:
         raise InvalidTokenError(
