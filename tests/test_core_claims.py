@@ -377,12 +377,32 @@ def test_issuer_rule_template_needs_a_tenant() -> None:
     assert not rule.matches("https://x/t/v2.0", None)
 
 
-def test_the_verdicts_claims_are_a_copy_unless_the_caller_hands_its_own_dict_over() -> None:
-    claims = v2()
-    copied = check_claims(claims, AZURE, now=NOW)
-    viewed = check_claims(claims, AZURE, now=NOW, owned=True)
-    claims["extra"] = 1
-    assert "extra" not in copied.claims
-    assert viewed.claims["extra"] == 1  # a view of the dict handed over, not a copy
+def test_the_verdicts_claims_are_a_read_only_copy_all_the_way_down() -> None:
+    claims = v2(roles=["invokeRole"], extra={"nested": ["a"]})
+    verdict = check_claims(claims, AZURE, now=NOW)
+    claims["roles"].append("admin")
+    claims["more"] = 1
+    assert verdict.claims["roles"] == ("invokeRole",)
+    assert "more" not in verdict.claims
     with pytest.raises(TypeError):
-        viewed.claims["aud"] = "other"  # type: ignore[index]
+        verdict.claims["aud"] = "other"  # type: ignore[index]
+    with pytest.raises(AttributeError):
+        verdict.claims["roles"].append("admin")
+    with pytest.raises(TypeError):
+        verdict.claims["extra"]["nested"] = []
+
+
+def test_generic_oidc_refuses_an_id_token() -> None:
+    rules = ClaimRules(
+        issuers=(IssuerRule("https://idp.example"),), audiences=frozenset({"api"}), azure=False
+    )
+    claims = {"iss": "https://idp.example", "aud": "api", "azp": "c", "exp": NOW + 60}
+    assert check_claims(claims, rules, now=NOW).client_id == "c"
+    with pytest.raises(InvalidTokenError) as caught:
+        check_claims({**claims, "nonce": "n-0S6_WzA2Mj"}, rules, now=NOW)
+    assert (caught.value.reason, caught.value.claim) == ("type", "nonce")
+
+
+def test_azure_ad_tokens_may_carry_a_nonce_like_claim() -> None:
+    # Azure AD access tokens are told apart by ver and azp, not nonce: no such rule there.
+    assert check_claims({**v2(), "nonce": "x"}, AZURE, now=NOW).client_id

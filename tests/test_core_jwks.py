@@ -15,7 +15,6 @@ from ccflow._core.jwks import (
     KeySet,
     RefreshPolicy,
     decide,
-    fresh_key,
     parse_jwks,
 )
 from ccflow.errors import ConfigurationError
@@ -105,46 +104,20 @@ FAILED_FRESH = WARM.failed(T0 + 10, POLICY)  # an unknown-kid refetch failed; ke
 
 
 @pytest.mark.parametrize(
-    ("state", "kid", "now", "found"),
+    ("state", "kid", "now"),
     [
-        (WARM, "good", T0, True),
-        (WARM, "good", T0 + 99.9, True),
-        (WARM, "good", T0 + 100, False),  # ttl over: decide() may refetch
-        (WARM, "other", T0, False),  # unknown kid: decide() may refetch
-        (WARM, "good", T0 - 1, False),  # the clock stepped back
-        (FAILED_FRESH, "good", T0 + 11, True),  # fresh keys serve whatever the backoff
-        (FAILED_FRESH, "good", T0 + 9, False),  # before the failed attempt: stepped back
-        (FAILED_WARM, "good", T0 + 201, False),
-        (FAILED_COLD, "good", T0 + 1, False),
-        (KeyCache(), "good", T0, False),
+        (WARM, "good", T0),
+        (WARM, "good", T0 + 99.9),
+        (FAILED_FRESH, "good", T0 + 11),  # fresh keys serve whatever the backoff
     ],
 )
-def test_fresh_key_is_the_key_only_for_fresh_keys_holding_the_kid(
-    state: KeyCache, kid: str, now: float, found: bool
+def test_fresh_keys_holding_the_kid_are_used_whatever_the_flags(
+    state: KeyCache, kid: str, now: float
 ) -> None:
-    key = fresh_key(state, kid, now, POLICY)
-    assert (key is KEYS.keys["good"]) if found else key is None
-    if found:
-        assert decide(state, kid, now, POLICY) is KeyAction.USE
-        assert decide(state, kid, now, POLICY, may_fetch=False, fetching=True) is KeyAction.USE
-
-
-def test_fresh_key_agrees_with_decide_on_many_states() -> None:
-    # fresh_key() is decide()'s first answer: wherever it finds a key, decide() says USE for
-    # any may_fetch/fetching; and any USE on fresh, unstepped keys comes with that key.
-    states = [KeyCache(), WARM, FAILED_COLD, FAILED_WARM, FAILED_FRESH]
-    states += [WARM.failed(T0 + d, POLICY, retry_after=r) for d in (1, 50, 150) for r in (None, 60)]
-    for state in states:
-        for now in [T0 + d / 2 for d in range(-4, 2200, 7)]:
-            for kid in ("good", "other"):
-                key = fresh_key(state, kid, now, POLICY)
-                for may_fetch in (True, False):
-                    for fetching in (True, False):
-                        action = decide(
-                            state, kid, now, POLICY, may_fetch=may_fetch, fetching=fetching
-                        )
-                        if key is not None:
-                            assert action is KeyAction.USE
+    for may_fetch in (True, False):
+        for fetching in (True, False):
+            action = decide(state, kid, now, POLICY, may_fetch=may_fetch, fetching=fetching)
+            assert action is KeyAction.USE
 
 
 DECISIONS: dict[str, tuple[KeyCache, str, float, bool, KeyAction]] = {

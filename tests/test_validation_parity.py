@@ -25,7 +25,7 @@ import pytest
 from _validation_tokens import b64, b64json, make_token, rsa_jwk, rsa_key, sign
 from ccflow._core.claims import ClaimRules, IssuerRule, check_claims
 from ccflow._core.jwks import parse_jwks
-from ccflow._core.jwt import parse_compact, verify_signature
+from ccflow._core.jws import parse_compact, verify_signature
 from ccflow.errors import CCFlowError
 
 ISS = "https://login.example/tenant/v2.0"

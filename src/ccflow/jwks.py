@@ -31,7 +31,6 @@ from ccflow._core.jwks import (
     RefreshPolicy,
     SigningKey,
     decide,
-    fresh_key,
     parse_jwks,
 )
 from ccflow._core.urls import require_secure_url
@@ -178,6 +177,12 @@ class _Base:
         """The issuers known so far (from discovery); empty before the first fetch."""
         return self._meta.issuers if self._meta is not None else ()
 
+    def holds(self, kid: str) -> bool:
+        """Whether the keys of the last successful fetch include ``kid``: a key rotated out
+        of the JWKS no longer vouches for the tokens it signed."""
+        keys = self._state.keys
+        return keys is not None and keys.get(kid) is not None
+
     @property
     def state(self) -> KeyCache:
         """The current cache state (a frozen value)."""
@@ -273,19 +278,6 @@ class AsyncJWKSCache(_Base):
         self._client: httpx.AsyncClient | None = http_client or new_async_client(_DEFAULT_TIMEOUT)
         self._lock = asyncio.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
-
-    def ready(self, kid: str) -> SigningKey | None:
-        """The key for ``kid`` when the policy lets it be used now, with no fetch to wait for;
-        ``None`` otherwise (then :meth:`get_key` decides). A plain call: no await, no IO."""
-        state = self._state
-        now = self._clock()
-        key = fresh_key(state, kid, now, self._policy)
-        if key is not None:
-            return key
-        if decide(state, kid, now, self._policy) is KeyAction.USE:
-            assert state.keys is not None
-            return state.keys.keys[kid]
-        return None
 
     async def get_key(self, kid: str) -> SigningKey:
         """The key for ``kid``, fetching first if the policy says so."""

@@ -29,8 +29,10 @@ from ccflow._cli._common import (
     stdout_closed,
     verify_for,
 )
+from ccflow._config import SettingNames
 from ccflow._core.explain import decode_unverified, explain_time
 from ccflow._core.urls import MULTI_TENANT_NAMES
+from ccflow._validator_config import ValidatorConfig, is_plain
 from ccflow.errors import (
     AuthorityUnreachableError,
     CCFlowError,
@@ -40,7 +42,7 @@ from ccflow.errors import (
     InvalidTokenError,
     KeysUnavailableError,
 )
-from ccflow.validation import TokenValidator, ValidatedToken, _is_plain, _renamed
+from ccflow.validation import TokenValidator, ValidatedToken
 
 __all__ = ["add_parser", "run"]
 
@@ -201,10 +203,10 @@ async def _validate(
     args: argparse.Namespace, token: str, audiences: tuple[str, ...], transport: _FetchRecorder
 ) -> Any:
     async with httpx.AsyncClient(transport=transport) as http_client:
-        with _renamed(_flag_names(args)):  # errors name the flags the user typed
-            validator = TokenValidator(
-                **_validator_kwargs(args, audiences), http_client=http_client
-            )
+        settings = _validator_kwargs(args, audiences)
+        # Checked first under the flags the user typed, so that errors name them.
+        ValidatorConfig.build(SettingNames(_flag_names(args)), **settings)
+        validator = TokenValidator(**settings, http_client=http_client)
         try:
             result = await validator.validate(token)
             if args.role:
@@ -224,7 +226,7 @@ def _unverified_audiences(token: str) -> tuple[str, ...]:
     values = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
     # Only values a validator can be configured with (no blanks or control characters): a
     # token's odd aud must not read as a configuration error of the command.
-    return tuple(a for a in values if isinstance(a, str) and _is_plain(a))
+    return tuple(a for a in values if isinstance(a, str) and is_plain(a))
 
 
 def _aud_list(aud: Any) -> list[str]:

@@ -32,17 +32,17 @@ def b64url_decode(text: str | bytes) -> bytes:
     if data.endswith(b"="):
         stripped = data.rstrip(b"=")
         if len(data) - len(stripped) > 2 or len(data) % 4:
-            raise ValueError("invalid base64url padding")
+            raise ValueError("has invalid base64url padding")
         data = stripped
     remainder = len(data) % 4
     if remainder == 1:
-        raise ValueError("not valid base64url")
+        raise ValueError("is not valid base64url")
     try:
         decoded = binascii.a2b_base64(
             data.translate(_TO_STANDARD) + b"=" * (-remainder % 4), strict_mode=True
         )
     except binascii.Error:
-        raise ValueError("not valid base64url") from None
+        raise ValueError("is not valid base64url") from None
     if remainder and _ALPHABET.index(data[-1]) & _TRAILING_BITS[remainder]:
-        raise ValueError("not canonical base64url")
+        raise ValueError("is not canonical base64url")
     return decoded

@@ -18,7 +18,11 @@ reason              check
 ``client``          no caller id (``azp`` for v2, ``appid`` for v1; generic OIDC: the
                     first of ``azp``, ``client_id``, ``appid``), or not a non-empty string
 ``roles``           ``roles`` present but not a list of strings
+``type``            generic OIDC: a ``nonce`` claim (an ID token, not an access token)
 ==================  ==============================================================
+
+Each row is one small check; :func:`claim_checks` picks the list a configuration needs
+(Azure AD v2, v1 too, generic OIDC, multi-tenant, allow-lists), in the order above.
 
 and :class:`~ccflow.errors.InsufficientScopeError` (403) when the token is valid but its
 caller (``reason="client"``) or tenant (``reason="tenant"``) is not on an allow-list. The
@@ -30,10 +34,9 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields
-from types import MappingProxyType
-from typing import Any, Final, Literal
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, NoReturn
 
 from ccflow.errors import ConfigurationError, InsufficientScopeError, InvalidTokenError
 
@@ -41,10 +44,14 @@ __all__ = [
     "ANY_TENANT",
     "TENANT_PLACEHOLDER",
     "ClaimRules",
+    "FrozenJSON",
     "IssuerRule",
     "ValidatedToken",
+    "ClaimCheck",
     "check_claims",
     "check_roles",
+    "claim_checks",
+    "freeze",
     "id_key",
 ]
 
@@ -57,12 +64,6 @@ def id_key(value: str) -> str:
     """How an allow-listed client or tenant id compares: a GUID in lower case, anything else
     (a domain-less client id of another server, ``"*"``) as it is."""
     return value.lower() if _GUID.fullmatch(value) else value
-
-
-def _listed(value: str, allowed: frozenset[str]) -> bool:
-    """``id_key(value) in allowed``; an id already in that form (the usual lower-case GUID)
-    is found as it is, and only another spelling pays for the regular expression."""
-    return value in allowed or id_key(value) in allowed
 
 
 def check_roles(
@@ -155,9 +156,8 @@ class ClaimRules:
     """Tenant ids (stored as :func:`id_key` gives them); ``None``: any tenant; ``{"*"}`` likewise,
     spelled out for multi-tenant APIs."""
     leeway: float = 60.0
-    exact_issuers: frozenset[tuple[str, str]] = field(init=False, repr=False, compare=False)
-    """``(ver, iss)`` pairs accepted as they are: every rule without a ``{tenantid}`` template
-    and with a version (Azure AD), so the usual token's issuer is one set lookup."""
+    checks: tuple[ClaimCheck, ...] = field(init=False, repr=False, compare=False)
+    """The checks this configuration calls for (:func:`claim_checks`)."""
 
     def __post_init__(self) -> None:
         # The allow-lists are kept as id_key() gives them, so a check is one set lookup.
@@ -165,15 +165,15 @@ class ClaimRules:
             values: frozenset[str] | None = getattr(self, name)
             if values is not None:
                 object.__setattr__(self, name, frozenset(map(id_key, values)))
-        exact = frozenset(
-            (rule.version, rule.issuer)
-            for rule in self.issuers
-            if rule.version is not None and TENANT_PLACEHOLDER not in rule.issuer
-        )
-        object.__setattr__(self, "exact_issuers", exact)
+        object.__setattr__(self, "checks", claim_checks(self))
+
+
+ClaimCheck = Callable[[Mapping[str, Any], ClaimRules, float], None]
+"""One rule: raises the refusal for ``claims`` under ``rules`` at ``now``, else returns."""
 
 
 def _invalid(message: str, reason: str, claim: str) -> InvalidTokenError:
+    """An ``InvalidTokenError`` for one claim."""
     return InvalidTokenError(message, reason=reason, claim=claim)
 
 
@@ -181,6 +181,7 @@ _MISSING: Final[Any] = object()
 
 
 def _number(claims: Mapping[str, Any], name: str) -> float | None:
+    """The claim as a time in seconds, ``None`` when absent; a non-number is refused."""
     value = claims.get(name, _MISSING)
     if value is _MISSING:
         return None
@@ -190,42 +191,8 @@ def _number(claims: Mapping[str, Any], name: str) -> float | None:
     raise _invalid(f"the token's {name} claim is not a number", "claims", name)
 
 
-def _check_time(claims: Mapping[str, Any], now: float, leeway: float) -> int:
-    exp = _number(claims, "exp")
-    if exp is None:
-        raise _invalid("the token has no exp claim", "claims", "exp")
-    _within(exp, _number(claims, "nbf"), _number(claims, "iat"), now, leeway)
-    return int(exp)
-
-
-def _within(exp: float, nbf: float | None, iat: float | None, now: float, leeway: float) -> None:
-    if exp <= now - leeway:
-        raise _invalid("the token has expired", "expired", "exp")
-    if nbf is not None and nbf > now + leeway:
-        raise _invalid("the token is not yet valid (nbf)", "not_yet_valid", "nbf")
-    if iat is not None and iat > now + leeway:
-        raise _invalid("the token was issued in the future (iat)", "issued_at", "iat")
-
-
-def _check_audience(claims: Mapping[str, Any], audiences: frozenset[str]) -> None:
-    aud = claims.get("aud")
-    values: tuple[Any, ...] | list[Any]
-    if type(aud) is str:
-        values = (aud,)
-    elif type(aud) is list:
-        values = aud
-    else:
-        raise _invalid("the token's audience (aud) is missing or malformed", "audience", "aud")
-    if not values:
-        raise _invalid("the token's audience (aud) is missing or malformed", "audience", "aud")
-    for value in values:
-        if type(value) is not str or not value:
-            raise _invalid("the token's audience (aud) is missing or malformed", "audience", "aud")
-    if audiences.isdisjoint(values):
-        raise _invalid("the token is for another audience", "audience", "aud")
-
-
 def _optional_str(claims: Mapping[str, Any], name: str, reason: str) -> str | None:
+    """The claim as a non-empty string, ``None`` when absent; anything else is refused."""
     value = claims.get(name, _MISSING)
     if value is _MISSING:
         return None
@@ -236,126 +203,167 @@ def _optional_str(claims: Mapping[str, Any], name: str, reason: str) -> str | No
     return value
 
 
-def check_claims(
-    claims: Mapping[str, Any], rules: ClaimRules, *, now: float, owned: bool = False
-) -> ValidatedToken:
-    """Apply ``rules`` to signature-verified ``claims`` at time ``now`` (Unix seconds).
+def check_times(claims: Mapping[str, Any], rules: ClaimRules, now: float) -> None:
+    """``exp`` present and ahead, ``nbf`` and ``iat`` not ahead, within ``rules.leeway``."""
+    exp = _number(claims, "exp")
+    if exp is None:
+        raise _invalid("the token has no exp claim", "claims", "exp")
+    nbf, iat = _number(claims, "nbf"), _number(claims, "iat")
+    if exp <= now - rules.leeway:
+        raise _invalid("the token has expired", "expired", "exp")
+    if nbf is not None and nbf > now + rules.leeway:
+        raise _invalid("the token is not yet valid (nbf)", "not_yet_valid", "nbf")
+    if iat is not None and iat > now + rules.leeway:
+        raise _invalid("the token was issued in the future (iat)", "issued_at", "iat")
 
-    The verdict's ``claims`` are a read-only copy of ``claims``; with ``owned=True`` (a
-    ``dict`` nobody else holds, such as a fresh parse's) a read-only view of it instead.
 
-    Each check first tries the shape every Azure AD and OIDC token has (integer times, string
-    ``iss``/``aud``/caller, a list of roles) with plain comparisons, and hands anything else to
-    the general helpers, which accept the same values and word every refusal: the order of the
-    checks, and so the error a token gets, is the same either way.
-    """
-    get = claims.get
-    exp: Any = get("exp", _MISSING)
-    nbf: Any = get("nbf", _MISSING)
-    iat: Any = get("iat", _MISSING)
-    leeway = rules.leeway
-    if (
-        type(exp) is int
-        and (nbf is _MISSING or type(nbf) is int)
-        and (iat is _MISSING or type(iat) is int)
-    ):
-        _within(
-            exp, None if nbf is _MISSING else nbf, None if iat is _MISSING else iat, now, leeway
+def check_not_id_token(claims: Mapping[str, Any], rules: ClaimRules, now: float) -> None:
+    """Generic OIDC: a ``nonce`` claim marks an ID token, which is not an access token."""
+    if "nonce" in claims:
+        raise _invalid(
+            "the token carries a nonce claim: an ID token is not an access token", "type", "nonce"
         )
-        expires_on: int = exp
-    else:
-        expires_on = _check_time(claims, now, leeway)
 
-    ver = get("ver")
-    version = ver if isinstance(ver, str) else None
-    if rules.azure:
-        if ver == "1.0":
-            if not rules.accept_v1:
-                raise _invalid("v1.0 tokens are not accepted by this API", "version", "ver")
-        elif ver != "2.0":
-            raise _invalid("the token's version (ver) is missing or unknown", "version", "ver")
 
-    tid = get("tid", _MISSING)
-    if type(tid) is not str or not tid:
-        tid = _optional_str(claims, "tid", "issuer")
-    iss = get("iss")
+def check_version(claims: Mapping[str, Any], rules: ClaimRules, now: float) -> None:
+    """Azure AD: ``ver`` is ``"2.0"``, or ``"1.0"`` when v1 tokens are accepted."""
+    ver = claims.get("ver")
+    if ver == "1.0":
+        if not rules.accept_v1:
+            raise _invalid("v1.0 tokens are not accepted by this API", "version", "ver")
+    elif ver != "2.0":
+        raise _invalid("the token's version (ver) is missing or unknown", "version", "ver")
+
+
+def _version(claims: Mapping[str, Any]) -> str | None:
+    """The ``ver`` claim when it is a string."""
+    ver = claims.get("ver")
+    return ver if isinstance(ver, str) else None
+
+
+def check_issuer(claims: Mapping[str, Any], rules: ClaimRules, now: float) -> None:
+    """``iss`` is one of the issuers for the token's version (a template: with its ``tid``)."""
+    tid = _optional_str(claims, "tid", "issuer")
+    iss = claims.get("iss")
     if not isinstance(iss, str):
         raise _invalid("the token's issuer (iss) is missing or not a string", "issuer", "iss")
-    if (version, iss) not in rules.exact_issuers:
-        for rule in rules.issuers:
-            if (rule.version is None or rule.version == version) and rule.matches(iss, tid):
-                break
-        else:
-            raise _invalid("the token is from another issuer", "issuer", "iss")
+    version = _version(claims)
+    if not any(
+        (rule.version is None or rule.version == version) and rule.matches(iss, tid)
+        for rule in rules.issuers
+    ):
+        raise _invalid("the token is from another issuer", "issuer", "iss")
 
-    aud = get("aud")
-    if type(aud) is not str or not aud or aud not in rules.audiences:
-        _check_audience(claims, rules.audiences)
 
-    client_id: str | None
-    if rules.azure:
-        client_claim = "appid" if version == "1.0" else "azp"
-        client_id = get(client_claim)
-        if type(client_id) is not str or not client_id:
-            client_id = _optional_str(claims, client_claim, "client")
-    else:
-        client_claim = "azp"
-        client_id = None
-        for name in ("azp", "client_id", "appid"):
-            client_id = _optional_str(claims, name, "client")
-            if client_id is not None:
-                client_claim = name
-                break
-    if client_id is None:
-        raise _invalid(f"the token names no caller ({client_claim})", "client", client_claim)
-
-    roles_claim = get("roles", ())
-    if type(roles_claim) is not list and type(roles_claim) is not tuple:
-        raise _invalid("the token's roles claim is not a list of strings", "roles", "roles")
-    for role in roles_claim:
-        if type(role) is not str:
-            raise _invalid("the token's roles claim is not a list of strings", "roles", "roles")
-
-    allowed = rules.allowed_clients
-    if allowed is not None and not _listed(client_id, allowed):
-        raise InsufficientScopeError("the calling application is not allowed", reason="client")
-    tenants = rules.allowed_tenants
+def check_audience(claims: Mapping[str, Any], rules: ClaimRules, now: float) -> None:
+    """``aud`` is a non-empty string or list of them, one of which is ours (exact match)."""
+    aud = claims.get("aud")
+    values = [aud] if type(aud) is str else aud
     if (
-        tenants is not None
-        and ANY_TENANT not in tenants
-        and (tid is None or not _listed(tid, tenants))
+        type(values) is not list
+        or not values
+        or any(type(value) is not str or not value for value in values)
+    ):
+        raise _invalid("the token's audience (aud) is missing or malformed", "audience", "aud")
+    if rules.audiences.isdisjoint(values):
+        raise _invalid("the token is for another audience", "audience", "aud")
+
+
+def _caller(claims: Mapping[str, Any], rules: ClaimRules) -> str:
+    """The caller's client id: ``azp`` (v2) or ``appid`` (v1) in Azure AD mode, else the
+    first of ``azp``, ``client_id``, ``appid`` present; refused when there is none."""
+    names = (("appid" if claims.get("ver") == "1.0" else "azp"),) if rules.azure else _CALLERS
+    for name in names:
+        value = _optional_str(claims, name, "client")
+        if value is not None:
+            return value
+    raise _invalid(f"the token names no caller ({names[0]})", "client", names[0])
+
+
+_CALLERS: Final = ("azp", "client_id", "appid")
+
+
+def check_caller(claims: Mapping[str, Any], rules: ClaimRules, now: float) -> None:
+    """The token names its caller."""
+    _caller(claims, rules)
+
+
+def check_roles_claim(claims: Mapping[str, Any], rules: ClaimRules, now: float) -> None:
+    """``roles``, when present, is a list of strings."""
+    roles = claims.get("roles", [])
+    if type(roles) not in (list, tuple) or any(type(role) is not str for role in roles):
+        raise _invalid("the token's roles claim is not a list of strings", "roles", "roles")
+
+
+def check_allowed_client(claims: Mapping[str, Any], rules: ClaimRules, now: float) -> None:
+    """The caller is on ``allowed_clients`` (403 otherwise)."""
+    allowed = rules.allowed_clients
+    if allowed is not None and id_key(_caller(claims, rules)) not in allowed:
+        raise InsufficientScopeError("the calling application is not allowed", reason="client")
+
+
+def check_allowed_tenant(claims: Mapping[str, Any], rules: ClaimRules, now: float) -> None:
+    """The token's ``tid`` is on ``allowed_tenants`` (403 otherwise)."""
+    tid, allowed = claims.get("tid"), rules.allowed_tenants
+    if (
+        allowed is not None
+        and ANY_TENANT not in allowed
+        and (tid is None or id_key(tid) not in allowed)
     ):
         raise InsufficientScopeError("the caller's tenant is not allowed", reason="tenant")
 
-    view = MappingProxyType(claims if owned and type(claims) is dict else dict(claims))
-    return _validated_token(view, client_id, tid, tuple(roles_claim), version, expires_on)
+
+def claim_checks(rules: ClaimRules) -> tuple[ClaimCheck, ...]:
+    """The checks ``rules`` call for, in the order a token meets them."""
+    checks: list[ClaimCheck] = [check_times]
+    checks.append(check_version if rules.azure else check_not_id_token)
+    checks += [check_issuer, check_audience, check_caller, check_roles_claim]
+    if rules.allowed_clients is not None:
+        checks.append(check_allowed_client)
+    if rules.allowed_tenants is not None:
+        checks.append(check_allowed_tenant)
+    return tuple(checks)
 
 
-# ValidatedToken(...) costs a frozen dataclass's __init__ (six object.__setattr__ calls through
-# the type's call machinery); filling the slots through their descriptors builds the same
-# object in half the time, once per fresh token.
-_FIELDS: Final = ("claims", "client_id", "tenant_id", "roles", "version", "expires_on")
-if tuple(f.name for f in fields(ValidatedToken)) != _FIELDS:  # pragma: no cover
-    raise RuntimeError("_validated_token no longer matches ValidatedToken's fields")
-(_SET_CLAIMS, _SET_CLIENT, _SET_TENANT, _SET_ROLES, _SET_VERSION, _SET_EXPIRES) = (
-    ValidatedToken.__dict__[name].__set__ for name in _FIELDS
-)
-_new_object: Final = object.__new__
+class FrozenJSON(dict[str, Any]):
+    """A JSON object that refuses changes; still a ``dict``, so ``json.dumps`` takes it."""
+
+    __slots__ = ()
+
+    def _refuse(self, *args: object, **kwargs: object) -> NoReturn:
+        """Every change: token claims are read-only."""
+        raise TypeError("token claims are read-only")
+
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    clear = pop = popitem = setdefault = update = _refuse
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FrozenJSON, (dict(self),))
 
 
-def _validated_token(
-    claims: Mapping[str, Any],
-    client_id: str,
-    tenant_id: str | None,
-    roles: tuple[str, ...],
-    version: str | None,
-    expires_on: int,
-) -> ValidatedToken:
-    token: ValidatedToken = _new_object(ValidatedToken)
-    _SET_CLAIMS(token, claims)
-    _SET_CLIENT(token, client_id)
-    _SET_TENANT(token, tenant_id)
-    _SET_ROLES(token, roles)
-    _SET_VERSION(token, version)
-    _SET_EXPIRES(token, expires_on)
-    return token
+def freeze(value: Any) -> Any:
+    """A JSON value made read-only all the way down: objects become :class:`FrozenJSON`,
+    arrays tuples."""
+    if isinstance(value, dict):
+        return FrozenJSON({key: freeze(item) for key, item in value.items()})
+    if isinstance(value, list):
+        return tuple(freeze(item) for item in value)
+    return value
+
+
+def check_claims(claims: Mapping[str, Any], rules: ClaimRules, *, now: float) -> ValidatedToken:
+    """Apply ``rules`` to signature-verified ``claims`` at time ``now`` (Unix seconds).
+
+    The verdict's ``claims`` are a read-only copy, nested values included, so one request
+    cannot change what the next one sees.
+    """
+    for check in rules.checks:
+        check(claims, rules, now)
+    return ValidatedToken(
+        claims=freeze(dict(claims)),
+        client_id=_caller(claims, rules),
+        tenant_id=claims.get("tid"),
+        roles=tuple(claims.get("roles", ())),
+        version=_version(claims),
+        expires_on=int(claims["exp"]),
+    )

@@ -31,7 +31,7 @@ from typing import Any, Final
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from ccflow._core.b64 import b64url_decode
-from ccflow._core.jwt import SUPPORTED_ALGORITHMS, PublicKey
+from ccflow._core.jws import SUPPORTED_ALGORITHMS, PublicKey
 from ccflow.errors import ConfigurationError
 
 __all__ = [
@@ -43,7 +43,6 @@ __all__ = [
     "RefreshPolicy",
     "SigningKey",
     "decide",
-    "fresh_key",
     "parse_jwks",
 ]
 
@@ -260,22 +259,6 @@ class KeyCache:
         return max(1, math.ceil(until - now))
 
 
-def fresh_key(state: KeyCache, kid: str, now: float, policy: RefreshPolicy) -> SigningKey | None:
-    """The key for ``kid`` when the keys are fresh (younger than ``ttl``), hold ``kid`` and the
-    clock did not step back: :func:`decide`'s first answer, ``USE``, whatever else the state
-    says. ``None`` otherwise (then ask :func:`decide`). One call, for the hot path."""
-    # KeyCache.fresh() and the stepped-back test, written out: this runs once per fresh token.
-    keys, fetched_at, attempted_at = state.keys, state.fetched_at, state.attempted_at
-    if (
-        keys is None
-        or fetched_at is None
-        or now - fetched_at >= policy.ttl
-        or (attempted_at is not None and now < attempted_at)
-    ):
-        return None
-    return keys.keys.get(kid)
-
-
 def decide(
     state: KeyCache,
     kid: str,
@@ -295,10 +278,6 @@ def decide(
     cooldown and ttl measured from that attempt are over rather than stretched by the step
     (which kept an API answering 503, or 401 to a rotated key, for as long as the step); the
     fetch this allows records the new time, so it happens once per step."""
-    if fresh_key(state, kid, now, policy) is not None:
-        # The usual case, first: fresh keys holding the kid are used whatever the backoff,
-        # may_fetch or a fetch in flight (every branch below says so too).
-        return KeyAction.USE
     stepped_back = state.attempted_at is not None and now < state.attempted_at
     if may_fetch and (stepped_back or not (state.retry_at is not None and now < state.retry_at)):
         if stepped_back or not state.fresh(now, policy):
