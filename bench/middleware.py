@@ -9,14 +9,18 @@ Keys come from ccflow's local authority, fetched once before timing; every conte
 - bare Starlette: the calc API's own route and handler code (same number parsing, same JSON
   response) with no authentication, ``caller`` null: the baseline, ratio 1.00, so the ratio
   measures what authentication adds and nothing else;
+- digest floor: the thinnest pure ASGI middleware a verified-token cache keyed by a digest
+  allows, in front of the same bare app: one SHA-256 of the Authorization header and one dict
+  lookup, no role or header checks;
 - calc API, repeated token: ``examples.calc_api`` (RequireRole + TokenValidator), one token;
 - calc API, fresh token: the same, a different token on every request (pre-minted);
 - naive PyJWT: a pure ASGI middleware calling ``jwt.decode`` with the right key per request;
 - fastapi-azure-auth on FastAPI: its bearer dependency, key cache seeded (no HTTP), one token;
 - raw RS256 verify: ``cryptography``'s ``public_key.verify`` alone, the floor of any fresh token.
 
-Targets (issue 4): repeated token >= 0.85 of bare; fresh-token cost
-``(t_fresh - t_bare) / t_verify`` <= 3. After a warm-up, the contenders take turns for
+Guards, not goals (issue 13; a miss is reported, not chased): a repeated token at least 0.80 of
+the digest floor's requests per second; a fresh token at most 3.5 raw RS256 verifies,
+``(t_fresh - t_bare) / t_verify``. After a warm-up, the contenders take turns for
 ROUNDS rounds of about BUDGET seconds each (interleaved, so a burst of load from elsewhere
 hits all of them alike), the raw verify too; each one's best round counts (the machine is
 shared). Runs in well under a minute.
@@ -29,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime
+import hashlib
 import json
 import sys
 import time
@@ -76,6 +81,25 @@ async def bare_add(request: Request) -> JSONResponse:
 
 def bare_app() -> Starlette:
     return Starlette(routes=[Route("/calc/v1/add/{a}/{b}", bare_add, methods=["GET"])])
+
+
+class DigestFloor:
+    """One SHA-256 of the Authorization header and one dict lookup: the least any cache keyed
+    by a digest of the token can cost."""
+
+    def __init__(self, app: ASGIApp, known: dict[bytes, Any]) -> None:
+        self.app, self.known = app, known
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                scope["user"] = self.known.get(hashlib.sha256(value).digest())
+                break
+        await self.app(scope, receive, send)
+
+
+def floor_app(token: str) -> ASGIApp:
+    return DigestFloor(bare_app(), {hashlib.sha256(f"Bearer {token}".encode()).digest(): {}})
 
 
 class NaivePyJWT:
@@ -227,29 +251,6 @@ def calc_validator(authority: Authority, http: httpx.AsyncClient) -> TokenValida
     )
 
 
-async def repeated_token_rounds(
-    apps: dict[str, ASGIApp], token: str, requests: int
-) -> dict[str, float]:
-    """Seconds per request of each app, all sending ``token``: a warm-up, then the best of
-    ROUNDS interleaved rounds of ``requests`` requests (side benches use this)."""
-    for app in apps.values():
-        await drive(app, repeat(token, 200))  # warm up
-    results = {name: float("inf") for name in apps}
-    for _ in range(ROUNDS):
-        for name, app in apps.items():
-            results[name] = min(results[name], await drive(app, repeat(token, requests)))
-    return results
-
-
-def print_vs_bare(results: dict[str, float], requests: int) -> None:
-    """The side benches' table: microseconds per request and the ratio to bare Starlette."""
-    bare = results["bare Starlette"]
-    print(f"best of {ROUNDS} interleaved rounds of {requests} requests, in-process ASGI")
-    print(f"{'contender':<30} {'us/req':>9} {'vs bare':>8}")
-    for name, seconds in results.items():
-        print(f"{name:<30} {seconds * 1e6:>9.1f} {bare / seconds:>8.2f}")
-
-
 async def main() -> None:
     authority = Authority()
     http = httpx.AsyncClient(transport=authority.transport())
@@ -260,6 +261,7 @@ async def main() -> None:
     # name -> (app, request batches: one per round, plus a warm-up and a probe to size them)
     apps: dict[str, ASGIApp] = {
         "bare Starlette": bare_app(),
+        "digest floor": floor_app(token),
         "calc API, repeated token": calc,
         "calc API, fresh token": calc,
         "naive PyJWT middleware": naive_app(authority),
@@ -299,13 +301,18 @@ async def main() -> None:
         print(f"{name:<30} {1 / t:>10,.0f} {t * 1e6:>9.1f} {bare / t:>8.2f}")
     print(f"{'raw RS256 verify':<30} {1 / verify:>10,.0f} {verify * 1e6:>9.1f}")
     print()
-    repeated = bare / results["calc API, repeated token"]
+    repeated = results["digest floor"] / results["calc API, repeated token"]
     fresh_cost = (results[fresh_name] - bare) / verify
     naive_cost = (results["naive PyJWT middleware"] - bare) / verify
-    print(f"repeated token: {repeated:.2f} of bare Starlette  (target >= 0.85)")
-    print(f"fresh-token cost: {fresh_cost:.2f} raw verifies  (target <= 3)")
+    floor_ok, fresh_ok = _verdict(repeated >= 0.80), _verdict(fresh_cost <= 3.5)
+    print(f"repeated token: {repeated:.2f} of the digest floor  (guard >= 0.80: {floor_ok})")
+    print(f"fresh-token cost: {fresh_cost:.2f} raw verifies  (guard <= 3.5: {fresh_ok})")
     print(f"naive PyJWT, same measure: {naive_cost:.2f} raw verifies")
-    print(json.dumps({"repeated_ratio": round(repeated, 3), "fresh_cost": round(fresh_cost, 3)}))
+    print(json.dumps({"repeated_vs_floor": round(repeated, 3), "fresh_cost": round(fresh_cost, 3)}))
+
+
+def _verdict(ok: bool) -> str:
+    return "pass" if ok else "MISSED"
 
 
 if __name__ == "__main__":

@@ -94,12 +94,8 @@ class ValidatorConfig:
             raise names.error("accept_v1", "must be True or False")
         algs = check_algorithms(algorithms, setting=names("algorithms"))
         seconds = _seconds(leeway, "leeway", names)
-        if isinstance(max_token_size, bool) or not isinstance(max_token_size, int):
-            raise names.error("max_token_size", "must be a positive integer")
-        if max_token_size <= 0:
-            raise names.error("max_token_size", "must be a positive integer")
-        if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
-            raise names.error("cache_size", "must be a non-negative integer")
+        _positive(max_token_size, "max_token_size", names, zero=False)
+        _positive(cache_size, "cache_size", names, zero=True)
         policy = RefreshPolicy(
             ttl=_seconds(jwks_ttl, "jwks_ttl", names),
             cooldown=_seconds(jwks_cooldown, "jwks_cooldown", names),
@@ -108,23 +104,12 @@ class ValidatorConfig:
         if jwks_uri is not None:
             _valid_url(jwks_uri, names("jwks_uri"))
         typ = _typ(require_typ, names)
-        if issuer is not None and tenant_id is not None:
+        plan = _key_sources(issuer, tenant_id, authority_host, accept_v1, jwks_uri, names, environ)
+        if tenant_id is not None and _is_multi_tenant(tenant_id) and tenants is None:
             raise names.error(
-                "issuer", f"give either {names('issuer')} or {names('tenant_id')}, not both"
-            )
-        if issuer is not None:
-            plan = _generic_sources(issuer, authority_host, accept_v1, jwks_uri, names)
-        elif tenant_id is not None:
-            plan = _azure_sources(tenant_id, authority_host, accept_v1, jwks_uri, names, environ)
-            if _is_multi_tenant(tenant_id) and tenants is None:
-                raise names.error(
-                    "allowed_tenants",
-                    f"is required for a multi-tenant API (tenant_id={tenant_id!r}); list the "
-                    f"tenant ids to accept, or {ANY_TENANT!r} to accept any tenant",
-                )
-        else:
-            raise names.error(
-                "tenant_id", f"is required (or {names('issuer')} for a generic OIDC issuer)"
+                "allowed_tenants",
+                f"is required for a multi-tenant API (tenant_id={tenant_id!r}); list the "
+                f"tenant ids to accept, or {ANY_TENANT!r} to accept any tenant",
             )
         rules = ClaimRules(
             issuers=(),
@@ -136,6 +121,34 @@ class ValidatorConfig:
             leeway=seconds,
         )
         return cls(audiences, rules, plan, policy, algs, max_token_size, cache_size, typ)
+
+
+def _positive(value: object, setting: str, names: SettingNames, *, zero: bool) -> None:
+    """A whole number above zero (or at least zero)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < (0 if zero else 1):
+        words = "a non-negative integer" if zero else "a positive integer"
+        raise names.error(setting, f"must be {words}")
+
+
+def _key_sources(
+    issuer: str | None,
+    tenant_id: str | None,
+    authority_host: str | None,
+    accept_v1: bool,
+    jwks_uri: str | None,
+    names: SettingNames,
+    environ: Mapping[str, str] | None,
+) -> KeySourcePlan:
+    """Generic OIDC (``issuer``) or Azure AD (``tenant_id``): exactly one of them."""
+    if issuer is not None and tenant_id is not None:
+        raise names.error(
+            "issuer", f"give either {names('issuer')} or {names('tenant_id')}, not both"
+        )
+    if issuer is not None:
+        return _generic_sources(issuer, authority_host, accept_v1, jwks_uri, names)
+    if tenant_id is not None:
+        return _azure_sources(tenant_id, authority_host, accept_v1, jwks_uri, names, environ)
+    raise names.error("tenant_id", f"is required (or {names('issuer')} for a generic OIDC issuer)")
 
 
 def _is_multi_tenant(tenant_id: str) -> bool:
