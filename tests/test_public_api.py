@@ -14,7 +14,20 @@ def test_all_lists_exactly_the_public_names() -> None:
         if not name.startswith("_") and not isinstance(value, types.ModuleType)
     }
     public.discard("annotations")
-    assert sorted(ccflow.__all__) == sorted(public | {"__version__"})
+    lazy = {"RequireRole"}  # imported on first use
+    assert sorted(ccflow.__all__) == sorted(public | lazy | {"__version__"})
+
+
+def test_the_caller_side_imports_no_asgi_framework() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, ccflow; ccflow.TokenClient; print('starlette' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    code = "import ccflow; print(ccflow.RequireRole.__module__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ccflow.starlette"
 
 
 def test_every_public_name_is_documented() -> None:

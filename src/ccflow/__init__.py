@@ -14,6 +14,8 @@ API side::
 
 from __future__ import annotations
 
+import typing
+
 from ccflow._core.tokens import AccessToken
 from ccflow._version import __version__
 from ccflow.client import AsyncTokenClient, TokenClient
@@ -28,8 +30,10 @@ from ccflow.errors import (
     KeysUnavailableError,
     TokenRequestError,
 )
-from ccflow.starlette import RequireRole
 from ccflow.validation import TokenValidator, ValidatedToken
+
+if typing.TYPE_CHECKING:
+    from ccflow.starlette import RequireRole
 
 __all__ = [
     "AccessToken",
@@ -52,3 +56,12 @@ __all__ = [
     "ValidatedToken",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> typing.Any:
+    # RequireRole is imported on first use, so that the caller side imports no ASGI framework.
+    if name == "RequireRole":
+        from ccflow.starlette import RequireRole
+
+        return RequireRole
+    raise AttributeError(f"module 'ccflow' has no attribute {name!r}")
