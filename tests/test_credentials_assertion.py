@@ -4,11 +4,14 @@ for or read, rotation of a projected token file, errors, and secrecy; on the loc
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import doctest
 import gc
 import json
 import logging
 import pickle
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -150,6 +153,25 @@ def test_callable_is_called_once_and_reused_until_near_expiry() -> None:
     assert source.calls == 1
     assert sent(credential, NOW + 540) != first
     assert source.calls == 2
+
+
+def test_threads_needing_an_assertion_at_once_call_the_callable_once() -> None:
+    barrier = threading.Barrier(8)
+
+    def slow(n: int) -> str:
+        time.sleep(0.05)  # an OIDC source taking its time while the others wait
+        return jwt_with(NOW + 600, tag=str(n))
+
+    source = Source(slow)
+    credential = ClientAssertion(source)
+
+    def one() -> str:
+        barrier.wait()
+        return sent(credential, NOW)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        assertions = {f.result() for f in [pool.submit(one) for _ in range(8)]}
+    assert (len(assertions), source.calls) == (1, 1)
 
 
 def test_callable_without_readable_expiry_is_called_every_time() -> None:
@@ -360,6 +382,27 @@ def test_a_reread_giving_an_unusable_token_keeps_a_still_good_one(
     with caplog.at_level(logging.WARNING, logger="ccflow"):
         assert sent(credential, NOW + 300) == value
     assert "still using the assertion read before" in caplog.text
+
+
+def test_after_a_failed_reread_the_next_request_reads_the_file_again(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    path.write_text(jwt_with(NOW + 3600, "one"))
+    credential = FederatedTokenFile(path)
+    sent(credential, NOW)
+    path.unlink()
+    assert sent(credential, NOW + 300) == jwt_with(NOW + 3600, "one")
+    path.write_text(jwt_with(NOW + 3900, "two"))
+    assert sent(credential, NOW + 301) == jwt_with(NOW + 3900, "two")
+
+
+def test_a_failed_reread_near_expiry_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    path.write_text(jwt_with(NOW + 3600))
+    credential = FederatedTokenFile(path)
+    sent(credential, NOW)
+    path.unlink()
+    with pytest.raises(CredentialError, match="cannot read federated token file"):
+        sent(credential, NOW + 3540)
 
 
 def test_failed_read_without_a_good_token_is_an_error(tmp_path: Path) -> None:
