@@ -17,12 +17,9 @@ headers that authenticate the client::
         now=time.time(),
     )
 
-Design decision: ``request_fields`` is **synchronous and must be cheap**. Signing a
-``private_key_jwt`` assertion takes about a millisecond and the result is reused for minutes;
-reading a federated token file is one small local read done at most every few minutes. Both
-faces therefore call the same method, and the async face does not need a second code path. A
-credential that must do real IO (ask a remote service for an assertion) may additionally
-implement ``async arequest_fields(...)`` with the same arguments (:class:`AsyncCredential`);
+``request_fields`` is synchronous and must be cheap (it may sign, or read a small local file,
+but not wait on the network); both faces call it. A credential that must do real IO may also
+implement ``async arequest_fields(...)`` with the same arguments (:class:`AsyncCredential`):
 :class:`ccflow.AsyncTokenClient` prefers it when present, :class:`ccflow.TokenClient` always
 uses the synchronous method.
 
@@ -595,20 +592,7 @@ def credential_from_env(environ: Mapping[str, str]) -> Credential:
         return ClientSecret(secret.strip())
     path = environ.get("AZURE_CLIENT_CERTIFICATE_PATH")
     if path:
-        chain = environ.get("AZURE_CLIENT_SEND_CERTIFICATE_CHAIN", "").strip().lower()
-        logger.debug(
-            "credential from the environment: certificate (AZURE_CLIENT_CERTIFICATE_PATH=%s, "
-            "password %s, send_certificate_chain=%s)",
-            # The variable may hold the PEM itself (ClientCertificate takes PEM text too).
-            "<PEM text>" if "-----BEGIN" in path else path,
-            "set" if environ.get("AZURE_CLIENT_CERTIFICATE_PASSWORD") else "not set",
-            chain in _CHAIN_ON,
-        )
-        return ClientCertificate(
-            path,
-            password=environ.get("AZURE_CLIENT_CERTIFICATE_PASSWORD") or None,
-            send_certificate_chain=chain in _CHAIN_ON,
-        )
+        return _certificate_from_env(environ, path)
     token_file = environ.get("AZURE_FEDERATED_TOKEN_FILE")
     if token_file:
         credential = FederatedTokenFile(token_file)  # first: it refuses a token for a path
@@ -617,6 +601,29 @@ def credential_from_env(environ: Mapping[str, str]) -> Credential:
             token_file,
         )
         return credential
+    raise _no_credential(environ)
+
+
+def _certificate_from_env(environ: Mapping[str, str], path: str) -> ClientCertificate:
+    """The certificate ``AZURE_CLIENT_CERTIFICATE_PATH`` and its companion variables name."""
+    chain = environ.get("AZURE_CLIENT_SEND_CERTIFICATE_CHAIN", "").strip().lower()
+    logger.debug(
+        "credential from the environment: certificate (AZURE_CLIENT_CERTIFICATE_PATH=%s, "
+        "password %s, send_certificate_chain=%s)",
+        # The variable may hold the PEM itself (ClientCertificate takes PEM text too).
+        "<PEM text>" if "-----BEGIN" in path else path,
+        "set" if environ.get("AZURE_CLIENT_CERTIFICATE_PASSWORD") else "not set",
+        chain in _CHAIN_ON,
+    )
+    return ClientCertificate(
+        path,
+        password=environ.get("AZURE_CLIENT_CERTIFICATE_PASSWORD") or None,
+        send_certificate_chain=chain in _CHAIN_ON,
+    )
+
+
+def _no_credential(environ: Mapping[str, str]) -> ConfigurationError:
+    """The error when no credential variable is set, naming stray certificate companions."""
     stray = [
         name
         for name in ("AZURE_CLIENT_CERTIFICATE_PASSWORD", "AZURE_CLIENT_SEND_CERTIFICATE_CHAIN")
@@ -625,7 +632,7 @@ def credential_from_env(environ: Mapping[str, str]) -> Credential:
     hint = (
         f" ({' and '.join(stray)} set, but AZURE_CLIENT_CERTIFICATE_PATH is not)" if stray else ""
     )
-    raise ConfigurationError(
+    return ConfigurationError(
         "no credential in the environment: set AZURE_CLIENT_SECRET, or "
         "AZURE_CLIENT_CERTIFICATE_PATH (a PEM or PKCS#12 file), or AZURE_FEDERATED_TOKEN_FILE; "
         f"none of them is set{hint}",
