@@ -332,6 +332,15 @@ async def test_a_failing_credential_during_a_proactive_refresh_serves_the_cached
 # --- FederatedTokenFile ------------------------------------------------------------------------
 
 
+def read_then_removed(path: Path, value: str) -> FederatedTokenFile:
+    """A token-file credential that read ``value`` from ``path`` at NOW; the file is then gone."""
+    path.write_text(value)
+    credential = FederatedTokenFile(path)
+    assert sent(credential, NOW) == value
+    path.unlink()
+    return credential
+
+
 def test_token_file_rotation_is_picked_up_within_the_reread_interval(tmp_path: Path) -> None:
     path = tmp_path / "token"
     path.write_text(jwt_with(NOW + 3600, "one") + "\n")
@@ -355,12 +364,8 @@ def test_token_file_is_reread_when_the_held_token_nears_expiry(tmp_path: Path) -
 def test_failed_reread_keeps_a_still_good_token_and_logs(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    path = tmp_path / "token"
     value = jwt_with(NOW + 3600)
-    path.write_text(value)
-    credential = FederatedTokenFile(path)
-    sent(credential, NOW)
-    path.unlink()
+    credential = read_then_removed(tmp_path / "token", value)
     with caplog.at_level(logging.WARNING, logger="ccflow"):
         assert sent(credential, NOW + 300) == value
     assert "cannot read" in caplog.text
@@ -386,31 +391,27 @@ def test_a_reread_giving_an_unusable_token_keeps_a_still_good_one(
 
 def test_after_a_failed_reread_the_next_request_reads_the_file_again(tmp_path: Path) -> None:
     path = tmp_path / "token"
-    path.write_text(jwt_with(NOW + 3600, "one"))
-    credential = FederatedTokenFile(path)
-    sent(credential, NOW)
-    path.unlink()
+    credential = read_then_removed(path, jwt_with(NOW + 3600, "one"))
     assert sent(credential, NOW + 300) == jwt_with(NOW + 3600, "one")
     path.write_text(jwt_with(NOW + 3900, "two"))
     assert sent(credential, NOW + 301) == jwt_with(NOW + 3900, "two")
 
 
-def test_a_failed_reread_near_expiry_is_an_error(tmp_path: Path) -> None:
-    path = tmp_path / "token"
-    path.write_text(jwt_with(NOW + 3600))
-    credential = FederatedTokenFile(path)
-    sent(credential, NOW)
-    path.unlink()
-    with pytest.raises(CredentialError, match="cannot read federated token file"):
-        sent(credential, NOW + 3540)
+@pytest.mark.parametrize(("later", "kept"), [(300, True), (3539, True), (3540, False)])
+def test_a_failed_reread_keeps_the_token_until_a_minute_before_it_expires(
+    tmp_path: Path, later: float, kept: bool
+) -> None:
+    value = jwt_with(NOW + 3600)
+    credential = read_then_removed(tmp_path / "token", value)
+    if kept:
+        assert sent(credential, NOW + later) == value
+    else:
+        with pytest.raises(CredentialError, match="cannot read federated token file"):
+            sent(credential, NOW + later)
 
 
 def test_failed_read_without_a_good_token_is_an_error(tmp_path: Path) -> None:
-    path = tmp_path / "token"
-    path.write_text(jwt_with(NOW + 100))
-    credential = FederatedTokenFile(path)
-    sent(credential, NOW)
-    path.unlink()
+    credential = read_then_removed(tmp_path / "token", jwt_with(NOW + 100))
     with pytest.raises(CredentialError, match="cannot read federated token file"):
         sent(credential, NOW + 60)
 

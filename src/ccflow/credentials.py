@@ -519,8 +519,8 @@ class FederatedTokenFile:
     def request_fields(
         self, *, client_id: str, token_endpoint: str, auth_method: str, now: float
     ) -> RequestFields:
-        """``client_id``, ``client_assertion_type`` and the held assertion, renewed when it
-        is near expiry. ``auth_method`` is ignored: assertions always send ``private_key_jwt``."""
+        """The token file's token as ``client_assertion``, read as the class describes.
+        ``auth_method`` is ignored: a token file always sends ``private_key_jwt``."""
         return _assertion_fields(client_id, self._holder.get(now, self._read))
 
     def _describe(self) -> str:
