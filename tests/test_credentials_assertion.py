@@ -4,11 +4,14 @@ for or read, rotation of a projected token file, errors, and secrecy; on the loc
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import doctest
 import gc
 import json
 import logging
 import pickle
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -150,6 +153,25 @@ def test_callable_is_called_once_and_reused_until_near_expiry() -> None:
     assert source.calls == 1
     assert sent(credential, NOW + 540) != first
     assert source.calls == 2
+
+
+def test_threads_needing_an_assertion_at_once_call_the_callable_once() -> None:
+    barrier = threading.Barrier(8)
+
+    def slow(n: int) -> str:
+        time.sleep(0.05)  # an OIDC source taking its time while the others wait
+        return jwt_with(NOW + 600, tag=str(n))
+
+    source = Source(slow)
+    credential = ClientAssertion(source)
+
+    def one() -> str:
+        barrier.wait()
+        return sent(credential, NOW)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        assertions = {f.result() for f in [pool.submit(one) for _ in range(8)]}
+    assert (len(assertions), source.calls) == (1, 1)
 
 
 def test_callable_without_readable_expiry_is_called_every_time() -> None:
@@ -310,6 +332,15 @@ async def test_a_failing_credential_during_a_proactive_refresh_serves_the_cached
 # --- FederatedTokenFile ------------------------------------------------------------------------
 
 
+def read_then_removed(path: Path, value: str) -> FederatedTokenFile:
+    """A token-file credential that read ``value`` from ``path`` at NOW; the file is then gone."""
+    path.write_text(value)
+    credential = FederatedTokenFile(path)
+    assert sent(credential, NOW) == value
+    path.unlink()
+    return credential
+
+
 def test_token_file_rotation_is_picked_up_within_the_reread_interval(tmp_path: Path) -> None:
     path = tmp_path / "token"
     path.write_text(jwt_with(NOW + 3600, "one") + "\n")
@@ -333,12 +364,8 @@ def test_token_file_is_reread_when_the_held_token_nears_expiry(tmp_path: Path) -
 def test_failed_reread_keeps_a_still_good_token_and_logs(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    path = tmp_path / "token"
     value = jwt_with(NOW + 3600)
-    path.write_text(value)
-    credential = FederatedTokenFile(path)
-    sent(credential, NOW)
-    path.unlink()
+    credential = read_then_removed(tmp_path / "token", value)
     with caplog.at_level(logging.WARNING, logger="ccflow"):
         assert sent(credential, NOW + 300) == value
     assert "cannot read" in caplog.text
@@ -362,12 +389,29 @@ def test_a_reread_giving_an_unusable_token_keeps_a_still_good_one(
     assert "still using the assertion read before" in caplog.text
 
 
-def test_failed_read_without_a_good_token_is_an_error(tmp_path: Path) -> None:
+def test_after_a_failed_reread_the_next_request_reads_the_file_again(tmp_path: Path) -> None:
     path = tmp_path / "token"
-    path.write_text(jwt_with(NOW + 100))
-    credential = FederatedTokenFile(path)
-    sent(credential, NOW)
-    path.unlink()
+    credential = read_then_removed(path, jwt_with(NOW + 3600, "one"))
+    assert sent(credential, NOW + 300) == jwt_with(NOW + 3600, "one")
+    path.write_text(jwt_with(NOW + 3900, "two"))
+    assert sent(credential, NOW + 301) == jwt_with(NOW + 3900, "two")
+
+
+@pytest.mark.parametrize(("later", "kept"), [(300, True), (3539, True), (3540, False)])
+def test_a_failed_reread_keeps_the_token_until_a_minute_before_it_expires(
+    tmp_path: Path, later: float, kept: bool
+) -> None:
+    value = jwt_with(NOW + 3600)
+    credential = read_then_removed(tmp_path / "token", value)
+    if kept:
+        assert sent(credential, NOW + later) == value
+    else:
+        with pytest.raises(CredentialError, match="cannot read federated token file"):
+            sent(credential, NOW + later)
+
+
+def test_failed_read_without_a_good_token_is_an_error(tmp_path: Path) -> None:
+    credential = read_then_removed(tmp_path / "token", jwt_with(NOW + 100))
     with pytest.raises(CredentialError, match="cannot read federated token file"):
         sent(credential, NOW + 60)
 

@@ -3,9 +3,11 @@ all against the in-process local authority with the certificate registered on ca
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime
 import logging
 import pickle
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -408,6 +410,32 @@ def test_expired_certificate_is_warned_about_and_logged(caplog: pytest.LogCaptur
         credential = ClientCertificate(pem(key, expired))
     assert any("expired on 2021-06-01" in r.getMessage() for r in caplog.records)
     assert credential.thumbprint in caplog.text
+
+
+def test_the_expired_certificate_warning_names_the_line_that_loads_it() -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    expired = make_certificate(key, not_after=datetime.datetime(2021, 6, 1, tzinfo=datetime.UTC))
+    with pytest.warns(UserWarning, match="expired on 2021-06-01") as caught:
+        ClientCertificate(pem(key, expired))
+    assert [w.filename for w in caught] == [__file__]
+
+
+def test_threads_needing_an_assertion_at_once_share_one_signature(
+    cert: CertificateMaterial,
+) -> None:
+    credential = ClientCertificate(cert.pem)
+    barrier = threading.Barrier(8)
+
+    def one() -> str:
+        barrier.wait()
+        fields = credential.request_fields(
+            client_id="c", token_endpoint="https://x/token", auth_method="private_key_jwt", now=NOW
+        )
+        return dict(fields.form)["client_assertion"]
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        assertions = {f.result() for f in [pool.submit(one) for _ in range(8)]}
+    assert len(assertions) == 1
 
 
 @pytest.mark.parametrize(

@@ -17,12 +17,9 @@ headers that authenticate the client::
         now=time.time(),
     )
 
-Design decision: ``request_fields`` is **synchronous and must be cheap**. Signing a
-``private_key_jwt`` assertion takes about a millisecond and the result is reused for minutes;
-reading a federated token file is one small local read done at most every few minutes. Both
-faces therefore call the same method, and the async face does not need a second code path. A
-credential that must do real IO (ask a remote service for an assertion) may additionally
-implement ``async arequest_fields(...)`` with the same arguments (:class:`AsyncCredential`);
+``request_fields`` is synchronous and must be cheap (it may sign, or read a small local file,
+but not wait on the network); both faces call it. A credential that must do real IO may also
+implement ``async arequest_fields(...)`` with the same arguments (:class:`AsyncCredential`):
 :class:`ccflow.AsyncTokenClient` prefers it when present, :class:`ccflow.TokenClient` always
 uses the synchronous method.
 
@@ -35,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime
-import hashlib
+import functools
 import inspect
 import logging
 import os
@@ -43,20 +40,15 @@ import re
 import threading
 import uuid
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, Protocol, runtime_checkable
 from urllib.parse import quote_plus
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.serialization import pkcs12
-
+from ccflow._certificates import Signer, load_signer
 from ccflow._core.assertions import (
     ALGORITHMS,
-    Algorithm,
     HeldAssertion,
     assertion_claims,
     assertion_fields,
@@ -64,8 +56,8 @@ from ccflow._core.assertions import (
     needs_new_assertion,
     sign_assertion,
     unverified_expiry,
+    usable_after_failure,
 )
-from ccflow._core.b64 import b64url_encode
 from ccflow._core.tokens import RequestFields
 from ccflow.errors import ConfigurationError, CredentialError
 
@@ -130,6 +122,7 @@ class AsyncCredential(Protocol):
 
 
 def _no_pickle(obj: object) -> NoReturn:
+    """Refuse to pickle ``obj``, which holds a secret."""
     raise TypeError(
         f"{type(obj).__name__} holds a secret and cannot be pickled; "
         "build it again from configuration in the other process"
@@ -193,170 +186,84 @@ class ClientSecret:
         )
 
 
+# -- holding an assertion -----------------------------------------------------------------
+
+
+class _AssertionHolder:
+    """One assertion, reused until it must be renewed, renewed once under a lock."""
+
+    __slots__ = ("_lock", "_max_age", "_slot")
+
+    def __init__(self, *, max_age: float | None = None) -> None:
+        self._slot: tuple[Hashable, HeldAssertion] | None = None
+        self._lock = threading.Lock()
+        self._max_age = max_age
+
+    @property
+    def held(self) -> HeldAssertion | None:
+        """The assertion held now, good or not."""
+        slot = self._slot
+        return None if slot is None else slot[1]
+
+    def reusable(self, now: float, purpose: Hashable = None) -> HeldAssertion | None:
+        """The held assertion when it was made for ``purpose`` and may still be sent."""
+        slot = self._slot
+        if slot is None or slot[0] != purpose:
+            return None
+        held = slot[1]
+        return None if needs_new_assertion(held, now=now, max_age=self._max_age) else held
+
+    def get(
+        self, now: float, renew: Callable[[float], HeldAssertion], purpose: Hashable = None
+    ) -> HeldAssertion:
+        """The held assertion, or ``renew(now)``'s, asked once for concurrent callers."""
+        held = self.reusable(now, purpose)
+        if held is not None:
+            return held
+        # Concurrent fetches (of other scopes, which do not wait for each other) renew once.
+        with self._lock:
+            held = self.reusable(now, purpose)
+            if held is None:
+                held = renew(now)
+                self._slot = (purpose, held)
+            return held
+
+    async def aget(self, now: float, renew: Callable[[float], HeldAssertion]) -> HeldAssertion:
+        """Like :meth:`get`, renewing in a worker thread so that ``renew`` may block."""
+        held = self.reusable(now)
+        if held is not None:
+            return held
+        return await asyncio.to_thread(self.get, now, renew)
+
+
+def _accepted(value: object, now: float, source: str) -> HeldAssertion:
+    """``value`` as a held assertion, or the :class:`CredentialError` saying why it is not."""
+    if inspect.iscoroutine(value):
+        value.close()  # never awaited: close it rather than leave a RuntimeWarning behind
+        raise CredentialError(
+            f"{source} is an async function; ClientAssertion calls a plain "
+            "function returning the JWT (or implement AsyncCredential.arequest_fields)"
+        )
+    if not isinstance(value, str):
+        raise CredentialError(f"{source} returned {type(value).__name__}, not a string (the JWT)")
+    if not value.strip():
+        raise CredentialError(f"{source} gave no assertion (an empty value)")
+    value = value.strip()
+    exp = unverified_expiry(value)
+    if exp is not None and exp <= now:
+        raise CredentialError(
+            f"the assertion from {source} expired at {int(exp)} "
+            f"(now {int(now)}); it must be renewed before it is used"
+        )
+    return HeldAssertion(value, expires_on=exp, obtained_at=now)
+
+
+def _assertion_fields(client_id: str, held: HeldAssertion) -> RequestFields:
+    """The ``private_key_jwt`` form fields that send ``held``."""
+    return RequestFields(form=assertion_fields(client_id, held.value))
+
+
 # -- certificates ------------------------------------------------------------------------------
-
-_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----")
-# Whatever cryptography loaded; checked to be RSA before use.
-_PrivateKey = Any
-
-
-def _password_bytes(password: str | bytes | None) -> bytes | None:
-    if password is None or password in ("", b""):
-        return None
-    if isinstance(password, str):
-        return password.encode("utf-8")
-    if isinstance(password, bytes):
-        return password
-    raise ConfigurationError(
-        f"password must be str or bytes, got {type(password).__name__}", setting="password"
-    )
-
-
-def _read_source(certificate: str | os.PathLike[str] | bytes) -> tuple[bytes, str]:
-    """The certificate file's bytes and how to name it in messages (never its content)."""
-    if isinstance(certificate, bytes | bytearray):
-        return bytes(certificate), "the certificate bytes"
-    if isinstance(certificate, str) and certificate.lstrip().startswith("-----BEGIN"):
-        return certificate.encode("ascii", "replace"), "the certificate PEM text"
-    if not isinstance(certificate, str | os.PathLike):
-        raise ConfigurationError(
-            f"certificate must be a path or PEM/PKCS#12 bytes, got {type(certificate).__name__}",
-            setting="certificate",
-        )
-    if not str(certificate).strip():
-        # Path("") means the working directory; say what is actually wrong.
-        raise ConfigurationError(
-            "the certificate path is empty (AZURE_CLIENT_CERTIFICATE_PATH)", setting="certificate"
-        )
-    path = Path(certificate)
-    if "-----BEGIN" in str(certificate):
-        # PEM text with something before it (quotes...): never quote it, it holds the key.
-        raise CredentialError(
-            "the certificate looks like PEM text but does not start with '-----BEGIN' (quotes "
-            "or other characters around it?); pass the PEM itself, or a path"
-        )
-    try:
-        return path.read_bytes(), f"certificate file {str(path)!r}"
-    except OSError as exc:
-        raise CredentialError(
-            f"cannot read certificate file {str(path)!r}: {exc.strerror or type(exc).__name__}"
-        ) from None
-
-
-def _load_pem(
-    data: bytes, password: bytes | None, source: str
-) -> tuple[_PrivateKey, list[x509.Certificate]]:
-    kinds = {m.group(1).decode("ascii") for m in _PEM_BLOCK.finditer(data)}
-    if not any(kind.endswith("PRIVATE KEY") for kind in kinds):
-        raise CredentialError(
-            f"{source} has no private key: the PEM must hold the private key and the certificate"
-        )
-    if "CERTIFICATE" not in kinds:
-        raise CredentialError(
-            f"{source} has no certificate: the PEM must hold the private key and the certificate"
-        )
-    try:
-        key = serialization.load_pem_private_key(data, password)
-    except TypeError:
-        if password is None:
-            raise CredentialError(
-                f"the private key in {source} is encrypted: pass its password "
-                "(password=..., AZURE_CLIENT_CERTIFICATE_PASSWORD)"
-            ) from None
-        # A password for an unencrypted key is harmless; azure-identity accepts it too.
-        key = serialization.load_pem_private_key(data, None)
-    except ValueError:
-        if password is not None:
-            raise CredentialError(f"wrong password for the private key in {source}") from None
-        raise CredentialError(f"the private key in {source} cannot be read") from None
-    try:
-        certificates = x509.load_pem_x509_certificates(data)
-    except ValueError:
-        raise CredentialError(f"the certificate in {source} cannot be read") from None
-    return key, certificates
-
-
-def _load_pkcs12(
-    data: bytes, password: bytes | None, source: str
-) -> tuple[_PrivateKey, list[x509.Certificate]]:
-    if not data.startswith(b"\x30"):
-        raise CredentialError(f"{source} is neither PEM (key and certificate) nor PKCS#12")
-    try:
-        key, cert, extra = pkcs12.load_key_and_certificates(data, password)
-    except ValueError:
-        hint = "no password was given" if password is None else "wrong password"
-        raise CredentialError(
-            f"cannot open the PKCS#12 data in {source}: {hint}, or it is not PKCS#12"
-        ) from None
-    if key is None or cert is None:
-        raise CredentialError(f"{source} must hold a private key and its certificate")
-    return key, [cert, *extra]
-
-
-@dataclass(frozen=True, slots=True)
-class _Signer:
-    """Everything needed to sign, fixed at load time."""
-
-    key: rsa.RSAPrivateKey = field(repr=False)
-    algorithm: Algorithm
-    x5t: str
-    x5t_s256: str
-    thumbprint: str
-    x5c: tuple[str, ...] | None
-
-
-def _rsa_numbers(certificate: x509.Certificate) -> rsa.RSAPublicNumbers | None:
-    public = certificate.public_key()
-    return public.public_numbers() if isinstance(public, rsa.RSAPublicKey) else None
-
-
-def _signer(
-    key: _PrivateKey,
-    certificates: list[x509.Certificate],
-    *,
-    algorithm: Algorithm,
-    send_certificate_chain: bool,
-    source: str,
-    now: datetime.datetime,
-) -> _Signer:
-    if not isinstance(key, rsa.RSAPrivateKey):
-        kind = type(key).__name__.removeprefix("_").replace("PrivateKey", "")
-        raise CredentialError(
-            f"the private key in {source} is not RSA ({kind or 'unknown'}): Azure AD client "
-            f"assertions ({algorithm}) need an RSA key"
-        )
-    mine = key.public_key().public_numbers()
-    leaf = next((c for c in certificates if _rsa_numbers(c) == mine), None)
-    if leaf is None:
-        raise CredentialError(
-            f"the private key in {source} does not match its certificate: pair the key with "
-            "the certificate registered on the app"
-        )
-    der = leaf.public_bytes(serialization.Encoding.DER)
-    sha1 = hashlib.sha1(der, usedforsecurity=False).digest()
-    thumbprint = sha1.hex().upper()
-    if leaf.not_valid_after_utc <= now:
-        message = (
-            f"the certificate in {source} (thumbprint {thumbprint}) expired on "
-            f"{leaf.not_valid_after_utc:%Y-%m-%d}; Azure AD will refuse it, renew it"
-        )
-        logger.warning(message)
-        warnings.warn(message, UserWarning, stacklevel=4)
-    chain: tuple[str, ...] | None = None
-    if send_certificate_chain:
-        ordered = [leaf, *(c for c in certificates if c is not leaf)]
-        chain = tuple(
-            base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode("ascii")
-            for c in ordered
-        )
-    return _Signer(
-        key=key,
-        algorithm=algorithm,
-        x5t=b64url_encode(sha1),
-        x5t_s256=b64url_encode(hashlib.sha256(der).digest()),
-        thumbprint=thumbprint,
-        x5c=chain,
-    )
 
 
 class ClientCertificate:
@@ -383,7 +290,7 @@ class ClientCertificate:
     about (``UserWarning``), since Azure AD will refuse it. ``repr`` shows the thumbprint only.
     """
 
-    __slots__ = ("_held", "_lock", "_signer")
+    __slots__ = ("_holder", "_signer")
 
     def __init__(
         self,
@@ -396,31 +303,22 @@ class ClientCertificate:
             raise ConfigurationError(
                 f"algorithm must be 'PS256' or 'RS256', got {algorithm!r}", setting="algorithm"
             )
-        if isinstance(send_certificate_chain, bool) or send_certificate_chain in (0, 1):
-            chain = bool(send_certificate_chain)
-        else:
+        if not (isinstance(send_certificate_chain, bool) or send_certificate_chain in (0, 1)):
             # bool("false") is True: a string from the environment must not turn the chain on.
             raise ConfigurationError(
                 f"send_certificate_chain must be True or False, got {send_certificate_chain!r} "
                 "(from the environment, use from_env(): AZURE_CLIENT_SEND_CERTIFICATE_CHAIN)",
                 setting="send_certificate_chain",
             )
-        secret = _password_bytes(password)
-        data, source = _read_source(certificate)
-        if _PEM_BLOCK.search(data):
-            key, certificates = _load_pem(data, secret, source)
-        else:
-            key, certificates = _load_pkcs12(data, secret, source)
-        self._signer = _signer(
-            key,
-            certificates,
+        self._signer = load_signer(
+            certificate,
+            password,
             algorithm=algorithm,
-            send_certificate_chain=chain,
-            source=source,
-            now=datetime.datetime.now(datetime.UTC),
+            send_certificate_chain=bool(send_certificate_chain),
         )
-        self._held: tuple[str, str, HeldAssertion] | None = None
-        self._lock = threading.Lock()
+        if self._signer.not_valid_after <= datetime.datetime.now(datetime.UTC):
+            _warn_expired(self._signer)
+        self._holder = _AssertionHolder()
 
     @property
     def thumbprint(self) -> str:
@@ -452,24 +350,12 @@ class ClientCertificate:
         """``client_id``, ``client_assertion_type`` and a signed ``client_assertion``: the one
         held when it is for this client and endpoint and lives for more than a minute, else a
         new one. ``auth_method`` is ignored: a certificate always sends ``private_key_jwt``."""
-        held = self._held
-        if (
-            held is None
-            or held[:2] != (client_id, token_endpoint)
-            or needs_new_assertion(held[2], now=now)
-        ):
-            with self._lock:
-                held = self._held
-                if (
-                    held is None
-                    or held[:2] != (client_id, token_endpoint)
-                    or needs_new_assertion(held[2], now=now)
-                ):
-                    held = (client_id, token_endpoint, self._sign(client_id, token_endpoint, now))
-                    self._held = held
-        return RequestFields(form=assertion_fields(client_id, held[2].value))
+        sign = functools.partial(self._sign, client_id, token_endpoint)
+        held = self._holder.get(now, sign, purpose=(client_id, token_endpoint))
+        return _assertion_fields(client_id, held)
 
     def _sign(self, client_id: str, token_endpoint: str, now: float) -> HeldAssertion:
+        """A new assertion for ``client_id`` at ``token_endpoint``, signed at ``now``."""
         signer = self._signer
         claims = assertion_claims(
             client_id=client_id, token_endpoint=token_endpoint, now=now, jti=str(uuid.uuid4())
@@ -481,97 +367,20 @@ class ClientCertificate:
         return HeldAssertion(value, expires_on=float(claims["exp"]), obtained_at=now)
 
 
+def _warn_expired(signer: Signer) -> None:
+    """Log and warn (at the caller of ``ClientCertificate(...)``) that the certificate expired."""
+    message = (
+        f"the certificate in {signer.source} (thumbprint {signer.thumbprint}) expired on "
+        f"{signer.not_valid_after:%Y-%m-%d}; Azure AD will refuse it, renew it"
+    )
+    logger.warning(message)
+    warnings.warn(message, UserWarning, stacklevel=3)
+
+
 # -- caller-supplied assertions --------------------------------------------------------------
 
 
-class _AssertionSource:
-    """Holds an assertion from somewhere else and decides when to get a new one."""
-
-    __slots__ = ("_held", "_lock")
-
-    _max_age: float | None = None
-
-    def __init__(self) -> None:
-        self._held: HeldAssertion | None = None
-        self._lock = threading.Lock()
-
-    def __reduce_ex__(self, protocol: Any) -> NoReturn:
-        _no_pickle(self)
-
-    def _fetch(self) -> str:
-        raise NotImplementedError
-
-    def _describe(self) -> str:
-        raise NotImplementedError
-
-    def _accept(self, value: object, now: float) -> HeldAssertion:
-        if inspect.iscoroutine(value):
-            value.close()  # never awaited: close it rather than leave a RuntimeWarning behind
-            raise CredentialError(
-                f"{self._describe()} is an async function; ClientAssertion calls a plain "
-                "function returning the JWT (or implement AsyncCredential.arequest_fields)"
-            )
-        if not isinstance(value, str):
-            raise CredentialError(
-                f"{self._describe()} returned {type(value).__name__}, not a string (the JWT)"
-            )
-        if not value.strip():
-            raise CredentialError(f"{self._describe()} gave no assertion (an empty value)")
-        value = value.strip()
-        exp = unverified_expiry(value)
-        if exp is not None and exp <= now:
-            raise CredentialError(
-                f"the assertion from {self._describe()} expired at {int(exp)} "
-                f"(now {int(now)}); it must be renewed before it is used"
-            )
-        return HeldAssertion(value, expires_on=exp, obtained_at=now)
-
-    def _fallback(self, now: float) -> HeldAssertion | None:
-        """The held assertion when it is still good although a new one could not be had."""
-        return None
-
-    def _current(self, now: float) -> HeldAssertion | None:
-        held = self._held
-        if needs_new_assertion(held, now=now, max_age=self._max_age):
-            return None
-        return held
-
-    def _fields(self, client_id: str, held: HeldAssertion) -> RequestFields:
-        return RequestFields(form=assertion_fields(client_id, held.value))
-
-    def request_fields(
-        self, *, client_id: str, token_endpoint: str, auth_method: str, now: float
-    ) -> RequestFields:
-        """``client_id``, ``client_assertion_type`` and the held assertion, renewed when it
-        is near expiry. ``auth_method`` is ignored: assertions always send ``private_key_jwt``."""
-        held = self._current(now)
-        if held is None:
-            held = self._locked_renew(now)
-        return self._fields(client_id, held)
-
-    def _locked_renew(self, now: float) -> HeldAssertion:
-        """Renew under the lock, unless whoever held it before us already did: concurrent
-        fetches (of other scopes, which do not wait for each other) ask the source once."""
-        with self._lock:
-            held = self._current(now)
-            return self._renew(now) if held is None else held
-
-    def _renew(self, now: float) -> HeldAssertion:
-        try:
-            # An unusable value (a file caught empty mid-rotation, an expired token) is a
-            # failed renewal too: a held assertion that is still good is kept.
-            held = self._accept(self._fetch(), now)
-        except CredentialError as exc:
-            fallback = self._fallback(now)
-            if fallback is None:
-                raise
-            logger.warning("%s; still using the assertion read before", exc)
-            return fallback
-        self._held = held
-        return held
-
-
-class ClientAssertion(_AssertionSource):
+class ClientAssertion:
     """A client assertion the caller supplies: a JWT string, or a callable returning one.
 
     For federated identity credentials (a token from another identity provider that the app
@@ -592,10 +401,9 @@ class ClientAssertion(_AssertionSource):
     already expired assertion. The assertion never appears in ``repr``, logs or errors.
     """
 
-    __slots__ = ("_source",)
+    __slots__ = ("_holder", "_source")
 
     def __init__(self, assertion: str | Callable[[], str]) -> None:
-        super().__init__()
         if isinstance(assertion, str):
             if not assertion.strip():
                 raise ConfigurationError("the client assertion is empty", setting="assertion")
@@ -606,49 +414,59 @@ class ClientAssertion(_AssertionSource):
                 setting="assertion",
             )
         self._source = assertion
+        self._holder = _AssertionHolder()
 
     def __repr__(self) -> str:
         kind = "<str>" if isinstance(self._source, str) else "<callable>"
         return f"ClientAssertion({kind})"
 
-    def _describe(self) -> str:
-        if isinstance(self._source, str):
-            return "the assertion string"
-        name = getattr(self._source, "__qualname__", None) or type(self._source).__name__
-        return f"the assertion callable {name}"
+    def __reduce_ex__(self, protocol: Any) -> NoReturn:
+        _no_pickle(self)
 
-    def _fetch(self) -> str:
-        source = self._source
-        if isinstance(source, str):
-            return source
-        try:
-            return source()
-        except CredentialError:
-            raise
-        except Exception as exc:
-            raise CredentialError(f"{self._describe()} failed: {type(exc).__name__}") from exc
-
-    def _current(self, now: float) -> HeldAssertion | None:
+    def request_fields(
+        self, *, client_id: str, token_endpoint: str, auth_method: str, now: float
+    ) -> RequestFields:
+        """``client_id``, ``client_assertion_type`` and the held assertion, renewed when it
+        is near expiry. ``auth_method`` is ignored: assertions always send ``private_key_jwt``."""
         if isinstance(self._source, str):
-            # A fixed string is never renewed: check it each time so that an expired one fails
-            # here, clearly, rather than at the authority.
-            return self._accept(self._source, now)
-        return super()._current(now)
+            return _assertion_fields(client_id, self._checked_string(now))
+        return _assertion_fields(client_id, self._holder.get(now, self._ask))
 
     async def arequest_fields(
         self, *, client_id: str, token_endpoint: str, auth_method: str, now: float
     ) -> RequestFields:
         """Like :meth:`request_fields`; a callable that must be asked runs in a thread."""
-        held = self._current(now)
-        if held is None:
-            held = await asyncio.to_thread(self._locked_renew, now)
-        return self._fields(client_id, held)
+        if isinstance(self._source, str):
+            return _assertion_fields(client_id, self._checked_string(now))
+        return _assertion_fields(client_id, await self._holder.aget(now, self._ask))
+
+    def _describe(self) -> str:
+        """How messages name the source: never its value."""
+        if isinstance(self._source, str):
+            return "the assertion string"
+        name = getattr(self._source, "__qualname__", None) or type(self._source).__name__
+        return f"the assertion callable {name}"
+
+    def _checked_string(self, now: float) -> HeldAssertion:
+        """The fixed string, checked each time: an expired one fails here, not at the authority."""
+        return _accepted(self._source, now, self._describe())
+
+    def _ask(self, now: float) -> HeldAssertion:
+        """A new assertion from the callable."""
+        source = self._source
+        try:
+            value = source if isinstance(source, str) else source()
+        except CredentialError:
+            raise
+        except Exception as exc:
+            raise CredentialError(f"{self._describe()} failed: {type(exc).__name__}") from exc
+        return _accepted(value, now, self._describe())
 
 
 _JWT_SHAPE = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 
 
-class FederatedTokenFile(_AssertionSource):
+class FederatedTokenFile:
     """Workload identity: the token in a file (``AZURE_FEDERATED_TOKEN_FILE``) as the assertion.
 
     Kubernetes (Azure Workload Identity) and other platforms project a short-lived token into
@@ -662,19 +480,18 @@ class FederatedTokenFile(_AssertionSource):
         client = TokenClient(client_id="...", credential=credential, tenant_id="...")
     """
 
-    __slots__ = ("_max_age", "_path")
+    __slots__ = ("_holder", "_path")
 
     def __init__(self, path: str | os.PathLike[str], *, reread_interval: float = 300.0) -> None:
-        super().__init__()
         if not isinstance(path, str | os.PathLike) or not str(path):
             raise ConfigurationError(
                 "the federated token file path is empty", setting="AZURE_FEDERATED_TOKEN_FILE"
             )
-        if isinstance(reread_interval, bool) or not isinstance(reread_interval, int | float):
-            raise ConfigurationError(
-                "reread_interval must be seconds > 0", setting="reread_interval"
-            )
-        if not reread_interval > 0:
+        if (
+            isinstance(reread_interval, bool)
+            or not isinstance(reread_interval, int | float)
+            or not reread_interval > 0
+        ):
             raise ConfigurationError(
                 "reread_interval must be seconds > 0", setting="reread_interval"
             )
@@ -686,7 +503,7 @@ class FederatedTokenFile(_AssertionSource):
                 setting="AZURE_FEDERATED_TOKEN_FILE",
             )
         self._path = Path(path)
-        self._max_age: float | None = float(reread_interval)
+        self._holder = _AssertionHolder(max_age=float(reread_interval))
 
     @property
     def path(self) -> Path:
@@ -696,10 +513,35 @@ class FederatedTokenFile(_AssertionSource):
     def __repr__(self) -> str:
         return f"FederatedTokenFile({str(self._path)!r})"
 
+    def __reduce_ex__(self, protocol: Any) -> NoReturn:
+        _no_pickle(self)
+
+    def request_fields(
+        self, *, client_id: str, token_endpoint: str, auth_method: str, now: float
+    ) -> RequestFields:
+        """The token file's token as ``client_assertion``, read as the class describes.
+        ``auth_method`` is ignored: a token file always sends ``private_key_jwt``."""
+        return _assertion_fields(client_id, self._holder.get(now, self._read))
+
     def _describe(self) -> str:
+        """How messages name the file."""
         return f"federated token file {str(self._path)!r}"
 
-    def _fetch(self) -> str:
+    def _read(self, now: float) -> HeldAssertion:
+        """The token in the file; after a failed read, the one held while it is still good."""
+        try:
+            # An unusable value (a file caught empty mid-rotation, an expired token) is a
+            # failed read too.
+            return _accepted(self._read_text(), now, self._describe())
+        except CredentialError as exc:
+            held = self._holder.held
+            if held is None or not usable_after_failure(held, now=now):
+                raise
+            logger.warning("%s; still using the assertion read before", exc)
+            return held
+
+    def _read_text(self) -> str:
+        """The file's text, or a :class:`CredentialError` naming the file."""
         try:
             return self._path.read_text(encoding="utf-8")
         except OSError as exc:
@@ -708,14 +550,6 @@ class FederatedTokenFile(_AssertionSource):
             ) from None
         except UnicodeDecodeError:
             raise CredentialError(f"{self._describe()} is not text") from None
-
-    def _fallback(self, now: float) -> HeldAssertion | None:
-        held = self._held
-        if held is None:
-            return None
-        if held.expires_on is None or now < held.expires_on - 60:
-            return held
-        return None
 
 
 # -- the environment -----------------------------------------------------------------------
@@ -758,20 +592,7 @@ def credential_from_env(environ: Mapping[str, str]) -> Credential:
         return ClientSecret(secret.strip())
     path = environ.get("AZURE_CLIENT_CERTIFICATE_PATH")
     if path:
-        chain = environ.get("AZURE_CLIENT_SEND_CERTIFICATE_CHAIN", "").strip().lower()
-        logger.debug(
-            "credential from the environment: certificate (AZURE_CLIENT_CERTIFICATE_PATH=%s, "
-            "password %s, send_certificate_chain=%s)",
-            # The variable may hold the PEM itself (ClientCertificate takes PEM text too).
-            "<PEM text>" if "-----BEGIN" in path else path,
-            "set" if environ.get("AZURE_CLIENT_CERTIFICATE_PASSWORD") else "not set",
-            chain in _CHAIN_ON,
-        )
-        return ClientCertificate(
-            path,
-            password=environ.get("AZURE_CLIENT_CERTIFICATE_PASSWORD") or None,
-            send_certificate_chain=chain in _CHAIN_ON,
-        )
+        return _certificate_from_env(environ, path)
     token_file = environ.get("AZURE_FEDERATED_TOKEN_FILE")
     if token_file:
         credential = FederatedTokenFile(token_file)  # first: it refuses a token for a path
@@ -780,6 +601,29 @@ def credential_from_env(environ: Mapping[str, str]) -> Credential:
             token_file,
         )
         return credential
+    raise _no_credential(environ)
+
+
+def _certificate_from_env(environ: Mapping[str, str], path: str) -> ClientCertificate:
+    """The certificate ``AZURE_CLIENT_CERTIFICATE_PATH`` and its companion variables name."""
+    chain = environ.get("AZURE_CLIENT_SEND_CERTIFICATE_CHAIN", "").strip().lower()
+    logger.debug(
+        "credential from the environment: certificate (AZURE_CLIENT_CERTIFICATE_PATH=%s, "
+        "password %s, send_certificate_chain=%s)",
+        # The variable may hold the PEM itself (ClientCertificate takes PEM text too).
+        "<PEM text>" if "-----BEGIN" in path else path,
+        "set" if environ.get("AZURE_CLIENT_CERTIFICATE_PASSWORD") else "not set",
+        chain in _CHAIN_ON,
+    )
+    return ClientCertificate(
+        path,
+        password=environ.get("AZURE_CLIENT_CERTIFICATE_PASSWORD") or None,
+        send_certificate_chain=chain in _CHAIN_ON,
+    )
+
+
+def _no_credential(environ: Mapping[str, str]) -> ConfigurationError:
+    """The error when no credential variable is set, naming stray certificate companions."""
     stray = [
         name
         for name in ("AZURE_CLIENT_CERTIFICATE_PASSWORD", "AZURE_CLIENT_SEND_CERTIFICATE_CHAIN")
@@ -788,7 +632,7 @@ def credential_from_env(environ: Mapping[str, str]) -> Credential:
     hint = (
         f" ({' and '.join(stray)} set, but AZURE_CLIENT_CERTIFICATE_PATH is not)" if stray else ""
     )
-    raise ConfigurationError(
+    return ConfigurationError(
         "no credential in the environment: set AZURE_CLIENT_SECRET, or "
         "AZURE_CLIENT_CERTIFICATE_PATH (a PEM or PKCS#12 file), or AZURE_FEDERATED_TOKEN_FILE; "
         f"none of them is set{hint}",

@@ -45,6 +45,7 @@ __all__ = [
     "needs_new_assertion",
     "sign_assertion",
     "unverified_expiry",
+    "usable_after_failure",
 ]
 
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -170,3 +171,14 @@ def needs_new_assertion(
     elif now >= held.expires_on - margin:
         return True
     return max_age is not None and now - held.obtained_at >= max_age
+
+
+def usable_after_failure(held: HeldAssertion, *, now: float, margin: float = REUSE_MARGIN) -> bool:
+    """Whether ``held`` may still be sent when getting a new one failed: when its expiry is
+    unknown, or more than ``margin`` seconds away::
+
+        >>> held = HeldAssertion("<jwt>", expires_on=1600, obtained_at=1000)
+        >>> usable_after_failure(held, now=1539), usable_after_failure(held, now=1540)
+        (True, False)
+    """
+    return held.expires_on is None or now < held.expires_on - margin
