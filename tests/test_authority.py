@@ -117,9 +117,9 @@ def test_v2_discovery_document(authority: Authority, http: httpx.Client) -> None
 
 
 def test_v1_discovery_document(authority: Authority, http: httpx.Client) -> None:
-    doc = http.get(authority.discovery_url_v1).json()
+    doc = http.get(authority.endpoints(version=1).discovery_url).json()
     assert doc["issuer"] == authority.issuer_v1
-    assert doc["jwks_uri"] == authority.jwks_uri_v1
+    assert doc["jwks_uri"] == authority.endpoints(version=1).jwks_uri
     assert "authorization_endpoint" in doc
 
 
@@ -127,7 +127,7 @@ def test_v1_discovery_document(authority: Authority, http: httpx.Client) -> None
 def test_jwks_publishes_the_signing_key(
     authority: Authority, http: httpx.Client, version: int
 ) -> None:
-    url = authority.jwks_uri if version == 2 else authority.jwks_uri_v1
+    url = authority.jwks_uri if version == 2 else authority.endpoints(version=1).jwks_uri
     keys = http.get(url).json()["keys"]
     assert [k["kid"] for k in keys] == [authority.signing_kid]
     assert keys[0]["kty"] == "RSA"
@@ -703,8 +703,13 @@ def test_v1_token_endpoint_takes_resource_and_answers_strings(
 ) -> None:
     api = authority.api("calc-api")
     resource = getattr(api, which)
-    assert authority.token_endpoint_v1 == f"{DEFAULT_HOST}/{authority.tenant_id}/oauth2/token"
-    response = http.post(authority.token_endpoint_v1, data=v1_form(authority, resource))
+    assert (
+        authority.endpoints(version=1).token_endpoint
+        == f"{DEFAULT_HOST}/{authority.tenant_id}/oauth2/token"
+    )
+    response = http.post(
+        authority.endpoints(version=1).token_endpoint, data=v1_form(authority, resource)
+    )
     assert response.status_code == 200
     body = response.json()
     assert body["expires_in"] == body["ext_expires_in"] == "3599"
@@ -721,7 +726,7 @@ def test_v1_token_endpoint_ignores_scope_and_needs_resource(
     authority: Authority, http: httpx.Client
 ) -> None:
     # TokenClient sends `scope` only: at Azure AD's v1 endpoint that is AADSTS900144 as well.
-    response = http.post(authority.token_endpoint_v1, data=form(authority))
+    response = http.post(authority.endpoints(version=1).token_endpoint, data=form(authority))
     assert response.status_code == 400
     body = response.json()
     assert body["error"] == "invalid_request"
@@ -732,7 +737,9 @@ def test_v1_token_endpoint_ignores_scope_and_needs_resource(
 def test_v1_token_endpoint_refuses_an_unknown_resource(
     authority: Authority, http: httpx.Client
 ) -> None:
-    response = http.post(authority.token_endpoint_v1, data=v1_form(authority, "api://nowhere"))
+    response = http.post(
+        authority.endpoints(version=1).token_endpoint, data=v1_form(authority, "api://nowhere")
+    )
     assert response.status_code == 400
     assert response.json()["error_codes"] == [500011]
 
@@ -740,8 +747,8 @@ def test_v1_token_endpoint_refuses_an_unknown_resource(
 def test_v1_discovery_names_the_served_v1_token_endpoint(
     authority: Authority, http: httpx.Client
 ) -> None:
-    document = http.get(authority.discovery_url_v1).json()
-    assert document["token_endpoint"] == authority.token_endpoint_v1
+    document = http.get(authority.endpoints(version=1).discovery_url).json()
+    assert document["token_endpoint"] == authority.endpoints(version=1).token_endpoint
     resource = authority.api("calc-api").identifier_uri
     answer = http.post(document["token_endpoint"], data=v1_form(authority, resource))
     assert answer.status_code == 200

@@ -22,10 +22,11 @@ from typing import Any
 
 import httpx
 
-from ccflow._core.urls import jwks_uri_for, normalize_authority_host
-from ccflow.authority._authority import MAX_BODY as _MAX_BODY
+from ccflow._core.urls import normalize_authority_host
 from ccflow.authority._authority import Authority
+from ccflow.authority._handlers import MAX_BODY
 from ccflow.authority._registrations import Registrations
+from ccflow.authority._routes import Endpoints
 from ccflow.authority._tls import TlsFiles, write_tls_files
 
 __all__ = ["AuthorityServer"]
@@ -85,8 +86,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
             length = -1
-        if length > _MAX_BODY:
-            self._plain(413, f"request body over {_MAX_BODY} bytes".encode())
+        if length > MAX_BODY:
+            self._plain(413, f"request body over {MAX_BODY} bytes".encode())
             return
         if length < 0:
             self._plain(400, b"bad Content-Length")
@@ -295,23 +296,16 @@ class AuthorityServer:
         included (they are the local authority's fixed test secrets)."""
         authority = self.authority
         regs = authority.registrations
+        home = authority.endpoints()
         return {
-            "issuer": authority.issuer,
+            "issuer": home.issuer,
             "authority_host": authority.host,
             "tenant_id": authority.tenant_id,
-            "token_endpoint": authority.token_endpoint,
-            "jwks_uri": authority.jwks_uri,
+            "token_endpoint": home.token_endpoint,
+            "jwks_uri": home.jwks_uri,
             "ca_file": str(self.ca_file) if self.ca_file is not None else None,
             # Every tenant served, the first (tenant_id above) included.
-            "tenants": [
-                {
-                    "tenant_id": tenant,
-                    "issuer": authority.issuer_for(tenant),
-                    "token_endpoint": authority.token_endpoint_for(tenant),
-                    "jwks_uri": jwks_uri_for(authority.host, tenant),
-                }
-                for tenant in authority.tenant_ids
-            ],
+            "tenants": [_addresses(authority.endpoints(tenant=t)) for t in authority.tenant_ids],
             "apis": [
                 {
                     "name": api.name,
@@ -332,3 +326,13 @@ class AuthorityServer:
                 for client in regs.clients
             ],
         }
+
+
+def _addresses(urls: Endpoints) -> dict[str, str]:
+    """One tenant's entry in :meth:`AuthorityServer.info`."""
+    return {
+        "tenant_id": urls.tenant,
+        "issuer": urls.issuer,
+        "token_endpoint": urls.token_endpoint,
+        "jwks_uri": urls.jwks_uri,
+    }
