@@ -69,6 +69,57 @@ def test_addresses_follow_azure_ad_layout(authority: Authority) -> None:
     assert authority.discovery_url == f"{base}/v2.0/.well-known/openid-configuration"
 
 
+@pytest.mark.parametrize(
+    ("version", "issuer", "token", "discovery", "keys"),
+    [
+        (2, "/v2.0", "/oauth2/v2.0/token", "/v2.0/.well-known/openid-configuration", "/v2.0/keys"),
+        (1, "/", "/oauth2/token", "/.well-known/openid-configuration", "/keys"),
+    ],
+)
+def test_endpoints_of_a_tenant_follow_azure_ad_layout(
+    authority: Authority, version: int, issuer: str, token: str, discovery: str, keys: str
+) -> None:
+    base = f"{DEFAULT_HOST}/{DEFAULT_TENANT_ID}"
+    urls = authority.endpoints(tenant=DEFAULT_TENANT_ID, version=version)
+    assert (urls.tenant, urls.version) == (DEFAULT_TENANT_ID, version)
+    assert urls.issuer == base + issuer
+    assert urls.token_endpoint == base + token
+    assert urls.discovery_url == base + discovery
+    assert urls.jwks_uri == f"{base}/discovery{keys}"
+    assert authority.endpoints(version=version) == urls
+
+
+def test_endpoints_back_the_documented_properties(authority: Authority) -> None:
+    urls = authority.endpoints()
+    assert (authority.issuer, authority.token_endpoint) == (urls.issuer, urls.token_endpoint)
+    assert (authority.jwks_uri, authority.discovery_url) == (urls.jwks_uri, urls.discovery_url)
+    assert authority.issuer_v1 == authority.endpoints(version=1).issuer
+    v1 = authority.endpoints(tenant="other", version=1)
+    assert authority.issuer_for("other", version=1) == v1.issuer
+    assert authority.token_endpoint_for("other", version=1) == v1.token_endpoint
+    assert authority.discovery_url_for("other", version=1) == v1.discovery_url
+
+
+@pytest.mark.parametrize("alias", ["organizations", "common", "Organizations"])
+def test_endpoints_of_an_alias_carry_the_issuer_template(authority: Authority, alias: str) -> None:
+    urls = authority.endpoints(tenant=alias)
+    assert urls.issuer == f"{DEFAULT_HOST}/{{tenantid}}/v2.0"
+    assert urls.token_endpoint == f"{DEFAULT_HOST}/{alias}/oauth2/v2.0/token"
+
+
+def test_endpoints_are_a_frozen_value(authority: Authority) -> None:
+    import dataclasses
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        authority.endpoints().issuer = "https://elsewhere"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("version", [0, 3])
+def test_endpoints_know_only_versions_1_and_2(authority: Authority, version: int) -> None:
+    with pytest.raises(ValueError, match="version must be 1 or 2"):
+        authority.endpoints(version=version)
+
+
 def test_default_registrations_are_fixed(authority: Authority) -> None:
     api = authority.api("calc-api")
     assert api.client_id == "c0ffee00-cc10-4000-8000-0000000000a1"

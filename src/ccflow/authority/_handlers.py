@@ -40,7 +40,8 @@ class Outcome:
 
 
 class Site(Protocol):
-    """What the handlers ask of the authority they serve (:class:`Authority` is one)."""
+    """What the handlers ask of the authority they serve: :class:`Authority`'s members of
+    these names, documented there."""
 
     @property
     def host(self) -> str: ...
@@ -126,8 +127,7 @@ def _not_found(site: Site, request: httpx.Request) -> httpx.Response:
 
 
 def _tenant(route: Route, tenant_ids: tuple[str, ...]) -> str:
-    """The tenant the path names, as registered; ``organizations``/``common`` serve metadata
-    only (a token needs a tenant)."""
+    """The tenant the path names, as registered (``organizations``: metadata only)."""
     tenant = route.tenant
     if tenant.lower() in MULTI_TENANT_NAMES:
         if route.endpoint == "token":

@@ -64,6 +64,7 @@ class CertificateMaterial:
 
 
 def _key_pem(key: rsa.RSAPrivateKey) -> bytes:
+    """``key`` as unencrypted PKCS #8 PEM."""
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -72,6 +73,7 @@ def _key_pem(key: rsa.RSAPrivateKey) -> bytes:
 
 
 def _name(common_name: str) -> x509.Name:
+    """An X.509 name holding only ``common_name``."""
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
@@ -104,6 +106,7 @@ class TlsFiles:
 
 @functools.cache
 def _tls_material() -> tuple[bytes, bytes, bytes]:
+    """PEM of a local CA, a server certificate it signed, and the server's key (once a process)."""
     ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     ca_name = _name("ccflow local authority CA")
     ca_cert = (
