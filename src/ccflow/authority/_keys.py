@@ -9,25 +9,19 @@ issuers still differ whenever their host or tenant does).
 from __future__ import annotations
 
 import base64
-import datetime
 import functools
 import hashlib
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
 from ccflow._core.b64 import b64url_encode
+from ccflow.authority._tls import self_signed
 
 __all__ = ["KeyRing", "SigningKey", "foreign_key", "pool_key"]
-
-# Fixed validity keeps key material independent of the clock (and of an injected one).
-_NOT_BEFORE = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
-_NOT_AFTER = datetime.datetime(2099, 12, 31, tzinfo=datetime.UTC)
 
 
 def _uint(value: int) -> str:
@@ -69,18 +63,7 @@ class SigningKey:
 
 def _make_key(common_name: str) -> SigningKey:
     """A new RSA 2048 key with a self-signed certificate naming ``common_name``."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(_NOT_BEFORE)
-        .not_valid_after(_NOT_AFTER)
-        .sign(key, hashes.SHA256())
-    )
+    key, cert = self_signed(common_name)
     der = cert.public_bytes(serialization.Encoding.DER)
     x5t = b64url_encode(hashlib.sha1(der, usedforsecurity=False).digest())
     return SigningKey(kid=x5t, x5t=x5t, private_key=key, certificate_der=der)
