@@ -69,6 +69,57 @@ def test_addresses_follow_azure_ad_layout(authority: Authority) -> None:
     assert authority.discovery_url == f"{base}/v2.0/.well-known/openid-configuration"
 
 
+@pytest.mark.parametrize(
+    ("version", "issuer", "token", "discovery", "keys"),
+    [
+        (2, "/v2.0", "/oauth2/v2.0/token", "/v2.0/.well-known/openid-configuration", "/v2.0/keys"),
+        (1, "/", "/oauth2/token", "/.well-known/openid-configuration", "/keys"),
+    ],
+)
+def test_endpoints_of_a_tenant_follow_azure_ad_layout(
+    authority: Authority, version: int, issuer: str, token: str, discovery: str, keys: str
+) -> None:
+    base = f"{DEFAULT_HOST}/{DEFAULT_TENANT_ID}"
+    urls = authority.endpoints(tenant=DEFAULT_TENANT_ID, version=version)
+    assert (urls.tenant, urls.version) == (DEFAULT_TENANT_ID, version)
+    assert urls.issuer == base + issuer
+    assert urls.token_endpoint == base + token
+    assert urls.discovery_url == base + discovery
+    assert urls.jwks_uri == f"{base}/discovery{keys}"
+    assert authority.endpoints(version=version) == urls
+
+
+def test_endpoints_back_the_documented_properties(authority: Authority) -> None:
+    urls = authority.endpoints()
+    assert (authority.issuer, authority.token_endpoint) == (urls.issuer, urls.token_endpoint)
+    assert (authority.jwks_uri, authority.discovery_url) == (urls.jwks_uri, urls.discovery_url)
+    assert authority.issuer_v1 == authority.endpoints(version=1).issuer
+    v1 = authority.endpoints(tenant="other", version=1)
+    assert authority.issuer_for("other", version=1) == v1.issuer
+    assert authority.token_endpoint_for("other", version=1) == v1.token_endpoint
+    assert authority.discovery_url_for("other", version=1) == v1.discovery_url
+
+
+@pytest.mark.parametrize("alias", ["organizations", "common", "Organizations"])
+def test_endpoints_of_an_alias_carry_the_issuer_template(authority: Authority, alias: str) -> None:
+    urls = authority.endpoints(tenant=alias)
+    assert urls.issuer == f"{DEFAULT_HOST}/{{tenantid}}/v2.0"
+    assert urls.token_endpoint == f"{DEFAULT_HOST}/{alias}/oauth2/v2.0/token"
+
+
+def test_endpoints_are_a_frozen_value(authority: Authority) -> None:
+    import dataclasses
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        authority.endpoints().issuer = "https://elsewhere"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("version", [0, 3])
+def test_endpoints_know_only_versions_1_and_2(authority: Authority, version: int) -> None:
+    with pytest.raises(ValueError, match="version must be 1 or 2"):
+        authority.endpoints(version=version)
+
+
 def test_default_registrations_are_fixed(authority: Authority) -> None:
     api = authority.api("calc-api")
     assert api.client_id == "c0ffee00-cc10-4000-8000-0000000000a1"
@@ -117,9 +168,9 @@ def test_v2_discovery_document(authority: Authority, http: httpx.Client) -> None
 
 
 def test_v1_discovery_document(authority: Authority, http: httpx.Client) -> None:
-    doc = http.get(authority.discovery_url_v1).json()
+    doc = http.get(authority.endpoints(version=1).discovery_url).json()
     assert doc["issuer"] == authority.issuer_v1
-    assert doc["jwks_uri"] == authority.jwks_uri_v1
+    assert doc["jwks_uri"] == authority.endpoints(version=1).jwks_uri
     assert "authorization_endpoint" in doc
 
 
@@ -127,7 +178,7 @@ def test_v1_discovery_document(authority: Authority, http: httpx.Client) -> None
 def test_jwks_publishes_the_signing_key(
     authority: Authority, http: httpx.Client, version: int
 ) -> None:
-    url = authority.jwks_uri if version == 2 else authority.jwks_uri_v1
+    url = authority.jwks_uri if version == 2 else authority.endpoints(version=1).jwks_uri
     keys = http.get(url).json()["keys"]
     assert [k["kid"] for k in keys] == [authority.signing_kid]
     assert keys[0]["kty"] == "RSA"
@@ -703,8 +754,13 @@ def test_v1_token_endpoint_takes_resource_and_answers_strings(
 ) -> None:
     api = authority.api("calc-api")
     resource = getattr(api, which)
-    assert authority.token_endpoint_v1 == f"{DEFAULT_HOST}/{authority.tenant_id}/oauth2/token"
-    response = http.post(authority.token_endpoint_v1, data=v1_form(authority, resource))
+    assert (
+        authority.endpoints(version=1).token_endpoint
+        == f"{DEFAULT_HOST}/{authority.tenant_id}/oauth2/token"
+    )
+    response = http.post(
+        authority.endpoints(version=1).token_endpoint, data=v1_form(authority, resource)
+    )
     assert response.status_code == 200
     body = response.json()
     assert body["expires_in"] == body["ext_expires_in"] == "3599"
@@ -721,7 +777,7 @@ def test_v1_token_endpoint_ignores_scope_and_needs_resource(
     authority: Authority, http: httpx.Client
 ) -> None:
     # TokenClient sends `scope` only: at Azure AD's v1 endpoint that is AADSTS900144 as well.
-    response = http.post(authority.token_endpoint_v1, data=form(authority))
+    response = http.post(authority.endpoints(version=1).token_endpoint, data=form(authority))
     assert response.status_code == 400
     body = response.json()
     assert body["error"] == "invalid_request"
@@ -732,7 +788,9 @@ def test_v1_token_endpoint_ignores_scope_and_needs_resource(
 def test_v1_token_endpoint_refuses_an_unknown_resource(
     authority: Authority, http: httpx.Client
 ) -> None:
-    response = http.post(authority.token_endpoint_v1, data=v1_form(authority, "api://nowhere"))
+    response = http.post(
+        authority.endpoints(version=1).token_endpoint, data=v1_form(authority, "api://nowhere")
+    )
     assert response.status_code == 400
     assert response.json()["error_codes"] == [500011]
 
@@ -740,8 +798,8 @@ def test_v1_token_endpoint_refuses_an_unknown_resource(
 def test_v1_discovery_names_the_served_v1_token_endpoint(
     authority: Authority, http: httpx.Client
 ) -> None:
-    document = http.get(authority.discovery_url_v1).json()
-    assert document["token_endpoint"] == authority.token_endpoint_v1
+    document = http.get(authority.endpoints(version=1).discovery_url).json()
+    assert document["token_endpoint"] == authority.endpoints(version=1).token_endpoint
     resource = authority.api("calc-api").identifier_uri
     answer = http.post(document["token_endpoint"], data=v1_form(authority, resource))
     assert answer.status_code == 200

@@ -344,9 +344,9 @@ def test_an_assertion_at_the_v1_endpoint_must_name_the_v1_endpoint(
             "client_assertion": assertion_for(authority, cert, audience=audience),
             "resource": authority.api("calc-api").identifier_uri,
         }
-        return http.post(authority.token_endpoint_v1, data=data)
+        return http.post(authority.endpoints(version=1).token_endpoint, data=data)
 
-    assert post_v1(authority.token_endpoint_v1).status_code == 200
+    assert post_v1(authority.endpoints(version=1).token_endpoint).status_code == 200
     wrong = post_v1(authority.token_endpoint)
     assert wrong.status_code == 401
     assert error_code(wrong) == 700023

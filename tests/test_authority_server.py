@@ -380,7 +380,7 @@ def test_cli_serve_never_shows_a_traceback(
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("unforeseen")
 
-    monkeypatch.setattr("ccflow.authority._serve.AuthorityServer", broken)
+    monkeypatch.setattr("ccflow._cli.authority.AuthorityServer", broken)
     assert main(["authority", "serve"]) == 1
     assert capsys.readouterr().err == "ccflow: error: unexpected RuntimeError: unforeseen\n"
 
@@ -519,7 +519,7 @@ def test_an_existing_key_file_is_made_private_before_it_is_written(tmp_path: Pat
 def test_human_output_names_the_other_tenants_and_where_clients_live(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from ccflow.authority._serve import _print_human
+    from ccflow._cli.authority import _print_human
 
     with AuthorityServer(Registrations.multi_tenant()) as multi:
         info = multi.info()

@@ -20,7 +20,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "ccflow._cli.decode",
     "ccflow._cli.verify",
     "ccflow._cli.demo",
-    "ccflow.authority._serve",
+    "ccflow._cli.authority",
 )
 
 

@@ -1,4 +1,4 @@
-"""The ``ccflow`` subcommands ``token``, ``decode``, ``verify`` and ``demo``.
+"""The ``ccflow`` subcommands ``token``, ``decode``, ``verify``, ``demo`` and ``authority serve``.
 
 Each module exposes ``add_parser(subparsers)`` and ``run(args) -> int``; ``ccflow.cli``
 registers them. Exit codes are shared (see :mod:`ccflow._cli._common`), and no traceback

@@ -15,8 +15,9 @@ or as a real HTTPS server: ``ccflow authority serve --tls --json``.
 from __future__ import annotations
 
 from ccflow.authority._assertions import JWT_BEARER
-from ccflow.authority._authority import DEFAULT_HOST, Authority, Outcome
+from ccflow.authority._authority import DEFAULT_HOST, Authority
 from ccflow.authority._faults import Fault
+from ccflow.authority._handlers import Outcome
 from ccflow.authority._keys import SigningKey
 from ccflow.authority._registrations import (
     DEFAULT_TENANT_ID,
@@ -26,6 +27,7 @@ from ccflow.authority._registrations import (
     RegisteredCertificate,
     Registrations,
 )
+from ccflow.authority._routes import Endpoints
 from ccflow.authority._server import AuthorityServer
 from ccflow.authority._tls import TlsFiles
 
@@ -38,6 +40,7 @@ __all__ = [
     "Authority",
     "AuthorityServer",
     "ClientApp",
+    "Endpoints",
     "Fault",
     "Outcome",
     "RegisteredCertificate",

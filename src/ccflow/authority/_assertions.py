@@ -27,7 +27,7 @@ from typing import Any
 import jwt
 
 from ccflow._core.b64 import b64url_encode
-from ccflow.authority._aad import AadError
+from ccflow.authority import _aad
 from ccflow.authority._registrations import ClientApp, RegisteredCertificate
 
 __all__ = ["JWT_BEARER", "MAX_ASSERTION_LIFETIME", "ReplayCache", "verify_assertion"]
@@ -67,11 +67,8 @@ class ReplayCache:
             return True
 
 
-def _invalid(code: int, message: str) -> AadError:
-    return AadError(401, "invalid_client", code, message)
-
-
 def _number(claims: dict[str, Any], name: str) -> float | None:
+    """The claim ``name`` as a finite number, or ``None``."""
     value = claims.get(name)
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
@@ -81,64 +78,45 @@ def _number(claims: dict[str, Any], name: str) -> float | None:
 def _check_x5c(x5c: object, cert: RegisteredCertificate, client_id: str) -> None:
     """``x5c`` (RFC 7515 4.1.6: standard base64 DER, leaf first) must start with ``cert``."""
     if not isinstance(x5c, list) or not x5c or not all(isinstance(c, str) for c in x5c):
-        raise _invalid(
-            50027,
-            "JWT token is invalid or malformed: the 'x5c' header must be a non-empty list of "
-            "base64-encoded certificates.",
-        )
+        raise _aad.X5C_NOT_A_LIST()
     try:
         # msal sends PEM bodies, line breaks included.
         leaf = base64.b64decode("".join(x5c[0].split()), validate=True)
     except (binascii.Error, ValueError):
-        raise _invalid(
-            50027,
-            "JWT token is invalid or malformed: the first 'x5c' certificate is not valid base64.",
-        ) from None
-    if not hmac.compare_digest(b64url_encode(hashlib.sha256(leaf).digest()), cert.x5t_s256):
-        raise _invalid(
-            700027,
-            f"The certificate in the client assertion's 'x5c' header is not the certificate "
-            f"its thumbprint names. [Reason - The first 'x5c' certificate (SHA-256 thumbprint "
-            f"'{b64url_encode(hashlib.sha256(leaf).digest())}') differs from the registered "
-            f"certificate with thumbprint '{cert.thumbprint}' on app Id '{client_id}'; send "
-            f"the registered certificate first in 'x5c', or no 'x5c' at all.]",
+        raise _aad.X5C_NOT_BASE64() from None
+    sent = b64url_encode(hashlib.sha256(leaf).digest())
+    if not hmac.compare_digest(sent, cert.x5t_s256):
+        raise _aad.X5C_NOT_THE_CERTIFICATE(
+            sent=sent, thumbprint=cert.thumbprint, client_id=client_id
         )
 
 
-def verify_assertion(
-    assertion: str,
-    *,
-    client: ClientApp,
-    token_endpoint: str,
-    now: float,
-    replays: ReplayCache,
-) -> None:
-    """Raise :class:`AadError` unless ``assertion`` authenticates ``client``."""
-    try:
-        header = jwt.get_unverified_header(assertion)
-    except jwt.PyJWTError:
-        raise _invalid(50027, "JWT token is invalid or malformed.") from None
-    alg = header.get("alg")
-    if alg not in _ALGORITHMS:
-        raise _invalid(
-            5002738, f"Invalid JWT token. '{alg}' is not a supported signature algorithm."
-        )
+def _certificate(header: dict[str, Any], client: ClientApp) -> RegisteredCertificate:
+    """The registered certificate the header's thumbprint (and ``x5c``, if sent) names."""
     x5t_s256, x5t = header.get("x5t#S256"), header.get("x5t")
     cert = client.certificate(
         x5t=x5t if isinstance(x5t, str) else None,
         x5t_s256=x5t_s256 if isinstance(x5t_s256, str) else None,
     )
     if cert is None:
-        raise _invalid(
-            700027,
-            f"The certificate with identifier used to sign the client assertion is not "
-            f"registered on application. [Reason - The key was not found., Thumbprint of key "
-            f"used by client: '{x5t_s256 or x5t}', Please visit the Azure Portal, Graph Explorer "
-            f"or directly use MS Graph to see configured keys for app Id "
-            f"'{client.client_id}'.]",
+        raise _aad.CERTIFICATE_NOT_REGISTERED(
+            thumbprint=x5t_s256 or x5t, client_id=client.client_id
         )
     if "x5c" in header:
         _check_x5c(header["x5c"], cert, client.client_id)
+    return cert
+
+
+def _signed_claims(assertion: str, client: ClientApp) -> dict[str, Any]:
+    """The claims of ``assertion`` once its signature verifies with the certificate it names."""
+    try:
+        header = jwt.get_unverified_header(assertion)
+    except jwt.PyJWTError:
+        raise _aad.ASSERTION_MALFORMED() from None
+    alg = header.get("alg")
+    if alg not in _ALGORITHMS:
+        raise _aad.UNSUPPORTED_ALGORITHM(alg=alg)
+    cert = _certificate(header, client)
     try:
         claims: dict[str, Any] = jwt.decode(
             assertion,
@@ -154,18 +132,19 @@ def verify_assertion(
             },
         )
     except jwt.InvalidSignatureError:
-        raise _invalid(700027, "Client assertion contains an invalid signature.") from None
+        raise _aad.BAD_SIGNATURE() from None
     except jwt.PyJWTError:
-        raise _invalid(50027, "JWT token is invalid or malformed.") from None
+        raise _aad.ASSERTION_MALFORMED() from None
+    return claims
+
+
+def _check_parties(claims: dict[str, Any], client: ClientApp, token_endpoint: str) -> None:
+    """``aud`` must be ``token_endpoint``; ``iss`` and ``sub`` the client id."""
     aud = claims.get("aud")
     audiences = aud if isinstance(aud, list) else [aud]
     # The host and the tenant segment are case-insensitive, as Azure AD matches tenants.
     if token_endpoint.lower() not in {a.lower() for a in audiences if isinstance(a, str)}:
-        raise _invalid(
-            700023,
-            f"Client assertion audience claim does not match Realm issuer. "
-            f"The 'aud' claim must be '{token_endpoint}'.",
-        )
+        raise _aad.WRONG_AUDIENCE(token_endpoint=token_endpoint)
     # Client ids are GUIDs, matched in any case (as the token endpoint finds the client).
     iss, sub = claims.get("iss"), claims.get("sub")
     if not (
@@ -173,34 +152,36 @@ def verify_assertion(
         and isinstance(sub, str)
         and iss.lower() == sub.lower() == client.client_id.lower()
     ):
-        raise _invalid(
-            700021,
-            "Client assertion application identifier doesn't match 'client_id' parameter: "
-            "'iss' and 'sub' must both be the client id.",
-        )
+        raise _aad.WRONG_ISSUER()
+
+
+def _expiry(claims: dict[str, Any], now: float) -> float:
+    """``exp``, once ``exp`` and ``nbf`` put ``now`` inside the assertion's time range."""
     exp = _number(claims, "exp")
     if exp is None:
-        raise _invalid(50027, "JWT token is invalid or malformed: 'exp' is missing.")
+        raise _aad.EXP_MISSING()
     nbf = _number(claims, "nbf")
     if exp <= now or (nbf is not None and nbf > now + _SKEW):
-        raise _invalid(
-            700024,
-            f"Client assertion is not within its valid time range. Current time: "
-            f"{int(now)}, expiry time of assertion {int(exp)}.",
-        )
+        raise _aad.OUT_OF_TIME(now=int(now), exp=int(exp))
     if exp > now + MAX_ASSERTION_LIFETIME + _SKEW:
-        raise _invalid(
-            700024,
-            f"Client assertion is not within its valid time range: it expires more than "
-            f"{MAX_ASSERTION_LIFETIME} seconds from now ({int(exp)}, current time {int(now)}).",
-        )
+        raise _aad.TOO_FAR_AHEAD(limit=MAX_ASSERTION_LIFETIME, exp=int(exp), now=int(now))
+    return exp
+
+
+def verify_assertion(
+    assertion: str,
+    *,
+    client: ClientApp,
+    token_endpoint: str,
+    now: float,
+    replays: ReplayCache,
+) -> None:
+    """Raise :class:`AadError` unless ``assertion`` authenticates ``client``."""
+    claims = _signed_claims(assertion, client)
+    _check_parties(claims, client, token_endpoint)
+    exp = _expiry(claims, now)
     jti = claims.get("jti")
     if not isinstance(jti, str) or not jti:
-        raise _invalid(50027, "JWT token is invalid or malformed: 'jti' is missing.")
+        raise _aad.JTI_MISSING()
     if not replays.first_use(client.client_id, jti, exp=exp, now=now, assertion=assertion):
-        raise _invalid(
-            700229,
-            "The client assertion has already been used: its 'jti' was seen before in "
-            "another assertion (or, with one-time assertions, in this one). Send a new "
-            "assertion with a fresh 'jti'.",
-        )
+        raise _aad.REPLAYED()

@@ -91,5 +91,6 @@ class FaultBoard:
 
 
 def _check(endpoint: str) -> None:
+    """Refuse an endpoint name that faults cannot apply to."""
     if endpoint not in ENDPOINTS:
         raise ValueError(f"unknown endpoint {endpoint!r}; faults apply to {list(ENDPOINTS)}")

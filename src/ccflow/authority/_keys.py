@@ -9,27 +9,23 @@ issuers still differ whenever their host or tenant does).
 from __future__ import annotations
 
 import base64
-import datetime
 import functools
 import hashlib
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
 from ccflow._core.b64 import b64url_encode
+from ccflow.authority._tls import self_signed
 
-__all__ = ["SigningKey", "foreign_key", "pool_key"]
-
-# Fixed validity keeps key material independent of the clock (and of an injected one).
-_NOT_BEFORE = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
-_NOT_AFTER = datetime.datetime(2099, 12, 31, tzinfo=datetime.UTC)
+__all__ = ["KeyRing", "SigningKey", "foreign_key", "pool_key"]
 
 
 def _uint(value: int) -> str:
+    """A JWK integer: big-endian, minimal length, base64url."""
     return b64url_encode(value.to_bytes((value.bit_length() + 7) // 8, "big"))
 
 
@@ -66,18 +62,8 @@ class SigningKey:
 
 
 def _make_key(common_name: str) -> SigningKey:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(_NOT_BEFORE)
-        .not_valid_after(_NOT_AFTER)
-        .sign(key, hashes.SHA256())
-    )
+    """A new RSA 2048 key with a self-signed certificate naming ``common_name``."""
+    key, cert = self_signed(common_name)
     der = cert.public_bytes(serialization.Encoding.DER)
     x5t = b64url_encode(hashlib.sha1(der, usedforsecurity=False).digest())
     return SigningKey(kid=x5t, x5t=x5t, private_key=key, certificate_der=der)
@@ -93,3 +79,58 @@ def pool_key(index: int) -> SigningKey:
 def foreign_key() -> SigningKey:
     """A key no authority ever publishes: for tokens signed with the wrong key."""
     return _make_key("ccflow foreign key (never published)")
+
+
+class KeyRing:
+    """The authority's keys: every key it ever had, those it publishes, the one it signs with.
+
+    Thread-safe: the real server reads it from many threads while a test rotates keys.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._next = 0
+        self._keys: dict[str, SigningKey] = {}
+        self._published: list[str] = []
+        self._signing_kid = ""
+        self.rotate()
+
+    @property
+    def signing_kid(self) -> str:
+        """The ``kid`` new tokens are signed with."""
+        return self._signing_kid
+
+    @property
+    def published(self) -> tuple[str, ...]:
+        """The ``kid`` of every published key, oldest first."""
+        with self._lock:
+            return tuple(self._published)
+
+    def __getitem__(self, kid: str) -> SigningKey:
+        """The key with this ``kid``, published or retired (``KeyError`` if none)."""
+        return self._keys[kid]
+
+    def rotate(self) -> str:
+        """Add the next pool key, publish it and sign with it; return its ``kid``."""
+        with self._lock:
+            key = pool_key(self._next)
+            self._next += 1
+            self._keys[key.kid] = key
+            self._published.append(key.kid)
+            self._signing_kid = key.kid
+            return key.kid
+
+    def retire(self, kid: str) -> None:
+        """Stop publishing ``kid``; the newest remaining key signs if ``kid`` did."""
+        with self._lock:
+            if kid not in self._published:
+                raise KeyError(f"kid {kid!r} is not published; published: {self._published}")
+            if len(self._published) == 1:
+                raise ValueError("cannot retire the only published key; call rotate_keys() first")
+            self._published.remove(kid)
+            if kid == self._signing_kid:
+                self._signing_kid = self._published[-1]
+
+    def jwks(self, *, issuer: str | None = None) -> dict[str, Any]:
+        """The published keys as a JWKS document (each key naming ``issuer`` when given)."""
+        return {"keys": [self._keys[kid].jwk(issuer=issuer) for kid in self.published]}

@@ -77,10 +77,10 @@ __all__ = [
 DEFAULT_TENANT_ID = "c0ffee00-cc10-4000-8000-000000000001"
 PARTNER_TENANT_ID = "c0ffee00-cc10-4000-8000-000000000002"
 """The second tenant of :meth:`Registrations.multi_tenant`."""
-"""Azure AD's multi-tenant authority names; never a tenant id."""
 
 
 def _thumb(value: str | None) -> str | None:
+    """A thumbprint as unpadded base64url (msal sends it padded, or in standard base64)."""
     if value is None:
         return None
     return value.rstrip("=").replace("+", "-").replace("/", "_")
@@ -224,20 +224,7 @@ class Registrations:
         object.__setattr__(self, "apis", tuple(self.apis))
         object.__setattr__(self, "clients", tuple(self.clients))
         object.__setattr__(self, "tenants", tuple(self.tenants))
-        _unique("tenant id", self.tenant_ids, any_case=True)
-        for tenant in self.tenant_ids:
-            if not tenant or "/" in tenant or tenant.lower() in MULTI_TENANT_NAMES:
-                raise ConfigurationError(
-                    f"{tenant!r} cannot be a tenant id (it names no single tenant)",
-                    setting="tenants",
-                )
-            # A tenant id is a path segment of every endpoint: one that a URL would split or
-            # re-decode (?, #, %, spaces, control characters) names no endpoint it could serve.
-            if any(c in "?#%\\" or c.isspace() or not c.isprintable() for c in tenant):
-                raise ConfigurationError(
-                    f"{tenant!r} cannot be a tenant id: use a tenant GUID or domain name",
-                    setting="tenants",
-                )
+        _check_tenants(self.tenant_ids)
         _unique("api name", (a.name for a in self.apis))
         _unique("client name", (c.name for c in self.clients))
         # Ids match in any case (as in Azure AD), so two differing only in case would collide.
@@ -249,6 +236,10 @@ class Registrations:
         # A scope names an API by its App ID URI: a second API with the same one (trailing
         # slash aside, as api_for_resource compares them) could never get a token.
         _unique("identifier_uri", (a.identifier_uri.rstrip("/") for a in self.apis))
+        self._check_grants()
+
+    def _check_grants(self) -> None:
+        """Every client lives in a served tenant and is granted only roles its APIs define."""
         apis = {a.name: a for a in self.apis}
         for client in self.clients:
             home = self.tenant_of(client)
@@ -425,7 +416,26 @@ class Registrations:
         return None
 
 
+def _check_tenants(tenant_ids: tuple[str, ...]) -> None:
+    """Refuse a tenant id that is repeated, or that no endpoint path could name."""
+    _unique("tenant id", tenant_ids, any_case=True)
+    for tenant in tenant_ids:
+        if not tenant or "/" in tenant or tenant.lower() in MULTI_TENANT_NAMES:
+            raise ConfigurationError(
+                f"{tenant!r} cannot be a tenant id (it names no single tenant)",
+                setting="tenants",
+            )
+        # A tenant id is a path segment of every endpoint: one that a URL would split or
+        # re-decode (?, #, %, spaces, control characters) names no endpoint it could serve.
+        if any(c in "?#%\\" or c.isspace() or not c.isprintable() for c in tenant):
+            raise ConfigurationError(
+                f"{tenant!r} cannot be a tenant id: use a tenant GUID or domain name",
+                setting="tenants",
+            )
+
+
 def _unique(what: str, values: Iterable[str], *, any_case: bool = False) -> None:
+    """Refuse a value seen twice (in any case, with ``any_case``)."""
     seen: set[str] = set()
     for value in values:
         key = value.lower() if any_case else value
@@ -455,8 +465,7 @@ _CLIENT_KEYS = (
 
 
 def _known(table: Mapping[str, Any], where: str, keys: Sequence[str]) -> None:
-    """Refuse keys the format does not have: a misspelt one (``role =``) would otherwise be
-    dropped in silence, and the registration quietly lack what it was meant to have."""
+    """Refuse keys the format does not have: a misspelt one would be dropped in silence."""
     unknown = sorted(str(k) for k in table if k not in keys)
     if unknown:
         raise ConfigurationError(
@@ -466,12 +475,14 @@ def _known(table: Mapping[str, Any], where: str, keys: Sequence[str]) -> None:
 
 
 def _table(value: object, where: str) -> Mapping[str, Any]:
+    """``value``, which must be a TOML table."""
     if not isinstance(value, Mapping):
         raise ConfigurationError(f"{where} must be a table", setting=where)
     return value
 
 
 def _str(table: Mapping[str, Any], key: str, where: str, *, default: str | None = None) -> str:
+    """``table[key]`` (or ``default``), which must be a non-empty string."""
     value = table.get(key, default)
     if not isinstance(value, str) or not value:
         raise ConfigurationError(f"{where} must be a non-empty string", setting=where)
@@ -479,6 +490,7 @@ def _str(table: Mapping[str, Any], key: str, where: str, *, default: str | None 
 
 
 def _strings(value: object, where: str) -> tuple[str, ...]:
+    """``value`` as strings: one string, or a list of them."""
     if isinstance(value, str):
         return (value,)
     if not isinstance(value, Sequence) or not all(isinstance(v, str) for v in value):
@@ -487,6 +499,7 @@ def _strings(value: object, where: str) -> tuple[str, ...]:
 
 
 def _api(name: str, entry: Mapping[str, Any]) -> ApiApp:
+    """The API app of the TOML table ``[apis.<name>]``."""
     _known(entry, f"apis.{name}", _API_KEYS)
     client_id = _str(entry, "client_id", f"apis.{name}.client_id")
     version = entry.get("access_token_version", 2)
@@ -514,6 +527,7 @@ def _api(name: str, entry: Mapping[str, Any]) -> ApiApp:
 
 
 def _client(name: str, entry: Mapping[str, Any], base: Path) -> ClientApp:
+    """The client app of ``[clients.<name>]``; certificate paths are relative to ``base``."""
     _known(entry, f"clients.{name}", _CLIENT_KEYS)
     client_id = _str(entry, "client_id", f"clients.{name}.client_id")
     secrets = _strings(entry.get("secrets", ()), f"clients.{name}.secrets")

@@ -22,10 +22,11 @@ from typing import Any
 
 import httpx
 
-from ccflow._core.urls import jwks_uri_for, normalize_authority_host
-from ccflow.authority._authority import MAX_BODY as _MAX_BODY
+from ccflow._core.urls import normalize_authority_host
 from ccflow.authority._authority import Authority
+from ccflow.authority._handlers import MAX_BODY
 from ccflow.authority._registrations import Registrations
+from ccflow.authority._routes import Endpoints
 from ccflow.authority._tls import TlsFiles, write_tls_files
 
 __all__ = ["AuthorityServer"]
@@ -39,6 +40,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     server: _HTTPServer
 
     def setup(self) -> None:
+        """Track the connection, then run the TLS handshake (if any) in this thread."""
         self.request.settimeout(_IDLE_TIMEOUT)
         context = self.server.ssl_context
         if context is not None:
@@ -64,6 +66,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         super().setup()
 
     def finish(self) -> None:
+        """Stop tracking the connection and close it."""
         with contextlib.suppress(OSError):
             super().finish()
         self.server.track(self.request, add=False)
@@ -76,44 +79,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         """Quiet: the authority logs nothing (request lines may carry ids, never needed)."""
 
     def _dispatch(self) -> None:
-        if self.headers.get_all("Transfer-Encoding"):
-            # Any transfer coding ("chunked", "gzip, chunked", ...): reading the body as empty
-            # would leave it on the connection, to be parsed as the next request.
-            self._plain(411, b"chunked bodies are not supported; send Content-Length")
+        """Read one request, let the authority serve it, and send (or hold, or drop) the answer."""
+        request = self._request()
+        if request is None:
             return
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if length > _MAX_BODY:
-            self._plain(413, f"request body over {_MAX_BODY} bytes".encode())
-            return
-        if length < 0:
-            self._plain(400, b"bad Content-Length")
-            return
-        body = self.rfile.read(length) if length else b""
-        authority = self.server.authority
-        target = self.path
-        if target[:7].lower() == "http://" or target[:8].lower() == "https://":
-            # The absolute form (RFC 9112 3.2.2), which a server must accept: keep its path.
-            parts = urllib.parse.urlsplit(target)
-            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        if not target.startswith("/"):
-            self._plain(400, b"bad request target")
-            return
-        request = httpx.Request(
-            self.command,
-            authority.host + target,
-            # http.server decoded the header bytes as latin-1: hand httpx the same bytes (as
-            # str it insists on ASCII, and a non-ASCII value would drop the connection).
-            headers=[
-                (k.encode("latin-1"), v.encode("latin-1"))
-                for k, v in self.headers.items()
-                if k.lower() != "host"
-            ],
-            content=body,
-        )
-        outcome = authority.serve(request)
+        outcome = self.server.authority.serve(request)
         held = bool(outcome.delay or outcome.timeout)
         if held:
             self.server.stopping.wait(outcome.delay or _SLOW_ANSWER)
@@ -134,7 +104,47 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(content)
 
+    def _request(self) -> httpx.Request | None:
+        """The request read off the connection, or ``None`` once a plain error answered it."""
+        if self.headers.get_all("Transfer-Encoding"):
+            # Any transfer coding ("chunked", "gzip, chunked", ...): reading the body as empty
+            # would leave it on the connection, to be parsed as the next request.
+            self._plain(411, b"chunked bodies are not supported; send Content-Length")
+            return None
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length > MAX_BODY:
+            self._plain(413, f"request body over {MAX_BODY} bytes".encode())
+            return None
+        if length < 0:
+            self._plain(400, b"bad Content-Length")
+            return None
+        body = self.rfile.read(length) if length else b""
+        target = self.path
+        if target[:7].lower() == "http://" or target[:8].lower() == "https://":
+            # The absolute form (RFC 9112 3.2.2), which a server must accept: keep its path.
+            parts = urllib.parse.urlsplit(target)
+            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        if not target.startswith("/"):
+            self._plain(400, b"bad request target")
+            return None
+        return httpx.Request(
+            self.command,
+            self.server.authority.host + target,
+            # http.server decoded the header bytes as latin-1: hand httpx the same bytes (as
+            # str it insists on ASCII, and a non-ASCII value would drop the connection).
+            headers=[
+                (k.encode("latin-1"), v.encode("latin-1"))
+                for k, v in self.headers.items()
+                if k.lower() != "host"
+            ],
+            content=body,
+        )
+
     def _plain(self, status: int, text: bytes) -> None:
+        """Answer ``status`` with ``text`` and close the connection."""
         self.send_response(status)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(text)))
@@ -162,6 +172,7 @@ class _HTTPServer(http.server.ThreadingHTTPServer):
         self.ssl_context = None
 
     def track(self, conn: socket.socket, *, add: bool) -> None:
+        """Add ``conn`` to the open connections (or remove it)."""
         with self._conn_lock:
             if add:
                 self._connections.add(conn)
@@ -224,6 +235,7 @@ class AuthorityServer:
         token_lifetime: int,
         authority_factory: Callable[[str], Authority] | None,
     ) -> None:
+        """Set up TLS (if asked) and the authority, on the socket already bound."""
         self.port: int = self._httpd.server_address[1]
         self.tls: TlsFiles | None = None
         # A directory we made is ours to remove on stop (it holds the server's private key).
@@ -295,23 +307,16 @@ class AuthorityServer:
         included (they are the local authority's fixed test secrets)."""
         authority = self.authority
         regs = authority.registrations
+        home = authority.endpoints()
         return {
-            "issuer": authority.issuer,
+            "issuer": home.issuer,
             "authority_host": authority.host,
             "tenant_id": authority.tenant_id,
-            "token_endpoint": authority.token_endpoint,
-            "jwks_uri": authority.jwks_uri,
+            "token_endpoint": home.token_endpoint,
+            "jwks_uri": home.jwks_uri,
             "ca_file": str(self.ca_file) if self.ca_file is not None else None,
             # Every tenant served, the first (tenant_id above) included.
-            "tenants": [
-                {
-                    "tenant_id": tenant,
-                    "issuer": authority.issuer_for(tenant),
-                    "token_endpoint": authority.token_endpoint_for(tenant),
-                    "jwks_uri": jwks_uri_for(authority.host, tenant),
-                }
-                for tenant in authority.tenant_ids
-            ],
+            "tenants": [_addresses(authority.endpoints(tenant=t)) for t in authority.tenant_ids],
             "apis": [
                 {
                     "name": api.name,
@@ -332,3 +337,13 @@ class AuthorityServer:
                 for client in regs.clients
             ],
         }
+
+
+def _addresses(urls: Endpoints) -> dict[str, str]:
+    """One tenant's entry in :meth:`AuthorityServer.info`."""
+    return {
+        "tenant_id": urls.tenant,
+        "issuer": urls.issuer,
+        "token_endpoint": urls.token_endpoint,
+        "jwks_uri": urls.jwks_uri,
+    }

@@ -20,8 +20,15 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ccflow._core.b64 import b64url_encode
 
-__all__ = ["CertificateMaterial", "TlsFiles", "client_certificate", "write_tls_files"]
+__all__ = [
+    "CertificateMaterial",
+    "TlsFiles",
+    "client_certificate",
+    "self_signed",
+    "write_tls_files",
+]
 
+# Fixed validity keeps key material independent of the clock (and of an injected one).
 _NOT_BEFORE = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
 _NOT_AFTER = datetime.datetime(2099, 12, 31, tzinfo=datetime.UTC)
 
@@ -64,6 +71,7 @@ class CertificateMaterial:
 
 
 def _key_pem(key: rsa.RSAPrivateKey) -> bytes:
+    """``key`` as unencrypted PKCS #8 PEM."""
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -72,23 +80,40 @@ def _key_pem(key: rsa.RSAPrivateKey) -> bytes:
 
 
 def _name(common_name: str) -> x509.Name:
+    """An X.509 name holding only ``common_name``."""
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _builder(
+    subject: x509.Name,
+    issuer: x509.Name,
+    key: rsa.RSAPublicKey,
+    *,
+    not_after: datetime.datetime = _NOT_AFTER,
+) -> x509.CertificateBuilder:
+    """A certificate of ``key`` for ``subject`` by ``issuer``, from 2020, extensions to add."""
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(_NOT_BEFORE)
+        .not_valid_after(not_after)
+    )
+
+
+def self_signed(common_name: str) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
+    """A new RSA 2048 key and a self-signed certificate of it naming ``common_name``."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = _name(common_name)
+    return key, _builder(name, name, key.public_key()).sign(key, hashes.SHA256())
 
 
 @functools.cache
 def client_certificate(common_name: str = "ccflow test client") -> CertificateMaterial:
     """A self-signed RSA 2048 client certificate (cached per process and name)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(common_name))
-        .issuer_name(_name(common_name))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(_NOT_BEFORE)
-        .not_valid_after(_NOT_AFTER)
-        .sign(key, hashes.SHA256())
-    )
+    key, cert = self_signed(common_name)
     return CertificateMaterial(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
 
 
@@ -102,36 +127,37 @@ class TlsFiles:
     key_file: Path
 
 
-@functools.cache
-def _tls_material() -> tuple[bytes, bytes, bytes]:
+_CA_USAGE = x509.KeyUsage(
+    digital_signature=True,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=True,
+    crl_sign=True,
+    encipher_only=False,
+    decipher_only=False,
+)
+
+
+def _local_ca() -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
+    """A CA key and its certificate, which may sign only end-entity certificates."""
     ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     ca_name = _name("ccflow local authority CA")
     ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(_NOT_BEFORE)
-        .not_valid_after(_NOT_AFTER)
+        _builder(ca_name, ca_name, ca_key.public_key())
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_CA_USAGE, critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
         .sign(ca_key, hashes.SHA256())
     )
+    return ca_key, ca_cert
+
+
+@functools.cache
+def _tls_material() -> tuple[bytes, bytes, bytes]:
+    """PEM of a local CA, a server certificate it signed, and the server's key (once a process)."""
+    ca_key, ca_cert = _local_ca()
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     names: list[x509.GeneralName] = [
         x509.DNSName("localhost"),
@@ -139,14 +165,13 @@ def _tls_material() -> tuple[bytes, bytes, bytes]:
         x509.IPAddress(ipaddress.ip_address("::1")),
     ]
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("localhost"))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(_NOT_BEFORE)
         # Short enough for strict clients that cap leaf validity, long enough for any test.
-        .not_valid_after(datetime.datetime(2049, 12, 31, tzinfo=datetime.UTC))
+        _builder(
+            _name("localhost"),
+            ca_cert.subject,
+            key.public_key(),
+            not_after=datetime.datetime(2049, 12, 31, tzinfo=datetime.UTC),
+        )
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)

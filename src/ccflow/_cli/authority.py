@@ -11,8 +11,7 @@ from types import FrameType
 from typing import Any
 
 from ccflow._cli._common import guarded
-from ccflow.authority._registrations import Registrations
-from ccflow.authority._server import AuthorityServer
+from ccflow.authority import AuthorityServer, Registrations
 from ccflow.errors import ConfigurationError
 
 __all__ = ["add_parser", "run"]
@@ -59,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
+        """Ask the serving loop to stop."""
         stop.set()
 
     # Before the server exists: with --tls it writes a private key into a temporary directory,
@@ -72,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace, stop: threading.Event) -> int:
+    """Start the server, print where it is, and serve until ``stop`` is set."""
     try:
         registrations = Registrations.from_toml(args.config) if args.config else None
         if not 0 <= args.port <= 65535:
@@ -102,6 +103,7 @@ def _serve(args: argparse.Namespace, stop: threading.Event) -> int:
 
 
 def _print_human(info: dict[str, Any]) -> None:
+    """The server's addresses and registrations for people; secrets only with ``--json``."""
     lines = [
         f"ccflow local authority at {info['authority_host']}",
         f"  tenant_id       {info['tenant_id']}",
