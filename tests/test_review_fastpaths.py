@@ -20,7 +20,6 @@ from ccflow.authority import Authority
 from ccflow.errors import InvalidTokenError
 from ccflow.jwks import AsyncJWKSCache, KeySourcePlan
 from ccflow.validation import _VerifiedTokens
-from test_starlette_fastpath import T0, auth, calc_validator, call, make_app
 
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 ODD = "=+/ \t!.%"
@@ -220,14 +219,27 @@ class _Refusing(TokenValidator):
         raise InvalidTokenError("refused by the subclass", reason="client")
 
 
-@pytest.mark.anyio
-async def test_a_subclass_validate_sees_every_fresh_token() -> None:
-    clock = Clock(T0)
-    authority = Authority(clock=clock)
-    validator: _Refusing = calc_validator(_Refusing, authority, clock)
+def test_a_subclass_validate_sees_every_fresh_token() -> None:
+    from starlette.applications import Starlette
+    from starlette.testclient import TestClient
+
+    from ccflow import RequireRole
+
+    authority = Authority(clock=Clock(1_800_000_000.0))
+    api = authority.api("calc-api")
+    validator = _Refusing(
+        tenant_id=authority.tenant_id,
+        authority_host=authority.host,
+        audience=[api.client_id, api.identifier_uri],
+        http_client=httpx.AsyncClient(transport=authority.transport()),
+        clock=authority.clock,
+        leeway=0,
+    )
     assert validator._hot_path() is None
-    app = make_app(validator)
-    for _ in range(2):
-        status, answer = await call(app, [auth(f"Bearer {authority.mint()}")])
-        assert status == 401
-        assert 'error="invalid_token"' in answer["www-authenticate"]
+    app = Starlette()
+    app.add_middleware(RequireRole("invokeRole", validator=validator))
+    with TestClient(app) as client:
+        for _ in range(2):
+            answer = client.get("/", headers={"Authorization": f"Bearer {authority.mint()}"})
+            assert answer.status_code == 401
+            assert 'error="invalid_token"' in answer.headers["www-authenticate"]
