@@ -172,9 +172,9 @@ def env_for(authority: Authority) -> dict[str, str]:
 
 
 def fresh_module() -> ModuleType:
-    module = importlib.import_module("examples.calc_api.app")
-    module.__dict__.pop("app", None)  # built on first access; forget an earlier test's
-    return module
+    # A fresh module, so that its app builds its middleware stack (and reads the environment)
+    # anew rather than reuse an earlier test's.
+    return importlib.reload(importlib.import_module("examples.calc_api.app"))
 
 
 def test_app_from_the_environment_serves_good_tokens(
@@ -189,6 +189,13 @@ def test_app_from_the_environment_serves_good_tokens(
     assert response.status_code == 200
 
 
+def test_app_module_imports_without_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    # RequireRole reads the environment when the app starts, not when the module is imported.
+    for name in ("CCFLOW_AUDIENCE", "CCFLOW_TENANT_ID", "AZURE_TENANT_ID", "CCFLOW_ISSUER"):
+        monkeypatch.delenv(name, raising=False)
+    assert fresh_module().app is not None
+
+
 @pytest.mark.parametrize("missing", ["CCFLOW_AUDIENCE", "CCFLOW_TENANT_ID"])
 def test_app_without_configuration_fails_at_startup_naming_the_variable(
     authority: Authority, monkeypatch: pytest.MonkeyPatch, missing: str
@@ -197,9 +204,9 @@ def test_app_without_configuration_fails_at_startup_naming_the_variable(
         monkeypatch.setenv(name, value)
     for name in (missing, "AZURE_TENANT_ID", "CCFLOW_ISSUER"):
         monkeypatch.delenv(name, raising=False)
-    module = fresh_module()
-    with pytest.raises(ConfigurationError, match=missing):
-        _ = module.app
+    app = fresh_module().app
+    with pytest.raises(ConfigurationError, match=missing), TestClient(app):
+        pass  # pragma: no cover - the start-up itself fails
 
 
 def test_client_main_names_a_calc_api_url_httpx_cannot_parse(

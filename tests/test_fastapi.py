@@ -12,9 +12,20 @@ from fastapi import Depends, FastAPI, Request, Security, WebSocket
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
+from _validation_tokens import Clock
+from ccflow import TokenValidator
+from ccflow._config import VALIDATOR_VARIABLES
+from ccflow.authority import Authority
 from ccflow.errors import ConfigurationError, InvalidTokenError, KeysUnavailableError
 from ccflow.fastapi import BearerClaims
-from test_starlette_support import REALM, FakeValidator, FakeVerdict
+from test_starlette_support import (
+    REALM,
+    REVOKED,
+    REVOKING,
+    FakeValidator,
+    FakeVerdict,
+    revoking_validator,
+)
 
 GOOD = "good.token.sig"
 READER = "reader.token.sig"
@@ -197,7 +208,7 @@ async def test_aclose_closes_only_a_validator_built_from_the_environment(
     assert given.closed is False
 
     built = FakeValidator()
-    monkeypatch.setattr("ccflow.starlette._from_env", lambda: built)
+    monkeypatch.setattr(TokenValidator, "from_env", classmethod(lambda cls: built))
     invoker = BearerClaims("invokeRole")
     assert invoker.validator is built
     await invoker.aclose()
@@ -231,3 +242,40 @@ def test_security_scopes_are_roles_the_route_needs(
 def test_openapi_lists_a_routes_security_scopes(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
     assert spec["paths"]["/admin"]["get"]["security"] == [{"bearerAuth": ["adminRole"]}]
+
+
+def test_declaring_the_dependency_needs_no_environment_until_first_use(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A module declaring BearerClaims("invokeRole") imports without CCFLOW_* variables; the
+    # first request then fails with the error naming the missing one.
+    for name in (*VALIDATOR_VARIABLES.values(), "AZURE_TENANT_ID"):
+        monkeypatch.delenv(name, raising=False)
+    from_env = BearerClaims("invokeRole")
+    assert from_env.owns_validator
+    api = FastAPI()
+
+    @api.get("/add", dependencies=[Depends(from_env)])
+    async def add() -> str:
+        return "never"  # pragma: no cover
+
+    with TestClient(api) as c, pytest.raises(ConfigurationError, match="CCFLOW_AUDIENCE"):
+        c.get("/add", headers=bearer(GOOD))
+
+
+@pytest.mark.parametrize("how", REVOKING)
+def test_the_dependency_asks_validate_on_every_request(how: str) -> None:
+    authority = Authority(clock=Clock(1_800_000_000.0))
+    revoking = BearerClaims("invokeRole", validator=revoking_validator(authority, how))
+    api = FastAPI()
+
+    @api.get("/add", dependencies=[Depends(revoking)])
+    async def add() -> str:
+        return "ok"
+
+    token = authority.mint()
+    with TestClient(api) as c:
+        assert c.get("/add", headers=bearer(token)).status_code == 200
+        second = c.get("/add", headers=bearer(token))
+    assert second.status_code == 401
+    assert REVOKED in second.headers["www-authenticate"]

@@ -10,7 +10,6 @@ import pytest
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-import ccflow.starlette
 from ccflow import RequireRole, TokenValidator
 from ccflow.errors import ConfigurationError
 from ccflow.fastapi import BearerClaims
@@ -81,7 +80,7 @@ def test_a_validator_from_the_environment_is_closed_however_shutdown_ends(
     # It was closed on lifespan.shutdown.complete only: an app whose shutdown raised left the
     # validator's HTTP client open.
     validator = FakeValidator()
-    monkeypatch.setattr(ccflow.starlette, "_from_env", lambda: validator)
+    monkeypatch.setattr(TokenValidator, "from_env", classmethod(lambda cls: validator))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

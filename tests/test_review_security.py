@@ -79,20 +79,34 @@ def _user_app() -> Any:
     return app
 
 
+PREFLIGHT = [(b"origin", b"https://evil.example"), (b"access-control-request-method", b"GET")]
+
+
 @pytest.mark.parametrize("authorization", [None, b"Bearer " + GOOD.encode(), b"Bearer forged"])
-def test_a_preflight_reaches_the_app_as_the_unauthenticated_user(
+def test_an_allowed_preflight_reaches_the_app_as_the_unauthenticated_user(
     authorization: bytes | None,
 ) -> None:
     # Anyone can send Origin + Access-Control-Request-Method: what the docs tell a handler
     # answering OPTIONS to check (request.user.is_authenticated) must say "no" for it.
-    middleware = RequireRole("invokeRole", validator=_validator())(_user_app())
-    headers = [(b"origin", b"https://evil.example"), (b"access-control-request-method", b"GET")]
+    middleware = RequireRole("invokeRole", validator=_validator(), allow_preflight=True)(
+        _user_app()
+    )
+    headers = list(PREFLIGHT)
     if authorization is not None:
         headers.append((b"authorization", authorization))
     assert _call(middleware, "/data", headers, method="OPTIONS") == (200, b"anonymous")
     assert _call(middleware, "/data", headers[:1], method="OPTIONS")[0] == 401
     lower = _call(middleware, "/data", headers, method="options")
     assert lower[1] != b"anonymous"  # only the upper-case ASGI method counts as a preflight
+
+
+def test_a_preflight_needs_a_token_unless_allowed() -> None:
+    # The pass-through let a preflight's attacker-chosen headers reach handlers that answer
+    # OPTIONS themselves, and mounted apps, with no token: it is opt-in now.
+    middleware = RequireRole("invokeRole", validator=_validator())(_user_app())
+    assert _call(middleware, "/data", PREFLIGHT, method="OPTIONS")[0] == 401
+    with_token = [*PREFLIGHT, (b"authorization", b"Bearer " + GOOD.encode())]
+    assert _call(middleware, "/data", with_token, method="OPTIONS") == (200, b"authenticated")
 
 
 @pytest.mark.parametrize(

@@ -1,10 +1,14 @@
-"""ccflow.starlette on a stand-in validator: header parsing, RFC 6750 answers, the middleware."""
+"""ccflow.starlette: header parsing, RFC 6750 answers, the middleware and the backend, on a
+stand-in validator and on real TokenValidators over the local authority."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import pickle
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 from starlette.applications import Starlette
@@ -15,9 +19,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.testclient import TestClient
+from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from _validation_tokens import Clock
+from ccflow import TokenValidator
+from ccflow._config import VALIDATOR_VARIABLES
+from ccflow.authority import Authority
 from ccflow.errors import (
+    CCFlowError,
     ConfigurationError,
     InsufficientScopeError,
     InvalidTokenError,
@@ -31,7 +41,15 @@ from ccflow.starlette import (
     bearer_token,
     rejection_for,
 )
-from test_starlette_support import REALM, FakeValidator, FakeVerdict
+from test_starlette_support import (
+    REALM,
+    REVOKED,
+    REVOKING,
+    FakeValidator,
+    FakeVerdict,
+    calc_validator,
+    revoking_validator,
+)
 
 GOOD = "good.token.sig"
 READER = "reader.token.sig"
@@ -328,20 +346,6 @@ def test_validator_bug_is_401_not_500(client: TestClient) -> None:
     assert 'error="invalid_token"' in response.headers["www-authenticate"]
 
 
-class BuggyCacheValidator(FakeValidator):
-    """A validator whose optional cached() has a bug."""
-
-    def cached(self, token: bytes) -> FakeVerdict | None:
-        raise RuntimeError("cache bug")
-
-
-def test_a_validator_cache_bug_falls_back_to_validate_not_500() -> None:
-    validator = BuggyCacheValidator(answers=make_validator().answers)
-    with TestClient(make_app(validator)) as c:
-        assert c.get("/whoami", headers=bearer(GOOD)).status_code == 200
-        assert c.get("/whoami", headers=bearer("expired.token.sig")).status_code == 401
-
-
 def test_refusals_are_not_cached(client: TestClient) -> None:
     assert client.get("/whoami").headers["cache-control"] == "no-store"
 
@@ -397,34 +401,62 @@ def test_requires_decorator_sees_the_roles(client: TestClient) -> None:
     assert client.get("/admin", headers=bearer(BOTH)).status_code == 200
 
 
-def test_cors_preflight_passes_without_token(client: TestClient) -> None:
-    response = client.options(
-        "/cors",
-        headers={"Origin": "https://web.example", "Access-Control-Request-Method": "GET"},
-    )
-    assert (response.status_code, response.text) == (200, "options reached the app")
+PREFLIGHT = {"Origin": "https://web.example", "Access-Control-Request-Method": "GET"}
+
+
+def test_cors_preflight_needs_a_token_by_default(client: TestClient) -> None:
+    # Anyone can send Origin and Access-Control-Request-Method: passing them through let an
+    # OPTIONS reach handlers (and mounted apps) that answer it, with no token.
+    response = client.options("/cors", headers=PREFLIGHT)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == f'Bearer realm="{REALM}"'
+
+
+def test_cors_preflight_passes_without_token_when_allowed(validator: FakeValidator) -> None:
+    with TestClient(make_app(validator, allow_preflight=True)) as c:
+        response = c.options("/cors", headers=PREFLIGHT)
+        assert (response.status_code, response.text) == (200, "options reached the app")
+        assert c.options("/cors").status_code == 401  # a plain OPTIONS still needs a token
 
 
 def test_plain_options_still_needs_a_token(client: TestClient) -> None:
     assert client.options("/cors").status_code == 401
 
 
-def test_options_without_origin_is_no_preflight_and_needs_a_token(client: TestClient) -> None:
+def test_options_without_origin_is_no_preflight_and_needs_a_token(validator: FakeValidator) -> None:
     # A browser's preflight always carries Origin (Fetch standard); without it the request is
     # an ordinary OPTIONS that happens to carry the header.
-    response = client.options("/cors", headers={"Access-Control-Request-Method": "GET"})
+    with TestClient(make_app(validator, allow_preflight=True)) as c:
+        response = c.options("/cors", headers={"Access-Control-Request-Method": "GET"})
     assert response.status_code == 401
 
 
-def test_cors_middleware_inside_answers_preflight(validator: FakeValidator) -> None:
+def test_cors_middleware_outside_answers_preflights_without_a_token(
+    validator: FakeValidator,
+) -> None:
+    # The set-up docs/api.md recommends: CORSMiddleware added after RequireRole wraps it, and
+    # answers a preflight before RequireRole sees it; other requests still need a token.
+    app = Starlette(routes=ROUTES)
+    app.add_middleware(RequireRole("invokeRole", validator=validator))
+    app.add_middleware(CORSMiddleware, allow_origins=["https://web.example"], allow_methods=["*"])
+    with TestClient(app) as c:
+        preflight = c.options("/whoami", headers=PREFLIGHT)
+        refused = c.get("/whoami", headers={"Origin": "https://web.example"})
+        served = c.get("/whoami", headers={"Origin": "https://web.example", **bearer(GOOD)})
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == "https://web.example"
+    assert validator.seen == [GOOD]
+    assert refused.status_code == 401
+    assert refused.headers["access-control-allow-origin"] == "https://web.example"
+    assert served.status_code == 200
+
+
+def test_cors_middleware_inside_answers_preflight_when_allowed(validator: FakeValidator) -> None:
     app = Starlette(routes=ROUTES)
     app.add_middleware(CORSMiddleware, allow_origins=["https://web.example"], allow_methods=["*"])
-    app.add_middleware(RequireRole("invokeRole", validator=validator))
+    app.add_middleware(RequireRole("invokeRole", validator=validator, allow_preflight=True))
     with TestClient(app) as c:
-        response = c.options(
-            "/whoami",
-            headers={"Origin": "https://web.example", "Access-Control-Request-Method": "GET"},
-        )
+        response = c.options("/whoami", headers=PREFLIGHT)
     assert response.headers["access-control-allow-origin"] == "https://web.example"
 
 
@@ -595,8 +627,271 @@ async def test_backend_aclose_closes_only_a_validator_built_from_the_environment
     assert given.closed is False
 
     built = FakeValidator()
-    monkeypatch.setattr("ccflow.starlette._from_env", lambda: built)
+    monkeypatch.setattr(TokenValidator, "from_env", classmethod(lambda cls: built))
     backend = BearerAuthBackend()
     assert backend.validator is built
     await backend.aclose()
     assert built.closed is True
+
+
+# --- InvalidRequestError ------------------------------------------------------------------
+
+
+def test_invalid_request_error_is_in_the_one_tree_and_still_a_value_error() -> None:
+    err = InvalidRequestError("more than one Authorization header")
+    assert isinstance(err, CCFlowError)
+    assert isinstance(err, ValueError)
+    clone = pickle.loads(pickle.dumps(err))
+    assert (type(clone), str(clone), clone.message) == (type(err), str(err), err.message)
+
+
+# --- scope types --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["webtransport", "custom", ""])
+def test_an_unknown_scope_type_is_refused_and_never_reaches_the_app(
+    validator: FakeValidator, kind: str
+) -> None:
+    # Fail closed: an unknown scope type was passed to the app unchecked.
+    reached: list[str] = []
+
+    async def inner(scope: Scope, receive: Receive, send: Send) -> None:
+        reached.append(scope["type"])
+
+    async def receive() -> Message:
+        raise AssertionError("never called")
+
+    async def send(message: Message) -> None:
+        raise AssertionError("never called")
+
+    middleware = RequireRole("invokeRole", validator=validator)(inner)
+    with pytest.raises(RuntimeError, match=repr(kind)):
+        asyncio.run(middleware({"type": kind, "headers": []}, receive, send))
+    assert reached == []
+
+
+# --- configuration from the environment ---------------------------------------------------
+
+
+@pytest.fixture
+def no_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (*VALIDATOR_VARIABLES.values(), "AZURE_TENANT_ID"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.usefixtures("no_env")
+def test_declaring_require_role_needs_no_environment() -> None:
+    # Importing a module that declares RequireRole("invokeRole") must not fail for want of
+    # CCFLOW_* variables: they are read when the app starts.
+    app = Starlette(routes=ROUTES)
+    app.add_middleware(RequireRole("invokeRole"))
+
+
+@pytest.mark.usefixtures("no_env")
+def test_a_missing_variable_fails_the_start_up_naming_it() -> None:
+    app = Starlette(routes=ROUTES)
+    app.add_middleware(RequireRole("invokeRole"))
+    with pytest.raises(ConfigurationError, match="CCFLOW_AUDIENCE") as info, TestClient(app):
+        pass  # pragma: no cover - the start-up itself fails
+    assert info.value.setting == "CCFLOW_AUDIENCE"
+
+
+@pytest.mark.usefixtures("no_env")
+def test_a_missing_variable_fails_the_lifespan_start_up_so_a_server_stops() -> None:
+    # uvicorn's default lifespan mode ("auto") takes a bare exception for "no lifespan support"
+    # and serves anyway; lifespan.startup.failed makes it stop, printing the message.
+    middleware = RequireRole("invokeRole")(Starlette(routes=ROUTES))
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "lifespan.startup"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    with pytest.raises(ConfigurationError, match="CCFLOW_AUDIENCE"):
+        asyncio.run(middleware({"type": "lifespan", "state": {}}, receive, send))
+    assert [m["type"] for m in sent] == ["lifespan.startup.failed"]
+    assert "CCFLOW_AUDIENCE" in sent[0]["message"]
+
+
+@pytest.mark.usefixtures("no_env")
+def test_a_backend_from_the_environment_reads_it_on_first_use() -> None:
+    backend = BearerAuthBackend()  # declared at import time: no configuration needed yet
+    assert backend.owns_validator
+    app = Starlette(routes=ROUTES)
+    app.add_middleware(AuthenticationMiddleware, backend=backend)
+    with TestClient(app) as c, pytest.raises(ConfigurationError, match="CCFLOW_AUDIENCE"):
+        c.get("/healthz", headers=bearer(GOOD))
+
+
+# --- with a real TokenValidator -----------------------------------------------------------
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(1_800_000_000.0)
+
+
+@pytest.fixture
+def authority(clock: Clock) -> Authority:
+    return Authority(clock=clock)
+
+
+def real_app(validator: Any, *roles: str, **options: Any) -> Starlette:
+    app = Starlette(routes=ROUTES)
+    app.add_middleware(RequireRole(*(roles or ("invokeRole",)), validator=validator, **options))
+    return app
+
+
+@pytest.mark.parametrize("how", REVOKING)
+def test_require_role_asks_validate_on_every_request(authority: Authority, how: str) -> None:
+    # A repeated token was served from TokenValidator's cache without calling an overridden
+    # validate(): a token revoked after its first use was still a 200.
+    token = authority.mint()
+    with TestClient(real_app(revoking_validator(authority, how))) as c:
+        first = c.get("/whoami", headers=bearer(token))
+        second = c.get("/whoami", headers=bearer(token))
+    assert first.status_code == 200
+    assert second.status_code == 401
+    assert REVOKED in second.headers["www-authenticate"]
+
+
+@pytest.mark.parametrize("how", REVOKING)
+def test_require_role_asks_validate_on_every_websocket(authority: Authority, how: str) -> None:
+    token = authority.mint()
+    with TestClient(real_app(revoking_validator(authority, how))) as c:
+        with c.websocket_connect("/ws", headers=bearer(token)) as ws:
+            assert ws.receive_text() == authority.client("calc-client").client_id
+        with (
+            pytest.raises(WebSocketDisconnect) as info,
+            c.websocket_connect("/ws", headers=bearer(token)),
+        ):
+            pass  # pragma: no cover - the handshake itself is refused
+    assert info.value.code == 1008
+
+
+@pytest.mark.parametrize("how", REVOKING)
+def test_the_backend_asks_validate_on_every_request(authority: Authority, how: str) -> None:
+    app = Starlette(routes=ROUTES)
+    app.add_middleware(
+        AuthenticationMiddleware,
+        backend=BearerAuthBackend(revoking_validator(authority, how)),
+        on_error=BearerAuthBackend.on_error,
+    )
+    token = authority.mint()
+    with TestClient(app) as c:
+        assert c.get("/whoami", headers=bearer(token)).status_code == 200
+        second = c.get("/whoami", headers=bearer(token))
+    assert second.status_code == 401
+    assert REVOKED in second.headers["www-authenticate"]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        lambda t: [("Authorization", f"Bearer {t}"), ("Authorization", f"Bearer {t}")],
+        lambda t: [("authorization", f"Bearer {t}"), ("AUTHORIZATION", "Bearer x")],
+    ],
+    ids=["twice", "mixed-case duplicate"],
+)
+def test_an_accepted_token_in_several_headers_is_still_400(
+    authority: Authority, headers: Any
+) -> None:
+    token = authority.mint()
+    with TestClient(real_app(calc_validator(authority))) as c:
+        assert c.get("/whoami", headers=bearer(token)).status_code == 200
+        response = c.get("/whoami", headers=headers(token))
+    assert response.status_code == 400
+    assert 'error="invalid_request"' in response.headers["www-authenticate"]
+
+
+@pytest.mark.parametrize(
+    ("roles", "match", "status"),
+    [
+        (("adminRole",), "any", 403),
+        (("adminRole", "invokeRole"), "any", 200),
+        (("adminRole", "invokeRole"), "all", 403),
+        (("invokeRole", "invokeRole"), "all", 200),
+    ],
+)
+def test_roles_are_checked_on_every_request_of_a_token(
+    authority: Authority, roles: tuple[str, ...], match: str, status: int
+) -> None:
+    token = authority.mint()
+    with TestClient(real_app(calc_validator(authority), *roles, match=match)) as c:
+        for _ in range(2):
+            response = c.get("/whoami", headers=bearer(token))
+            assert response.status_code == status
+    if status == 403:
+        assert 'error="insufficient_scope"' in response.headers["www-authenticate"]
+
+
+def test_a_token_accepted_before_is_401_expired_past_its_exp(
+    authority: Authority, clock: Clock
+) -> None:
+    token = authority.mint(lifetime=100)
+    with TestClient(real_app(calc_validator(authority))) as c:
+        assert c.get("/whoami", headers=bearer(token)).status_code == 200
+        clock.advance(100)
+        response = c.get("/whoami", headers=bearer(token))
+    assert response.status_code == 401
+    assert 'error="invalid_token"' in response.headers["www-authenticate"]
+    assert "expired" in response.headers["www-authenticate"]
+
+
+@pytest.mark.parametrize(
+    ("value", "status"),
+    [
+        (b"Bearer TOKEN", 200),
+        (b"bearer TOKEN", 200),
+        (b"Bearer  TOKEN", 200),
+        (b"Bearer TOKEN ", 200),
+        (b"Bearer TOKEN\t", 200),
+        (b"Bearer\tTOKEN", 400),
+        (b"Bearer ", 400),
+        ("Bearer tök".encode(), 400),
+    ],
+    ids=["plain", "lower", "two blanks", "trailing blank", "trailing tab", "tab", "none", "utf-8"],
+)
+def test_odd_bearer_values_get_the_same_answer_new_or_repeated(
+    authority: Authority, value: bytes, status: int
+) -> None:
+    token = authority.mint()
+    raw = value.replace(b"TOKEN", token.encode())
+    app = real_app(calc_validator(authority))
+    for _ in range(2):
+        answer = asyncio.run(_get(app, [(b"authorization", raw)]))
+        assert answer[0] == status
+        if status == 400:
+            assert 'error="invalid_request"' in answer[1]
+
+
+async def _get(app: Starlette, headers: list[tuple[bytes, bytes]]) -> tuple[int, str]:
+    """GET /whoami on a hand-built scope: status and WWW-Authenticate."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/whoami",
+        "raw_path": b"/whoami",
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+    answer: dict[str, Any] = {}
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            answer["status"] = message["status"]
+            answer["challenge"] = dict(message["headers"]).get(b"www-authenticate", b"").decode()
+
+    await app(scope, receive, send)
+    return answer["status"], answer["challenge"]

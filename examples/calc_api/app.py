@@ -5,7 +5,8 @@ Run from the repository root, configured from the environment (see README.md)::
     CCFLOW_TENANT_ID=<tenant> CCFLOW_AUDIENCE=<api client id>,<api App ID URI> \\
     CCFLOW_ALLOWED_CLIENTS=<client app id> uvicorn examples.calc_api.app:app
 
-``GET /healthz`` needs no token. Missing configuration fails at startup, naming the variable.
+``GET /healthz`` needs no token. Missing configuration fails at startup, naming the variable
+(``RequireRole`` reads the environment then, so importing this module needs none).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from starlette.routing import Route
 from ccflow import RequireRole
 from ccflow.starlette import TokenUser, Validator
 
-__all__ = ["create_app"]  # and `app`, built on first access by __getattr__
+__all__ = ["app", "create_app"]
 
 _INTEGER = re.compile(r"[+-]?[0-9]{1,30}")
 # A plain decimal number. float() alone would also take "1_000", " 1" or "1\n" (Python's own
@@ -77,11 +78,4 @@ def create_app(validator: Validator | None = None) -> Starlette:
     return app
 
 
-def __getattr__(name: str) -> Starlette:
-    # `uvicorn examples.calc_api.app:app` looks `app` up here; building it on first access
-    # (from the environment) lets tests import create_app without configuring anything.
-    if name == "app":
-        app = create_app()
-        globals()["app"] = app
-        return app
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+app = create_app()

@@ -7,6 +7,7 @@
     ├── CredentialError               a credential cannot be loaded or used (certificate, key, file)
     ├── AuthorityUnreachableError     connection failed, timed out, or the answer was unusable
     ├── TokenRequestError             the token endpoint refused (OAuth error, AADSTS code, 4xx/5xx)
+    ├── InvalidRequestError           a malformed or repeated Authorization header -> HTTP 400
     ├── InvalidTokenError             an access token failed validation          -> HTTP 401
     ├── InsufficientScopeError        valid token, but a role or caller is not allowed -> HTTP 403
     └── KeysUnavailableError          no usable signing keys (authority down on a cold start) -> 503
@@ -27,6 +28,7 @@ __all__ = [
     "ConfigurationError",
     "CredentialError",
     "InsufficientScopeError",
+    "InvalidRequestError",
     "InvalidTokenError",
     "KeysUnavailableError",
     "TokenRequestError",
@@ -121,6 +123,14 @@ class TokenRequestError(CCFlowError):
             if digits.isdigit():
                 return int(digits)
         return None
+
+
+class InvalidRequestError(CCFlowError, ValueError):
+    """The Authorization header is malformed or repeated (RFC 6750 ``invalid_request``, 400).
+
+    Raised by ``ccflow.starlette.bearer_token`` before any token is validated; the message is
+    safe to send back as ``error_description``. Also a ``ValueError``, as it always was.
+    """
 
 
 class InvalidTokenError(CCFlowError):

@@ -44,16 +44,9 @@ from fastapi.security.base import SecurityBase
 from starlette.authentication import AuthCredentials
 from starlette.requests import HTTPConnection
 
+from ccflow._bearer import Match, Rejection, Validator, ValidatorSource, authenticate, rejection_for
 from ccflow.errors import ConfigurationError
-from ccflow.starlette import (
-    Match,
-    TokenUser,
-    Validator,
-    _validator,
-    _websocket_close,
-    bearer_token,
-    rejection_for,
-)
+from ccflow.starlette import TokenUser
 
 __all__ = ["BearerClaims"]
 
@@ -66,10 +59,10 @@ class BearerClaims(SecurityBase):
     ``BearerClaims()`` accepts any valid token; ``BearerClaims("invokeRole", "adminRole")``
     also needs one of the roles (``match="all"``: every one); through
     ``Security(dependency, scopes=["invokeRole"])``, a route adds roles it needs, all of them.
-    Without ``validator``,
-    ``TokenValidator.from_env()`` is used, so bad configuration fails at import time naming
-    the variable, and :meth:`aclose` closes it. ``scheme_name`` is the security scheme's
-    name in the OpenAPI document.
+    Without ``validator``, ``TokenValidator.from_env()`` is built on first use (not here, so
+    that importing the module needs no configuration; a bad variable fails that request with
+    the ``ConfigurationError`` naming it), and :meth:`aclose` closes it. ``scheme_name`` is the
+    security scheme's name in the OpenAPI document.
     """
 
     def __init__(
@@ -93,8 +86,17 @@ class BearerClaims(SecurityBase):
         self.scheme_name = scheme_name
         self.roles: tuple[str, ...] = roles
         self.match: Match = match
-        self.owns_validator = validator is None
-        self.validator: Validator = _validator(validator, "BearerClaims")
+        self._source = ValidatorSource(validator, "BearerClaims")
+
+    @property
+    def validator(self) -> Validator:
+        """The validator (built from the environment on first use when none was given)."""
+        return self._source.get()
+
+    @property
+    def owns_validator(self) -> bool:
+        """Whether the validator comes from the environment (and :meth:`aclose` closes it)."""
+        return self._source.owned
 
     async def __call__(
         self, request: HTTPConnection, security_scopes: SecurityScopes = _NO_SCOPES
@@ -108,19 +110,17 @@ class BearerClaims(SecurityBase):
         refused with close code 1008 (1013, try again later, when no signing keys can be had),
         as ``RequireRole`` does.
         """
+        validator = self._source.get()  # a configuration error is the app's, not a refusal
         try:
-            token = bearer_token(request.scope["headers"])
-            if token is not None:
-                verdict = await self.validator.validate(token)
-                # Only after signature and claims pass: a forged token is a 401.
-                if self.roles:
-                    verdict.require_roles(self.roles, match=self.match)
-                if security_scopes.scopes:
-                    verdict.require_roles(security_scopes.scopes, match="all")
+            verdict = await authenticate(
+                request.scope["headers"], validator, self.roles, match=self.match
+            )
+            if verdict is not None and security_scopes.scopes:
+                verdict.require_roles(security_scopes.scopes, match="all")
         except Exception as exc:
-            raise self._refusal(exc, request) from None
-        if token is None:
-            raise self._refusal(None, request)
+            raise _refusal(rejection_for(exc, validator.realm), request) from None
+        if verdict is None:
+            raise _refusal(rejection_for(None, validator.realm), request)
         request.scope["auth"] = AuthCredentials(verdict.roles)
         request.scope["user"] = TokenUser(verdict)
         return verdict.claims
@@ -130,15 +130,11 @@ class BearerClaims(SecurityBase):
 
         Its owner closes it (``await validator.aclose()``), as with ``RequireRole``.
         """
-        if self.owns_validator:
-            await self.validator.aclose()
+        await self._source.aclose()
 
-    def _refusal(
-        self, exc: Exception | None, request: HTTPConnection
-    ) -> HTTPException | WebSocketException:
-        rejection = rejection_for(exc, self.validator.realm)
-        if request.scope["type"] == "websocket":
-            return WebSocketException(*_websocket_close(rejection))
-        return HTTPException(
-            rejection.status, detail=rejection.description, headers=rejection.headers
-        )
+
+def _refusal(rejection: Rejection, request: HTTPConnection) -> HTTPException | WebSocketException:
+    """The exception FastAPI turns into ``rejection``: HTTP, or a refused WebSocket handshake."""
+    if request.scope["type"] == "websocket":
+        return WebSocketException(*rejection.websocket_close)
+    return HTTPException(rejection.status, detail=rejection.description, headers=rejection.headers)

@@ -323,8 +323,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         authority = Authority(host=authority_host)
         api = authority.api("calc-api")
-        # The calc API reads its configuration from the environment, as it would in
-        # production; the variables are restored afterwards.
+        # The calc API reads its configuration from the environment when it starts, as it
+        # would in production; the variables are restored once both servers stop.
         # Variables the user's shell may hold for a real API are masked for the demo.
         environment: dict[str, str | None] = {
             "CCFLOW_TENANT_ID": authority.tenant_id,
@@ -335,10 +335,9 @@ def run(args: argparse.Namespace) -> int:
             "CCFLOW_ALLOWED_TENANTS": None,
             "CCFLOW_ACCEPT_V1": None,
         }
-        with _environment({**environment, **loopback}):
-            app = _calc_api(root)
+        app = _calc_api(root)
         with (
-            _environment(loopback),
+            _environment({**environment, **loopback}),
             _serve(authority.asgi, authority_sock, "local authority"),
             _serve(app, api_sock, "calc API"),
         ):

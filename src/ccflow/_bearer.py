@@ -1,0 +1,367 @@
+"""Bearer tokens over HTTP, whatever the framework (RFC 6750).
+
+Every face that protects an API (``ccflow.starlette``'s middleware and backend, the FastAPI
+dependency) takes the same steps, written here once::
+
+    token = bearer_token(headers)             # None: no bearer credential; raises for a bad header
+    verdict = await validator.validate(token) # every request; the validator caches inside
+    verdict.require_roles(roles, match=...)   # only after signature and claims pass
+
+and answers a refusal with :func:`rejection_for`, a :class:`Rejection` it sends over HTTP or,
+before accepting, on a WebSocket. The table of answers is in :mod:`ccflow.starlette`'s
+docstring; why the steps are in this order is in ``docs/api.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from ccflow.errors import (
+    ConfigurationError,
+    InsufficientScopeError,
+    InvalidRequestError,
+    InvalidTokenError,
+    KeysUnavailableError,
+)
+
+if TYPE_CHECKING:
+    from starlette.responses import Response
+    from starlette.types import Receive, Scope, Send
+
+__all__ = [
+    "Match",
+    "Rejection",
+    "Validator",
+    "ValidatorSource",
+    "Verdict",
+    "authenticate",
+    "bearer_token",
+    "checked_validator",
+    "is_b64token",
+    "rejection_for",
+    "validator_from_env",
+]
+
+logger = logging.getLogger("ccflow.starlette")
+
+Match = Literal["any", "all"]
+
+
+class Verdict(Protocol):
+    """What a validator returns for a good token (``ccflow.ValidatedToken`` is one)."""
+
+    @property
+    def claims(self) -> Mapping[str, Any]:
+        """Every claim of the token."""
+
+    @property
+    def client_id(self) -> str | None:
+        """The caller's client id (``azp`` in v2 tokens, ``appid`` in v1)."""
+
+    @property
+    def tenant_id(self) -> str | None:
+        """The caller's tenant (``tid``), if the token names one."""
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """The app roles granted to the caller (``roles``)."""
+
+    def require_roles(self, roles: Sequence[str], *, match: Match = "any") -> object:
+        """Raise ``InsufficientScopeError`` unless the roles are held (any or all of them)."""
+
+
+class Validator(Protocol):
+    """What the faces need of a validator (``ccflow.TokenValidator`` is one)."""
+
+    @property
+    def realm(self) -> str:
+        """The realm announced in ``WWW-Authenticate``."""
+
+    async def validate(self, token: str) -> Verdict:
+        """Validate a raw token (without ``Bearer``); raise a ccflow error when it is refused.
+
+        Called for every request: a subclass or wrapper that adds a check of its own (a
+        revocation list) sees every token, repeated or not.
+        """
+
+    async def aclose(self) -> None:
+        """Release the validator's HTTP client."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The validator a face uses
+
+
+def validator_from_env() -> Validator:
+    """``TokenValidator.from_env()``: raises ``ConfigurationError`` naming a bad variable."""
+    # Imported late: ccflow.validation pulls in the JWT machinery, and ccflow/__init__ imports
+    # ccflow.starlette, which imports this module.
+    from ccflow.validation import TokenValidator
+
+    validator: Validator = TokenValidator.from_env()
+    return validator
+
+
+def checked_validator(validator: Validator, owner: str) -> Validator:
+    """``validator``, checked now: a wrong object would otherwise fail on every request."""
+    if isinstance(validator, type):
+        # The class itself passes the checks below, then fails on every request (a 500).
+        raise ConfigurationError(
+            f"{owner} validator must be a validator instance, got the class "
+            f"{validator.__name__}: pass TokenValidator(...) or TokenValidator.from_env()",
+            setting="validator",
+        )
+    if not callable(getattr(validator, "validate", None)) or not isinstance(
+        getattr(validator, "realm", None), str
+    ):
+        raise ConfigurationError(
+            f"{owner} validator must be a ccflow.TokenValidator (or have its validate() and "
+            f"realm), got {type(validator).__name__}",
+            setting="validator",
+        )
+    return validator
+
+
+class ValidatorSource:
+    """The validator a face was given, or ``TokenValidator.from_env()`` built on first use.
+
+    Reading the environment at first use, not at construction, lets a module that declares
+    ``BearerClaims("invokeRole")`` be imported without any ``CCFLOW_*`` variable set.
+    :meth:`aclose` closes only a validator built here; one passed in is its owner's to close.
+    """
+
+    __slots__ = ("_built", "given")
+
+    def __init__(self, validator: Validator | None, owner: str) -> None:
+        self.given = None if validator is None else checked_validator(validator, owner)
+        self._built: Validator | None = None
+
+    @property
+    def owned(self) -> bool:
+        """Whether the validator comes from the environment (and is closed by :meth:`aclose`)."""
+        return self.given is None
+
+    def get(self) -> Validator:
+        """The validator; the first call builds it from the environment if none was given."""
+        if self.given is not None:
+            return self.given
+        if self._built is None:
+            self._built = validator_from_env()
+        return self._built
+
+    async def aclose(self) -> None:
+        """Close the validator built from the environment, if one was built."""
+        if self._built is not None:
+            await self._built.aclose()
+
+
+# ---------------------------------------------------------------------------------------------
+# The Authorization header (RFC 6750 section 2.1)
+
+_AUTHORIZATION = b"authorization"
+# b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*", re.ASCII)
+# RFC 7230 token: what an auth-scheme name may look like.
+_SCHEME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_NOT_B64TOKEN = "malformed bearer token: not RFC 6750 b64token syntax"
+
+
+def bearer_token(
+    headers: Iterable[tuple[bytes, bytes]], *, check_syntax: bool = True
+) -> str | None:
+    """The bearer token of an ASGI header list, or ``None`` when there is no bearer credential.
+
+    The scheme name is case-insensitive, and blanks around the token are tolerated. Another
+    scheme (``Basic ...``) counts as no bearer credential. Raises
+    :class:`~ccflow.errors.InvalidRequestError` for more than one Authorization header, an
+    empty one, ``Bearer`` without a token, or a token that is not ASCII or (with
+    ``check_syntax``, the default) not RFC 6750 ``b64token`` syntax (see :func:`is_b64token`).
+    """
+    value: bytes | None = None
+    for name, raw in headers:
+        # ASGI servers send lower-case names; tolerate hand-built scopes that do not.
+        if name.lower() == _AUTHORIZATION:
+            if value is not None:
+                raise InvalidRequestError("more than one Authorization header")
+            value = raw
+    if value is None:
+        return None
+    value = value.strip(b" \t")
+    if not value:
+        raise InvalidRequestError("empty Authorization header")
+    scheme, _, rest = value.partition(b" ")
+    if scheme.lower() != b"bearer":
+        if _SCHEME.fullmatch(scheme) is None:
+            raise InvalidRequestError("malformed Authorization header")
+        return None
+    rest = rest.lstrip(b" ")
+    if not rest:
+        raise InvalidRequestError("Bearer scheme without a token")
+    try:
+        token = rest.decode("ascii")
+    except UnicodeDecodeError:
+        raise InvalidRequestError(_NOT_B64TOKEN) from None
+    if check_syntax and not is_b64token(token):
+        raise InvalidRequestError(_NOT_B64TOKEN)
+    return token
+
+
+def is_b64token(token: str) -> bool:
+    """Whether ``token`` has RFC 6750's ``b64token`` syntax (what a bearer token may contain)."""
+    return _B64TOKEN.fullmatch(token) is not None
+
+
+async def authenticate(
+    headers: Iterable[tuple[bytes, bytes]],
+    validator: Validator,
+    roles: Sequence[str] = (),
+    *,
+    match: Match = "any",
+) -> Verdict | None:
+    """The verdict on a request's bearer token, with ``roles`` checked; ``None`` for no token.
+
+    Raises what :func:`bearer_token`, ``validator.validate()`` and ``require_roles`` raise;
+    :func:`rejection_for` turns any of it into the answer. Roles are checked only after the
+    signature and claims pass, so a forged token that also lacks the role is a 401, not a 403.
+    """
+    token = bearer_token(headers)
+    if token is None:
+        return None
+    verdict = await validator.validate(token)
+    if roles:
+        verdict.require_roles(roles, match=match)
+    return verdict
+
+
+# ---------------------------------------------------------------------------------------------
+# RFC 6750 answers
+
+_QUOTED_UNSAFE = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
+
+
+def _quoted(text: str) -> str:
+    """``text`` made safe inside an RFC 6750 quoted string ('"' and '\\' replaced, not escaped)."""
+    # Many clients do not unescape quoted-pairs.
+    return _QUOTED_UNSAFE.sub("?", text.replace('"', "'").replace("\\", "/"))
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A refused request: status, RFC 6750 challenge and JSON body, ready to send.
+
+    ``error`` is ``None`` (no token), ``"invalid_request"``, ``"invalid_token"``,
+    ``"insufficient_scope"`` or ``"temporarily_unavailable"`` (503); ``www_authenticate`` is
+    ``None`` for a 503. Calling it as an ASGI app sends it on an HTTP or WebSocket scope.
+    """
+
+    status: int
+    error: str | None
+    description: str
+    www_authenticate: str | None
+    retry_after: int | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The response headers (``WWW-Authenticate``, ``Retry-After``, ``Cache-Control``)."""
+        headers = {"cache-control": "no-store"}
+        if self.www_authenticate is not None:
+            headers["www-authenticate"] = self.www_authenticate
+        if self.retry_after is not None:
+            headers["retry-after"] = str(self.retry_after)
+        return headers
+
+    @property
+    def body(self) -> bytes:
+        """The JSON body: ``{"error": ..., "error_description": ...}``."""
+        return json.dumps(
+            {"error": self.error or "unauthorized", "error_description": self.description},
+            separators=(",", ":"),
+        ).encode()
+
+    @property
+    def websocket_close(self) -> tuple[int, str]:
+        """The close code and reason that refuse a WebSocket handshake.
+
+        1008 (policy violation) for a refused token; 1013 (try again later) when the keys to
+        judge it are missing, so a client does not take an outage for a bad token. The reason
+        fits the 123 bytes a close frame allows.
+        """
+        reason = self.description.encode()[:120].decode("utf-8", "ignore")
+        return (1013 if self.status == 503 else 1008), reason
+
+    def response(self) -> Response:
+        """The same answer as a Starlette ``Response``."""
+        from starlette.responses import Response  # the rest of this module needs no framework
+
+        return Response(
+            self.body, status_code=self.status, headers=self.headers, media_type="application/json"
+        )
+
+    async def send_http(self, send: Send) -> None:
+        """Send the answer on a raw ASGI ``send``."""
+        body = self.body
+        raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
+        raw.append((b"content-type", b"application/json"))
+        raw.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": self.status, "headers": raw})
+        await send({"type": "http.response.body", "body": body})
+
+    async def send_websocket(self, receive: Receive, send: Send) -> None:
+        """Refuse a WebSocket handshake: wait for it, then close before accepting."""
+        # Close before accept: the server answers the upgrade with an HTTP error instead of
+        # opening the socket.
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        code, reason = self.websocket_close
+        await send({"type": "websocket.close", "code": code, "reason": reason})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Send the answer as the scope's protocol wants it (HTTP or WebSocket)."""
+        if scope["type"] == "websocket":
+            await self.send_websocket(receive, send)
+        else:
+            await self.send_http(send)
+
+
+def _challenge(realm: str, error: str | None = None, description: str = "", scope: str = "") -> str:
+    """The ``WWW-Authenticate`` value: ``Bearer realm="..."`` and the error's parameters."""
+    parts = [f'Bearer realm="{_quoted(realm)}"']
+    if error is not None:
+        parts.append(f'error="{error}"')
+        if description:
+            parts.append(f'error_description="{_quoted(description)}"')
+        if scope:
+            parts.append(f'scope="{_quoted(scope)}"')
+    return ", ".join(parts)
+
+
+def _refusal(status: int, error: str, description: str, realm: str, scope: str = "") -> Rejection:
+    """A :class:`Rejection` whose challenge carries ``error`` and its description."""
+    return Rejection(status, error, description, _challenge(realm, error, description, scope))
+
+
+def rejection_for(exc: BaseException | None, realm: str) -> Rejection:
+    """The RFC 6750 answer for a refusal: ``None`` means no bearer token was presented.
+
+    ``InvalidRequestError`` -> 400, ``InvalidTokenError`` -> 401, ``InsufficientScopeError``
+    -> 403, ``KeysUnavailableError`` -> 503; anything else (a bug, never the caller's fault
+    alone) -> 401 ``invalid_token`` with a generic description, so no input makes a 500.
+    """
+    if exc is None:
+        return Rejection(401, None, "a bearer access token is required", _challenge(realm))
+    if isinstance(exc, InvalidRequestError):
+        return _refusal(400, "invalid_request", exc.message, realm)
+    if isinstance(exc, InvalidTokenError):
+        return _refusal(401, "invalid_token", exc.message, realm)
+    if isinstance(exc, InsufficientScopeError):
+        return _refusal(403, "insufficient_scope", exc.message, realm, " ".join(exc.required))
+    if isinstance(exc, KeysUnavailableError):
+        return Rejection(503, "temporarily_unavailable", exc.message, None, exc.retry_after)
+    logger.error("token validation failed unexpectedly (%s)", type(exc).__name__)
+    return _refusal(401, "invalid_token", "the token could not be validated", realm)
