@@ -37,7 +37,7 @@ __all__ = [
     "Match",
     "Rejection",
     "Validator",
-    "ValidatorSource",
+    "ValidatorHolder",
     "Verdict",
     "authenticate",
     "bearer_token",
@@ -127,35 +127,36 @@ def checked_validator(validator: Validator, owner: str) -> Validator:
     return validator
 
 
-class ValidatorSource:
-    """The validator a face was given, or ``TokenValidator.from_env()`` built on first use.
+class ValidatorHolder:
+    """A face's validator: the one it was given, or ``TokenValidator.from_env()`` built on
+    first use.
 
     Reading the environment at first use, not at construction, lets a module that declares
     ``BearerClaims("invokeRole")`` be imported without any ``CCFLOW_*`` variable set.
     :meth:`aclose` closes only a validator built here; one passed in is its owner's to close.
     """
 
-    __slots__ = ("_built", "given")
-
     def __init__(self, validator: Validator | None, owner: str) -> None:
-        self.given = None if validator is None else checked_validator(validator, owner)
+        self._given = None if validator is None else checked_validator(validator, owner)
         self._built: Validator | None = None
 
     @property
-    def owned(self) -> bool:
-        """Whether the validator comes from the environment (and is closed by :meth:`aclose`)."""
-        return self.given is None
-
-    def get(self) -> Validator:
-        """The validator; the first call builds it from the environment if none was given."""
-        if self.given is not None:
-            return self.given
+    def validator(self) -> Validator:
+        """The validator; the first use builds it from the environment if none was given."""
+        if self._given is not None:
+            return self._given
         if self._built is None:
             self._built = validator_from_env()
         return self._built
 
+    @property
+    def owns_validator(self) -> bool:
+        """Whether the validator comes from the environment (and :meth:`aclose` closes it)."""
+        return self._given is None
+
     async def aclose(self) -> None:
-        """Close the validator built from the environment, if one was built."""
+        """Close the validator built from the environment; a validator passed in stays open
+        for its owner to close."""
         if self._built is not None:
             await self._built.aclose()
 

@@ -51,6 +51,7 @@ class CCFlowError(Exception):
 
 
 def _rebuild(cls: type[CCFlowError], state: dict[str, Any]) -> CCFlowError:
+    """An error unpickled: its attributes restored without calling its constructor."""
     err = cls.__new__(cls)
     Exception.__init__(err, state.get("message", ""))
     err.__dict__.update(state)

@@ -44,7 +44,7 @@ from fastapi.security.base import SecurityBase
 from starlette.authentication import AuthCredentials
 from starlette.requests import HTTPConnection
 
-from ccflow._bearer import Match, Rejection, Validator, ValidatorSource, authenticate, rejection_for
+from ccflow._bearer import Match, Rejection, Validator, ValidatorHolder, authenticate, rejection_for
 from ccflow.errors import ConfigurationError
 from ccflow.starlette import TokenUser
 
@@ -53,7 +53,7 @@ __all__ = ["BearerClaims"]
 _NO_SCOPES = SecurityScopes()  # called directly, or through Depends(): no scopes
 
 
-class BearerClaims(SecurityBase):
+class BearerClaims(ValidatorHolder, SecurityBase):
     """A FastAPI dependency: validate the bearer token, check roles, return the claims.
 
     ``BearerClaims()`` accepts any valid token; ``BearerClaims("invokeRole", "adminRole")``
@@ -86,17 +86,7 @@ class BearerClaims(SecurityBase):
         self.scheme_name = scheme_name
         self.roles: tuple[str, ...] = roles
         self.match: Match = match
-        self._source = ValidatorSource(validator, "BearerClaims")
-
-    @property
-    def validator(self) -> Validator:
-        """The validator (built from the environment on first use when none was given)."""
-        return self._source.get()
-
-    @property
-    def owns_validator(self) -> bool:
-        """Whether the validator comes from the environment (and :meth:`aclose` closes it)."""
-        return self._source.owned
+        ValidatorHolder.__init__(self, validator, "BearerClaims")
 
     async def __call__(
         self, request: HTTPConnection, security_scopes: SecurityScopes = _NO_SCOPES
@@ -110,7 +100,7 @@ class BearerClaims(SecurityBase):
         refused with close code 1008 (1013, try again later, when no signing keys can be had),
         as ``RequireRole`` does.
         """
-        validator = self._source.get()  # a configuration error is the app's, not a refusal
+        validator = self.validator  # a configuration error is the app's, not a refusal
         try:
             verdict = await authenticate(
                 request.scope["headers"], validator, self.roles, match=self.match
@@ -124,13 +114,6 @@ class BearerClaims(SecurityBase):
         request.scope["auth"] = AuthCredentials(verdict.roles)
         request.scope["user"] = TokenUser(verdict)
         return verdict.claims
-
-    async def aclose(self) -> None:
-        """Close the validator built from the environment; a validator passed in stays open.
-
-        Its owner closes it (``await validator.aclose()``), as with ``RequireRole``.
-        """
-        await self._source.aclose()
 
 
 def _refusal(rejection: Rejection, request: HTTPConnection) -> HTTPException | WebSocketException:

@@ -1,9 +1,8 @@
 """Fetching signing keys: discovery and JWKS over HTTP, cached, single flight.
 
 :class:`AsyncJWKSCache` (``httpx.AsyncClient``) serves :class:`~ccflow.TokenValidator` (the
-CLI's ``ccflow verify`` drives it with ``asyncio.run``). It only waits: the flow that decides
-which URL to fetch and what the answer means is a generator in :class:`_Base`, so a
-synchronous face would repeat nothing but the waiting, and every policy decision (TTL,
+CLI's ``ccflow verify`` drives it with ``asyncio.run``). It only waits: which URL to fetch and
+what the answer means is a generator (``_refresh_flow``), and every policy decision (TTL,
 unknown-``kid`` cooldown, failure backoff, max-stale) lives in :mod:`ccflow._core.jwks`.
 
 However many requests wait, at most one discovery or JWKS fetch is in flight: the first
@@ -70,6 +69,8 @@ class KeySourcePlan:
 
 @dataclass(frozen=True, slots=True)
 class _Metadata:
+    """What discovery told us: the issuers and where the keys are."""
+
     issuers: tuple[IssuerRule, ...]
     jwks_uri: str
 
@@ -84,12 +85,15 @@ class _Answer:
 
 
 class _FetchFailed(Exception):
+    """A discovery or JWKS fetch that gave no usable document."""
+
     def __init__(self, why: str, retry_after: float | None = None) -> None:
         super().__init__(why)
         self.retry_after = retry_after
 
 
 def _retry_after(response: httpx.Response) -> float | None:
+    """The answer's ``Retry-After`` in seconds, if it is a number."""
     value = response.headers.get("retry-after")
     if value is None:
         return None
@@ -100,6 +104,7 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 
 def _secure(url: httpx.URL) -> bool:
+    """Whether a redirect target is https (or loopback http)."""
     try:
         require_secure_url(str(url), setting="redirect")
     except ConfigurationError:
@@ -150,8 +155,15 @@ def _fetch_failure(exc: Exception) -> tuple[int, str]:
     return logging.ERROR, f"failed unexpectedly: {type(exc).__name__}"
 
 
-class _Base:
-    """State, policy and the refresh flow; no waiting."""
+class AsyncJWKSCache:
+    """Signing keys for async code (``httpx.AsyncClient``), single flight.
+
+    ::
+
+        cache = AsyncJWKSCache(plan, algorithms=frozenset({"RS256"}))
+        key = await cache.get_key(kid)   # InvalidTokenError("key") / KeysUnavailableError
+        await cache.aclose()
+    """
 
     def __init__(
         self,
@@ -160,6 +172,7 @@ class _Base:
         algorithms: frozenset[str],
         policy: RefreshPolicy | None = None,
         clock: Callable[[], float] = time.time,
+        http_client: httpx.AsyncClient | None = None,
     ) -> None:
         self._plan = plan
         self._algorithms = algorithms
@@ -171,6 +184,11 @@ class _Base:
             if plan.jwks_uri is None:
                 raise ValueError("a KeySourcePlan needs discovery documents or a jwks_uri")
             self._meta = _Metadata(plan.static_issuers, plan.jwks_uri)
+        self._owns_client = http_client is None
+        # Made now, so a bad SSL_CERT_FILE fails at startup, not on the first request.
+        self._client: httpx.AsyncClient | None = http_client or new_async_client(_DEFAULT_TIMEOUT)
+        self._lock = asyncio.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def issuers(self) -> tuple[IssuerRule, ...]:
@@ -189,9 +207,11 @@ class _Base:
         return self._state
 
     def _decide(self, kid: str, *, may_fetch: bool = True) -> KeyAction:
+        """The policy's answer for ``kid`` now."""
         return decide(self._state, kid, self._clock(), self._policy, may_fetch=may_fetch)
 
     def _final(self, kid: str) -> SigningKey:
+        """The key for ``kid`` after any fetch, or the refusal: 401 unknown, 503 unavailable."""
         now = self._clock()
         action = decide(self._state, kid, now, self._policy, may_fetch=False)
         if action is KeyAction.USE:
@@ -207,6 +227,7 @@ class _Base:
         raise InvalidTokenError("the token's signing key (kid) is not known", reason="key")
 
     def _body(self, answer: _Answer | None, what: str) -> bytes:
+        """The body of a 200 answer within the size limit, else ``_FetchFailed``."""
         if answer is None:
             raise _FetchFailed(f"{what}: no answer")
         if answer.status != 200:
@@ -252,33 +273,6 @@ class _Base:
             logger.debug("JWKS: %d key(s) not usable and skipped", keys.skipped)
         self._state = self._state.fetched(keys, now)
 
-
-class AsyncJWKSCache(_Base):
-    """Signing keys for async code (``httpx.AsyncClient``), single flight.
-
-    ::
-
-        cache = AsyncJWKSCache(plan, algorithms=frozenset({"RS256"}))
-        key = await cache.get_key(kid)   # InvalidTokenError("key") / KeysUnavailableError
-        await cache.aclose()
-    """
-
-    def __init__(
-        self,
-        plan: KeySourcePlan,
-        *,
-        algorithms: frozenset[str],
-        policy: RefreshPolicy | None = None,
-        clock: Callable[[], float] = time.time,
-        http_client: httpx.AsyncClient | None = None,
-    ) -> None:
-        super().__init__(plan, algorithms=algorithms, policy=policy, clock=clock)
-        self._owns_client = http_client is None
-        # Made now, so a bad SSL_CERT_FILE fails at startup, not on the first request.
-        self._client: httpx.AsyncClient | None = http_client or new_async_client(_DEFAULT_TIMEOUT)
-        self._lock = asyncio.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-
     async def get_key(self, kid: str) -> SigningKey:
         """The key for ``kid``, fetching first if the policy says so."""
         state = self._state
@@ -300,6 +294,7 @@ class AsyncJWKSCache(_Base):
             await self._run()
 
     async def _run(self) -> None:
+        """Drive ``_refresh_flow`` with real GETs; every failure becomes no answer."""
         flow = self._refresh_flow()
         try:
             url = next(flow)
@@ -319,6 +314,7 @@ class AsyncJWKSCache(_Base):
             return
 
     def _flight_lock(self) -> asyncio.Lock:
+        """The single-flight lock of the running event loop."""
         # An asyncio.Lock belongs to the event loop it first waited in. An app driven by several
         # loops in turn (Starlette's TestClient starts one per request outside a `with` block)
         # gets a fresh lock in each; use from two loops at once is not supported.
@@ -330,6 +326,7 @@ class AsyncJWKSCache(_Base):
         return self._lock
 
     def _http(self) -> httpx.AsyncClient:
+        """The HTTP client, made again if ``aclose()`` closed it."""
         if self._client is None:  # closed by aclose(), used again
             self._client = new_async_client(_DEFAULT_TIMEOUT)
         return self._client

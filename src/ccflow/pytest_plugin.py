@@ -59,6 +59,7 @@ _KEYWORDS = ("registrations", "host", "token_lifetime", "clock", "one_time_asser
 
 
 def _options(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The keyword arguments of the test's ``ccflow`` marker."""
     marker = request.node.get_closest_marker(_MARKER)
     if marker is None:
         return {}

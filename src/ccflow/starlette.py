@@ -67,7 +67,7 @@ from ccflow._bearer import (
     Match,
     Rejection,
     Validator,
-    ValidatorSource,
+    ValidatorHolder,
     Verdict,
     authenticate,
     bearer_token,
@@ -417,7 +417,7 @@ class BearerAuthenticationError(AuthenticationError):
         self.rejection = rejection
 
 
-class BearerAuthBackend(AuthenticationBackend):
+class BearerAuthBackend(ValidatorHolder, AuthenticationBackend):
     """A Starlette ``AuthenticationBackend`` over a token validator.
 
     A good token gives ``request.user`` (:class:`TokenUser`) and ``request.auth.scopes`` (its
@@ -431,26 +431,11 @@ class BearerAuthBackend(AuthenticationBackend):
     """
 
     def __init__(self, validator: Validator | None = None) -> None:
-        self._source = ValidatorSource(validator, "BearerAuthBackend")
-
-    @property
-    def validator(self) -> Validator:
-        """The validator (built from the environment on first use when none was given)."""
-        return self._source.get()
-
-    @property
-    def owns_validator(self) -> bool:
-        """Whether the validator comes from the environment (and :meth:`aclose` closes it)."""
-        return self._source.owned
-
-    async def aclose(self) -> None:
-        """Close the validator built from the environment; a validator passed in stays open
-        for its owner to close."""
-        await self._source.aclose()
+        super().__init__(validator, "BearerAuthBackend")
 
     async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
         """Validate the request's bearer token, if it has one."""
-        validator = self._source.get()  # a configuration error is the app's, not a refusal
+        validator = self.validator  # a configuration error is the app's, not a refusal
         try:
             verdict = await authenticate(conn.scope["headers"], validator)
         except Exception as exc:

@@ -57,6 +57,7 @@ def decode_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def _segment(data: Mapping[str, Any]) -> str:
+    """A JSON object as one compact JWS segment."""
     return b64url_encode(json.dumps(dict(data), separators=(",", ":")).encode())
 
 
@@ -81,6 +82,7 @@ class TokenFactory:
         return self.authority.token_claims(client, api)
 
     def _now(self) -> float:
+        """The authority's clock."""
         return self.authority.clock()
 
     def expired(

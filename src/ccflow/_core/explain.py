@@ -89,10 +89,12 @@ class ExplainedField:
 
 
 def _not_json(constant: str) -> Any:
+    """Refuse NaN and Infinity, which Python's json reads but JSON has not."""
     raise ValueError(f"{constant} is not a JSON value")
 
 
 def _b64url_json(segment: str, what: str) -> dict[str, Any]:
+    """One JWS segment decoded as a JSON object."""
     # The stdlib decoder silently skips foreign characters; a JWT segment must be pure base64url.
     try:
         if segment.endswith("="):  # JWS segments are unpadded (RFC 7515 section 2)
@@ -158,6 +160,7 @@ def humanize_seconds(seconds: float) -> str:
 
 
 def _utc(timestamp: float) -> str:
+    """Unix seconds as a UTC date and time."""
     return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 

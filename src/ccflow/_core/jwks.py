@@ -83,6 +83,7 @@ class KeySet:
 
 
 def _b64uint(value: object) -> int | None:
+    """A base64url big-endian unsigned integer (``n``, ``e``), or ``None``."""
     if not isinstance(value, str) or not value:
         return None
     try:
@@ -93,6 +94,7 @@ def _b64uint(value: object) -> int | None:
 
 
 def _load_key(jwk: Mapping[str, Any], algorithms: frozenset[str]) -> SigningKey | None:
+    """One JWK as a usable signing key, or ``None`` when it is not one."""
     kid = jwk.get("kid")
     if not isinstance(kid, str) or not kid:
         return None
@@ -302,5 +304,6 @@ def decide(
 
 
 def _not_cached(state: KeyCache) -> KeyAction:
+    """A kid the keys lack: unknown, or unavailable after a failed fetch."""
     # After a failed fetch nobody knows whether this kid is real: not the token's fault.
     return KeyAction.UNAVAILABLE if state.retry_at is not None else KeyAction.UNKNOWN

@@ -144,6 +144,7 @@ def reject_tenant_in_host(host: str, tenant_id: str, *, setting: str = "authorit
 
 
 def _tenant(tenant_id: str) -> str:
+    """A tenant id fit for a URL path segment."""
     tenant = tenant_id.strip() if isinstance(tenant_id, str) else ""
     if not tenant or any(c in "/?#" or c.isspace() or not c.isprintable() for c in tenant):
         raise ConfigurationError(

@@ -36,6 +36,8 @@ _IDLE_TIMEOUT = 60.0
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
+    """Hands each HTTP request to the authority and writes its answer."""
+
     protocol_version = "HTTP/1.1"  # keep-alive, as real clients expect
     server: _HTTPServer
 
@@ -157,6 +159,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 class _HTTPServer(http.server.ThreadingHTTPServer):
+    """A threading HTTP server that knows its authority."""
+
     daemon_threads = True
     allow_reuse_address = True
     authority: Authority
