@@ -299,9 +299,9 @@ def test_token_endpoint_targets_any_server(
 def test_expired_tokens_are_swept_out_once_many_scopes_are_cached(
     monkeypatch: pytest.MonkeyPatch, clock: FakeClock
 ) -> None:
-    import ccflow.client as client_module
+    import ccflow._client_base as client_base
 
-    monkeypatch.setattr(client_module, "_MAX_ENTRIES", 4)
+    monkeypatch.setattr(client_base, "MAX_ENTRIES", 4)
 
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, json={"access_token": "t", "expires_in": 60})
@@ -317,10 +317,10 @@ def test_expired_tokens_are_swept_out_once_many_scopes_are_cached(
         tc.get_token(f"scope-{n}")
     clock.advance(60)  # all four expired
     tc.get_token("scope-4")
-    assert sorted(tc._store) == [("scope-4",)]
+    assert sorted(tc._cache) == [("scope-4",)]
     for n in range(5, 12):
         tc.get_token(f"scope-{n}")  # valid tokens are kept: the cap only sweeps expired ones
-    assert len(tc._store) == 8
+    assert len(tc._cache) == 8
 
 
 def test_non_azure_endpoint_sends_scopes_unchanged() -> None:
@@ -562,7 +562,7 @@ def test_from_env_passes_options(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CCFLOW_TOKEN_ENDPOINT", raising=False)
     monkeypatch.delenv("AZURE_AUTHORITY_HOST", raising=False)
     tc = TokenClient.from_env(max_retries=0)
-    assert tc._config.retry.max_retries == 0
+    assert tc._config.fetch.retry.max_retries == 0
 
 
 def test_constructor_does_no_network_io() -> None:
@@ -606,7 +606,7 @@ def test_secret_is_never_shown(
 ) -> None:
     assert authority.client("calc-client").secret == SECRET
     tc, _ = sync_client(authority, clock, max_retries=1)
-    texts = [repr(tc), str(tc), repr(tc._credential), str(tc._credential)]
+    texts = [repr(tc), str(tc), repr(tc._config.credential), str(tc._config.credential)]
     with caplog.at_level(logging.DEBUG):
         token = tc.get_token(scope)
         texts += [repr(token), str(token)]
@@ -738,7 +738,7 @@ def test_a_custom_credential_failing_during_a_proactive_refresh_serves_the_cache
 
 class DropsDuringRefresh(httpx.BaseTransport, httpx.AsyncBaseTransport):
     """The authority, except that while a proactive refresh's POST is in flight the API answers
-    401 for the cached token (``_drop``, as BearerAuth does), and the refresh then fails."""
+    401 for the cached token (``invalidate``, as BearerAuth does), and the refresh then fails."""
 
     def __init__(self, authority: Authority) -> None:
         self.authority = authority
@@ -764,7 +764,7 @@ def test_a_token_dropped_while_its_refresh_fails_is_not_put_back(
     tc, _ = sync_client(authority, clock, transport=transport, max_retries=0)
     first = tc.get_token(scope)
     clock.advance(3300)  # inside the refresh window: the next call refreshes proactively
-    transport.on_refresh = lambda: tc._drop((scope,), first)
+    transport.on_refresh = lambda: tc.invalidate(first, scope)
     with pytest.raises(TokenRequestError):
         tc.get_token(scope)
     transport.on_refresh = None
@@ -779,7 +779,7 @@ async def test_a_token_dropped_while_its_async_refresh_fails_is_not_put_back(
     tc, _ = async_client(authority, clock, transport=transport, max_retries=0)
     first = await tc.get_token(scope)
     clock.advance(3300)
-    transport.on_refresh = lambda: tc._drop((scope,), first)
+    transport.on_refresh = lambda: tc.invalidate(first, scope)
     with pytest.raises(TokenRequestError):
         await tc.get_token(scope)
     transport.on_refresh = None

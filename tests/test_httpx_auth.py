@@ -1,4 +1,4 @@
-"""BearerAuth: the token goes into Authorization; a 401 drops it and retries once, fresh."""
+"""BearerAuth: the token goes into Authorization; a 401 invalidates it and retries once, fresh."""
 
 from __future__ import annotations
 
@@ -104,10 +104,11 @@ def test_a_token_replaced_by_another_caller_is_retried_without_a_new_fetch(
 ) -> None:
     tc, _ = sync_client(authority, clock)
     old = tc.get_token(scope)
-    assert tc._drop((scope,), old) is True  # forced refresh used up for 30 s
+    tc.invalidate(old, scope)  # forced refresh used up for 30 s
     new = tc.get_token(scope)
+    assert new is not old
     # Another request still holding the old token gets a 401: it retries with the new one.
-    assert tc._drop((scope,), old) is True
+    tc.invalidate(old, scope)
     assert tc.get_token(scope) is new
     assert authority.hits["token"] == 2
 
@@ -144,7 +145,7 @@ def test_drop_keeps_a_newer_token(authority: Authority, clock: FakeClock, scope:
     old = tc.get_token(scope)
     clock.advance(3599)
     new = tc.get_token(scope)
-    tc._drop((scope,), old)
+    tc.invalidate(old, scope)
     assert tc.get_token(scope) is new
 
 
