@@ -814,6 +814,80 @@ def test_from_env_names_the_variable_of_a_bad_value(extra: dict[str, str], setti
     assert info.value.setting == setting
 
 
+@pytest.mark.parametrize(
+    ("extra", "setting"),
+    [
+        ({"AZURE_TENANT_ID": "contoso/x"}, "AZURE_TENANT_ID"),
+        ({"CCFLOW_TOKEN_ENDPOINT": "https://idp.example:99999/token"}, "CCFLOW_TOKEN_ENDPOINT"),
+        # A tenant in the host: named the argument authority_host, which from_env() never took.
+        ({"AZURE_AUTHORITY_HOST": "https://login.example.com/tid"}, "AZURE_AUTHORITY_HOST"),
+    ],
+)
+def test_from_env_errors_start_with_the_variable(extra: dict[str, str], setting: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        TokenClient.from_env(environ={**ENV, **extra})
+    assert str(info.value).startswith(f"{setting}")
+    assert info.value.setting == setting
+
+
+def test_the_constructor_and_from_env_share_one_config() -> None:
+    tc = TokenClient(client_id="cid", client_secret="sec", tenant_id="tid", authority_host=None)
+    from_env = TokenClient.from_env(environ=ENV)
+    assert from_env._config.token_endpoint == tc._config.token_endpoint
+    assert from_env._config.fetch == tc._config.fetch
+
+
+@pytest.mark.parametrize("face", [TokenClient, AsyncTokenClient])
+def test_sleep_must_be_callable(face: type[TokenClient] | type[AsyncTokenClient]) -> None:
+    with pytest.raises(ConfigurationError, match="sleep must be a callable") as info:
+        face(client_id="c", client_secret="s", tenant_id="t", sleep=2.0)  # type: ignore[arg-type]
+    assert info.value.setting == "sleep"
+
+
+def test_backoff_waits_go_through_sleep() -> None:
+    answers = iter([httpx.Response(503), httpx.Response(200, json={"access_token": "t"})])
+    waits: list[float] = []
+    tc = TokenClient(
+        client_id="c",
+        client_secret="s",
+        token_endpoint="https://idp.example/token",
+        http_client=httpx.Client(transport=httpx.MockTransport(lambda request: next(answers))),
+        sleep=waits.append,
+    )
+    assert tc.get_token("s").token == "t"
+    assert len(waits) == 1
+    assert 0.25 <= waits[0] <= 0.5
+
+
+@pytest.mark.anyio
+async def test_async_backoff_waits_are_awaited_through_sleep() -> None:
+    answers = iter([httpx.Response(503), httpx.Response(200, json={"access_token": "t"})])
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    tc = AsyncTokenClient(
+        client_id="c",
+        client_secret="s",
+        token_endpoint="https://idp.example/token",
+        http_client=httpx.AsyncClient(transport=httpx.MockTransport(lambda request: next(answers))),
+        sleep=sleep,
+    )
+    assert (await tc.get_token("s")).token == "t"
+    assert len(waits) == 1
+
+
+def test_one_cache_entry_per_normalised_scopes(
+    authority: Authority, clock: FakeClock, scope: str
+) -> None:
+    tc, _ = sync_client(authority, clock)
+    bare = scope.removesuffix("/.default")
+    assert tc.get_token(bare) is tc.get_token(scope) is tc.get_token(scope + "/")
+    assert list(tc._cache) == [(scope,)]
+    assert authority.hits["token"] == 1
+
+
 def test_the_token_post_never_follows_a_redirect_even_if_the_http_client_does() -> None:
     # A 307/308 keeps the body: following it would send the secret wherever the Location
     # says, in clear if it is http://.
