@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -44,6 +45,8 @@ DEFAULT_SUFFIX = "/.default"
 DEFAULT_EXPIRES_IN = 3600
 # Longer numeric strings are not a lifetime anyone means (and int() stops at 4300 digits).
 _MAX_DIGITS = 18
+# For str patterns \s is exactly what str.isspace() calls whitespace.
+_WHITESPACE = re.compile(r"\s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +138,7 @@ def normalize_scopes(scopes: tuple[str, ...], *, azure: bool) -> tuple[str, ...]
             raise ConfigurationError(
                 f"a scope must be a non-empty string, got {scope!r}", setting="scopes"
             )
-        if any(c.isspace() for c in scope):
+        if _WHITESPACE.search(scope):
             raise ConfigurationError(
                 f"scope {scope!r} contains whitespace; pass each scope as its own argument",
                 setting="scopes",
