@@ -55,16 +55,16 @@ def sync_client(
 ) -> tuple[TokenClient, Sleeps]:
     app = authority.client(client)
     options.setdefault("client_secret", app.secret)
+    sleeps = Sleeps()
     tc = TokenClient(
         client_id=app.client_id,
         tenant_id=authority.tenant_id,
         authority_host=authority.host,
         http_client=httpx.Client(transport=transport or authority.transport()),
         clock=clock,
+        sleep=sleeps,
         **options,
     )
-    sleeps = Sleeps()
-    tc._sleep = sleeps
     return tc, sleeps
 
 
@@ -78,14 +78,14 @@ def async_client(
 ) -> tuple[AsyncTokenClient, Sleeps]:
     app = authority.client(client)
     options.setdefault("client_secret", app.secret)
+    sleeps = Sleeps()
     tc = AsyncTokenClient(
         client_id=app.client_id,
         tenant_id=authority.tenant_id,
         authority_host=authority.host,
         http_client=httpx.AsyncClient(transport=transport or authority.transport()),
         clock=clock,
+        sleep=sleeps.asleep,
         **options,
     )
-    sleeps = Sleeps()
-    tc._sleep = sleeps.asleep
     return tc, sleeps

@@ -299,9 +299,9 @@ def test_token_endpoint_targets_any_server(
 def test_expired_tokens_are_swept_out_once_many_scopes_are_cached(
     monkeypatch: pytest.MonkeyPatch, clock: FakeClock
 ) -> None:
-    import ccflow.client as client_module
+    import ccflow._client_base as client_base
 
-    monkeypatch.setattr(client_module, "_MAX_ENTRIES", 4)
+    monkeypatch.setattr(client_base, "MAX_ENTRIES", 4)
 
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, json={"access_token": "t", "expires_in": 60})
@@ -317,10 +317,10 @@ def test_expired_tokens_are_swept_out_once_many_scopes_are_cached(
         tc.get_token(f"scope-{n}")
     clock.advance(60)  # all four expired
     tc.get_token("scope-4")
-    assert sorted(tc._store) == [("scope-4",)]
+    assert sorted(tc._cache) == [("scope-4",)]
     for n in range(5, 12):
         tc.get_token(f"scope-{n}")  # valid tokens are kept: the cap only sweeps expired ones
-    assert len(tc._store) == 8
+    assert len(tc._cache) == 8
 
 
 def test_non_azure_endpoint_sends_scopes_unchanged() -> None:
@@ -562,7 +562,7 @@ def test_from_env_passes_options(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CCFLOW_TOKEN_ENDPOINT", raising=False)
     monkeypatch.delenv("AZURE_AUTHORITY_HOST", raising=False)
     tc = TokenClient.from_env(max_retries=0)
-    assert tc._config.retry.max_retries == 0
+    assert tc._config.fetch.retry.max_retries == 0
 
 
 def test_constructor_does_no_network_io() -> None:
@@ -606,7 +606,7 @@ def test_secret_is_never_shown(
 ) -> None:
     assert authority.client("calc-client").secret == SECRET
     tc, _ = sync_client(authority, clock, max_retries=1)
-    texts = [repr(tc), str(tc), repr(tc._credential), str(tc._credential)]
+    texts = [repr(tc), str(tc), repr(tc._config.credential), str(tc._config.credential)]
     with caplog.at_level(logging.DEBUG):
         token = tc.get_token(scope)
         texts += [repr(token), str(token)]
@@ -738,7 +738,7 @@ def test_a_custom_credential_failing_during_a_proactive_refresh_serves_the_cache
 
 class DropsDuringRefresh(httpx.BaseTransport, httpx.AsyncBaseTransport):
     """The authority, except that while a proactive refresh's POST is in flight the API answers
-    401 for the cached token (``_drop``, as BearerAuth does), and the refresh then fails."""
+    401 for the cached token (``invalidate``, as BearerAuth does), and the refresh then fails."""
 
     def __init__(self, authority: Authority) -> None:
         self.authority = authority
@@ -764,7 +764,7 @@ def test_a_token_dropped_while_its_refresh_fails_is_not_put_back(
     tc, _ = sync_client(authority, clock, transport=transport, max_retries=0)
     first = tc.get_token(scope)
     clock.advance(3300)  # inside the refresh window: the next call refreshes proactively
-    transport.on_refresh = lambda: tc._drop((scope,), first)
+    transport.on_refresh = lambda: tc.invalidate(first, scope)
     with pytest.raises(TokenRequestError):
         tc.get_token(scope)
     transport.on_refresh = None
@@ -779,7 +779,7 @@ async def test_a_token_dropped_while_its_async_refresh_fails_is_not_put_back(
     tc, _ = async_client(authority, clock, transport=transport, max_retries=0)
     first = await tc.get_token(scope)
     clock.advance(3300)
-    transport.on_refresh = lambda: tc._drop((scope,), first)
+    transport.on_refresh = lambda: tc.invalidate(first, scope)
     with pytest.raises(TokenRequestError):
         await tc.get_token(scope)
     transport.on_refresh = None
@@ -812,6 +812,80 @@ def test_from_env_names_the_variable_of_a_bad_value(extra: dict[str, str], setti
     with pytest.raises(ConfigurationError, match=setting) as info:
         TokenClient.from_env(environ={**ENV, **extra})
     assert info.value.setting == setting
+
+
+@pytest.mark.parametrize(
+    ("extra", "setting"),
+    [
+        ({"AZURE_TENANT_ID": "contoso/x"}, "AZURE_TENANT_ID"),
+        ({"CCFLOW_TOKEN_ENDPOINT": "https://idp.example:99999/token"}, "CCFLOW_TOKEN_ENDPOINT"),
+        # A tenant in the host: named the argument authority_host, which from_env() never took.
+        ({"AZURE_AUTHORITY_HOST": "https://login.example.com/tid"}, "AZURE_AUTHORITY_HOST"),
+    ],
+)
+def test_from_env_errors_start_with_the_variable(extra: dict[str, str], setting: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        TokenClient.from_env(environ={**ENV, **extra})
+    assert str(info.value).startswith(f"{setting}")
+    assert info.value.setting == setting
+
+
+def test_the_constructor_and_from_env_share_one_config() -> None:
+    tc = TokenClient(client_id="cid", client_secret="sec", tenant_id="tid", authority_host=None)
+    from_env = TokenClient.from_env(environ=ENV)
+    assert from_env._config.token_endpoint == tc._config.token_endpoint
+    assert from_env._config.fetch == tc._config.fetch
+
+
+@pytest.mark.parametrize("face", [TokenClient, AsyncTokenClient])
+def test_sleep_must_be_callable(face: type[TokenClient] | type[AsyncTokenClient]) -> None:
+    with pytest.raises(ConfigurationError, match="sleep must be a callable") as info:
+        face(client_id="c", client_secret="s", tenant_id="t", sleep=2.0)  # type: ignore[arg-type]
+    assert info.value.setting == "sleep"
+
+
+def test_backoff_waits_go_through_sleep() -> None:
+    answers = iter([httpx.Response(503), httpx.Response(200, json={"access_token": "t"})])
+    waits: list[float] = []
+    tc = TokenClient(
+        client_id="c",
+        client_secret="s",
+        token_endpoint="https://idp.example/token",
+        http_client=httpx.Client(transport=httpx.MockTransport(lambda request: next(answers))),
+        sleep=waits.append,
+    )
+    assert tc.get_token("s").token == "t"
+    assert len(waits) == 1
+    assert 0.25 <= waits[0] <= 0.5
+
+
+@pytest.mark.anyio
+async def test_async_backoff_waits_are_awaited_through_sleep() -> None:
+    answers = iter([httpx.Response(503), httpx.Response(200, json={"access_token": "t"})])
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    tc = AsyncTokenClient(
+        client_id="c",
+        client_secret="s",
+        token_endpoint="https://idp.example/token",
+        http_client=httpx.AsyncClient(transport=httpx.MockTransport(lambda request: next(answers))),
+        sleep=sleep,
+    )
+    assert (await tc.get_token("s")).token == "t"
+    assert len(waits) == 1
+
+
+def test_one_cache_entry_per_normalised_scopes(
+    authority: Authority, clock: FakeClock, scope: str
+) -> None:
+    tc, _ = sync_client(authority, clock)
+    bare = scope.removesuffix("/.default")
+    assert tc.get_token(bare) is tc.get_token(scope) is tc.get_token(scope + "/")
+    assert list(tc._cache) == [(scope,)]
+    assert authority.hits["token"] == 1
 
 
 def test_the_token_post_never_follows_a_redirect_even_if_the_http_client_does() -> None:

@@ -4,7 +4,7 @@ HTML, slow answers.
 - With a valid cached token, callers keep getting it while the endpoint fails, and the
   endpoint is asked again at most once per back-off period (30 s, or its Retry-After).
 - With none, every concurrent caller gets the same documented error after the documented
-  number of attempts, with the documented waits (recorded through ``_sleep``, never slept).
+  number of attempts, with the documented waits (recorded through ``sleep=``, never slept).
 - Throughout, at most one POST per cache key is in flight (counted by the transport).
 
 The clock is a fake; POSTs are held with a condition until the other callers have joined.
@@ -289,16 +289,18 @@ def test_a_slow_server_is_a_timeout_error_after_the_retries() -> None:
         from ccflow import TokenClient
 
         sleeps: list[float] = []
-        with TokenClient(
-            client_id=app.client_id,
-            client_secret=app.secret,
-            tenant_id=authority.tenant_id,
-            authority_host=authority.host,
-            max_retries=1,
-            timeout=0.05,
-        ) as tc:
-            tc._sleep = sleeps.append
-            with pytest.raises(AuthorityUnreachableError, match="timed out"):
-                tc.get_token(authority.api("calc-api").default_scope)
+        with (
+            TokenClient(
+                client_id=app.client_id,
+                client_secret=app.secret,
+                tenant_id=authority.tenant_id,
+                authority_host=authority.host,
+                max_retries=1,
+                timeout=0.05,
+                sleep=sleeps.append,
+            ) as tc,
+            pytest.raises(AuthorityUnreachableError, match="timed out"),
+        ):
+            tc.get_token(authority.api("calc-api").default_scope)
         assert len(sleeps) == 1
         assert authority.hits["token"] == 2

@@ -63,7 +63,7 @@ def test_token_client_from_env_uses_the_same_choice(
     names: set[str], kind: type, files: dict[str, str]
 ) -> None:
     env = {"AZURE_CLIENT_ID": "cid", "AZURE_TENANT_ID": "tid", **environ(names, files)}
-    assert type(TokenClient.from_env(environ=env)._credential) is kind
+    assert type(TokenClient.from_env(environ=env)._config.credential) is kind
 
 
 def test_empty_variables_count_as_unset(files: dict[str, str]) -> None:

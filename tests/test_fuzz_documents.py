@@ -392,6 +392,7 @@ def test_token_client_gets_a_token_or_a_documented_error(
         headers = {} if retry_after is None else {"Retry-After": retry_after.encode("latin-1")}
         return httpx.Response(status, content=body, headers=headers)
 
+    sleeps = Sleeps()
     client = TokenClient(
         client_id=CALC.client_id,
         client_secret="s3cret-value",
@@ -400,9 +401,8 @@ def test_token_client_gets_a_token_or_a_documented_error(
         http_client=httpx.Client(transport=httpx.MockTransport(handler)),
         clock=lambda: float(NOW),
         max_retries=1,
+        sleep=sleeps,
     )
-    sleeps = Sleeps()
-    client._sleep = sleeps
     try:
         token = client.get_token(API.default_scope)
     except (TokenRequestError, AuthorityUnreachableError) as exc:

@@ -1,14 +1,19 @@
-"""BearerAuth: the token goes into Authorization; a 401 drops it and retries once, fresh."""
+"""BearerAuth: the token goes into Authorization; a 401 invalidates it and retries once, fresh."""
 
 from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
 
 import httpx
 import pytest
 from tests._caller import FakeClock, async_client, sync_client
 
-from ccflow import ConfigurationError
+from ccflow import AccessToken, ConfigurationError, httpx_auth
 from ccflow._core.cache import FORCED_REFRESH_INTERVAL
 from ccflow.authority import Authority
+from ccflow.httpx_auth import AsyncBearerAuth, AsyncTokenSource, BearerAuth, TokenSource
 
 API = "https://calc.test/add"
 
@@ -104,10 +109,11 @@ def test_a_token_replaced_by_another_caller_is_retried_without_a_new_fetch(
 ) -> None:
     tc, _ = sync_client(authority, clock)
     old = tc.get_token(scope)
-    assert tc._drop((scope,), old) is True  # forced refresh used up for 30 s
+    tc.invalidate(old, scope)  # forced refresh used up for 30 s
     new = tc.get_token(scope)
+    assert new is not old
     # Another request still holding the old token gets a 401: it retries with the new one.
-    assert tc._drop((scope,), old) is True
+    tc.invalidate(old, scope)
     assert tc.get_token(scope) is new
     assert authority.hits["token"] == 2
 
@@ -144,7 +150,7 @@ def test_drop_keeps_a_newer_token(authority: Authority, clock: FakeClock, scope:
     old = tc.get_token(scope)
     clock.advance(3599)
     new = tc.get_token(scope)
-    tc._drop((scope,), old)
+    tc.invalidate(old, scope)
     assert tc.get_token(scope) is new
 
 
@@ -196,3 +202,89 @@ def test_async_client_auth_in_sync_http_is_refused(
         pytest.raises(ConfigurationError, match=r"httpx\.AsyncClient"),
     ):
         http.get(API)
+
+
+def test_each_client_gives_its_own_auth(authority: Authority, clock: FakeClock, scope: str) -> None:
+    sync, _ = sync_client(authority, clock)
+    asynchronous, _ = async_client(authority, clock)
+    assert type(sync.auth(scope)) is BearerAuth
+    assert type(asynchronous.auth(scope)) is AsyncBearerAuth
+
+
+class Source:
+    """A token source that is no ccflow client: a new token after each invalidate."""
+
+    def __init__(self) -> None:
+        self.issued = 0
+        self.invalidated: list[tuple[str, tuple[str, ...]]] = []
+
+    def get_token(self, *scopes: str) -> AccessToken:
+        return AccessToken(f"token-{self.issued}", 2_000_000_000, scopes=scopes)
+
+    def invalidate(self, token: AccessToken, *scopes: str) -> None:
+        self.invalidated.append((token.token, scopes))
+        self.issued += 1
+
+
+class AsyncSource(Source):
+    async def get_token(self, *scopes: str) -> AccessToken:  # type: ignore[override]
+        return Source.get_token(self, *scopes)
+
+
+def test_bearer_auth_works_with_any_token_source() -> None:
+    source = Source()
+    api = Api()
+    api.revoked.add("token-0")
+    auth = BearerAuth(source, ("api://x",))
+    with httpx.Client(transport=httpx.MockTransport(api), auth=auth) as http:
+        assert http.get(API).status_code == 200
+    assert [a for a, _ in api.seen] == ["Bearer token-0", "Bearer token-1"]
+    assert source.invalidated == [("token-0", ("api://x",))]
+
+
+def test_a_source_keeping_the_refused_token_means_no_retry() -> None:
+    source = Source()
+    source.invalidate = lambda token, *scopes: None  # type: ignore[method-assign]
+    api = Api()
+    api.always_401 = True
+    with httpx.Client(transport=httpx.MockTransport(api), auth=BearerAuth(source, ("s",))) as http:
+        assert http.get(API).status_code == 401
+    assert len(api.seen) == 1
+
+
+@pytest.mark.anyio
+async def test_async_bearer_auth_works_with_any_async_token_source() -> None:
+    source = AsyncSource()
+    api = Api()
+    api.revoked.add("token-0")
+    auth = AsyncBearerAuth(source, ("api://x",))
+    async with httpx.AsyncClient(transport=httpx.MockTransport(api), auth=auth) as http:
+        assert (await http.post(API, content=b"body")).status_code == 200
+    assert api.seen == [("Bearer token-0", b"body"), ("Bearer token-1", b"body")]
+
+
+def test_httpx_auth_imports_nothing_from_the_clients() -> None:
+    tree = ast.parse(inspect.getsource(httpx_auth))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not {name for name in imported if name.startswith("ccflow.client")}
+    assert "ccflow" not in imported
+
+
+def test_clients_are_token_sources(authority: Authority, clock: FakeClock, scope: str) -> None:
+    sync, _ = sync_client(authority, clock)
+    asynchronous, _ = async_client(authority, clock)
+    source: TokenSource = sync
+    async_source: AsyncTokenSource = asynchronous
+    assert callable(source.invalidate)
+    assert callable(async_source.invalidate)
+
+
+def test_invalidate_takes_an_equal_token(
+    authority: Authority, clock: FakeClock, scope: str
+) -> None:
+    tc, _ = sync_client(authority, clock)
+    old = tc.get_token(scope)
+    tc.invalidate(dataclasses.replace(old), scope.removesuffix("/.default"))
+    assert tc.get_token(scope).token != old.token
+    assert authority.hits["token"] == 2

@@ -148,15 +148,15 @@ def test_an_untrusted_certificate_is_not_retried(
     # and backoff waits) although asking again cannot change it.
     authority = tls_server.authority
     client = authority.client("calc-client")
+    waits: list[float] = []
     tokens = TokenClient(
         tenant_id=authority.tenant_id,
         authority_host=tls_server.url,
         client_id=client.client_id,
         client_secret=client.secret,
         max_retries=3,
+        sleep=waits.append,
     )
-    waits: list[float] = []
-    tokens._sleep = waits.append
     with pytest.raises(AuthorityUnreachableError) as caught:
         tokens.get_token(authority.api("calc-api").default_scope)
     tokens.close()

@@ -329,7 +329,7 @@ def test_from_env_ignores_whitespace_around_the_client_id_and_secret_as_ccflow_t
     )
     with client:
         assert client.client_id == "cid"
-        fields = client._credential.request_fields(
+        fields = client._config.credential.request_fields(
             client_id="cid", token_endpoint="https://x/t", auth_method="client_secret_post", now=0
         )
     assert dict(fields.form)["client_secret"] == "s3cret"

@@ -95,7 +95,7 @@ async def test_jwks_outage_then_clock_stepped_back_recovers(authority: Authority
         await cache.aclose()
 
 
-# -- a token a 401 dropped must not come back through the lock-free fast path -----------------
+# -- a token a 401 invalidated must not come back ---------------------------------------------
 
 
 @pytest.mark.anyio
@@ -109,7 +109,7 @@ async def test_a_waiter_does_not_put_back_a_token_dropped_while_it_was_waking(
             # Its API answers 401 at once (an in-process app): the token is dropped before
             # the other caller of the same fetch has resumed.
             token = await tc.get_token(scope)
-            assert tc._drop((scope,), token)
+            tc.invalidate(token, scope)
             return token.token
 
         async def second() -> str:
@@ -126,29 +126,24 @@ def test_the_leader_does_not_put_back_a_token_dropped_right_after_it_was_stored(
     authority: Authority, clock: FakeClock, scope: str
 ) -> None:
     tc, _ = sync_client(authority, clock)
-    remember = tc._remember
+    log = tc._log
     dropped: list[str] = []
-    other: list[threading.Thread] = []
 
-    def racing_remember(raw: tuple[str, ...], entry: Any) -> None:
-        if not other:
+    def racing_log(key: tuple[str, ...], outcome: Any, started: float) -> None:
+        if not dropped:
             # Another thread got the just-stored token from the cache, its API answered 401,
-            # and it drops the token: all between the leader storing it and remembering it.
-            def drop() -> None:
-                dropped.append(entry.token.token)
-                tc._drop((scope,), entry.token)
+            # and it invalidates the token: all before the leader has returned it.
+            token = outcome.entry.token
+            dropped.append(token.token)
+            other = threading.Thread(target=tc.invalidate, args=(token, scope))
+            other.start()
+            other.join(TIMEOUT)
+            assert not other.is_alive()
+        log(key, outcome, started)
 
-            thread = threading.Thread(target=drop)
-            other.append(thread)
-            thread.start()
-            thread.join(0.3)  # blocked if the leader holds the lock: then it drops after
-        remember(raw, entry)
-
-    tc._remember = racing_remember  # type: ignore[method-assign]
+    tc._log = racing_log  # type: ignore[method-assign]
     with tc:
         first = tc.get_token(scope)
-        other[0].join(TIMEOUT)
-        assert not other[0].is_alive()
         assert dropped == [first.token]
         assert tc.get_token(scope).token != first.token
         assert authority.hits["token"] == 2

@@ -182,8 +182,8 @@ def test_caller_error_paths_leak_nothing(captured: pytest.LogCaptureFixture) -> 
             authority_host=authority.host,
             http_client=httpx.Client(transport=authority.transport()),
             max_retries=1,
+            sleep=lambda seconds: None,
         )
-        client._sleep = lambda seconds: None
         with pytest.raises((TokenRequestError, AuthorityUnreachableError)) as info:
             client.get_token(scope)
         err = info.value

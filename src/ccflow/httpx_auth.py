@@ -1,4 +1,5 @@
-"""``BearerAuth``: an ``httpx.Auth`` that attaches a cached token and retries once on 401.
+"""``BearerAuth`` and ``AsyncBearerAuth``: httpx auth that attaches a token and retries once
+on 401.
 
 Get one from a client rather than building it::
 
@@ -6,131 +7,127 @@ Get one from a client rather than building it::
     with httpx.Client(auth=client.auth("api://calc-api")) as http:
         http.get("https://calc.example/add?a=1&b=2")
 
-The logic is one generator (:meth:`BearerAuth._flow`) that yields either "I need a token",
-"drop this token" or a request to send; ``sync_auth_flow`` and ``async_auth_flow`` differ only
-in how they obtain the token.
+Both work with any *token source*: an object with ``get_token(*scopes)`` and
+``invalidate(token, *scopes)`` (:class:`TokenSource`; :class:`AsyncTokenSource` when
+``get_token`` is awaited). :class:`ccflow.TokenClient` and :class:`ccflow.AsyncTokenClient` are
+the token sources ccflow ships; this module imports neither.
+
+On a 401 the refused token is invalidated and the request is sent once more, but only when
+the source then has a *different* token: a source that keeps the token (it was force-refreshed
+moments ago) means the 401 is the API's answer, and it is returned as it is.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Generator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import httpx
 
 from ccflow._core.tokens import AccessToken
 from ccflow.errors import ConfigurationError
 
-if TYPE_CHECKING:
-    from ccflow.client import AsyncTokenClient, TokenClient
-
-__all__ = ["BearerAuth"]
+__all__ = ["AsyncBearerAuth", "AsyncTokenSource", "BearerAuth", "TokenSource"]
 
 
-@dataclass(frozen=True, slots=True)
-class _NeedToken:
-    pass
+class TokenSource(Protocol):
+    """What :class:`BearerAuth` needs: tokens for scopes, and a way to refuse one."""
+
+    def get_token(self, *scopes: str) -> AccessToken:
+        """A valid token for ``scopes``."""
+        ...
+
+    def invalidate(self, token: AccessToken, *scopes: str) -> None:
+        """Forget ``token`` for ``scopes``: an API refused it."""
+        ...
 
 
-@dataclass(frozen=True, slots=True)
-class _Drop:
-    token: AccessToken
+class AsyncTokenSource(Protocol):
+    """:class:`TokenSource` whose ``get_token`` is awaited (``invalidate`` does no IO)."""
 
+    async def get_token(self, *scopes: str) -> AccessToken:
+        """A valid token for ``scopes``."""
+        ...
 
-_NEED_TOKEN = _NeedToken()
-_Step = _NeedToken | _Drop | httpx.Request
-_Reply = AccessToken | httpx.Response | bool | None
+    def invalidate(self, token: AccessToken, *scopes: str) -> None:
+        """Forget ``token`` for ``scopes``: an API refused it."""
+        ...
 
 
 class BearerAuth(httpx.Auth):
-    """Sends ``Authorization: Bearer <token>`` for ``scopes``; on a 401 the cached token is
-    dropped and the request is sent once more with a freshly fetched token. A token is
-    force-refreshed at most once every 30 s per scopes: a 401 within that time for the token
-    just fetched is returned as it is, so an API that refuses every token (wrong audience,
-    missing role) cannot turn each request into a token endpoint POST.
+    """Sends ``Authorization: Bearer <token>`` for ``scopes``; on a 401 the token is
+    invalidated and the request is sent once more with the source's next token.
 
-    Made by :meth:`ccflow.TokenClient.auth` (for ``httpx.Client``) and
-    :meth:`ccflow.AsyncTokenClient.auth` (for ``httpx.AsyncClient``).
+    :class:`ccflow.TokenClient` force-refreshes a token at most once every 30 s per scopes: a
+    401 within that time for the token just fetched is returned as it is, so an API that
+    refuses every token (wrong audience, missing role) cannot turn each request into a token
+    endpoint POST. Works in ``httpx.Client`` and (blocking the event loop while it fetches) in
+    ``httpx.AsyncClient``. Made by :meth:`ccflow.TokenClient.auth`.
     """
 
     # The request may be sent twice, so its body must be replayable.
     requires_request_body = True
 
-    def __init__(self, client: TokenClient | AsyncTokenClient, scopes: tuple[str, ...]) -> None:
-        self._client = client
+    def __init__(self, source: TokenSource, scopes: tuple[str, ...]) -> None:
+        self._source = source
         self._scopes = scopes
 
     def __repr__(self) -> str:
-        return f"BearerAuth({self._client!r}, scopes={self._scopes!r})"
+        return f"BearerAuth({self._source!r}, scopes={self._scopes!r})"
 
-    @staticmethod
-    def _flow(request: httpx.Request) -> Generator[_Step, _Reply, None]:
-        token = yield _NEED_TOKEN
-        assert isinstance(token, AccessToken)
-        request.headers["Authorization"] = f"Bearer {token.token}"
-        response = yield request
-        assert isinstance(response, httpx.Response)
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        """Send ``request`` with a token; after a 401, once more with a different one."""
+        token = self._source.get_token(*self._scopes)
+        response = yield _authorized(request, token)
         if response.status_code != 401:
             return
-        retry = yield _Drop(token)
-        if not retry:
-            return  # the token was force-refreshed moments ago: this 401 is the API's answer
-        fresh = yield _NEED_TOKEN
-        assert isinstance(fresh, AccessToken)
-        request.headers["Authorization"] = f"Bearer {fresh.token}"
-        yield request
+        self._source.invalidate(token, *self._scopes)
+        fresh = self._source.get_token(*self._scopes)
+        if fresh.token != token.token:
+            yield _authorized(request, fresh)
+
+
+class AsyncBearerAuth(httpx.Auth):
+    """:class:`BearerAuth` for an :class:`AsyncTokenSource`, in ``httpx.AsyncClient`` only.
+
+    Made by :meth:`ccflow.AsyncTokenClient.auth`.
+    """
+
+    requires_request_body = True
+
+    def __init__(self, source: AsyncTokenSource, scopes: tuple[str, ...]) -> None:
+        self._source = source
+        self._scopes = scopes
+
+    def __repr__(self) -> str:
+        return f"AsyncBearerAuth({self._source!r}, scopes={self._scopes!r})"
 
     def sync_auth_flow(
         self, request: httpx.Request
     ) -> Generator[httpx.Request, httpx.Response, None]:
-        """Drive :meth:`_flow` with a :class:`ccflow.TokenClient`."""
-        from ccflow.client import TokenClient
-
-        client = self._client
-        if not isinstance(client, TokenClient):
-            raise ConfigurationError(
-                "an AsyncTokenClient's auth() works with httpx.AsyncClient; "
-                "use TokenClient.auth() with httpx.Client",
-                setting="auth",
-            )
-        request.read()
-        flow = self._flow(request)
-        reply: _Reply = None
-        while True:
-            try:
-                step = flow.send(reply)
-            except StopIteration:
-                return
-            if isinstance(step, _NeedToken):
-                reply = client.get_token(*self._scopes)
-            elif isinstance(step, _Drop):
-                reply = client._drop(self._scopes, step.token)
-            else:
-                reply = yield step
+        """Refuse: an awaited token source cannot serve a blocking client."""
+        raise ConfigurationError(
+            "an AsyncTokenClient's auth() works with httpx.AsyncClient; "
+            "use TokenClient.auth() with httpx.Client",
+            setting="auth",
+        )
 
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        """Drive :meth:`_flow` with an :class:`ccflow.AsyncTokenClient` (a ``TokenClient``
-        works too, but blocks the event loop while it fetches)."""
-        from ccflow.client import AsyncTokenClient
-
-        client = self._client
+        """Send ``request`` with a token; after a 401, once more with a different one."""
         await request.aread()
-        flow = self._flow(request)
-        reply: _Reply = None
-        while True:
-            try:
-                step = flow.send(reply)
-            except StopIteration:
-                return
-            if isinstance(step, _NeedToken):
-                if isinstance(client, AsyncTokenClient):
-                    reply = await client.get_token(*self._scopes)
-                else:
-                    reply = client.get_token(*self._scopes)
-            elif isinstance(step, _Drop):
-                reply = client._drop(self._scopes, step.token)
-            else:
-                reply = yield step
+        token = await self._source.get_token(*self._scopes)
+        response = yield _authorized(request, token)
+        if response.status_code != 401:
+            return
+        self._source.invalidate(token, *self._scopes)
+        fresh = await self._source.get_token(*self._scopes)
+        if fresh.token != token.token:
+            yield _authorized(request, fresh)
+
+
+def _authorized(request: httpx.Request, token: AccessToken) -> httpx.Request:
+    """``request`` carrying ``token`` in its Authorization header."""
+    request.headers["Authorization"] = f"Bearer {token.token}"
+    return request

@@ -111,11 +111,6 @@ class RefreshPolicy:
         nothing usable is cached and the error must reach the caller."""
         if entry is None or now >= entry.token.expires_on:
             return None
-        # Retry-After is the least a server wants us to wait (RFC 9110 section 10.2.3), not a
-        # schedule: with a valid token in hand nothing is urgent, so a short one (429 with
-        # "Retry-After: 7") must not make us ask every 7 s, more often than after a failure
-        # that named no wait at all. retry_later is the floor, as azure-identity keeps 30 s
-        # between refresh attempts of a still-valid token; a longer Retry-After wins. The
-        # blocking path (no usable token) still waits only what the server asked.
+        # Retry-After is a floor, not a schedule: see docs/caller.md, "Caching and refresh".
         wait = self.retry_later if retry_after is None else max(retry_after, self.retry_later)
         return CacheEntry(entry.token, float(min(now + wait, entry.token.expires_on)))

@@ -31,6 +31,7 @@ from ccflow._core.tokens import (
     ErrorContext,
     RequestFields,
     TokenRequest,
+    TokenResponse,
     build_token_request,
     parse_token_response,
 )
@@ -170,53 +171,15 @@ def fetch_flow(
         assert isinstance(prepared, Prepared)
         request = build_token_request(config.token_endpoint, scopes, prepared.fields)
         reply = yield Send(request)
-        retry_after: float | None = None
-        error: CCFlowError
-        if isinstance(reply, Failure):
-            now = reply.now
-            what = {
-                "timeout": "timed out",
-                "dropped": "dropped the connection or did not answer in HTTP",
-                "unreadable": "sent an answer that could not be read",
-                "untrusted": "presented a TLS certificate that did not verify",
-            }.get(reply.kind, "could not connect")
-            retryable = reply.kind != "untrusted"
-            advice = (
-                "check the network, proxy and authority host"
-                if retryable
-                else "if the authority uses a private CA, trust it with SSL_CERT_FILE (or an "
-                "http_client's verify=; ccflow token: --ca-file)"
+        assert isinstance(reply, Reply | Failure)
+        now = reply.now
+        read = _read(config, scopes, reply, context, attempt)
+        if isinstance(read, TokenResponse):
+            entry = config.refresh.entry(
+                read.token, now=now, expires_in=read.expires_in, refresh_in=read.refresh_in
             )
-            error = AuthorityUnreachableError(
-                f"the token endpoint {config.token_endpoint} {what} ({reply.detail}) after "
-                f"{attempt + 1} attempt(s); {advice}",
-                url=config.token_endpoint,
-            )
-        else:
-            assert isinstance(reply, Reply)
-            now = reply.now
-            try:
-                response = parse_token_response(
-                    reply.status,
-                    reply.body,
-                    scopes=scopes,
-                    now=now,
-                    context=context,
-                    retry_after=reply.retry_after,
-                )
-            except TokenRequestError as exc:
-                error, retry_after = exc, exc.retry_after
-                retryable = is_retryable_status(exc.status_code)
-            except AuthorityUnreachableError as exc:
-                error, retryable = exc, False
-            else:
-                entry = config.refresh.entry(
-                    response.token,
-                    now=now,
-                    expires_in=response.expires_in,
-                    refresh_in=response.refresh_in,
-                )
-                return FetchOutcome(entry, response.expires_in, attempt + 1)
+            return FetchOutcome(entry, read.expires_in, attempt + 1)
+        error, retryable, retry_after = read
         if retryable and attempt < max_retries:
             now_after = yield Wait(config.retry.delay(attempt, retry_after))
             assert isinstance(now_after, float | int)
@@ -226,3 +189,50 @@ def fetch_flow(
         if fallback is None:
             raise error
         return FetchOutcome(fallback, None, attempt + 1, error)
+
+
+def _unreachable(config: FetchConfig, reply: Failure, attempt: int) -> AuthorityUnreachableError:
+    """The error for a request that got no usable answer, with what to check."""
+    what = {
+        "timeout": "timed out",
+        "dropped": "dropped the connection or did not answer in HTTP",
+        "unreadable": "sent an answer that could not be read",
+        "untrusted": "presented a TLS certificate that did not verify",
+    }.get(reply.kind, "could not connect")
+    advice = (
+        "if the authority uses a private CA, trust it with SSL_CERT_FILE (or an "
+        "http_client's verify=; ccflow token: --ca-file)"
+        if reply.kind == "untrusted"
+        else "check the network, proxy and authority host"
+    )
+    return AuthorityUnreachableError(
+        f"the token endpoint {config.token_endpoint} {what} ({reply.detail}) after "
+        f"{attempt + 1} attempt(s); {advice}",
+        url=config.token_endpoint,
+    )
+
+
+def _read(
+    config: FetchConfig,
+    scopes: tuple[str, ...],
+    reply: Reply | Failure,
+    context: ErrorContext,
+    attempt: int,
+) -> TokenResponse | tuple[CCFlowError, bool, float | None]:
+    """The token in ``reply``, or (error, whether to retry, the server's Retry-After)."""
+    if isinstance(reply, Failure):
+        # Asking again cannot make an untrusted certificate verify.
+        return _unreachable(config, reply, attempt), reply.kind != "untrusted", None
+    try:
+        return parse_token_response(
+            reply.status,
+            reply.body,
+            scopes=scopes,
+            now=reply.now,
+            context=context,
+            retry_after=reply.retry_after,
+        )
+    except TokenRequestError as exc:
+        return exc, is_retryable_status(exc.status_code), exc.retry_after
+    except AuthorityUnreachableError as exc:
+        return exc, False, None

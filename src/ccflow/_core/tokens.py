@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -44,6 +45,8 @@ DEFAULT_SUFFIX = "/.default"
 DEFAULT_EXPIRES_IN = 3600
 # Longer numeric strings are not a lifetime anyone means (and int() stops at 4300 digits).
 _MAX_DIGITS = 18
+# For str patterns \s is exactly what str.isspace() calls whitespace.
+_WHITESPACE = re.compile(r"\s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +138,7 @@ def normalize_scopes(scopes: tuple[str, ...], *, azure: bool) -> tuple[str, ...]
             raise ConfigurationError(
                 f"a scope must be a non-empty string, got {scope!r}", setting="scopes"
             )
-        if any(c.isspace() for c in scope):
+        if _WHITESPACE.search(scope):
             raise ConfigurationError(
                 f"scope {scope!r} contains whitespace; pass each scope as its own argument",
                 setting="scopes",
@@ -163,7 +166,7 @@ def build_token_request(
 
 
 def _int_field(value: Any) -> int | None:
-    # Azure AD v1 endpoints and some proxies send numbers as strings ("3599").
+    """An integer from JSON, also when sent as a string ("3599"); ``None`` when unusable."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -182,6 +185,7 @@ def _int_field(value: Any) -> int | None:
 
 
 def _json_object(body: bytes | None) -> dict[str, Any] | None:
+    """``body`` as a JSON object, or ``None`` for anything else (never raises)."""
     if body is None:
         return None
     try:
@@ -235,6 +239,7 @@ def parse_token_response(
 
 
 def _str_or_none(value: Any) -> str | None:
+    """``value`` if it is a non-empty string, else ``None``."""
     return value if isinstance(value, str) and value else None
 
 
@@ -247,6 +252,7 @@ def _token_error(
     context: ErrorContext,
     retry_after: str | None,
 ) -> TokenRequestError:
+    """The ``TokenRequestError`` for a refusal, with the server's fields and our advice."""
     wait = parse_retry_after(retry_after, now)
     if data is None or not isinstance(data.get("error"), str):
         return TokenRequestError(
@@ -277,6 +283,7 @@ def _token_error(
 
 
 def _is_json(body: bytes) -> bool:
+    """Whether ``body`` parses as JSON of any kind."""
     try:
         json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -285,6 +292,7 @@ def _is_json(body: bytes) -> bool:
 
 
 def _describe_unparsable(status: int, body: bytes | None, context: ErrorContext) -> str:
+    """What went wrong when the answer held no OAuth error: its status and what came instead."""
     stripped = b"" if body is None else body.strip()
     if body is None:
         what = (
@@ -316,6 +324,7 @@ def _describe_unparsable(status: int, body: bytes | None, context: ErrorContext)
 
 
 def _scope_text(context: ErrorContext) -> str:
+    """The requested scopes for a message, with what they were completed from."""
     text = " ".join(context.scopes) or "(none)"
     if context.completed_from:
         text += f" (completed from {' '.join(context.completed_from)})"
@@ -323,6 +332,7 @@ def _scope_text(context: ErrorContext) -> str:
 
 
 def _tenant_of(context: ErrorContext) -> str:
+    """The tenant segment of the token endpoint's path."""
     path = urlsplit(context.token_endpoint).path.strip("/").split("/")
     return path[0] if path and path[0] else "(unknown)"
 
@@ -333,6 +343,20 @@ def describe_token_error(err: TokenRequestError, context: ErrorContext) -> str:
     The server's description is appended (it carries Azure AD's trace details but never the
     secret: Azure AD and RFC 6749 servers do not echo credentials).
     """
+    ids = [f"HTTP {err.status_code}"]
+    if err.trace_id:
+        ids.append(f"trace_id={err.trace_id}")
+    if err.correlation_id:
+        ids.append(f"correlation_id={err.correlation_id}")
+    message = f"{_advice(err, context)} [{', '.join(ids)}]"
+    description = (err.error_description or "").strip()
+    if description:
+        message += f"; server said: {description.splitlines()[0]}"
+    return message
+
+
+def _advice(err: TokenRequestError, context: ErrorContext) -> str:
+    """What to do about a refusal, by AADSTS code, then by OAuth error."""
     code = err.aadsts_code
     cid = context.client_id
     if code == 7000215:
@@ -376,16 +400,4 @@ def describe_token_error(err: TokenRequestError, context: ErrorContext) -> str:
         advice = f"client {cid} may not use the client-credentials grant here (unauthorized_client)"
     else:
         advice = f"the token request for client {cid} was refused ({err.error})"
-    ids = [f"HTTP {err.status_code}"]
-    if err.trace_id:
-        ids.append(f"trace_id={err.trace_id}")
-    if err.correlation_id:
-        ids.append(f"correlation_id={err.correlation_id}")
-    message = f"{advice} [{', '.join(ids)}]"
-    if err.error_description:
-        first_line = (
-            err.error_description.strip().splitlines()[0] if err.error_description.strip() else ""
-        )
-        if first_line:
-            message += f"; server said: {first_line}"
-    return message
+    return advice
