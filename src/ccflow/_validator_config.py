@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 from urllib.parse import urlsplit
 
 import httpx
@@ -85,9 +85,7 @@ class ValidatorConfig:
         require_typ: str | None = None,
     ) -> ValidatorConfig:
         """Check every setting (``environ``: where ``AZURE_AUTHORITY_HOST`` is looked up)."""
-        audiences = _strings(audience, "audience", names)
-        if audiences is None:
-            raise names.error("audience", "is required")
+        audiences = _strings(audience, "audience", names) or _required("audience", names)
         clients = _strings(allowed_clients, "allowed_clients", names)
         tenants = _strings(allowed_tenants, "allowed_tenants", names)
         if not isinstance(accept_v1, bool):
@@ -96,20 +94,22 @@ class ValidatorConfig:
         seconds = _seconds(leeway, "leeway", names)
         _positive(max_token_size, "max_token_size", names, zero=False)
         _positive(cache_size, "cache_size", names, zero=True)
-        policy = RefreshPolicy(
-            ttl=_seconds(jwks_ttl, "jwks_ttl", names),
-            cooldown=_seconds(jwks_cooldown, "jwks_cooldown", names),
-            max_stale=_seconds(jwks_max_stale, "jwks_max_stale", names),
-        )
+        policy = _key_policy(jwks_ttl, jwks_cooldown, jwks_max_stale, names)
         if jwks_uri is not None:
             _valid_url(jwks_uri, names("jwks_uri"))
         typ = _typ(require_typ, names)
-        plan = _key_sources(issuer, tenant_id, authority_host, accept_v1, jwks_uri, names, environ)
-        if tenant_id is not None and _is_multi_tenant(tenant_id) and tenants is None:
+        if issuer is not None and tenant_id is not None:
             raise names.error(
-                "allowed_tenants",
-                f"is required for a multi-tenant API (tenant_id={tenant_id!r}); list the "
-                f"tenant ids to accept, or {ANY_TENANT!r} to accept any tenant",
+                "issuer", f"give either {names('issuer')} or {names('tenant_id')}, not both"
+            )
+        if issuer is not None:
+            plan = _generic_sources(issuer, authority_host, accept_v1, jwks_uri, names)
+        elif tenant_id is not None:
+            plan = _azure_sources(tenant_id, authority_host, accept_v1, jwks_uri, names, environ)
+            _check_multi_tenant(tenant_id, tenants, names)
+        else:
+            raise names.error(
+                "tenant_id", f"is required (or {names('issuer')} for a generic OIDC issuer)"
             )
         rules = ClaimRules(
             issuers=(),
@@ -123,6 +123,22 @@ class ValidatorConfig:
         return cls(audiences, rules, plan, policy, algs, max_token_size, cache_size, typ)
 
 
+def _required(setting: str, names: SettingNames) -> NoReturn:
+    """Refuse a missing setting that has no default."""
+    raise names.error(setting, "is required")
+
+
+def _key_policy(
+    ttl: object, cooldown: object, max_stale: object, names: SettingNames
+) -> RefreshPolicy:
+    """When signing keys are fetched again (see :class:`~ccflow._core.jwks.RefreshPolicy`)."""
+    return RefreshPolicy(
+        ttl=_seconds(ttl, "jwks_ttl", names),
+        cooldown=_seconds(cooldown, "jwks_cooldown", names),
+        max_stale=_seconds(max_stale, "jwks_max_stale", names),
+    )
+
+
 def _positive(value: object, setting: str, names: SettingNames, *, zero: bool) -> None:
     """A whole number above zero (or at least zero)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < (0 if zero else 1):
@@ -130,30 +146,14 @@ def _positive(value: object, setting: str, names: SettingNames, *, zero: bool) -
         raise names.error(setting, f"must be {words}")
 
 
-def _key_sources(
-    issuer: str | None,
-    tenant_id: str | None,
-    authority_host: str | None,
-    accept_v1: bool,
-    jwks_uri: str | None,
-    names: SettingNames,
-    environ: Mapping[str, str] | None,
-) -> KeySourcePlan:
-    """Generic OIDC (``issuer``) or Azure AD (``tenant_id``): exactly one of them."""
-    if issuer is not None and tenant_id is not None:
+def _check_multi_tenant(tenant_id: str, tenants: object, names: SettingNames) -> None:
+    """A multi-tenant API (``organizations``, ``common``, ...) must list the tenants it takes."""
+    if tenant_id.strip().lower() in MULTI_TENANT_NAMES and tenants is None:
         raise names.error(
-            "issuer", f"give either {names('issuer')} or {names('tenant_id')}, not both"
+            "allowed_tenants",
+            f"is required for a multi-tenant API (tenant_id={tenant_id!r}); list the "
+            f"tenant ids to accept, or {ANY_TENANT!r} to accept any tenant",
         )
-    if issuer is not None:
-        return _generic_sources(issuer, authority_host, accept_v1, jwks_uri, names)
-    if tenant_id is not None:
-        return _azure_sources(tenant_id, authority_host, accept_v1, jwks_uri, names, environ)
-    raise names.error("tenant_id", f"is required (or {names('issuer')} for a generic OIDC issuer)")
-
-
-def _is_multi_tenant(tenant_id: str) -> bool:
-    """``organizations``, ``common``, ...: a tenant name that stands for any tenant."""
-    return tenant_id.strip().lower() in MULTI_TENANT_NAMES
 
 
 def _generic_sources(
@@ -219,7 +219,7 @@ def _azure_sources(
     except ConfigurationError:
         raise names.error("tenant_id", "must be a tenant GUID or domain name") from None
     reject_tenant_in_host(host, tenant, setting=names(setting))
-    multi = _is_multi_tenant(tenant)
+    multi = tenant.lower() in MULTI_TENANT_NAMES
     sources = [DiscoverySource(v2, version="2.0", multi_tenant=multi)]
     if accept_v1:
         sources.append(DiscoverySource(v1, version="1.0", multi_tenant=multi))
