@@ -165,9 +165,8 @@ def verify_for(ca_file: str | None) -> ssl.SSLContext | bool:
 
 
 def stdout_closed() -> bool:
-    """True, after saying so, when the command was started with standard output closed
-    (``>&-``: ``sys.stdout`` is ``None``): a command whose output is the point refuses at
-    once (exit 2) rather than do its work (a token request) for nobody."""
+    """True, after saying so, when started with standard output closed (``>&-``): a command
+    whose output is the point refuses (exit 2) rather than work for nobody."""
     if sys.stdout is not None:
         return False
     error("standard output is closed (>&-); nothing could be printed")

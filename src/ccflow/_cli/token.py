@@ -71,7 +71,18 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     _add_client_arguments(parser)
     _add_credential_arguments(parser)
-    _add_output_arguments(parser)
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the token response as JSON: access_token, token_type, expires_in,"
+        " expires_on, scope",
+    )
+    parser.add_argument(
+        "--decode",
+        action="store_true",
+        help="print the token's header and claims (unverified) instead of the token;"
+        " with --json, as JSON",
+    )
     add_ca_file_argument(parser)
     return parser
 
@@ -120,22 +131,6 @@ def _add_credential_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="VALUE",
         help="the client secret (visible to other users in the process list; prefer the"
         " environment or --client-secret-stdin)",
-    )
-
-
-def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
-    """What is printed: the bare token, the response as JSON, or the decoded token."""
-    parser.add_argument(
-        "--json",
-        action="store_true",
-        help="print the token response as JSON: access_token, token_type, expires_in,"
-        " expires_on, scope",
-    )
-    parser.add_argument(
-        "--decode",
-        action="store_true",
-        help="print the token's header and claims (unverified) instead of the token;"
-        " with --json, as JSON",
     )
 
 

@@ -134,10 +134,7 @@ def _flag_names(args: argparse.Namespace) -> dict[str, str]:
 
 
 class _KeyFetchWarnings(logging.Handler):
-    """While entered, collects the ``ccflow`` logger's key refresh warnings for the error line.
-
-    Configured handlers still get them; logging's last resort no longer prints them.
-    """
+    """While entered, collects the key cache's refresh warnings for the error line, not stderr."""
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
