@@ -1,4 +1,5 @@
-"""What the subcommands share: exit codes, error output, reading a value from stdin."""
+"""What the subcommands share: exit codes, registering a command and its common arguments,
+error output, reading a value from stdin."""
 
 from __future__ import annotations
 
@@ -9,9 +10,16 @@ import os
 import ssl
 import sys
 from collections.abc import Callable
-from typing import TextIO
+from typing import Any, TextIO
 
 from ccflow._http import trusted_cas
+from ccflow.errors import (
+    AuthorityUnreachableError,
+    CCFlowError,
+    ConfigurationError,
+    CredentialError,
+    KeysUnavailableError,
+)
 
 __all__ = [
     "EXIT_BROKEN_PIPE",
@@ -20,10 +28,16 @@ __all__ = [
     "EXIT_REFUSED",
     "EXIT_USAGE",
     "EXIT_INTERRUPTED",
+    "PRIVATE_CA_HINT",
+    "add_ca_file_argument",
+    "add_command",
+    "add_token_argument",
     "error",
+    "exit_code_for",
     "guarded",
     "read_stdin_line",
     "stdout_closed",
+    "token_from",
     "verify_for",
     "warn",
 ]
@@ -40,8 +54,58 @@ EXIT_INTERRUPTED = 130
 #: The reader of the output went away (``ccflow decode "$T" | head -1``): 128 + SIGPIPE.
 EXIT_BROKEN_PIPE = 141
 
+#: Appended to a TLS failure's message by ``token`` and ``verify``.
+PRIVATE_CA_HINT = (
+    "; if the authority uses a private CA (such as the local authority's),"
+    " pass --ca-file PEM or set SSL_CERT_FILE"
+)
+
+
+def exit_code_for(exc: CCFlowError) -> int:
+    """The documented exit code for an error: 1 refused, 2 configuration, 3 network."""
+    if isinstance(exc, AuthorityUnreachableError | KeysUnavailableError):
+        return EXIT_NETWORK
+    if isinstance(exc, ConfigurationError | CredentialError):
+        return EXIT_USAGE
+    return EXIT_REFUSED
+
+
+def add_command(
+    subparsers: Any,
+    name: str,
+    run: Callable[[argparse.Namespace], int],
+    *,
+    help: str,
+    description: str,
+    usage: str | None = None,
+) -> argparse.ArgumentParser:
+    """Register subcommand ``name`` on the ``ccflow`` subparsers, run by ``run``."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        name, help=help, description=description, usage=usage
+    )
+    parser.set_defaults(func=run, ccflow_run=run)
+    return parser
+
+
+def add_token_argument(parser: argparse.ArgumentParser) -> None:
+    """The ``TOKEN`` positional of ``decode`` and ``verify``; read it with :func:`token_from`."""
+    parser.add_argument(
+        "token", metavar="TOKEN", help="the token, or - to read one line from standard input"
+    )
+
+
+def add_ca_file_argument(parser: argparse.ArgumentParser) -> None:
+    """The ``--ca-file`` flag of ``token`` and ``verify``; use it with :func:`verify_for`."""
+    parser.add_argument(
+        "--ca-file",
+        metavar="PEM",
+        help="trust this CA bundle (e.g. the local authority's) instead of the system's"
+        " [SSL_CERT_FILE]",
+    )
+
 
 def _to_stderr(text: str, stream: TextIO | None) -> None:
+    """Print ``text`` on ``stream`` (default stderr), or nowhere if stderr is closed."""
     target = stream or sys.stderr
     # With stderr closed (2>&-) sys.stderr is None, and print(file=None) writes to stdout,
     # where the message would pass for the output (`T=$(ccflow token ... 2>&-)`).
@@ -78,6 +142,17 @@ def read_stdin_line(what: str) -> str:
     return line
 
 
+def token_from(argument: str) -> str | None:
+    """The ``TOKEN`` argument, or one line of stdin for ``-``; ``None`` after saying why not."""
+    if argument != "-":
+        return argument
+    try:
+        return read_stdin_line("a token")
+    except ValueError as exc:
+        error(str(exc))
+        return None
+
+
 def verify_for(ca_file: str | None) -> ssl.SSLContext | bool:
     """What an httpx client should ``verify`` with: ``--ca-file`` (else ``SSL_CERT_FILE``,
     else ``SSL_CERT_DIR``) as the trusted CAs, or ``True`` (the default bundle) when none is
@@ -90,9 +165,8 @@ def verify_for(ca_file: str | None) -> ssl.SSLContext | bool:
 
 
 def stdout_closed() -> bool:
-    """True, after saying so, when the command was started with standard output closed
-    (``>&-``: ``sys.stdout`` is ``None``): a command whose output is the point refuses at
-    once (exit 2) rather than do its work (a token request) for nobody."""
+    """True, after saying so, when started with standard output closed (``>&-``): a command
+    whose output is the point refuses (exit 2) rather than work for nobody."""
     if sys.stdout is not None:
         return False
     error("standard output is closed (>&-); nothing could be printed")

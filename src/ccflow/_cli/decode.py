@@ -12,10 +12,12 @@ from ccflow._cli._common import (
     EXIT_OK,
     EXIT_REFUSED,
     EXIT_USAGE,
+    add_command,
+    add_token_argument,
     error,
     guarded,
-    read_stdin_line,
     stdout_closed,
+    token_from,
 )
 from ccflow._core.explain import (
     DecodedToken,
@@ -36,8 +38,10 @@ UNVERIFIED_BANNER = (
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``decode`` on the ``ccflow`` subparsers."""
-    parser: argparse.ArgumentParser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "decode",
+        run,
         help="show a token's header and claims (unverified), with what each claim means",
         description=(
             "Decode a JWT access token WITHOUT verifying it: header and claims, a one-line"
@@ -45,15 +49,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
             " now. Exit codes: 0 decoded, 1 not a decodable JWT, 2 usage error."
         ),
     )
-    parser.add_argument(
-        "token", metavar="TOKEN", help="the token, or - to read one line from standard input"
-    )
+    add_token_argument(parser)
     parser.add_argument(
         "--json",
         action="store_true",
         help='print {"verified": false, "header": ..., "claims": ...} as JSON',
     )
-    parser.set_defaults(func=run, ccflow_run=run)
     return parser
 
 
@@ -68,10 +69,12 @@ def _printable(text: str) -> str:
 
 
 def _value(value: Any) -> str:
+    """A claim's value as shown: strings made printable, anything else as JSON."""
     return _printable(value) if isinstance(value, str) else json.dumps(value)
 
 
 def _section(title: str, fields: list[ExplainedField]) -> list[str]:
+    """The lines of one titled section: aligned names, values, and meanings beneath."""
     lines = [title]
     names = [_printable(f.name) for f in fields]
     width = max((len(name) for name in names), default=0)
@@ -108,13 +111,9 @@ def run(args: argparse.Namespace) -> int:
     """Decode ``args.token`` (``-`` reads stdin) and print it; never verifies anything."""
     if stdout_closed():
         return EXIT_USAGE
-    text: str = args.token
-    if text == "-":
-        try:
-            text = read_stdin_line("a token")
-        except ValueError as exc:
-            error(str(exc))
-            return EXIT_USAGE
+    text = token_from(args.token)
+    if text is None:
+        return EXIT_USAGE
     try:
         decoded = decode_unverified(text)
     except InvalidTokenError as exc:

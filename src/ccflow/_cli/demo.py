@@ -30,6 +30,7 @@ from ccflow._cli._common import (
     EXIT_OK,
     EXIT_REFUSED,
     EXIT_USAGE,
+    add_command,
     error,
     guarded,
     stdout_closed,
@@ -47,8 +48,10 @@ _STOP_TIMEOUT = 5.0
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``demo`` on the ``ccflow`` subparsers."""
-    parser: argparse.ArgumentParser = subparsers.add_parser(
+    return add_command(
+        subparsers,
         "demo",
+        run,
         help="run the whole client-credentials flow on this machine and show each step",
         description=(
             "Start the local authority and the calc API on free 127.0.0.1 ports, then walk the"
@@ -57,8 +60,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
             " only if every step behaved as expected; nothing is left running."
         ),
     )
-    parser.set_defaults(func=run, ccflow_run=run)
-    return parser
 
 
 @dataclass
@@ -69,13 +70,16 @@ class _Story:
     number: int = 0
 
     def step(self, title: str) -> None:
+        """Start the next numbered step."""
         self.number += 1
         print(f"\n{self.number}. {title}", flush=True)
 
     def line(self, text: str = "") -> None:
+        """One indented line of the current step."""
         print(f"   {text}" if text else "", flush=True)
 
     def check(self, ok: bool, expected: str) -> None:
+        """Say whether the step behaved as ``expected``, and remember it if not."""
         if ok:
             self.line(f"ok: {expected}")
         else:
@@ -84,6 +88,7 @@ class _Story:
 
 
 def _status(code: int) -> str:
+    """``200 OK``: the code and its phrase, when it has one."""
     try:
         return f"{code} {HTTPStatus(code).phrase}"
     except ValueError:
@@ -91,6 +96,7 @@ def _status(code: int) -> str:
 
 
 def _bound_socket() -> socket.socket:
+    """A listening socket on a free 127.0.0.1 port, for uvicorn to serve on."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -147,10 +153,12 @@ def _tampered(token: str, **changes: Any) -> str:
 
 
 def _short(value: str, keep: int = 24) -> str:
+    """A long value shortened to its start and end."""
     return value if len(value) <= keep * 2 else f"{value[:keep]}...{value[-8:]}"
 
 
 def _show_response(story: _Story, response: httpx.Response) -> None:
+    """The status, any ``WWW-Authenticate`` challenge, and the start of the body."""
     story.line(f"-> {_status(response.status_code)}")
     challenge = response.headers.get("www-authenticate")
     if challenge:
@@ -160,14 +168,42 @@ def _show_response(story: _Story, response: httpx.Response) -> None:
         story.line(f"   {body[:200]}")
 
 
-def _walk(story: _Story, authority: Any, api_url: str) -> None:
+def _token_for(authority: Any, client: Any, scope: str) -> tuple[str, int]:
+    """A token for ``client``, and the status the authority answered its request with."""
     from ccflow import TokenClient  # type: ignore[attr-defined,unused-ignore]
 
+    statuses: list[int] = []
+
+    def record(response: httpx.Response) -> None:
+        statuses.append(response.status_code)
+
+    with (
+        httpx.Client(event_hooks={"response": [record]}) as http,
+        TokenClient(
+            client_id=client.client_id,
+            client_secret=client.secret,
+            tenant_id=authority.tenant_id,
+            authority_host=authority.host,
+            http_client=http,
+        ) as tokens,
+    ):
+        token = tokens.get_token(scope).token
+    return token, statuses[-1] if statuses else 0
+
+
+def _call(story: _Story, http: httpx.Client, token: str, whose: str) -> httpx.Response:
+    """Call the calc API's ``add/1/1`` with ``token`` and show the request and answer."""
+    story.line(f"GET /calc/v1/add/1/1   Authorization: Bearer <{whose}>")
+    response = http.get("/calc/v1/add/1/1", headers={"Authorization": f"Bearer {token}"})
+    _show_response(story, response)
+    return response
+
+
+def _step_registrations(story: _Story, authority: Any) -> None:
+    """Step 1: the API and client registrations, and who is granted invokeRole."""
     api = authority.api("calc-api")
     calc_client = authority.client("calc-client")
     reader = authority.client("reader-client")
-    scope = api.default_scope
-
     story.step("The app registrations (what the Azure portal holds)")
     story.line(f"tenant         {authority.tenant_id}")
     story.line(f"API app        calc-api       client id {api.client_id}")
@@ -183,43 +219,24 @@ def _walk(story: _Story, authority: Any, api_url: str) -> None:
         "calc-api defines invokeRole, granted to calc-client only",
     )
 
+
+def _step_token_request(story: _Story, authority: Any) -> tuple[str, str, int]:
+    """Step 2: both clients get a token; the calc client's request is shown."""
+    calc_client = authority.client("calc-client")
+    scope = authority.api("calc-api").default_scope
     story.step("calc-client asks the authority for a token (client credentials)")
     story.line(f"POST {authority.token_endpoint}")
     story.line(f"     grant_type=client_credentials client_id={calc_client.client_id}")
     story.line(f"     client_secret=(hidden) scope={scope}")
-    statuses: list[int] = []
-
-    def record(response: httpx.Response) -> None:
-        statuses.append(response.status_code)
-
-    now = time.time()
-    with (
-        httpx.Client(event_hooks={"response": [record]}) as http,
-        TokenClient(
-            client_id=calc_client.client_id,
-            client_secret=calc_client.secret,
-            tenant_id=authority.tenant_id,
-            authority_host=authority.host,
-            http_client=http,
-        ) as tokens,
-    ):
-        token = tokens.get_token(scope).token
-    calc_status = statuses[-1] if statuses else 0
-    with (
-        httpx.Client(event_hooks={"response": [record]}) as http,
-        TokenClient(
-            client_id=reader.client_id,
-            client_secret=reader.secret,
-            tenant_id=authority.tenant_id,
-            authority_host=authority.host,
-            http_client=http,
-        ) as tokens,
-    ):
-        reader_token = tokens.get_token(scope).token
-    reader_status = statuses[-1] if statuses else 0
+    token, calc_status = _token_for(authority, calc_client, scope)
+    reader_token, reader_status = _token_for(authority, authority.client("reader-client"), scope)
     story.line(f"-> {_status(calc_status)}, access_token {_short(token)}")
     story.check(calc_status == 200, "200 OK with an access token")
+    return token, reader_token, reader_status
 
+
+def _step_decoded(story: _Story, authority: Any, token: str, now: float) -> None:
+    """Step 3: the calc client's token, decoded."""
     story.step("The token, decoded (ccflow decode; the API verifies it in the next steps)")
     claims = decode_unverified(token).claims
     for name in ("aud", "iss", "azp", "roles", "tid", "ver"):
@@ -227,35 +244,50 @@ def _walk(story: _Story, authority: Any, api_url: str) -> None:
             story.line(f"{name:<6} {json.dumps(claims[name])}")
     story.line(f"exp    {explain_time(claims.get('exp'), now=now, claim='exp')}")
     story.check(
-        claims.get("azp") == calc_client.client_id and "invokeRole" in claims.get("roles", []),
+        claims.get("azp") == authority.client("calc-client").client_id
+        and "invokeRole" in claims.get("roles", []),
         "azp is calc-client and roles holds invokeRole",
     )
 
+
+def _step_allowed(story: _Story, http: httpx.Client, token: str) -> None:
+    """Step 4: the calc client's call is answered 200 with the sum."""
+    story.step("calc-client calls the API with its token")
+    response = _call(story, http, token, "calc-client's token")
+    ok = response.status_code == 200 and response.json().get("result") == 2
+    story.check(ok, '200 OK with {"result": 2}')
+
+
+def _step_no_role(story: _Story, http: httpx.Client, token: str, token_status: int) -> None:
+    """Step 5: the reader client, granted no role, is answered 403."""
+    story.step("reader-client (registered, but granted no role) calls the API")
+    roles = decode_unverified(token).claims.get("roles")
+    story.line(
+        f"its token request was answered {_status(token_status)} too;"
+        f" its token's roles claim: {json.dumps(roles) if roles else 'absent'}"
+    )
+    response = _call(story, http, token, "reader-client's token")
+    story.check(response.status_code == 403, "403 Forbidden (insufficient_scope)")
+
+
+def _step_forged(story: _Story, http: httpx.Client, token: str) -> None:
+    """Step 6: the reader's token with invokeRole forged in is answered 401."""
+    story.step("reader-client forges invokeRole into its token, keeping the signature")
+    forged = _tampered(token, roles=["invokeRole"])
+    response = _call(story, http, forged, "tampered token")
+    story.check(response.status_code == 401, "401 Unauthorized (invalid_token: signature)")
+
+
+def _walk(story: _Story, authority: Any, api_url: str) -> None:
+    """The story's steps, in order, against the running authority and calc API."""
+    _step_registrations(story, authority)
+    now = time.time()
+    token, reader_token, reader_status = _step_token_request(story, authority)
+    _step_decoded(story, authority, token, now)
     with httpx.Client(base_url=api_url) as http:
-        story.step("calc-client calls the API with its token")
-        story.line("GET /calc/v1/add/1/1   Authorization: Bearer <calc-client's token>")
-        response = http.get("/calc/v1/add/1/1", headers={"Authorization": f"Bearer {token}"})
-        _show_response(story, response)
-        ok = response.status_code == 200 and response.json().get("result") == 2
-        story.check(ok, '200 OK with {"result": 2}')
-
-        story.step("reader-client (registered, but granted no role) calls the API")
-        reader_roles = decode_unverified(reader_token).claims.get("roles")
-        story.line(
-            f"its token request was answered {_status(reader_status)} too;"
-            f" its token's roles claim: {json.dumps(reader_roles) if reader_roles else 'absent'}"
-        )
-        story.line("GET /calc/v1/add/1/1   Authorization: Bearer <reader-client's token>")
-        response = http.get("/calc/v1/add/1/1", headers={"Authorization": f"Bearer {reader_token}"})
-        _show_response(story, response)
-        story.check(response.status_code == 403, "403 Forbidden (insufficient_scope)")
-
-        story.step("reader-client forges invokeRole into its token, keeping the signature")
-        story.line("GET /calc/v1/add/1/1   Authorization: Bearer <tampered token>")
-        forged = _tampered(reader_token, roles=["invokeRole"])
-        response = http.get("/calc/v1/add/1/1", headers={"Authorization": f"Bearer {forged}"})
-        _show_response(story, response)
-        story.check(response.status_code == 401, "401 Unauthorized (invalid_token: signature)")
+        _step_allowed(story, http, token)
+        _step_no_role(story, http, reader_token, reader_status)
+        _step_forged(story, http, reader_token)
 
 
 @contextlib.contextmanager
@@ -263,18 +295,43 @@ def _environment(values: dict[str, str | None]) -> Iterator[None]:
     """Set (or, for ``None``, unset) environment variables, then restore what was there."""
     saved = {name: os.environ.get(name) for name in values}
     try:
-        for name, value in values.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        _set_environment(values)
         yield
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        _set_environment(saved)
+
+
+def _set_environment(values: dict[str, str | None]) -> None:
+    """Set each variable to its value, or unset it for ``None``."""
+    for name, value in values.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+def _loopback_environment() -> dict[str, str | None]:
+    """Plain HTTP to 127.0.0.1 for the whole demo: no proxy, no CA bundle."""
+    # httpx would send loopback requests through HTTP_PROXY too, and an SSL_CERT_FILE left
+    # by a stopped local authority names a removed CA: both would break the demo.
+    no_proxy = ",".join(
+        v for v in (os.environ.get("no_proxy") or os.environ.get("NO_PROXY"), "127.0.0.1") if v
+    )
+    return {"NO_PROXY": no_proxy, "no_proxy": no_proxy, "SSL_CERT_FILE": None, "SSL_CERT_DIR": None}
+
+
+def _api_environment(authority: Any) -> dict[str, str | None]:
+    """The calc API's configuration, as production sets it; a real API's settings masked."""
+    api = authority.api("calc-api")
+    return {
+        "CCFLOW_TENANT_ID": authority.tenant_id,
+        "AZURE_AUTHORITY_HOST": authority.host,
+        "CCFLOW_AUDIENCE": f"{api.client_id},{api.identifier_uri}",
+        "CCFLOW_ISSUER": None,
+        "CCFLOW_ALLOWED_CLIENTS": None,
+        "CCFLOW_ALLOWED_TENANTS": None,
+        "CCFLOW_ACCEPT_V1": None,
+    }
 
 
 def _calc_api(root: Path) -> Any:
@@ -284,66 +341,53 @@ def _calc_api(root: Path) -> Any:
     return importlib.import_module("examples.calc_api.app").create_app()
 
 
+def _demo_root() -> Path | None:
+    """The checkout the demo runs from, if uvicorn is there too; ``None`` after saying why not."""
+    try:
+        import uvicorn  # noqa: F401
+    except ImportError:
+        error("ccflow demo needs uvicorn: pip install 'ccflow[server]'")
+        return None
+    root = _repo_root()
+    if root is None:
+        error("ccflow demo needs examples/calc_api from the ccflow repository; run it there")
+    return root
+
+
+def _serve_and_walk(
+    story: _Story, root: Path, authority_sock: socket.socket, api_sock: socket.socket
+) -> None:
+    """Serve the local authority and the calc API on the sockets and walk the story."""
+    from ccflow.authority import Authority  # type: ignore[attr-defined,unused-ignore]
+
+    authority = Authority(host=f"http://127.0.0.1:{authority_sock.getsockname()[1]}")
+    api_url = f"http://127.0.0.1:{api_sock.getsockname()[1]}"
+    loopback = _loopback_environment()
+    app = _calc_api(root)  # it reads its configuration from the environment when it starts
+    with (
+        _environment({**_api_environment(authority), **loopback}),
+        _serve(authority.asgi, authority_sock, "local authority"),
+        _serve(app, api_sock, "calc API"),
+    ):
+        print(f"   local authority  {authority.host}  (issuer {authority.issuer})")
+        print(f'   calc API         {api_url}  (RequireRole("invokeRole"))')
+        _walk(story, authority, api_url)
+
+
 @guarded
 def run(args: argparse.Namespace) -> int:
     """Run the demo; 0 only if every step behaved, and nothing is left running either way."""
     if stdout_closed():
         return EXIT_USAGE
-    from ccflow.authority import Authority  # type: ignore[attr-defined,unused-ignore]
-
-    try:
-        import uvicorn  # noqa: F401
-    except ImportError:
-        error("ccflow demo needs uvicorn: pip install 'ccflow[server]'")
-        return EXIT_USAGE
-    root = _repo_root()
+    root = _demo_root()
     if root is None:
-        error("ccflow demo needs examples/calc_api from the ccflow repository; run it there")
         return EXIT_USAGE
     started = time.monotonic()
     story = _Story()
     print("ccflow demo: the OAuth 2.0 client-credentials flow, end to end, on 127.0.0.1")
     authority_sock, api_sock = _bound_socket(), _bound_socket()
-    authority_host = f"http://127.0.0.1:{authority_sock.getsockname()[1]}"
-    api_url = f"http://127.0.0.1:{api_sock.getsockname()[1]}"
-    # Every request of the demo is plain HTTP to 127.0.0.1: never through a proxy the shell
-    # names (HTTP_PROXY, ALL_PROXY), which httpx would otherwise use for loopback too, and
-    # with no use for a CA bundle (SSL_CERT_FILE left pointing at a stopped local authority's
-    # removed CA makes every httpx client fail). The API's key fetches happen in its server
-    # thread, so this holds for the whole demo.
-    no_proxy = ",".join(
-        v for v in (os.environ.get("no_proxy") or os.environ.get("NO_PROXY"), "127.0.0.1") if v
-    )
-    loopback: dict[str, str | None] = {
-        "NO_PROXY": no_proxy,
-        "no_proxy": no_proxy,
-        "SSL_CERT_FILE": None,
-        "SSL_CERT_DIR": None,
-    }
     try:
-        authority = Authority(host=authority_host)
-        api = authority.api("calc-api")
-        # The calc API reads its configuration from the environment when it starts, as it
-        # would in production; the variables are restored once both servers stop.
-        # Variables the user's shell may hold for a real API are masked for the demo.
-        environment: dict[str, str | None] = {
-            "CCFLOW_TENANT_ID": authority.tenant_id,
-            "AZURE_AUTHORITY_HOST": authority.host,
-            "CCFLOW_AUDIENCE": f"{api.client_id},{api.identifier_uri}",
-            "CCFLOW_ISSUER": None,
-            "CCFLOW_ALLOWED_CLIENTS": None,
-            "CCFLOW_ALLOWED_TENANTS": None,
-            "CCFLOW_ACCEPT_V1": None,
-        }
-        app = _calc_api(root)
-        with (
-            _environment({**environment, **loopback}),
-            _serve(authority.asgi, authority_sock, "local authority"),
-            _serve(app, api_sock, "calc API"),
-        ):
-            print(f"   local authority  {authority.host}  (issuer {authority.issuer})")
-            print(f'   calc API         {api_url}  (RequireRole("invokeRole"))')
-            _walk(story, authority, api_url)
+        _serve_and_walk(story, root, authority_sock, api_sock)
     except (CCFlowError, RuntimeError, httpx.HTTPError, OSError) as exc:
         story.failures.append(f"{exc.__class__.__name__}: {exc}")
         error(f"the demo stopped: {exc.__class__.__name__}: {exc}")

@@ -21,11 +21,13 @@ import httpx
 
 from ccflow._cli import decode
 from ccflow._cli._common import (
-    EXIT_NETWORK,
     EXIT_OK,
-    EXIT_REFUSED,
     EXIT_USAGE,
+    PRIVATE_CA_HINT,
+    add_ca_file_argument,
+    add_command,
     error,
+    exit_code_for,
     guarded,
     read_stdin_line,
     stdout_closed,
@@ -38,19 +40,20 @@ from ccflow.errors import (
     AuthorityUnreachableError,
     CCFlowError,
     ConfigurationError,
-    CredentialError,
     TokenRequestError,
 )
 
-__all__ = ["add_parser", "exit_code_for", "message_for", "run"]
+__all__ = ["add_parser", "message_for", "run"]
 
 _SECRET_VARIABLES = ("AZURE_CLIENT_SECRET", "CCFLOW_CLIENT_SECRET")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``token`` on the ``ccflow`` subparsers."""
-    parser: argparse.ArgumentParser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "token",
+        run,
         usage=(
             "%(prog)s --client-id ID (--tenant-id T | --token-endpoint URL) --scope S"
             " [--authority-host URL] [--certificate PEM | --client-secret-stdin |"
@@ -66,6 +69,26 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
             " 2 usage or configuration error, 3 network failure."
         ),
     )
+    _add_client_arguments(parser)
+    _add_credential_arguments(parser)
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the token response as JSON: access_token, token_type, expires_in,"
+        " expires_on, scope",
+    )
+    parser.add_argument(
+        "--decode",
+        action="store_true",
+        help="print the token's header and claims (unverified) instead of the token;"
+        " with --json, as JSON",
+    )
+    add_ca_file_argument(parser)
+    return parser
+
+
+def _add_client_arguments(parser: argparse.ArgumentParser) -> None:
+    """Who asks, where, and for what: client id, tenant or endpoint, scope, authority host."""
     parser.add_argument(
         "--client-id", metavar="ID", help="the client (application) id [AZURE_CLIENT_ID]"
     )
@@ -87,6 +110,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="URL",
         help="Azure AD host, default https://login.microsoftonline.com [AZURE_AUTHORITY_HOST]",
     )
+
+
+def _add_credential_arguments(parser: argparse.ArgumentParser) -> None:
+    """The credential, one of: a certificate, the secret on stdin, the secret as a flag."""
     how = parser.add_mutually_exclusive_group()
     how.add_argument(
         "--certificate",
@@ -105,35 +132,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="the client secret (visible to other users in the process list; prefer the"
         " environment or --client-secret-stdin)",
     )
-    parser.add_argument(
-        "--json",
-        action="store_true",
-        help="print the token response as JSON: access_token, token_type, expires_in,"
-        " expires_on, scope",
-    )
-    parser.add_argument(
-        "--decode",
-        action="store_true",
-        help="print the token's header and claims (unverified) instead of the token;"
-        " with --json, as JSON",
-    )
-    parser.add_argument(
-        "--ca-file",
-        metavar="PEM",
-        help="trust this CA bundle (e.g. the local authority's) instead of the system's"
-        " [SSL_CERT_FILE]",
-    )
-    parser.set_defaults(func=run, ccflow_run=run)
-    return parser
-
-
-def exit_code_for(exc: CCFlowError) -> int:
-    """The documented exit code for an error: 1 refused, 2 configuration, 3 network."""
-    if isinstance(exc, AuthorityUnreachableError):
-        return EXIT_NETWORK
-    if isinstance(exc, ConfigurationError | CredentialError):
-        return EXIT_USAGE
-    return EXIT_REFUSED
 
 
 def message_for(exc: CCFlowError) -> str:
@@ -154,22 +152,19 @@ def message_for(exc: CCFlowError) -> str:
         if "SSL_CERT_FILE" not in message and (
             "certificate" in lowered or "ssl" in lowered or "tls" in lowered
         ):
-            message += (
-                "; if the authority uses a private CA (such as the local authority's),"
-                " pass --ca-file PEM or set SSL_CERT_FILE"
-            )
+            message += PRIVATE_CA_HINT
     return message
 
 
 def _env(name: str) -> str | None:
+    """The stripped value of environment variable ``name``, or ``None`` if unset or blank."""
     value = os.environ.get(name, "").strip()
     return value or None
 
 
 @contextlib.contextmanager
 def _no_log_output() -> Iterator[None]:
-    """Keep the ``ccflow`` logger's records off the terminal (logging's last-resort handler
-    prints them when nobody configured logging); handlers the user configured still get them."""
+    """Keep ``ccflow`` log records off the terminal; configured handlers still get them."""
     handler = logging.NullHandler()
     logger = logging.getLogger("ccflow")
     logger.addHandler(handler)
@@ -219,9 +214,7 @@ def _credential(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _client_kwargs(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, str]]:
-    """TokenClient's keyword arguments, and for each the flag or variable it came from (an
-    error about ``authority_host`` must name ``--authority-host`` or ``AZURE_AUTHORITY_HOST``,
-    whichever the user set)."""
+    """TokenClient's keyword arguments, and the flag or variable each came from (for errors)."""
     client_id = args.client_id or _env("AZURE_CLIENT_ID")
     if not client_id:
         raise ConfigurationError(
@@ -265,10 +258,12 @@ def _client_kwargs(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
 
 
 def _scopes(args: argparse.Namespace) -> list[str]:
+    """Every ``--scope`` value, each split at whitespace."""
     return [scope for value in args.scope for scope in value.split()]
 
 
 def _response_json(token: AccessToken, now: float) -> str:
+    """The ``--json`` output: the token response's fields as the authority would name them."""
     scopes = list(token.scopes)
     return json.dumps(
         {
@@ -306,9 +301,9 @@ def run(args: argparse.Namespace) -> int:
     if args.decode:
         try:
             decoded = decode_unverified(token.token)
-        except CCFlowError:
+        except CCFlowError as exc:
             error("the access token is not a JWT, so it cannot be decoded (it is still valid)")
-            return EXIT_REFUSED
+            return exit_code_for(exc)
         print(decode.as_json(decoded) if args.json else decode.render(decoded, now=now))
     elif args.json:
         print(_response_json(token, now))

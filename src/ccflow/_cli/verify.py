@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import ssl
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -23,10 +21,15 @@ from ccflow._cli._common import (
     EXIT_OK,
     EXIT_REFUSED,
     EXIT_USAGE,
+    PRIVATE_CA_HINT,
+    add_ca_file_argument,
+    add_command,
+    add_token_argument,
     error,
+    exit_code_for,
     guarded,
-    read_stdin_line,
     stdout_closed,
+    token_from,
     verify_for,
 )
 from ccflow._config import SettingNames
@@ -36,8 +39,6 @@ from ccflow._validator_config import ValidatorConfig, is_plain
 from ccflow.errors import (
     AuthorityUnreachableError,
     CCFlowError,
-    ConfigurationError,
-    CredentialError,
     InsufficientScopeError,
     InvalidTokenError,
     KeysUnavailableError,
@@ -49,8 +50,10 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``verify`` on the ``ccflow`` subparsers."""
-    parser: argparse.ArgumentParser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "verify",
+        run,
         help="validate a token as an API would: signature, issuer, audience, times, roles",
         description=(
             "Validate an access token with ccflow's TokenValidator, exactly as an API protected"
@@ -59,9 +62,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
             " document or keys could not be fetched."
         ),
     )
-    parser.add_argument(
-        "token", metavar="TOKEN", help="the token, or - to read one line from standard input"
-    )
+    add_token_argument(parser)
     who = parser.add_mutually_exclusive_group(required=True)
     who.add_argument(
         "--issuer",
@@ -94,17 +95,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         action="append",
         help="a caller (azp / appid) allowed to call; repeat for several",
     )
-    parser.add_argument(
-        "--ca-file",
-        metavar="PEM",
-        help="trust this CA bundle (e.g. the local authority's) instead of the system's"
-        " [SSL_CERT_FILE]",
-    )
-    parser.set_defaults(func=run, ccflow_run=run)
+    add_ca_file_argument(parser)
     return parser
 
 
 def _audiences(args: argparse.Namespace) -> tuple[str, ...]:
+    """The audiences to check: ``--audience``, else ``CCFLOW_AUDIENCE``, else none."""
     if args.audience:
         return tuple(args.audience)
     variable = os.environ.get("CCFLOW_AUDIENCE", "")
@@ -112,6 +108,7 @@ def _audiences(args: argparse.Namespace) -> tuple[str, ...]:
 
 
 def _validator_kwargs(args: argparse.Namespace, audiences: tuple[str, ...]) -> dict[str, Any]:
+    """TokenValidator's keyword arguments, as the flags say."""
     kwargs: dict[str, Any] = {"audience": audiences}
     if args.issuer:
         kwargs["issuer"] = args.issuer
@@ -125,8 +122,7 @@ def _validator_kwargs(args: argparse.Namespace, audiences: tuple[str, ...]) -> d
 
 
 def _flag_names(args: argparse.Namespace) -> dict[str, str]:
-    """The flag behind each validator argument the user gave, for naming it in errors (an
-    audience taken from CCFLOW_AUDIENCE or the token itself keeps the validator's word)."""
+    """The flag behind each validator argument the user gave, to name it in errors."""
     flags = {
         "issuer": ("--issuer", args.issuer),
         "tenant_id": ("--tenant-id", args.tenant_id),
@@ -137,13 +133,34 @@ def _flag_names(args: argparse.Namespace) -> dict[str, str]:
     return {setting: flag for setting, (flag, value) in flags.items() if value}
 
 
+class _KeyFetchWarnings(logging.Handler):
+    """While entered, collects the key cache's refresh warnings for the error line, not stderr."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.causes: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # "signing key refresh failed (%s); ..." carries the cause as its one argument.
+        if record.msg.startswith("signing key refresh failed") and record.args:
+            args = record.args if isinstance(record.args, tuple) else (record.args,)
+            self.causes.append(str(args[0]))
+
+    def __enter__(self) -> _KeyFetchWarnings:
+        logging.getLogger("ccflow").addHandler(self)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        logging.getLogger("ccflow").removeHandler(self)
+
+
 class _FetchRecorder(httpx.AsyncBaseTransport):
-    """The HTTP transport of ``verify``, remembering the last request that failed and why:
-    the validator only says that no keys could be had, the user needs to know the cause."""
+    """``verify``'s HTTP transport, remembering why fetching the keys failed, to say so."""
 
     def __init__(self, verify: ssl.SSLContext | bool) -> None:
         self._inner = httpx.AsyncHTTPTransport(verify=verify)
         self.failure: str | None = None
+        self.warnings = _KeyFetchWarnings()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         try:
@@ -159,49 +176,18 @@ class _FetchRecorder(httpx.AsyncBaseTransport):
         await self._inner.aclose()
 
     def explain(self) -> str:
-        """``"; <what failed>"`` plus a hint for TLS failures, or ``""``."""
+        """``"; <the last failed request>"`` (a TLS one with a hint), else the last warning."""
         if self.failure is None:
-            return ""
+            return "".join(f"; {cause}" for cause in self.warnings.causes[-1:])
         lowered = self.failure.lower()
-        hint = (
-            "; if the authority uses a private CA (such as the local authority's),"
-            " pass --ca-file PEM or set SSL_CERT_FILE"
-            if "certificate" in lowered or "ssl" in lowered
-            else ""
-        )
+        hint = PRIVATE_CA_HINT if "certificate" in lowered or "ssl" in lowered else ""
         return f"; {self.failure}{hint}"
-
-
-class _KeyFetchWarnings(logging.Handler):
-    """Collects the JWKS cache's warnings (meant for a server's log) instead of letting them
-    reach the terminal when nobody configured logging: the error line says what failed, and
-    a failure that is no failed request (a discovery document naming another issuer) is
-    known only from them. Configured handlers still get them."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.causes: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        # "signing key refresh failed (%s); ..." carries the cause as its one argument.
-        if record.msg.startswith("signing key refresh failed") and record.args:
-            args = record.args if isinstance(record.args, tuple) else (record.args,)
-            self.causes.append(str(args[0]))
-
-
-@contextlib.contextmanager
-def _quiet_key_fetch_warnings(collector: _KeyFetchWarnings) -> Iterator[None]:
-    ccflow_logger = logging.getLogger("ccflow")
-    ccflow_logger.addHandler(collector)
-    try:
-        yield
-    finally:
-        ccflow_logger.removeHandler(collector)
 
 
 async def _validate(
     args: argparse.Namespace, token: str, audiences: tuple[str, ...], transport: _FetchRecorder
-) -> Any:
+) -> ValidatedToken:
+    """Validate ``token`` with a TokenValidator built from the flags, and check ``--role``."""
     async with httpx.AsyncClient(transport=transport) as http_client:
         settings = _validator_kwargs(args, audiences)
         # Checked first under the flags the user typed, so that errors name them.
@@ -216,26 +202,85 @@ async def _validate(
             await validator.aclose()
 
 
-def _unverified_audiences(token: str) -> tuple[str, ...]:
-    """The token's own ``aud``: used only when the user gave no audience to check against.
-
-    Raises :class:`InvalidTokenError` (``malformed``) when the text is not a JWT at all, so
-    that the verdict names that, not a missing audience.
-    """
-    aud = decode_unverified(token).claims.get("aud")
-    values = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
-    # Only values a validator can be configured with (no blanks or control characters): a
-    # token's odd aud must not read as a configuration error of the command.
-    return tuple(a for a in values if isinstance(a, str) and is_plain(a))
-
-
 def _aud_list(aud: Any) -> list[str]:
+    """The strings of an ``aud`` claim, which may be one string or a list."""
     if isinstance(aud, str):
         return [aud]
     return [a for a in aud if isinstance(a, str)] if isinstance(aud, list) else []
 
 
+def _unverified_audiences(token: str) -> tuple[str, ...]:
+    """The token's own ``aud``, unverified; ``InvalidTokenError`` if it is no JWT at all."""
+    aud = decode_unverified(token).claims.get("aud")
+    # Only values a validator accepts: a token's odd aud is no configuration error of ours.
+    return tuple(a for a in _aud_list(aud) if is_plain(a))
+
+
+def _verified(
+    args: argparse.Namespace, token: str, checks: list[str], fetches: _FetchRecorder
+) -> ValidatedToken:
+    """Validate ``token``; with no audience given, its own stands in, unchecked."""
+    audiences = _audiences(args)
+    if not audiences:
+        # The validator insists on an audience; with none given, check everything else.
+        audiences = _unverified_audiences(token)
+        checks.remove("audience")
+        if not audiences:
+            raise InvalidTokenError(
+                "the token has no audience (aud) claim", reason="audience", claim="aud"
+            )
+    with fetches.warnings:
+        return asyncio.run(_validate(args, token, audiences, fetches))
+
+
+def _bare_token(argument: str) -> str | None:
+    """The token (``-``: from stdin) without ``Bearer``; ``None`` after saying why not."""
+    token = token_from(argument)
+    if token is None:
+        return None
+    token = token.strip()
+    if token[:7].lower() == "bearer ":
+        token = token[7:].strip()
+    if not token:
+        error("no token given")
+        return None
+    return token
+
+
+def _names_no_tenant(tenant_id: str | None) -> bool:
+    """True, after saying so, for a ``--tenant-id`` such as ``common`` that names no tenant."""
+    if not tenant_id or tenant_id.strip().lower() not in MULTI_TENANT_NAMES:
+        return False
+    # A multi-tenant validator needs the tenants to accept, which verify has no flag for.
+    error(
+        f"--tenant-id {tenant_id} names no tenant: pass the tenant the token comes"
+        " from (its tid claim, which `ccflow decode` shows) as --tenant-id, or --issuer URL"
+    )
+    return True
+
+
+def _checks(args: argparse.Namespace) -> list[str]:
+    """The checks the flags ask for, named as the verdict lists them."""
+    checks = ["signature", "issuer", "audience", "times"]
+    if args.allowed_client:
+        checks.append("caller")
+    if args.role:
+        checks.append("role")
+    return checks
+
+
+def _print_invalid(exc: InvalidTokenError | InsufficientScopeError) -> None:
+    """The verdict on a token that failed: the message and the failed check."""
+    print(f"INVALID: {exc}")
+    if isinstance(exc, InvalidTokenError):
+        detail = f" (claim: {exc.claim})" if exc.claim else ""
+    else:
+        detail = f" (required: {', '.join(exc.required)})" if exc.required else ""
+    print(f"  failed check: {exc.reason}{detail}")
+
+
 def _print_valid(result: ValidatedToken, now: float, checks: list[str]) -> None:
+    """The verdict on a valid token: the checks made, and what the token says."""
     print(f"VALID: {', '.join(checks)} check out")
     roles = ", ".join(result.roles) or "(none)"
     rows = [
@@ -248,6 +293,8 @@ def _print_valid(result: ValidatedToken, now: float, checks: list[str]) -> None:
     ]
     for label, value in rows:
         print(f"  {label:<9} {value}")
+    if "audience" not in checks:
+        print("  note      audience NOT checked: pass --audience (or set CCFLOW_AUDIENCE)")
 
 
 @guarded
@@ -255,66 +302,21 @@ def run(args: argparse.Namespace) -> int:
     """Validate ``args.token`` and print the verdict; 0 valid, 1 invalid."""
     if stdout_closed():
         return EXIT_USAGE
-    token: str = args.token
-    if token == "-":
-        try:
-            token = read_stdin_line("a token")
-        except ValueError as exc:
-            error(str(exc))
-            return EXIT_USAGE
-    token = token.strip()
-    if token[:7].lower() == "bearer ":
-        token = token[7:].strip()
-    if not token:
-        error("no token given")
+    token = _bare_token(args.token)
+    if token is None or _names_no_tenant(args.tenant_id):
         return EXIT_USAGE
-    if args.tenant_id and args.tenant_id.strip().lower() in MULTI_TENANT_NAMES:
-        # A multi-tenant validator needs the tenants to accept, which verify has no flag for.
-        error(
-            f"--tenant-id {args.tenant_id} names no tenant: pass the tenant the token comes"
-            " from (its tid claim, which `ccflow decode` shows) as --tenant-id, or --issuer URL"
-        )
-        return EXIT_USAGE
-    checks = ["signature", "issuer", "audience", "times"]
-    if args.allowed_client:
-        checks.append("caller")
-    if args.role:
-        checks.append("role")
-    key_warnings = _KeyFetchWarnings()
+    checks = _checks(args)
     try:
         fetches = _FetchRecorder(verify_for(args.ca_file))
-        audiences = _audiences(args)
-        if not audiences:
-            # The validator insists on an audience; with none given, check everything else.
-            audiences = _unverified_audiences(token)
-            checks.remove("audience")
-            if not audiences:
-                print("INVALID: the token has no audience (aud) claim")
-                print("  failed check: audience (claim: aud)")
-                return EXIT_REFUSED
-        with _quiet_key_fetch_warnings(key_warnings):
-            result = asyncio.run(_validate(args, token, audiences, fetches))
-    except InvalidTokenError as exc:
-        print(f"INVALID: {exc}")
-        claim = f" (claim: {exc.claim})" if exc.claim else ""
-        print(f"  failed check: {exc.reason}{claim}")
-        return EXIT_REFUSED
-    except InsufficientScopeError as exc:
-        print(f"INVALID: {exc}")
-        required = f" (required: {', '.join(exc.required)})" if exc.required else ""
-        print(f"  failed check: {exc.reason}{required}")
+        result = _verified(args, token, checks, fetches)
+    except (InvalidTokenError, InsufficientScopeError) as exc:
+        _print_invalid(exc)
         return EXIT_REFUSED
     except (KeysUnavailableError, AuthorityUnreachableError) as exc:
-        cause = fetches.explain() or "".join(f"; {c}" for c in key_warnings.causes[-1:])
-        error(f"cannot check the token: {exc}{cause}")
+        error(f"cannot check the token: {exc}{fetches.explain()}")
         return EXIT_NETWORK
-    except (ConfigurationError, CredentialError) as exc:
-        error(str(exc))
-        return EXIT_USAGE
     except CCFlowError as exc:
         error(str(exc))
-        return EXIT_REFUSED
+        return exit_code_for(exc)
     _print_valid(result, time.time(), checks)
-    if "audience" not in checks:
-        print("  note      audience NOT checked: pass --audience (or set CCFLOW_AUDIENCE)")
     return EXIT_OK
