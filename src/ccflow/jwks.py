@@ -303,9 +303,8 @@ class AsyncJWKSCache:
                 try:
                     answer = await _get(self._http(), url)
                 except Exception as exc:
-                    # Whatever the HTTP client raises means no keys: a failed fetch with its
-                    # backoff (a 503), never an exception out of every validation (a 401 that
-                    # makes clients drop good tokens).
+                    # Whatever the HTTP client raises means no keys: a 503 with backoff, never
+                    # a 401 (which makes clients drop good tokens).
                     level, why = _fetch_failure(exc)
                     logger.log(level, "GET %s %s", url, why)
                     answer = None
@@ -315,10 +314,8 @@ class AsyncJWKSCache:
 
     def _flight_lock(self) -> asyncio.Lock:
         """The single-flight lock of the running event loop."""
-        # An asyncio.Lock belongs to the event loop it first waited in. An app driven by several
-        # loops in turn (Starlette's TestClient starts one per request outside a `with` block)
-        # gets a fresh lock in each; use from two loops at once is not supported.
-        # (A lock left held by a loop closed mid-fetch is dropped with it.)
+        # A lock belongs to the loop it first waited in: one per loop in turn (Starlette's
+        # TestClient runs one per request); two loops at once are not supported.
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             self._loop = loop

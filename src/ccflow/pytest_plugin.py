@@ -98,9 +98,8 @@ def ccflow_authority_mock(ccflow_authority: Authority) -> Iterator[Authority]:
         ccflow_authority.mock(router)
 
         def other_hosts(request: httpx.Request) -> httpx.Request | None:
-            # respx asks its routers in turn and stops at the first that matches: while the
-            # test has a router of its own, leave other hosts to it (a non-match), otherwise
-            # let them through to the network.
+            # While the test has a respx router of its own, leave other hosts to it (respx
+            # asks its routers in turn); otherwise let them through to the network.
             mocker = router.Mocker
             others = [r for r in mocker.routers if r is not router] if mocker else []
             return None if others else request
