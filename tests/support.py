@@ -1,22 +1,30 @@
-"""Test helpers for the validation tests: RSA/EC keys, JWKs and hand-made compact JWS.
+"""Builders the tests need at import time (parametrize tables, module-level apps): the one
+start time, RSA/EC keys, JWKs, hand-made compact JWS, and a stand-in validator.
 
-Used only where the local authority cannot make the token (the IO-free core tests, and
-deliberately broken tokens); HTTP-level tests mint with ``ccflow.authority.Authority``.
+Hand-made tokens are used only where the local authority cannot make the token (the IO-free
+core tests, and deliberately broken tokens); HTTP-level tests mint with
+``ccflow.authority.Authority``. Fixtures live in the ``conftest.py`` files, not here.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
-from collections.abc import Callable
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-import httpx
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+from ccflow.errors import InsufficientScopeError, InvalidTokenError
+
+START = 1_767_225_600.0
+"""The one start time of every fake clock: 2026-01-01T00:00:00Z."""
+
+REALM = "api://calc-api"
 
 
 def b64(data: bytes) -> str:
@@ -100,29 +108,44 @@ def make_token(
     return f"{signing_input}.{b64(signature)}"
 
 
-class Clock:
-    """An injected clock: call it for the time, set or advance ``now``; never sleeps."""
+@dataclass(frozen=True)
+class FakeVerdict:
+    """A ValidatedToken look-alike."""
 
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
+    client_id: str | None = "client-1"
+    tenant_id: str | None = "tenant-1"
+    roles: tuple[str, ...] = ("invokeRole",)
+    claims: Mapping[str, Any] = field(default_factory=dict)
 
-    def __call__(self) -> float:
-        return self.now
+    def require_roles(self, roles: Sequence[str], *, match: str = "any") -> None:
+        held = set(self.roles)
+        ok = any(r in held for r in roles) if match == "any" else all(r in held for r in roles)
+        if not ok:
+            raise InsufficientScopeError(
+                f"the token lacks the required role ({', '.join(roles)})",
+                reason="role",
+                required=roles,
+            )
 
-    def advance(self, seconds: float) -> None:
-        """Move time forward."""
-        self.now += seconds
 
+@dataclass
+class FakeValidator:
+    """A stand-in with TokenValidator's interface: maps token strings to a verdict or to the
+    error ``validate`` raises (module-level FastAPI apps need one at import time)."""
 
-class YieldingTransport(httpx.AsyncBaseTransport):
-    """Hands each request to ``handler`` after yielding to the event loop a few times, so
-    concurrent requests really interleave (the authority's own transport never yields)."""
+    answers: dict[str, FakeVerdict | Exception] = field(default_factory=dict)
+    realm: str = REALM
+    closed: bool = False
+    seen: list[str] = field(default_factory=list)
 
-    def __init__(self, handler: Callable[[httpx.Request], httpx.Response]) -> None:
-        self.handler = handler
+    async def validate(self, token: str) -> FakeVerdict:
+        self.seen.append(token)
+        answer = self.answers.get(token)
+        if answer is None:
+            raise InvalidTokenError("signature verification failed", reason="signature")
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        for _ in range(5):
-            await asyncio.sleep(0)
-        await request.aread()
-        return self.handler(request)
+    async def aclose(self) -> None:
+        self.closed = True

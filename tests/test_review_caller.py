@@ -43,12 +43,12 @@ def scope(authority: Authority) -> str:
 
 @pytest.mark.anyio
 async def test_a_fetch_cancelled_before_it_started_does_not_poison_the_scopes(
-    authority: Authority, clock: FakeClock, scope: str
+    async_client: AsyncClientFactory, authority: Authority, clock: FakeClock, scope: str
 ) -> None:
     # A shutdown handler cancelling every task can cancel the fetch task before its first
     # step: its cleanup never ran, and every later get_token() for these scopes awaited the
     # cancelled task again and raised CancelledError, forever.
-    tc, _ = async_client(authority, clock)
+    tc, _ = async_client()
     async with tc:
         waiter = asyncio.ensure_future(tc.get_token(scope))
         await asyncio.sleep(0)  # the waiter registered the fetch task, which has not run yet
@@ -155,7 +155,7 @@ async def _araise_for_status(response: httpx.Response) -> None:
 
 
 def test_a_raise_for_status_hook_on_a_shared_client_does_not_break_retries_or_refresh(
-    authority: Authority, clock: FakeClock, scope: str
+    sync_client: ClientFactory, authority: Authority, clock: FakeClock, scope: str
 ) -> None:
     # The hook's httpx.HTTPStatusError escaped get_token(): a 503 was not retried, a failed
     # proactive refresh raised although a valid token was cached, and the error was not a
@@ -163,7 +163,7 @@ def test_a_raise_for_status_hook_on_a_shared_client_does_not_break_retries_or_re
     http = httpx.Client(
         transport=authority.transport(), event_hooks={"response": [_raise_for_status]}
     )
-    tc, sleeps = sync_client(authority, clock, max_retries=1)
+    tc, sleeps = sync_client(max_retries=1)
     tc._http = http
     with http, tc:
         authority.set_fault("token", Fault(status=503, retry_after="1", times=1))
@@ -207,12 +207,12 @@ def test_an_answer_a_hook_left_unread_is_explained_not_called_empty(scope: str) 
 
 @pytest.mark.anyio
 async def test_a_raise_for_status_hook_on_a_shared_async_client_does_not_break_retries(
-    authority: Authority, clock: FakeClock, scope: str
+    async_client: AsyncClientFactory, authority: Authority, clock: FakeClock, scope: str
 ) -> None:
     http = httpx.AsyncClient(
         transport=authority.transport(), event_hooks={"response": [_araise_for_status]}
     )
-    tc, sleeps = async_client(authority, clock, max_retries=1)
+    tc, sleeps = async_client(max_retries=1)
     tc._http = http
     async with http, tc:
         authority.set_fault("token", Fault(status=429, retry_after="2", times=1))

@@ -45,9 +45,9 @@ def test_a_clock_stepped_back_does_not_block_forced_refreshes() -> None:
 
 
 def test_401_after_the_clock_stepped_back_still_gets_a_fresh_token(
-    authority: Authority, clock: FakeClock, scope: str
+    sync_client: ClientFactory, authority: Authority, clock: FakeClock, scope: str
 ) -> None:
-    tc, _ = sync_client(authority, clock)
+    tc, _ = sync_client()
     revoked: set[str] = set()
 
     def api(request: httpx.Request) -> httpx.Response:
@@ -100,9 +100,9 @@ async def test_jwks_outage_then_clock_stepped_back_recovers(authority: Authority
 
 @pytest.mark.anyio
 async def test_a_waiter_does_not_put_back_a_token_dropped_while_it_was_waking(
-    authority: Authority, clock: FakeClock, scope: str
+    async_client: AsyncClientFactory, authority: Authority, clock: FakeClock, scope: str
 ) -> None:
-    tc, _ = async_client(authority, clock)
+    tc, _ = async_client()
     async with tc:
 
         async def first() -> str:
@@ -123,9 +123,9 @@ async def test_a_waiter_does_not_put_back_a_token_dropped_while_it_was_waking(
 
 
 def test_the_leader_does_not_put_back_a_token_dropped_right_after_it_was_stored(
-    authority: Authority, clock: FakeClock, scope: str
+    sync_client: ClientFactory, authority: Authority, clock: FakeClock, scope: str
 ) -> None:
-    tc, _ = sync_client(authority, clock)
+    tc, _ = sync_client()
     log = tc._log
     dropped: list[str] = []
 

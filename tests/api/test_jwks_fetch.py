@@ -52,7 +52,7 @@ def validator_for(authority: Authority, clock: Clock, **options: Any) -> TokenVa
 
 @pytest.fixture
 def validator(authority: Authority, clock: Clock) -> TokenValidator:
-    return validator_for(authority, clock)
+    return validator_for()
 
 
 def fetches(authority: Authority) -> tuple[int, int]:
@@ -322,10 +322,10 @@ async def until_the_refresh_hangs(transport: GatedTransport) -> None:
 
 
 async def test_a_known_key_is_served_while_a_hanging_refresh_is_in_flight(
-    authority: Authority, clock: Clock
+    validator_for: ValidatorFactory, authority: Authority, clock: Clock
 ) -> None:
     transport = GatedTransport(authority)
-    validator = validator_for(authority, clock, http_client=httpx.AsyncClient(transport=transport))
+    validator = validator_for(http_client=httpx.AsyncClient(transport=transport))
     await validator.validate(authority.mint())
     clock.advance(3600)  # keys past their TTL: the next request refreshes them
     refreshing = asyncio.ensure_future(validator.validate(authority.mint()))
@@ -342,10 +342,10 @@ async def test_a_known_key_is_served_while_a_hanging_refresh_is_in_flight(
 
 
 async def test_an_unknown_kid_still_waits_for_the_fetch_in_flight(
-    authority: Authority, clock: Clock
+    validator_for: ValidatorFactory, authority: Authority, clock: Clock
 ) -> None:
     transport = GatedTransport(authority)
-    validator = validator_for(authority, clock, http_client=httpx.AsyncClient(transport=transport))
+    validator = validator_for(http_client=httpx.AsyncClient(transport=transport))
     await validator.validate(authority.mint())
     clock.advance(3600)
     authority.rotate_keys()
@@ -402,7 +402,7 @@ class Redirecting(httpx.AsyncBaseTransport):
 
 @pytest.mark.parametrize("status", [301, 302, 307, 308])
 async def test_a_redirected_discovery_document_and_jwks_are_followed(
-    authority: Authority, clock: Clock, status: int
+    validator_for: ValidatorFactory, authority: Authority, clock: Clock, status: int
 ) -> None:
     discovery = authority.discovery_url
     old_discovery = discovery.replace("/v2.0/", "/old/")
@@ -415,7 +415,7 @@ async def test_a_redirected_discovery_document_and_jwks_are_followed(
     )
     document = {**authority.discovery(), "jwks_uri": f"{authority.host}/old-keys"}
     authority.set_fault("discovery", Fault(body=json.dumps(document).encode()))
-    validator = validator_for(authority, clock, http_client=httpx.AsyncClient(transport=transport))
+    validator = validator_for(http_client=httpx.AsyncClient(transport=transport))
     # The discovery URL itself moved too: ask for the old one through the override path.
     validator._keys._plan = dataclasses.replace(
         validator._keys._plan,
@@ -433,12 +433,13 @@ async def test_a_redirected_discovery_document_and_jwks_are_followed(
 
 
 async def test_a_redirect_to_plain_http_is_not_requested(
-    authority: Authority, clock: Clock, caplog: pytest.LogCaptureFixture
+    validator_for: ValidatorFactory,
+    authority: Authority,
+    clock: Clock,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     transport = Redirecting(authority, {"/old-keys": (302, "http://keys.example.com/keys")})
     validator = validator_for(
-        authority,
-        clock,
         http_client=httpx.AsyncClient(transport=transport),
         jwks_uri=f"{authority.host}/old-keys",
     )
@@ -449,13 +450,11 @@ async def test_a_redirect_to_plain_http_is_not_requested(
 
 
 async def test_a_redirect_to_a_host_httpx_cannot_encode_is_an_outage(
-    authority: Authority, clock: Clock
+    validator_for: ValidatorFactory, authority: Authority, clock: Clock
 ) -> None:
     # httpx lets idna.IDNAError (not an httpx error) out while it builds the redirect.
     transport = Redirecting(authority, {"/old-keys": (302, "https://xn--zz.example.com/keys")})
     validator = validator_for(
-        authority,
-        clock,
         http_client=httpx.AsyncClient(transport=transport),
         jwks_uri=f"{authority.host}/old-keys",
     )
@@ -466,12 +465,15 @@ async def test_a_redirect_to_a_host_httpx_cannot_encode_is_an_outage(
 
 
 async def test_a_closed_http_client_is_an_outage_not_an_unexpected_error(
-    authority: Authority, clock: Clock, caplog: pytest.LogCaptureFixture
+    validator_for: ValidatorFactory,
+    authority: Authority,
+    clock: Clock,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     # httpx raises RuntimeError for a closed client: it came out of validate() (documented to
     # raise only ccflow errors), so RequireRole answered 401 "could not be validated".
     client = httpx.AsyncClient(transport=authority.transport())
-    validator = validator_for(authority, clock, http_client=client)
+    validator = validator_for(http_client=client)
     await client.aclose()
     for _ in range(3):
         with pytest.raises(KeysUnavailableError):
@@ -480,13 +482,13 @@ async def test_a_closed_http_client_is_an_outage_not_an_unexpected_error(
     assert caplog.text.count("client has been closed") == 1  # one attempt, then the backoff
 
 
-async def test_a_redirect_loop_ends_as_an_outage(authority: Authority, clock: Clock) -> None:
+async def test_a_redirect_loop_ends_as_an_outage(
+    validator_for: ValidatorFactory, authority: Authority, clock: Clock
+) -> None:
     transport = Redirecting(
         authority, {"/a": (302, f"{authority.host}/b"), "/b": (302, f"{authority.host}/a")}
     )
     validator = validator_for(
-        authority,
-        clock,
         http_client=httpx.AsyncClient(transport=transport),
         jwks_uri=f"{authority.host}/a",
     )
@@ -507,7 +509,10 @@ class Endless(httpx.AsyncByteStream):
 
 
 async def test_an_oversized_jwks_is_refused_without_reading_it_all(
-    authority: Authority, clock: Clock, caplog: pytest.LogCaptureFixture
+    validator_for: ValidatorFactory,
+    authority: Authority,
+    clock: Clock,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     body = Endless()
 
@@ -517,8 +522,6 @@ async def test_an_oversized_jwks_is_refused_without_reading_it_all(
         return authority.handle(request)
 
     validator = validator_for(
-        authority,
-        clock,
         http_client=httpx.AsyncClient(transport=httpx.MockTransport(handler)),
         jwks_uri=f"{authority.host}/big-keys",
     )
@@ -529,7 +532,10 @@ async def test_an_oversized_jwks_is_refused_without_reading_it_all(
 
 
 async def test_an_unexpected_error_from_the_http_client_is_no_keys_not_a_bad_token(
-    authority: Authority, clock: Clock, caplog: pytest.LogCaptureFixture
+    validator_for: ValidatorFactory,
+    authority: Authority,
+    clock: Clock,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     # e.g. httpx.AsyncClient(verify=<a Path>) raises AttributeError on its first request: every
     # fresh token was a 401 'could not be validated', telling clients to drop good tokens.
@@ -537,7 +543,7 @@ async def test_an_unexpected_error_from_the_http_client_is_no_keys_not_a_bad_tok
         async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
             raise AttributeError("'PosixPath' object has no attribute 'load_verify_locations'")
 
-    validator = validator_for(authority, clock, http_client=httpx.AsyncClient(transport=Broken()))
+    validator = validator_for(http_client=httpx.AsyncClient(transport=Broken()))
     with pytest.raises(KeysUnavailableError) as info:
         await validator.validate(authority.mint())
     assert info.value.retry_after >= 1

@@ -57,7 +57,7 @@ def validator_for(authority: Authority, clock: Clock, **options: Any) -> TokenVa
 
 @pytest.fixture
 def validator(authority: Authority, clock: Clock) -> TokenValidator:
-    return validator_for(authority, clock)
+    return validator_for()
 
 
 # --- accepted tokens --------------------------------------------------------------------------
@@ -82,16 +82,20 @@ async def test_app_id_uri_audience_is_accepted(
     assert (await validator.validate(token)).claims["aud"].startswith("api://")
 
 
-async def test_v1_token_accepted_when_enabled(authority: Authority, clock: Clock) -> None:
-    validator = validator_for(authority, clock, accept_v1=True)
+async def test_v1_token_accepted_when_enabled(
+    validator_for: ValidatorFactory, authority: Authority, clock: Clock
+) -> None:
+    validator = validator_for(accept_v1=True)
     result = await validator.validate(authority.mint(version=1))
     assert (result.version, result.client_id) == ("1.0", authority.client("calc-client").client_id)
     assert authority.hits["discovery"] == 2  # v2 and v1 documents: both issuers
 
 
-async def test_allowed_client_passes(authority: Authority, clock: Clock) -> None:
+async def test_allowed_client_passes(
+    validator_for: ValidatorFactory, authority: Authority, clock: Clock
+) -> None:
     calc = authority.client("calc-client").client_id
-    validator = validator_for(authority, clock, allowed_clients=[calc])
+    validator = validator_for(allowed_clients=[calc])
     assert (await validator.validate(authority.mint())).client_id == calc
 
 
@@ -129,12 +133,10 @@ async def test_generic_oidc_with_jwks_uri_skips_discovery(
 
 
 async def test_multi_tenant_checks_issuer_against_tid_and_allowed_tenants(
-    authority: Authority, clock: Clock
+    validator_for: ValidatorFactory, authority: Authority, clock: Clock
 ) -> None:
     # The authority serves /organizations/ as Azure AD does: the {tenantid} issuer template.
     validator = validator_for(
-        authority,
-        clock,
         tenant_id="organizations",
         allowed_tenants=[authority.tenant_id],
     )
@@ -178,11 +180,10 @@ def partner_token(authority: Authority) -> str:
 
 @pytest.mark.parametrize("alias", ["organizations", "common"])
 async def test_multi_tenant_accepts_a_token_from_an_allowed_tenant(
-    two_tenants: Authority, clock: Clock, alias: str
+    validator_for: ValidatorFactory, two_tenants: Authority, clock: Clock, alias: str
 ) -> None:
     validator = validator_for(
         two_tenants,
-        clock,
         tenant_id=alias,
         allowed_tenants=[two_tenants.tenant_id, PARTNER_TENANT_ID],
     )
@@ -194,10 +195,10 @@ async def test_multi_tenant_accepts_a_token_from_an_allowed_tenant(
 
 
 async def test_multi_tenant_refuses_a_tenant_not_allowed(
-    two_tenants: Authority, clock: Clock
+    validator_for: ValidatorFactory, two_tenants: Authority, clock: Clock
 ) -> None:
     validator = validator_for(
-        two_tenants, clock, tenant_id="organizations", allowed_tenants=[two_tenants.tenant_id]
+        two_tenants, tenant_id="organizations", allowed_tenants=[two_tenants.tenant_id]
     )
     with pytest.raises(InsufficientScopeError) as info:
         await validator.validate(partner_token(two_tenants))
@@ -213,11 +214,10 @@ async def test_multi_tenant_refuses_a_tenant_not_allowed(
     ids=["tid changed", "iss changed"],
 )
 async def test_multi_tenant_refuses_iss_and_tid_that_disagree(
-    two_tenants: Authority, clock: Clock, claims: dict[str, str]
+    validator_for: ValidatorFactory, two_tenants: Authority, clock: Clock, claims: dict[str, str]
 ) -> None:
     validator = validator_for(
         two_tenants,
-        clock,
         tenant_id="organizations",
         allowed_tenants=[two_tenants.tenant_id, PARTNER_TENANT_ID],
     )
@@ -411,9 +411,14 @@ FORBIDDEN: dict[str, tuple[Mint, dict[str, Any], str]] = {
 
 @pytest.mark.parametrize(("mint", "options", "reason"), FORBIDDEN.values(), ids=FORBIDDEN.keys())
 async def test_valid_tokens_from_callers_not_allowed_are_forbidden(
-    authority: Authority, clock: Clock, mint: Mint, options: dict[str, Any], reason: str
+    validator_for: ValidatorFactory,
+    authority: Authority,
+    clock: Clock,
+    mint: Mint,
+    options: dict[str, Any],
+    reason: str,
 ) -> None:
-    validator = validator_for(authority, clock, **options)
+    validator = validator_for(**options)
     with pytest.raises(InsufficientScopeError) as info:
         await validator.validate(mint(authority))
     assert info.value.reason == reason
@@ -464,8 +469,10 @@ async def test_repeated_token_comes_from_the_cache(
     assert await validator.validate(token) is first
 
 
-async def test_cache_entry_never_outlives_exp(authority: Authority, clock: Clock) -> None:
-    validator = validator_for(authority, clock, leeway=0)
+async def test_cache_entry_never_outlives_exp(
+    validator_for: ValidatorFactory, authority: Authority, clock: Clock
+) -> None:
+    validator = validator_for(leeway=0)
     token = authority.mint(lifetime=100)
     await validator.validate(token)
     clock.advance(100)
@@ -474,8 +481,10 @@ async def test_cache_entry_never_outlives_exp(authority: Authority, clock: Clock
     assert info.value.reason == "expired"
 
 
-async def test_cache_is_bounded(authority: Authority, clock: Clock) -> None:
-    validator = validator_for(authority, clock, cache_size=2)
+async def test_cache_is_bounded(
+    validator_for: ValidatorFactory, authority: Authority, clock: Clock
+) -> None:
+    validator = validator_for(cache_size=2)
     tokens = [authority.mint() for _ in range(3)]
     first = await validator.validate(tokens[0])
     for token in tokens[1:]:
@@ -485,8 +494,10 @@ async def test_cache_is_bounded(authority: Authority, clock: Clock) -> None:
     assert again is not first
 
 
-async def test_cache_can_be_disabled(authority: Authority, clock: Clock) -> None:
-    validator = validator_for(authority, clock, cache_size=0)
+async def test_cache_can_be_disabled(
+    validator_for: ValidatorFactory, authority: Authority, clock: Clock
+) -> None:
+    validator = validator_for(cache_size=0)
     token = authority.mint()
     assert await validator.validate(token) is not await validator.validate(token)
 
@@ -501,10 +512,13 @@ async def test_failed_tokens_are_not_cached(
 
 
 async def test_tokens_never_reach_the_logs(
-    authority: Authority, clock: Clock, caplog: pytest.LogCaptureFixture
+    validator_for: ValidatorFactory,
+    authority: Authority,
+    clock: Clock,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    validator = validator_for(authority, clock)
+    validator = validator_for()
     good, bad = authority.mint(), _attacker(authority)
     await validator.validate(good)
     with pytest.raises(InvalidTokenError):
@@ -528,14 +542,18 @@ async def test_cold_start_outage_is_keys_unavailable_with_retry_after(
     assert info.value.retry_after == 7
 
 
-async def test_aclose_leaves_a_caller_owned_client_open(authority: Authority, clock: Clock) -> None:
+async def test_aclose_leaves_a_caller_owned_client_open(
+    validator_for: ValidatorFactory, authority: Authority, clock: Clock
+) -> None:
     http = httpx.AsyncClient(transport=authority.transport())
-    validator = validator_for(authority, clock, http_client=http)
+    validator = validator_for(http_client=http)
     await validator.aclose()
     assert not http.is_closed
     await http.aclose()
 
 
-async def test_validator_is_an_async_context_manager(authority: Authority, clock: Clock) -> None:
-    async with validator_for(authority, clock, http_client=None) as validator:
+async def test_validator_is_an_async_context_manager(
+    validator_for: ValidatorFactory, authority: Authority, clock: Clock
+) -> None:
+    async with validator_for(http_client=None) as validator:
         assert validator.realm == authority.api("calc-api").client_id

@@ -62,9 +62,9 @@ def validator_for(authority: Authority, clock: Clock, **options: Any) -> TokenVa
 
 
 async def test_a_repeated_token_is_verified_once(
-    authority: Authority, clock: Clock, verifications: list[str]
+    validator_for: ValidatorFactory, authority: Authority, clock: Clock, verifications: list[str]
 ) -> None:
-    validator = validator_for(authority, clock)
+    validator = validator_for()
     token = authority.mint()
     first = await validator.validate(token)
     assert await validator.validate(token) is first
@@ -72,9 +72,9 @@ async def test_a_repeated_token_is_verified_once(
 
 
 async def test_with_the_cache_disabled_every_validation_verifies(
-    authority: Authority, clock: Clock, verifications: list[str]
+    validator_for: ValidatorFactory, authority: Authority, clock: Clock, verifications: list[str]
 ) -> None:
-    validator = validator_for(authority, clock, cache_size=0)
+    validator = validator_for(cache_size=0)
     token = authority.mint()
     for _ in range(3):
         await validator.validate(token)
@@ -82,9 +82,9 @@ async def test_with_the_cache_disabled_every_validation_verifies(
 
 
 async def test_a_cached_token_is_refused_once_past_its_exp(
-    authority: Authority, clock: Clock
+    validator_for: ValidatorFactory, authority: Authority, clock: Clock
 ) -> None:
-    validator = validator_for(authority, clock)
+    validator = validator_for()
     token = authority.mint(lifetime=100)
     await validator.validate(token)
     clock.advance(100)
@@ -94,9 +94,9 @@ async def test_a_cached_token_is_refused_once_past_its_exp(
 
 
 async def test_a_refused_token_is_never_cached(
-    authority: Authority, clock: Clock, verifications: list[str]
+    validator_for: ValidatorFactory, authority: Authority, clock: Clock, verifications: list[str]
 ) -> None:
-    validator = validator_for(authority, clock)
+    validator = validator_for()
     token = authority.mint(claims={"aud": "api://someone-else"})
     for _ in range(2):
         with pytest.raises(InvalidTokenError, match="another audience"):
@@ -105,9 +105,9 @@ async def test_a_refused_token_is_never_cached(
 
 
 async def test_a_tampered_copy_of_a_cached_token_is_verified_and_refused(
-    authority: Authority, clock: Clock
+    validator_for: ValidatorFactory, authority: Authority, clock: Clock
 ) -> None:
-    validator = validator_for(authority, clock)
+    validator = validator_for()
     token = authority.mint()
     await validator.validate(token)
     head, body, signature = token.split(".")
@@ -119,9 +119,9 @@ async def test_a_tampered_copy_of_a_cached_token_is_verified_and_refused(
 
 
 async def test_a_cached_token_is_verified_again_once_its_key_leaves_the_jwks(
-    authority: Authority, clock: Clock
+    validator_for: ValidatorFactory, authority: Authority, clock: Clock
 ) -> None:
-    validator = validator_for(authority, clock)
+    validator = validator_for()
     old_kid = authority.signing_kid
     token = authority.mint()
     await validator.validate(token)
@@ -135,9 +135,9 @@ async def test_a_cached_token_is_verified_again_once_its_key_leaves_the_jwks(
 
 
 async def test_a_cached_token_is_served_while_its_key_is_still_published(
-    authority: Authority, clock: Clock, verifications: list[str]
+    validator_for: ValidatorFactory, authority: Authority, clock: Clock, verifications: list[str]
 ) -> None:
-    validator = validator_for(authority, clock)
+    validator = validator_for()
     token = authority.mint()
     await validator.validate(token)
     authority.rotate_keys()  # the old key stays published
@@ -147,9 +147,9 @@ async def test_a_cached_token_is_served_while_its_key_is_still_published(
 
 
 async def test_the_cache_is_bounded(
-    authority: Authority, clock: Clock, verifications: list[str]
+    validator_for: ValidatorFactory, authority: Authority, clock: Clock, verifications: list[str]
 ) -> None:
-    validator = validator_for(authority, clock, cache_size=3)
+    validator = validator_for(cache_size=3)
     tokens = [authority.mint(claims={"uti": f"t{i}"}) for i in range(10)]
     for token in tokens:
         await validator.validate(token)
@@ -162,9 +162,9 @@ async def test_the_cache_is_bounded(
 
 
 async def test_the_cache_is_keyed_by_the_sha256_digest_not_the_token(
-    authority: Authority, clock: Clock
+    validator_for: ValidatorFactory, authority: Authority, clock: Clock
 ) -> None:
-    validator = validator_for(authority, clock)
+    validator = validator_for()
     token = authority.mint()
     await validator.validate(token)
     assert validator._cache is not None
@@ -172,9 +172,9 @@ async def test_the_cache_is_keyed_by_the_sha256_digest_not_the_token(
 
 
 async def test_a_token_accepted_only_within_the_leeway_does_not_evict_a_live_entry(
-    authority: Authority, clock: Clock, verifications: list[str]
+    validator_for: ValidatorFactory, authority: Authority, clock: Clock, verifications: list[str]
 ) -> None:
-    validator = validator_for(authority, clock, leeway=60, cache_size=1)
+    validator = validator_for(leeway=60, cache_size=1)
     live = authority.mint(lifetime=3600)
     await validator.validate(live)
     late = authority.mint(lifetime=100)
@@ -186,9 +186,9 @@ async def test_a_token_accepted_only_within_the_leeway_does_not_evict_a_live_ent
 
 
 async def test_one_requests_change_to_the_claims_is_not_seen_by_the_next(
-    authority: Authority, clock: Clock
+    validator_for: ValidatorFactory, authority: Authority, clock: Clock
 ) -> None:
-    validator = validator_for(authority, clock)
+    validator = validator_for()
     token = authority.mint()
     verdict = await validator.validate(token)
     with pytest.raises((TypeError, AttributeError)):
@@ -198,18 +198,18 @@ async def test_one_requests_change_to_the_claims_is_not_seen_by_the_next(
 
 @pytest.mark.parametrize("typ", ["at+jwt", "AT+JWT", "application/at+jwt"])
 async def test_require_typ_accepts_the_type_in_any_spelling(
-    authority: Authority, clock: Clock, typ: str
+    validator_for: ValidatorFactory, authority: Authority, clock: Clock, typ: str
 ) -> None:
-    validator = validator_for(authority, clock, require_typ="at+jwt")
+    validator = validator_for(require_typ="at+jwt")
     token = authority.mint(headers={"typ": typ})
     assert (await validator.validate(token)).client_id
 
 
 @pytest.mark.parametrize("header", [{"typ": "JWT"}, {"typ": 1}, {"typ": None}])
 async def test_require_typ_refuses_another_type(
-    authority: Authority, clock: Clock, header: dict[str, Any]
+    validator_for: ValidatorFactory, authority: Authority, clock: Clock, header: dict[str, Any]
 ) -> None:
-    validator = validator_for(authority, clock, require_typ="at+jwt")
+    validator = validator_for(require_typ="at+jwt")
     token = authority.mint(headers=header)
     with pytest.raises(InvalidTokenError, match="typ header is not at\\+jwt") as caught:
         await validator.validate(token)

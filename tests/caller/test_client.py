@@ -7,11 +7,11 @@ import logging
 import pickle
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from tests._caller import START, FakeClock, async_client, sync_client
+from tests.support import START
 
 import ccflow
 from ccflow import (
@@ -27,27 +27,17 @@ from ccflow import (
 from ccflow.authority import Authority, Fault
 from ccflow.credentials import RequestFields
 
+if TYPE_CHECKING:
+    from tests.caller.conftest import AsyncClientFactory, ClientFactory
+    from tests.conftest import FakeClock
+
+
 SCOPE = "api://calc-api/.default"
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def authority(clock: FakeClock) -> Authority:
-    return Authority(clock=clock)
-
-
-@pytest.fixture
-def scope(authority: Authority) -> str:
-    return authority.api("calc-api").default_scope
-
-
-@pytest.fixture
-def client(authority: Authority, clock: FakeClock) -> Iterator[TokenClient]:
-    tc, _ = sync_client(authority, clock)
+def client(sync_client: ClientFactory) -> Iterator[TokenClient]:
+    tc, _ = sync_client()
     yield tc
     tc.close()
 
@@ -99,10 +89,15 @@ def test_different_scopes_have_their_own_tokens(
     ],
 )
 def test_refresh_timing(
-    clock: FakeClock, margin: int, lifetime: int, still_cached_at: int, refetched_at: int
+    sync_client: ClientFactory,
+    clock: FakeClock,
+    margin: int,
+    lifetime: int,
+    still_cached_at: int,
+    refetched_at: int,
 ) -> None:
     authority = Authority(clock=clock, token_lifetime=lifetime)
-    tc, _ = sync_client(authority, clock, refresh_margin=margin)
+    tc, _ = sync_client(authority, refresh_margin=margin)
     scope = authority.api("calc-api").default_scope
     first = tc.get_token(scope)
     clock.advance(still_cached_at)
@@ -112,14 +107,16 @@ def test_refresh_timing(
     assert authority.hits["token"] == 2
 
 
-def test_refresh_in_from_the_server_is_honoured(authority: Authority, clock: FakeClock) -> None:
+def test_refresh_in_from_the_server_is_honoured(
+    sync_client: ClientFactory, authority: Authority, clock: FakeClock
+) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         response = authority.handle(request)
         body = json.loads(response.content)
         body["refresh_in"] = "600"
         return httpx.Response(response.status_code, json=body)
 
-    tc, _ = sync_client(authority, clock, transport=httpx.MockTransport(handler))
+    tc, _ = sync_client(transport=httpx.MockTransport(handler))
     scope = authority.api("calc-api").default_scope
     first = tc.get_token(scope)
     clock.advance(599)
@@ -169,9 +166,14 @@ def test_failure_after_expiry_raises(
     ],
 )
 def test_transient_failures_are_retried(
-    authority: Authority, clock: FakeClock, scope: str, fault: Fault, waits: object
+    sync_client: ClientFactory,
+    authority: Authority,
+    clock: FakeClock,
+    scope: str,
+    fault: Fault,
+    waits: object,
 ) -> None:
-    tc, sleeps = sync_client(authority, clock)
+    tc, sleeps = sync_client()
     authority.set_fault("token", fault)
     assert tc.get_token(scope).token
     if isinstance(waits, list):
@@ -192,6 +194,7 @@ def test_transient_failures_are_retried(
     ],
 )
 def test_gives_up_after_max_retries_with_the_last_error(
+    sync_client: ClientFactory,
     authority: Authority,
     clock: FakeClock,
     scope: str,
@@ -199,7 +202,7 @@ def test_gives_up_after_max_retries_with_the_last_error(
     error: type[Exception],
     match: str,
 ) -> None:
-    tc, sleeps = sync_client(authority, clock, max_retries=2)
+    tc, sleeps = sync_client(max_retries=2)
     authority.set_fault("token", fault)
     with pytest.raises(error, match=match):
         tc.get_token(scope)
@@ -207,16 +210,20 @@ def test_gives_up_after_max_retries_with_the_last_error(
     assert len(sleeps) == 2
 
 
-def test_oauth_errors_are_not_retried(authority: Authority, clock: FakeClock, scope: str) -> None:
-    tc, sleeps = sync_client(authority, clock, client_secret="wrong")
+def test_oauth_errors_are_not_retried(
+    sync_client: ClientFactory, authority: Authority, clock: FakeClock, scope: str
+) -> None:
+    tc, sleeps = sync_client(client_secret="wrong")
     with pytest.raises(TokenRequestError):
         tc.get_token(scope)
     assert authority.hits["token"] == 1
     assert sleeps == []
 
 
-def test_wrong_secret_explains_7000215(authority: Authority, clock: FakeClock, scope: str) -> None:
-    tc, _ = sync_client(authority, clock, client_secret="wrong")
+def test_wrong_secret_explains_7000215(
+    sync_client: ClientFactory, authority: Authority, clock: FakeClock, scope: str
+) -> None:
+    tc, _ = sync_client(client_secret="wrong")
     with pytest.raises(TokenRequestError, match="wrong or expired") as info:
         tc.get_token(scope)
     assert info.value.aadsts_code == 7000215
@@ -265,19 +272,19 @@ def test_unknown_tenant_explains_90002(authority: Authority, clock: FakeClock, s
 
 
 def test_client_secret_basic_works_with_special_characters(
-    authority: Authority, clock: FakeClock, scope: str
+    sync_client: ClientFactory, authority: Authority, clock: FakeClock, scope: str
 ) -> None:
     assert set("+/=~") <= set(authority.client("calc-client").secret or "")
-    tc, _ = sync_client(authority, clock, auth_method="client_secret_basic")
+    tc, _ = sync_client(auth_method="client_secret_basic")
     assert tc.get_token(scope).token
 
 
 def test_credential_argument_takes_a_client_secret(
-    authority: Authority, clock: FakeClock, scope: str
+    sync_client: ClientFactory, authority: Authority, clock: FakeClock, scope: str
 ) -> None:
     secret = authority.client("calc-client").secret
     assert secret is not None
-    tc, _ = sync_client(authority, clock, client_secret=None, credential=ClientSecret(secret))
+    tc, _ = sync_client(client_secret=None, credential=ClientSecret(secret))
     assert tc.get_token(scope).token
 
 
@@ -602,10 +609,14 @@ SECRET = "ccflow~calc-client+local/test=secret"
 
 
 def test_secret_is_never_shown(
-    authority: Authority, clock: FakeClock, scope: str, caplog: pytest.LogCaptureFixture
+    sync_client: ClientFactory,
+    authority: Authority,
+    clock: FakeClock,
+    scope: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     assert authority.client("calc-client").secret == SECRET
-    tc, _ = sync_client(authority, clock, max_retries=1)
+    tc, _ = sync_client(max_retries=1)
     texts = [repr(tc), str(tc), repr(tc._config.credential), str(tc._config.credential)]
     with caplog.at_level(logging.DEBUG):
         token = tc.get_token(scope)
@@ -615,7 +626,7 @@ def test_secret_is_never_shown(
         with pytest.raises(AuthorityUnreachableError) as unreachable:
             tc.get_token(scope)
         authority.clear_fault()
-        bad, _ = sync_client(authority, clock, client_secret=SECRET + "x")
+        bad, _ = sync_client(client_secret=SECRET + "x")
         with pytest.raises(TokenRequestError) as refused:
             bad.get_token(scope)
     for err in (unreachable.value, refused.value):
@@ -718,13 +729,13 @@ class FlakyCredential:
 
 
 def test_a_custom_credential_failing_during_a_proactive_refresh_serves_the_cached_token(
-    authority: Authority, clock: FakeClock, scope: str
+    sync_client: ClientFactory, authority: Authority, clock: FakeClock, scope: str
 ) -> None:
     # Only CredentialError was caught: any other exception from a user's credential escaped
     # get_token() although a valid token was cached.
     secret = authority.client("calc-client").secret or ""
     credential = FlakyCredential(secret)
-    tc, _ = sync_client(authority, clock, client_secret=None, credential=credential)
+    tc, _ = sync_client(client_secret=None, credential=credential)
     first = tc.get_token(scope)
     clock.advance(3300)
     assert tc.get_token(scope) is first
@@ -756,12 +767,12 @@ class DropsDuringRefresh(httpx.BaseTransport, httpx.AsyncBaseTransport):
 
 
 def test_a_token_dropped_while_its_refresh_fails_is_not_put_back(
-    authority: Authority, clock: FakeClock, scope: str
+    sync_client: ClientFactory, authority: Authority, clock: FakeClock, scope: str
 ) -> None:
     # The failed proactive refresh stored the cached token again, after a 401 had dropped it:
     # the next get_token() handed out the token the API had just refused.
     transport = DropsDuringRefresh(authority)
-    tc, _ = sync_client(authority, clock, transport=transport, max_retries=0)
+    tc, _ = sync_client(transport=transport, max_retries=0)
     first = tc.get_token(scope)
     clock.advance(3300)  # inside the refresh window: the next call refreshes proactively
     transport.on_refresh = lambda: tc.invalidate(first, scope)
@@ -773,10 +784,10 @@ def test_a_token_dropped_while_its_refresh_fails_is_not_put_back(
 
 @pytest.mark.anyio
 async def test_a_token_dropped_while_its_async_refresh_fails_is_not_put_back(
-    authority: Authority, clock: FakeClock, scope: str
+    async_client: AsyncClientFactory, authority: Authority, clock: FakeClock, scope: str
 ) -> None:
     transport = DropsDuringRefresh(authority)
-    tc, _ = async_client(authority, clock, transport=transport, max_retries=0)
+    tc, _ = async_client(transport=transport, max_retries=0)
     first = await tc.get_token(scope)
     clock.advance(3300)
     transport.on_refresh = lambda: tc.invalidate(first, scope)
@@ -787,11 +798,11 @@ async def test_a_token_dropped_while_its_async_refresh_fails_is_not_put_back(
 
 
 def test_a_failed_refresh_still_serves_a_token_nobody_dropped(
-    authority: Authority, clock: FakeClock, scope: str
+    sync_client: ClientFactory, authority: Authority, clock: FakeClock, scope: str
 ) -> None:
     # The control: without the 401, the failed refresh serves the cached token, as documented.
     transport = DropsDuringRefresh(authority)
-    tc, _ = sync_client(authority, clock, transport=transport, max_retries=0)
+    tc, _ = sync_client(transport=transport, max_retries=0)
     first = tc.get_token(scope)
     clock.advance(3300)
     transport.on_refresh = lambda: None
@@ -879,9 +890,9 @@ async def test_async_backoff_waits_are_awaited_through_sleep() -> None:
 
 
 def test_one_cache_entry_per_normalised_scopes(
-    authority: Authority, clock: FakeClock, scope: str
+    sync_client: ClientFactory, authority: Authority, clock: FakeClock, scope: str
 ) -> None:
-    tc, _ = sync_client(authority, clock)
+    tc, _ = sync_client()
     bare = scope.removesuffix("/.default")
     assert tc.get_token(bare) is tc.get_token(scope) is tc.get_token(scope + "/")
     assert list(tc._cache) == [(scope,)]
@@ -1029,7 +1040,7 @@ def test_a_credential_class_instead_of_an_instance_is_refused() -> None:
 
 
 def test_get_token_from_inside_its_own_token_request_fails_instead_of_waiting_forever(
-    authority: Authority, clock: FakeClock, scope: str
+    sync_client: ClientFactory, authority: Authority, clock: FakeClock, scope: str
 ) -> None:
     # A credential (or anything the fetch calls) asking the same client for the same scopes
     # joined the flight it was part of and waited for itself forever.
@@ -1041,7 +1052,7 @@ def test_get_token_from_inside_its_own_token_request_fails_instead_of_waiting_fo
             raise AssertionError("unreachable")
 
     credential = Reentrant()
-    tc, _ = sync_client(authority, clock, client_secret=None, credential=credential)
+    tc, _ = sync_client(client_secret=None, credential=credential)
     credential.client = tc
     outcome: list[BaseException] = []
 
@@ -1098,7 +1109,11 @@ def test_a_network_failure_is_described_as_what_happened(exc: Exception, match: 
 
 
 def test_an_interrupt_just_after_the_flight_is_registered_does_not_strand_it(
-    authority: Authority, clock: FakeClock, scope: str, monkeypatch: pytest.MonkeyPatch
+    sync_client: ClientFactory,
+    authority: Authority,
+    clock: FakeClock,
+    scope: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Ctrl-C between registering the flight and entering its try block left the flight behind:
     # this thread's next get_token() said it was called from inside its own token request, and
@@ -1119,7 +1134,7 @@ def test_an_interrupt_just_after_the_flight_is_registered_does_not_strand_it(
         def __getattr__(self, name: str) -> Any:
             return getattr(real_time, name)
 
-    tc, _ = sync_client(authority, clock)
+    tc, _ = sync_client()
     monkeypatch.setattr(ccflow.client, "time", InterruptOnce())
     with pytest.raises(KeyboardInterrupt):
         tc.get_token(scope)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
-from tests._caller import START, FakeClock, async_client
+from tests.support import START
 
 from ccflow import (
     AsyncTokenClient,
@@ -19,26 +20,18 @@ from ccflow import (
 from ccflow.authority import Authority, Fault
 from ccflow.credentials import RequestFields
 
+if TYPE_CHECKING:
+    from tests.caller.conftest import AsyncClientFactory
+    from tests.conftest import FakeClock
+
+
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def authority(clock: FakeClock) -> Authority:
-    return Authority(clock=clock)
-
-
-@pytest.fixture
-def scope(authority: Authority) -> str:
-    return authority.api("calc-api").default_scope
-
-
-async def test_get_token_and_cache(authority: Authority, clock: FakeClock, scope: str) -> None:
-    tc, _ = async_client(authority, clock)
+async def test_get_token_and_cache(
+    async_client: AsyncClientFactory, authority: Authority, clock: FakeClock, scope: str
+) -> None:
+    tc, _ = async_client()
     async with tc:
         first = await tc.get_token(scope.removesuffix("/.default"))
         assert first.scopes == (scope,)
@@ -47,8 +40,10 @@ async def test_get_token_and_cache(authority: Authority, clock: FakeClock, scope
     assert authority.hits["token"] == 1
 
 
-async def test_margin_then_refetch(authority: Authority, clock: FakeClock, scope: str) -> None:
-    tc, _ = async_client(authority, clock)
+async def test_margin_then_refetch(
+    async_client: AsyncClientFactory, authority: Authority, clock: FakeClock, scope: str
+) -> None:
+    tc, _ = async_client()
     first = await tc.get_token(scope)
     clock.advance(3298)
     assert await tc.get_token(scope) is first
@@ -57,9 +52,9 @@ async def test_margin_then_refetch(authority: Authority, clock: FakeClock, scope
 
 
 async def test_failed_refresh_serves_the_valid_token(
-    authority: Authority, clock: FakeClock, scope: str
+    async_client: AsyncClientFactory, authority: Authority, clock: FakeClock, scope: str
 ) -> None:
-    tc, sleeps = async_client(authority, clock)
+    tc, sleeps = async_client()
     first = await tc.get_token(scope)
     authority.set_fault("token", Fault(drop=True))
     clock.advance(3300)
@@ -70,8 +65,10 @@ async def test_failed_refresh_serves_the_valid_token(
         await tc.get_token(scope)
 
 
-async def test_retry_after_is_honoured(authority: Authority, clock: FakeClock, scope: str) -> None:
-    tc, sleeps = async_client(authority, clock)
+async def test_retry_after_is_honoured(
+    async_client: AsyncClientFactory, authority: Authority, clock: FakeClock, scope: str
+) -> None:
+    tc, sleeps = async_client()
     authority.set_fault("token", Fault(status=429, retry_after="4", times=2))
     assert (await tc.get_token(scope)).token
     assert sleeps == [4.0, 4.0]
@@ -79,9 +76,9 @@ async def test_retry_after_is_honoured(authority: Authority, clock: FakeClock, s
 
 
 async def test_gives_up_with_the_last_error(
-    authority: Authority, clock: FakeClock, scope: str
+    async_client: AsyncClientFactory, authority: Authority, clock: FakeClock, scope: str
 ) -> None:
-    tc, sleeps = async_client(authority, clock)
+    tc, sleeps = async_client()
     authority.set_fault("token", Fault(status=503))
     with pytest.raises(TokenRequestError, match="HTTP 503"):
         await tc.get_token(scope)
@@ -89,16 +86,22 @@ async def test_gives_up_with_the_last_error(
     assert authority.hits["token"] == 4
 
 
-async def test_aadsts_message(authority: Authority, clock: FakeClock, scope: str) -> None:
-    tc, _ = async_client(authority, clock, client_secret="nope")
+async def test_aadsts_message(
+    async_client: AsyncClientFactory, authority: Authority, clock: FakeClock, scope: str
+) -> None:
+    tc, _ = async_client(client_secret="nope")
     with pytest.raises(TokenRequestError, match="wrong or expired"):
         await tc.get_token(scope)
 
 
 async def test_one_info_line_per_fetch(
-    authority: Authority, clock: FakeClock, scope: str, caplog: pytest.LogCaptureFixture
+    async_client: AsyncClientFactory,
+    authority: Authority,
+    clock: FakeClock,
+    scope: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    tc, _ = async_client(authority, clock)
+    tc, _ = async_client()
     with caplog.at_level(logging.DEBUG, logger="ccflow"):
         await tc.get_token(scope)
         await tc.get_token(scope)
@@ -160,15 +163,15 @@ async def test_from_env() -> None:
 
 
 async def test_a_list_of_scopes_as_one_argument_is_a_configuration_error(
-    authority: Authority, clock: FakeClock
+    async_client: AsyncClientFactory, authority: Authority, clock: FakeClock
 ) -> None:
-    tc, _ = async_client(authority, clock)
+    tc, _ = async_client()
     with pytest.raises(ConfigurationError, match=r"get_token\(\*scopes\)"):
         await tc.get_token(["api://calc-api"])  # type: ignore[arg-type]
 
 
 async def test_a_custom_async_credential_failing_is_a_credential_error(
-    authority: Authority, clock: FakeClock, scope: str
+    async_client: AsyncClientFactory, authority: Authority, clock: FakeClock, scope: str
 ) -> None:
     class Broken:
         def request_fields(self, **_: object) -> RequestFields:
@@ -177,7 +180,7 @@ async def test_a_custom_async_credential_failing_is_a_credential_error(
         async def arequest_fields(self, **_: object) -> RequestFields:
             raise ConnectionError("key vault down")
 
-    tc, _ = async_client(authority, clock, client_secret=None, credential=Broken())
+    tc, _ = async_client(client_secret=None, credential=Broken())
     with pytest.raises(CredentialError, match="Broken failed: ConnectionError") as info:
         await tc.get_token(scope)
     assert isinstance(info.value.__cause__, ConnectionError)
@@ -223,7 +226,7 @@ async def test_an_unreadable_answer_is_an_authority_error_without_the_request() 
 
 
 async def test_get_token_from_inside_its_own_token_request_fails_instead_of_waiting_forever(
-    authority: Authority, clock: FakeClock, scope: str
+    async_client: AsyncClientFactory, authority: Authority, clock: FakeClock, scope: str
 ) -> None:
     class Reentrant:
         client: AsyncTokenClient
@@ -236,7 +239,7 @@ async def test_get_token_from_inside_its_own_token_request_fails_instead_of_wait
             raise AssertionError("unreachable")
 
     credential = Reentrant()
-    tc, _ = async_client(authority, clock, client_secret=None, credential=credential)
+    tc, _ = async_client(client_secret=None, credential=credential)
     credential.client = tc
     with pytest.raises(CredentialError, match="inside its own token request"):
         await asyncio.wait_for(tc.get_token(scope), 10)

@@ -11,33 +11,21 @@ import asyncio
 import threading
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from tests._caller import FakeClock, async_client, sync_client
 
 from ccflow import AccessToken, TokenClient, TokenRequestError
 from ccflow.authority import Authority
 
+if TYPE_CHECKING:
+    from tests.caller.conftest import AsyncClientFactory, ClientFactory
+    from tests.conftest import FakeClock
+
+
 N = 64
 TIMEOUT = 10.0
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def authority(clock: FakeClock) -> Authority:
-    # The authority reads the time without counting, so counts reflect only the client.
-    return Authority(clock=lambda: clock.now)
-
-
-@pytest.fixture
-def scope(authority: Authority) -> str:
-    return authority.api("calc-api").default_scope
 
 
 class Gate:
@@ -100,11 +88,11 @@ def run_threads(client: TokenClient, scope: str, gate: Gate | None = None) -> li
 
 
 def test_threads_on_a_cold_cache_make_one_post(
-    authority: Authority, clock: FakeClock, scope: str
+    sync_client: ClientFactory, authority: Authority, clock: FakeClock, scope: str
 ) -> None:
     # Leader: one read joining, one for the credential; each other thread: one read joining.
     gate = Gate(authority, lambda: clock.calls >= 2 + (N - 1), clock.cond)
-    tc, _ = sync_client(authority, clock, transport=httpx.MockTransport(gate.sync_handler))
+    tc, _ = sync_client(transport=httpx.MockTransport(gate.sync_handler))
     results = run_threads(tc, scope)
     assert gate.held_until_ready == [True]
     assert authority.hits["token"] == 1
@@ -114,12 +102,10 @@ def test_threads_on_a_cold_cache_make_one_post(
 
 
 def test_an_error_in_the_post_reaches_every_waiter(
-    authority: Authority, clock: FakeClock, scope: str
+    sync_client: ClientFactory, authority: Authority, clock: FakeClock, scope: str
 ) -> None:
     gate = Gate(authority, lambda: clock.calls >= 2 + (N - 1), clock.cond)
-    tc, _ = sync_client(
-        authority, clock, transport=httpx.MockTransport(gate.sync_handler), client_secret="wrong"
-    )
+    tc, _ = sync_client(transport=httpx.MockTransport(gate.sync_handler), client_secret="wrong")
     results = run_threads(tc, scope)
     assert gate.held_until_ready == [True]
     assert authority.hits["token"] == 1
@@ -129,12 +115,16 @@ def test_an_error_in_the_post_reaches_every_waiter(
 
 
 def test_a_failure_storing_the_token_reaches_every_waiter_and_frees_the_flight(
-    authority: Authority, clock: FakeClock, scope: str, monkeypatch: pytest.MonkeyPatch
+    sync_client: ClientFactory,
+    authority: Authority,
+    clock: FakeClock,
+    scope: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Storing can fail only in odd ways (a user clock raising during the cache sweep); the
     # waiters must get that error, not wait for a flight nobody finishes.
     gate = Gate(authority, lambda: clock.calls >= 2 + (N - 1), clock.cond)
-    tc, _ = sync_client(authority, clock, transport=httpx.MockTransport(gate.sync_handler))
+    tc, _ = sync_client(transport=httpx.MockTransport(gate.sync_handler))
 
     def broken_put(key: Any, entry: Any) -> None:
         raise RuntimeError("the clock broke")
@@ -149,10 +139,10 @@ def test_a_failure_storing_the_token_reaches_every_waiter_and_frees_the_flight(
 
 
 def test_threads_after_expiry_make_one_post(
-    authority: Authority, clock: FakeClock, scope: str
+    sync_client: ClientFactory, authority: Authority, clock: FakeClock, scope: str
 ) -> None:
     gate = Gate(authority, lambda: True, clock.cond)
-    tc, _ = sync_client(authority, clock, transport=httpx.MockTransport(gate.sync_handler))
+    tc, _ = sync_client(transport=httpx.MockTransport(gate.sync_handler))
     old = tc.get_token(scope)
     clock.advance(3599)
     base = clock.calls
@@ -166,11 +156,11 @@ def test_threads_after_expiry_make_one_post(
 
 
 def test_threads_at_refresh_time_make_one_post_and_nobody_waits(
-    authority: Authority, clock: FakeClock, scope: str
+    sync_client: ClientFactory, authority: Authority, clock: FakeClock, scope: str
 ) -> None:
     results: list[Any] = []
     gate = Gate(authority, lambda: True)
-    tc, _ = sync_client(authority, clock, transport=httpx.MockTransport(gate.sync_handler))
+    tc, _ = sync_client(transport=httpx.MockTransport(gate.sync_handler))
     old = tc.get_token(scope)
     clock.advance(3300)  # stale: past the margin, still valid
     # Hold the refresh until the other threads have all been answered with the valid token.
@@ -203,7 +193,7 @@ def run_threads_collecting(client: TokenClient, scope: str, gate: Gate, results:
 
 
 def test_different_keys_do_not_block_each_other(
-    authority: Authority, clock: FakeClock, scope: str
+    sync_client: ClientFactory, authority: Authority, clock: FakeClock, scope: str
 ) -> None:
     release = threading.Event()
     held = threading.Event()
@@ -215,7 +205,7 @@ def test_different_keys_do_not_block_each_other(
             assert release.wait(TIMEOUT)
         return authority.handle(request)
 
-    tc, _ = sync_client(authority, clock, transport=httpx.MockTransport(handler))
+    tc, _ = sync_client(transport=httpx.MockTransport(handler))
     slow: list[AccessToken] = []
     t = threading.Thread(target=lambda: slow.append(tc.get_token(scope)))
     t.start()
@@ -235,10 +225,10 @@ def test_different_keys_do_not_block_each_other(
 
 @pytest.mark.anyio
 async def test_tasks_on_a_cold_cache_make_one_post(
-    authority: Authority, clock: FakeClock, scope: str
+    async_client: AsyncClientFactory, authority: Authority, clock: FakeClock, scope: str
 ) -> None:
     gate = Gate(authority, lambda: clock.calls >= 2 + (N - 1), clock.cond)
-    tc, _ = async_client(authority, clock, transport=httpx.MockTransport(gate.async_handler))
+    tc, _ = async_client(transport=httpx.MockTransport(gate.async_handler))
     async with tc:
         results = await asyncio.gather(*(tc.get_token(scope) for _ in range(N)))
     assert gate.held_until_ready == [True]
@@ -248,12 +238,10 @@ async def test_tasks_on_a_cold_cache_make_one_post(
 
 @pytest.mark.anyio
 async def test_an_error_reaches_every_task(
-    authority: Authority, clock: FakeClock, scope: str
+    async_client: AsyncClientFactory, authority: Authority, clock: FakeClock, scope: str
 ) -> None:
     gate = Gate(authority, lambda: clock.calls >= 2 + (N - 1), clock.cond)
-    tc, _ = async_client(
-        authority, clock, transport=httpx.MockTransport(gate.async_handler), client_secret="bad"
-    )
+    tc, _ = async_client(transport=httpx.MockTransport(gate.async_handler), client_secret="bad")
     results = await asyncio.gather(*(tc.get_token(scope) for _ in range(N)), return_exceptions=True)
     assert gate.held_until_ready == [True]
     assert authority.hits["token"] == 1
@@ -262,10 +250,10 @@ async def test_an_error_reaches_every_task(
 
 @pytest.mark.anyio
 async def test_tasks_after_expiry_make_one_post(
-    authority: Authority, clock: FakeClock, scope: str
+    async_client: AsyncClientFactory, authority: Authority, clock: FakeClock, scope: str
 ) -> None:
     gate = Gate(authority, lambda: True)
-    tc, _ = async_client(authority, clock, transport=httpx.MockTransport(gate.async_handler))
+    tc, _ = async_client(transport=httpx.MockTransport(gate.async_handler))
     old = await tc.get_token(scope)
     clock.advance(3599)
     base = clock.calls
@@ -279,11 +267,11 @@ async def test_tasks_after_expiry_make_one_post(
 
 @pytest.mark.anyio
 async def test_tasks_at_refresh_time_make_one_post_and_nobody_waits(
-    authority: Authority, clock: FakeClock, scope: str
+    async_client: AsyncClientFactory, authority: Authority, clock: FakeClock, scope: str
 ) -> None:
     done: list[AccessToken] = []
     gate = Gate(authority, lambda: True)
-    tc, _ = async_client(authority, clock, transport=httpx.MockTransport(gate.async_handler))
+    tc, _ = async_client(transport=httpx.MockTransport(gate.async_handler))
     old = await tc.get_token(scope)
     clock.advance(3300)
     gate.ready = lambda: len(done) >= N - 1
@@ -300,7 +288,7 @@ async def test_tasks_at_refresh_time_make_one_post_and_nobody_waits(
 
 @pytest.mark.anyio
 async def test_a_cancelled_caller_does_not_cancel_the_fetch_for_others(
-    authority: Authority, clock: FakeClock, scope: str
+    async_client: AsyncClientFactory, authority: Authority, clock: FakeClock, scope: str
 ) -> None:
     release = asyncio.Event()
 
@@ -309,7 +297,7 @@ async def test_a_cancelled_caller_does_not_cancel_the_fetch_for_others(
         await request.aread()
         return authority.handle(request)
 
-    tc, _ = async_client(authority, clock, transport=httpx.MockTransport(handler))
+    tc, _ = async_client(transport=httpx.MockTransport(handler))
     first = asyncio.ensure_future(tc.get_token(scope))
     second = asyncio.ensure_future(tc.get_token(scope))
     for _ in range(10):
@@ -323,14 +311,12 @@ async def test_a_cancelled_caller_does_not_cancel_the_fetch_for_others(
 
 
 def test_each_thread_gets_the_error_with_a_traceback_of_its_own(
-    authority: Authority, clock: FakeClock, scope: str
+    sync_client: ClientFactory, authority: Authority, clock: FakeClock, scope: str
 ) -> None:
     # Raising one exception object in 64 threads prepends every thread's frames to the same
     # traceback: a waiter's log showed hundreds of frames from the other threads.
     gate = Gate(authority, lambda: clock.calls >= 2 + (N - 1), clock.cond)
-    tc, _ = sync_client(
-        authority, clock, transport=httpx.MockTransport(gate.sync_handler), client_secret="wrong"
-    )
+    tc, _ = sync_client(transport=httpx.MockTransport(gate.sync_handler), client_secret="wrong")
     results = run_threads(tc, scope)
     assert all(isinstance(r, TokenRequestError) for r in results)
     assert {str(r) for r in results} == {str(results[0])}

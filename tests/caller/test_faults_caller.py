@@ -14,14 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from tests._caller import FakeClock, async_client, sync_client
 
 from ccflow import AccessToken, AuthorityUnreachableError, TokenRequestError
 from ccflow.authority import Authority, AuthorityServer, Fault
+
+if TYPE_CHECKING:
+    from tests.caller.conftest import AsyncClientFactory, ClientFactory
+    from tests.conftest import FakeClock
+
 
 N = 16
 TIMEOUT = 10.0
@@ -106,18 +110,9 @@ IDS = [f[0] for f in FAULTS]
 ROWS = [f[1:] for f in FAULTS]
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def authority(clock: FakeClock) -> Authority:
-    return Authority(clock=lambda: clock.now)
-
-
 @pytest.mark.parametrize(("fault", "error", "fragment", "retried", "waits"), ROWS, ids=IDS)
 def test_cold_threads_share_one_documented_error(
+    sync_client: ClientFactory,
     authority: Authority,
     clock: FakeClock,
     fault: Fault,
@@ -129,9 +124,7 @@ def test_cold_threads_share_one_documented_error(
     counting = Counting(authority, clock)
     # Hold the first POST until all N callers hold the flight (leader 2 reads, others 1).
     counting.hold_until_calls = 2 + (N - 1)
-    tc, sleeps = sync_client(
-        authority, clock, transport=httpx.MockTransport(counting), max_retries=RETRIES
-    )
+    tc, sleeps = sync_client(transport=httpx.MockTransport(counting), max_retries=RETRIES)
     authority.set_fault("token", fault)
     scope = authority.api("calc-api").default_scope
     results: list[Any] = []
@@ -170,6 +163,7 @@ def test_cold_threads_share_one_documented_error(
 @pytest.mark.anyio
 @pytest.mark.parametrize(("fault", "error", "fragment", "retried", "waits"), ROWS, ids=IDS)
 async def test_cold_tasks_share_one_documented_error(
+    async_client: AsyncClientFactory,
     authority: Authority,
     clock: FakeClock,
     fault: Fault,
@@ -179,9 +173,7 @@ async def test_cold_tasks_share_one_documented_error(
     waits: list[float] | None,
 ) -> None:
     counting = Counting(authority, clock)
-    tc, sleeps = async_client(
-        authority, clock, transport=httpx.MockTransport(counting), max_retries=RETRIES
-    )
+    tc, sleeps = async_client(transport=httpx.MockTransport(counting), max_retries=RETRIES)
     authority.set_fault("token", fault)
     scope = authority.api("calc-api").default_scope
     async with tc:
@@ -200,6 +192,7 @@ async def test_cold_tasks_share_one_documented_error(
 
 @pytest.mark.parametrize(("fault", "error", "fragment", "retried", "waits"), ROWS, ids=IDS)
 def test_a_valid_cached_token_keeps_being_served_through_the_outage(
+    sync_client: ClientFactory,
     authority: Authority,
     clock: FakeClock,
     fault: Fault,
@@ -209,9 +202,7 @@ def test_a_valid_cached_token_keeps_being_served_through_the_outage(
     waits: list[float] | None,
 ) -> None:
     counting = Counting(authority, clock)
-    tc, sleeps = sync_client(
-        authority, clock, transport=httpx.MockTransport(counting), max_retries=RETRIES
-    )
+    tc, sleeps = sync_client(transport=httpx.MockTransport(counting), max_retries=RETRIES)
     scope = authority.api("calc-api").default_scope
     first = tc.get_token(scope)
     authority.set_fault("token", fault)
@@ -240,9 +231,9 @@ def test_a_valid_cached_token_keeps_being_served_through_the_outage(
 
 
 def test_429_retry_after_postpones_the_next_refresh_attempt(
-    authority: Authority, clock: FakeClock
+    sync_client: ClientFactory, authority: Authority, clock: FakeClock
 ) -> None:
-    tc, sleeps = sync_client(authority, clock)
+    tc, sleeps = sync_client()
     scope = authority.api("calc-api").default_scope
     first = tc.get_token(scope)
     authority.set_fault("token", Fault(status=429, retry_after="120"))
@@ -259,11 +250,11 @@ def test_429_retry_after_postpones_the_next_refresh_attempt(
 
 
 def test_a_short_retry_after_does_not_make_refresh_attempts_more_frequent(
-    authority: Authority, clock: FakeClock
+    sync_client: ClientFactory, authority: Authority, clock: FakeClock
 ) -> None:
     # 429 + "Retry-After: 7" while the cached token has 299 s left: the server's 7 s is a
     # minimum, so the next attempt comes after the usual 30 s, not every 7 s.
-    tc, sleeps = sync_client(authority, clock)
+    tc, sleeps = sync_client()
     scope = authority.api("calc-api").default_scope
     first = tc.get_token(scope)
     authority.set_fault("token", Fault(status=429, retry_after="7"))

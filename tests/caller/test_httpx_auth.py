@@ -5,15 +5,20 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
-from tests._caller import FakeClock, async_client, sync_client
 
 from ccflow import AccessToken, ConfigurationError, httpx_auth
 from ccflow._core.cache import FORCED_REFRESH_INTERVAL
 from ccflow.authority import Authority
 from ccflow.httpx_auth import AsyncBearerAuth, AsyncTokenSource, BearerAuth, TokenSource
+
+if TYPE_CHECKING:
+    from tests.caller.conftest import AsyncClientFactory, ClientFactory
+    from tests.conftest import FakeClock
+
 
 API = "https://calc.test/add"
 
@@ -35,23 +40,10 @@ class Api:
         return httpx.Response(200, json={"result": 3})
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def authority(clock: FakeClock) -> Authority:
-    return Authority(clock=clock)
-
-
-@pytest.fixture
-def scope(authority: Authority) -> str:
-    return authority.api("calc-api").default_scope
-
-
-def test_attaches_the_bearer_token(authority: Authority, clock: FakeClock, scope: str) -> None:
-    tc, _ = sync_client(authority, clock)
+def test_attaches_the_bearer_token(
+    sync_client: ClientFactory, authority: Authority, clock: FakeClock, scope: str
+) -> None:
+    tc, _ = sync_client()
     api = Api()
     with httpx.Client(transport=httpx.MockTransport(api), auth=tc.auth(scope)) as http:
         assert http.get(API).status_code == 200
@@ -62,9 +54,9 @@ def test_attaches_the_bearer_token(authority: Authority, clock: FakeClock, scope
 
 
 def test_401_drops_the_token_and_retries_once_with_a_fresh_one(
-    authority: Authority, clock: FakeClock, scope: str
+    sync_client: ClientFactory, authority: Authority, clock: FakeClock, scope: str
 ) -> None:
-    tc, _ = sync_client(authority, clock)
+    tc, _ = sync_client()
     old = tc.get_token(scope)
     api = Api()
     api.revoked.add(old.token)
@@ -77,8 +69,10 @@ def test_401_drops_the_token_and_retries_once_with_a_fresh_one(
     assert authority.hits["token"] == 2
 
 
-def test_a_second_401_is_returned(authority: Authority, clock: FakeClock, scope: str) -> None:
-    tc, _ = sync_client(authority, clock)
+def test_a_second_401_is_returned(
+    sync_client: ClientFactory, authority: Authority, clock: FakeClock, scope: str
+) -> None:
+    tc, _ = sync_client()
     api = Api()
     api.always_401 = True
     with httpx.Client(transport=httpx.MockTransport(api), auth=tc.auth(scope)) as http:
@@ -88,9 +82,9 @@ def test_a_second_401_is_returned(authority: Authority, clock: FakeClock, scope:
 
 
 def test_an_api_refusing_every_token_costs_one_forced_refresh_per_interval(
-    authority: Authority, clock: FakeClock, scope: str
+    sync_client: ClientFactory, authority: Authority, clock: FakeClock, scope: str
 ) -> None:
-    tc, _ = sync_client(authority, clock)
+    tc, _ = sync_client()
     api = Api()
     api.always_401 = True
     with httpx.Client(transport=httpx.MockTransport(api), auth=tc.auth(scope)) as http:
@@ -105,9 +99,9 @@ def test_an_api_refusing_every_token_costs_one_forced_refresh_per_interval(
 
 
 def test_a_token_replaced_by_another_caller_is_retried_without_a_new_fetch(
-    authority: Authority, clock: FakeClock, scope: str
+    sync_client: ClientFactory, authority: Authority, clock: FakeClock, scope: str
 ) -> None:
-    tc, _ = sync_client(authority, clock)
+    tc, _ = sync_client()
     old = tc.get_token(scope)
     tc.invalidate(old, scope)  # forced refresh used up for 30 s
     new = tc.get_token(scope)
@@ -120,9 +114,9 @@ def test_a_token_replaced_by_another_caller_is_retried_without_a_new_fetch(
 
 @pytest.mark.anyio
 async def test_async_api_refusing_every_token_costs_one_forced_refresh(
-    authority: Authority, clock: FakeClock, scope: str
+    async_client: AsyncClientFactory, authority: Authority, clock: FakeClock, scope: str
 ) -> None:
-    tc, _ = async_client(authority, clock)
+    tc, _ = async_client()
     api = Api()
     api.always_401 = True
     async with httpx.AsyncClient(transport=httpx.MockTransport(api), auth=tc.auth(scope)) as http:
@@ -132,8 +126,10 @@ async def test_async_api_refusing_every_token_costs_one_forced_refresh(
     assert len(api.seen) == 6
 
 
-def test_403_is_not_retried(authority: Authority, clock: FakeClock, scope: str) -> None:
-    tc, _ = sync_client(authority, clock)
+def test_403_is_not_retried(
+    sync_client: ClientFactory, authority: Authority, clock: FakeClock, scope: str
+) -> None:
+    tc, _ = sync_client()
     calls: list[httpx.Request] = []
 
     def forbidden(request: httpx.Request) -> httpx.Response:
@@ -145,8 +141,10 @@ def test_403_is_not_retried(authority: Authority, clock: FakeClock, scope: str) 
     assert len(calls) == 1
 
 
-def test_drop_keeps_a_newer_token(authority: Authority, clock: FakeClock, scope: str) -> None:
-    tc, _ = sync_client(authority, clock)
+def test_drop_keeps_a_newer_token(
+    sync_client: ClientFactory, authority: Authority, clock: FakeClock, scope: str
+) -> None:
+    tc, _ = sync_client()
     old = tc.get_token(scope)
     clock.advance(3599)
     new = tc.get_token(scope)
@@ -154,23 +152,29 @@ def test_drop_keeps_a_newer_token(authority: Authority, clock: FakeClock, scope:
     assert tc.get_token(scope) is new
 
 
-def test_bare_resource_scope_works(authority: Authority, clock: FakeClock, scope: str) -> None:
-    tc, _ = sync_client(authority, clock)
+def test_bare_resource_scope_works(
+    sync_client: ClientFactory, authority: Authority, clock: FakeClock, scope: str
+) -> None:
+    tc, _ = sync_client()
     api = Api()
     auth = tc.auth(scope.removesuffix("/.default"))
     with httpx.Client(transport=httpx.MockTransport(api), auth=auth) as http:
         assert http.get(API).status_code == 200
 
 
-def test_bad_scope_fails_at_setup(authority: Authority, clock: FakeClock) -> None:
-    tc, _ = sync_client(authority, clock)
+def test_bad_scope_fails_at_setup(
+    sync_client: ClientFactory, authority: Authority, clock: FakeClock
+) -> None:
+    tc, _ = sync_client()
     with pytest.raises(ConfigurationError):
         tc.auth()
 
 
 @pytest.mark.anyio
-async def test_async_401_retry(authority: Authority, clock: FakeClock, scope: str) -> None:
-    tc, _ = async_client(authority, clock)
+async def test_async_401_retry(
+    async_client: AsyncClientFactory, authority: Authority, clock: FakeClock, scope: str
+) -> None:
+    tc, _ = async_client()
     old = await tc.get_token(scope)
     api = Api()
     api.revoked.add(old.token)
@@ -184,18 +188,18 @@ async def test_async_401_retry(authority: Authority, clock: FakeClock, scope: st
 
 @pytest.mark.anyio
 async def test_sync_client_auth_works_in_async_http(
-    authority: Authority, clock: FakeClock, scope: str
+    sync_client: ClientFactory, authority: Authority, clock: FakeClock, scope: str
 ) -> None:
-    tc, _ = sync_client(authority, clock)
+    tc, _ = sync_client()
     api = Api()
     async with httpx.AsyncClient(transport=httpx.MockTransport(api), auth=tc.auth(scope)) as http:
         assert (await http.get(API)).status_code == 200
 
 
 def test_async_client_auth_in_sync_http_is_refused(
-    authority: Authority, clock: FakeClock, scope: str
+    async_client: AsyncClientFactory, authority: Authority, clock: FakeClock, scope: str
 ) -> None:
-    tc, _ = async_client(authority, clock)
+    tc, _ = async_client()
     api = Api()
     with (
         httpx.Client(transport=httpx.MockTransport(api), auth=tc.auth(scope)) as http,
@@ -204,9 +208,15 @@ def test_async_client_auth_in_sync_http_is_refused(
         http.get(API)
 
 
-def test_each_client_gives_its_own_auth(authority: Authority, clock: FakeClock, scope: str) -> None:
-    sync, _ = sync_client(authority, clock)
-    asynchronous, _ = async_client(authority, clock)
+def test_each_client_gives_its_own_auth(
+    async_client: AsyncClientFactory,
+    sync_client: ClientFactory,
+    authority: Authority,
+    clock: FakeClock,
+    scope: str,
+) -> None:
+    sync, _ = sync_client()
+    asynchronous, _ = async_client()
     assert type(sync.auth(scope)) is BearerAuth
     assert type(asynchronous.auth(scope)) is AsyncBearerAuth
 
@@ -271,9 +281,15 @@ def test_httpx_auth_imports_nothing_from_the_clients() -> None:
     assert "ccflow" not in imported
 
 
-def test_clients_are_token_sources(authority: Authority, clock: FakeClock, scope: str) -> None:
-    sync, _ = sync_client(authority, clock)
-    asynchronous, _ = async_client(authority, clock)
+def test_clients_are_token_sources(
+    async_client: AsyncClientFactory,
+    sync_client: ClientFactory,
+    authority: Authority,
+    clock: FakeClock,
+    scope: str,
+) -> None:
+    sync, _ = sync_client()
+    asynchronous, _ = async_client()
     source: TokenSource = sync
     async_source: AsyncTokenSource = asynchronous
     assert callable(source.invalidate)
@@ -281,9 +297,9 @@ def test_clients_are_token_sources(authority: Authority, clock: FakeClock, scope
 
 
 def test_invalidate_takes_an_equal_token(
-    authority: Authority, clock: FakeClock, scope: str
+    sync_client: ClientFactory, authority: Authority, clock: FakeClock, scope: str
 ) -> None:
-    tc, _ = sync_client(authority, clock)
+    tc, _ = sync_client()
     old = tc.get_token(scope)
     tc.invalidate(dataclasses.replace(old), scope.removesuffix("/.default"))
     assert tc.get_token(scope).token != old.token

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from _validation_tokens import Clock, YieldingTransport
 from examples.calc_api.app import create_app
 from starlette.testclient import TestClient
 
-from _validation_tokens import Clock, YieldingTransport
 from ccflow import AsyncTokenClient, TokenClient, TokenValidator
 from ccflow.authority import Authority, AuthorityServer
 from ccflow.errors import AuthorityUnreachableError, ConfigurationError, KeysUnavailableError
