@@ -149,3 +149,10 @@ class FakeValidator:
 
     async def aclose(self) -> None:
         self.closed = True
+
+
+REVOKED = "the token was revoked"
+"""The refusal of the revoking validators (``revoking_validator`` in tests/api/conftest.py)."""
+
+REVOKING = ["subclass", "wrapper", "attribute"]
+"""How a revocation check is added to a TokenValidator: each way must be honoured."""

@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
+from tests.support import FakeValidator
 
 from ccflow import RequireRole, TokenValidator
 from ccflow.errors import ConfigurationError
 from ccflow.fastapi import BearerClaims
 from ccflow.starlette import BearerAuthBackend
-from test_starlette_support import FakeValidator
 
 
 def test_a_generic_issuer_holding_the_tenant_template_is_refused() -> None:

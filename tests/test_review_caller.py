@@ -10,11 +10,11 @@ import io
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
-from tests._caller import FakeClock, async_client, sync_client
 from tests.test_credentials_certificate import make_certificate, pem
 
 from ccflow import TokenClient
@@ -25,20 +25,9 @@ from ccflow.authority import Authority, Fault
 from ccflow.cli import main
 from ccflow.errors import InvalidTokenError, TokenRequestError
 
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def authority(clock: FakeClock) -> Authority:
-    return Authority(clock=clock)
-
-
-@pytest.fixture
-def scope(authority: Authority) -> str:
-    return authority.api("calc-api").default_scope
+if TYPE_CHECKING:
+    from tests.caller.conftest import AsyncClientFactory, ClientFactory
+    from tests.conftest import FakeClock
 
 
 @pytest.mark.anyio

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from tests._caller import FakeClock, async_client, sync_client
 
 from ccflow._core.cache import may_force_refresh
 from ccflow._core.jwks import KeyAction, KeyCache, KeySet, RefreshPolicy, decide
@@ -17,23 +16,13 @@ from ccflow.authority import Authority, Fault
 from ccflow.errors import KeysUnavailableError
 from ccflow.jwks import AsyncJWKSCache, KeySourcePlan
 
+if TYPE_CHECKING:
+    from tests.caller.conftest import AsyncClientFactory, ClientFactory
+    from tests.conftest import FakeClock
+
+
 TIMEOUT = 10.0
 API = "https://calc.test/add"
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def authority(clock: FakeClock) -> Authority:
-    return Authority(clock=lambda: clock.now)
-
-
-@pytest.fixture
-def scope(authority: Authority) -> str:
-    return authority.api("calc-api").default_scope
 
 
 # -- a clock stepped back (NTP) must not stretch the rate limits ------------------------------

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 from starlette.types import Message, Receive, Scope, Send
+from tests.support import FakeValidator, FakeVerdict
 
 from ccflow import RequireRole
-from test_starlette_support import FakeValidator, FakeVerdict
 
 GOOD = "good.token.value"
 
@@ -147,7 +147,7 @@ def test_exempt_paths_still_pass(path: str, root_path: str) -> None:
 
 
 def _raw_token(header: bytes, claims: bytes) -> str:
-    from _validation_tokens import b64, rsa_key, sign
+    from tests.support import b64, rsa_key, sign
 
     signing_input = f"{b64(header)}.{b64(claims)}"
     return f"{signing_input}.{b64(sign(signing_input.encode(), rsa_key('a'), 'RS256'))}"

@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import importlib
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import httpx
 import pytest
+from examples.calc_api import client as calc_client
+from examples.calc_api.app import create_app
 from starlette.testclient import TestClient
 
 from ccflow import ConfigurationError, TokenClient, TokenValidator
 from ccflow.authority import Authority
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from examples.calc_api import client as calc_client
-from examples.calc_api.app import create_app
 
 
 @pytest.fixture

@@ -4,28 +4,24 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
-from typing import Annotated, Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Annotated, Any
 
 import pytest
 from fastapi import Depends, FastAPI, Request, Security, WebSocket
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
+from tests.support import REALM, REVOKED, REVOKING, FakeValidator, FakeVerdict
 
-from _validation_tokens import Clock
 from ccflow import TokenValidator
 from ccflow._config import VALIDATOR_VARIABLES
 from ccflow.authority import Authority
 from ccflow.errors import ConfigurationError, InvalidTokenError, KeysUnavailableError
 from ccflow.fastapi import BearerClaims
-from test_starlette_support import (
-    REALM,
-    REVOKED,
-    REVOKING,
-    FakeValidator,
-    FakeVerdict,
-    revoking_validator,
-)
+
+if TYPE_CHECKING:
+    pass
+
 
 GOOD = "good.token.sig"
 READER = "reader.token.sig"
@@ -264,9 +260,10 @@ def test_declaring_the_dependency_needs_no_environment_until_first_use(
 
 
 @pytest.mark.parametrize("how", REVOKING)
-def test_the_dependency_asks_validate_on_every_request(how: str) -> None:
-    authority = Authority(clock=Clock(1_800_000_000.0))
-    revoking = BearerClaims("invokeRole", validator=revoking_validator(authority, how))
+def test_the_dependency_asks_validate_on_every_request(
+    authority: Authority, revoking_validator: Callable[[str], Any], how: str
+) -> None:
+    revoking = BearerClaims("invokeRole", validator=revoking_validator(how))
     api = FastAPI()
 
     @api.get("/add", dependencies=[Depends(revoking)])

@@ -7,51 +7,50 @@ import dataclasses
 import json
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 
-from _validation_tokens import Clock, YieldingTransport
 from ccflow import TokenValidator
 from ccflow._core.claims import IssuerRule
 from ccflow.authority import Authority, Fault
 from ccflow.errors import InvalidTokenError, KeysUnavailableError
 from ccflow.jwks import AsyncJWKSCache, DiscoverySource, KeySourcePlan
 
+if TYPE_CHECKING:
+    from tests.api.conftest import ValidatorFactory
+    from tests.conftest import FakeClock, YieldingTransport
+
+
 pytestmark = pytest.mark.anyio
 
-T0 = 1_800_000_000.0
 RS256 = frozenset({"RS256"})
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock(T0)
+def validator_for(
+    validator_for: ValidatorFactory,
+    authority: Authority,
+    yielding_transport: type[YieldingTransport],
+) -> ValidatorFactory:
+    """The shared factory on a transport that interleaves, with explicit JWKS timings."""
+
+    def make(*args: Any, **options: Any) -> Any:
+        settings: dict[str, Any] = {
+            "audience": authority.api("calc-api").client_id,
+            "http_client": httpx.AsyncClient(transport=yielding_transport(authority.handle)),
+            "jwks_ttl": 3600,
+            "jwks_cooldown": 30,
+            "jwks_max_stale": 7200,
+        }
+        return validator_for(*args, **{**settings, **options})
+
+    return make
 
 
 @pytest.fixture
-def authority(clock: Clock) -> Authority:
-    return Authority(clock=clock)
-
-
-def validator_for(authority: Authority, clock: Clock, **options: Any) -> TokenValidator:
-    settings: dict[str, Any] = {
-        "tenant_id": authority.tenant_id,
-        "authority_host": authority.host,
-        "audience": authority.api("calc-api").client_id,
-        "http_client": httpx.AsyncClient(transport=YieldingTransport(authority.handle)),
-        "clock": clock,
-        "jwks_ttl": 3600,
-        "jwks_cooldown": 30,
-        "jwks_max_stale": 7200,
-    }
-    settings.update(options)
-    return TokenValidator(**settings)
-
-
-@pytest.fixture
-def validator(authority: Authority, clock: Clock) -> TokenValidator:
+def validator(validator_for: ValidatorFactory) -> TokenValidator:
     return validator_for()
 
 
@@ -76,7 +75,7 @@ async def test_warm_cache_makes_no_fetch(authority: Authority, validator: TokenV
 
 
 async def test_keys_refetched_after_ttl(
-    authority: Authority, clock: Clock, validator: TokenValidator
+    authority: Authority, clock: FakeClock, validator: TokenValidator
 ) -> None:
     await validator.validate(authority.mint())
     clock.advance(3600)
@@ -85,7 +84,7 @@ async def test_keys_refetched_after_ttl(
 
 
 async def test_rotated_key_is_picked_up_after_the_cooldown(
-    authority: Authority, clock: Clock, validator: TokenValidator
+    authority: Authority, clock: FakeClock, validator: TokenValidator
 ) -> None:
     await validator.validate(authority.mint())
     clock.advance(30)
@@ -96,7 +95,7 @@ async def test_rotated_key_is_picked_up_after_the_cooldown(
 
 
 async def test_rotated_key_within_the_cooldown_is_unknown_until_it_passes(
-    authority: Authority, clock: Clock, validator: TokenValidator
+    authority: Authority, clock: FakeClock, validator: TokenValidator
 ) -> None:
     await validator.validate(authority.mint())
     authority.rotate_keys()
@@ -111,7 +110,7 @@ async def test_rotated_key_within_the_cooldown_is_unknown_until_it_passes(
 
 
 async def test_unknown_kid_storm_makes_one_refetch_per_cooldown(
-    authority: Authority, clock: Clock, validator: TokenValidator
+    authority: Authority, clock: FakeClock, validator: TokenValidator
 ) -> None:
     await validator.validate(authority.mint())
     clock.advance(31)
@@ -126,7 +125,7 @@ async def test_unknown_kid_storm_makes_one_refetch_per_cooldown(
 
 
 async def test_retired_key_stops_validating_after_refresh(
-    authority: Authority, clock: Clock, validator: TokenValidator
+    authority: Authority, clock: FakeClock, validator: TokenValidator
 ) -> None:
     old_kid = authority.signing_kid
     old_token = authority.mint(lifetime=86400)
@@ -200,7 +199,7 @@ async def test_discovery_naming_an_unusable_jwks_uri_is_keys_unavailable_with_ba
 
 
 async def test_cold_outage_backs_off_then_recovers(
-    authority: Authority, clock: Clock, validator: TokenValidator
+    authority: Authority, clock: FakeClock, validator: TokenValidator
 ) -> None:
     authority.set_fault("jwks", Fault(status=503))
     for _ in range(10):
@@ -225,7 +224,7 @@ async def test_cold_outage_with_100_concurrent_requests_fetches_once(
 
 
 async def test_warm_outage_keeps_serving_cached_keys(
-    authority: Authority, clock: Clock, validator: TokenValidator
+    authority: Authority, clock: FakeClock, validator: TokenValidator
 ) -> None:
     await validator.validate(authority.mint())
     authority.set_fault("jwks", Fault(status=503))
@@ -236,7 +235,7 @@ async def test_warm_outage_keeps_serving_cached_keys(
 
 
 async def test_warm_outage_beyond_max_stale_is_keys_unavailable(
-    authority: Authority, clock: Clock, validator: TokenValidator
+    authority: Authority, clock: FakeClock, validator: TokenValidator
 ) -> None:
     await validator.validate(authority.mint())
     authority.set_fault("jwks", Fault(drop=True))
@@ -246,7 +245,7 @@ async def test_warm_outage_beyond_max_stale_is_keys_unavailable(
 
 
 async def test_warm_outage_recovers_when_the_authority_returns(
-    authority: Authority, clock: Clock, validator: TokenValidator
+    authority: Authority, clock: FakeClock, validator: TokenValidator
 ) -> None:
     await validator.validate(authority.mint())
     authority.set_fault("jwks", Fault(status=503, times=1))
@@ -259,7 +258,7 @@ async def test_warm_outage_recovers_when_the_authority_returns(
 
 
 async def test_discovery_is_not_refetched_once_known(
-    authority: Authority, clock: Clock, validator: TokenValidator
+    authority: Authority, clock: FakeClock, validator: TokenValidator
 ) -> None:
     await validator.validate(authority.mint())
     clock.advance(3600 * 5)
@@ -268,7 +267,7 @@ async def test_discovery_is_not_refetched_once_known(
 
 
 async def test_async_cache_refresh_reads_issuer_and_keys(
-    authority: Authority, clock: Clock
+    authority: Authority, clock: FakeClock
 ) -> None:
     plan = KeySourcePlan(discoveries=(DiscoverySource(authority.discovery_url, "2.0"),))
     http = httpx.AsyncClient(transport=authority.transport())
@@ -322,7 +321,7 @@ async def until_the_refresh_hangs(transport: GatedTransport) -> None:
 
 
 async def test_a_known_key_is_served_while_a_hanging_refresh_is_in_flight(
-    validator_for: ValidatorFactory, authority: Authority, clock: Clock
+    validator_for: ValidatorFactory, authority: Authority, clock: FakeClock
 ) -> None:
     transport = GatedTransport(authority)
     validator = validator_for(http_client=httpx.AsyncClient(transport=transport))
@@ -342,7 +341,7 @@ async def test_a_known_key_is_served_while_a_hanging_refresh_is_in_flight(
 
 
 async def test_an_unknown_kid_still_waits_for_the_fetch_in_flight(
-    validator_for: ValidatorFactory, authority: Authority, clock: Clock
+    validator_for: ValidatorFactory, authority: Authority, clock: FakeClock
 ) -> None:
     transport = GatedTransport(authority)
     validator = validator_for(http_client=httpx.AsyncClient(transport=transport))
@@ -363,7 +362,7 @@ async def test_an_unknown_kid_still_waits_for_the_fetch_in_flight(
 
 
 async def test_a_rotated_key_during_an_outage_is_keys_unavailable_not_a_bad_token(
-    authority: Authority, clock: Clock, validator: TokenValidator
+    authority: Authority, clock: FakeClock, validator: TokenValidator
 ) -> None:
     # The refetch for the new kid failed: nobody knows whether the kid is real, so the answer
     # is 503 with Retry-After (try again), not 401 (this token is bad).
@@ -402,7 +401,7 @@ class Redirecting(httpx.AsyncBaseTransport):
 
 @pytest.mark.parametrize("status", [301, 302, 307, 308])
 async def test_a_redirected_discovery_document_and_jwks_are_followed(
-    validator_for: ValidatorFactory, authority: Authority, clock: Clock, status: int
+    validator_for: ValidatorFactory, authority: Authority, clock: FakeClock, status: int
 ) -> None:
     discovery = authority.discovery_url
     old_discovery = discovery.replace("/v2.0/", "/old/")
@@ -435,7 +434,7 @@ async def test_a_redirected_discovery_document_and_jwks_are_followed(
 async def test_a_redirect_to_plain_http_is_not_requested(
     validator_for: ValidatorFactory,
     authority: Authority,
-    clock: Clock,
+    clock: FakeClock,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     transport = Redirecting(authority, {"/old-keys": (302, "http://keys.example.com/keys")})
@@ -450,7 +449,7 @@ async def test_a_redirect_to_plain_http_is_not_requested(
 
 
 async def test_a_redirect_to_a_host_httpx_cannot_encode_is_an_outage(
-    validator_for: ValidatorFactory, authority: Authority, clock: Clock
+    validator_for: ValidatorFactory, authority: Authority, clock: FakeClock
 ) -> None:
     # httpx lets idna.IDNAError (not an httpx error) out while it builds the redirect.
     transport = Redirecting(authority, {"/old-keys": (302, "https://xn--zz.example.com/keys")})
@@ -467,7 +466,7 @@ async def test_a_redirect_to_a_host_httpx_cannot_encode_is_an_outage(
 async def test_a_closed_http_client_is_an_outage_not_an_unexpected_error(
     validator_for: ValidatorFactory,
     authority: Authority,
-    clock: Clock,
+    clock: FakeClock,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # httpx raises RuntimeError for a closed client: it came out of validate() (documented to
@@ -483,7 +482,7 @@ async def test_a_closed_http_client_is_an_outage_not_an_unexpected_error(
 
 
 async def test_a_redirect_loop_ends_as_an_outage(
-    validator_for: ValidatorFactory, authority: Authority, clock: Clock
+    validator_for: ValidatorFactory, authority: Authority, clock: FakeClock
 ) -> None:
     transport = Redirecting(
         authority, {"/a": (302, f"{authority.host}/b"), "/b": (302, f"{authority.host}/a")}
@@ -511,7 +510,7 @@ class Endless(httpx.AsyncByteStream):
 async def test_an_oversized_jwks_is_refused_without_reading_it_all(
     validator_for: ValidatorFactory,
     authority: Authority,
-    clock: Clock,
+    clock: FakeClock,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     body = Endless()
@@ -534,7 +533,7 @@ async def test_an_oversized_jwks_is_refused_without_reading_it_all(
 async def test_an_unexpected_error_from_the_http_client_is_no_keys_not_a_bad_token(
     validator_for: ValidatorFactory,
     authority: Authority,
-    clock: Clock,
+    clock: FakeClock,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # e.g. httpx.AsyncClient(verify=<a Path>) raises AttributeError on its first request: every

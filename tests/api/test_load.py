@@ -12,7 +12,7 @@ from types import ModuleType
 
 import pytest
 
-LOAD = Path(__file__).resolve().parents[1] / "bench" / "load.py"
+LOAD = Path(__file__).resolve().parents[2] / "bench" / "load.py"
 
 
 def load_module() -> ModuleType:

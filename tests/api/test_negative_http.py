@@ -13,25 +13,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from examples.calc_api.app import create_app
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from ccflow import TokenValidator
 from ccflow.authority import Authority, Fault
 from ccflow.testing import OTHER_TENANT_ID, TokenFactory
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from examples.calc_api.app import create_app
 
 NOW = 1_750_000_000
 LEEWAY = 60

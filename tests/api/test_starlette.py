@@ -7,8 +7,8 @@ import asyncio
 import contextlib
 import logging
 import pickle
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from starlette.applications import Starlette
@@ -21,8 +21,8 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.testclient import TestClient
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
+from tests.support import REALM, REVOKED, REVOKING, FakeValidator, FakeVerdict
 
-from _validation_tokens import Clock
 from ccflow import TokenValidator
 from ccflow._config import VALIDATOR_VARIABLES
 from ccflow.authority import Authority
@@ -41,15 +41,11 @@ from ccflow.starlette import (
     bearer_token,
     rejection_for,
 )
-from test_starlette_support import (
-    REALM,
-    REVOKED,
-    REVOKING,
-    FakeValidator,
-    FakeVerdict,
-    calc_validator,
-    revoking_validator,
-)
+
+if TYPE_CHECKING:
+    from tests.api.conftest import ValidatorFactory
+    from tests.conftest import FakeClock
+
 
 GOOD = "good.token.sig"
 READER = "reader.token.sig"
@@ -728,16 +724,6 @@ def test_a_backend_from_the_environment_reads_it_on_first_use() -> None:
 # --- with a real TokenValidator -----------------------------------------------------------
 
 
-@pytest.fixture
-def clock() -> Clock:
-    return Clock(1_800_000_000.0)
-
-
-@pytest.fixture
-def authority(clock: Clock) -> Authority:
-    return Authority(clock=clock)
-
-
 def real_app(validator: Any, *roles: str, **options: Any) -> Starlette:
     app = Starlette(routes=ROUTES)
     app.add_middleware(RequireRole(*(roles or ("invokeRole",)), validator=validator, **options))
@@ -745,11 +731,13 @@ def real_app(validator: Any, *roles: str, **options: Any) -> Starlette:
 
 
 @pytest.mark.parametrize("how", REVOKING)
-def test_require_role_asks_validate_on_every_request(authority: Authority, how: str) -> None:
+def test_require_role_asks_validate_on_every_request(
+    revoking_validator: Callable[[str], Any], authority: Authority, how: str
+) -> None:
     # A repeated token was served from TokenValidator's cache without calling an overridden
     # validate(): a token revoked after its first use was still a 200.
     token = authority.mint()
-    with TestClient(real_app(revoking_validator(authority, how))) as c:
+    with TestClient(real_app(revoking_validator(how))) as c:
         first = c.get("/whoami", headers=bearer(token))
         second = c.get("/whoami", headers=bearer(token))
     assert first.status_code == 200
@@ -758,9 +746,11 @@ def test_require_role_asks_validate_on_every_request(authority: Authority, how: 
 
 
 @pytest.mark.parametrize("how", REVOKING)
-def test_require_role_asks_validate_on_every_websocket(authority: Authority, how: str) -> None:
+def test_require_role_asks_validate_on_every_websocket(
+    revoking_validator: Callable[[str], Any], authority: Authority, how: str
+) -> None:
     token = authority.mint()
-    with TestClient(real_app(revoking_validator(authority, how))) as c:
+    with TestClient(real_app(revoking_validator(how))) as c:
         with c.websocket_connect("/ws", headers=bearer(token)) as ws:
             assert ws.receive_text() == authority.client("calc-client").client_id
         with (
@@ -772,11 +762,13 @@ def test_require_role_asks_validate_on_every_websocket(authority: Authority, how
 
 
 @pytest.mark.parametrize("how", REVOKING)
-def test_the_backend_asks_validate_on_every_request(authority: Authority, how: str) -> None:
+def test_the_backend_asks_validate_on_every_request(
+    revoking_validator: Callable[[str], Any], authority: Authority, how: str
+) -> None:
     app = Starlette(routes=ROUTES)
     app.add_middleware(
         AuthenticationMiddleware,
-        backend=BearerAuthBackend(revoking_validator(authority, how)),
+        backend=BearerAuthBackend(revoking_validator(how)),
         on_error=BearerAuthBackend.on_error,
     )
     token = authority.mint()
@@ -796,10 +788,10 @@ def test_the_backend_asks_validate_on_every_request(authority: Authority, how: s
     ids=["twice", "mixed-case duplicate"],
 )
 def test_an_accepted_token_in_several_headers_is_still_400(
-    authority: Authority, headers: Any
+    validator_for: ValidatorFactory, authority: Authority, headers: Any
 ) -> None:
     token = authority.mint()
-    with TestClient(real_app(calc_validator(authority))) as c:
+    with TestClient(real_app(validator_for(leeway=0))) as c:
         assert c.get("/whoami", headers=bearer(token)).status_code == 200
         response = c.get("/whoami", headers=headers(token))
     assert response.status_code == 400
@@ -816,10 +808,14 @@ def test_an_accepted_token_in_several_headers_is_still_400(
     ],
 )
 def test_roles_are_checked_on_every_request_of_a_token(
-    authority: Authority, roles: tuple[str, ...], match: str, status: int
+    validator_for: ValidatorFactory,
+    authority: Authority,
+    roles: tuple[str, ...],
+    match: str,
+    status: int,
 ) -> None:
     token = authority.mint()
-    with TestClient(real_app(calc_validator(authority), *roles, match=match)) as c:
+    with TestClient(real_app(validator_for(leeway=0), *roles, match=match)) as c:
         for _ in range(2):
             response = c.get("/whoami", headers=bearer(token))
             assert response.status_code == status
@@ -828,10 +824,10 @@ def test_roles_are_checked_on_every_request_of_a_token(
 
 
 def test_a_token_accepted_before_is_401_expired_past_its_exp(
-    authority: Authority, clock: Clock
+    validator_for: ValidatorFactory, authority: Authority, clock: FakeClock
 ) -> None:
     token = authority.mint(lifetime=100)
-    with TestClient(real_app(calc_validator(authority))) as c:
+    with TestClient(real_app(validator_for(leeway=0))) as c:
         assert c.get("/whoami", headers=bearer(token)).status_code == 200
         clock.advance(100)
         response = c.get("/whoami", headers=bearer(token))
@@ -855,11 +851,11 @@ def test_a_token_accepted_before_is_401_expired_past_its_exp(
     ids=["plain", "lower", "two blanks", "trailing blank", "trailing tab", "tab", "none", "utf-8"],
 )
 def test_odd_bearer_values_get_the_same_answer_new_or_repeated(
-    authority: Authority, value: bytes, status: int
+    validator_for: ValidatorFactory, authority: Authority, value: bytes, status: int
 ) -> None:
     token = authority.mint()
     raw = value.replace(b"TOKEN", token.encode())
-    app = real_app(calc_validator(authority))
+    app = real_app(validator_for(leeway=0))
     for _ in range(2):
         answer = asyncio.run(_get(app, [(b"authorization", raw)]))
         assert answer[0] == status

@@ -6,13 +6,13 @@ import hashlib
 import hmac
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
+from tests.support import START, b64, b64json, make_token, rsa_jwk, rsa_key
 
-from _validation_tokens import Clock, b64, b64json, make_token, rsa_jwk, rsa_key
 from ccflow import TokenValidator, ValidatedToken
 from ccflow.authority import (
     DEFAULT_HOST,
@@ -27,36 +27,16 @@ from ccflow.errors import (
     KeysUnavailableError,
 )
 
+if TYPE_CHECKING:
+    from tests.api.conftest import ValidatorFactory
+    from tests.conftest import FakeClock
+
+
 pytestmark = pytest.mark.anyio
 
-T0 = 1_800_000_000.0
-
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock(T0)
-
-
-@pytest.fixture
-def authority(clock: Clock) -> Authority:
-    return Authority(clock=clock)
-
-
-def validator_for(authority: Authority, clock: Clock, **options: Any) -> TokenValidator:
-    api = authority.api("calc-api")
-    settings: dict[str, Any] = {
-        "tenant_id": authority.tenant_id,
-        "authority_host": authority.host,
-        "audience": [api.client_id, api.identifier_uri],
-        "http_client": httpx.AsyncClient(transport=authority.transport()),
-        "clock": clock,
-    }
-    settings.update(options)
-    return TokenValidator(**settings)
-
-
-@pytest.fixture
-def validator(authority: Authority, clock: Clock) -> TokenValidator:
+def validator(validator_for: ValidatorFactory) -> TokenValidator:
     return validator_for()
 
 
@@ -70,7 +50,7 @@ async def test_valid_v2_token(authority: Authority, validator: TokenValidator) -
     assert result.tenant_id == authority.tenant_id
     assert result.roles == ("invokeRole",)
     assert result.version == "2.0"
-    assert result.expires_on == int(T0) + authority.token_lifetime
+    assert result.expires_on == int(START) + authority.token_lifetime
     assert result.claims["aud"] == authority.api("calc-api").client_id
     result.require_roles(("invokeRole",))
 
@@ -83,7 +63,7 @@ async def test_app_id_uri_audience_is_accepted(
 
 
 async def test_v1_token_accepted_when_enabled(
-    validator_for: ValidatorFactory, authority: Authority, clock: Clock
+    validator_for: ValidatorFactory, authority: Authority, clock: FakeClock
 ) -> None:
     validator = validator_for(accept_v1=True)
     result = await validator.validate(authority.mint(version=1))
@@ -92,7 +72,7 @@ async def test_v1_token_accepted_when_enabled(
 
 
 async def test_allowed_client_passes(
-    validator_for: ValidatorFactory, authority: Authority, clock: Clock
+    validator_for: ValidatorFactory, authority: Authority, clock: FakeClock
 ) -> None:
     calc = authority.client("calc-client").client_id
     validator = validator_for(allowed_clients=[calc])
@@ -100,7 +80,7 @@ async def test_allowed_client_passes(
 
 
 async def test_generic_oidc_issuer_with_at_jwt_no_tid_no_ver(
-    authority: Authority, clock: Clock
+    authority: Authority, clock: FakeClock
 ) -> None:
     validator = TokenValidator(
         issuer=authority.issuer,
@@ -119,7 +99,7 @@ async def test_generic_oidc_issuer_with_at_jwt_no_tid_no_ver(
 
 
 async def test_generic_oidc_with_jwks_uri_skips_discovery(
-    authority: Authority, clock: Clock
+    authority: Authority, clock: FakeClock
 ) -> None:
     validator = TokenValidator(
         issuer=authority.issuer,
@@ -133,7 +113,7 @@ async def test_generic_oidc_with_jwks_uri_skips_discovery(
 
 
 async def test_multi_tenant_checks_issuer_against_tid_and_allowed_tenants(
-    validator_for: ValidatorFactory, authority: Authority, clock: Clock
+    validator_for: ValidatorFactory, authority: Authority, clock: FakeClock
 ) -> None:
     # The authority serves /organizations/ as Azure AD does: the {tenantid} issuer template.
     validator = validator_for(
@@ -154,7 +134,7 @@ async def test_multi_tenant_checks_issuer_against_tid_and_allowed_tenants(
 
 
 @pytest.fixture
-def two_tenants(clock: Clock) -> Authority:
+def two_tenants(clock: FakeClock) -> Authority:
     """calc-api multi-tenant in the home tenant; partner-client at home in the partner tenant."""
     return Authority(Registrations.multi_tenant(), clock=clock)
 
@@ -180,7 +160,7 @@ def partner_token(authority: Authority) -> str:
 
 @pytest.mark.parametrize("alias", ["organizations", "common"])
 async def test_multi_tenant_accepts_a_token_from_an_allowed_tenant(
-    validator_for: ValidatorFactory, two_tenants: Authority, clock: Clock, alias: str
+    validator_for: ValidatorFactory, two_tenants: Authority, clock: FakeClock, alias: str
 ) -> None:
     validator = validator_for(
         two_tenants,
@@ -195,7 +175,7 @@ async def test_multi_tenant_accepts_a_token_from_an_allowed_tenant(
 
 
 async def test_multi_tenant_refuses_a_tenant_not_allowed(
-    validator_for: ValidatorFactory, two_tenants: Authority, clock: Clock
+    validator_for: ValidatorFactory, two_tenants: Authority, clock: FakeClock
 ) -> None:
     validator = validator_for(
         two_tenants, tenant_id="organizations", allowed_tenants=[two_tenants.tenant_id]
@@ -214,7 +194,10 @@ async def test_multi_tenant_refuses_a_tenant_not_allowed(
     ids=["tid changed", "iss changed"],
 )
 async def test_multi_tenant_refuses_iss_and_tid_that_disagree(
-    validator_for: ValidatorFactory, two_tenants: Authority, clock: Clock, claims: dict[str, str]
+    validator_for: ValidatorFactory,
+    two_tenants: Authority,
+    clock: FakeClock,
+    claims: dict[str, str],
 ) -> None:
     validator = validator_for(
         two_tenants,
@@ -284,7 +267,7 @@ def _now(a: Authority) -> float:
     return a.clock()
 
 
-NOW = int(T0)
+NOW = int(START)
 AAD = "api://c0ffee00-cc10-4000-8000-0000000000a1"
 
 INVALID: dict[str, tuple[Mint, str]] = {
@@ -413,7 +396,7 @@ FORBIDDEN: dict[str, tuple[Mint, dict[str, Any], str]] = {
 async def test_valid_tokens_from_callers_not_allowed_are_forbidden(
     validator_for: ValidatorFactory,
     authority: Authority,
-    clock: Clock,
+    clock: FakeClock,
     mint: Mint,
     options: dict[str, Any],
     reason: str,
@@ -470,7 +453,7 @@ async def test_repeated_token_comes_from_the_cache(
 
 
 async def test_cache_entry_never_outlives_exp(
-    validator_for: ValidatorFactory, authority: Authority, clock: Clock
+    validator_for: ValidatorFactory, authority: Authority, clock: FakeClock
 ) -> None:
     validator = validator_for(leeway=0)
     token = authority.mint(lifetime=100)
@@ -482,7 +465,7 @@ async def test_cache_entry_never_outlives_exp(
 
 
 async def test_cache_is_bounded(
-    validator_for: ValidatorFactory, authority: Authority, clock: Clock
+    validator_for: ValidatorFactory, authority: Authority, clock: FakeClock
 ) -> None:
     validator = validator_for(cache_size=2)
     tokens = [authority.mint() for _ in range(3)]
@@ -495,7 +478,7 @@ async def test_cache_is_bounded(
 
 
 async def test_cache_can_be_disabled(
-    validator_for: ValidatorFactory, authority: Authority, clock: Clock
+    validator_for: ValidatorFactory, authority: Authority, clock: FakeClock
 ) -> None:
     validator = validator_for(cache_size=0)
     token = authority.mint()
@@ -514,7 +497,7 @@ async def test_failed_tokens_are_not_cached(
 async def test_tokens_never_reach_the_logs(
     validator_for: ValidatorFactory,
     authority: Authority,
-    clock: Clock,
+    clock: FakeClock,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
@@ -543,7 +526,7 @@ async def test_cold_start_outage_is_keys_unavailable_with_retry_after(
 
 
 async def test_aclose_leaves_a_caller_owned_client_open(
-    validator_for: ValidatorFactory, authority: Authority, clock: Clock
+    validator_for: ValidatorFactory, authority: Authority, clock: FakeClock
 ) -> None:
     http = httpx.AsyncClient(transport=authority.transport())
     validator = validator_for(http_client=http)
@@ -553,7 +536,7 @@ async def test_aclose_leaves_a_caller_owned_client_open(
 
 
 async def test_validator_is_an_async_context_manager(
-    validator_for: ValidatorFactory, authority: Authority, clock: Clock
+    validator_for: ValidatorFactory, authority: Authority, clock: FakeClock
 ) -> None:
     async with validator_for(http_client=None) as validator:
         assert validator.realm == authority.api("calc-api").client_id

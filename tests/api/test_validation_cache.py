@@ -4,32 +4,23 @@ cached; the cache is bounded and keyed by a SHA-256 digest, never the token."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import pytest
 
 import ccflow.validation
-from _validation_tokens import Clock
-from ccflow import TokenValidator
 from ccflow.authority import Authority
 from ccflow.errors import InvalidTokenError
 
+if TYPE_CHECKING:
+    from tests.api.conftest import ValidatorFactory
+    from tests.conftest import FakeClock
+
+
 pytestmark = pytest.mark.anyio
-
-T0 = 1_800_000_000.0
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock(T0)
-
-
-@pytest.fixture
-def authority(clock: Clock) -> Authority:
-    return Authority(clock=clock)
 
 
 @pytest.fixture
@@ -46,23 +37,17 @@ def verifications(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return seen
 
 
-def validator_for(authority: Authority, clock: Clock, **options: Any) -> TokenValidator:
-    api = authority.api("calc-api")
-    settings: dict[str, Any] = {
-        "tenant_id": authority.tenant_id,
-        "authority_host": authority.host,
-        "audience": [api.client_id, api.identifier_uri],
-        "http_client": httpx.AsyncClient(transport=authority.transport()),
-        "clock": clock,
-        "leeway": 0,
-        "jwks_cooldown": 0,
-    }
-    settings.update(options)
-    return TokenValidator(**settings)
+@pytest.fixture
+def validator_for(validator_for: ValidatorFactory) -> ValidatorFactory:
+    """The shared factory with no leeway and no JWKS cooldown."""
+    return functools.partial(validator_for, leeway=0, jwks_cooldown=0)
 
 
 async def test_a_repeated_token_is_verified_once(
-    validator_for: ValidatorFactory, authority: Authority, clock: Clock, verifications: list[str]
+    validator_for: ValidatorFactory,
+    authority: Authority,
+    clock: FakeClock,
+    verifications: list[str],
 ) -> None:
     validator = validator_for()
     token = authority.mint()
@@ -72,7 +57,10 @@ async def test_a_repeated_token_is_verified_once(
 
 
 async def test_with_the_cache_disabled_every_validation_verifies(
-    validator_for: ValidatorFactory, authority: Authority, clock: Clock, verifications: list[str]
+    validator_for: ValidatorFactory,
+    authority: Authority,
+    clock: FakeClock,
+    verifications: list[str],
 ) -> None:
     validator = validator_for(cache_size=0)
     token = authority.mint()
@@ -82,7 +70,7 @@ async def test_with_the_cache_disabled_every_validation_verifies(
 
 
 async def test_a_cached_token_is_refused_once_past_its_exp(
-    validator_for: ValidatorFactory, authority: Authority, clock: Clock
+    validator_for: ValidatorFactory, authority: Authority, clock: FakeClock
 ) -> None:
     validator = validator_for()
     token = authority.mint(lifetime=100)
@@ -94,7 +82,10 @@ async def test_a_cached_token_is_refused_once_past_its_exp(
 
 
 async def test_a_refused_token_is_never_cached(
-    validator_for: ValidatorFactory, authority: Authority, clock: Clock, verifications: list[str]
+    validator_for: ValidatorFactory,
+    authority: Authority,
+    clock: FakeClock,
+    verifications: list[str],
 ) -> None:
     validator = validator_for()
     token = authority.mint(claims={"aud": "api://someone-else"})
@@ -105,7 +96,7 @@ async def test_a_refused_token_is_never_cached(
 
 
 async def test_a_tampered_copy_of_a_cached_token_is_verified_and_refused(
-    validator_for: ValidatorFactory, authority: Authority, clock: Clock
+    validator_for: ValidatorFactory, authority: Authority, clock: FakeClock
 ) -> None:
     validator = validator_for()
     token = authority.mint()
@@ -119,7 +110,7 @@ async def test_a_tampered_copy_of_a_cached_token_is_verified_and_refused(
 
 
 async def test_a_cached_token_is_verified_again_once_its_key_leaves_the_jwks(
-    validator_for: ValidatorFactory, authority: Authority, clock: Clock
+    validator_for: ValidatorFactory, authority: Authority, clock: FakeClock
 ) -> None:
     validator = validator_for()
     old_kid = authority.signing_kid
@@ -135,7 +126,10 @@ async def test_a_cached_token_is_verified_again_once_its_key_leaves_the_jwks(
 
 
 async def test_a_cached_token_is_served_while_its_key_is_still_published(
-    validator_for: ValidatorFactory, authority: Authority, clock: Clock, verifications: list[str]
+    validator_for: ValidatorFactory,
+    authority: Authority,
+    clock: FakeClock,
+    verifications: list[str],
 ) -> None:
     validator = validator_for()
     token = authority.mint()
@@ -147,7 +141,10 @@ async def test_a_cached_token_is_served_while_its_key_is_still_published(
 
 
 async def test_the_cache_is_bounded(
-    validator_for: ValidatorFactory, authority: Authority, clock: Clock, verifications: list[str]
+    validator_for: ValidatorFactory,
+    authority: Authority,
+    clock: FakeClock,
+    verifications: list[str],
 ) -> None:
     validator = validator_for(cache_size=3)
     tokens = [authority.mint(claims={"uti": f"t{i}"}) for i in range(10)]
@@ -162,7 +159,7 @@ async def test_the_cache_is_bounded(
 
 
 async def test_the_cache_is_keyed_by_the_sha256_digest_not_the_token(
-    validator_for: ValidatorFactory, authority: Authority, clock: Clock
+    validator_for: ValidatorFactory, authority: Authority, clock: FakeClock
 ) -> None:
     validator = validator_for()
     token = authority.mint()
@@ -172,7 +169,10 @@ async def test_the_cache_is_keyed_by_the_sha256_digest_not_the_token(
 
 
 async def test_a_token_accepted_only_within_the_leeway_does_not_evict_a_live_entry(
-    validator_for: ValidatorFactory, authority: Authority, clock: Clock, verifications: list[str]
+    validator_for: ValidatorFactory,
+    authority: Authority,
+    clock: FakeClock,
+    verifications: list[str],
 ) -> None:
     validator = validator_for(leeway=60, cache_size=1)
     live = authority.mint(lifetime=3600)
@@ -186,7 +186,7 @@ async def test_a_token_accepted_only_within_the_leeway_does_not_evict_a_live_ent
 
 
 async def test_one_requests_change_to_the_claims_is_not_seen_by_the_next(
-    validator_for: ValidatorFactory, authority: Authority, clock: Clock
+    validator_for: ValidatorFactory, authority: Authority, clock: FakeClock
 ) -> None:
     validator = validator_for()
     token = authority.mint()
@@ -198,7 +198,7 @@ async def test_one_requests_change_to_the_claims_is_not_seen_by_the_next(
 
 @pytest.mark.parametrize("typ", ["at+jwt", "AT+JWT", "application/at+jwt"])
 async def test_require_typ_accepts_the_type_in_any_spelling(
-    validator_for: ValidatorFactory, authority: Authority, clock: Clock, typ: str
+    validator_for: ValidatorFactory, authority: Authority, clock: FakeClock, typ: str
 ) -> None:
     validator = validator_for(require_typ="at+jwt")
     token = authority.mint(headers={"typ": typ})
@@ -207,7 +207,7 @@ async def test_require_typ_accepts_the_type_in_any_spelling(
 
 @pytest.mark.parametrize("header", [{"typ": "JWT"}, {"typ": 1}, {"typ": None}])
 async def test_require_typ_refuses_another_type(
-    validator_for: ValidatorFactory, authority: Authority, clock: Clock, header: dict[str, Any]
+    validator_for: ValidatorFactory, authority: Authority, clock: FakeClock, header: dict[str, Any]
 ) -> None:
     validator = validator_for(require_typ="at+jwt")
     token = authority.mint(headers=header)

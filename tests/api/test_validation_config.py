@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 
-from _validation_tokens import Clock
 from ccflow import TokenValidator
 from ccflow.authority import Authority
 from ccflow.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from tests.conftest import FakeClock
+
 
 TENANT = "c0ffee00-cc10-4000-8000-000000000001"
 
@@ -144,8 +147,7 @@ def test_authority_host_defaults_to_the_environment(monkeypatch: pytest.MonkeyPa
 # --- from_env ---------------------------------------------------------------------------------
 
 
-def test_from_env_reads_every_variable() -> None:
-    authority = Authority(clock=Clock())
+def test_from_env_reads_every_variable(authority: Authority, clock: FakeClock) -> None:
     env = {
         "CCFLOW_TENANT_ID": authority.tenant_id,
         "AZURE_AUTHORITY_HOST": authority.host,
@@ -155,15 +157,15 @@ def test_from_env_reads_every_variable() -> None:
         "CCFLOW_ACCEPT_V1": "true",
     }
     validator = TokenValidator.from_env(
-        env, http_client=httpx.AsyncClient(transport=authority.transport()), clock=Clock()
+        env, http_client=httpx.AsyncClient(transport=authority.transport()), clock=clock
     )
     assert validator.realm == "api://calc"
 
 
 @pytest.mark.anyio
-async def test_from_env_validator_accepts_the_authority_tokens() -> None:
-    clock = Clock()
-    authority = Authority(clock=clock)
+async def test_from_env_validator_accepts_the_authority_tokens(
+    authority: Authority, clock: FakeClock
+) -> None:
     env = {
         "AZURE_TENANT_ID": authority.tenant_id,
         "AZURE_AUTHORITY_HOST": authority.host,

@@ -108,7 +108,7 @@ def test_fixtures_are_isolated_per_test(pytester: pytest.Pytester) -> None:
 def test_the_docs_example_runs(pytester: pytest.Pytester) -> None:
     from pathlib import Path
 
-    doc = (Path(__file__).parent.parent / "docs" / "testing.md").read_text()
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "testing.md").read_text()
     example = doc.split("```python\n", 1)[1].split("```", 1)[0]
     pytester.makepyfile(
         myservice="""

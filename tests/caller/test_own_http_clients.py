@@ -7,16 +7,20 @@ import asyncio
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
-from _validation_tokens import Clock, YieldingTransport
 from examples.calc_api.app import create_app
 from starlette.testclient import TestClient
 
 from ccflow import AsyncTokenClient, TokenClient, TokenValidator
 from ccflow.authority import Authority, AuthorityServer
 from ccflow.errors import AuthorityUnreachableError, ConfigurationError, KeysUnavailableError
+
+if TYPE_CHECKING:
+    from tests.conftest import FakeClock, YieldingTransport
+
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 CLIENT = "11111111-2222-3333-4444-555555555555"
@@ -242,11 +246,11 @@ def test_async_token_client_fetches_again_in_a_later_loop() -> None:
         assert authority.hits["token"] == 2
 
 
-def test_contended_fetches_in_two_loops_in_turn() -> None:
+def test_contended_fetches_in_two_loops_in_turn(
+    clock: FakeClock, authority: Authority, yielding_transport: type[YieldingTransport]
+) -> None:
     """The single-flight lock is per loop: a second loop's contended fetch must not meet the
     first loop's lock ('is bound to a different event loop')."""
-    clock = Clock()
-    authority = Authority(clock=clock)
     api = authority.api("calc-api")
 
     async def burst(validator: TokenValidator) -> set[str | None]:
@@ -258,7 +262,7 @@ def test_contended_fetches_in_two_loops_in_turn() -> None:
             tenant_id=authority.tenant_id,
             authority_host=authority.host,
             audience=api.client_id,
-            http_client=httpx.AsyncClient(transport=YieldingTransport(authority.handle)),
+            http_client=httpx.AsyncClient(transport=yielding_transport(authority.handle)),
             clock=clock,
         )
 
@@ -270,9 +274,9 @@ def test_contended_fetches_in_two_loops_in_turn() -> None:
     assert authority.hits["jwks"] == 2
 
 
-def test_a_lock_held_by_a_loop_closed_mid_fetch_does_not_block_the_next_loop() -> None:
-    clock = Clock()
-    authority = Authority(clock=clock)
+def test_a_lock_held_by_a_loop_closed_mid_fetch_does_not_block_the_next_loop(
+    clock: FakeClock, authority: Authority
+) -> None:
     hang = {"on": True}
 
     class Hanging(httpx.AsyncBaseTransport):

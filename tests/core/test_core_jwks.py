@@ -6,8 +6,8 @@ import json
 from typing import Any
 
 import pytest
+from tests.support import b64, ec_jwk, ec_key, rsa_jwk, rsa_key
 
-from _validation_tokens import b64, ec_jwk, ec_key, rsa_jwk, rsa_key
 from ccflow._core.jwks import (
     JWKSError,
     KeyAction,

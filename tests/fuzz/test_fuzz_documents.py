@@ -18,7 +18,7 @@ import asyncio
 import json
 import math
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -40,6 +40,10 @@ from ccflow._core.tokens import ErrorContext, parse_token_response
 from ccflow._core.urls import require_secure_url
 from ccflow.authority import Authority
 from ccflow.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from tests.caller.conftest import Sleeps
+
 
 NOW = 1_750_000_000
 AUTHORITY = Authority(clock=lambda: NOW)

@@ -21,8 +21,8 @@ from typing import Any
 
 import jwt
 import pytest
+from tests.support import b64, b64json, make_token, rsa_jwk, rsa_key, sign
 
-from _validation_tokens import b64, b64json, make_token, rsa_jwk, rsa_key, sign
 from ccflow._core.claims import ClaimRules, IssuerRule, check_claims
 from ccflow._core.jwks import parse_jwks
 from ccflow._core.jws import parse_compact, verify_signature
