@@ -9,15 +9,18 @@ core tests, and deliberately broken tokens); HTTP-level tests mint with
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-from cryptography.hazmat.primitives import hashes
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.x509.oid import NameOID
 
 from ccflow.errors import InsufficientScopeError, InvalidTokenError
 
@@ -106,6 +109,48 @@ def make_token(
     signing_input = f"{b64json(header)}.{b64json(claims)}"
     signature = sign(signing_input.encode(), key or rsa_key(), alg)
     return f"{signing_input}.{b64(signature)}"
+
+
+def _name(cn: str) -> x509.Name:
+    """An X.509 name with only a common name."""
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def make_certificate(
+    key: Any,
+    *,
+    issuer_key: Any = None,
+    issuer: str = "ccflow test",
+    subject: str = "ccflow test",
+    not_after: datetime.datetime | None = None,
+) -> x509.Certificate:
+    """A certificate for ``key``, self-signed unless ``issuer_key`` is given."""
+    start = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(_name(issuer))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(not_after or datetime.datetime(2099, 1, 1, tzinfo=datetime.UTC))
+        .sign(issuer_key or key, hashes.SHA256())
+    )
+
+
+def pem(*items: Any) -> bytes:
+    """Certificates and private keys (unencrypted PKCS #8) as one PEM text."""
+    out = b""
+    for item in items:
+        if isinstance(item, x509.Certificate):
+            out += item.public_bytes(serialization.Encoding.PEM)
+        else:
+            out += item.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+    return out
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.anyio
 
 RS256 = frozenset({"RS256"})
+TIMEOUT = 10.0
 
 
 @pytest.fixture
@@ -547,3 +548,24 @@ async def test_an_unexpected_error_from_the_http_client_is_no_keys_not_a_bad_tok
         await validator.validate(authority.mint())
     assert info.value.retry_after >= 1
     assert "failed unexpectedly: AttributeError" in caplog.text
+
+
+@pytest.mark.anyio
+async def test_jwks_outage_then_clock_stepped_back_recovers(authority: Authority) -> None:
+    now = [1_800_000_000.0]
+    cache = AsyncJWKSCache(
+        KeySourcePlan(jwks_uri=authority.jwks_uri),
+        algorithms=frozenset({"RS256"}),
+        clock=lambda: now[0],
+        http_client=httpx.AsyncClient(transport=authority.transport()),
+    )
+    try:
+        authority.set_fault("jwks", Fault(status=503, times=1))
+        with pytest.raises(KeysUnavailableError):
+            await cache.get_key(authority.signing_kid)
+        now[0] -= 3600  # the clock steps back; the authority is back
+        key = await asyncio.wait_for(cache.get_key(authority.signing_kid), TIMEOUT)
+        assert key.kid == authority.signing_kid
+        assert authority.hits["jwks"] == 2
+    finally:
+        await cache.aclose()

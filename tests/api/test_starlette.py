@@ -33,6 +33,7 @@ from ccflow.errors import (
     InvalidTokenError,
     KeysUnavailableError,
 )
+from ccflow.fastapi import BearerClaims
 from ccflow.starlette import (
     BearerAuthBackend,
     InvalidRequestError,
@@ -891,3 +892,190 @@ async def _get(app: Starlette, headers: list[tuple[bytes, bytes]]) -> tuple[int,
 
     await app(scope, receive, send)
     return answer["status"], answer["challenge"]
+
+
+def test_add_middleware_with_the_class_says_how_to_write_it() -> None:
+    # Starlette's usual idiom, add_middleware(Cls, *args), passed the wrapped app as a role:
+    # the error quoted "<ExceptionMiddleware object at 0x...>" as a role that is not a string.
+    app = Starlette()
+    app.add_middleware(RequireRole, "invokeRole", validator=FakeValidator())  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=r"add_middleware\(RequireRole\('invokeRole'"):
+        TestClient(app).get("/")
+
+
+@pytest.mark.parametrize("shutdown_fails", [False, True], ids=["shutdown", "failed shutdown"])
+def test_a_validator_from_the_environment_is_closed_however_shutdown_ends(
+    monkeypatch: pytest.MonkeyPatch, shutdown_fails: bool
+) -> None:
+    # It was closed on lifespan.shutdown.complete only: an app whose shutdown raised left the
+    # validator's HTTP client open.
+    validator = FakeValidator()
+    monkeypatch.setattr(TokenValidator, "from_env", classmethod(lambda cls: validator))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        if shutdown_fails:
+            raise RuntimeError("the app's own shutdown failed")
+
+    app = Starlette(lifespan=lifespan)
+    app.add_middleware(RequireRole("invokeRole"))
+    with contextlib.suppress(RuntimeError), TestClient(app):
+        assert not validator.closed
+    assert validator.closed
+
+
+@pytest.mark.parametrize("owner", ["RequireRole", "BearerAuthBackend", "BearerClaims"])
+def test_the_validator_class_instead_of_an_instance_fails_at_construction(owner: str) -> None:
+    # TokenValidator (the class) has a validate and a realm too: it was accepted, and every
+    # request then failed with a TypeError inside the refusal itself, a 500.
+    build: dict[str, Callable[..., object]] = {
+        "RequireRole": lambda v: RequireRole("invokeRole", validator=v),
+        "BearerAuthBackend": BearerAuthBackend,
+        "BearerClaims": lambda v: BearerClaims("invokeRole", validator=v),
+    }
+    with pytest.raises(ConfigurationError, match="class TokenValidator") as info:
+        build[owner](TokenValidator)
+    assert info.value.setting == "validator"
+
+
+def test_a_validator_whose_realm_is_not_a_string_fails_at_construction() -> None:
+    # Its realm goes into every WWW-Authenticate: anything but a string made each refusal a 500.
+    class NoRealm:
+        realm = None
+
+        async def validate(self, token: str) -> object:
+            raise AssertionError("never called")
+
+    with pytest.raises(ConfigurationError, match=r"must be a ccflow\.TokenValidator"):
+        RequireRole("invokeRole", validator=NoRealm())  # type: ignore[arg-type]
+
+
+def _validator() -> FakeValidator:
+    return FakeValidator({GOOD: FakeVerdict(roles=("invokeRole",))})
+
+
+async def _inner(scope: Scope, receive: Receive, send: Send) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"inner"})
+
+
+def _call(
+    middleware: Any,
+    path: str,
+    headers: list[tuple[bytes, bytes]] | None = None,
+    *,
+    method: str = "GET",
+    root_path: str = "",
+) -> tuple[int, bytes]:
+    scope: dict[str, Any] = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "raw_path": path.encode("utf-8", "surrogateescape"),
+        "root_path": root_path,
+        "query_string": b"",
+        "headers": headers or [],
+    }
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    asyncio.run(middleware(scope, receive, send))
+    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+
+def test_a_refused_path_cannot_forge_debug_log_lines(caplog: pytest.LogCaptureFixture) -> None:
+    # scope["path"] is percent-decoded by the server: "/calc%0a..." arrives with a real line
+    # break, and the refusal's debug line printed it as is, so a caller could write lines of
+    # its own choosing into the API's log (or drive a terminal with escape sequences).
+    middleware = RequireRole("invokeRole", validator=_validator())(_inner)
+    forged = "/calc\nINFO ccflow.starlette: accepted GET /admin\r\x1b[2J\u2028"
+    with caplog.at_level(logging.DEBUG, logger="ccflow.starlette"):
+        assert _call(middleware, forged)[0] == 401
+    lines = [r.getMessage() for r in caplog.records if r.name == "ccflow.starlette"]
+    assert lines, "the refusal is logged at DEBUG"
+    for line in lines:
+        assert not any(ch in line for ch in "\n\r\x1b\u2028"), line
+    assert "/calc\\nINFO" in lines[0]
+
+
+def _user_app() -> Any:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        user = scope.get("user")
+        body = b"authenticated" if user is not None and user.is_authenticated else b"anonymous"
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+RAW_PREFLIGHT = [(b"origin", b"https://evil.example"), (b"access-control-request-method", b"GET")]
+
+
+@pytest.mark.parametrize("authorization", [None, b"Bearer " + GOOD.encode(), b"Bearer forged"])
+def test_an_allowed_preflight_reaches_the_app_as_the_unauthenticated_user(
+    authorization: bytes | None,
+) -> None:
+    # Anyone can send Origin + Access-Control-Request-Method: what the docs tell a handler
+    # answering OPTIONS to check (request.user.is_authenticated) must say "no" for it.
+    middleware = RequireRole("invokeRole", validator=_validator(), allow_preflight=True)(
+        _user_app()
+    )
+    headers = list(RAW_PREFLIGHT)
+    if authorization is not None:
+        headers.append((b"authorization", authorization))
+    assert _call(middleware, "/data", headers, method="OPTIONS") == (200, b"anonymous")
+    assert _call(middleware, "/data", headers[:1], method="OPTIONS")[0] == 401
+    lower = _call(middleware, "/data", headers, method="options")
+    assert lower[1] != b"anonymous"  # only the upper-case ASGI method counts as a preflight
+
+
+def test_a_preflight_needs_a_token_unless_allowed() -> None:
+    # The pass-through let a preflight's attacker-chosen headers reach handlers that answer
+    # OPTIONS themselves, and mounted apps, with no token: it is opt-in now.
+    middleware = RequireRole("invokeRole", validator=_validator())(_user_app())
+    assert _call(middleware, "/data", RAW_PREFLIGHT, method="OPTIONS")[0] == 401
+    with_token = [*RAW_PREFLIGHT, (b"authorization", b"Bearer " + GOOD.encode())]
+    assert _call(middleware, "/data", with_token, method="OPTIONS") == (200, b"authenticated")
+
+
+@pytest.mark.parametrize(
+    ("path", "root_path"),
+    [
+        ("/healthz/", ""),
+        ("//healthz", ""),
+        ("/healthz/../calc", ""),
+        ("/HEALTHZ", ""),
+        ("/Healthz", ""),
+        ("/healthz\x00", ""),
+        ("/healthz%2f", ""),
+        ("/health", ""),
+        ("/healthy/x", ""),
+        ("/api/healthz", ""),
+        ("/healthz", "/healthz"),
+        ("/health/x", "/health"),
+        ("/apihealthz", "/api"),
+        ("/api", "/api"),
+    ],
+)
+def test_exempt_paths_are_not_opened_by_near_misses(path: str, root_path: str) -> None:
+    middleware = RequireRole(
+        "invokeRole", validator=_validator(), exempt=["/healthz", "/health/*"]
+    )(_user_app())
+    assert _call(middleware, path, root_path=root_path)[0] == 401
+
+
+@pytest.mark.parametrize(
+    ("path", "root_path"),
+    [("/healthz", ""), ("/health/ready", ""), ("/api/healthz", "/api"), ("/a/health/x", "/a")],
+)
+def test_exempt_paths_still_pass(path: str, root_path: str) -> None:
+    middleware = RequireRole(
+        "invokeRole", validator=_validator(), exempt=["/healthz", "/health/*"]
+    )(_user_app())
+    assert _call(middleware, path, root_path=root_path) == (200, b"anonymous")

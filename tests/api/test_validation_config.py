@@ -303,3 +303,50 @@ def test_a_generic_issuer_ignores_azure_sdks_authority_host_variable(
     monkeypatch.setenv("CCFLOW_ISSUER", "https://idp.test/r")
     monkeypatch.setenv("CCFLOW_AUDIENCE", "a")
     assert TokenValidator.from_env().realm == "a"
+
+
+def test_a_generic_issuer_holding_the_tenant_template_is_refused() -> None:
+    # IssuerRule fills "{tenantid}" with the token's own tid: as a generic issuer (with a
+    # jwks_uri, so no discovery could object) it accepted every tenant's tokens, with no
+    # allowed_tenants to limit them.
+    with pytest.raises(ConfigurationError, match="multi-tenant template") as info:
+        TokenValidator(
+            issuer="https://login.microsoftonline.com/{tenantid}/v2.0",
+            jwks_uri="https://login.microsoftonline.com/common/discovery/v2.0/keys",
+            audience="api://calc",
+        )
+    assert info.value.setting == "issuer"
+
+
+def test_from_env_names_the_variable_for_a_templated_issuer() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        TokenValidator.from_env(
+            {
+                "CCFLOW_ISSUER": "https://login.microsoftonline.com/{tenantid}/v2.0",
+                "CCFLOW_AUDIENCE": "api://calc",
+            }
+        )
+    assert info.value.setting == "CCFLOW_ISSUER"
+    assert "CCFLOW_TENANT_ID" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("jwks_uri", "https://xn--zz.example/keys"),
+        ("issuer", "https://xn--zz.example/realms/a"),
+        ("authority_host", "https://xn--zz.example"),
+        ("jwks_uri", "https://\ufb00.example/keys"),
+    ],
+    ids=["jwks_uri invalid A-label", "issuer invalid A-label", "host invalid A-label", "ffi"],
+)
+def test_a_url_whose_host_httpx_cannot_encode_fails_at_configuration(
+    setting: str, value: str
+) -> None:
+    # It passed configuration, then every request failed to fetch (a 503 for ever).
+    options: dict[str, Any] = {"audience": "api://calc", setting: value}
+    if setting != "issuer":
+        options["tenant_id"] = "contoso.onmicrosoft.com"
+    with pytest.raises(ConfigurationError) as info:
+        TokenValidator(**options)
+    assert info.value.setting == setting

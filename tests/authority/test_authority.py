@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from typing import Any
 from urllib.parse import quote_plus
@@ -21,6 +22,7 @@ from ccflow.authority import (
     Fault,
     Registrations,
 )
+from ccflow.errors import ConfigurationError
 
 NOW = 1_700_000_000.0
 
@@ -108,7 +110,6 @@ def test_endpoints_of_an_alias_carry_the_issuer_template(authority: Authority, a
 
 
 def test_endpoints_are_a_frozen_value(authority: Authority) -> None:
-    import dataclasses
 
     with pytest.raises(dataclasses.FrozenInstanceError):
         authority.endpoints().issuer = "https://elsewhere"  # type: ignore[misc]
@@ -145,7 +146,6 @@ def test_unknown_names_raise_key_error_naming_the_known_ones(authority: Authorit
 
 
 def test_grants_must_name_defined_roles() -> None:
-    from ccflow.errors import ConfigurationError
 
     api = ApiApp(name="a", client_id="1", identifier_uri="api://a", roles=("r",))
     with pytest.raises(ConfigurationError, match="does not define"):
@@ -820,3 +820,30 @@ def test_registrations_of_the_wrong_type_are_refused_at_once(registrations: Any,
 def test_a_token_lifetime_that_is_not_whole_seconds_is_refused(lifetime: Any) -> None:
     with pytest.raises(TypeError, match="token_lifetime must be whole seconds"):
         Authority(token_lifetime=lifetime)
+
+
+def _client_credentials(authority: Authority, client: str = "calc-client") -> dict[str, str]:
+    app = authority.client(client)
+    assert app.secret is not None
+    return {
+        "grant_type": "client_credentials",
+        "client_id": app.client_id,
+        "client_secret": app.secret,
+        "scope": authority.api("calc-api").default_scope,
+    }
+
+
+def test_a_host_with_a_path_prefix_serves_the_endpoints_it_advertises() -> None:
+    # normalize_authority_host accepts a proxy prefix (and TokenClient/TokenValidator use
+    # one), but every endpoint under it answered 404.
+    authority = Authority(host="https://login.ccflow.test/prefix")
+    with httpx.Client(transport=authority.transport()) as http:
+        document = http.get(authority.discovery_url)
+        assert document.status_code == 200
+        assert document.json()["token_endpoint"] == authority.token_endpoint
+        assert http.get(authority.jwks_uri).status_code == 200
+        answer = http.post(authority.token_endpoint, data=_client_credentials(authority))
+        assert answer.status_code == 200, answer.text
+        # Outside the prefix nothing is served.
+        outside = f"https://login.ccflow.test/{authority.tenant_id}/discovery/v2.0/keys"
+        assert http.get(outside).status_code == 404

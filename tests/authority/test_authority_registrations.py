@@ -122,3 +122,53 @@ def test_a_file_that_is_not_utf8_is_a_configuration_error(tmp_path: Path) -> Non
 
 def test_secrets_from_toml_stay_out_of_repr(config: Path) -> None:
     assert "shop-secret" not in repr(Registrations.from_toml(config))
+
+
+def test_two_apis_with_one_app_id_uri_are_a_configuration_error(tmp_path: Path) -> None:
+    # The second API could never be reached: a scope names the first one.
+    config = tmp_path / "registrations.toml"
+    config.write_text(
+        '[apis.orders]\nclient_id = "11111111-0000-4000-8000-000000000001"\n'
+        'identifier_uri = "api://shop"\n'
+        '[apis.payments]\nclient_id = "11111111-0000-4000-8000-000000000002"\n'
+        'identifier_uri = "api://shop/"\n'
+    )
+    with pytest.raises(ConfigurationError, match="identifier_uri 'api://shop'"):
+        Registrations.from_toml(config)
+
+
+@pytest.mark.parametrize("tenant", ["my tenant", "a?b", "a#b", "ten%2Fant", "tab\\tbed"])
+def test_a_tenant_id_no_url_can_carry_is_a_configuration_error(tmp_path: Path, tenant: str) -> None:
+    # They were accepted: then `ccflow authority serve` started, and died (exit 1, "unexpected
+    # ConfigurationError") building the endpoints it prints, or ("%2F") served only 404s.
+    config = tmp_path / "registrations.toml"
+    config.write_text(f'tenant_id = "{tenant}"\n')
+    with pytest.raises(ConfigurationError, match="cannot be a tenant id"):
+        Registrations.from_toml(config)
+    config.write_text(f'tenants = ["{tenant}"]\n')
+    with pytest.raises(ConfigurationError, match="cannot be a tenant id"):
+        Registrations.from_toml(config)
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ('tenant = "11111111-2222-4333-8444-555555555555"\n', "the registrations file"),
+        ('[client.shop]\nclient_id = "c"\nsecret = "s"\n', "the registrations file"),
+        ('[apis.orders]\nclient_id = "a"\nrole = ["Orders.Read"]\n', "apis.orders"),
+        (
+            '[apis.orders]\nclient_id = "a"\nroles = ["Orders.Read"]\n'
+            '[clients.shop]\nclient_id = "c"\nsecret = "s"\nrole = { orders = ["Orders.Read"] }\n',
+            "clients.shop",
+        ),
+    ],
+)
+def test_a_misspelt_key_in_the_registrations_file_is_a_configuration_error(
+    tmp_path: Path, text: str, where: str
+) -> None:
+    # It was ignored in silence: `role =` gave a client no grant (tokens without roles, 403s),
+    # `[client.shop]` no client at all.
+    config = tmp_path / "registrations.toml"
+    config.write_text(text)
+    with pytest.raises(ConfigurationError, match=f"unknown key.* in {where}; known: "):
+        Registrations.from_toml(config)

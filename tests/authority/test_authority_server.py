@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -533,3 +536,107 @@ def test_human_output_names_the_other_tenants_and_where_clients_live(
         line = next(x for x in text.splitlines() if client["client_id"] in x)
         assert line.endswith(f"tenant {client['tenant_id']}")
     assert "secret" not in text.lower().replace("secrets are printed", "")
+
+
+def test_stop_closes_a_connection_stalled_before_the_tls_handshake() -> None:
+    # The handshake ran before the connection was tracked, so stop() left a client that had
+    # connected but not yet said hello hanging (the server held it for the 60 s idle timeout).
+    server = AuthorityServer(tls=True).start()
+    try:
+        client = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    except BaseException:
+        server.stop()
+        raise
+    with client:
+        deadline = time.monotonic() + 5
+        while not server._httpd._connections and time.monotonic() < deadline:
+            time.sleep(0.01)
+        server.stop()
+        client.settimeout(3)
+        with contextlib.suppress(ConnectionResetError):
+            assert client.recv(1) == b""
+
+
+@pytest.mark.parametrize(
+    ("fault", "status"),
+    [(Fault(timeout=True, delay=0.2), 200), (Fault(timeout=True, delay=0.2, status=503), 503)],
+)
+def test_a_timeout_fault_on_the_server_answers_late_as_documented(
+    fault: Fault, status: int
+) -> None:
+    # Documented as "answer only after delay seconds", it closed the connection instead, so a
+    # client patient enough got a RemoteProtocolError rather than the (late) answer.
+    with AuthorityServer() as server, httpx.Client(timeout=5) as http:
+        server.authority.set_fault("discovery", fault)
+        started = time.monotonic()
+        answer = http.get(server.authority.discovery_url)
+        assert time.monotonic() - started >= 0.2
+        assert answer.status_code == status
+        if status == 200:
+            assert answer.json()["issuer"] == server.authority.issuer
+
+
+@pytest.mark.parametrize("coding", ["chunked", "Chunked", "gzip, chunked", "chunked "])
+def test_any_transfer_encoding_is_refused_and_never_read_as_a_second_request(
+    coding: str,
+) -> None:
+    # Only the exact value "chunked" was refused: with "gzip, chunked" the body was taken as
+    # empty (a 400 about grant_type) and the chunks were then parsed as a second request.
+    with AuthorityServer() as server:
+        tenant = server.authority.tenant_id
+        request = (
+            f"POST /{tenant}/oauth2/v2.0/token HTTP/1.1\r\nHost: x\r\n"
+            f"Content-Type: application/x-www-form-urlencoded\r\n"
+            f"Transfer-Encoding: {coding}\r\n\r\n"
+            "1d\r\ngrant_type=client_credentials\r\n0\r\n\r\n"
+        ).encode()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw:
+            raw.sendall(request)
+            received = b""
+            while chunk := raw.recv(65536):
+                received += chunk
+    assert received.startswith(b"HTTP/1.1 411 ")
+    assert received.count(b"HTTP/1.") == 1
+
+
+TIMEOUT = 10.0
+
+
+def test_a_slow_answer_in_flight_when_the_server_stops_is_not_sent() -> None:
+    from ccflow import AuthorityUnreachableError, TokenClient
+    from ccflow.authority import AuthorityServer
+
+    server = AuthorityServer().start()
+    try:
+        authority = server.authority
+        app = authority.client("calc-client")
+        authority.set_fault("token", Fault(delay=20))
+        outcome: list[object] = []
+
+        def call() -> None:
+            with TokenClient(
+                client_id=app.client_id,
+                client_secret=app.secret,
+                token_endpoint=authority.token_endpoint,
+                max_retries=0,
+                timeout=30,
+            ) as tc:
+                try:
+                    outcome.append(tc.get_token(authority.api("calc-api").default_scope))
+                except AuthorityUnreachableError as exc:
+                    outcome.append(exc)
+
+        thread = threading.Thread(target=call)
+        thread.start()
+        for _ in range(500):
+            if authority.hits["token"]:
+                break
+            threading.Event().wait(0.01)
+        assert authority.hits["token"] == 1
+    finally:
+        server.stop()
+    thread.join(TIMEOUT)
+    assert not thread.is_alive()
+    # The server is gone: the held-back answer must not arrive after all, early.
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], AuthorityUnreachableError), outcome

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from typing import Any
 
 import jwt
 import pytest
 
-from ccflow.authority import Authority
+from ccflow.authority import Authority, Registrations
 from ccflow.testing import OTHER_TENANT_ID, TokenFactory, decode_unverified
 
 NOW = 1_700_000_000.0
@@ -203,3 +204,26 @@ def test_algorithm_and_key_variants_keep_the_header_of_valid(
     bad = jwt.get_unverified_header(getattr(tokens, method)())
     assert set(bad) == set(valid)
     assert {k for k in valid if valid[k] != bad[k]} <= {"alg"}
+
+
+@pytest.mark.parametrize(
+    ("registrations", "client", "version"),
+    [
+        (Registrations.multi_tenant(), "partner-client", 2),
+        (Registrations.default(), "calc-client", 1),
+    ],
+)
+def test_wrong_issuer_differs_from_valid_in_the_issuers_host_only(
+    registrations: Registrations, client: str, version: int
+) -> None:
+    # It always wrote https://login.evil.test/<first tenant>/v2.0: for a client of another
+    # tenant the tenant in iss changed too (so a multi-tenant validator failed the iss/tid
+    # check, not the issuer's), and for a v1 API the issuer's shape changed too.
+    apis = tuple(dataclasses.replace(a, access_token_version=version) for a in registrations.apis)
+    authority = Authority(dataclasses.replace(registrations, apis=apis), clock=lambda: 1.7e9)
+    tokens = TokenFactory(authority)
+    _, valid = decode_unverified(tokens.valid(client))
+    _, wrong = decode_unverified(tokens.wrong_issuer(client))
+    assert wrong["iss"] == valid["iss"].replace(authority.host, "https://login.evil.test")
+    assert wrong["iss"] != valid["iss"]
+    assert {k for k in valid if valid[k] != wrong[k]} <= {"iss", "aio", "rh", "uti"}

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from ccflow import AccessToken, TokenClient, TokenRequestError
+from ccflow import AccessToken, TokenClient
 from ccflow.authority import Authority
+from ccflow.errors import TokenRequestError
 
 if TYPE_CHECKING:
     from tests.caller.conftest import AsyncClientFactory, ClientFactory
@@ -322,3 +323,74 @@ def test_each_thread_gets_the_error_with_a_traceback_of_its_own(
     assert {str(r) for r in results} == {str(results[0])}
     frames = [len(traceback.extract_tb(r.__traceback__)) for r in results]
     assert max(frames) < 20, frames
+
+
+@pytest.mark.anyio
+async def test_a_fetch_cancelled_before_it_started_does_not_poison_the_scopes(
+    async_client: AsyncClientFactory, authority: Authority, clock: FakeClock, scope: str
+) -> None:
+    # A shutdown handler cancelling every task can cancel the fetch task before its first
+    # step: its cleanup never ran, and every later get_token() for these scopes awaited the
+    # cancelled task again and raised CancelledError, forever.
+    tc, _ = async_client()
+    async with tc:
+        waiter = asyncio.ensure_future(tc.get_token(scope))
+        await asyncio.sleep(0)  # the waiter registered the fetch task, which has not run yet
+        (fetch,) = tc._flights.values()
+        fetch.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        token = await tc.get_token(scope)
+        assert token.scopes == (scope,)
+    assert authority.hits["token"] == 1
+
+
+@pytest.mark.anyio
+async def test_a_waiter_does_not_put_back_a_token_dropped_while_it_was_waking(
+    async_client: AsyncClientFactory, authority: Authority, clock: FakeClock, scope: str
+) -> None:
+    tc, _ = async_client()
+    async with tc:
+
+        async def first() -> str:
+            # Its API answers 401 at once (an in-process app): the token is dropped before
+            # the other caller of the same fetch has resumed.
+            token = await tc.get_token(scope)
+            tc.invalidate(token, scope)
+            return token.token
+
+        async def second() -> str:
+            return (await tc.get_token(scope)).token
+
+        dropped, shared = await asyncio.wait_for(asyncio.gather(first(), second()), TIMEOUT)
+        assert shared == dropped
+        again = await asyncio.wait_for(tc.get_token(scope), TIMEOUT)
+        assert again.token != dropped
+        assert authority.hits["token"] == 2
+
+
+def test_the_leader_does_not_put_back_a_token_dropped_right_after_it_was_stored(
+    sync_client: ClientFactory, authority: Authority, clock: FakeClock, scope: str
+) -> None:
+    tc, _ = sync_client()
+    log = tc._log
+    dropped: list[str] = []
+
+    def racing_log(key: tuple[str, ...], outcome: Any, started: float) -> None:
+        if not dropped:
+            # Another thread got the just-stored token from the cache, its API answered 401,
+            # and it invalidates the token: all before the leader has returned it.
+            token = outcome.entry.token
+            dropped.append(token.token)
+            other = threading.Thread(target=tc.invalidate, args=(token, scope))
+            other.start()
+            other.join(TIMEOUT)
+            assert not other.is_alive()
+        log(key, outcome, started)
+
+    tc._log = racing_log  # type: ignore[method-assign]
+    with tc:
+        first = tc.get_token(scope)
+        assert dropped == [first.token]
+        assert tc.get_token(scope).token != first.token
+        assert authority.hits["token"] == 2

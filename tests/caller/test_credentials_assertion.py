@@ -3,6 +3,7 @@ for or read, rotation of a projected token file, errors, and secrecy; on the loc
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import concurrent.futures
 import doctest
@@ -493,3 +494,57 @@ def test_an_async_callable_is_explained_and_its_coroutine_closed() -> None:
     with pytest.raises(CredentialError, match="async function"):
         sent(ClientAssertion(fetch), NOW)  # type: ignore[arg-type]
     gc.collect()  # a RuntimeWarning here fails the test (filterwarnings=error)
+
+
+@pytest.mark.parametrize(
+    "payload", ['{"exp": 1' + "0" * 400 + "}", "[" * 5000 + "]" * 5000], ids=["huge-exp", "deep"]
+)
+def test_unverified_expiry_of_an_odd_assertion_is_unknown_not_an_exception(payload: str) -> None:
+    # OverflowError / RecursionError escaped, so a FederatedTokenFile caught holding such a
+    # file failed with an "unexpected" wrapped error instead of reading it as opaque.
+    segment = base64.urlsafe_b64encode(payload.encode()).rstrip(b"=").decode()
+    assert unverified_expiry(f"e30.{segment}.sig") is None
+
+
+TIMEOUT = 10.0
+
+
+def _assertion(exp: float) -> str:
+    import base64
+    import json
+
+    def part(data: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'RS256'})}.{part({'exp': int(exp)})}.c2ln"
+
+
+@pytest.mark.anyio
+async def test_async_fetches_of_different_scopes_ask_the_assertion_callable_once() -> None:
+    import time
+
+    from ccflow import AsyncTokenClient, ClientAssertion
+
+    calls: list[int] = []
+
+    def assertion() -> str:
+        calls.append(1)
+        threading.Event().wait(0.3)  # an OIDC token endpoint taking its time
+        return _assertion(time.time() + 3600)
+
+    def token_endpoint(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200, json={"access_token": "t", "expires_in": 3600, "token_type": "Bearer"}
+        )
+
+    async with AsyncTokenClient(
+        client_id="app",
+        credential=ClientAssertion(assertion),
+        token_endpoint="https://idp.test/token",
+        http_client=httpx.AsyncClient(transport=httpx.MockTransport(token_endpoint)),
+    ) as tc:
+        await asyncio.wait_for(
+            asyncio.gather(tc.get_token("api://a/.default"), tc.get_token("api://b/.default")),
+            TIMEOUT,
+        )
+    assert len(calls) == 1

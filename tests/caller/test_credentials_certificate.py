@@ -18,7 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import NameOID
+from tests.support import make_certificate, pem
 
 from ccflow import (
     AsyncTokenClient,
@@ -98,45 +98,6 @@ def fields_of(
 
 def assertion_of(credential: ClientCertificate, authority: Authority, now: float = NOW) -> str:
     return dict(fields_of(credential, authority, now).form)["client_assertion"]
-
-
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def make_certificate(
-    key: Any,
-    *,
-    issuer_key: Any = None,
-    issuer: str = "ccflow test",
-    subject: str = "ccflow test",
-    not_after: datetime.datetime | None = None,
-) -> x509.Certificate:
-    start = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(_name(issuer))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(not_after or datetime.datetime(2099, 1, 1, tzinfo=datetime.UTC))
-        .sign(issuer_key or key, hashes.SHA256())
-    )
-
-
-def pem(*items: Any) -> bytes:
-    out = b""
-    for item in items:
-        if isinstance(item, x509.Certificate):
-            out += item.public_bytes(serialization.Encoding.PEM)
-        else:
-            out += item.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-    return out
 
 
 def p12(

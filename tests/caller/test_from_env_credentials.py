@@ -230,3 +230,22 @@ def test_a_blank_secret_variable_is_named() -> None:
     with pytest.raises(ConfigurationError, match="AZURE_CLIENT_SECRET is blank") as info:
         credential_from_env({"AZURE_CLIENT_SECRET": "  \n"})
     assert info.value.setting == "AZURE_CLIENT_SECRET"
+
+
+def test_from_env_ignores_whitespace_around_the_client_id_and_secret_as_ccflow_token_does() -> None:
+    # A variable filled from a file (a Kubernetes secret) often ends in a newline. `ccflow
+    # token` strips it; from_env() sent "id\n" and "s3cret\n", and Azure AD answered
+    # AADSTS700016 / AADSTS7000215, whose advice (re-register, rotate the secret) misleads.
+    client = TokenClient.from_env(
+        environ={
+            "AZURE_CLIENT_ID": " cid\n",
+            "AZURE_TENANT_ID": "t",
+            "AZURE_CLIENT_SECRET": "s3cret\n",
+        }
+    )
+    with client:
+        assert client.client_id == "cid"
+        fields = client._config.credential.request_fields(
+            client_id="cid", token_endpoint="https://x/t", auth_method="client_secret_post", now=0
+        )
+    assert dict(fields.form)["client_secret"] == "s3cret"

@@ -304,3 +304,22 @@ def test_invalidate_takes_an_equal_token(
     tc.invalidate(dataclasses.replace(old), scope.removesuffix("/.default"))
     assert tc.get_token(scope).token != old.token
     assert authority.hits["token"] == 2
+
+
+def test_401_after_the_clock_stepped_back_still_gets_a_fresh_token(
+    sync_client: ClientFactory, authority: Authority, clock: FakeClock, scope: str
+) -> None:
+    tc, _ = sync_client()
+    revoked: set[str] = set()
+
+    def api(request: httpx.Request) -> httpx.Response:
+        token = request.headers.get("authorization", "").removeprefix("Bearer ")
+        return httpx.Response(401 if token in revoked else 200)
+
+    with httpx.Client(transport=httpx.MockTransport(api), auth=tc.auth(scope)) as http:
+        revoked.add(tc.get_token(scope).token)
+        assert http.get(API).status_code == 200  # a forced refresh, now
+        clock.advance(-3600)  # the host clock is corrected an hour back
+        revoked.add(tc.get_token(scope).token)
+        assert http.get(API).status_code == 200
+    assert authority.hits["token"] == 3

@@ -15,10 +15,16 @@ from examples.calc_api.app import create_app
 from starlette.testclient import TestClient
 
 from ccflow import AsyncTokenClient, TokenClient, TokenValidator
-from ccflow.authority import Authority, AuthorityServer
-from ccflow.errors import AuthorityUnreachableError, ConfigurationError, KeysUnavailableError
+from ccflow.authority import Authority, AuthorityServer, Fault
+from ccflow.errors import (
+    AuthorityUnreachableError,
+    ConfigurationError,
+    KeysUnavailableError,
+    TokenRequestError,
+)
 
 if TYPE_CHECKING:
+    from tests.caller.conftest import AsyncClientFactory, ClientFactory
     from tests.conftest import FakeClock, YieldingTransport
 
 
@@ -323,3 +329,80 @@ def test_the_api_side_names_an_untrusted_certificate(
         asyncio.run(validate())
     assert "TLS certificate did not verify" in caplog.text
     assert "SSL_CERT_FILE" in caplog.text
+
+
+def _raise_for_status(response: httpx.Response) -> None:
+    response.raise_for_status()  # the event hook httpx's documentation suggests
+
+
+async def _araise_for_status(response: httpx.Response) -> None:
+    response.raise_for_status()
+
+
+def test_a_raise_for_status_hook_on_a_shared_client_does_not_break_retries_or_refresh(
+    sync_client: ClientFactory, authority: Authority, clock: FakeClock, scope: str
+) -> None:
+    # The hook's httpx.HTTPStatusError escaped get_token(): a 503 was not retried, a failed
+    # proactive refresh raised although a valid token was cached, and the error was not a
+    # ccflow one (its .request holds the secret in its body).
+    http = httpx.Client(
+        transport=authority.transport(), event_hooks={"response": [_raise_for_status]}
+    )
+    tc, sleeps = sync_client(max_retries=1)
+    tc._http = http
+    with http, tc:
+        authority.set_fault("token", Fault(status=503, retry_after="1", times=1))
+        first = tc.get_token(scope)
+        assert sleeps == [1.0]
+        clock.advance(3599 - 200)  # inside the refresh margin: a proactive refresh
+        authority.set_fault("token", Fault(status=503))
+        assert tc.get_token(scope) is first
+        authority.clear_fault("token")
+        authority.set_fault("token", Fault(status=400))
+        clock.advance(400)  # expired: the refusal reaches the caller, as ccflow's error
+        with pytest.raises(TokenRequestError) as info:
+            tc.get_token(scope)
+    assert info.value.status_code == 400
+    assert info.value.aadsts_code == 90033  # the in-process answer was read before the hook
+
+
+def test_an_answer_a_hook_left_unread_is_explained_not_called_empty(scope: str) -> None:
+    # Over a real connection httpx closes the answer unread when a hook raises for it.
+    def unread(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(400, stream=httpx.ByteStream(b'{"error": "invalid_client"}'))
+
+    http = httpx.Client(
+        transport=httpx.MockTransport(unread), event_hooks={"response": [_raise_for_status]}
+    )
+    with (
+        http,
+        TokenClient(
+            client_id="c",
+            client_secret="s3cret",
+            token_endpoint="https://x.test/token",
+            http_client=http,
+        ) as tc,
+        pytest.raises(TokenRequestError) as info,
+    ):
+        tc.get_token(scope)
+    assert info.value.status_code == 400
+    assert "event hook of the http_client" in str(info.value)
+    assert "empty" not in str(info.value)
+
+
+@pytest.mark.anyio
+async def test_a_raise_for_status_hook_on_a_shared_async_client_does_not_break_retries(
+    async_client: AsyncClientFactory, authority: Authority, clock: FakeClock, scope: str
+) -> None:
+    http = httpx.AsyncClient(
+        transport=authority.transport(), event_hooks={"response": [_araise_for_status]}
+    )
+    tc, sleeps = async_client(max_retries=1)
+    tc._http = http
+    async with http, tc:
+        authority.set_fault("token", Fault(status=429, retry_after="2", times=1))
+        first = await tc.get_token(scope)
+        assert sleeps == [2.0]
+        clock.advance(3599 - 200)
+        authority.set_fault("token", Fault(status=500))
+        assert await tc.get_token(scope) is first

@@ -119,3 +119,8 @@ def test_failure_without_a_usable_token_gives_nothing_to_serve(entry: CacheEntry
 )
 def test_a_forced_refresh_at_most_once_per_interval(last: float | None, allowed: bool) -> None:
     assert may_force_refresh(last, NOW) is allowed
+
+
+def test_a_clock_stepped_back_does_not_block_forced_refreshes() -> None:
+    # The last forced refresh "happened" an hour in the future of the new clock.
+    assert may_force_refresh(10_000.0, now=10_000.0 - 3600)

@@ -244,3 +244,14 @@ def test_policy_rejects_bad_durations(field: str, value: Any) -> None:
     with pytest.raises(ConfigurationError) as info:
         RefreshPolicy(**{field: value})
     assert info.value.setting == field
+
+
+def test_jwks_decide_after_the_clock_stepped_back() -> None:
+    policy = RefreshPolicy(ttl=3600, cooldown=30, failure_backoff=5)
+    t = 100_000.0
+    cold_failure = KeyCache().failed(t, policy)
+    # An hour earlier by the new clock: the backoff must not last an hour.
+    assert decide(cold_failure, "k", t - 3600, policy) is KeyAction.FETCH
+    fresh = KeyCache().fetched(KeySet(keys={}), t)
+    # A kid the keys lack: the unknown-kid cooldown must not last an hour either.
+    assert decide(fresh, "new", t - 3600, policy) is KeyAction.FETCH

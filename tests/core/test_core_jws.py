@@ -290,10 +290,10 @@ def test_a_bad_claims_or_signature_segment_behind_a_cached_header_is_still_refus
 def test_rsa_pkcs1_verdicts_equal_cryptographys_verify_on_mutated_signatures() -> None:
     import random
 
-    from tests.support import sign
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import padding
+    from tests.support import sign
 
     rng = random.Random("rsa-recover")
     key = rsa_key()

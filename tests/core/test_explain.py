@@ -155,3 +155,19 @@ def test_decode_error_never_quotes_the_token() -> None:
     with pytest.raises(InvalidTokenError) as info:
         decode_unverified(secret_looking)
     assert "Zm9vYmFyc2VjcmV0" not in str(info.value)
+
+
+def _deeply_nested_payload_token() -> str:
+    def b64(text: str) -> str:
+        return base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode()
+
+    header = b64('{"alg": "RS256"}')
+    payload = b64('{"a": ' + "[" * 5000 + "]" * 5000 + "}")
+    return f"{header}.{payload}.sig"
+
+
+def test_decode_unverified_refuses_a_deeply_nested_payload_as_malformed() -> None:
+    # json raised RecursionError, which escaped decode_unverified().
+    with pytest.raises(InvalidTokenError, match="not JSON") as info:
+        decode_unverified(_deeply_nested_payload_token())
+    assert info.value.reason == "malformed"

@@ -21,7 +21,14 @@ from typing import Any
 
 import jwt
 import pytest
-from tests.support import b64, b64json, make_token, rsa_jwk, rsa_key, sign
+from tests.support import (
+    b64,
+    b64json,
+    make_token,
+    rsa_jwk,
+    rsa_key,
+    sign,
+)
 
 from ccflow._core.claims import ClaimRules, IssuerRule, check_claims
 from ccflow._core.jwks import parse_jwks
@@ -282,3 +289,77 @@ def test_verdicts_equal_pyjwt_on_10000_mutated_tokens() -> None:
     # Both verdicts must be well represented, or the comparison proves little.
     assert accepted >= 400
     assert len(pool) + COUNT - accepted >= 5000
+
+
+def _raw_token(header: bytes, claims: bytes) -> str:
+    from tests.support import b64, rsa_key, sign
+
+    signing_input = f"{b64(header)}.{b64(claims)}"
+    return f"{signing_input}.{b64(sign(signing_input.encode(), rsa_key('a'), 'RS256'))}"
+
+
+def _raw_cases(now: float) -> list[tuple[str, bytes, bytes]]:
+    good = (
+        f'"aud":"api://calc","iss":"https://login.example/tenant/v2.0","exp":{int(now) + 3600},'
+        f'"iat":{int(now) - 100},"azp":"client","tid":"tenant","ver":"2.0"'
+    )
+    header = b'{"alg":"RS256","kid":"ka"}'
+    return [
+        ("dup aud, good last", header, ('{"aud":"api://other",' + good + "}").encode()),
+        ("dup aud, other last", header, ("{" + good + ',"aud":"api://other"}').encode()),
+        ("dup iss, other last", header, ("{" + good + ',"iss":"https://evil/v2.0"}').encode()),
+        ("dup exp, past last", header, ("{" + good + ',"exp":1}').encode()),
+        ("dup exp, past first", header, ('{"exp":1,' + good + "}").encode()),
+        (
+            "dup alg, none last",
+            b'{"alg":"RS256","kid":"ka","alg":"none"}',
+            ("{" + good + "}").encode(),
+        ),
+        (
+            "dup alg, RS256 last",
+            b'{"alg":"none","kid":"ka","alg":"RS256"}',
+            ("{" + good + "}").encode(),
+        ),
+        (
+            "dup kid, unknown last",
+            b'{"alg":"RS256","kid":"ka","kid":"kz"}',
+            ("{" + good + "}").encode(),
+        ),
+        (
+            "dup kid, good last",
+            b'{"alg":"RS256","kid":"kz","kid":"ka"}',
+            ("{" + good + "}").encode(),
+        ),
+        ("exp NaN", header, ("{" + good + ',"exp":NaN}').encode()),
+        ("exp Infinity", header, ("{" + good + ',"exp":Infinity}').encode()),
+        ("exp 1e400", header, ("{" + good + ',"exp":1e400}').encode()),
+        ("claims BOM", header, b"\xef\xbb\xbf{" + good.encode() + b"}"),
+        ("claims UTF-16", header, ("{" + good + "}").encode("utf-16-le")),
+        (
+            "header UTF-16",
+            '{"alg":"RS256","kid":"ka"}'.encode("utf-16-le"),
+            ("{" + good + "}").encode(),
+        ),
+        ("claims array", header, b"[{" + good.encode() + b"}]"),
+        ("trailing garbage", header, ("{" + good + "}x").encode()),
+        ("control good", header, ("{" + good + "}").encode()),
+    ]
+
+
+def test_duplicate_json_keys_and_json_oddities_get_pyjwts_verdict() -> None:
+    # Our parse path and PyJWT must agree on which of two duplicate keys counts (the last),
+    # so a token cannot mean one thing to ccflow and another to a PyJWT-based peer.
+    import time
+
+    from test_validation_parity import ours, pyjwts
+
+    now = time.time()
+    verdicts = {
+        name: (ours(tok, now), pyjwts(tok))
+        for name, h, c in _raw_cases(now)
+        for tok in [_raw_token(h, c)]
+    }
+    assert all(a == b for a, b in verdicts.values()), verdicts
+    assert verdicts["control good"] == (True, True)
+    assert verdicts["dup aud, good last"] == (True, True)
+    assert verdicts["dup alg, none last"] == (False, False)
