@@ -40,7 +40,7 @@ values = st.one_of(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     form=st.dictionaries(fields, values, max_size=6),
     authorization=st.one_of(
@@ -62,7 +62,7 @@ def test_token_endpoint_never_fails_on_forms(
         assert response.json()["error_description"].startswith("AADSTS")
 
 
-@settings(max_examples=150, deadline=None)
+@settings(deadline=None)
 @given(
     body=st.binary(max_size=200),
     content_type=st.sampled_from(
@@ -76,7 +76,7 @@ def test_token_endpoint_never_fails_on_raw_bodies(body: bytes, content_type: str
     assert 400 <= response.status_code < 500
 
 
-@settings(max_examples=100, deadline=None)
+@settings(deadline=None)
 @given(
     path=st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), max_size=60),
     method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS"]),

@@ -50,7 +50,6 @@ GOOD = AUTHORITY.mint(now=NOW)
 READER = AUTHORITY.mint("reader-client", now=NOW)
 
 FUZZ = settings(
-    max_examples=1000,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )

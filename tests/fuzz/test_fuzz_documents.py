@@ -54,7 +54,6 @@ REAL_JWK: dict[str, Any] = json.loads(json.dumps(AUTHORITY.jwks()["keys"][0]))
 REAL_DISCOVERY: dict[str, Any] = json.loads(json.dumps(AUTHORITY.discovery()))
 
 FUZZ = settings(
-    max_examples=1000,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
