@@ -22,12 +22,12 @@ from dataclasses import dataclass
 import httpx
 import pytest
 from examples.calc_api.app import create_app
+from tests.support import START
 
 from ccflow import TokenValidator
 from ccflow.authority import Authority, Fault
 from ccflow.testing import TokenFactory
 
-START = 1_750_000_000.0
 BURST = 40
 COOLDOWN = 30.0
 

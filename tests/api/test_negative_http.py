@@ -24,12 +24,13 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from examples.calc_api.app import create_app
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
+from tests.support import START
 
 from ccflow import TokenValidator
 from ccflow.authority import Authority, Fault
 from ccflow.testing import OTHER_TENANT_ID, TokenFactory
 
-NOW = 1_750_000_000
+NOW = int(START)
 LEEWAY = 60
 ATTACKER = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 

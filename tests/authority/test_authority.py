@@ -12,6 +12,7 @@ import httpx
 import jwt
 import pytest
 import respx
+from tests.support import START
 
 from ccflow.authority import (
     DEFAULT_HOST,
@@ -24,7 +25,7 @@ from ccflow.authority import (
 )
 from ccflow.errors import ConfigurationError
 
-NOW = 1_700_000_000.0
+NOW = START
 
 
 @pytest.fixture

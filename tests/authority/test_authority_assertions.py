@@ -10,12 +10,13 @@ import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
+from tests.support import START
 
 from ccflow import ClientCertificate, TokenClient
 from ccflow.authority import JWT_BEARER, Authority, Registrations
 from ccflow.testing import CertificateMaterial, client_assertion, client_certificate
 
-NOW = 1_700_000_000.0
+NOW = START
 
 
 @pytest.fixture(scope="module")

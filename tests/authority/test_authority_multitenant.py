@@ -8,11 +8,12 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+from tests.support import START
 
 from ccflow.authority import DEFAULT_TENANT_ID, PARTNER_TENANT_ID, Authority, Registrations
 from ccflow.errors import ConfigurationError
 
-NOW = 1_700_000_000.0
+NOW = START
 
 
 @pytest.fixture

@@ -9,11 +9,12 @@ from typing import Any
 
 import jwt
 import pytest
+from tests.support import START
 
 from ccflow.authority import Authority, Registrations
 from ccflow.testing import OTHER_TENANT_ID, TokenFactory, decode_unverified
 
-NOW = 1_700_000_000.0
+NOW = START
 
 
 @pytest.fixture

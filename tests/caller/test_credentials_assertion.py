@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.support import START
 
 import ccflow._core.assertions as core_assertions
 from ccflow import (
@@ -40,7 +41,7 @@ from ccflow.authority import JWT_BEARER, Authority, Registrations
 from ccflow.credentials import FederatedTokenFile
 from ccflow.testing import CertificateMaterial, client_assertion, client_certificate
 
-NOW = 1_700_000_000.0
+NOW = START
 ENDPOINT = "https://login.test/t/oauth2/v2.0/token"
 
 

@@ -18,7 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
-from tests.support import make_certificate, pem
+from tests.support import START, make_certificate, pem
 
 from ccflow import (
     AsyncTokenClient,
@@ -33,7 +33,7 @@ from ccflow.authority import JWT_BEARER, Authority, Registrations
 from ccflow.credentials import RequestFields
 from ccflow.testing import CertificateMaterial, client_certificate, decode_unverified
 
-NOW = 1_700_000_000.0
+NOW = START
 PASSWORD = "pfx pässword+/="
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import doctest
 
 import pytest
+from tests.support import START
 
 import ccflow._core.cache as cache_module
 from ccflow._core.cache import (
@@ -16,7 +17,7 @@ from ccflow._core.cache import (
 )
 from ccflow._core.tokens import AccessToken
 
-NOW = 1000.0
+NOW = START
 
 
 def entry_for(expires_in: int, refresh_in: int | None = None, margin: float = 300) -> CacheEntry:

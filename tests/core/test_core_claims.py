@@ -6,11 +6,12 @@ import dataclasses
 from typing import Any
 
 import pytest
+from tests.support import START
 
 from ccflow._core.claims import ClaimRules, IssuerRule, ValidatedToken, check_claims, check_roles
 from ccflow.errors import ConfigurationError, InsufficientScopeError, InvalidTokenError
 
-NOW = 1_800_000_000
+NOW = int(START)
 TID = "11111111-2222-3333-4444-555555555555"
 ISS2 = f"https://login.example/{TID}/v2.0"
 ISS1 = f"https://sts.example/{TID}/"

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from tests.support import b64, ec_jwk, ec_key, rsa_jwk, rsa_key
+from tests.support import START, b64, ec_jwk, ec_key, rsa_jwk, rsa_key
 
 from ccflow._core.jwks import (
     JWKSError,
@@ -96,7 +96,7 @@ def test_unusable_documents_raise(document: Any) -> None:
 
 POLICY = RefreshPolicy(ttl=100, cooldown=30, failure_backoff=5, max_stale=1000)
 KEYS = KeySet(keys=parse_jwks({"keys": [GOOD]}, algorithms=RS256).keys)
-T0 = 1_000.0
+T0 = START
 WARM = KeyCache().fetched(KEYS, T0)
 FAILED_COLD = KeyCache().failed(T0, POLICY)
 FAILED_WARM = WARM.failed(T0 + 200, POLICY)

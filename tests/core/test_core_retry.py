@@ -5,11 +5,12 @@ from __future__ import annotations
 import doctest
 
 import pytest
+from tests.support import START
 
 import ccflow._core.retry as retry_module
 from ccflow._core.retry import RetryPolicy, is_retryable_status, parse_retry_after
 
-NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+NOW = START
 
 
 def test_docstring_examples_hold() -> None:

@@ -35,11 +35,12 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from examples.calc_api.app import create_app
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.support import START
 
 from ccflow import InsufficientScopeError, InvalidTokenError, TokenValidator
 from ccflow.authority import Authority
 
-NOW = 1_750_000_000
+NOW = int(START)
 LEEWAY = 60
 
 AUTHORITY = Authority(clock=lambda: NOW)

@@ -24,6 +24,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.support import START
 
 from ccflow import (
     AccessToken,
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
     from tests.caller.conftest import Sleeps
 
 
-NOW = 1_750_000_000
+NOW = int(START)
 AUTHORITY = Authority(clock=lambda: NOW)
 API = AUTHORITY.api("calc-api")
 CALC = AUTHORITY.client("calc-client")
