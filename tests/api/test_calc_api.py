@@ -18,19 +18,14 @@ from ccflow.authority import Authority
 
 
 @pytest.fixture
-def authority() -> Authority:
-    return Authority()
-
-
-@pytest.fixture
-def api(authority: Authority) -> Iterator[TestClient]:
-    registration = authority.api("calc-api")
+def api(ccflow_authority: Authority) -> Iterator[TestClient]:
+    registration = ccflow_authority.api("calc-api")
     validator = TokenValidator(
-        tenant_id=authority.tenant_id,
-        authority_host=authority.host,
+        tenant_id=ccflow_authority.tenant_id,
+        authority_host=ccflow_authority.host,
         audience=[registration.client_id, registration.identifier_uri],
-        allowed_clients=[authority.client("calc-client").client_id],
-        http_client=httpx.AsyncClient(transport=authority.transport()),
+        allowed_clients=[ccflow_authority.client("calc-client").client_id],
+        http_client=httpx.AsyncClient(transport=ccflow_authority.transport()),
     )
     with TestClient(create_app(validator)) as client:
         yield client
@@ -40,9 +35,12 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def test_add_answers_result_and_caller(authority: Authority, api: TestClient) -> None:
-    response = api.get("/calc/v1/add/2/3", headers=bearer(authority.mint()))
-    assert response.json() == {"result": 5, "caller": authority.client("calc-client").client_id}
+def test_add_answers_result_and_caller(ccflow_authority: Authority, api: TestClient) -> None:
+    response = api.get("/calc/v1/add/2/3", headers=bearer(ccflow_authority.mint()))
+    assert response.json() == {
+        "result": 5,
+        "caller": ccflow_authority.client("calc-client").client_id,
+    }
 
 
 @pytest.mark.parametrize(
@@ -50,9 +48,9 @@ def test_add_answers_result_and_caller(authority: Authority, api: TestClient) ->
     [("-2", "3", 1), ("1.5", "2", 3.5), ("10", "-10", 0), ("+1e3", ".5", 1000.5), ("5.", "0", 5)],
 )
 def test_add_takes_signed_and_decimal_numbers(
-    authority: Authority, api: TestClient, a: str, b: str, result: float
+    ccflow_authority: Authority, api: TestClient, a: str, b: str, result: float
 ) -> None:
-    response = api.get(f"/calc/v1/add/{a}/{b}", headers=bearer(authority.mint()))
+    response = api.get(f"/calc/v1/add/{a}/{b}", headers=bearer(ccflow_authority.mint()))
     assert response.json()["result"] == result
 
 
@@ -60,17 +58,17 @@ def test_add_takes_signed_and_decimal_numbers(
     "a", ["x", "nan", "inf", "1e999", "٣", "1_000", "%201", "1%20", "1%0A", "0x10", "1e", "1.2.3"]
 )
 def test_add_refuses_what_is_not_a_finite_number(
-    authority: Authority, api: TestClient, a: str
+    ccflow_authority: Authority, api: TestClient, a: str
 ) -> None:
-    response = api.get(f"/calc/v1/add/{a}/1", headers=bearer(authority.mint()))
+    response = api.get(f"/calc/v1/add/{a}/1", headers=bearer(ccflow_authority.mint()))
     assert response.status_code == 400
 
 
 @pytest.mark.parametrize(("a", "b"), [("1e308", "1e308"), ("-1.7e308", "-1.7e308")])
 def test_add_refuses_a_sum_too_large_to_be_a_finite_number(
-    authority: Authority, api: TestClient, a: str, b: str
+    ccflow_authority: Authority, api: TestClient, a: str, b: str
 ) -> None:
-    response = api.get(f"/calc/v1/add/{a}/{b}", headers=bearer(authority.mint()))
+    response = api.get(f"/calc/v1/add/{a}/{b}", headers=bearer(ccflow_authority.mint()))
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_number"
 
@@ -83,87 +81,91 @@ def test_add_without_token_is_401(api: TestClient) -> None:
     assert api.get("/calc/v1/add/2/3").status_code == 401
 
 
-def test_client_gets_a_token_and_calls_the_api(authority: Authority, api: TestClient) -> None:
-    caller = authority.client("calc-client")
+def test_client_gets_a_token_and_calls_the_api(
+    ccflow_authority: Authority, api: TestClient
+) -> None:
+    caller = ccflow_authority.client("calc-client")
     with TokenClient(
         client_id=caller.client_id,
         client_secret=caller.secret,
-        tenant_id=authority.tenant_id,
-        authority_host=authority.host,
-        http_client=httpx.Client(transport=authority.transport()),
+        tenant_id=ccflow_authority.tenant_id,
+        authority_host=ccflow_authority.host,
+        http_client=httpx.Client(transport=ccflow_authority.transport()),
     ) as tokens:
         answer = calc_client.add(
-            "2", "3", tokens=tokens, scope=authority.api("calc-api").default_scope, api=api
+            "2", "3", tokens=tokens, scope=ccflow_authority.api("calc-api").default_scope, api=api
         )
     assert answer == {"result": 5, "caller": caller.client_id}
 
 
-def test_client_reports_a_refusal_with_the_challenge(authority: Authority, api: TestClient) -> None:
-    reader = authority.client("reader-client")
+def test_client_reports_a_refusal_with_the_challenge(
+    ccflow_authority: Authority, api: TestClient
+) -> None:
+    reader = ccflow_authority.client("reader-client")
     with (
         TokenClient(
             client_id=reader.client_id,
             client_secret=reader.secret,
-            tenant_id=authority.tenant_id,
-            authority_host=authority.host,
-            http_client=httpx.Client(transport=authority.transport()),
+            tenant_id=ccflow_authority.tenant_id,
+            authority_host=ccflow_authority.host,
+            http_client=httpx.Client(transport=ccflow_authority.transport()),
         ) as tokens,
         pytest.raises(httpx.HTTPStatusError, match="403"),
     ):
         calc_client.add(
-            "2", "3", tokens=tokens, scope=authority.api("calc-api").default_scope, api=api
+            "2", "3", tokens=tokens, scope=ccflow_authority.api("calc-api").default_scope, api=api
         )
 
 
 def test_client_reports_an_error_body_when_there_is_no_challenge(
-    authority: Authority, api: TestClient
+    ccflow_authority: Authority, api: TestClient
 ) -> None:
-    caller = authority.client("calc-client")
+    caller = ccflow_authority.client("calc-client")
     with (
         TokenClient(
             client_id=caller.client_id,
             client_secret=caller.secret,
-            tenant_id=authority.tenant_id,
-            authority_host=authority.host,
-            http_client=httpx.Client(transport=authority.transport()),
+            tenant_id=ccflow_authority.tenant_id,
+            authority_host=ccflow_authority.host,
+            http_client=httpx.Client(transport=ccflow_authority.transport()),
         ) as tokens,
         pytest.raises(httpx.HTTPStatusError, match="400 a and b must be finite numbers"),
     ):
         calc_client.add(
-            "x", "3", tokens=tokens, scope=authority.api("calc-api").default_scope, api=api
+            "x", "3", tokens=tokens, scope=ccflow_authority.api("calc-api").default_scope, api=api
         )
 
 
-def test_client_reports_an_answer_that_is_not_json(authority: Authority) -> None:
+def test_client_reports_an_answer_that_is_not_json(ccflow_authority: Authority) -> None:
     # CALC_API_URL pointing at something else (a proxy's HTML page, another service).
-    caller = authority.client("calc-client")
+    caller = ccflow_authority.client("calc-client")
     page = httpx.MockTransport(lambda request: httpx.Response(200, text="<html>hello</html>"))
     with (
         TokenClient(
             client_id=caller.client_id,
             client_secret=caller.secret,
-            tenant_id=authority.tenant_id,
-            authority_host=authority.host,
-            http_client=httpx.Client(transport=authority.transport()),
+            tenant_id=ccflow_authority.tenant_id,
+            authority_host=ccflow_authority.host,
+            http_client=httpx.Client(transport=ccflow_authority.transport()),
         ) as tokens,
         httpx.Client(transport=page, base_url="http://127.0.0.1:8000") as api,
         pytest.raises(httpx.HTTPError, match=r"200 .*not JSON"),
     ):
         calc_client.add(
-            "2", "3", tokens=tokens, scope=authority.api("calc-api").default_scope, api=api
+            "2", "3", tokens=tokens, scope=ccflow_authority.api("calc-api").default_scope, api=api
         )
 
 
 # --- configured from the environment, as `uvicorn examples.calc_api.app:app` runs it --------
 
 
-def env_for(authority: Authority) -> dict[str, str]:
-    registration = authority.api("calc-api")
+def env_for(ccflow_authority: Authority) -> dict[str, str]:
+    registration = ccflow_authority.api("calc-api")
     return {
-        "CCFLOW_TENANT_ID": authority.tenant_id,
-        "AZURE_AUTHORITY_HOST": authority.host,
+        "CCFLOW_TENANT_ID": ccflow_authority.tenant_id,
+        "AZURE_AUTHORITY_HOST": ccflow_authority.host,
         "CCFLOW_AUDIENCE": f"{registration.client_id},{registration.identifier_uri}",
-        "CCFLOW_ALLOWED_CLIENTS": authority.client("calc-client").client_id,
+        "CCFLOW_ALLOWED_CLIENTS": ccflow_authority.client("calc-client").client_id,
     }
 
 
@@ -174,14 +176,14 @@ def fresh_module() -> ModuleType:
 
 
 def test_app_from_the_environment_serves_good_tokens(
-    authority: Authority, monkeypatch: pytest.MonkeyPatch
+    ccflow_authority: Authority, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name, value in env_for(authority).items():
+    for name, value in env_for(ccflow_authority).items():
         monkeypatch.setenv(name, value)
-    with authority.mock():
+    with ccflow_authority.mock():
         app: Any = fresh_module().app
         with TestClient(app) as client:
-            response = client.get("/calc/v1/add/2/3", headers=bearer(authority.mint()))
+            response = client.get("/calc/v1/add/2/3", headers=bearer(ccflow_authority.mint()))
     assert response.status_code == 200
 
 
@@ -194,9 +196,9 @@ def test_app_module_imports_without_configuration(monkeypatch: pytest.MonkeyPatc
 
 @pytest.mark.parametrize("missing", ["CCFLOW_AUDIENCE", "CCFLOW_TENANT_ID"])
 def test_app_without_configuration_fails_at_startup_naming_the_variable(
-    authority: Authority, monkeypatch: pytest.MonkeyPatch, missing: str
+    ccflow_authority: Authority, monkeypatch: pytest.MonkeyPatch, missing: str
 ) -> None:
-    for name, value in env_for(authority).items():
+    for name, value in env_for(ccflow_authority).items():
         monkeypatch.setenv(name, value)
     for name in (missing, "AZURE_TENANT_ID", "CCFLOW_ISSUER"):
         monkeypatch.delenv(name, raising=False)
@@ -218,10 +220,10 @@ def test_client_main_names_a_calc_api_url_httpx_cannot_parse(
 
 
 @pytest.mark.parametrize("a", ["1#", "1?b=2", "1/2", "\x01"])
-def test_client_sends_each_number_as_one_path_segment(authority: Authority, a: str) -> None:
+def test_client_sends_each_number_as_one_path_segment(ccflow_authority: Authority, a: str) -> None:
     # "1#" cut the URL to /calc/v1/add/1 (a 404), "1?b=2" made a query string, and a control
     # character raised httpx.InvalidURL, a traceback: each now reaches the API as given.
-    caller = authority.client("calc-client")
+    caller = ccflow_authority.client("calc-client")
     seen: list[httpx.Request] = []
 
     def answer(request: httpx.Request) -> httpx.Response:
@@ -232,14 +234,14 @@ def test_client_sends_each_number_as_one_path_segment(authority: Authority, a: s
         TokenClient(
             client_id=caller.client_id,
             client_secret=caller.secret,
-            tenant_id=authority.tenant_id,
-            authority_host=authority.host,
-            http_client=httpx.Client(transport=authority.transport()),
+            tenant_id=ccflow_authority.tenant_id,
+            authority_host=ccflow_authority.host,
+            http_client=httpx.Client(transport=ccflow_authority.transport()),
         ) as tokens,
         httpx.Client(transport=httpx.MockTransport(answer), base_url="http://calc") as api,
     ):
         calc_client.add(
-            a, "3", tokens=tokens, scope=authority.api("calc-api").default_scope, api=api
+            a, "3", tokens=tokens, scope=ccflow_authority.api("calc-api").default_scope, api=api
         )
     (request,) = seen
     assert request.url.query == b""
@@ -247,44 +249,44 @@ def test_client_sends_each_number_as_one_path_segment(authority: Authority, a: s
     assert request.url.path == f"/calc/v1/add/{a}/3"
 
 
-def client_env(authority: Authority, monkeypatch: pytest.MonkeyPatch) -> None:
-    caller = authority.client("calc-client")
+def client_env(ccflow_authority: Authority, monkeypatch: pytest.MonkeyPatch) -> None:
+    caller = ccflow_authority.client("calc-client")
     for name, value in {
-        "AZURE_TENANT_ID": authority.tenant_id,
+        "AZURE_TENANT_ID": ccflow_authority.tenant_id,
         "AZURE_CLIENT_ID": caller.client_id,
         "AZURE_CLIENT_SECRET": caller.secret or "",
-        "AZURE_AUTHORITY_HOST": authority.host,
-        "CALC_API_SCOPE": authority.api("calc-api").default_scope,
+        "AZURE_AUTHORITY_HOST": ccflow_authority.host,
+        "CALC_API_SCOPE": ccflow_authority.api("calc-api").default_scope,
     }.items():
         monkeypatch.setenv(name, value)
 
 
 @pytest.mark.parametrize("url", ["127.0.0.1:8000", "localhost:8000", "ftp://calc", "http://"])
 def test_client_main_names_a_calc_api_url_that_is_not_http(
-    authority: Authority,
+    ccflow_authority: Authority,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     url: str,
 ) -> None:
     # "127.0.0.1:8000" (no scheme) got a token, then said only "Request URL is missing an
     # 'http://' or 'https://' protocol."; "localhost:8000" that 'localhost://' is unsupported.
-    client_env(authority, monkeypatch)
+    client_env(ccflow_authority, monkeypatch)
     monkeypatch.setenv("CALC_API_URL", url)
-    with authority.mock():
+    with ccflow_authority.mock():
         assert calc_client.main(["2", "3"]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: CALC_API_URL must be an http:// or https:// URL, got {url!r}")
-    assert authority.hits.get("token", 0) == 0
+    assert ccflow_authority.hits.get("token", 0) == 0
 
 
 def test_client_main_takes_an_empty_calc_api_url_as_unset(
-    authority: Authority, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ccflow_authority: Authority, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # `export CALC_API_URL=` made the client call the URL "" instead of the default.
-    client_env(authority, monkeypatch)
+    client_env(ccflow_authority, monkeypatch)
     monkeypatch.setenv("CALC_API_URL", "")
-    caller = authority.client("calc-client").client_id
-    with authority.mock() as router:
+    caller = ccflow_authority.client("calc-client").client_id
+    with ccflow_authority.mock() as router:
         router.get("http://127.0.0.1:8000/calc/v1/add/2/3").respond(
             200, json={"result": 5, "caller": caller}
         )
@@ -293,12 +295,12 @@ def test_client_main_takes_an_empty_calc_api_url_as_unset(
 
 
 def test_client_main_says_which_calc_api_it_could_not_reach(
-    authority: Authority, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ccflow_authority: Authority, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # An API that was not running printed only "error: [Errno 111] Connection refused".
-    client_env(authority, monkeypatch)
+    client_env(ccflow_authority, monkeypatch)
     monkeypatch.setenv("CALC_API_URL", "http://127.0.0.1:8000")
-    with authority.mock() as router:
+    with ccflow_authority.mock() as router:
         router.get("http://127.0.0.1:8000/calc/v1/add/2/3").mock(
             side_effect=httpx.ConnectError("[Errno 111] Connection refused")
         )

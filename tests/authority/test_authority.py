@@ -29,11 +29,6 @@ NOW = START
 
 
 @pytest.fixture
-def authority() -> Authority:
-    return Authority(clock=lambda: NOW)
-
-
-@pytest.fixture
 def http(authority: Authority) -> httpx.Client:
     return httpx.Client(transport=authority.transport())
 

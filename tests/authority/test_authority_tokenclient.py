@@ -14,77 +14,72 @@ from ccflow import AsyncTokenClient, TokenClient, TokenRequestError
 from ccflow.authority import Authority, AuthorityServer, Fault
 
 
-@pytest.fixture
-def authority() -> Authority:
-    return Authority()
-
-
 @pytest.fixture(scope="module")
 def server() -> Iterator[AuthorityServer]:
     with AuthorityServer(tls=True) as running:
         yield running
 
 
-def secret(authority: Authority, name: str = "calc-client") -> str:
-    value = authority.client(name).secret
+def secret(ccflow_authority: Authority, name: str = "calc-client") -> str:
+    value = ccflow_authority.client(name).secret
     assert value is not None
     return value
 
 
 @pytest.mark.parametrize("auth_method", ["client_secret_post", "client_secret_basic"])
-def test_sync_client_in_process(authority: Authority, auth_method: str) -> None:
+def test_sync_client_in_process(ccflow_authority: Authority, auth_method: str) -> None:
     with TokenClient(
-        client_id=authority.client("calc-client").client_id,
-        client_secret=secret(authority),
-        tenant_id=authority.tenant_id,
-        authority_host=authority.host,
+        client_id=ccflow_authority.client("calc-client").client_id,
+        client_secret=secret(ccflow_authority),
+        tenant_id=ccflow_authority.tenant_id,
+        authority_host=ccflow_authority.host,
         auth_method=auth_method,
-        http_client=httpx.Client(transport=authority.transport()),
+        http_client=httpx.Client(transport=ccflow_authority.transport()),
     ) as client:
-        token = client.get_token(authority.api("calc-api").identifier_uri)
+        token = client.get_token(ccflow_authority.api("calc-api").identifier_uri)
     claims = jwt.decode(token.token, options={"verify_signature": False})
     assert claims["roles"] == ["invokeRole"]
-    assert authority.hits["token"] == 1
+    assert ccflow_authority.hits["token"] == 1
 
 
 @pytest.mark.anyio
-async def test_async_client_in_process(authority: Authority) -> None:
+async def test_async_client_in_process(ccflow_authority: Authority) -> None:
     async with AsyncTokenClient(
-        client_id=authority.client("reader-client").client_id,
-        client_secret=secret(authority, "reader-client"),
-        tenant_id=authority.tenant_id,
-        authority_host=authority.host,
-        http_client=httpx.AsyncClient(transport=authority.transport()),
+        client_id=ccflow_authority.client("reader-client").client_id,
+        client_secret=secret(ccflow_authority, "reader-client"),
+        tenant_id=ccflow_authority.tenant_id,
+        authority_host=ccflow_authority.host,
+        http_client=httpx.AsyncClient(transport=ccflow_authority.transport()),
     ) as client:
-        token = await client.get_token(authority.api("calc-api").default_scope)
+        token = await client.get_token(ccflow_authority.api("calc-api").default_scope)
     assert "roles" not in jwt.decode(token.token, options={"verify_signature": False})
 
 
-def test_sync_client_retries_through_a_fault(authority: Authority) -> None:
-    authority.set_fault("token", Fault(status=503, retry_after="0", times=1))
+def test_sync_client_retries_through_a_fault(ccflow_authority: Authority) -> None:
+    ccflow_authority.set_fault("token", Fault(status=503, retry_after="0", times=1))
     with TokenClient(
-        client_id=authority.client("calc-client").client_id,
-        client_secret=secret(authority),
-        tenant_id=authority.tenant_id,
-        authority_host=authority.host,
-        http_client=httpx.Client(transport=authority.transport()),
+        client_id=ccflow_authority.client("calc-client").client_id,
+        client_secret=secret(ccflow_authority),
+        tenant_id=ccflow_authority.tenant_id,
+        authority_host=ccflow_authority.host,
+        http_client=httpx.Client(transport=ccflow_authority.transport()),
     ) as client:
-        client.get_token(authority.api("calc-api").default_scope)
-    assert authority.hits["token"] == 2
+        client.get_token(ccflow_authority.api("calc-api").default_scope)
+    assert ccflow_authority.hits["token"] == 2
 
 
-def test_sync_client_sees_the_aadsts_code(authority: Authority) -> None:
+def test_sync_client_sees_the_aadsts_code(ccflow_authority: Authority) -> None:
     with (
         TokenClient(
-            client_id=authority.client("calc-client").client_id,
+            client_id=ccflow_authority.client("calc-client").client_id,
             client_secret="wrong",
-            tenant_id=authority.tenant_id,
-            authority_host=authority.host,
-            http_client=httpx.Client(transport=authority.transport()),
+            tenant_id=ccflow_authority.tenant_id,
+            authority_host=ccflow_authority.host,
+            http_client=httpx.Client(transport=ccflow_authority.transport()),
         ) as client,
         pytest.raises(TokenRequestError) as exc,
     ):
-        client.get_token(authority.api("calc-api").default_scope)
+        client.get_token(ccflow_authority.api("calc-api").default_scope)
     assert exc.value.aadsts_code == 7000215
 
 

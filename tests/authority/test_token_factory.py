@@ -18,11 +18,6 @@ NOW = START
 
 
 @pytest.fixture
-def authority() -> Authority:
-    return Authority(clock=lambda: NOW)
-
-
-@pytest.fixture
 def tokens(authority: Authority) -> TokenFactory:
     return TokenFactory(authority)
 
