@@ -23,7 +23,7 @@ from ccflow import AccessToken, AuthorityUnreachableError, TokenRequestError
 from ccflow.authority import Authority, AuthorityServer, Fault
 
 if TYPE_CHECKING:
-    from tests.caller.conftest import AsyncClientFactory, ClientFactory
+    from tests.caller.conftest import AsyncClientFactory, ClientFactory, Sleeps
     from tests.conftest import FakeClock
 
 
@@ -271,7 +271,7 @@ def test_a_short_retry_after_does_not_make_refresh_attempts_more_frequent(
     assert sleeps == []
 
 
-def test_a_slow_server_is_a_timeout_error_after_the_retries() -> None:
+def test_a_slow_server_is_a_timeout_error_after_the_retries(sleeps: Sleeps) -> None:
     # The real server answers only after `delay` seconds; the client gives up after 0.05 s.
     with AuthorityServer() as server:
         authority = server.authority
@@ -279,7 +279,6 @@ def test_a_slow_server_is_a_timeout_error_after_the_retries() -> None:
         app = authority.client("calc-client")
         from ccflow import TokenClient
 
-        sleeps: list[float] = []
         with (
             TokenClient(
                 client_id=app.client_id,
@@ -288,7 +287,7 @@ def test_a_slow_server_is_a_timeout_error_after_the_retries() -> None:
                 authority_host=authority.host,
                 max_retries=1,
                 timeout=0.05,
-                sleep=sleeps.append,
+                sleep=sleeps,
             ) as tc,
             pytest.raises(AuthorityUnreachableError, match="timed out"),
         ):
