@@ -4,7 +4,7 @@ add a revocation check of their own (a subclass, a wrapper, an instance attribut
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 import pytest
@@ -13,10 +13,6 @@ from tests.support import REVOKED
 from ccflow import TokenValidator, ValidatedToken
 from ccflow.authority import Authority
 from ccflow.errors import InvalidTokenError
-
-if TYPE_CHECKING:
-    from tests.api.conftest import ValidatorFactory
-
 
 ValidatorFactory = Callable[..., Any]
 

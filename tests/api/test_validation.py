@@ -540,3 +540,23 @@ async def test_validator_is_an_async_context_manager(
 ) -> None:
     async with validator_for(http_client=None) as validator:
         assert validator.realm == authority.api("calc-api").client_id
+
+
+async def test_a_token_whose_algorithm_its_key_does_not_name_is_refused() -> None:
+    # The JWKS says the key is for RS256 only; a PS256 token with its kid is refused before
+    # any signature check, although PS256 is allowed.
+    key = rsa_key("alg-bound")
+    jwks = {"keys": [rsa_jwk(key, "bound", alg="RS256")]}
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=jwks))
+    validator = TokenValidator(
+        issuer="https://idp.example",
+        jwks_uri="https://idp.example/keys",
+        audience="api",
+        algorithms=["RS256", "PS256"],
+        http_client=httpx.AsyncClient(transport=transport),
+    )
+    claims = {"iss": "https://idp.example", "aud": "api", "azp": "c", "exp": 4_000_000_000}
+    assert (await validator.validate(make_token(claims, key=key, kid="bound"))).client_id == "c"
+    with pytest.raises(InvalidTokenError, match="does not fit its signing key") as caught:
+        await validator.validate(make_token(claims, key=key, kid="bound", alg="PS256"))
+    assert caught.value.reason == "algorithm"

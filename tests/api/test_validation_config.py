@@ -35,6 +35,15 @@ BAD_ARGUMENTS: dict[str, tuple[dict[str, Any], str]] = {
         "audience",
     ),
     "audience with a tab": ({"tenant_id": TENANT, "audience": "api://calc\tx"}, "audience"),
+    "require_typ empty": (
+        {"tenant_id": TENANT, "audience": "a", "require_typ": " "},
+        "require_typ",
+    ),
+    "require_typ a number": (
+        {"tenant_id": TENANT, "audience": "a", "require_typ": 1},
+        "require_typ",
+    ),
+    "issuer blank": ({"issuer": " ", "audience": "a"}, "issuer"),
     "client id with a newline": (
         {"tenant_id": TENANT, "audience": "a", "allowed_clients": ["c1\nc2"]},
         "allowed_clients",
