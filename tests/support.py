@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
+from hypothesis import strategies as st
 
 from ccflow.errors import InsufficientScopeError, InvalidTokenError
 
@@ -201,3 +202,20 @@ REVOKED = "the token was revoked"
 
 REVOKING = ["subclass", "wrapper", "attribute"]
 """How a revocation check is added to a TokenValidator: each way must be honoured."""
+
+
+# Any JSON value (NaN and Infinity included, which Python's json reads), small, for fuzzing.
+_json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+)
+json_values = st.recursive(
+    _json_scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=6,
+)

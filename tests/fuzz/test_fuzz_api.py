@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from examples.calc_api.app import create_app
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.support import START
+from tests.support import START, json_values
 
 from ccflow import InsufficientScopeError, InvalidTokenError, TokenValidator
 from ccflow.authority import Authority
@@ -264,21 +264,6 @@ def outcome(bed: Bed, token: str) -> Any:
 def test_any_string_is_refused_with_invalid_token(bed: Bed, token: str) -> None:
     assert isinstance(outcome(bed, token), InvalidTokenError)
 
-
-json_scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(min_value=-(2**70), max_value=2**70),
-    st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=12),
-)
-json_values = st.recursive(
-    json_scalars,
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=5), inner, max_size=3)
-    ),
-    max_leaves=6,
-)
 
 HEADER_NAMES = ["alg", "kid", "typ", "crit", "x5t", "jku", "jwk", "x5c", "zip", "enc", "cty", "b64"]
 header_values_json = st.one_of(
