@@ -39,7 +39,7 @@ from ccflow._http import untrusted_certificate
 from ccflow._version import __version__
 from ccflow.errors import CCFlowError, ConfigurationError, CredentialError
 
-__all__ = ["MAX_ENTRIES", "NO_AUTH", "BaseTokenClient", "reentered"]
+__all__ = ["MAX_ENTRIES", "NO_AUTH", "BaseTokenClient", "credential_arguments", "reentered"]
 
 logger = logging.getLogger("ccflow")
 
@@ -157,12 +157,7 @@ class BaseTokenClient:
         """Ask the credential for its fields (the sync way)."""
         now = self._clock()
         try:
-            fields = self._config.credential.request_fields(
-                client_id=step.client_id,
-                token_endpoint=step.token_endpoint,
-                auth_method=step.auth_method,
-                now=now,
-            )
+            fields = self._config.credential.request_fields(**credential_arguments(step, now))
         except Exception as exc:
             return self._unprepared(exc, now)
         return Prepared(fields, now)
@@ -246,6 +241,16 @@ class BaseTokenClient:
                 outcome.error,
                 ms,
             )
+
+
+def credential_arguments(step: Prepare, now: float) -> dict[str, Any]:
+    """The keyword arguments a credential's ``request_fields`` (or ``arequest_fields``) takes."""
+    return {
+        "client_id": step.client_id,
+        "token_endpoint": step.token_endpoint,
+        "auth_method": step.auth_method,
+        "now": now,
+    }
 
 
 def reentered() -> CredentialError:

@@ -20,7 +20,7 @@ from typing import Self
 
 import httpx
 
-from ccflow._client_base import NO_AUTH, BaseTokenClient, reentered
+from ccflow._client_base import NO_AUTH, BaseTokenClient, credential_arguments, reentered
 from ccflow._client_config import DEFAULT_TIMEOUT, ClientConfig
 from ccflow._core.cache import CacheEntry, RefreshPolicy, TokenState
 from ccflow._core.flow import (
@@ -381,12 +381,7 @@ class AsyncTokenClient(BaseTokenClient):
             return self._request_fields(step)
         now = self._clock()
         try:
-            fields = await credential.arequest_fields(
-                client_id=step.client_id,
-                token_endpoint=step.token_endpoint,
-                auth_method=step.auth_method,
-                now=now,
-            )
+            fields = await credential.arequest_fields(**credential_arguments(step, now))
         except Exception as exc:
             return self._unprepared(exc, now)
         return Prepared(fields, now)
