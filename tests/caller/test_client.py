@@ -306,11 +306,14 @@ def test_token_endpoint_targets_any_server(
 def test_expired_tokens_are_swept_out_once_many_scopes_are_cached(
     monkeypatch: pytest.MonkeyPatch, clock: FakeClock
 ) -> None:
+    # The sweep bounds memory, which only the cache itself shows: this test reads it.
     import ccflow._client_base as client_base
 
     monkeypatch.setattr(client_base, "MAX_ENTRIES", 4)
+    posts: list[bytes] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
+        posts.append(request.content)
         return httpx.Response(200, json={"access_token": "t", "expires_in": 60})
 
     tc = TokenClient(
@@ -328,6 +331,10 @@ def test_expired_tokens_are_swept_out_once_many_scopes_are_cached(
     for n in range(5, 12):
         tc.get_token(f"scope-{n}")  # valid tokens are kept: the cap only sweeps expired ones
     assert len(tc._cache) == 8
+    fetched = len(posts)
+    for n in range(4, 12):
+        tc.get_token(f"scope-{n}")
+    assert len(posts) == fetched  # and served from it
 
 
 def test_non_azure_endpoint_sends_scopes_unchanged() -> None:
@@ -568,8 +575,22 @@ def test_from_env_passes_options(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("CCFLOW_TOKEN_ENDPOINT", raising=False)
     monkeypatch.delenv("AZURE_AUTHORITY_HOST", raising=False)
-    tc = TokenClient.from_env(max_retries=0)
-    assert tc._config.fetch.retry.max_retries == 0
+    posts: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        posts.append(request)
+        return httpx.Response(503)
+
+    waits: list[float] = []
+    tc = TokenClient.from_env(
+        max_retries=0,
+        http_client=httpx.Client(transport=httpx.MockTransport(handler)),
+        sleep=waits.append,
+    )
+    with pytest.raises(TokenRequestError):
+        tc.get_token("api://calc-api")
+    assert len(posts) == 1  # no retry: the default of 3 would have made 4 POSTs
+    assert waits == []
 
 
 def test_constructor_does_no_network_io() -> None:
@@ -617,7 +638,9 @@ def test_secret_is_never_shown(
 ) -> None:
     assert authority.client("calc-client").secret == SECRET
     tc, _ = sync_client(max_retries=1)
-    texts = [repr(tc), str(tc), repr(tc._config.credential), str(tc._config.credential)]
+    # client_secret="..." is the same as credential=ClientSecret("...") (docs/caller.md).
+    held = ClientSecret(SECRET)
+    texts = [repr(tc), str(tc), repr(held), str(held)]
     with caplog.at_level(logging.DEBUG):
         token = tc.get_token(scope)
         texts += [repr(token), str(token)]
@@ -649,9 +672,17 @@ def test_pickling_a_secret_holder_is_refused(obj: object) -> None:
 
 
 def test_owned_http_client_is_closed() -> None:
-    with TokenClient(client_id="c", client_secret="s", tenant_id="t") as tc:
+    # httpx refuses to send on a closed client; an open one would try to connect instead.
+    with TokenClient(
+        client_id="c",
+        client_secret="s",
+        token_endpoint="https://idp.invalid/token",
+        max_retries=0,
+        timeout=1.0,
+    ) as tc:
         pass
-    assert tc._http.is_closed
+    with pytest.raises(RuntimeError, match="client has been closed"):
+        tc.get_token("s")
 
 
 def test_given_http_client_is_left_open() -> None:
@@ -842,10 +873,47 @@ def test_from_env_errors_start_with_the_variable(extra: dict[str, str], setting:
 
 
 def test_the_constructor_and_from_env_share_one_config() -> None:
-    tc = TokenClient(client_id="cid", client_secret="sec", tenant_id="tid", authority_host=None)
-    from_env = TokenClient.from_env(environ=ENV)
-    assert from_env._config.token_endpoint == tc._config.token_endpoint
-    assert from_env._config.fetch == tc._config.fetch
+    def built(**options: Any) -> TokenClient:
+        return TokenClient(
+            client_id="cid", client_secret="sec", tenant_id="tid", authority_host=None, **options
+        )
+
+    def from_env(**options: Any) -> TokenClient:
+        return TokenClient.from_env(environ=ENV, **options)
+
+    tc = built()
+    for attribute in ("client_id", "token_endpoint", "auth_method"):
+        assert getattr(from_env(), attribute) == getattr(tc, attribute)
+    assert _what_it_does(from_env) == _what_it_does(built)
+
+
+def _what_it_does(make: Any) -> list[object]:
+    """What a client sends, how often it retries and when it refreshes, seen from outside."""
+    now = [START]
+    posts: list[object] = []
+    failing = [True]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        posts.append((request.method, str(request.url), request.content))
+        if failing[0]:
+            return httpx.Response(503)
+        return httpx.Response(200, json={"access_token": f"t{len(posts)}", "expires_in": 3600})
+
+    waits: list[float] = []
+    tc = make(
+        http_client=httpx.Client(transport=httpx.MockTransport(handler)),
+        clock=lambda: now[0],
+        sleep=waits.append,
+    )
+    with pytest.raises(TokenRequestError):
+        tc.get_token("api://calc-api")
+    seen: list[object] = [len(posts), len(waits)]  # the retries
+    failing[0] = False
+    first = tc.get_token("api://calc-api")
+    for seconds in (3600 - 301, 2):  # the refresh margin
+        now[0] += seconds
+        seen.append(tc.get_token("api://calc-api") is first)
+    return [*seen, *posts]
 
 
 @pytest.mark.parametrize("face", [TokenClient, AsyncTokenClient])
@@ -894,9 +962,13 @@ def test_one_cache_entry_per_normalised_scopes(
 ) -> None:
     tc, _ = sync_client()
     bare = scope.removesuffix("/.default")
-    assert tc.get_token(bare) is tc.get_token(scope) is tc.get_token(scope + "/")
-    assert list(tc._cache) == [(scope,)]
+    token = tc.get_token(bare)
+    assert token is tc.get_token(scope) is tc.get_token(scope + "/")
     assert authority.hits["token"] == 1
+    tc.invalidate(token, scope + "/")  # dropping it under one spelling drops it for all
+    assert tc.get_token(bare) is not token
+    assert tc.get_token(scope) is tc.get_token(bare)
+    assert authority.hits["token"] == 2
 
 
 def test_the_token_post_never_follows_a_redirect_even_if_the_http_client_does() -> None:
@@ -1138,5 +1210,10 @@ def test_an_interrupt_just_after_the_flight_is_registered_does_not_strand_it(
     monkeypatch.setattr(ccflow.client, "time", InterruptOnce())
     with pytest.raises(KeyboardInterrupt):
         tc.get_token(scope)
-    assert tc._flights == {}
-    assert tc.get_token(scope).token
+    other: list[AccessToken] = []
+    thread = threading.Thread(target=lambda: other.append(tc.get_token(scope)), daemon=True)
+    thread.start()
+    thread.join(10.0)
+    assert not thread.is_alive()  # it did not wait for the interrupted flight
+    assert other[0].token
+    assert tc.get_token(scope) is other[0]
