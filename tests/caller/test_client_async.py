@@ -139,9 +139,17 @@ async def test_async_credential_is_awaited(
 
 
 async def test_owned_http_client_is_closed() -> None:
-    async with AsyncTokenClient(client_id="c", client_secret="s", tenant_id="t") as tc:
+    # httpx refuses to send on a closed client; an open one would try to connect instead.
+    async with AsyncTokenClient(
+        client_id="c",
+        client_secret="s",
+        token_endpoint="https://idp.invalid/token",
+        max_retries=0,
+        timeout=1.0,
+    ) as tc:
         pass
-    assert tc._http.is_closed
+    with pytest.raises(RuntimeError, match="client has been closed"):
+        await tc.get_token("s")
 
 
 async def test_sync_http_client_is_refused() -> None:

@@ -8,6 +8,7 @@ was read N times" means "N callers hold the flight". All waits are bounded.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import traceback
 from collections.abc import Callable
@@ -334,10 +335,11 @@ async def test_a_fetch_cancelled_before_it_started_does_not_poison_the_scopes(
     # cancelled task again and raised CancelledError, forever.
     tc, _ = async_client()
     async with tc:
+        before = asyncio.all_tasks()
         waiter = asyncio.ensure_future(tc.get_token(scope))
         await asyncio.sleep(0)  # the waiter registered the fetch task, which has not run yet
-        (fetch,) = tc._flights.values()
-        fetch.cancel()
+        (fetch,) = asyncio.all_tasks() - before - {waiter}
+        fetch.cancel()  # as a shutdown handler cancelling every task would
         with pytest.raises(asyncio.CancelledError):
             await waiter
         token = await tc.get_token(scope)
@@ -370,27 +372,40 @@ async def test_a_waiter_does_not_put_back_a_token_dropped_while_it_was_waking(
 
 
 def test_the_leader_does_not_put_back_a_token_dropped_right_after_it_was_stored(
-    sync_client: ClientFactory, authority: Authority, clock: FakeClock, scope: str
+    sync_client: ClientFactory,
+    authority: Authority,
+    clock: FakeClock,
+    scope: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     tc, _ = sync_client()
-    log = tc._log
     dropped: list[str] = []
 
-    def racing_log(key: tuple[str, ...], outcome: Any, started: float) -> None:
-        if not dropped:
-            # Another thread got the just-stored token from the cache, its API answered 401,
-            # and it invalidates the token: all before the leader has returned it.
-            token = outcome.entry.token
-            dropped.append(token.token)
-            other = threading.Thread(target=tc.invalidate, args=(token, scope))
-            other.start()
-            other.join(TIMEOUT)
-            assert not other.is_alive()
-        log(key, outcome, started)
+    def refused_by_its_api() -> None:
+        token = tc.get_token(scope)
+        dropped.append(token.token)
+        tc.invalidate(token, scope)
 
-    tc._log = racing_log  # type: ignore[method-assign]
-    with tc:
-        first = tc.get_token(scope)
-        assert dropped == [first.token]
-        assert tc.get_token(scope).token != first.token
-        assert authority.hits["token"] == 2
+    class Racing(logging.Handler):
+        """Runs in the leader on its "fetched token" line: after storing, before returning."""
+
+        def emit(self, record: logging.LogRecord) -> None:
+            if not dropped and record.getMessage().startswith("fetched token"):
+                # Another thread got the just-stored token from the cache, its API answered
+                # 401, and it invalidates the token: all before the leader has returned it.
+                other = threading.Thread(target=refused_by_its_api)
+                other.start()
+                other.join(TIMEOUT)
+                assert not other.is_alive()
+
+    logger = logging.getLogger("ccflow")
+    racing = Racing()
+    logger.addHandler(racing)
+    try:
+        with caplog.at_level(logging.INFO, logger="ccflow"), tc:
+            first = tc.get_token(scope)
+            assert dropped == [first.token]
+            assert tc.get_token(scope).token != first.token
+            assert authority.hits["token"] == 2
+    finally:
+        logger.removeHandler(racing)
