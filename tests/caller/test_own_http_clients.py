@@ -24,7 +24,7 @@ from ccflow.errors import (
 )
 
 if TYPE_CHECKING:
-    from tests.caller.conftest import AsyncClientFactory, ClientFactory
+    from tests.caller.conftest import Sleeps
     from tests.conftest import FakeClock, YieldingTransport
 
 
@@ -340,7 +340,7 @@ async def _araise_for_status(response: httpx.Response) -> None:
 
 
 def test_a_raise_for_status_hook_on_a_shared_client_does_not_break_retries_or_refresh(
-    sync_client: ClientFactory, authority: Authority, clock: FakeClock, scope: str
+    authority: Authority, clock: FakeClock, scope: str, sleeps: Sleeps
 ) -> None:
     # The hook's httpx.HTTPStatusError escaped get_token(): a 503 was not retried, a failed
     # proactive refresh raised although a valid token was cached, and the error was not a
@@ -348,8 +348,17 @@ def test_a_raise_for_status_hook_on_a_shared_client_does_not_break_retries_or_re
     http = httpx.Client(
         transport=authority.transport(), event_hooks={"response": [_raise_for_status]}
     )
-    tc, sleeps = sync_client(max_retries=1)
-    tc._http = http
+    app = authority.client("calc-client")
+    tc = TokenClient(
+        client_id=app.client_id,
+        client_secret=app.secret,
+        tenant_id=authority.tenant_id,
+        authority_host=authority.host,
+        http_client=http,
+        max_retries=1,
+        clock=clock,
+        sleep=sleeps,
+    )
     with http, tc:
         authority.set_fault("token", Fault(status=503, retry_after="1", times=1))
         first = tc.get_token(scope)
@@ -392,13 +401,22 @@ def test_an_answer_a_hook_left_unread_is_explained_not_called_empty(scope: str) 
 
 @pytest.mark.anyio
 async def test_a_raise_for_status_hook_on_a_shared_async_client_does_not_break_retries(
-    async_client: AsyncClientFactory, authority: Authority, clock: FakeClock, scope: str
+    authority: Authority, clock: FakeClock, scope: str, sleeps: Sleeps
 ) -> None:
     http = httpx.AsyncClient(
         transport=authority.transport(), event_hooks={"response": [_araise_for_status]}
     )
-    tc, sleeps = async_client(max_retries=1)
-    tc._http = http
+    app = authority.client("calc-client")
+    tc = AsyncTokenClient(
+        client_id=app.client_id,
+        client_secret=app.secret,
+        tenant_id=authority.tenant_id,
+        authority_host=authority.host,
+        http_client=http,
+        max_retries=1,
+        clock=clock,
+        sleep=sleeps.asleep,
+    )
     async with http, tc:
         authority.set_fault("token", Fault(status=429, retry_after="2", times=1))
         first = await tc.get_token(scope)
