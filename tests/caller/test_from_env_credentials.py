@@ -3,8 +3,11 @@ federated token file), the certificate variables, and what it says when nothing 
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 import httpx
 import pytest
@@ -63,7 +66,45 @@ def test_token_client_from_env_uses_the_same_choice(
     names: set[str], kind: type, files: dict[str, str]
 ) -> None:
     env = {"AZURE_CLIENT_ID": "cid", "AZURE_TENANT_ID": "tid", **environ(names, files)}
-    assert type(TokenClient.from_env(environ=env)._config.credential) is kind
+    form = token_form(env)
+    assert [sent for sent, looks_so in SENT_BY.items() if looks_so(form)] == [kind]
+
+
+def token_form(env: dict[str, str]) -> dict[str, str]:
+    """The form of the token POST that ``TokenClient.from_env(environ=env)`` sends."""
+    forms: list[dict[str, str]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        forms.append(dict(parse_qsl(request.content.decode())))
+        return httpx.Response(200, json={"access_token": "t", "expires_in": 3600})
+
+    http = httpx.Client(transport=httpx.MockTransport(handler))
+    with TokenClient.from_env(environ=env, http_client=http) as client:
+        client.get_token("api://calc-api")
+    (form,) = forms
+    return form
+
+
+def _signed_with_a_certificate(form: dict[str, str]) -> bool:
+    """A client assertion whose header names a certificate thumbprint."""
+    assertion = form.get("client_assertion", "")
+    if assertion.count(".") != 2:
+        return False
+    head = assertion.split(".")[0]
+    header = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+    return "client_secret" not in form and any(name.startswith("x5t") for name in header)
+
+
+# What each credential type puts in the token POST.
+SENT_BY = {
+    ClientSecret: lambda form: (
+        form.get("client_secret") == "s3cret" and "client_assertion" not in form
+    ),
+    ClientCertificate: _signed_with_a_certificate,
+    FederatedTokenFile: lambda form: (
+        form.get("client_assertion") == "projected-token" and "client_secret" not in form
+    ),
+}
 
 
 def test_empty_variables_count_as_unset(files: dict[str, str]) -> None:
@@ -245,7 +286,7 @@ def test_from_env_ignores_whitespace_around_the_client_id_and_secret_as_ccflow_t
     )
     with client:
         assert client.client_id == "cid"
-        fields = client._config.credential.request_fields(
-            client_id="cid", token_endpoint="https://x/t", auth_method="client_secret_post", now=0
-        )
-    assert dict(fields.form)["client_secret"] == "s3cret"
+    form = token_form(
+        {"AZURE_CLIENT_ID": " cid\n", "AZURE_TENANT_ID": "t", "AZURE_CLIENT_SECRET": "s3cret\n"}
+    )
+    assert (form["client_id"], form["client_secret"]) == ("cid", "s3cret")
