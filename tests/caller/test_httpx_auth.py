@@ -11,7 +11,6 @@ import httpx
 import pytest
 
 from ccflow import AccessToken, ConfigurationError, httpx_auth
-from ccflow._core.cache import FORCED_REFRESH_INTERVAL
 from ccflow.authority import Authority
 from ccflow.httpx_auth import AsyncBearerAuth, AsyncTokenSource, BearerAuth, TokenSource
 
@@ -92,7 +91,7 @@ def test_an_api_refusing_every_token_costs_one_forced_refresh_per_interval(
             assert http.get(API).status_code == 401
         assert authority.hits["token"] == 2  # the first token and one forced refresh
         assert len(api.seen) == 11  # the retry is skipped while the fresh token is refused
-        clock.advance(FORCED_REFRESH_INTERVAL)
+        clock.advance(30)  # docs/caller.md: a forced refresh at most once every 30 s
         assert http.get(API).status_code == 401
     assert authority.hits["token"] == 3
     assert len(api.seen) == 13
