@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import gc
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -13,7 +13,6 @@ import httpx
 import pytest
 
 from ccflow import TokenValidator
-from ccflow._core.claims import IssuerRule
 from ccflow.authority import Authority, Fault
 from ccflow.errors import InvalidTokenError, KeysUnavailableError
 from ccflow.jwks import AsyncJWKSCache, DiscoverySource, KeySourcePlan
@@ -275,7 +274,7 @@ async def test_async_cache_refresh_reads_issuer_and_keys(
     cache = AsyncJWKSCache(plan, algorithms=RS256, clock=clock, http_client=http)
     assert cache.issuers == ()
     await cache.refresh()
-    assert cache.issuers == (IssuerRule(authority.issuer, "2.0"),)
+    assert [(rule.issuer, rule.version) for rule in cache.issuers] == [(authority.issuer, "2.0")]
     assert cache.state.keys is not None
     assert set(cache.state.keys.keys) == set(authority.kids)
     await cache.aclose()
@@ -284,10 +283,17 @@ async def test_async_cache_refresh_reads_issuer_and_keys(
 
 async def test_async_cache_closes_the_client_it_created(authority: Authority) -> None:
     plan = KeySourcePlan(jwks_uri=authority.jwks_uri)
+    before = async_clients()
     cache = AsyncJWKSCache(plan, algorithms=RS256)
-    http = cache._http()
+    (http,) = [c for c in async_clients() if not any(c is b for b in before)]
     await cache.aclose()
     assert http.is_closed
+
+
+def async_clients() -> list[httpx.AsyncClient]:
+    """Every httpx.AsyncClient alive now (to find the one a cache made for itself)."""
+    gc.collect()
+    return [o for o in gc.get_objects() if isinstance(o, httpx.AsyncClient)]
 
 
 def test_a_plan_needs_a_source() -> None:
@@ -383,11 +389,18 @@ async def test_a_rotated_key_during_an_outage_is_keys_unavailable_not_a_bad_toke
 
 
 class Redirecting(httpx.AsyncBaseTransport):
-    """The authority behind a front that answers some paths with a redirect."""
+    """The authority behind a front that answers some paths with a redirect and serves some
+    of the authority's documents (``serves``: path -> the authority's URL) at new paths."""
 
-    def __init__(self, authority: Authority, moves: dict[str, tuple[int, str]]) -> None:
+    def __init__(
+        self,
+        authority: Authority,
+        moves: dict[str, tuple[int, str]],
+        serves: dict[str, str] | None = None,
+    ) -> None:
         self.authority = authority
         self.moves = moves
+        self.serves = serves or {}
         self.requested: list[str] = []
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -397,6 +410,9 @@ class Redirecting(httpx.AsyncBaseTransport):
         if move is not None:
             status, location = move
             return httpx.Response(status, headers={"location": location}, request=request)
+        served = self.serves.get(request.url.path)
+        if served is not None:
+            request = httpx.Request(request.method, served, headers=request.headers)
         return self.authority.handle(request)
 
 
@@ -405,28 +421,23 @@ async def test_a_redirected_discovery_document_and_jwks_are_followed(
     validator_for: ValidatorFactory, authority: Authority, clock: FakeClock, status: int
 ) -> None:
     discovery = authority.discovery_url
-    old_discovery = discovery.replace("/v2.0/", "/old/")
+    # The discovery document the validator asks for moved too, to a path the front serves.
+    moved = f"{authority.host}/moved/openid-configuration"
     transport = Redirecting(
         authority,
         {
-            httpx.URL(old_discovery).path: (status, discovery),
+            httpx.URL(discovery).path: (status, moved),
             "/old-keys": (status, authority.jwks_uri),
         },
+        serves={httpx.URL(moved).path: discovery},
     )
     document = {**authority.discovery(), "jwks_uri": f"{authority.host}/old-keys"}
     authority.set_fault("discovery", Fault(body=json.dumps(document).encode()))
     validator = validator_for(http_client=httpx.AsyncClient(transport=transport))
-    # The discovery URL itself moved too: ask for the old one through the override path.
-    validator._keys._plan = dataclasses.replace(
-        validator._keys._plan,
-        discoveries=tuple(
-            dataclasses.replace(d, url=old_discovery) for d in validator._keys._plan.discoveries
-        ),
-    )
     assert (await validator.validate(authority.mint())).client_id
     assert transport.requested == [
-        old_discovery,
         discovery,
+        moved,
         f"{authority.host}/old-keys",
         authority.jwks_uri,
     ]
