@@ -285,19 +285,18 @@ def test_cli_removes_its_tls_files_on_exit(
 
 # A signal that lands while the server is still generating its TLS files (its private key
 # among them): here, deterministically, from inside the TLS file writer.
+# Loading the certificate and key into the server's TLS context follows writing them.
 _SIGNAL_DURING_STARTUP = """
-import os, signal, sys
-from ccflow.authority import _server
+import os, signal, ssl, sys
 from ccflow.cli import main
 
-write = _server.write_tls_files
+load = ssl.SSLContext.load_cert_chain
 
-def write_then_signal(tls_dir):
-    files = write(tls_dir)
+def load_then_signal(self, *args, **kwargs):
+    load(self, *args, **kwargs)
     os.kill(os.getpid(), signal.SIGTERM)
-    return files
 
-_server.write_tls_files = write_then_signal
+ssl.SSLContext.load_cert_chain = load_then_signal
 sys.exit(main(["authority", "serve", "--port", "0", "--json", "--tls"]))
 """
 
@@ -383,7 +382,7 @@ def test_cli_serve_never_shows_a_traceback(
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("unforeseen")
 
-    monkeypatch.setattr("ccflow._cli.authority.AuthorityServer", broken)
+    monkeypatch.setattr(AuthorityServer, "__init__", broken)
     assert main(["authority", "serve"]) == 1
     assert capsys.readouterr().err == "ccflow: error: unexpected RuntimeError: unforeseen\n"
 
@@ -399,9 +398,10 @@ def test_cli_requires_a_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
     assert exc.value.code == 2
 
 
-def test_cli_human_output_hides_secrets() -> None:
+def human_output(*args: str) -> str:
+    """What ``ccflow authority serve`` prints for people, up to "Ctrl-C"; it then exits 0."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ccflow", "authority", "serve"],
+        [sys.executable, "-m", "ccflow", "authority", "serve", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -416,14 +416,18 @@ def test_cli_human_output_hides_secrets() -> None:
             break
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=5)
-    text = "".join(lines) + out
+    assert proc.returncode == 0
+    return "".join(lines) + out
+
+
+def test_cli_human_output_hides_secrets() -> None:
+    text = human_output()
     assert "calc-client" in text
     assert "ccflow~calc-client" not in text
     # Roles read as words, not a Python list.
     assert "roles invokeRole" in text
     assert "roles (none)" in text
     assert "['" not in text
-    assert proc.returncode == 0
 
 
 def test_plain_http_off_loopback_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
@@ -498,43 +502,60 @@ def test_the_server_key_is_created_private_not_made_private_after(
     # The key was written with the umask's mode (world-readable in a given tls_dir) and only
     # then chmod-ed to 0600: another user could read it in between. With chmod taken away,
     # what remains is the mode it was created with.
-    from ccflow.authority._tls import write_tls_files
-
     monkeypatch.setattr(Path, "chmod", lambda self, mode: None)
     old = os.umask(0o022)
     try:
-        files = write_tls_files(tmp_path)
+        AuthorityServer(tls=True, tls_dir=tmp_path).stop()  # a given directory is kept
     finally:
         os.umask(old)
-    assert files.key_file.stat().st_mode & 0o777 == 0o600
-    assert files.key_file.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
+    key_file = tmp_path / "server-key.pem"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert key_file.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
 
 
 def test_an_existing_key_file_is_made_private_before_it_is_written(tmp_path: Path) -> None:
-    from ccflow.authority._tls import write_tls_files
-
     (tmp_path / "server-key.pem").write_bytes(b"old")
     (tmp_path / "server-key.pem").chmod(0o644)
-    files = write_tls_files(tmp_path)
-    assert files.key_file.stat().st_mode & 0o777 == 0o600
+    AuthorityServer(tls=True, tls_dir=tmp_path).stop()
+    key_file = tmp_path / "server-key.pem"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert key_file.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
 
 
-def test_human_output_names_the_other_tenants_and_where_clients_live(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    from ccflow._cli.authority import _print_human
+MULTI_TENANT_TOML = """
+tenant_id = "11111111-2222-4333-8444-555555555555"
+tenants = ["66666666-7777-4888-8999-000000000000"]
 
-    with AuthorityServer(Registrations.multi_tenant()) as multi:
-        info = multi.info()
-    _print_human(info)
-    text = capsys.readouterr().out
-    partner = info["tenants"][1]
-    assert f"tenant  {partner['tenant_id']}  token_endpoint {partner['token_endpoint']}" in text
-    away = [c for c in info["clients"] if c["tenant_id"] != info["tenant_id"]]
-    assert away
-    for client in away:
-        line = next(x for x in text.splitlines() if client["client_id"] in x)
-        assert line.endswith(f"tenant {client['tenant_id']}")
+[apis.orders-api]
+client_id = "aaaaaaaa-0000-4000-8000-000000000001"
+roles = ["Orders.Read"]
+multi_tenant = true
+
+[clients.shop]
+client_id = "cccccccc-0000-4000-8000-000000000001"
+secret = "shop-secret"
+roles = { orders-api = ["Orders.Read"] }
+
+[clients.partner-shop]
+client_id = "cccccccc-0000-4000-8000-000000000002"
+secret = "partner-secret"
+roles = { orders-api = ["Orders.Read"] }
+tenant_id = "66666666-7777-4888-8999-000000000000"
+"""
+
+
+def test_human_output_names_the_other_tenants_and_where_clients_live(tmp_path: Path) -> None:
+    config = tmp_path / "registrations.toml"
+    config.write_text(MULTI_TENANT_TOML)
+    text = human_output("--config", str(config))
+    host = text.splitlines()[0].removeprefix("ccflow local authority at ")
+    partner = "66666666-7777-4888-8999-000000000000"
+    endpoint = f"{host}/{partner}/oauth2/v2.0/token"
+    assert f"tenant  {partner}  token_endpoint {endpoint}" in text
+    away = next(x for x in text.splitlines() if "cccccccc-0000-4000-8000-000000000002" in x)
+    assert away.endswith(f"tenant {partner}")
+    home = next(x for x in text.splitlines() if "cccccccc-0000-4000-8000-000000000001" in x)
+    assert "tenant" not in home
     assert "secret" not in text.lower().replace("secrets are printed", "")
 
 
