@@ -30,6 +30,19 @@ START = 1_767_225_600.0
 
 REALM = "api://calc-api"
 
+API_VARIABLES = (
+    "CCFLOW_ISSUER",
+    "CCFLOW_TENANT_ID",
+    "AZURE_TENANT_ID",
+    "AZURE_AUTHORITY_HOST",
+    "CCFLOW_AUDIENCE",
+    "CCFLOW_ALLOWED_CLIENTS",
+    "CCFLOW_ALLOWED_TENANTS",
+    "CCFLOW_ACCEPT_V1",
+)
+"""The variables ``TokenValidator.from_env()`` and ``RequireRole(...)`` read
+(docs/configuration.md)."""
+
 
 def b64(data: bytes) -> str:
     """base64url without padding."""

@@ -11,10 +11,9 @@ import pytest
 from fastapi import Depends, FastAPI, Request, Security, WebSocket
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
-from tests.support import REALM, REVOKED, REVOKING, FakeValidator, FakeVerdict
+from tests.support import API_VARIABLES, REALM, REVOKED, REVOKING, FakeValidator, FakeVerdict
 
 from ccflow import TokenValidator
-from ccflow._config import VALIDATOR_VARIABLES
 from ccflow.authority import Authority
 from ccflow.errors import ConfigurationError, InvalidTokenError, KeysUnavailableError
 from ccflow.fastapi import BearerClaims
@@ -245,7 +244,7 @@ def test_declaring_the_dependency_needs_no_environment_until_first_use(
 ) -> None:
     # A module declaring BearerClaims("invokeRole") imports without CCFLOW_* variables; the
     # first request then fails with the error naming the missing one.
-    for name in (*VALIDATOR_VARIABLES.values(), "AZURE_TENANT_ID"):
+    for name in API_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     from_env = BearerClaims("invokeRole")
     assert from_env.owns_validator

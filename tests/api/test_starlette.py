@@ -21,10 +21,9 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.testclient import TestClient
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
-from tests.support import REALM, REVOKED, REVOKING, FakeValidator, FakeVerdict
+from tests.support import API_VARIABLES, REALM, REVOKED, REVOKING, FakeValidator, FakeVerdict
 
 from ccflow import TokenValidator
-from ccflow._config import VALIDATOR_VARIABLES
 from ccflow.authority import Authority
 from ccflow.errors import (
     CCFlowError,
@@ -672,7 +671,7 @@ def test_an_unknown_scope_type_is_refused_and_never_reaches_the_app(
 
 @pytest.fixture
 def no_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in (*VALIDATOR_VARIABLES.values(), "AZURE_TENANT_ID"):
+    for name in API_VARIABLES:
         monkeypatch.delenv(name, raising=False)
 
 
