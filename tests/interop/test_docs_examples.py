@@ -387,15 +387,28 @@ def _advice_rows() -> list[tuple[int, str]]:
 
 @pytest.mark.parametrize(("code", "begins"), _advice_rows())
 def test_errors_page_quotes_the_message_for_each_code(code: int, begins: str) -> None:
-    """docs/errors.md shows the start of the message ccflow's core writes for each code."""
-    from ccflow._core.tokens import ErrorContext, describe_token_error
+    """docs/errors.md shows the start of the message ccflow writes for each code."""
+    import httpx
+
+    from ccflow import TokenClient
     from ccflow.errors import TokenRequestError
 
-    context = ErrorContext(
-        "<id>", "https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token", ("<scopes>",), ()
+    client_id, tenant = "11111111-2222-4333-8444-555555555555", "contoso.com"
+    scope = "api://x/.default"
+    refusal = {"error": "invalid_request", "error_codes": [code]}
+    answer = httpx.MockTransport(lambda request: httpx.Response(400, json=refusal))
+    client = TokenClient(
+        client_id=client_id,
+        client_secret="s",
+        tenant_id=tenant,
+        http_client=httpx.Client(transport=answer),
     )
-    err = TokenRequestError("", status_code=400, error="invalid_request", error_codes=[code])
-    message = describe_token_error(err, context)
+    with client, pytest.raises(TokenRequestError) as info:
+        client.get_token(scope)
+    message = str(info.value)
+    named = {"<id>": client_id, "<tenant>": tenant, "<scopes>": scope}
+    for placeholder, value in named.items():
+        begins = begins.replace(placeholder, value)
     for part in begins.split("..."):
         assert part.strip(" :") in message, (code, part)
     assert message.startswith(begins.split("...")[0].rstrip(" :"))
