@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
+import ccflow.jwks
 from ccflow import TokenValidator
 from ccflow.authority import Authority, Fault
 from ccflow.errors import InvalidTokenError, KeysUnavailableError
@@ -281,19 +281,21 @@ async def test_async_cache_refresh_reads_issuer_and_keys(
     await http.aclose()
 
 
-async def test_async_cache_closes_the_client_it_created(authority: Authority) -> None:
-    plan = KeySourcePlan(jwks_uri=authority.jwks_uri)
-    before = async_clients()
-    cache = AsyncJWKSCache(plan, algorithms=RS256)
-    (http,) = [c for c in async_clients() if not any(c is b for b in before)]
+async def test_async_cache_closes_the_client_it_created(
+    authority: Authority, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[httpx.AsyncClient] = []
+    real = ccflow.jwks.new_async_client
+
+    def recording(timeout: float) -> httpx.AsyncClient:
+        made.append(real(timeout))
+        return made[-1]
+
+    monkeypatch.setattr(ccflow.jwks, "new_async_client", recording)
+    cache = AsyncJWKSCache(KeySourcePlan(jwks_uri=authority.jwks_uri), algorithms=RS256)
     await cache.aclose()
-    assert http.is_closed
-
-
-def async_clients() -> list[httpx.AsyncClient]:
-    """Every httpx.AsyncClient alive now (to find the one a cache made for itself)."""
-    gc.collect()
-    return [o for o in gc.get_objects() if isinstance(o, httpx.AsyncClient)]
+    assert len(made) == 1
+    assert made[0].is_closed
 
 
 def test_a_plan_needs_a_source() -> None:
