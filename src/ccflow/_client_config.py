@@ -9,7 +9,6 @@ argument name the argument; ``from_env()`` renames those about a value read from
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +18,7 @@ import httpx
 from ccflow._config import CALLER_VARIABLES, SettingNames, authority_host_from
 from ccflow._core.cache import RefreshPolicy
 from ccflow._core.flow import FetchConfig
+from ccflow._core.numbers import is_seconds
 from ccflow._core.retry import RetryPolicy
 from ccflow._core.tokens import is_azure_token_endpoint
 from ccflow._core.urls import reject_tenant_in_host, require_secure_url, token_endpoint_for
@@ -136,21 +136,16 @@ def _credential(
     return credential
 
 
-def _is_seconds(value: object) -> bool:
-    """Whether ``value`` is a finite int or float (not a bool)."""
-    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
-
-
 def _check_numbers(max_retries: int, refresh_margin: float, timeout: float | httpx.Timeout) -> None:
     """Refuse a negative retry count, a margin that is not finite, a timeout that is no wait."""
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
         raise ConfigurationError("max_retries must be an int >= 0", setting="max_retries")
     # A NaN margin compared false to everything: every get_token() became a POST.
-    if not _is_seconds(refresh_margin) or refresh_margin < 0:
+    if not is_seconds(refresh_margin) or refresh_margin < 0:
         raise ConfigurationError(
             "refresh_margin must be a finite number of seconds >= 0", setting="refresh_margin"
         )
-    if not isinstance(timeout, httpx.Timeout) and (not _is_seconds(timeout) or timeout <= 0):
+    if not isinstance(timeout, httpx.Timeout) and (not is_seconds(timeout) or timeout <= 0):
         raise ConfigurationError(
             f"timeout must be seconds > 0 or an httpx.Timeout, got {timeout!r}",
             setting="timeout",

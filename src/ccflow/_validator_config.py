@@ -7,7 +7,6 @@ the user never passed.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, NoReturn
@@ -20,6 +19,7 @@ from ccflow._core.claims import ANY_TENANT, TENANT_PLACEHOLDER, ClaimRules, Issu
 from ccflow._core.discovery import discovery_url_for_issuer
 from ccflow._core.jwks import RefreshPolicy
 from ccflow._core.jws import DEFAULT_MAX_TOKEN_SIZE, check_algorithms
+from ccflow._core.numbers import is_seconds
 from ccflow._core.urls import (
     MULTI_TENANT_NAMES,
     discovery_url_for,
@@ -289,12 +289,7 @@ def _valid_url(url: object, setting: str, *, authority_host: bool = False) -> st
 
 def _seconds(value: object, setting: str, names: SettingNames) -> float:
     """A non-negative, finite number of seconds."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value < 0
-    ):
+    if not is_seconds(value) or value < 0:
         raise names.error(setting, "must be a non-negative number of seconds")
     return float(value)
 

@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from ccflow._core.b64 import b64url_decode
 from ccflow._core.jws import SUPPORTED_ALGORITHMS, PublicKey
+from ccflow._core.numbers import is_seconds
 from ccflow.errors import ConfigurationError
 
 __all__ = [
@@ -180,12 +181,7 @@ class RefreshPolicy:
     def __post_init__(self) -> None:
         for name in ("ttl", "cooldown", "failure_backoff", "max_stale"):
             value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or not math.isfinite(value)
-                or value < 0
-            ):
+            if not is_seconds(value) or value < 0:
                 raise ConfigurationError(
                     f"{name} must be a non-negative number of seconds", setting=name
                 )
