@@ -28,6 +28,7 @@ from ccflow.errors import (
     InvalidTokenError,
     KeysUnavailableError,
 )
+from ccflow.validation import TokenValidator
 
 if TYPE_CHECKING:
     from starlette.responses import Response
@@ -41,6 +42,7 @@ __all__ = [
     "Verdict",
     "authenticate",
     "bearer_token",
+    "checked_roles",
     "checked_validator",
     "is_b64token",
     "rejection_for",
@@ -99,10 +101,6 @@ class Validator(Protocol):
 
 def validator_from_env() -> Validator:
     """``TokenValidator.from_env()``: raises ``ConfigurationError`` naming a bad variable."""
-    # Imported late: ccflow.validation pulls in the JWT machinery, and ccflow/__init__ imports
-    # ccflow.starlette, which imports this module.
-    from ccflow.validation import TokenValidator
-
     validator: Validator = TokenValidator.from_env()
     return validator
 
@@ -125,6 +123,20 @@ def checked_validator(validator: Validator, owner: str) -> Validator:
             setting="validator",
         )
     return validator
+
+
+def checked_roles(owner: str, roles: tuple[object, ...], match: object) -> tuple[str, ...]:
+    """``roles`` and ``match`` of a face, refused unless non-empty strings and any/all."""
+    for role in roles:
+        if not isinstance(role, str) or not role:
+            raise ConfigurationError(
+                f"{owner} roles must be non-empty strings, got {role!r}", setting="roles"
+            )
+    if match not in ("any", "all"):
+        raise ConfigurationError(
+            f'{owner} match must be "any" or "all", got {match!r}', setting="match"
+        )
+    return roles  # type: ignore[return-value]  # each one checked above
 
 
 class ValidatorHolder:

@@ -44,8 +44,15 @@ from fastapi.security.base import SecurityBase
 from starlette.authentication import AuthCredentials
 from starlette.requests import HTTPConnection
 
-from ccflow._bearer import Match, Rejection, Validator, ValidatorHolder, authenticate, rejection_for
-from ccflow.errors import ConfigurationError
+from ccflow._bearer import (
+    Match,
+    Rejection,
+    Validator,
+    ValidatorHolder,
+    authenticate,
+    checked_roles,
+    rejection_for,
+)
 from ccflow.starlette import TokenUser
 
 __all__ = ["BearerClaims"]
@@ -73,18 +80,9 @@ class BearerClaims(ValidatorHolder, SecurityBase):
         scheme_name: str = "bearerAuth",
         description: str | None = "An OAuth 2.0 access token (client credentials).",
     ) -> None:
-        for role in roles:
-            if not isinstance(role, str) or not role:
-                raise ConfigurationError(
-                    f"BearerClaims roles must be non-empty strings, got {role!r}", setting="roles"
-                )
-        if match not in ("any", "all"):
-            raise ConfigurationError(
-                f'BearerClaims match must be "any" or "all", got {match!r}', setting="match"
-            )
+        self.roles: tuple[str, ...] = checked_roles("BearerClaims", roles, match)
         self.model = HTTPBearerModel(bearerFormat="JWT", description=description)
         self.scheme_name = scheme_name
-        self.roles: tuple[str, ...] = roles
         self.match: Match = match
         ValidatorHolder.__init__(self, validator, "BearerClaims")
 

@@ -71,6 +71,7 @@ from ccflow._bearer import (
     Verdict,
     authenticate,
     bearer_token,
+    checked_roles,
     checked_validator,
     is_b64token,
     rejection_for,
@@ -189,11 +190,7 @@ class RequireRole:
         exempt: Iterable[str] = (),
         allow_preflight: bool = False,
     ) -> None:
-        self.roles: tuple[str, ...] = _checked_roles(roles)
-        if match not in ("any", "all"):
-            raise ConfigurationError(
-                f'RequireRole match must be "any" or "all", got {match!r}', setting="match"
-            )
+        self.roles: tuple[str, ...] = _checked_roles(roles, match)
         self.match: Match = match
         self.exempt: tuple[str, ...] = _exempt_paths(exempt)
         self.allow_preflight = bool(allow_preflight)
@@ -218,24 +215,19 @@ class RequireRole:
         return f"RequireRole({', '.join(map(repr, self.roles))}, match={self.match!r})"
 
 
-def _checked_roles(roles: tuple[object, ...]) -> tuple[str, ...]:
-    """``roles``, refused unless one or more non-empty strings."""
+def _checked_roles(roles: tuple[object, ...], match: object) -> tuple[str, ...]:
+    """``roles`` (one at least) and ``match``, checked as every face checks them."""
     if not roles:
         raise ConfigurationError("RequireRole needs at least one role", setting="roles")
-    for role in roles:
-        if callable(role):
-            # add_middleware(RequireRole, "invokeRole") hands the app over as a role.
-            raise ConfigurationError(
-                "RequireRole(...) builds the middleware: write "
-                "app.add_middleware(RequireRole('invokeRole', ...)), not "
-                "app.add_middleware(RequireRole, 'invokeRole', ...)",
-                setting="roles",
-            )
-        if not isinstance(role, str) or not role:
-            raise ConfigurationError(
-                f"RequireRole roles must be non-empty strings, got {role!r}", setting="roles"
-            )
-    return roles  # type: ignore[return-value]  # each one checked above
+    if any(callable(role) for role in roles):
+        # add_middleware(RequireRole, "invokeRole") hands the app over as a role.
+        raise ConfigurationError(
+            "RequireRole(...) builds the middleware: write "
+            "app.add_middleware(RequireRole('invokeRole', ...)), not "
+            "app.add_middleware(RequireRole, 'invokeRole', ...)",
+            setting="roles",
+        )
+    return checked_roles("RequireRole", roles, match)
 
 
 def _exempt_paths(exempt: object) -> tuple[str, ...]:
