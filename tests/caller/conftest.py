@@ -32,6 +32,21 @@ def sleeps() -> Sleeps:
     return Sleeps()
 
 
+def _settings(
+    authority: Authority, client: str, clock: Any, options: dict[str, Any]
+) -> dict[str, Any]:
+    """The constructor keywords both token clients get for ``client`` of ``authority``."""
+    app = authority.client(client)
+    options.setdefault("client_secret", app.secret)
+    return {
+        "client_id": app.client_id,
+        "tenant_id": authority.tenant_id,
+        "authority_host": authority.host,
+        "clock": clock,
+        **options,
+    }
+
+
 @pytest.fixture
 def sync_client(authority: Authority, clock: Any) -> ClientFactory:
     """Makes a TokenClient for a client of the local authority (``calc-client`` unless
@@ -45,18 +60,11 @@ def sync_client(authority: Authority, clock: Any) -> ClientFactory:
         client: str = "calc-client",
         **options: Any,
     ) -> tuple[TokenClient, Sleeps]:
-        authority_ = on or authority
-        app = authority_.client(client)
-        options.setdefault("client_secret", app.secret)
+        source = on or authority
         sleeps = Sleeps()
+        http = httpx.Client(transport=transport or source.transport())
         tc = TokenClient(
-            client_id=app.client_id,
-            tenant_id=authority_.tenant_id,
-            authority_host=authority_.host,
-            http_client=httpx.Client(transport=transport or authority_.transport()),
-            clock=clock,
-            sleep=sleeps,
-            **options,
+            http_client=http, sleep=sleeps, **_settings(source, client, clock, options)
         )
         return tc, sleeps
 
@@ -74,19 +82,11 @@ def async_client(authority: Authority, clock: Any) -> AsyncClientFactory:
         client: str = "calc-client",
         **options: Any,
     ) -> tuple[AsyncTokenClient, Sleeps]:
-        authority_ = on or authority
-        app = authority_.client(client)
-        options.setdefault("client_secret", app.secret)
+        source = on or authority
         sleeps = Sleeps()
-        tc = AsyncTokenClient(
-            client_id=app.client_id,
-            tenant_id=authority_.tenant_id,
-            authority_host=authority_.host,
-            http_client=httpx.AsyncClient(transport=transport or authority_.transport()),
-            clock=clock,
-            sleep=sleeps.asleep,
-            **options,
-        )
+        http = httpx.AsyncClient(transport=transport or source.transport())
+        settings = _settings(source, client, clock, options)
+        tc = AsyncTokenClient(http_client=http, sleep=sleeps.asleep, **settings)
         return tc, sleeps
 
     return make
