@@ -95,9 +95,9 @@ def _not_json(constant: str) -> Any:
 
 def _b64url_json(segment: str, what: str) -> dict[str, Any]:
     """One JWS segment decoded as a JSON object."""
-    # The stdlib decoder silently skips foreign characters; a JWT segment must be pure base64url.
+    # A JWS segment is non-empty and unpadded (RFC 7515 section 2); b64url_decode takes both.
     try:
-        if segment.endswith("="):  # JWS segments are unpadded (RFC 7515 section 2)
+        if not segment or segment.endswith("="):
             raise ValueError(segment)
         raw = b64url_decode(segment)
     except ValueError:
