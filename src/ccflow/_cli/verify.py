@@ -33,7 +33,7 @@ from ccflow._cli._common import (
     with_private_ca_hint,
 )
 from ccflow._config import SettingNames
-from ccflow._core.explain import decode_unverified, explain_time
+from ccflow._core.explain import decode_unverified, explain_time, without_bearer
 from ccflow._core.urls import MULTI_TENANT_NAMES
 from ccflow._validator_config import ValidatorConfig, is_plain
 from ccflow.errors import (
@@ -236,9 +236,7 @@ def _bare_token(argument: str) -> str | None:
     token = token_from(argument)
     if token is None:
         return None
-    token = token.strip()
-    if token[:7].lower() == "bearer ":
-        token = token[7:].strip()
+    token = without_bearer(token)
     if not token:
         error("no token given")
         return None
