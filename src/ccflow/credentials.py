@@ -599,19 +599,19 @@ def credential_from_env(environ: Mapping[str, str]) -> Credential:
 
 def _certificate_from_env(environ: Mapping[str, str], path: str) -> ClientCertificate:
     """The certificate ``AZURE_CLIENT_CERTIFICATE_PATH`` and its companion variables name."""
-    chain = environ.get("AZURE_CLIENT_SEND_CERTIFICATE_CHAIN", "").strip().lower()
+    chain = environ.get("AZURE_CLIENT_SEND_CERTIFICATE_CHAIN", "").strip().lower() in _CHAIN_ON
     logger.debug(
         "credential from the environment: certificate (AZURE_CLIENT_CERTIFICATE_PATH=%s, "
         "password %s, send_certificate_chain=%s)",
         # The variable may hold the PEM itself (ClientCertificate takes PEM text too).
         "<PEM text>" if "-----BEGIN" in path else path,
         "set" if environ.get("AZURE_CLIENT_CERTIFICATE_PASSWORD") else "not set",
-        chain in _CHAIN_ON,
+        chain,
     )
     return ClientCertificate(
         path,
         password=environ.get("AZURE_CLIENT_CERTIFICATE_PASSWORD") or None,
-        send_certificate_chain=chain in _CHAIN_ON,
+        send_certificate_chain=chain,
     )
 
 
