@@ -428,16 +428,12 @@ class ClientAssertion:
     ) -> RequestFields:
         """``client_id``, ``client_assertion_type`` and the held assertion, renewed when it
         is near expiry. ``auth_method`` is ignored: assertions always send ``private_key_jwt``."""
-        if isinstance(self._source, str):
-            return _assertion_fields(client_id, self._checked_string(now))
         return _assertion_fields(client_id, self._holder.get(now, self._ask))
 
     async def arequest_fields(
         self, *, client_id: str, token_endpoint: str, auth_method: str, now: float
     ) -> RequestFields:
         """Like :meth:`request_fields`; a callable that must be asked runs in a thread."""
-        if isinstance(self._source, str):
-            return _assertion_fields(client_id, self._checked_string(now))
         return _assertion_fields(client_id, await self._holder.aget(now, self._ask))
 
     def _describe(self) -> str:
@@ -447,12 +443,9 @@ class ClientAssertion:
         name = getattr(self._source, "__qualname__", None) or type(self._source).__name__
         return f"the assertion callable {name}"
 
-    def _checked_string(self, now: float) -> HeldAssertion:
-        """The fixed string, checked each time: an expired one fails here, not at the authority."""
-        return _accepted(self._source, now, self._describe())
-
     def _ask(self, now: float) -> HeldAssertion:
-        """A new assertion from the callable."""
+        """The assertion again: the string checked (an expired one fails here, not at the
+        authority), or a new one from the callable."""
         source = self._source
         try:
             value = source if isinstance(source, str) else source()
@@ -606,19 +599,19 @@ def credential_from_env(environ: Mapping[str, str]) -> Credential:
 
 def _certificate_from_env(environ: Mapping[str, str], path: str) -> ClientCertificate:
     """The certificate ``AZURE_CLIENT_CERTIFICATE_PATH`` and its companion variables name."""
-    chain = environ.get("AZURE_CLIENT_SEND_CERTIFICATE_CHAIN", "").strip().lower()
+    chain = environ.get("AZURE_CLIENT_SEND_CERTIFICATE_CHAIN", "").strip().lower() in _CHAIN_ON
     logger.debug(
         "credential from the environment: certificate (AZURE_CLIENT_CERTIFICATE_PATH=%s, "
         "password %s, send_certificate_chain=%s)",
         # The variable may hold the PEM itself (ClientCertificate takes PEM text too).
         "<PEM text>" if "-----BEGIN" in path else path,
         "set" if environ.get("AZURE_CLIENT_CERTIFICATE_PASSWORD") else "not set",
-        chain in _CHAIN_ON,
+        chain,
     )
     return ClientCertificate(
         path,
         password=environ.get("AZURE_CLIENT_CERTIFICATE_PASSWORD") or None,
-        send_certificate_chain=chain in _CHAIN_ON,
+        send_certificate_chain=chain,
     )
 
 

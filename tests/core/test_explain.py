@@ -133,6 +133,7 @@ def test_decode_unverified_accepts_a_bearer_prefix_and_whitespace(prefix: str) -
         (f"{_seg({'a': 1})}.%%%.sig", "payload is not base64url"),
         (f"{_seg({'a': 1})}.e30=.sig", "payload is not base64url"),
         (f"{_seg({'a': 1})}.A.sig", "payload is not base64url"),
+        (f".{_seg({})}.sig", "header is not base64url"),
         (f"{_seg(b'not json')}.{_seg({})}.sig", "header is not JSON"),
         (f"{_seg({})}.{_seg(NOT_UTF8)}.sig", "payload is not JSON"),
         (f"{_seg([1, 2])}.{_seg({})}.sig", "header is not a JSON object"),

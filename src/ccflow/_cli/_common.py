@@ -28,7 +28,6 @@ __all__ = [
     "EXIT_REFUSED",
     "EXIT_USAGE",
     "EXIT_INTERRUPTED",
-    "PRIVATE_CA_HINT",
     "add_ca_file_argument",
     "add_command",
     "add_token_argument",
@@ -40,6 +39,7 @@ __all__ = [
     "token_from",
     "verify_for",
     "warn",
+    "with_private_ca_hint",
 ]
 
 EXIT_OK = 0
@@ -54,11 +54,20 @@ EXIT_INTERRUPTED = 130
 #: The reader of the output went away (``ccflow decode "$T" | head -1``): 128 + SIGPIPE.
 EXIT_BROKEN_PIPE = 141
 
-#: Appended to a TLS failure's message by ``token`` and ``verify``.
-PRIVATE_CA_HINT = (
+_PRIVATE_CA_HINT = (
     "; if the authority uses a private CA (such as the local authority's),"
     " pass --ca-file PEM or set SSL_CERT_FILE"
 )
+
+
+def with_private_ca_hint(message: str) -> str:
+    """``message``, plus how to trust a private CA when it tells of a TLS failure and does not
+    name ``SSL_CERT_FILE`` already (the library's own advice for a certificate that did not
+    verify does)."""
+    lowered = message.lower()
+    if "SSL_CERT_FILE" in message or not any(w in lowered for w in ("certificate", "ssl", "tls")):
+        return message
+    return message + _PRIVATE_CA_HINT
 
 
 def exit_code_for(exc: CCFlowError) -> int:

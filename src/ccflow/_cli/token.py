@@ -23,7 +23,6 @@ from ccflow._cli import decode
 from ccflow._cli._common import (
     EXIT_OK,
     EXIT_USAGE,
-    PRIVATE_CA_HINT,
     add_ca_file_argument,
     add_command,
     error,
@@ -33,6 +32,7 @@ from ccflow._cli._common import (
     stdout_closed,
     verify_for,
     warn,
+    with_private_ca_hint,
 )
 from ccflow._core.explain import decode_unverified
 from ccflow._core.tokens import AccessToken
@@ -146,13 +146,7 @@ def message_for(exc: CCFlowError) -> str:
         if ids:
             message = f"{message} ({', '.join(ids)})"
     if isinstance(exc, AuthorityUnreachableError):
-        lowered = message.lower()
-        # The library's own advice for a certificate that did not verify names SSL_CERT_FILE
-        # and --ca-file already; other TLS failures get the hint here.
-        if "SSL_CERT_FILE" not in message and (
-            "certificate" in lowered or "ssl" in lowered or "tls" in lowered
-        ):
-            message += PRIVATE_CA_HINT
+        message = with_private_ca_hint(message)
     return message
 
 

@@ -21,7 +21,6 @@ from ccflow._cli._common import (
     EXIT_OK,
     EXIT_REFUSED,
     EXIT_USAGE,
-    PRIVATE_CA_HINT,
     add_ca_file_argument,
     add_command,
     add_token_argument,
@@ -31,9 +30,10 @@ from ccflow._cli._common import (
     stdout_closed,
     token_from,
     verify_for,
+    with_private_ca_hint,
 )
 from ccflow._config import SettingNames
-from ccflow._core.explain import decode_unverified, explain_time
+from ccflow._core.explain import decode_unverified, explain_time, without_bearer
 from ccflow._core.urls import MULTI_TENANT_NAMES
 from ccflow._validator_config import ValidatorConfig, is_plain
 from ccflow.errors import (
@@ -179,9 +179,7 @@ class _FetchRecorder(httpx.AsyncBaseTransport):
         """``"; <the last failed request>"`` (a TLS one with a hint), else the last warning."""
         if self.failure is None:
             return "".join(f"; {cause}" for cause in self.warnings.causes[-1:])
-        lowered = self.failure.lower()
-        hint = PRIVATE_CA_HINT if "certificate" in lowered or "ssl" in lowered else ""
-        return f"; {self.failure}{hint}"
+        return f"; {with_private_ca_hint(self.failure)}"
 
 
 async def _validate(
@@ -238,9 +236,7 @@ def _bare_token(argument: str) -> str | None:
     token = token_from(argument)
     if token is None:
         return None
-    token = token.strip()
-    if token[:7].lower() == "bearer ":
-        token = token[7:].strip()
+    token = without_bearer(token)
     if not token:
         error("no token given")
         return None

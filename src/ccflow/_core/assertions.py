@@ -163,14 +163,11 @@ def needs_new_assertion(
         >>> needs_new_assertion(opaque, now=1), needs_new_assertion(opaque, now=1, max_age=300)
         (True, False)
     """
-    if held is None:
+    if held is None or not usable_after_failure(held, now=now, margin=margin):
         return True
-    if held.expires_on is None:
-        if max_age is None:
-            return True
-    elif now >= held.expires_on - margin:
-        return True
-    return max_age is not None and now - held.obtained_at >= max_age
+    if max_age is None:
+        return held.expires_on is None
+    return now - held.obtained_at >= max_age
 
 
 def usable_after_failure(held: HeldAssertion, *, now: float, margin: float = REUSE_MARGIN) -> bool:

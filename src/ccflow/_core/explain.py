@@ -32,6 +32,7 @@ __all__ = [
     "explain_header",
     "explain_time",
     "humanize_seconds",
+    "without_bearer",
 ]
 
 # Longest token we bother to decode; the API side refuses far smaller ones (16 KiB by default).
@@ -95,9 +96,9 @@ def _not_json(constant: str) -> Any:
 
 def _b64url_json(segment: str, what: str) -> dict[str, Any]:
     """One JWS segment decoded as a JSON object."""
-    # The stdlib decoder silently skips foreign characters; a JWT segment must be pure base64url.
+    # A JWS segment is non-empty and unpadded (RFC 7515 section 2); b64url_decode takes both.
     try:
-        if segment.endswith("="):  # JWS segments are unpadded (RFC 7515 section 2)
+        if not segment or segment.endswith("="):
             raise ValueError(segment)
         raw = b64url_decode(segment)
     except ValueError:
@@ -114,6 +115,19 @@ def _b64url_json(segment: str, what: str) -> dict[str, Any]:
     return value
 
 
+def without_bearer(text: str) -> str:
+    """``text`` stripped, and without a leading ``Bearer `` (as copied from an
+    ``Authorization`` header)::
+
+        >>> without_bearer("  Bearer eyJ.e30.sig ")
+        'eyJ.e30.sig'
+    """
+    text = text.strip()
+    if text[:7].lower() == "bearer ":
+        text = text[7:].strip()
+    return text
+
+
 def decode_unverified(token: str) -> DecodedToken:
     """Split a compact JWS and decode its header and claims, checking nothing else.
 
@@ -122,9 +136,7 @@ def decode_unverified(token: str) -> DecodedToken:
     the text is not three base64url segments holding JSON objects; the message never quotes
     the token.
     """
-    text = token.strip()
-    if text[:7].lower() == "bearer ":
-        text = text[7:].strip()
+    text = without_bearer(token)
     if not text:
         raise InvalidTokenError("no token given", reason="malformed")
     if len(text) > _MAX_TOKEN_CHARS:
