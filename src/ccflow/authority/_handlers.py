@@ -27,6 +27,7 @@ MAX_BODY = 1 << 20
 """The largest request body either server face reads (1 MiB); a larger one is answered 413."""
 
 _METADATA_CACHE = {"Cache-Control": "max-age=86400, private"}
+_SLOW_ANSWER = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +38,12 @@ class Outcome:
     delay: float = 0.0
     drop: bool = False
     timeout: bool = False
+
+    @property
+    def wait(self) -> float:
+        """Seconds a server face holds the answer back: ``delay``, or 30 for a timeout
+        without one (which a client with a shorter timeout sees as a timeout)."""
+        return self.delay or (_SLOW_ANSWER if self.timeout else 0.0)
 
 
 class Site(Protocol):

@@ -31,7 +31,6 @@ from ccflow.authority._tls import TlsFiles, write_tls_files
 
 __all__ = ["AuthorityServer"]
 
-_SLOW_ANSWER = 30.0
 _IDLE_TIMEOUT = 60.0
 
 
@@ -86,9 +85,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if request is None:
             return
         outcome = self.server.authority.serve(request)
-        held = bool(outcome.delay or outcome.timeout)
+        held = bool(outcome.wait)
         if held:
-            self.server.stopping.wait(outcome.delay or _SLOW_ANSWER)
+            self.server.stopping.wait(outcome.wait)
         # A held-back answer that stop() woke is not sent: the server is gone, and a client
         # must see what a stopped server gives (no answer), not the answer early.
         if outcome.drop or outcome.response is None or (held and self.server.stopping.is_set()):
