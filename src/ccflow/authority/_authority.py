@@ -303,10 +303,7 @@ class Authority:
     def serve(self, request: httpx.Request) -> Outcome:
         """Route one request and decide what to do with it, faults included, without waiting
         (the faces wait: :meth:`handle` never, the real server and :attr:`asgi` do)."""
-        try:
-            request.content  # noqa: B018 - raises if the body was not read yet
-        except httpx.RequestNotRead:
-            request.read()
+        request.read()  # a no-op once the body was read
         where = route(request.url.path, prefix=self._prefix)
         with self._lock:
             self.hits[where.endpoint] += 1
