@@ -16,6 +16,7 @@ ASGIReceive = Callable[[], Any]
 ASGISend = Callable[[Mapping[str, Any]], Any]
 ASGIApp = Callable[[ASGIScope, ASGIReceive, ASGISend], Any]
 
+
 class AuthorityApp:
     """An ASGI app onto ``serve`` (:meth:`Authority.serve`), which answers for ``host``."""
 
