@@ -42,9 +42,6 @@ class AadError(Exception):
         self.code = code
         self.message = message
 
-    def __str__(self) -> str:
-        return f"AADSTS{self.code}: {self.message}"
-
 
 @dataclass(frozen=True, slots=True)
 class AadCode:
