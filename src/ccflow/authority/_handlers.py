@@ -14,7 +14,7 @@ import httpx
 
 from ccflow._core.urls import MULTI_TENANT_NAMES
 from ccflow.authority import _aad
-from ccflow.authority._aad import AadError, error_response, json_response, success_headers
+from ccflow.authority._aad import AadError, answer_headers, error_response, json_response
 from ccflow.authority._assertions import ReplayCache
 from ccflow.authority._faults import Fault
 from ccflow.authority._registrations import Registrations
@@ -173,7 +173,7 @@ def _token(
     lifetime = site.token_lifetime
     token = site.sign(claims)
     body = token_body(grant, token=token, claims=claims, lifetime=lifetime, version=version)
-    return json_response(200, body, headers=success_headers(request))
+    return json_response(200, body, headers=answer_headers(request))
 
 
 def discovery_document(urls: Endpoints, *, host: str) -> dict[str, Any]:
