@@ -559,7 +559,7 @@ def _client(name: str, entry: Mapping[str, Any], base: Path) -> ClientApp:
         roles=grants,
         certificates=tuple(certs),
         object_id=_str(entry, "object_id", f"clients.{name}.object_id", default=client_id),
-        tenant_id=_str(entry, "tenant_id", f"clients.{name}.tenant_id", default="")
+        tenant_id=_str(entry, "tenant_id", f"clients.{name}.tenant_id")
         if "tenant_id" in entry
         else "",
     )
