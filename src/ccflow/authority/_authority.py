@@ -21,7 +21,7 @@ from ccflow._core.urls import normalize_authority_host
 from ccflow.authority import _handlers
 from ccflow.authority._asgi import ASGIApp, AuthorityApp
 from ccflow.authority._assertions import ReplayCache
-from ccflow.authority._faults import ENDPOINTS, Fault, FaultBoard
+from ccflow.authority._faults import Fault, FaultBoard
 from ccflow.authority._handlers import Outcome
 from ccflow.authority._keys import KeyRing, SigningKey
 from ccflow.authority._registrations import ApiApp, ClientApp, Registrations
@@ -308,7 +308,7 @@ class Authority:
         with self._lock:
             self.hits[where.endpoint] += 1
         now = self.clock()
-        fault = self._faults.take(where.endpoint) if where.endpoint in ENDPOINTS else None
+        fault = self._faults.take(where.endpoint)  # None for "other": no fault names it
         return _handlers.outcome(
             fault,
             functools.partial(
