@@ -35,6 +35,7 @@ from ccflow._core.b64 import b64url_encode
 from ccflow.authority import Authority
 from ccflow.authority._keys import foreign_key
 from ccflow.authority._tls import CertificateMaterial, client_certificate
+from ccflow.authority._tokens import sign
 
 __all__ = [
     "OTHER_TENANT_ID",
@@ -145,16 +146,12 @@ class TokenFactory:
 
     def other_key(self, client: str = "calc-client", api: str = "calc-api") -> str:
         """Signed with a key the authority never published, under a published ``kid``."""
-        key = foreign_key()
         kid = self.authority.signing_kid
-        header = {"typ": "JWT", "alg": "RS256", "kid": kid, "x5t": kid}
-        return jwt.encode(self.claims(client, api), key.private_key, "RS256", headers=header)
+        return sign(self.claims(client, api), foreign_key(), headers={"kid": kid, "x5t": kid})
 
     def unknown_kid(self, client: str = "calc-client", api: str = "calc-api") -> str:
         """Signed with an unpublished key whose ``kid`` the JWKS does not list."""
-        key = foreign_key()
-        header = {"typ": "JWT", "alg": "RS256", "kid": key.kid, "x5t": key.x5t}
-        return jwt.encode(self.claims(client, api), key.private_key, "RS256", headers=header)
+        return sign(self.claims(client, api), foreign_key())
 
     def alg_none(self, client: str = "calc-client", api: str = "calc-api") -> str:
         """``alg: none`` and an empty signature."""

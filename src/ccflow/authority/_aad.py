@@ -24,9 +24,9 @@ import httpx
 __all__ = [
     "AadCode",
     "AadError",
+    "answer_headers",
     "error_response",
     "json_response",
-    "success_headers",
 ]
 
 _NO_STORE = {"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"}
@@ -41,9 +41,6 @@ class AadError(Exception):
         self.error = error
         self.code = code
         self.message = message
-
-    def __str__(self) -> str:
-        return f"AADSTS{self.code}: {self.message}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,8 +295,8 @@ def error_response(
     """``err`` as Azure AD answers it: ``error``, ``error_description`` (``AADSTS<code>: ...``
     with trace and correlation ids and timestamp), ``error_codes``, ``timestamp``,
     ``trace_id``, ``correlation_id``, ``error_uri``."""
-    trace = str(uuid.uuid4())
-    corr = correlation_id(request)
+    ids = answer_headers(request)
+    trace, corr = ids["x-ms-request-id"], ids["client-request-id"]
     stamp = datetime.datetime.fromtimestamp(now, datetime.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
     payload = {
         "error": err.error,
@@ -313,14 +310,14 @@ def error_response(
         "correlation_id": corr,
         "error_uri": f"{host}/error?code={err.code}",
     }
-    extra = {**_NO_STORE, "x-ms-request-id": trace, "client-request-id": corr, **(headers or {})}
-    return json_response(err.status, payload, headers=extra)
+    return json_response(err.status, payload, headers={**ids, **(headers or {})})
 
 
-def success_headers(request: httpx.Request) -> dict[str, str]:
-    """Headers of a token answer: never cached, request ids echoed."""
+def answer_headers(request: httpx.Request) -> dict[str, str]:
+    """Headers of a token answer, an error's too: never cached, a new request id, and the
+    correlation id echoed."""
     return {
         **_NO_STORE,
         "x-ms-request-id": str(uuid.uuid4()),
-        "client-request-id": (correlation_id(request)),
+        "client-request-id": correlation_id(request),
     }

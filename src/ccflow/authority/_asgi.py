@@ -16,8 +16,6 @@ ASGIReceive = Callable[[], Any]
 ASGISend = Callable[[Mapping[str, Any]], Any]
 ASGIApp = Callable[[ASGIScope, ASGIReceive, ASGISend], Any]
 
-_SLOW_ANSWER = 30.0
-
 
 class AuthorityApp:
     """An ASGI app onto ``serve`` (:meth:`Authority.serve`), which answers for ``host``."""
@@ -51,8 +49,8 @@ class AuthorityApp:
         # As bytes: httpx insists on ASCII for str header values, ASGI's may be any bytes.
         headers = [(bytes(k), bytes(v)) for k, v in scope["headers"]]
         outcome = self._serve(httpx.Request(scope["method"], url, headers=headers, content=body))
-        if outcome.delay or outcome.timeout:
-            await anyio.sleep(outcome.delay or _SLOW_ANSWER)
+        if outcome.wait:
+            await anyio.sleep(outcome.wait)
         if outcome.drop or outcome.response is None:
             # ASGI has no way to close a connection silently; failing before the response
             # starts makes the server abort it.

@@ -26,9 +26,9 @@ from typing import Any
 
 import jwt
 
-from ccflow._core.b64 import b64url_encode
 from ccflow.authority import _aad
 from ccflow.authority._registrations import ClientApp, RegisteredCertificate
+from ccflow.authority._tls import x5t_s256_of
 
 __all__ = ["JWT_BEARER", "MAX_ASSERTION_LIFETIME", "ReplayCache", "verify_assertion"]
 
@@ -84,7 +84,7 @@ def _check_x5c(x5c: object, cert: RegisteredCertificate, client_id: str) -> None
         leaf = base64.b64decode("".join(x5c[0].split()), validate=True)
     except (binascii.Error, ValueError):
         raise _aad.X5C_NOT_BASE64() from None
-    sent = b64url_encode(hashlib.sha256(leaf).digest())
+    sent = x5t_s256_of(leaf)
     if not hmac.compare_digest(sent, cert.x5t_s256):
         raise _aad.X5C_NOT_THE_CERTIFICATE(
             sent=sent, thumbprint=cert.thumbprint, client_id=client_id

@@ -21,7 +21,7 @@ from ccflow._core.urls import normalize_authority_host
 from ccflow.authority import _handlers
 from ccflow.authority._asgi import ASGIApp, AuthorityApp
 from ccflow.authority._assertions import ReplayCache
-from ccflow.authority._faults import ENDPOINTS, Fault, FaultBoard
+from ccflow.authority._faults import Fault, FaultBoard
 from ccflow.authority._handlers import Outcome
 from ccflow.authority._keys import KeyRing, SigningKey
 from ccflow.authority._registrations import ApiApp, ClientApp, Registrations
@@ -303,15 +303,12 @@ class Authority:
     def serve(self, request: httpx.Request) -> Outcome:
         """Route one request and decide what to do with it, faults included, without waiting
         (the faces wait: :meth:`handle` never, the real server and :attr:`asgi` do)."""
-        try:
-            request.content  # noqa: B018 - raises if the body was not read yet
-        except httpx.RequestNotRead:
-            request.read()
+        request.read()  # a no-op once the body was read
         where = route(request.url.path, prefix=self._prefix)
         with self._lock:
             self.hits[where.endpoint] += 1
         now = self.clock()
-        fault = self._faults.take(where.endpoint) if where.endpoint in ENDPOINTS else None
+        fault = self._faults.take(where.endpoint)  # None for "other": no fault names it
         return _handlers.outcome(
             fault,
             functools.partial(

@@ -76,7 +76,8 @@ class FaultBoard:
                 self._faults.pop(endpoint, None)
 
     def take(self, endpoint: str) -> Fault | None:
-        """The fault that applies to one request to ``endpoint`` (counting it against ``times``)."""
+        """The fault that applies to one request to ``endpoint`` (counting it against ``times``);
+        ``None`` for an endpoint without one, including any name :meth:`set` refuses."""
         with self._lock:
             entry = self._faults.get(endpoint)
             if entry is None:

@@ -14,7 +14,7 @@ import httpx
 
 from ccflow._core.urls import MULTI_TENANT_NAMES
 from ccflow.authority import _aad
-from ccflow.authority._aad import AadError, error_response, json_response, success_headers
+from ccflow.authority._aad import AadError, answer_headers, error_response, json_response
 from ccflow.authority._assertions import ReplayCache
 from ccflow.authority._faults import Fault
 from ccflow.authority._registrations import Registrations
@@ -27,6 +27,7 @@ MAX_BODY = 1 << 20
 """The largest request body either server face reads (1 MiB); a larger one is answered 413."""
 
 _METADATA_CACHE = {"Cache-Control": "max-age=86400, private"}
+_SLOW_ANSWER = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +38,12 @@ class Outcome:
     delay: float = 0.0
     drop: bool = False
     timeout: bool = False
+
+    @property
+    def wait(self) -> float:
+        """Seconds a server face holds the answer back: ``delay``, or 30 for a timeout
+        without one (which a client with a shorter timeout sees as a timeout)."""
+        return self.delay or (_SLOW_ANSWER if self.timeout else 0.0)
 
 
 class Site(Protocol):
@@ -166,7 +173,7 @@ def _token(
     lifetime = site.token_lifetime
     token = site.sign(claims)
     body = token_body(grant, token=token, claims=claims, lifetime=lifetime, version=version)
-    return json_response(200, body, headers=success_headers(request))
+    return json_response(200, body, headers=answer_headers(request))
 
 
 def discovery_document(urls: Endpoints, *, host: str) -> dict[str, Any]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import hashlib
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ccflow._core.b64 import b64url_encode
-from ccflow.authority._tls import self_signed
+from ccflow.authority._tls import self_signed, x5t_of
 
 __all__ = ["KeyRing", "SigningKey", "foreign_key", "pool_key"]
 
@@ -65,7 +64,7 @@ def _make_key(common_name: str) -> SigningKey:
     """A new RSA 2048 key with a self-signed certificate naming ``common_name``."""
     key, cert = self_signed(common_name)
     der = cert.public_bytes(serialization.Encoding.DER)
-    x5t = b64url_encode(hashlib.sha1(der, usedforsecurity=False).digest())
+    x5t = x5t_of(der)
     return SigningKey(kid=x5t, x5t=x5t, private_key=key, certificate_der=der)
 
 

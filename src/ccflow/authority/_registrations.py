@@ -61,8 +61,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ccflow._core.b64 import b64url_encode
 from ccflow._core.urls import MULTI_TENANT_NAMES
+from ccflow.authority._tls import x5t_of, x5t_s256_of
 from ccflow.errors import ConfigurationError
 
 __all__ = [
@@ -143,11 +143,10 @@ class RegisteredCertificate:
         if not isinstance(key, rsa.RSAPublicKey):
             raise ConfigurationError("only RSA certificates can be registered")
         der = cert.public_bytes(serialization.Encoding.DER)
-        sha1 = hashlib.sha1(der, usedforsecurity=False).digest()
         return cls(
-            x5t=b64url_encode(sha1),
-            x5t_s256=b64url_encode(hashlib.sha256(der).digest()),
-            thumbprint=sha1.hex().upper(),
+            x5t=x5t_of(der),
+            x5t_s256=x5t_s256_of(der),
+            thumbprint=hashlib.sha1(der, usedforsecurity=False).hexdigest().upper(),
             public_key=key,
         )
 
@@ -560,7 +559,7 @@ def _client(name: str, entry: Mapping[str, Any], base: Path) -> ClientApp:
         roles=grants,
         certificates=tuple(certs),
         object_id=_str(entry, "object_id", f"clients.{name}.object_id", default=client_id),
-        tenant_id=_str(entry, "tenant_id", f"clients.{name}.tenant_id", default="")
+        tenant_id=_str(entry, "tenant_id", f"clients.{name}.tenant_id")
         if "tenant_id" in entry
         else "",
     )

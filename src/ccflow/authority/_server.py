@@ -31,7 +31,6 @@ from ccflow.authority._tls import TlsFiles, write_tls_files
 
 __all__ = ["AuthorityServer"]
 
-_SLOW_ANSWER = 30.0
 _IDLE_TIMEOUT = 60.0
 
 
@@ -86,9 +85,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if request is None:
             return
         outcome = self.server.authority.serve(request)
-        held = bool(outcome.delay or outcome.timeout)
+        held = bool(outcome.wait)
         if held:
-            self.server.stopping.wait(outcome.delay or _SLOW_ANSWER)
+            self.server.stopping.wait(outcome.wait)
         # A held-back answer that stop() woke is not sent: the server is gone, and a client
         # must see what a stopped server gives (no answer), not the answer early.
         if outcome.drop or outcome.response is None or (held and self.server.stopping.is_set()):
@@ -219,12 +218,13 @@ class AuthorityServer:
         token_lifetime: int = 3599,
         authority_factory: Callable[[str], Authority] | None = None,
     ) -> None:
-        # Refuse plain http off loopback before binding anything.
         bracketed = f"[{host}]" if ":" in host else host
-        normalize_authority_host(f"{'https' if tls else 'http'}://{bracketed}", setting="host")
+        origin = f"{'https' if tls else 'http'}://{bracketed}"
+        # Refuse plain http off loopback before binding anything.
+        normalize_authority_host(origin, setting="host")
         self._httpd = _HTTPServer((host, port))
         try:
-            self._configure(registrations, host, tls, tls_dir, token_lifetime, authority_factory)
+            self._configure(registrations, origin, tls, tls_dir, token_lifetime, authority_factory)
         except BaseException:
             self._httpd.server_close()
             raise
@@ -233,13 +233,14 @@ class AuthorityServer:
     def _configure(
         self,
         registrations: Registrations | None,
-        host: str,
+        origin: str,
         tls: bool,
         tls_dir: str | Path | None,
         token_lifetime: int,
         authority_factory: Callable[[str], Authority] | None,
     ) -> None:
-        """Set up TLS (if asked) and the authority, on the socket already bound."""
+        """Set up TLS (if asked) and the authority at ``origin`` (scheme and host), on the
+        socket already bound."""
         self.port: int = self._httpd.server_address[1]
         self.tls: TlsFiles | None = None
         # A directory we made is ours to remove on stop (it holds the server's private key).
@@ -252,9 +253,7 @@ class AuthorityServer:
             context.minimum_version = ssl.TLSVersion.TLSv1_2
             context.load_cert_chain(self.tls.cert_file, self.tls.key_file)
             self._httpd.ssl_context = context
-        url_host = f"[{host}]" if ":" in host else host
-        scheme = "https" if tls else "http"
-        self.url = f"{scheme}://{url_host}:{self.port}"
+        self.url = f"{origin}:{self.port}"
         if authority_factory is not None:
             self.authority = authority_factory(self.url)
         else:

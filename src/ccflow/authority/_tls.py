@@ -26,11 +26,23 @@ __all__ = [
     "client_certificate",
     "self_signed",
     "write_tls_files",
+    "x5t_of",
+    "x5t_s256_of",
 ]
 
 # Fixed validity keeps key material independent of the clock (and of an injected one).
 _NOT_BEFORE = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
 _NOT_AFTER = datetime.datetime(2099, 12, 31, tzinfo=datetime.UTC)
+
+
+def x5t_of(der: bytes) -> str:
+    """The ``x5t`` of a DER certificate: its SHA-1 thumbprint, base64url."""
+    return b64url_encode(hashlib.sha1(der, usedforsecurity=False).digest())
+
+
+def x5t_s256_of(der: bytes) -> str:
+    """The ``x5t#S256`` of a DER certificate: its SHA-256 thumbprint, base64url."""
+    return b64url_encode(hashlib.sha256(der).digest())
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,14 +67,12 @@ class CertificateMaterial:
     @property
     def x5t(self) -> str:
         """base64url SHA-1 thumbprint of the certificate."""
-        der = self.certificate.public_bytes(serialization.Encoding.DER)
-        return b64url_encode(hashlib.sha1(der, usedforsecurity=False).digest())
+        return x5t_of(self.certificate.public_bytes(serialization.Encoding.DER))
 
     @property
     def x5t_s256(self) -> str:
         """base64url SHA-256 thumbprint of the certificate."""
-        der = self.certificate.public_bytes(serialization.Encoding.DER)
-        return b64url_encode(hashlib.sha256(der).digest())
+        return x5t_s256_of(self.certificate.public_bytes(serialization.Encoding.DER))
 
     @property
     def pem(self) -> bytes:
