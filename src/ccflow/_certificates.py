@@ -26,7 +26,7 @@ from ccflow._core.assertions import Algorithm
 from ccflow._core.b64 import b64url_encode
 from ccflow.errors import ConfigurationError, CredentialError
 
-__all__ = ["Signer", "load_signer"]
+__all__ = ["Signer", "load_signer", "x5t_of", "x5t_s256_of"]
 
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----")
 # Whatever cryptography loaded; checked to be RSA before use.
@@ -204,7 +204,6 @@ def _signer(
             "the certificate registered on the app"
         )
     der = leaf.public_bytes(serialization.Encoding.DER)
-    sha1 = hashlib.sha1(der, usedforsecurity=False).digest()
     chain: tuple[str, ...] | None = None
     if send_certificate_chain:
         ordered = [leaf, *(c for c in certificates if c is not leaf)]
@@ -215,10 +214,20 @@ def _signer(
     return Signer(
         key=key,
         algorithm=algorithm,
-        x5t=b64url_encode(sha1),
-        x5t_s256=b64url_encode(hashlib.sha256(der).digest()),
-        thumbprint=sha1.hex().upper(),
+        x5t=x5t_of(der),
+        x5t_s256=x5t_s256_of(der),
+        thumbprint=hashlib.sha1(der, usedforsecurity=False).hexdigest().upper(),
         x5c=chain,
         not_valid_after=leaf.not_valid_after_utc,
         source=source,
     )
+
+
+def x5t_of(der: bytes) -> str:
+    """The ``x5t`` of a DER certificate: its SHA-1 thumbprint, base64url."""
+    return b64url_encode(hashlib.sha1(der, usedforsecurity=False).digest())
+
+
+def x5t_s256_of(der: bytes) -> str:
+    """The ``x5t#S256`` of a DER certificate: its SHA-256 thumbprint, base64url."""
+    return b64url_encode(hashlib.sha256(der).digest())

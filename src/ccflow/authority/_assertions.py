@@ -26,9 +26,9 @@ from typing import Any
 
 import jwt
 
+from ccflow._certificates import x5t_s256_of
 from ccflow.authority import _aad
 from ccflow.authority._registrations import ClientApp, RegisteredCertificate
-from ccflow.authority._tls import x5t_s256_of
 
 __all__ = ["JWT_BEARER", "MAX_ASSERTION_LIFETIME", "ReplayCache", "verify_assertion"]
 

@@ -17,8 +17,9 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from ccflow._certificates import x5t_of
 from ccflow._core.b64 import b64url_encode
-from ccflow.authority._tls import self_signed, x5t_of
+from ccflow.authority._tls import self_signed
 
 __all__ = ["KeyRing", "SigningKey", "foreign_key", "pool_key"]
 

@@ -61,8 +61,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from ccflow._certificates import x5t_of, x5t_s256_of
 from ccflow._core.urls import MULTI_TENANT_NAMES
-from ccflow.authority._tls import x5t_of, x5t_s256_of
 from ccflow.errors import ConfigurationError
 
 __all__ = [

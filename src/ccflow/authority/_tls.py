@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime
 import functools
-import hashlib
 import ipaddress
 import os
 import tempfile
@@ -18,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ccflow._core.b64 import b64url_encode
+from ccflow._certificates import x5t_of, x5t_s256_of
 
 __all__ = [
     "CertificateMaterial",
@@ -26,23 +25,11 @@ __all__ = [
     "client_certificate",
     "self_signed",
     "write_tls_files",
-    "x5t_of",
-    "x5t_s256_of",
 ]
 
 # Fixed validity keeps key material independent of the clock (and of an injected one).
 _NOT_BEFORE = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
 _NOT_AFTER = datetime.datetime(2099, 12, 31, tzinfo=datetime.UTC)
-
-
-def x5t_of(der: bytes) -> str:
-    """The ``x5t`` of a DER certificate: its SHA-1 thumbprint, base64url."""
-    return b64url_encode(hashlib.sha1(der, usedforsecurity=False).digest())
-
-
-def x5t_s256_of(der: bytes) -> str:
-    """The ``x5t#S256`` of a DER certificate: its SHA-256 thumbprint, base64url."""
-    return b64url_encode(hashlib.sha256(der).digest())
 
 
 @dataclass(frozen=True, slots=True)
