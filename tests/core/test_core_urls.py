@@ -86,6 +86,7 @@ def test_empty_authority_host_is_refused() -> None:
 def test_azure_endpoints() -> None:
     host = "https://login.microsoftonline.com/"
     assert token_endpoint_for(host, "t1") == f"{host}t1/oauth2/v2.0/token"
+    assert token_endpoint_for(host, "t1", version=1) == f"{host}t1/oauth2/token"
     assert discovery_url_for(host, "t1") == f"{host}t1/v2.0/.well-known/openid-configuration"
     assert discovery_url_for(host, "t1", version=1) == f"{host}t1/.well-known/openid-configuration"
     assert jwks_uri_for(host, "t1") == f"{host}t1/discovery/v2.0/keys"

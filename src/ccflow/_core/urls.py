@@ -154,9 +154,10 @@ def _tenant(tenant_id: str) -> str:
     return tenant
 
 
-def token_endpoint_for(authority_host: str, tenant_id: str) -> str:
-    """The v2 token endpoint: ``{host}/{tenant}/oauth2/v2.0/token``."""
-    return f"{authority_host.rstrip('/')}/{_tenant(tenant_id)}/oauth2/v2.0/token"
+def token_endpoint_for(authority_host: str, tenant_id: str, *, version: int = 2) -> str:
+    """The token endpoint: v2 ``{host}/{tenant}/oauth2/v2.0/token``, v1 without ``v2.0``."""
+    base = f"{authority_host.rstrip('/')}/{_tenant(tenant_id)}/oauth2"
+    return f"{base}/v2.0/token" if version == 2 else f"{base}/token"
 
 
 def discovery_url_for(authority_host: str, tenant_id: str, *, version: int = 2) -> str:

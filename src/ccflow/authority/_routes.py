@@ -60,19 +60,14 @@ def endpoints_for(host: str, tenant: str, *, version: int = 2) -> Endpoints:
     if version not in (1, 2):
         raise ValueError(f"version must be 1 or 2, got {version!r}")
     issuer_tenant = ISSUER_TEMPLATE if tenant.lower() in MULTI_TENANT_NAMES else tenant
-    if version == 2:
-        issuer = f"{host}/{issuer_tenant}/v2.0"
-        token_endpoint = token_endpoint_for(host, tenant)
-    else:
-        # Azure AD's v1 issuer is https://sts.windows.net/{tid}/; the local authority keeps its
-        # own host, so that its v1 tokens cannot pass for Azure AD's.
-        issuer = f"{host}/{issuer_tenant}/"
-        token_endpoint = f"{host}/{tenant}/oauth2/token"
+    # Azure AD's v1 issuer is https://sts.windows.net/{tid}/; the local authority keeps its own
+    # host, so that its v1 tokens cannot pass for Azure AD's.
+    issuer = f"{host}/{issuer_tenant}/v2.0" if version == 2 else f"{host}/{issuer_tenant}/"
     return Endpoints(
         tenant=tenant,
         version=version,
         issuer=issuer,
-        token_endpoint=token_endpoint,
+        token_endpoint=token_endpoint_for(host, tenant, version=version),
         discovery_url=discovery_url_for(host, tenant, version=version),
         jwks_uri=jwks_uri_for(host, tenant, version=version),
     )
