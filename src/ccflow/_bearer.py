@@ -5,11 +5,26 @@ dependency) takes the same steps, written here once::
 
     token = bearer_token(headers)             # None: no bearer credential; raises for a bad header
     verdict = await validator.validate(token) # every request; the validator caches inside
-    verdict.require_roles(roles, match=...)   # only after signature and claims pass
+    rule.check(verdict)                       # AccessRule: roles or scopes, after the claims
 
-and answers a refusal with :func:`rejection_for`, a :class:`Rejection` it sends over HTTP or,
-before accepting, on a WebSocket. The table of answers is in :mod:`ccflow.starlette`'s
-docstring; why the steps are in this order is in ``docs/api.md``.
+(:func:`authenticate` is those three lines), and answers a refusal with :func:`rejection_for`,
+a :class:`Rejection` it sends over HTTP or, before accepting, on a WebSocket. Every refusal
+goes through :func:`report_refusal`: one INFO line on the ``ccflow.api`` logger and the
+face's ``on_refusal`` hook, given a :class:`Refusal`. :class:`Principal` is the caller a face
+hands to application code. The table of answers is in :mod:`ccflow.starlette`'s docstring;
+why the steps are in this order is in ``docs/api.md``; the rules in ``docs/scopes.md``.
+
+For a face written for another framework (WSGI, a gate)::
+
+    rule = checked_rule("MyFace", roles, scopes, match)      # at construction
+    try:
+        token = bearer_token(headers)
+        verdict = None if token is None else validator.validate(token)   # sync or awaited
+        if verdict is None: raise no-token ...   # rejection_for(None, realm)
+        rule.check(verdict)
+    except Exception as exc:
+        rejection = rejection_for(exc, realm)
+        report_refusal(rejection, exc, token=token, path=path, hook=on_refusal)
 """
 
 from __future__ import annotations
@@ -17,10 +32,12 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from ccflow._core.b64 import b64url_decode
+from ccflow._core.claims import AccessRule
 from ccflow.errors import (
     ConfigurationError,
     InsufficientScopeError,
@@ -35,21 +52,29 @@ if TYPE_CHECKING:
     from starlette.types import Receive, Scope, Send
 
 __all__ = [
+    "AccessRule",
     "Match",
+    "Principal",
+    "Refusal",
+    "RefusalHook",
     "Rejection",
     "Validator",
     "ValidatorHolder",
     "Verdict",
     "authenticate",
     "bearer_token",
+    "checked_hook",
     "checked_roles",
+    "checked_rule",
     "checked_validator",
     "is_b64token",
     "rejection_for",
+    "report_refusal",
     "validator_from_env",
 ]
 
 logger = logging.getLogger("ccflow.starlette")
+api_logger = logging.getLogger("ccflow.api")
 
 Match = Literal["any", "all"]
 
@@ -72,6 +97,10 @@ class Verdict(Protocol):
     @property
     def roles(self) -> tuple[str, ...]:
         """The app roles granted to the caller (``roles``)."""
+
+    @property
+    def scopes(self) -> tuple[str, ...]:
+        """The delegated scopes (``scp``); read only by rules that name scopes."""
 
     def require_roles(self, roles: Sequence[str], *, match: Match = "any") -> object:
         """Raise ``InsufficientScopeError`` unless the roles are held (any or all of them)."""
@@ -137,6 +166,36 @@ def checked_roles(owner: str, roles: tuple[object, ...], match: object) -> tuple
             f'{owner} match must be "any" or "all", got {match!r}', setting="match"
         )
     return roles  # type: ignore[return-value]  # each one checked above
+
+
+def checked_rule(
+    owner: str, roles: tuple[object, ...], scopes: object = (), match: object = "any"
+) -> AccessRule:
+    """The :class:`AccessRule` of a face's ``roles``, ``scopes`` (a string is one) and ``match``,
+    each checked, with errors naming the face."""
+    checked = checked_roles(owner, roles, match)
+    if isinstance(scopes, str):
+        scopes = (scopes,)
+    if not isinstance(scopes, Iterable):
+        raise ConfigurationError(f"{owner} scopes must be a list of strings", setting="scopes")
+    listed = tuple(scopes)
+    for scope in listed:
+        if not isinstance(scope, str) or not scope or any(c.isspace() for c in scope):
+            raise ConfigurationError(
+                f"{owner} scopes must be non-empty strings without spaces, got {scope!r}",
+                setting="scopes",
+            )
+    return AccessRule(roles=checked, scopes=listed, match=match)  # type: ignore[arg-type]
+
+
+def checked_hook(hook: object, owner: str) -> RefusalHook | None:
+    """``on_refusal``, checked: ``None`` or a callable taking a :class:`Refusal`."""
+    if hook is not None and not callable(hook):
+        raise ConfigurationError(
+            f"{owner} on_refusal must be a callable taking a Refusal, got {type(hook).__name__}",
+            setting="on_refusal",
+        )
+    return hook  # type: ignore[return-value,unused-ignore]  # checked above
 
 
 class ValidatorHolder:
@@ -235,19 +294,23 @@ async def authenticate(
     roles: Sequence[str] = (),
     *,
     match: Match = "any",
+    rule: AccessRule | None = None,
 ) -> Verdict | None:
-    """The verdict on a request's bearer token, with ``roles`` checked; ``None`` for no token.
+    """The verdict on a request's bearer token, with ``rule`` checked; ``None`` for no token.
 
-    Raises what :func:`bearer_token`, ``validator.validate()`` and ``require_roles`` raise;
-    :func:`rejection_for` turns any of it into the answer. Roles are checked only after the
+    ``roles``/``match`` are shorthand for ``rule=AccessRule(roles, match=match)``. Raises what
+    :func:`bearer_token`, ``validator.validate()`` and :meth:`AccessRule.check` raise;
+    :func:`rejection_for` turns any of it into the answer. The rule is checked only after the
     signature and claims pass, so a forged token that also lacks the role is a 401, not a 403.
     """
     token = bearer_token(headers)
     if token is None:
         return None
     verdict = await validator.validate(token)
-    if roles:
-        verdict.require_roles(roles, match=match)
+    if rule is None and roles:
+        rule = AccessRule(tuple(roles), match=match)
+    if rule is not None:
+        rule.check(verdict)
     return verdict
 
 
@@ -378,3 +441,205 @@ def rejection_for(exc: BaseException | None, realm: str) -> Rejection:
         return Rejection(503, "temporarily_unavailable", exc.message, None, exc.retry_after)
     logger.error("token validation failed unexpectedly (%s)", type(exc).__name__)
     return _refusal(401, "invalid_token", "the token could not be validated", realm)
+
+
+# ---------------------------------------------------------------------------------------------
+# Refusals: one log line and the on_refusal hook
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """One refused request, as the ``on_refusal`` hook and the log line see it.
+
+    ``reason`` is stable, for metrics: ``"no_token"``, ``"invalid_request"``, an
+    ``InvalidTokenError`` reason (``"expired"``, ``"signature"``, ``"audience"``, ...), an
+    ``InsufficientScopeError`` reason (``"role"``, ``"scope"``, ``"role_or_scope"``,
+    ``"client"``, ``"tenant"``), ``"keys_unavailable"`` or ``"error"``. ``client_id`` and
+    ``tenant_id`` are set only when the token was authentic (its signature verified: the 403s),
+    never from a token that failed a check. ``required`` lists the roles and scopes that would
+    have done. The token itself is never here.
+    """
+
+    status: int
+    error: str | None
+    reason: str
+    client_id: str | None = None
+    tenant_id: str | None = None
+    method: str = ""
+    path: str = ""
+    required: tuple[str, ...] = ()
+
+
+RefusalHook = Callable[[Refusal], object]
+"""``on_refusal``: called with each :class:`Refusal`; what it returns is ignored."""
+
+
+def _reason(exc: BaseException | None) -> str:
+    """The stable reason of a refusal's cause."""
+    if exc is None:
+        return "no_token"
+    if isinstance(exc, InvalidRequestError):
+        return "invalid_request"
+    if isinstance(exc, (InvalidTokenError, InsufficientScopeError)):
+        return exc.reason
+    if isinstance(exc, KeysUnavailableError):
+        return "keys_unavailable"
+    return "error"
+
+
+def _text(value: object) -> str | None:
+    """A claim fit for a log field: a string, at most 100 printable characters, else ``None``."""
+    if not isinstance(value, str) or not value:
+        return None
+    return _loggable(value[:100])
+
+
+def _payload_ids(headers: Iterable[tuple[bytes, bytes]]) -> tuple[str | None, str | None]:
+    """``(client id, tenant id)`` from the payload of the request's (authentic) token."""
+    # Called only for an InsufficientScopeError, which the validator raises after the
+    # signature and every claim check passed; any surprise gives no ids, never an error.
+    try:
+        token = bearer_token(headers) or ""
+        claims = json.loads(b64url_decode(token.split(".")[1]))
+    except Exception:
+        return None, None
+    if not isinstance(claims, dict):
+        return None, None
+    client = claims.get("azp") or claims.get("appid") or claims.get("client_id")
+    return _text(client), _text(claims.get("tid"))
+
+
+def refusal_of(
+    rejection: Rejection,
+    exc: BaseException | None,
+    *,
+    method: str = "",
+    path: str = "",
+    verdict: Verdict | None = None,
+    headers: Iterable[tuple[bytes, bytes]] = (),
+) -> Refusal:
+    """The :class:`Refusal` record of ``rejection`` (caused by ``exc``; ``None``: no token).
+
+    The caller's ids come from ``verdict`` when the face has it, else, for a 403 only, from
+    the token in ``headers``, which the validator verified before refusing it.
+    """
+    client_id = tenant_id = None
+    if isinstance(exc, InsufficientScopeError):
+        if verdict is not None:
+            client_id, tenant_id = _text(verdict.client_id), _text(verdict.tenant_id)
+        else:
+            client_id, tenant_id = _payload_ids(headers)
+    required = exc.required if isinstance(exc, InsufficientScopeError) else ()
+    return Refusal(
+        rejection.status,
+        rejection.error,
+        _reason(exc),
+        client_id,
+        tenant_id,
+        method,
+        _loggable(path),
+        required,
+    )
+
+
+def report_refusal(refusal: Refusal, hook: RefusalHook | None = None) -> None:
+    """Log ``refusal`` at INFO on ``ccflow.api`` (fields in ``extra``), then call ``hook``.
+
+    A hook that raises is logged (one WARNING line naming the exception type) and otherwise
+    ignored: a metrics bug never turns a 401 or 403 into a 500.
+    """
+    if api_logger.isEnabledFor(logging.INFO):
+        api_logger.info(
+            "refused %s %s: %s %s (%s)%s",
+            refusal.method or "-",
+            refusal.path or "-",
+            refusal.status,
+            refusal.error or "no token",
+            refusal.reason,
+            f" client={refusal.client_id} tenant={refusal.tenant_id}"
+            if refusal.client_id or refusal.tenant_id
+            else "",
+            extra={
+                "ccflow_status": refusal.status,
+                "ccflow_error": refusal.error,
+                "ccflow_reason": refusal.reason,
+                "ccflow_client_id": refusal.client_id,
+                "ccflow_tenant_id": refusal.tenant_id,
+                "ccflow_method": refusal.method,
+                "ccflow_path": refusal.path,
+            },
+        )
+    if hook is None:
+        return
+    try:
+        hook(refusal)
+    except Exception as exc:  # the answer is sent regardless
+        api_logger.warning("the on_refusal hook failed (%s); refusal sent", type(exc).__name__)
+
+
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
+
+
+def _loggable(text: str) -> str:
+    """``text`` with everything but printable ASCII escaped, fit for one log line."""
+    # The server percent-decodes the path: "%0a" arrives as a line break. Escaped, a caller
+    # cannot write log lines (or terminal escapes) of its own.
+    if text.isascii() and text.isprintable():
+        return text
+    return _UNPRINTABLE.sub(lambda m: ascii(m.group())[1:-1], text)
+
+
+# ---------------------------------------------------------------------------------------------
+# The caller, for application code
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Principal(Mapping[str, Any]):
+    """The caller of a request that passed: who it is and what it holds.
+
+    ``client_id`` (``azp``/``appid``), ``tenant_id`` (``tid``), ``roles``, ``scopes`` (``scp``),
+    ``object_id`` (``oid``: the user, or the caller's service principal), ``is_app_only``, and
+    ``claims``, every claim read-only. It is also a read-only mapping of the claims, so code
+    written for the claims (``principal["roles"]``, ``principal.get("azp")``) keeps working.
+    """
+
+    client_id: str | None
+    tenant_id: str | None
+    roles: tuple[str, ...]
+    scopes: tuple[str, ...]
+    object_id: str | None
+    claims: Mapping[str, Any] = field(repr=False)
+
+    @classmethod
+    def of(cls, verdict: Verdict) -> Principal:
+        """The principal of a validator's verdict."""
+        claims = verdict.claims
+        oid = claims.get("oid")
+        return cls(
+            client_id=verdict.client_id,
+            tenant_id=verdict.tenant_id,
+            roles=tuple(verdict.roles),
+            scopes=tuple(getattr(verdict, "scopes", ())),
+            object_id=oid if isinstance(oid, str) else None,
+            claims=claims,
+        )
+
+    @property
+    def is_app_only(self) -> bool:
+        """Whether an application called for itself (no ``scp``, ``idtyp`` not ``"user"``)."""
+        return not self.scopes and self.claims.get("idtyp") != "user"
+
+    @property
+    def name(self) -> str | None:
+        """The user's display name (``name``) in a delegated token, else ``None``."""
+        name = self.claims.get("name")
+        return name if isinstance(name, str) else None
+
+    def __getitem__(self, key: str) -> Any:
+        return self.claims[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.claims)
+
+    def __len__(self) -> int:
+        return len(self.claims)

@@ -25,9 +25,16 @@ Two ways in, one verdict:
         )
     ]
 
-Both set ``scope["user"]`` (a :class:`TokenUser`: client id, tenant id, roles, claims) and
-``scope["auth"]`` (``AuthCredentials`` whose scopes are the token's roles), so
+Both set ``scope["user"]`` (a :class:`TokenUser`: client id, tenant id, roles, scopes,
+claims) and ``scope["auth"]`` (``AuthCredentials`` whose scopes are the token's roles), so
 ``request.user.client_id`` and ``@requires("invokeRole")`` work in endpoints.
+
+Delegated (user) tokens: ``RequireScope("Calc.Read")`` checks ``scp``, and
+``RequireRole("invokeRole", or_scopes=["Calc.Read"])`` accepts either. Per-route rules that
+answer per RFC 6750 (Starlette's ``@requires`` answers a bare 403): :func:`require` on an
+endpoint, with ``RequireRole(..., per_route=["/admin/*"])`` leaving those paths' decorated
+routes to their own rule (``docs/per-route.md``). Every refusal is logged at INFO on
+``ccflow.api`` and given to ``on_refusal``.
 
 Refusals follow RFC 6750 with a JSON body as well:
 
@@ -37,7 +44,7 @@ condition                                          status  ``WWW-Authenticate`` 
 no bearer token (or another auth scheme)           401     none (``Bearer realm="..."``)
 malformed header, several Authorization headers    400     ``invalid_request``
 token fails a check (signature, exp, aud, ...)     401     ``invalid_token`` + which check
-caller, tenant or role not allowed                 403     ``insufficient_scope``
+caller, tenant, role or scope not allowed          403     ``insufficient_scope`` + ``scope``
 no signing keys (cold start; authority down)       503     none; ``Retry-After`` instead
 =================================================  ======  =============================
 
@@ -47,10 +54,12 @@ also lacks the role is a 401, never a 403. Tokens never reach a log line.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
-import re
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from starlette.authentication import (
     AuthCredentials,
@@ -61,30 +70,46 @@ from starlette.authentication import (
 )
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
+from starlette.routing import Match as RouteMatch
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from ccflow._bearer import (
+    AccessRule,
     Match,
+    Principal,
+    Refusal,
+    RefusalHook,
     Rejection,
     Validator,
     ValidatorHolder,
     Verdict,
     authenticate,
     bearer_token,
-    checked_roles,
+    checked_hook,
+    checked_rule,
     checked_validator,
     is_b64token,
+    refusal_of,
     rejection_for,
+    report_refusal,
     validator_from_env,
 )
 from ccflow.errors import ConfigurationError, InvalidRequestError
 
 __all__ = [
+    "GUARD_KEY",
+    "AccessRule",
     "BearerAuthBackend",
     "BearerAuthenticationError",
+    "Principal",
+    "Refusal",
+    "RefusalHook",
     "Rejection",
     "RequireRole",
     "RequireRoleMiddleware",
+    "RequireScope",
+    "RouteGuard",
     "TokenUser",
     "Validator",
     "Verdict",
@@ -92,6 +117,7 @@ __all__ = [
     "bearer_token",
     "is_b64token",
     "rejection_for",
+    "require",
 ]
 
 logger = logging.getLogger("ccflow.starlette")
@@ -141,6 +167,22 @@ class TokenUser(BaseUser):
         return self.token.roles
 
     @property
+    def scopes(self) -> tuple[str, ...]:
+        """The caller's delegated scopes (``scp``); ``()`` for an app-only token."""
+        return tuple(getattr(self.token, "scopes", ()))
+
+    @property
+    def object_id(self) -> str | None:
+        """The ``oid`` claim: the signed-in user (delegated) or the caller's service principal."""
+        oid = self.token.claims.get("oid")
+        return oid if isinstance(oid, str) else None
+
+    @property
+    def principal(self) -> Principal:
+        """The caller as :class:`ccflow.fastapi.BearerClaims` returns it."""
+        return Principal.of(self.token)
+
+    @property
     def claims(self) -> Mapping[str, Any]:
         """Every claim of the validated token."""
         return self.token.claims
@@ -161,7 +203,10 @@ class RequireRole:
     middleware stack, at the app's start-up.
 
     - ``roles``: one or more app roles; with ``match="any"`` (the default) one of them is
-      enough, with ``match="all"`` the caller needs every one.
+      enough, with ``match="all"`` the caller needs every one. A delegated token's ``roles``
+      (app roles assigned to the signed-in user) count too.
+    - ``or_scopes``: delegated scopes (``scp``) that do as well as the roles: an API called by
+      applications (a role) and on behalf of users (a scope); ``match`` applies to each list.
     - ``validator``: a ``ccflow.TokenValidator`` (or anything with its interface). Without
       one, ``TokenValidator.from_env()`` is built at start-up (not here, so that importing a
       module that declares ``RequireRole("invokeRole")`` needs no configuration): bad
@@ -170,17 +215,32 @@ class RequireRole:
     - ``exempt``: paths served without a token, such as health checks; exact paths, or a
       prefix written ``"/health/*"`` (a single string is one path). Paths are matched as the
       app routes them, without the ``root_path`` a ``Mount`` or ``uvicorn --root-path`` adds.
+    - ``per_route``: paths (written as ``exempt``) whose routes may carry their own rule,
+      :func:`require`, which then replaces this one there; a token, when sent, is still
+      validated here. A route there without a rule of its own gets this one: nothing is open
+      by omission (``docs/per-route.md``).
     - ``allow_preflight``: let CORS preflights (``OPTIONS`` with ``Origin`` and
       ``Access-Control-Request-Method``) through without a token. Off by default: anyone can
       send those headers. Put Starlette's ``CORSMiddleware`` outside ``RequireRole`` instead
       (add it after), and it answers preflights before they get here.
+    - ``on_refusal``: called with a :class:`Refusal` for each refused request (metrics); a
+      hook that raises is logged and the refusal sent all the same.
 
     Lifespan passes through; a WebSocket with a bad token is closed with code 1008 before it
     is accepted (1013, try again later, when no signing keys can be had); any other ASGI
     scope type is refused with a ``RuntimeError``.
     """
 
-    __slots__ = ("allow_preflight", "exempt", "match", "roles", "validator")
+    __slots__ = (
+        "allow_preflight",
+        "exempt",
+        "match",
+        "on_refusal",
+        "per_route",
+        "roles",
+        "rule",
+        "validator",
+    )
 
     def __init__(
         self,
@@ -189,12 +249,34 @@ class RequireRole:
         match: Match = "any",
         exempt: Iterable[str] = (),
         allow_preflight: bool = False,
+        or_scopes: Iterable[str] = (),
+        per_route: Iterable[str] = (),
+        on_refusal: RefusalHook | None = None,
     ) -> None:
-        self.roles: tuple[str, ...] = _checked_roles(roles, match)
-        self.match: Match = match
-        self.exempt: tuple[str, ...] = _exempt_paths(exempt)
+        self._configure(self._owner(), roles, or_scopes, match, validator)
+        self.exempt: tuple[str, ...] = _paths(exempt, "exempt", self._owner())
+        self.per_route: tuple[str, ...] = _paths(per_route, "per_route", self._owner())
         self.allow_preflight = bool(allow_preflight)
-        self.validator = None if validator is None else checked_validator(validator, "RequireRole")
+        self.on_refusal = checked_hook(on_refusal, self._owner())
+
+    @classmethod
+    def _owner(cls) -> str:
+        """The name errors use: ``RequireRole`` or ``RequireScope``."""
+        return cls.__name__
+
+    def _configure(
+        self,
+        owner: str,
+        roles: tuple[object, ...],
+        scopes: object,
+        match: object,
+        validator: Validator | None,
+    ) -> None:
+        """Set the rule and the validator, each checked."""
+        self.rule: AccessRule = _checked_rule(owner, roles, scopes, match)
+        self.roles: tuple[str, ...] = self.rule.roles
+        self.match: Match = self.rule.match
+        self.validator = None if validator is None else checked_validator(validator, owner)
 
     def __call__(self, app: ASGIApp) -> ASGIApp:
         """Wrap ``app``: what Starlette's ``add_middleware`` and ``Middleware`` call.
@@ -212,48 +294,142 @@ class RequireRole:
         return RequireRoleMiddleware(app, self, validator, owns_validator=True)
 
     def __repr__(self) -> str:
-        return f"RequireRole({', '.join(map(repr, self.roles))}, match={self.match!r})"
+        listed = ", ".join(map(repr, self.rule.roles or self.rule.scopes))
+        extra = (
+            f", or_scopes={list(self.rule.scopes)!r}"
+            if self.rule.roles and self.rule.scopes
+            else ""
+        )
+        return f"{type(self).__name__}({listed}, match={self.match!r}{extra})"
 
 
-def _checked_roles(roles: tuple[object, ...], match: object) -> tuple[str, ...]:
-    """``roles`` (one at least) and ``match``, checked as every face checks them."""
-    if not roles:
-        raise ConfigurationError("RequireRole needs at least one role", setting="roles")
+class RequireScope(RequireRole):
+    """Require a valid delegated (user) token holding scopes (``scp``), for every request.
+
+    ``RequireScope("Calc.Read")``: the same arguments as :class:`RequireRole`, with scopes in
+    place of roles (``or_roles`` for app roles that do as well). An app-only token has no
+    ``scp`` and never satisfies a scope. The 403 names the scopes in ``WWW-Authenticate``'s
+    ``scope`` attribute.
+    """
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        *scopes: str,
+        validator: Validator | None = None,
+        match: Match = "any",
+        exempt: Iterable[str] = (),
+        allow_preflight: bool = False,
+        or_roles: Iterable[str] = (),
+        per_route: Iterable[str] = (),
+        on_refusal: RefusalHook | None = None,
+    ) -> None:
+        if not scopes:
+            raise ConfigurationError("RequireScope needs at least one scope", setting="scopes")
+        super().__init__(
+            *_roles_of(or_roles),
+            validator=validator,
+            match=match,
+            exempt=exempt,
+            allow_preflight=allow_preflight,
+            or_scopes=scopes,
+            per_route=per_route,
+            on_refusal=on_refusal,
+        )
+
+
+def _roles_of(roles: object) -> tuple[str, ...]:
+    """``or_roles`` as a tuple (a string is one role); each one checked with the rule."""
+    if isinstance(roles, str):
+        return (roles,)
+    if not isinstance(roles, Iterable):
+        raise ConfigurationError("RequireScope or_roles must be a list of roles", setting="roles")
+    return tuple(roles)
+
+
+def _checked_rule(
+    owner: str, roles: tuple[object, ...], scopes: object, match: object
+) -> AccessRule:
+    """The face's rule: roles or scopes (one at least), each checked as every face checks them."""
+    scopes = (scopes,) if isinstance(scopes, str) else scopes
+    listed = tuple(scopes) if isinstance(scopes, Iterable) else scopes
+    if not roles and not listed:
+        raise ConfigurationError(f"{owner} needs at least one role", setting="roles")
     if any(callable(role) for role in roles):
         # add_middleware(RequireRole, "invokeRole") hands the app over as a role.
         raise ConfigurationError(
-            "RequireRole(...) builds the middleware: write "
-            "app.add_middleware(RequireRole('invokeRole', ...)), not "
-            "app.add_middleware(RequireRole, 'invokeRole', ...)",
+            f"{owner}(...) builds the middleware: write "
+            f"app.add_middleware({owner}('invokeRole', ...)), not "
+            f"app.add_middleware({owner}, 'invokeRole', ...)",
             setting="roles",
         )
-    return checked_roles("RequireRole", roles, match)
+    return checked_rule(owner, roles, listed, match)
 
 
-def _exempt_paths(exempt: object) -> tuple[str, ...]:
-    """``exempt`` as a tuple of paths (a string is one path), each checked."""
-    if isinstance(exempt, str):
-        paths: tuple[object, ...] = (exempt,)
-    elif isinstance(exempt, Iterable):
-        paths = tuple(exempt)
+def _paths(paths: object, setting: str, owner: str) -> tuple[str, ...]:
+    """``exempt`` or ``per_route`` as a tuple of paths (a string is one path), each checked."""
+    if isinstance(paths, str):
+        listed: tuple[object, ...] = (paths,)
+    elif isinstance(paths, Iterable):
+        listed = tuple(paths)
     else:
         raise ConfigurationError(
-            f"RequireRole exempt must be a list of paths, got {exempt!r}", setting="exempt"
+            f"{owner} {setting} must be a list of paths, got {paths!r}", setting=setting
         )
-    for path in paths:
+    for path in listed:
         if not isinstance(path, str) or not path.startswith("/"):
             raise ConfigurationError(
-                f"RequireRole exempt paths must start with '/', got {path!r}", setting="exempt"
+                f"{owner} {setting} paths must start with '/', got {path!r}", setting=setting
             )
-        if path == "/*":
+        if path == "/*" and setting == "exempt":
             # Every path would be served without a token: almost surely a mistake, and one
             # that fails open.
             raise ConfigurationError(
-                "RequireRole exempt '/*' would exempt every path; exempt the paths that "
+                f"{owner} exempt '/*' would exempt every path; exempt the paths that "
                 "need no token (such as '/healthz' or '/public/*'), or leave RequireRole off",
                 setting="exempt",
             )
-    return paths  # type: ignore[return-value]  # each one checked above
+    return listed  # type: ignore[return-value]  # each one checked above
+
+
+class _Paths:
+    """A set of paths as :func:`_paths` checked them: exact, or ``prefix/*``."""
+
+    __slots__ = ("exact", "prefixes")
+
+    def __init__(self, paths: tuple[str, ...]) -> None:
+        self.exact = frozenset(p for p in paths if not p.endswith("/*"))
+        self.prefixes = tuple(p[:-1] for p in paths if p.endswith("/*"))
+
+    def __contains__(self, path: str) -> bool:
+        return path in self.exact or bool(self.prefixes and path.startswith(self.prefixes))
+
+
+def _route_path(scope: Scope) -> str:
+    """The path as the app routes it: without the root path a Mount or ``--root-path`` adds."""
+    # Match the path without the root path, as Starlette's router does: see docs/api.md.
+    path: str = scope["path"]
+    root_path: str = scope.get("root_path", "")
+    if root_path and path.startswith(root_path):
+        rest = path[len(root_path) :]
+        if not rest or rest[0] == "/":
+            path = rest or "/"
+    return path
+
+
+@dataclass(frozen=True, slots=True)
+class RouteGuard:
+    """What per-route rules (:func:`require`) need from the middleware or backend in front:
+    the realm of the RFC 6750 answers and the ``on_refusal`` hook. Put in
+    ``scope[GUARD_KEY]`` by :class:`RequireRole` and :class:`BearerAuthBackend`."""
+
+    realm: str
+    on_refusal: RefusalHook | None = None
+
+
+GUARD_KEY = "ccflow.guard"
+"""The ASGI scope key under which the middleware hands a :class:`RouteGuard` to endpoints."""
 
 
 class RequireRoleMiddleware:
@@ -262,11 +438,11 @@ class RequireRoleMiddleware:
     __slots__ = (
         "allow_preflight",
         "app",
-        "exact",
-        "match",
+        "exempt",
+        "guard",
         "owns_validator",
-        "prefixes",
-        "roles",
+        "per_route",
+        "rule",
         "validator",
     )
 
@@ -279,12 +455,12 @@ class RequireRoleMiddleware:
         owns_validator: bool = False,
     ) -> None:
         self.app = app
-        self.roles = config.roles
-        self.match: Match = config.match
+        self.rule = config.rule
         self.allow_preflight = config.allow_preflight
-        self.exact = frozenset(p for p in config.exempt if not p.endswith("/*"))
-        self.prefixes = tuple(p[:-1] for p in config.exempt if p.endswith("/*"))
+        self.exempt = _Paths(config.exempt)
+        self.per_route = _Paths(config.per_route)
         self.validator = validator
+        self.guard = RouteGuard(validator.realm, config.on_refusal)
         self.owns_validator = owns_validator
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -296,50 +472,43 @@ class RequireRoleMiddleware:
         if kind != "http" and kind != "websocket":
             # Fail closed: no server sends other types, and the app must not get one unchecked.
             raise RuntimeError(f"RequireRole cannot check an ASGI {kind!r} scope; refused")
-        if self._is_exempt(scope) or (self.allow_preflight and _is_preflight(scope)):
+        path = _route_path(scope)
+        scope[GUARD_KEY] = self.guard
+        if path in self.exempt or (self.allow_preflight and _is_preflight(scope)):
             scope.setdefault("auth", AuthCredentials())
             scope.setdefault("user", UnauthenticatedUser())
             await self.app(scope, receive, send)
             return
+        own_rule = path in self.per_route and route_rule(scope) is not None
         try:
             verdict = await authenticate(
-                scope["headers"], self.validator, self.roles, match=self.match
+                scope["headers"], self.validator, rule=None if own_rule else self.rule
             )
         except Exception as exc:  # every refusal, and validator bugs: never a 500
             await self._refuse(exc, scope, receive, send)
             return
-        if verdict is None:
+        if verdict is None and not own_rule:
             await self._refuse(None, scope, receive, send)
             return
-        scope["auth"] = AuthCredentials(verdict.roles)
-        scope["user"] = TokenUser(verdict)
+        if verdict is None:  # the route's own rule answers
+            scope["auth"], scope["user"] = AuthCredentials(), UnauthenticatedUser()
+        else:
+            scope["auth"], scope["user"] = AuthCredentials(verdict.roles), TokenUser(verdict)
         await self.app(scope, receive, send)
-
-    def _is_exempt(self, scope: Scope) -> bool:
-        """Whether the path, as the app routes it, is exempt."""
-        # Match the path without the root path (a Mount, or uvicorn --root-path, puts it in
-        # front), as Starlette's router does: see docs/api.md.
-        path: str = scope["path"]
-        root_path: str = scope.get("root_path", "")
-        if root_path and path.startswith(root_path):
-            rest = path[len(root_path) :]
-            if not rest or rest[0] == "/":
-                path = rest or "/"
-        return path in self.exact or bool(self.prefixes and path.startswith(self.prefixes))
 
     async def _refuse(
         self, exc: BaseException | None, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        """Send the RFC 6750 answer for ``exc`` (``None``: no token), logged at DEBUG."""
+        """Send the RFC 6750 answer for ``exc`` (``None``: no token), logged and reported."""
         rejection = rejection_for(exc, self.validator.realm)
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug(
-                "refused %s %s: %s %s",
-                scope["type"],
-                _loggable(scope.get("path", "")),
-                rejection.status,
-                rejection.error or "no token",
-            )
+        refusal = refusal_of(
+            rejection,
+            exc,
+            method=scope.get("method", "WEBSOCKET"),
+            path=scope.get("path", ""),
+            headers=scope["headers"],
+        )
+        report_refusal(refusal, self.guard.on_refusal)
         await rejection(scope, receive, send)
 
     def _closing(self, send: Send) -> Send:
@@ -375,19 +544,6 @@ class _FailedStartup:
         raise self.error.with_traceback(None)
 
 
-_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
-
-
-def _loggable(path: object) -> str:
-    """``path`` with everything but printable ASCII escaped, fit for one log line."""
-    # The server percent-decodes the path: "%0a" arrives as a line break. Escaped, a caller
-    # cannot write log lines (or terminal escapes) of its own.
-    text = str(path)
-    if text.isascii() and text.isprintable():
-        return text
-    return _UNPRINTABLE.sub(lambda m: ascii(m.group())[1:-1], text)
-
-
 def _is_preflight(scope: Scope) -> bool:
     """Whether the request is a CORS preflight: ``OPTIONS`` with Origin and the method asked."""
     # Without Origin it is no preflight (Fetch standard), and needs a token like any request.
@@ -395,6 +551,141 @@ def _is_preflight(scope: Scope) -> bool:
         return False
     names = {name.lower() for name, _ in scope["headers"]}
     return b"origin" in names and b"access-control-request-method" in names
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-route rules
+
+_RULE_ATTRIBUTE = "__ccflow_rule__"
+_Endpoint = TypeVar("_Endpoint", bound=Callable[..., Any])
+
+
+def require(
+    *,
+    roles: Iterable[str] = (),
+    scopes: Iterable[str] = (),
+    match: Match = "any",
+) -> Callable[[_Endpoint], _Endpoint]:
+    """A per-route rule for a Starlette endpoint, answered per RFC 6750.
+
+    ::
+
+        @require(roles=["adminRole"])
+        async def purge(request): ...
+
+        class Reports(HTTPEndpoint):
+            @require(scopes=["Reports.Read"], roles=["reportReader"])
+            def get(self, request): ...
+
+    Any-of (or ``match="all"``) ``roles``, else ``scopes``, as :class:`RequireRole`; nothing
+    named: any valid token. For functions and ``HTTPEndpoint`` methods, sync and async, and
+    WebSocket endpoints (refused before accept with 1008). It reads the caller that
+    :class:`RequireRole` (on a ``per_route`` path, where this rule replaces the middleware's)
+    or :class:`BearerAuthBackend` put in the scope: no token is a 401, a caller without the
+    role or scope a 403 with the ``scope`` attribute, each logged and reported like the
+    middleware's. Without either in front, the request fails with a ``RuntimeError`` (a 500):
+    the rule cannot be checked, so nothing is served.
+    """
+    rule = checked_rule("require", _listed(roles, "roles"), scopes, match)
+
+    def decorate(endpoint: _Endpoint) -> _Endpoint:
+        if inspect.iscoroutinefunction(endpoint):
+
+            @functools.wraps(endpoint)
+            async def checked_async(*args: Any, **kwargs: Any) -> Any:
+                conn, refusal = _judge(rule, args)
+                if refusal is None:
+                    return await endpoint(*args, **kwargs)
+                if isinstance(conn, WebSocket):
+                    await refusal.send_websocket(conn.receive, conn.send)
+                    return None
+                return refusal.response()
+
+            wrapped: Any = checked_async
+        else:
+
+            @functools.wraps(endpoint)
+            def checked_sync(*args: Any, **kwargs: Any) -> Any:
+                _, refusal = _judge(rule, args)
+                return endpoint(*args, **kwargs) if refusal is None else refusal.response()
+
+            wrapped = checked_sync
+        setattr(wrapped, _RULE_ATTRIBUTE, rule)
+        return wrapped  # type: ignore[no-any-return]
+
+    return decorate
+
+
+def _listed(values: object, setting: str) -> tuple[object, ...]:
+    """A list argument as a tuple (a string is one value)."""
+    if isinstance(values, str):
+        return (values,)
+    if not isinstance(values, Iterable):
+        raise ConfigurationError(f"require {setting} must be a list", setting=setting)
+    return tuple(values)
+
+
+def _judge(rule: AccessRule, args: tuple[Any, ...]) -> tuple[HTTPConnection, Rejection | None]:
+    """The request among an endpoint's arguments, and the refusal of ``rule`` (``None``: pass)."""
+    conn = next((a for a in args if isinstance(a, HTTPConnection)), None)
+    if conn is None:
+        raise RuntimeError("@require: the endpoint was called without its request")
+    guard = conn.scope.get(GUARD_KEY)
+    if not isinstance(guard, RouteGuard):
+        # Fail closed: no ccflow middleware or backend authenticated this request.
+        raise RuntimeError(
+            "@require needs RequireRole (per_route=...) or BearerAuthBackend in front; "
+            "the request was refused"
+        )
+    user = conn.scope.get("user")
+    verdict = user.token if isinstance(user, TokenUser) else None
+    exc: Exception | None = None  # None: no token
+    if verdict is not None:
+        try:
+            rule.check(verdict)
+            return conn, None
+        except Exception as error:  # InsufficientScopeError, or a verdict without scopes
+            exc = error
+    rejection = rejection_for(exc, guard.realm)
+    method = conn.scope.get("method", "WEBSOCKET")
+    refusal = refusal_of(rejection, exc, method=method, path=conn.url.path, verdict=verdict)
+    report_refusal(refusal, guard.on_refusal)
+    return conn, rejection
+
+
+def route_rule(scope: Scope) -> AccessRule | None:
+    """The :func:`require` rule of the endpoint the app would route ``scope`` to, if any.
+
+    Looked up in the Starlette app of ``scope["app"]`` as its router matches (following
+    ``Mount`` and ``Host``); an ``HTTPEndpoint`` class by the method's handler. ``None`` when
+    the endpoint has no rule or cannot be found: the middleware's rule then applies.
+    """
+    routes = getattr(scope.get("app"), "routes", None)
+    endpoint = _endpoint(routes, dict(scope), depth=0) if routes else None
+    if inspect.isclass(endpoint):
+        method = str(scope.get("method", "")).lower()
+        if method == "head" and not hasattr(endpoint, "head"):
+            method = "get"
+        endpoint = getattr(endpoint, method, None)
+    rule = getattr(endpoint, _RULE_ATTRIBUTE, None)
+    return rule if isinstance(rule, AccessRule) else None
+
+
+def _endpoint(routes: Iterable[Any], scope: dict[str, Any], depth: int) -> Any:
+    """The endpoint of the first route that fully matches ``scope``, recursing into mounts."""
+    if depth > 8:  # mounts within mounts this deep are no app's routing
+        return None
+    for route in routes:
+        try:
+            match, child = route.matches(scope)
+        except Exception:  # a route that cannot judge: no endpoint, the middleware's rule
+            return None
+        if match is RouteMatch.FULL:
+            inner = getattr(route, "routes", None)
+            if inner is not None and not hasattr(route, "endpoint"):
+                return _endpoint(inner, {**scope, **child}, depth + 1)
+            return child.get("endpoint")
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -413,25 +704,34 @@ class BearerAuthBackend(ValidatorHolder, AuthenticationBackend):
     """A Starlette ``AuthenticationBackend`` over a token validator.
 
     A good token gives ``request.user`` (:class:`TokenUser`) and ``request.auth.scopes`` (its
-    roles), so ``@requires("invokeRole")`` guards each route; no token gives Starlette's
-    unauthenticated user. Pass ``on_error=BearerAuthBackend.on_error`` to
-    ``AuthenticationMiddleware`` to answer bad tokens per RFC 6750 (401/403/400/503) instead
-    of Starlette's plain 400. Without ``validator``, ``TokenValidator.from_env()`` is built on
-    first use (a bad variable fails that request with the ``ConfigurationError``), and
-    :meth:`aclose` closes it (call it in the app's lifespan; Starlette's
-    ``AuthenticationMiddleware`` does not).
+    roles), so ``@requires("invokeRole")`` guards each route, or, answering per RFC 6750,
+    :func:`require`; no token gives Starlette's unauthenticated user. Pass
+    ``on_error=BearerAuthBackend.on_error`` to ``AuthenticationMiddleware`` to answer bad
+    tokens per RFC 6750 (401/403/400/503) instead of Starlette's plain 400. Without
+    ``validator``, ``TokenValidator.from_env()`` is built on first use (a bad variable fails
+    that request with the ``ConfigurationError``), and :meth:`aclose` closes it (call it in the
+    app's lifespan; Starlette's ``AuthenticationMiddleware`` does not). ``on_refusal`` is
+    called with a :class:`Refusal` for each bad token here and each refusal of :func:`require`.
     """
 
-    def __init__(self, validator: Validator | None = None) -> None:
+    def __init__(
+        self, validator: Validator | None = None, *, on_refusal: RefusalHook | None = None
+    ) -> None:
         super().__init__(validator, "BearerAuthBackend")
+        self.on_refusal = checked_hook(on_refusal, "BearerAuthBackend")
 
     async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
         """Validate the request's bearer token, if it has one."""
         validator = self.validator  # a configuration error is the app's, not a refusal
+        conn.scope[GUARD_KEY] = RouteGuard(validator.realm, self.on_refusal)
         try:
             verdict = await authenticate(conn.scope["headers"], validator)
         except Exception as exc:
-            raise BearerAuthenticationError(rejection_for(exc, validator.realm)) from None
+            rejection = rejection_for(exc, validator.realm)
+            method = conn.scope.get("method", "WEBSOCKET")
+            refusal = refusal_of(rejection, exc, method=method, path=conn.url.path)
+            report_refusal(refusal, self.on_refusal)
+            raise BearerAuthenticationError(rejection) from None
         if verdict is None:
             return None
         return AuthCredentials(verdict.roles), TokenUser(verdict)

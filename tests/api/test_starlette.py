@@ -988,16 +988,16 @@ def _call(
     return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
 
 
-def test_a_refused_path_cannot_forge_debug_log_lines(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_refused_path_cannot_forge_log_lines(caplog: pytest.LogCaptureFixture) -> None:
     # scope["path"] is percent-decoded by the server: "/calc%0a..." arrives with a real line
     # break, and the refusal's debug line printed it as is, so a caller could write lines of
     # its own choosing into the API's log (or drive a terminal with escape sequences).
     middleware = RequireRole("invokeRole", validator=_validator())(_inner)
     forged = "/calc\nINFO ccflow.starlette: accepted GET /admin\r\x1b[2J\u2028"
-    with caplog.at_level(logging.DEBUG, logger="ccflow.starlette"):
+    with caplog.at_level(logging.INFO, logger="ccflow.api"):
         assert _call(middleware, forged)[0] == 401
-    lines = [r.getMessage() for r in caplog.records if r.name == "ccflow.starlette"]
-    assert lines, "the refusal is logged at DEBUG"
+    lines = [r.getMessage() for r in caplog.records if r.name == "ccflow.api"]
+    assert lines, "the refusal is logged at INFO"
     for line in lines:
         assert not any(ch in line for ch in "\n\r\x1b\u2028"), line
     assert "/calc\\nINFO" in lines[0]

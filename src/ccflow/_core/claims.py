@@ -18,6 +18,8 @@ reason              check
 ``client``          no caller id (``azp`` for v2, ``appid`` for v1; generic OIDC: the
                     first of ``azp``, ``client_id``, ``appid``), or not a non-empty string
 ``roles``           ``roles`` present but not a list of strings
+``scopes``          ``scp`` (generic OIDC: else ``scope``) present but neither a
+                    space-separated string nor a list of strings
 ``type``            generic OIDC: a ``nonce`` claim (an ID token, not an access token)
 ==================  ==============================================================
 
@@ -28,6 +30,10 @@ and :class:`~ccflow.errors.InsufficientScopeError` (403) when the token is valid
 caller (``reason="client"``) or tenant (``reason="tenant"``) is not on an allow-list. The
 allow-lists compare GUIDs case-insensitively (Azure AD writes them in lower case; the portal
 and people do not always), every other value exactly: see :func:`id_key`.
+
+:class:`AccessRule` is what an API asks of a valid token beyond that: app roles (``roles``),
+delegated scopes (``scp``), or either; every face (middleware, backend, FastAPI dependency,
+per-route rules) checks it with :meth:`AccessRule.check`. See ``docs/scopes.md``.
 """
 
 from __future__ import annotations
@@ -36,12 +42,13 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, NoReturn
+from typing import Any, Final, Literal, NoReturn, Protocol
 
 from ccflow.errors import ConfigurationError, InsufficientScopeError, InvalidTokenError
 
 __all__ = [
     "ANY_TENANT",
+    "AccessRule",
     "TENANT_PLACEHOLDER",
     "ClaimRules",
     "FrozenJSON",
@@ -50,6 +57,7 @@ __all__ = [
     "ClaimCheck",
     "check_claims",
     "check_roles",
+    "check_scopes",
     "claim_checks",
     "freeze",
     "id_key",
@@ -66,6 +74,29 @@ def id_key(value: str) -> str:
     return value.lower() if _GUID.fullmatch(value) else value
 
 
+def _wanted(required: Iterable[str] | str, setting: str) -> tuple[str, ...]:
+    """``required`` as a tuple of non-empty strings (a string is one)."""
+    wanted = (required,) if isinstance(required, str) else tuple(required)
+    if not wanted or not all(isinstance(r, str) and r for r in wanted):
+        raise ConfigurationError(f"required {setting} must be non-empty strings", setting=setting)
+    return wanted
+
+
+def _holds(granted: tuple[str, ...], wanted: tuple[str, ...], match: str) -> bool:
+    """Whether ``granted`` holds any (``match="any"``) or all (``"all"``) of ``wanted``."""
+    if match == "any":
+        return any(w in granted for w in wanted)
+    if match == "all":
+        return all(w in granted for w in wanted)
+    raise ConfigurationError("match must be 'any' or 'all'", setting="match")
+
+
+def _lacks(kind: str, wanted: tuple[str, ...], match: str) -> str:
+    """``"one of the roles: a, b"`` or ``"the role(s): a"``: what a refusal says is missing."""
+    which = f"one of the {kind}s" if match == "any" and len(wanted) > 1 else f"the {kind}(s)"
+    return f"{which}: {', '.join(wanted)}"
+
+
 def check_roles(
     granted: tuple[str, ...],
     required: Iterable[str] | str,
@@ -74,21 +105,108 @@ def check_roles(
 ) -> None:
     """Raise :class:`~ccflow.errors.InsufficientScopeError` unless ``granted`` holds any
     (``match="any"``) or all (``match="all"``) of ``required``. Roles compare exactly."""
-    wanted = (required,) if isinstance(required, str) else tuple(required)
-    if not wanted or not all(isinstance(r, str) and r for r in wanted):
-        raise ConfigurationError("required roles must be non-empty strings", setting="roles")
-    if match == "any":
-        ok = any(r in granted for r in wanted)
-    elif match == "all":
-        ok = all(r in granted for r in wanted)
-    else:
-        raise ConfigurationError("match must be 'any' or 'all'", setting="match")
-    if not ok:
-        joined = ", ".join(wanted)
-        which = "one of the roles" if match == "any" and len(wanted) > 1 else "the role(s)"
+    wanted = _wanted(required, "roles")
+    if not _holds(granted, wanted, match):
         raise InsufficientScopeError(
-            f"the caller lacks {which}: {joined}", reason="role", required=wanted
+            f"the caller lacks {_lacks('role', wanted, match)}", reason="role", required=wanted
         )
+
+
+def check_scopes(
+    granted: tuple[str, ...],
+    required: Iterable[str] | str,
+    *,
+    match: Literal["any", "all"] = "any",
+) -> None:
+    """Raise :class:`~ccflow.errors.InsufficientScopeError` unless the delegated scopes
+    ``granted`` (the token's ``scp``) hold any or all of ``required``. Scopes compare exactly."""
+    wanted = _wanted(required, "scopes")
+    if not _holds(granted, wanted, match):
+        raise InsufficientScopeError(
+            f"the caller lacks {_lacks('scope', wanted, match)}", reason="scope", required=wanted
+        )
+
+
+class Grants(Protocol):
+    """What :meth:`AccessRule.check` reads of a verdict (``ValidatedToken`` is one)."""
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """The ``roles`` claim."""
+
+    @property
+    def scopes(self) -> tuple[str, ...]:
+        """The delegated scopes (``scp``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AccessRule:
+    """What a valid token must hold: one of (or, ``match="all"``, every one of) ``roles``, or
+    else one of (every one of) the delegated ``scopes``; nothing named: any valid token.
+
+    ::
+
+        AccessRule(roles=("invokeRole",))                          # app (or user) role
+        AccessRule(scopes=("Calc.Read",))                          # a user's delegated scope
+        AccessRule(roles=("invokeRole",), scopes=("Calc.Read",))   # either will do
+
+    ``match`` applies to each list on its own. An app-only token has no ``scp``, so it never
+    satisfies ``scopes``; a delegated token's ``roles`` (app roles assigned to the user) do
+    satisfy ``roles``, as in Microsoft.Identity.Web (see ``docs/scopes.md``). A refusal is an
+    :class:`~ccflow.errors.InsufficientScopeError` whose ``required`` lists every role and
+    scope that would have done (RFC 6750's ``scope`` attribute).
+    """
+
+    roles: tuple[str, ...] = ()
+    scopes: tuple[str, ...] = ()
+    match: Literal["any", "all"] = "any"
+
+    def __post_init__(self) -> None:
+        for name in ("roles", "scopes"):
+            values: object = getattr(self, name)
+            if isinstance(values, str) or not isinstance(values, tuple):
+                raise ConfigurationError(f"{name} must be a tuple of strings", setting=name)
+            if values:
+                _wanted(values, name)
+        if self.match not in ("any", "all"):
+            raise ConfigurationError(
+                f'match must be "any" or "all", got {self.match!r}', setting="match"
+            )
+
+    def check(self, token: Grants) -> None:
+        """Return if ``token`` satisfies the rule; raise ``InsufficientScopeError`` if not.
+
+        Scopes are read only when the rule names some, so a verdict without ``scopes`` (a
+        validator of one's own) still serves role rules.
+        """
+        if not self.roles and not self.scopes:
+            return
+        if self.roles and _holds(token.roles, self.roles, self.match):
+            return
+        if self.scopes and _holds(token.scopes, self.scopes, self.match):
+            return
+        raise InsufficientScopeError(
+            self.describe(), reason=self.reason, required=self.roles + self.scopes
+        )
+
+    @property
+    def reason(self) -> str:
+        """The refusal's reason: ``"role"``, ``"scope"`` or ``"role_or_scope"``."""
+        if self.roles and self.scopes:
+            return "role_or_scope"
+        return "scope" if self.scopes else "role"
+
+    def describe(self) -> str:
+        """What a refusal says is missing."""
+        parts = [_lacks(kind, wanted, self.match) for kind, wanted in self._lists()]
+        if len(parts) == 2:
+            return f"the caller holds neither {parts[0]} nor {parts[1]}"
+        return f"the caller lacks {parts[0]}" if parts else "the caller is not allowed"
+
+    def _lists(self) -> list[tuple[str, tuple[str, ...]]]:
+        """The named lists, roles first."""
+        lists = [("role", self.roles), ("scope", self.scopes)]
+        return [(kind, wanted) for kind, wanted in lists if wanted]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +217,9 @@ class ValidatedToken:
 
         token = await validator.validate(raw)
         token.client_id, token.tenant_id, token.roles, token.version, token.expires_on
+        token.scopes, token.object_id, token.is_app_only
         token.require_roles(("invokeRole",))          # raises InsufficientScopeError (403)
+        token.require_scopes(("Calc.Read",))          # the same, for delegated scopes
     """
 
     claims: Mapping[str, Any] = field(repr=False, compare=False)
@@ -114,6 +234,28 @@ class ValidatedToken:
     """The ``ver`` claim: ``"2.0"``, ``"1.0"``, or ``None`` when absent."""
     expires_on: int
     """The ``exp`` claim, Unix seconds."""
+    scopes: tuple[str, ...] = ()
+    """The delegated scopes (``scp``, split on spaces); ``()`` in an app-only token."""
+
+    @property
+    def object_id(self) -> str | None:
+        """The ``oid`` claim: the user's object id (delegated), the caller's service principal
+        (app-only); ``None`` when absent."""
+        oid = self.claims.get("oid")
+        return oid if isinstance(oid, str) else None
+
+    @property
+    def is_app_only(self) -> bool:
+        """Whether the token was issued to an application for itself (client credentials):
+        no ``scp``, and no ``idtyp`` of ``"user"``."""
+        return not self.scopes and self.claims.get("idtyp") != "user"
+
+    def require_scopes(
+        self, scopes: Iterable[str] | str, *, match: Literal["any", "all"] = "any"
+    ) -> None:
+        """Raise :class:`~ccflow.errors.InsufficientScopeError` unless the token holds any
+        (default) or all of the delegated ``scopes``."""
+        check_scopes(self.scopes, scopes, match=match)
 
     def require_roles(
         self, roles: Iterable[str] | str, *, match: Literal["any", "all"] = "any"
@@ -295,6 +437,32 @@ def check_roles_claim(claims: Mapping[str, Any], rules: ClaimRules, now: float) 
         raise _invalid("the token's roles claim is not a list of strings", "roles", "roles")
 
 
+def _scope_claim(claims: Mapping[str, Any], rules: ClaimRules) -> tuple[str, Any]:
+    """``(name, value)`` of the scopes claim: ``scp``; generic OIDC also ``scope`` (RFC 9068)."""
+    if rules.azure or "scp" in claims:
+        return "scp", claims.get("scp", _MISSING)
+    return "scope", claims.get("scope", _MISSING)
+
+
+def _scopes(claims: Mapping[str, Any], rules: ClaimRules) -> tuple[str, ...]:
+    """The delegated scopes: a space-separated string (Azure AD, RFC 9068) or a list (Okta)."""
+    _, value = _scope_claim(claims, rules)
+    if value is _MISSING:
+        return ()
+    if type(value) is str:
+        return tuple(value.split())
+    return tuple(value)
+
+
+def check_scopes_claim(claims: Mapping[str, Any], rules: ClaimRules, now: float) -> None:
+    """``scp`` (or ``scope``), when present, is a string or a list of strings."""
+    name, value = _scope_claim(claims, rules)
+    if value is _MISSING or type(value) is str:
+        return
+    if type(value) not in (list, tuple) or any(type(item) is not str for item in value):
+        raise _invalid(f"the token's {name} claim is not a string of scopes", "scopes", name)
+
+
 def check_allowed_client(claims: Mapping[str, Any], rules: ClaimRules, now: float) -> None:
     """The caller is on ``allowed_clients`` (403 otherwise)."""
     allowed = rules.allowed_clients
@@ -317,7 +485,7 @@ def claim_checks(rules: ClaimRules) -> tuple[ClaimCheck, ...]:
     """The checks ``rules`` call for, in the order a token meets them."""
     checks: list[ClaimCheck] = [check_times]
     checks.append(check_version if rules.azure else check_not_id_token)
-    checks += [check_issuer, check_audience, check_caller, check_roles_claim]
+    checks += [check_issuer, check_audience, check_caller, check_roles_claim, check_scopes_claim]
     if rules.allowed_clients is not None:
         checks.append(check_allowed_client)
     if rules.allowed_tenants is not None:
@@ -366,4 +534,5 @@ def check_claims(claims: Mapping[str, Any], rules: ClaimRules, *, now: float) ->
         roles=tuple(claims.get("roles", ())),
         version=_version(claims),
         expires_on=int(claims["exp"]),
+        scopes=_scopes(claims, rules),
     )
