@@ -9,6 +9,7 @@
     tokens.valid()                 # calc-client calling calc-api, with invokeRole
     tokens.expired()               # ... and every way a token can be wrong, one method each
     tokens.hs256_with_public_key() # the classic algorithm-confusion attack
+    tokens.user_token(scopes=["Calc.Read"])  # delegated: scp, the user's oid and name
 
 Every method takes ``client=`` and ``api=`` (registration names) and returns the compact JWT.
 With the pytest plugin, the ``ccflow_tokens`` fixture is a factory on ``ccflow_authority``.
@@ -35,10 +36,11 @@ from ccflow._core.b64 import b64url_encode
 from ccflow.authority import Authority
 from ccflow.authority._keys import foreign_key
 from ccflow.authority._tls import CertificateMaterial, client_certificate
-from ccflow.authority._tokens import sign
+from ccflow.authority._tokens import delegated_claims, sign
 
 __all__ = [
     "OTHER_TENANT_ID",
+    "TEST_USER_OID",
     "CertificateMaterial",
     "TokenFactory",
     "client_assertion",
@@ -48,6 +50,9 @@ __all__ = [
 
 OTHER_TENANT_ID = "00000bad-0000-4000-8000-000000000bad"
 """A tenant id that is not the authority's."""
+
+TEST_USER_OID = "00000000-0000-4000-8000-00000000a11c"
+"""The object id of the user in :meth:`TokenFactory.user_token`'s tokens."""
 
 
 def decode_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -81,6 +86,41 @@ class TokenFactory:
     def claims(self, client: str = "calc-client", api: str = "calc-api") -> dict[str, Any]:
         """The claims :meth:`valid` would carry (issued now)."""
         return self.authority.token_claims(client, api)
+
+    def user_token(
+        self,
+        client: str = "calc-client",
+        api: str = "calc-api",
+        *,
+        scopes: Sequence[str] = ("Calc.Read",),
+        roles: Sequence[str] = (),
+        user_oid: str = TEST_USER_OID,
+        name: str = "Alice Example",
+        username: str = "alice@example.test",
+        **options: Any,
+    ) -> str:
+        """A delegated token, as if ``client`` called ``api`` for a signed-in user: ``scp``
+        (the ``scopes``, space-separated), the user's ``oid``, ``name`` and
+        ``preferred_username``, ``idtyp`` ``"user"``; ``roles`` only when given (app roles
+        assigned to the user). No interactive sign-in: signed as the authority would.
+        ``options`` as :meth:`valid` (``version``, ``lifetime``, ``now``, ``claims``, ``omit``,
+        ``kid``, ``headers``)."""
+        claims = dict(options.pop("claims", None) or {})
+        omit = tuple(options.pop("omit", ()))
+        kid, headers = options.pop("kid", None), options.pop("headers", None)
+        app = self.authority.token_claims(client, api, **options)
+        body = delegated_claims(
+            app,
+            scopes=tuple(scopes),
+            user_oid=user_oid,
+            name=name,
+            username=username,
+            roles=tuple(roles),
+        )
+        body.update(claims)
+        for claim in omit:
+            body.pop(claim, None)
+        return self.authority.sign(body, kid=kid, headers=headers)
 
     def _now(self) -> float:
         """The authority's clock."""

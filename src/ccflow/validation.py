@@ -27,7 +27,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 from cachetools import TLRUCache
@@ -46,7 +46,20 @@ from ccflow._validator_config import ValidatorConfig, environment_settings, medi
 from ccflow.errors import InvalidTokenError
 from ccflow.jwks import AsyncJWKSCache
 
-__all__ = ["TokenValidator", "ValidatedToken"]
+__all__ = ["CacheInfo", "TokenValidator", "ValidatedToken"]
+
+
+class CacheInfo(NamedTuple):
+    """The verified-token cache's counters, as ``functools.lru_cache``'s ``cache_info()``."""
+
+    hits: int
+    """Validations answered from the cache."""
+    misses: int
+    """Validations that verified the token (every one, with the cache off)."""
+    maxsize: int
+    """The cache's bound (``cache_size``); ``0``: off."""
+    currsize: int
+    """Verdicts held now."""
 
 
 class TokenValidator:
@@ -133,6 +146,7 @@ class TokenValidator:
         )
         self._rules: ClaimRules = config.rules
         self._cache: TLRUCache[bytes, _Verified] | None = None
+        self._hits = self._misses = 0
         if config.cache_size:
             self._cache = TLRUCache(config.cache_size, ttu=_until_exp, timer=clock)
 
@@ -195,7 +209,9 @@ class TokenValidator:
         digest = hashlib.sha256(encoded(token, config.max_token_size)).digest()
         cached = self._cached(digest)
         if cached is not None:
+            self._hits += 1
             return cached
+        self._misses += 1
         parsed = parse_compact(token, algorithms=config.algorithms, max_size=config.max_token_size)
         self._check_type(parsed)
         key = await self._keys.get_key(parsed.kid)
@@ -208,6 +224,12 @@ class TokenValidator:
         if self._cache is not None:
             self._cache[digest] = _Verified(verdict, parsed.kid)
         return verdict
+
+    def cache_info(self) -> CacheInfo:
+        """Hits, misses, bound and size of the verified-token cache (for tests and metrics)."""
+        cache = self._cache
+        size = 0 if cache is None else len(cache)
+        return CacheInfo(self._hits, self._misses, self._config.cache_size, size)
 
     def _cached(self, digest: bytes) -> ValidatedToken | None:
         """The verdict cached under ``digest``, while unexpired and its key still published."""

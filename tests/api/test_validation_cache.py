@@ -5,13 +5,11 @@ cached; the cache is bounded and keyed by a SHA-256 digest, never the token."""
 from __future__ import annotations
 
 import functools
-import hashlib
-from collections.abc import Callable
+import sys
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-import ccflow.validation
 from ccflow.authority import Authority
 from ccflow.errors import InvalidTokenError
 
@@ -24,20 +22,6 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-def verifications(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Each signature verification validate() performs, by kid."""
-    seen: list[str] = []
-    real: Callable[..., None] = ccflow.validation.verify_signature
-
-    def counting(parsed: Any, key: Any) -> None:
-        seen.append(parsed.kid)
-        real(parsed, key)
-
-    monkeypatch.setattr(ccflow.validation, "verify_signature", counting)
-    return seen
-
-
-@pytest.fixture
 def validator_for(validator_for: ValidatorFactory) -> ValidatorFactory:
     """The shared factory with no leeway and no JWKS cooldown."""
     return functools.partial(validator_for, leeway=0, jwks_cooldown=0)
@@ -47,26 +31,24 @@ async def test_a_repeated_token_is_verified_once(
     validator_for: ValidatorFactory,
     authority: Authority,
     clock: FakeClock,
-    verifications: list[str],
 ) -> None:
     validator = validator_for()
     token = authority.mint()
     first = await validator.validate(token)
     assert await validator.validate(token) is first
-    assert len(verifications) == 1
+    assert validator.cache_info()[:2] == (1, 1)  # hits, misses
 
 
 async def test_with_the_cache_disabled_every_validation_verifies(
     validator_for: ValidatorFactory,
     authority: Authority,
     clock: FakeClock,
-    verifications: list[str],
 ) -> None:
     validator = validator_for(cache_size=0)
     token = authority.mint()
     for _ in range(3):
         await validator.validate(token)
-    assert len(verifications) == 3
+    assert validator.cache_info() == (0, 3, 0, 0)
 
 
 async def test_a_cached_token_is_refused_once_past_its_exp(
@@ -85,14 +67,14 @@ async def test_a_refused_token_is_never_cached(
     validator_for: ValidatorFactory,
     authority: Authority,
     clock: FakeClock,
-    verifications: list[str],
 ) -> None:
     validator = validator_for()
     token = authority.mint(claims={"aud": "api://someone-else"})
     for _ in range(2):
         with pytest.raises(InvalidTokenError, match="another audience"):
             await validator.validate(token)
-    assert len(verifications) == 2
+    info = validator.cache_info()
+    assert (info.hits, info.misses, info.currsize) == (0, 2, 0)
 
 
 async def test_a_tampered_copy_of_a_cached_token_is_verified_and_refused(
@@ -129,7 +111,6 @@ async def test_a_cached_token_is_served_while_its_key_is_still_published(
     validator_for: ValidatorFactory,
     authority: Authority,
     clock: FakeClock,
-    verifications: list[str],
 ) -> None:
     validator = validator_for()
     token = authority.mint()
@@ -137,25 +118,24 @@ async def test_a_cached_token_is_served_while_its_key_is_still_published(
     authority.rotate_keys()  # the old key stays published
     await validator.validate(authority.mint())
     await validator.validate(token)
-    assert len(verifications) == 2
+    assert validator.cache_info()[:2] == (1, 2)
 
 
 async def test_the_cache_is_bounded(
     validator_for: ValidatorFactory,
     authority: Authority,
     clock: FakeClock,
-    verifications: list[str],
 ) -> None:
     validator = validator_for(cache_size=3)
     tokens = [authority.mint(claims={"uti": f"t{i}"}) for i in range(10)]
     for token in tokens:
         await validator.validate(token)
-    verifications.clear()
+    assert validator.cache_info() == (0, 10, 3, 3)
     for token in tokens[-3:]:
         await validator.validate(token)
-    assert verifications == []
+    assert validator.cache_info() == (3, 10, 3, 3)
     await validator.validate(tokens[0])
-    assert len(verifications) == 1
+    assert validator.cache_info() == (3, 11, 3, 3)
 
 
 async def test_the_cache_is_keyed_by_the_sha256_digest_not_the_token(
@@ -163,16 +143,18 @@ async def test_the_cache_is_keyed_by_the_sha256_digest_not_the_token(
 ) -> None:
     validator = validator_for()
     token = authority.mint()
+    references = sys.getrefcount(token)
     await validator.validate(token)
-    assert validator._cache is not None
-    assert list(validator._cache) == [hashlib.sha256(token.encode()).digest()]
+    assert validator.cache_info().currsize == 1
+    assert sys.getrefcount(token) == references  # nothing kept holds the token
+    assert (await validator.validate("".join(token))).client_id  # an equal copy: a hit
+    assert validator.cache_info().hits == 1
 
 
 async def test_a_token_accepted_only_within_the_leeway_does_not_evict_a_live_entry(
     validator_for: ValidatorFactory,
     authority: Authority,
     clock: FakeClock,
-    verifications: list[str],
 ) -> None:
     validator = validator_for(leeway=60, cache_size=1)
     live = authority.mint(lifetime=3600)
@@ -180,9 +162,9 @@ async def test_a_token_accepted_only_within_the_leeway_does_not_evict_a_live_ent
     late = authority.mint(lifetime=100)
     clock.advance(130)  # past its exp, inside the leeway: valid, but nothing to cache
     assert (await validator.validate(late)).client_id
-    verifications.clear()
+    before = validator.cache_info()
     await validator.validate(live)
-    assert verifications == []
+    assert validator.cache_info().hits == before.hits + 1
 
 
 async def test_one_requests_change_to_the_claims_is_not_seen_by_the_next(

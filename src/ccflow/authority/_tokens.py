@@ -11,7 +11,7 @@ import jwt
 from ccflow.authority._keys import SigningKey
 from ccflow.authority._registrations import ApiApp, ClientApp
 
-__all__ = ["access_token_claims", "sign"]
+__all__ = ["access_token_claims", "delegated_claims", "sign"]
 
 
 def _opaque(length: int) -> str:
@@ -57,6 +57,35 @@ def access_token_claims(
         uti=_opaque(22),
         ver="2.0" if version == 2 else "1.0",
     )
+    return claims
+
+
+def delegated_claims(
+    app_claims: Mapping[str, Any],
+    *,
+    scopes: tuple[str, ...],
+    user_oid: str,
+    name: str,
+    username: str,
+    roles: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """The claims of a delegated (user) token, from those of the same client's app token.
+
+    As Azure AD v2 issues it after a user's sign-in: ``scp`` (space-separated), the user's
+    ``oid``, ``name``, ``preferred_username``, ``idtyp`` ``"user"``, a pairwise ``sub``, and
+    ``roles`` only for app roles assigned to the user.
+    """
+    claims = {k: v for k, v in app_claims.items() if k not in ("roles", "oid", "sub")}
+    claims.update(
+        idtyp="user",
+        name=name,
+        oid=user_oid,
+        preferred_username=username,
+        scp=" ".join(scopes),
+        sub=_opaque(43),
+    )
+    if roles:
+        claims["roles"] = list(roles)
     return claims
 
 
