@@ -175,6 +175,7 @@ class FakeVerdict:
     tenant_id: str | None = "tenant-1"
     roles: tuple[str, ...] = ("invokeRole",)
     claims: Mapping[str, Any] = field(default_factory=dict)
+    scopes: tuple[str, ...] = ()
 
     def require_roles(self, roles: Sequence[str], *, match: str = "any") -> None:
         held = set(self.roles)
