@@ -103,8 +103,7 @@ def require_role(*roles: str, match: Match = "any") -> Callable[[View], View]:
         raise ConfigurationError("require_role needs at least one role", setting="roles")
     if callable(roles[0]):
         raise ConfigurationError(
-            "require_role(...) takes roles: write @require_role('invokeRole'), "
-            "not @require_role",
+            "require_role(...) takes roles: write @require_role('invokeRole'), not @require_role",
             setting="roles",
         )
     wanted = checked_roles("require_role", roles, match)

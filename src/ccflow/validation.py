@@ -15,9 +15,10 @@ and a token with a ``nonce`` claim (an ID token) is refused.
 
 :meth:`TokenValidator.validate` is the one path every token takes, top to bottom: size cap,
 cache lookup, parse, key, signature, claims, cache store; :meth:`TokenValidator.validate_sync`
-takes the same steps and differs only in how it waits for the key. The cache holds verdicts on tokens
-that passed every check, keyed by the SHA-256 digest of the token (never the token), each
-until its own ``exp`` and only while the key that verified it is still in the JWKS.
+takes the same steps and differs only in how it waits for the key. The cache holds verdicts
+on tokens that passed every check, keyed by the SHA-256 digest of the token (never the
+token), each until its own ``exp`` and only while the key that verified it is still in the
+JWKS.
 """
 
 from __future__ import annotations
@@ -176,7 +177,9 @@ class TokenValidator:
         for setting in overrides:
             names.pop(setting, None)  # a value passed in is named as the argument it is
         runtime = {
-            k: settings.pop(k) for k in ("http_client", "sync_http_client", "clock") if k in settings
+            k: settings.pop(k)
+            for k in ("http_client", "sync_http_client", "clock")
+            if k in settings
         }
         # Checked under the variables' names first; the constructor then checks the same
         # values again, which can no longer fail.

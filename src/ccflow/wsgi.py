@@ -123,7 +123,7 @@ def checked_sync_validator(validator: object, owner: str) -> SyncValidator:
     if isinstance(validator, type) or not callable(getattr(validator, "validate_sync", None)):
         raise ConfigurationError(
             f"{owner} validator must be a ccflow.TokenValidator instance (or have its "
-            f"validate_sync() and realm), got {getattr(validator, '__name__', None) or type(validator).__name__}",
+            f"validate_sync() and realm), got {_named(validator)}",
             setting="validator",
         )
     if not isinstance(getattr(validator, "realm", None), str):
@@ -131,6 +131,11 @@ def checked_sync_validator(validator: object, owner: str) -> SyncValidator:
             f"{owner} validator must have a realm (a string)", setting="validator"
         )
     return validator  # type: ignore[return-value]  # checked above
+
+
+def _named(value: object) -> str:
+    """A class by its name, anything else by its type's."""
+    return value.__name__ if isinstance(value, type) else type(value).__name__
 
 
 def exempt_paths(owner: str, exempt: object) -> tuple[frozenset[str], tuple[str, ...]]:
