@@ -6,12 +6,15 @@ core tests, and deliberately broken tokens); HTTP-level tests mint with
 ``ccflow.authority.Authority``. Fixtures live in the ``conftest.py`` files, not here.
 """
 
+# The case table reads best one row per line.
+# ruff: noqa: E501
+
 from __future__ import annotations
 
 import base64
 import datetime
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -23,7 +26,9 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 from hypothesis import strategies as st
 
+from ccflow.authority import Authority
 from ccflow.errors import InsufficientScopeError, InvalidTokenError
+from ccflow.testing import OTHER_TENANT_ID, TokenFactory
 
 START = 1_767_225_600.0
 """The one start time of every fake clock: 2026-01-01T00:00:00Z."""
@@ -233,3 +238,173 @@ json_values = st.recursive(
     ),
     max_leaves=6,
 )
+
+
+# -------------------------------------------------------------------------------------------
+# The bad-request suite (tests/api/test_negative_http.py and every other face reuse it)
+
+NOW = int(START)
+LEEWAY = 60
+ATTACKER = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def seg(obj: Any) -> str:
+    """base64url of compact JSON (sorted as given)."""
+    return b64json(obj)
+
+
+@dataclass
+class Minter:
+    """The local authority and its token factory, with helpers to build tokens by hand."""
+
+    authority: Authority
+    tokens: TokenFactory
+
+    def header(self) -> dict[str, Any]:
+        kid = self.authority.signing_kid
+        return {"typ": "JWT", "alg": "RS256", "kid": kid}
+
+    def claims(self, **changes: Any) -> dict[str, Any]:
+        claims = self.authority.token_claims(now=NOW)
+        claims.update(changes)
+        return claims
+
+    def mint(self, **options: Any) -> str:
+        return self.authority.mint(now=options.pop("now", NOW), **options)
+
+    def rs(self, header: dict[str, Any], payload: bytes, key: Any = None, alg: Any = None) -> str:
+        """Sign by hand (RS256 unless ``alg`` names another hash), any header, any payload."""
+        if key is None:
+            key = self.authority.key(self.authority.signing_kid).private_key
+        signing_input = f"{seg(header)}.{b64(payload)}".encode()
+        pad = padding.PKCS1v15()
+        if alg == "PS256":
+            pad = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
+        digest = hashes.SHA512() if alg == "RS512" else hashes.SHA256()
+        return f"{signing_input.decode()}.{b64(key.sign(signing_input, pad, digest))}"
+
+
+# --- bad requests: the table every face that protects an API answers alike --------------
+# (id, builder returning the Authorization header value or None, status, error, fragment)
+
+Builder = Callable[[Minter], "str | list[str] | None"]
+
+
+def bearer(make: Callable[[Minter], str]) -> Builder:
+    return lambda bed: f"Bearer {make(bed)}"
+
+
+def _public_pem(bed: Minter) -> bytes:
+    public = bed.authority.key(bed.authority.signing_kid).private_key.public_key()
+    return public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def hs256_with_public_key(bed: Minter) -> str:
+    import hashlib
+    import hmac
+
+    signing_input = f"{seg({**bed.header(), 'alg': 'HS256'})}.{seg(bed.claims())}"
+    mac = hmac.new(_public_pem(bed), signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64(mac)}"
+
+
+def attacker_jwk() -> dict[str, Any]:
+    numbers = ATTACKER.public_key().public_numbers()
+    return {
+        "kty": "RSA",
+        "kid": "attacker",
+        "n": b64(numbers.n.to_bytes(256, "big")),
+        "e": b64(numbers.e.to_bytes(3, "big")),
+    }
+
+
+ISSUER_NEAR_MISSES: list[tuple[str, Callable[[Minter], str]]] = [
+    ("iss-trailing-slash", lambda bed: bed.authority.issuer + "/"),
+    ("iss-uppercase", lambda bed: bed.authority.issuer.upper()),
+    ("iss-http", lambda bed: bed.authority.issuer.replace("https://", "http://")),
+    ("iss-other-host", lambda bed: bed.authority.issuer.replace("ccflow.test", "ccflow.evil")),
+    ("iss-v1-on-v2-token", lambda bed: bed.authority.issuer_v1),
+    (
+        "iss-other-tenant",
+        lambda bed: bed.authority.issuer.replace(bed.authority.tenant_id, OTHER_TENANT_ID),
+    ),
+]
+
+BAD_REQUESTS: list[tuple[str, Builder, int, str | None, str]] = [
+    # no credential, or not a bearer one
+    ("no-header", lambda bed: None, 401, None, ""),
+    ("basic-scheme", lambda bed: "Basic dXNlcjpwYXNz", 401, None, ""),
+    # the header itself
+    ("two-headers", lambda bed: [f"Bearer {bed.mint()}"] * 2, 400, "invalid_request", "more than one"),
+    ("bearer-without-token", lambda bed: "Bearer", 400, "invalid_request", "without a token"),
+    ("empty-header", lambda bed: "", 400, "invalid_request", "empty"),
+    ("token-with-space", lambda bed: "Bearer abc def", 400, "invalid_request", "b64token"),
+    ("token-with-quote", lambda bed: 'Bearer ab"c.d.e', 400, "invalid_request", "b64token"),
+    ("token-with-bang", lambda bed: "Bearer !!!.a.b", 400, "invalid_request", "b64token"),
+    # malformed compact serialization
+    ("one-segment", bearer(lambda bed: "abcdef"), 401, "invalid_token", ""),
+    ("two-segments", bearer(lambda bed: "abc.def"), 401, "invalid_token", ""),
+    ("four-segments", bearer(lambda bed: bed.mint() + ".abc"), 401, "invalid_token", ""),
+    ("empty-segments", bearer(lambda bed: ".."), 401, "invalid_token", ""),
+    ("plus-slash-base64", bearer(lambda bed: "ab+/.cd+/.ef+/"), 401, "invalid_token", ""),
+    ("header-not-json", bearer(lambda bed: f"{b64(b'{not json')}.{seg({})}.c2ln"), 401, "invalid_token", ""),
+    ("header-json-list", bearer(lambda bed: f"{seg([1, 2])}.{seg({})}.c2ln"), 401, "invalid_token", ""),
+    ("payload-not-json", bearer(lambda bed: bed.rs(bed.header(), b"{nope")), 401, "invalid_token", ""),
+    ("payload-json-list", bearer(lambda bed: bed.rs(bed.header(), b"[1,2]")), 401, "invalid_token", ""),
+    ("signature-not-base64", bearer(lambda bed: bed.mint().rpartition(".")[0] + ".%%%"), 400, "invalid_request", "b64token"),
+    ("oversized", bearer(lambda bed: bed.mint(claims={"pad": "x" * 17000})), 401, "invalid_token", ""),
+    # algorithms
+    ("alg-none", bearer(lambda bed: f"{seg({**bed.header(), 'alg': 'none'})}.{seg(bed.claims())}."), 401, "invalid_token", "algorithm"),
+    ("alg-none-signed", bearer(lambda bed: bed.rs({**bed.header(), "alg": "none"}, json.dumps(bed.claims()).encode())), 401, "invalid_token", "algorithm"),
+    ("hs256-with-public-key", bearer(hs256_with_public_key), 401, "invalid_token", "algorithm"),
+    ("rs512-not-allowed", bearer(lambda bed: bed.rs({**bed.header(), "alg": "RS512"}, json.dumps(bed.claims()).encode(), alg="RS512")), 401, "invalid_token", "algorithm"),
+    ("ps256-not-allowed", bearer(lambda bed: bed.rs({**bed.header(), "alg": "PS256"}, json.dumps(bed.claims()).encode(), alg="PS256")), 401, "invalid_token", "algorithm"),
+    ("alg-missing", bearer(lambda bed: bed.rs({"typ": "JWT", "kid": bed.authority.signing_kid}, json.dumps(bed.claims()).encode())), 401, "invalid_token", ""),
+    # keys
+    ("kid-missing", bearer(lambda bed: bed.rs({"typ": "JWT", "alg": "RS256"}, json.dumps(bed.claims()).encode())), 401, "invalid_token", "kid"),
+    ("kid-unknown", bearer(lambda bed: bed.tokens.unknown_kid()), 401, "invalid_token", "kid"),
+    ("kid-not-a-string", bearer(lambda bed: bed.rs({**bed.header(), "kid": 7}, json.dumps(bed.claims()).encode())), 401, "invalid_token", "kid"),
+    ("wrong-key-known-kid", bearer(lambda bed: bed.rs(bed.header(), json.dumps(bed.claims()).encode(), key=ATTACKER)), 401, "invalid_token", "signature"),
+    ("jku-header-attacker-key", bearer(lambda bed: bed.rs({**bed.header(), "kid": "attacker", "jku": "https://evil.test/keys"}, json.dumps(bed.claims()).encode(), key=ATTACKER)), 401, "invalid_token", "kid"),
+    ("jwk-header-attacker-key", bearer(lambda bed: bed.rs({**bed.header(), "jwk": attacker_jwk()}, json.dumps(bed.claims()).encode(), key=ATTACKER)), 401, "invalid_token", "signature"),
+    ("x5c-header-attacker", bearer(lambda bed: bed.rs({**bed.header(), "x5c": ["MIIBIjAN"], "x5u": "https://evil.test/c"}, json.dumps(bed.claims()).encode(), key=ATTACKER)), 401, "invalid_token", "signature"),
+    ("claims-tampered", bearer(lambda bed: bed.tokens.tampered()), 401, "invalid_token", "signature"),
+    # time (leeway 60 s)
+    ("expired", bearer(lambda bed: bed.mint(claims={"exp": NOW - LEEWAY - 1})), 401, "invalid_token", "expired"),
+    ("expired-at-leeway-edge", bearer(lambda bed: bed.mint(claims={"exp": NOW - LEEWAY})), 401, "invalid_token", "expired"),
+    ("nbf-future", bearer(lambda bed: bed.mint(claims={"nbf": NOW + LEEWAY + 1})), 401, "invalid_token", "nbf"),
+    ("iat-future", bearer(lambda bed: bed.mint(claims={"iat": NOW + LEEWAY + 1})), 401, "invalid_token", "iat"),
+    ("exp-string", bearer(lambda bed: bed.mint(claims={"exp": str(NOW + 600)})), 401, "invalid_token", "exp"),
+    ("exp-bool", bearer(lambda bed: bed.mint(claims={"exp": True})), 401, "invalid_token", "exp"),
+    ("exp-missing", bearer(lambda bed: bed.mint(omit=["exp"])), 401, "invalid_token", "exp"),
+    ("nbf-string", bearer(lambda bed: bed.mint(claims={"nbf": "soon"})), 401, "invalid_token", "nbf"),
+    # issuer and version
+    *[(name, bearer(lambda bed, f=f: bed.mint(claims={"iss": f(bed)})), 401, "invalid_token", "issuer") for name, f in ISSUER_NEAR_MISSES],
+    ("iss-missing", bearer(lambda bed: bed.mint(omit=["iss"])), 401, "invalid_token", "iss"),
+    ("iss-number", bearer(lambda bed: bed.rs(bed.header(), json.dumps(bed.claims(iss=42)).encode())), 401, "invalid_token", "iss"),
+    ("other-tenant-token", bearer(lambda bed: bed.tokens.wrong_tenant()), 401, "invalid_token", "issuer"),
+    ("v1-token-not-accepted", bearer(lambda bed: bed.mint(version=1)), 401, "invalid_token", "v1.0"),
+    ("ver-missing", bearer(lambda bed: bed.mint(omit=["ver"])), 401, "invalid_token", "ver"),
+    # audience
+    ("aud-other-app", bearer(lambda bed: bed.tokens.wrong_audience()), 401, "invalid_token", "audience"),
+    ("aud-empty", bearer(lambda bed: bed.mint(claims={"aud": ""})), 401, "invalid_token", "aud"),
+    ("aud-number", bearer(lambda bed: bed.mint(claims={"aud": 12})), 401, "invalid_token", "aud"),
+    ("aud-empty-list", bearer(lambda bed: bed.mint(claims={"aud": []})), 401, "invalid_token", "aud"),
+    ("aud-uri-near-miss", bearer(lambda bed: bed.mint(claims={"aud": bed.authority.api("calc-api").identifier_uri + "/"})), 401, "invalid_token", "audience"),
+    ("aud-missing", bearer(lambda bed: bed.mint(omit=["aud"])), 401, "invalid_token", "aud"),
+    # callers
+    ("azp-not-allowed", bearer(lambda bed: bed.mint(claims={"azp": "11111111-2222-4333-8444-555555555555"})), 403, "insufficient_scope", "not allowed"),
+    ("azp-absent", bearer(lambda bed: bed.mint(omit=["azp"])), 401, "invalid_token", "azp"),
+    ("azp-number", bearer(lambda bed: bed.mint(claims={"azp": 5})), 401, "invalid_token", "azp"),
+    # roles: authorization only after validation
+    ("roles-absent", bearer(lambda bed: bed.mint(client="reader-client")), 403, "insufficient_scope", "invokeRole"),
+    ("roles-empty", bearer(lambda bed: bed.mint(roles=())), 403, "insufficient_scope", "invokeRole"),
+    ("roles-wrong-case", bearer(lambda bed: bed.mint(roles=["invokerole"])), 403, "insufficient_scope", "invokeRole"),
+    ("roles-other-role", bearer(lambda bed: bed.mint(roles=["readRole"])), 403, "insufficient_scope", "invokeRole"),
+    ("roles-a-string", bearer(lambda bed: bed.mint(claims={"roles": "invokeRole"})), 401, "invalid_token", "roles"),
+    ("delegated-scp-only", bearer(lambda bed: bed.mint(roles=(), claims={"scp": "invokeRole"})), 403, "insufficient_scope", "invokeRole"),
+    ("forged-without-role", bearer(lambda bed: bed.rs(bed.header(), json.dumps(bed.claims(roles=[])).encode(), key=ATTACKER)), 401, "invalid_token", "signature"),
+    ("expired-without-role", bearer(lambda bed: bed.mint(client="reader-client", claims={"exp": NOW - 3600})), 401, "invalid_token", "expired"),
+]  # fmt: skip

@@ -21,6 +21,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "ccflow._cli.verify",
     "ccflow._cli.demo",
     "ccflow._cli.authority",
+    "ccflow._cli.gate",
 )
 
 

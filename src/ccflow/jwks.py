@@ -1,19 +1,24 @@
 """Fetching signing keys: discovery and JWKS over HTTP, cached, single flight.
 
-:class:`AsyncJWKSCache` (``httpx.AsyncClient``) serves :class:`~ccflow.TokenValidator` (the
-CLI's ``ccflow verify`` drives it with ``asyncio.run``). It only waits: which URL to fetch and
-what the answer means is a generator (``_refresh_flow``), and every policy decision (TTL,
-unknown-``kid`` cooldown, failure backoff, max-stale) lives in :mod:`ccflow._core.jwks`.
+:class:`AsyncJWKSCache` serves :class:`~ccflow.TokenValidator`: :meth:`~AsyncJWKSCache.get_key`
+waits with an ``httpx.AsyncClient`` (the CLI's ``ccflow verify`` drives it with
+``asyncio.run``), :meth:`~AsyncJWKSCache.get_key_sync` blocks its thread with an
+``httpx.Client`` (WSGI: Flask, Django). Both faces share one cache state and only wait: which
+URL to fetch and what the answer means is a generator (``_refresh_flow``), and every policy
+decision (TTL, unknown-``kid`` cooldown, failure backoff, max-stale) lives in
+:mod:`ccflow._core.jwks`.
 
-However many requests wait, at most one discovery or JWKS fetch is in flight: the first
-request fetches under a lock, the others re-decide once it is done. While a fetch is in
-flight, a request whose ``kid`` is cached (and within ``max_stale``) does not wait for it.
+However many requests wait, at most one discovery or JWKS fetch is in flight per face: the
+first request fetches under a lock (an ``asyncio.Lock``, or a ``threading.Lock`` for
+threads), the others re-decide once it is done. While a fetch is in flight, a request whose
+``kid`` is cached (and within ``max_stale``) does not wait for it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
@@ -33,7 +38,7 @@ from ccflow._core.jwks import (
     parse_jwks,
 )
 from ccflow._core.urls import require_secure_url
-from ccflow._http import new_async_client, untrusted_certificate
+from ccflow._http import new_async_client, new_client, untrusted_certificate
 from ccflow.errors import ConfigurationError, InvalidTokenError, KeysUnavailableError
 
 __all__ = ["AsyncJWKSCache", "DiscoverySource", "KeySourcePlan"]
@@ -112,6 +117,18 @@ def _secure(url: httpx.URL) -> bool:
     return True
 
 
+def _redirect(response: httpx.Response, url: str) -> str | None:
+    """Where a redirect answer points (an ``https://`` or loopback URL), ``""`` for a redirect
+    not to follow, ``None`` for an answer that is no redirect."""
+    target = response.next_request
+    if not (response.has_redirect_location and target is not None):
+        return None
+    if not _secure(target.url):
+        logger.warning("GET %s redirects to a plain http:// URL; not followed", url)
+        return ""
+    return str(target.url)
+
+
 async def _get(client: httpx.AsyncClient, url: str) -> _Answer | None:
     """GET a discovery or JWKS document, following up to a few redirects, each to an
     ``https://`` (or loopback ``http://``) URL checked before it is requested; the body is
@@ -119,12 +136,11 @@ async def _get(client: httpx.AsyncClient, url: str) -> _Answer | None:
     first = url
     for _ in range(_MAX_REDIRECTS + 1):
         async with client.stream("GET", url, follow_redirects=False) as response:
-            target = response.next_request
-            if response.has_redirect_location and target is not None:
-                if not _secure(target.url):
-                    logger.warning("GET %s redirects to a plain http:// URL; not followed", url)
-                    return None
-                url = str(target.url)
+            target = _redirect(response, url)
+            if target == "":
+                return None
+            if target is not None:
+                url = target
                 continue
             body = bytearray()
             async for chunk in response.aiter_bytes():
@@ -134,6 +150,34 @@ async def _get(client: httpx.AsyncClient, url: str) -> _Answer | None:
             return _Answer(response.status_code, bytes(body), _retry_after(response))
     logger.warning("GET %s: more than %d redirects", first, _MAX_REDIRECTS)
     return None
+
+
+def _get_sync(client: httpx.Client, url: str) -> _Answer | None:
+    """:func:`_get` for a blocking ``httpx.Client``."""
+    first = url
+    for _ in range(_MAX_REDIRECTS + 1):
+        with client.stream("GET", url, follow_redirects=False) as response:
+            target = _redirect(response, url)
+            if target == "":
+                return None
+            if target is not None:
+                url = target
+                continue
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > _MAX_DOCUMENT_BYTES:
+                    break  # enough to know it is too large
+            return _Answer(response.status_code, bytes(body), _retry_after(response))
+    logger.warning("GET %s: more than %d redirects", first, _MAX_REDIRECTS)
+    return None
+
+
+def _log_failure(url: str, exc: Exception) -> None:
+    """Log a GET that raised; the caller takes it for no answer (503 with backoff, never 401)."""
+    # Whatever the HTTP client raises means no keys: a 401 would make clients drop good tokens.
+    level, why = _fetch_failure(exc)
+    logger.log(level, "GET %s %s", url, why)
 
 
 def _fetch_failure(exc: Exception) -> tuple[int, str]:
@@ -156,13 +200,15 @@ def _fetch_failure(exc: Exception) -> tuple[int, str]:
 
 
 class AsyncJWKSCache:
-    """Signing keys for async code (``httpx.AsyncClient``), single flight.
+    """Signing keys, single flight: awaited (``httpx.AsyncClient``) or, from threads, blocking
+    (``httpx.Client``), both faces over one cache state.
 
     ::
 
         cache = AsyncJWKSCache(plan, algorithms=frozenset({"RS256"}))
         key = await cache.get_key(kid)   # InvalidTokenError("key") / KeysUnavailableError
-        await cache.aclose()
+        key = cache.get_key_sync(kid)    # the same, from a WSGI worker thread
+        await cache.aclose()             # and cache.close() for the blocking client
     """
 
     def __init__(
@@ -173,6 +219,7 @@ class AsyncJWKSCache:
         policy: RefreshPolicy | None = None,
         clock: Callable[[], float] = time.time,
         http_client: httpx.AsyncClient | None = None,
+        sync_http_client: httpx.Client | None = None,
     ) -> None:
         self._plan = plan
         self._algorithms = algorithms
@@ -189,6 +236,11 @@ class AsyncJWKSCache:
         self._client: httpx.AsyncClient | None = http_client or new_async_client(_DEFAULT_TIMEOUT)
         self._lock = asyncio.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
+        # The blocking face: its client is made on first use (under the lock), since most
+        # validators never block; its CA bundle was checked with the async client's.
+        self._owns_sync_client = sync_http_client is None
+        self._sync_client = sync_http_client
+        self._thread_lock = threading.Lock()
 
     @property
     def issuers(self) -> tuple[IssuerRule, ...]:
@@ -303,10 +355,45 @@ class AsyncJWKSCache:
                 try:
                     answer = await _get(self._http(), url)
                 except Exception as exc:
-                    # Whatever the HTTP client raises means no keys: a 503 with backoff, never
-                    # a 401 (which makes clients drop good tokens).
-                    level, why = _fetch_failure(exc)
-                    logger.log(level, "GET %s %s", url, why)
+                    _log_failure(url, exc)
+                    answer = None
+                url = flow.send(answer)
+        except StopIteration:
+            return
+
+    def get_key_sync(self, kid: str) -> SigningKey:
+        """:meth:`get_key` for threads: blocks while the one fetch of this face runs."""
+        state = self._state
+        lock = self._thread_lock
+        action = decide(state, kid, self._clock(), self._policy, fetching=lock.locked())
+        if action is KeyAction.USE:
+            assert state.keys is not None
+            return state.keys.keys[kid]
+        if action is KeyAction.FETCH:
+            with lock:
+                # Whoever held the lock before us may have fetched already: decide again.
+                if self._decide(kid) is KeyAction.FETCH:
+                    self._run_sync()
+        return self._final(kid)
+
+    def refresh_sync(self) -> None:
+        """:meth:`refresh` for threads."""
+        with self._thread_lock:
+            self._run_sync()
+
+    def _run_sync(self) -> None:
+        """:meth:`_run` with blocking GETs (called under the thread lock)."""
+        if self._sync_client is None:
+            self._sync_client = new_client(_DEFAULT_TIMEOUT)
+        flow = self._refresh_flow()
+        try:
+            url = next(flow)
+            while True:
+                answer: _Answer | None
+                try:
+                    answer = _get_sync(self._sync_client, url)
+                except Exception as exc:
+                    _log_failure(url, exc)
                     answer = None
                 url = flow.send(answer)
         except StopIteration:
@@ -329,7 +416,15 @@ class AsyncJWKSCache:
         return self._client
 
     async def aclose(self) -> None:
-        """Close the HTTP client if this cache created it."""
+        """Close the HTTP clients this cache created."""
+        self.close()
         if self._owns_client and self._client is not None:
             await self._client.aclose()
             self._client = None
+
+    def close(self) -> None:
+        """Close the blocking HTTP client if this cache created it (made again if used)."""
+        with self._thread_lock:
+            if self._owns_sync_client and self._sync_client is not None:
+                self._sync_client.close()
+                self._sync_client = None

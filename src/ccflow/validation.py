@@ -14,9 +14,11 @@ tokens without ``tid``/``ver``, with ``typ: at+jwt`` or a resource-URI ``aud`` a
 and a token with a ``nonce`` claim (an ID token) is refused.
 
 :meth:`TokenValidator.validate` is the one path every token takes, top to bottom: size cap,
-cache lookup, parse, key, signature, claims, cache store. The cache holds verdicts on tokens
-that passed every check, keyed by the SHA-256 digest of the token (never the token), each
-until its own ``exp`` and only while the key that verified it is still in the JWKS.
+cache lookup, parse, key, signature, claims, cache store; :meth:`TokenValidator.validate_sync`
+takes the same steps and differs only in how it waits for the key. The cache holds verdicts
+on tokens that passed every check, keyed by the SHA-256 digest of the token (never the
+token), each until its own ``exp`` and only while the key that verified it is still in the
+JWKS.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from cachetools import TLRUCache
 
 from ccflow._config import ARGUMENTS, SettingNames
 from ccflow._core.claims import ClaimRules, ValidatedToken, check_claims
+from ccflow._core.jwks import SigningKey
 from ccflow._core.jws import (
     DEFAULT_MAX_TOKEN_SIZE,
     ParsedToken,
@@ -85,6 +88,8 @@ class TokenValidator:
     - ``algorithms``: allowed signing algorithms (default ``["RS256"]``; never ``none``/HS*);
     - ``jwks_uri``: take keys from here instead of the discovery document's ``jwks_uri``;
     - ``http_client``: an ``httpx.AsyncClient`` for discovery and JWKS (not closed by us);
+    - ``sync_http_client``: an ``httpx.Client`` for the same, used by :meth:`validate_sync`
+      (not closed by us);
     - ``clock``: callable returning Unix seconds (default ``time.time``);
     - ``max_token_size`` (default 16 KiB), ``cache_size`` (verified tokens kept, default
       4096), ``jwks_ttl`` (3600 s), ``jwks_cooldown`` (unknown-``kid`` refetch at most once
@@ -108,6 +113,7 @@ class TokenValidator:
         algorithms: Iterable[str] = ("RS256",),
         jwks_uri: str | None = None,
         http_client: httpx.AsyncClient | None = None,
+        sync_http_client: httpx.Client | None = None,
         clock: Callable[[], float] = time.time,
         max_token_size: int = DEFAULT_MAX_TOKEN_SIZE,
         cache_size: int = 4096,
@@ -135,6 +141,7 @@ class TokenValidator:
             require_typ=require_typ,
         )
         _check_runtime(http_client, clock, ARGUMENTS)
+        _check_sync_client(sync_http_client, ARGUMENTS)
         self._config = config
         self._clock = clock
         self._keys = AsyncJWKSCache(
@@ -143,6 +150,7 @@ class TokenValidator:
             policy=config.key_policy,
             clock=clock,
             http_client=http_client,
+            sync_http_client=sync_http_client,
         )
         self._rules: ClaimRules = config.rules
         self._cache: TLRUCache[bytes, _Verified] | None = None
@@ -182,7 +190,11 @@ class TokenValidator:
         settings.update(overrides)
         for setting in overrides:
             names.pop(setting, None)  # a value passed in is named as the argument it is
-        runtime = {k: settings.pop(k) for k in ("http_client", "clock") if k in settings}
+        runtime = {
+            k: settings.pop(k)
+            for k in ("http_client", "sync_http_client", "clock")
+            if k in settings
+        }
         # Checked under the variables' names first; the constructor then checks the same
         # values again, which can no longer fail.
         ValidatorConfig.build(SettingNames(names), env, **settings)
@@ -205,6 +217,25 @@ class TokenValidator:
         :class:`~ccflow.errors.InsufficientScopeError` or
         :class:`~ccflow.errors.KeysUnavailableError`.
         """
+        step = self._before_key(token)
+        if isinstance(step, ValidatedToken):
+            return step
+        return self._after_key(step, await self._keys.get_key(step.parsed.kid))
+
+    def validate_sync(self, token: str) -> ValidatedToken:
+        """:meth:`validate` for synchronous code (WSGI: Flask, Django), blocking its thread
+        while keys are fetched; the same checks, the same keys and the same cache of verdicts.
+
+        Keys come through ``sync_http_client`` (an ``httpx.Client``; one of ccflow's own when
+        not given); threads waiting on a cold cache share one fetch.
+        """
+        step = self._before_key(token)
+        if isinstance(step, ValidatedToken):
+            return step
+        return self._after_key(step, self._keys.get_key_sync(step.parsed.kid))
+
+    def _before_key(self, token: str) -> ValidatedToken | _Parsed:
+        """The steps before the signing key: size cap, cache lookup, parse, ``typ``."""
         config = self._config
         digest = hashlib.sha256(encoded(token, config.max_token_size)).digest()
         cached = self._cached(digest)
@@ -214,7 +245,11 @@ class TokenValidator:
         self._misses += 1
         parsed = parse_compact(token, algorithms=config.algorithms, max_size=config.max_token_size)
         self._check_type(parsed)
-        key = await self._keys.get_key(parsed.kid)
+        return _Parsed(digest, parsed)
+
+    def _after_key(self, step: _Parsed, key: SigningKey) -> ValidatedToken:
+        """The steps after the signing key: algorithm fit, signature, claims, cache store."""
+        parsed = step.parsed
         if parsed.alg not in key.algorithms:
             raise InvalidTokenError(
                 "the token's algorithm does not fit its signing key", reason="algorithm"
@@ -222,7 +257,7 @@ class TokenValidator:
         verify_signature(parsed, key.public_key)
         verdict = check_claims(parsed.claims, self._claim_rules(), now=self._clock())
         if self._cache is not None:
-            self._cache[digest] = _Verified(verdict, parsed.kid)
+            self._cache[step.digest] = _Verified(verdict, parsed.kid)
         return verdict
 
     def cache_info(self) -> CacheInfo:
@@ -258,14 +293,26 @@ class TokenValidator:
         return self._rules
 
     async def aclose(self) -> None:
-        """Close the HTTP client if the validator created it."""
+        """Close the HTTP clients the validator created."""
         await self._keys.aclose()
+
+    def close(self) -> None:
+        """Close the blocking HTTP client the validator created (what WSGI apps call)."""
+        self._keys.close()
 
     async def __aenter__(self) -> TokenValidator:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    """A token parsed but not yet verified, and its digest (the cache key)."""
+
+    digest: bytes
+    parsed: ParsedToken
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,3 +337,12 @@ def _check_runtime(http_client: object, clock: object, names: SettingNames) -> N
         )
     if not callable(clock):
         raise names.error("clock", "must be a callable returning Unix seconds")
+
+
+def _check_sync_client(sync_http_client: object, names: SettingNames) -> None:
+    """The blocking face's HTTP client: an ``httpx.Client`` or nothing."""
+    if sync_http_client is not None and not isinstance(sync_http_client, httpx.Client):
+        raise names.error(
+            "sync_http_client",
+            f"must be an httpx.Client, got {type(sync_http_client).__name__}",
+        )

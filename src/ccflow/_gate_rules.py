@@ -1,0 +1,224 @@
+"""The gate's rules: which roles or scopes a path and method need, and the path they apply to.
+
+No IO. A rules file (TOML)::
+
+    [default]                  # paths no route covers; without it they are refused (403)
+    roles = ["invokeRole"]
+
+    [[route]]
+    path = "/calc"             # this path and everything below it ("/calc/...")
+    methods = ["GET", "POST"]  # optional; any method when absent (GET also allows HEAD)
+    roles = ["invokeRole"]     # app tokens holding a role ...
+    scopes = ["Calc.Read"]     # ... or delegated tokens holding a scope (scp)
+    match = "any"              # or "all", for roles and scopes alike
+
+    [[route]]
+    path = "/healthz"
+    public = true              # served without a token
+
+The longest route prefix wins, on whole segments (``/calc`` covers ``/calc/add``, not
+``/calculator``); among the routes of that prefix, the one listing the method. A method no
+route of the longest prefix lists is refused, rather than falling back to a shorter prefix.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+from urllib.parse import unquote
+
+from ccflow._bearer import Match, Verdict, checked_roles
+from ccflow.errors import ConfigurationError, InsufficientScopeError, InvalidRequestError
+
+__all__ = ["Rule", "Rules", "check_rule", "checked_method", "normalized_path"]
+
+_METHOD: Final = re.compile(r"[A-Z]{1,20}")
+_ROUTE_KEYS: Final = frozenset({"path", "methods", "roles", "scopes", "match", "public"})
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """What a request needs: any (or all) of ``roles`` or of ``scopes``; nothing if public."""
+
+    roles: tuple[str, ...] = ()
+    scopes: tuple[str, ...] = ()
+    match: Match = "any"
+    public: bool = False
+    path: str = ""
+    methods: frozenset[str] | None = None
+
+    def allows_method(self, method: str) -> bool:
+        """Whether the rule covers ``method`` (``HEAD`` rides on ``GET``)."""
+        if self.methods is None:
+            return True
+        return method in self.methods or (method == "HEAD" and "GET" in self.methods)
+
+
+def check_rule(rule: Rule, verdict: Verdict) -> None:
+    """Raise ``InsufficientScopeError`` unless ``verdict`` satisfies ``rule``: its roles, or
+    else its scopes (an app token or a delegated one)."""
+    if not rule.roles and not rule.scopes:
+        return
+    if rule.roles:
+        try:
+            verdict.require_roles(rule.roles, match=rule.match)
+            return
+        except InsufficientScopeError:
+            if not rule.scopes:
+                raise
+    if _holds_scopes(verdict, rule.scopes, rule.match):
+        return
+    wanted = (*rule.roles, *rule.scopes)
+    raise InsufficientScopeError(
+        f"the token lacks the required role or scope ({', '.join(wanted)})",
+        reason="scope",
+        required=wanted,
+    )
+
+
+def _holds_scopes(verdict: Verdict, scopes: Sequence[str], match: Match) -> bool:
+    """Whether the token's ``scp`` holds any (or all) of ``scopes``."""
+    # TODO(issue 16): replace by the shared, framework-neutral scope check in
+    # ccflow._core.claims once it lands (the delegated-scopes work); same semantics.
+    scp = verdict.claims.get("scp")
+    held = set(scp.split()) if isinstance(scp, str) else set()
+    if not scopes:
+        return False
+    return any(s in held for s in scopes) if match == "any" else all(s in held for s in scopes)
+
+
+class Rules:
+    """Routes by path prefix and method, and the rule for paths no route covers."""
+
+    def __init__(self, routes: Sequence[Rule] = (), default: Rule | None = None) -> None:
+        self.default = default
+        self._by_prefix: dict[str, list[Rule]] = {}
+        for route in routes:
+            self._by_prefix.setdefault(route.path, []).append(route)
+
+    @classmethod
+    def from_toml(cls, path: str, *, default: Rule | None = None) -> Rules:
+        """Read a rules file; ``default`` (from ``--role``) must not clash with its own."""
+        try:
+            with open(path, "rb") as file:
+                document = tomllib.load(file)
+        except OSError as exc:
+            raise ConfigurationError(f"--rules: cannot read {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigurationError(f"--rules: {path} is not TOML: {exc}") from None
+        return cls.from_mapping(document, default=default, source=path)
+
+    @classmethod
+    def from_mapping(
+        cls, document: Mapping[str, Any], *, default: Rule | None = None, source: str = "rules"
+    ) -> Rules:
+        """Rules from a parsed document (see the module docstring)."""
+        unknown = set(document) - {"default", "route"}
+        if unknown:
+            raise ConfigurationError(f"{source}: unknown table(s): {', '.join(sorted(unknown))}")
+        if "default" in document:
+            if default is not None:
+                raise ConfigurationError(f"{source}: [default] and --role both set the default")
+            default = _rule(document["default"], f"{source} [default]", route=False)
+        routes = document.get("route", [])
+        if not isinstance(routes, list):
+            raise ConfigurationError(f"{source}: route must be an array of tables ([[route]])")
+        rules = [_rule(r, f"{source} route #{i + 1}", route=True) for i, r in enumerate(routes)]
+        return cls(rules, default)
+
+    def rule_for(self, path: str, method: str) -> Rule | None:
+        """The rule for a normalised ``path`` and ``method``; ``None``: refused."""
+        prefix = path
+        while True:
+            routes = self._by_prefix.get(prefix)
+            if routes is not None:
+                return next((r for r in routes if r.allows_method(method)), None)
+            if prefix == "/":
+                return self.default
+            prefix = prefix.rsplit("/", 1)[0] or "/"
+
+
+def _strings(value: object, where: str, key: str) -> tuple[str, ...]:
+    """A list of non-empty strings."""
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigurationError(f"{where}: {key} must be a list of non-empty strings")
+    return tuple(value)
+
+
+def _rule(table: object, where: str, *, route: bool) -> Rule:
+    """One ``[[route]]`` or ``[default]`` table, checked."""
+    if not isinstance(table, Mapping):
+        raise ConfigurationError(f"{where}: must be a table")
+    unknown = set(table) - _ROUTE_KEYS - ({"path", "methods"} if not route else set())
+    if unknown or (not route and {"path", "methods"} & set(table)):
+        bad = unknown | ({"path", "methods"} & set(table) if not route else set())
+        raise ConfigurationError(f"{where}: unknown key(s): {', '.join(sorted(bad))}")
+    roles = _strings(table.get("roles", []), where, "roles")
+    scopes = _strings(table.get("scopes", []), where, "scopes")
+    match: Literal["any", "all"] = table.get("match", "any")
+    checked_roles(where, roles, match)
+    public = table.get("public", False)
+    if not isinstance(public, bool):
+        raise ConfigurationError(f"{where}: public must be true or false")
+    if public == bool(roles or scopes):
+        raise ConfigurationError(f"{where}: give roles and/or scopes, or public = true")
+    if not route:
+        return Rule(roles, scopes, match, public)
+    path = table.get("path")
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise ConfigurationError(f"{where}: path must be a string starting with '/'")
+    try:
+        normal = normalized_path(path) == (path.rstrip("/") or "/")
+    except InvalidRequestError:
+        normal = False
+    if not normal:
+        raise ConfigurationError(f"{where}: path {path!r} is not in normal form")
+    methods = None
+    if "methods" in table:
+        methods = frozenset(m.upper() for m in _strings(table["methods"], where, "methods"))
+        if not all(_METHOD.fullmatch(m) for m in methods):
+            raise ConfigurationError(f"{where}: methods must be HTTP method names")
+    return Rule(roles, scopes, match, public, path.rstrip("/") or "/", methods)
+
+
+def normalized_path(raw: str) -> str:
+    """The path a rule is matched against: query dropped, percent-decoded once, ``.`` and
+    ``..`` segments resolved, repeated slashes merged, no trailing slash.
+
+    Raises ``InvalidRequestError`` (400) for what an upstream might read differently: an
+    encoded ``/``, ``\\`` or control character, a ``%`` left after decoding (double
+    encoding), a ``..`` above the root, or not a path at all.
+    """
+    path = raw.split("?", 1)[0].split("#", 1)[0]
+    if not path.startswith("/"):
+        raise InvalidRequestError("the original request's path is not an absolute path")
+    lowered = path.lower()
+    if "%2f" in lowered or "%5c" in lowered:
+        raise InvalidRequestError("the original request's path holds an encoded slash")
+    try:
+        decoded = unquote(path, errors="strict") if "%" in path else path
+    except UnicodeDecodeError:
+        raise InvalidRequestError("the original request's path is not UTF-8") from None
+    if "%" in decoded or "\\" in decoded or any(ord(c) < 0x20 or ord(c) == 0x7F for c in decoded):
+        raise InvalidRequestError("the original request's path is ambiguous once decoded")
+    segments: list[str] = []
+    for segment in decoded.split("/"):
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if not segments:
+                raise InvalidRequestError("the original request's path climbs above the root")
+            segments.pop()
+            continue
+        segments.append(segment)
+    return "/" + "/".join(segments)
+
+
+def checked_method(raw: str) -> str:
+    """An HTTP method name, or ``InvalidRequestError``."""
+    if _METHOD.fullmatch(raw) is None:
+        raise InvalidRequestError("the original request's method is not an HTTP method")
+    return raw

@@ -1,0 +1,219 @@
+"""The gate in-process: rules by path and method, where the original request comes from,
+path normalisation, identity headers, and the refusals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from tests.support import NOW
+
+from ccflow._gate_rules import normalized_path
+from ccflow.authority import Authority
+from ccflow.errors import ConfigurationError, InvalidRequestError
+from ccflow.gate import Gate, Rules, parse_upstream_headers
+from ccflow.gate import gate_rules as build_rules
+
+RULES = {
+    "default": {"roles": ["invokeRole"]},
+    "route": [
+        {"path": "/admin", "roles": ["adminRole"]},
+        {"path": "/reports", "methods": ["GET"], "scopes": ["Reports.Read"]},
+        {"path": "/calc", "roles": ["invokeRole"], "scopes": ["Calc.Read"]},
+        {"path": "/healthz", "public": True},
+    ],
+}
+
+
+async def ask(
+    gate: Gate, path: str = "/", token: str | None = None, **headers: str
+) -> httpx.Response:
+    sent = {k.replace("_", "-"): v for k, v in headers.items()}
+    if token is not None:
+        sent["Authorization"] = f"Bearer {token}"
+    transport = httpx.ASGITransport(app=gate)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gate") as client:
+        return await client.get(path, headers=sent)
+
+
+def mint(authority: Authority, **options: Any) -> str:
+    return authority.mint(now=NOW, **options)
+
+
+@pytest.mark.anyio
+async def test_allowed_request_gets_the_identity_headers(
+    authority: Authority, make_gate: Any
+) -> None:
+    response = await ask(make_gate(), "/anything", mint(authority))
+    assert response.status_code == 200
+    assert response.headers["x-ccflow-client-id"] == authority.client("calc-client").client_id
+    assert response.headers["x-ccflow-tenant-id"] == authority.tenant_id
+    assert response.headers["x-ccflow-roles"] == "invokeRole"
+    assert "x-ccflow-scopes" not in response.headers
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("headers", "status", "error"),
+    [
+        ({}, 401, None),
+        ({"Authorization": "Basic dXNlcjpwYXNz"}, 401, None),
+        ({"Authorization": "Bearer a b"}, 400, "invalid_request"),
+        ({"Authorization": "Bearer abc.def.ghi"}, 401, "invalid_token"),
+    ],
+)
+async def test_refusals_carry_the_rfc6750_challenge(
+    make_gate: Any, headers: dict[str, str], status: int, error: str | None
+) -> None:
+    response = await ask(make_gate(), "/x", **headers)
+    assert response.status_code == status
+    challenge = response.headers["www-authenticate"]
+    assert challenge.startswith('Bearer realm="')
+    assert (f'error="{error}"' in challenge) if error else ("error=" not in challenge)
+    assert response.headers["x-ccflow-error"] == (error or "unauthorized")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("path", "method", "options", "status"),
+    [
+        ("/calc/add", "GET", {}, 200),  # role
+        ("/calc/add", "GET", {"roles": (), "claims": {"scp": "Calc.Read"}}, 200),  # scope
+        ("/calc/add", "GET", {"roles": (), "claims": {"scp": "Other"}}, 403),
+        ("/calculator", "GET", {}, 200),  # not under /calc: the default rule
+        ("/admin", "GET", {}, 403),
+        ("/admin/users", "DELETE", {}, 403),
+        ("/reports/q1", "GET", {"claims": {"scp": "Reports.Read"}}, 200),
+        ("/reports/q1", "HEAD", {"claims": {"scp": "Reports.Read"}}, 200),
+        ("/reports/q1", "DELETE", {"claims": {"scp": "Reports.Read"}}, 403),  # no fallback
+        ("/healthz", "GET", None, 200),
+    ],
+)
+async def test_rules_pick_by_longest_prefix_and_method(
+    authority: Authority, make_gate: Any, path: str, method: str, options: Any, status: int
+) -> None:
+    token = None if options is None else mint(authority, **options)
+    response = await ask(
+        make_gate(RULES), "/", token, X_Forwarded_Uri=path, X_Forwarded_Method=method
+    )
+    assert response.status_code == status, response.headers
+
+
+@pytest.mark.anyio
+async def test_no_default_rule_refuses_uncovered_paths_before_reading_the_token(
+    make_gate: Any,
+) -> None:
+    response = await ask(
+        make_gate({"route": [{"path": "/api", "roles": ["invokeRole"]}]}), "/other"
+    )
+    assert response.status_code == 403
+    assert 'error="insufficient_scope"' in response.headers["www-authenticate"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X_Forwarded_Uri": "/admin"},  # Traefik
+        {"X_Original_URI": "/admin?x=1"},  # nginx
+        {"X_Original_URI": "/api/../admin"},
+        {"X_Original_URI": "/api/%2e%2e/admin"},
+        {"X_Original_URI": "//admin/"},
+        {"X_Original_URI": "/%61dmin"},
+    ],
+)
+async def test_the_original_path_is_judged_normalised(
+    authority: Authority, make_gate: Any, headers: dict[str, str]
+) -> None:
+    # The gate's own path is public; the original one is /admin, which needs adminRole.
+    response = await ask(make_gate(RULES), "/healthz", mint(authority), **headers)
+    assert response.status_code == 403
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X_Forwarded_Uri": "/healthz", "X_Original_URI": "/admin"},
+        {"X_Forwarded_Method": "GET", "X_Original_Method": "POST"},
+        {"X_Original_URI": "/api%2f..%2fadmin"},
+        {"X_Original_URI": "/api/%252e%252e/admin"},
+        {"X_Original_URI": "/../admin"},
+        {"X_Original_URI": "/a%00b"},
+        {"X_Original_URI": "/a%ffb"},
+        {"X_Original_URI": "admin"},
+        {"X_Original_Method": "G E T"},
+    ],
+)
+async def test_ambiguous_original_requests_are_400(make_gate: Any, headers: dict[str, str]) -> None:
+    response = await ask(make_gate(RULES), "/healthz", **headers)
+    assert response.status_code == 400
+    assert 'error="invalid_request"' in response.headers["www-authenticate"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "normal"),
+    [("/", "/"), ("/a/b/", "/a/b"), ("/a/./b", "/a/b"), ("/a/b/..", "/a"), ("/a%20b?q#f", "/a b")],
+)
+def test_normalized_path(raw: str, normal: str) -> None:
+    assert normalized_path(raw) == normal
+
+
+def test_normalized_path_refuses_climbing_above_the_root() -> None:
+    with pytest.raises(InvalidRequestError):
+        normalized_path("/a/../../b")
+
+
+@pytest.mark.anyio
+async def test_upstream_headers_carry_clean_claims_only(
+    authority: Authority, make_gate: Any
+) -> None:
+    gate = make_gate(upstream_headers={"X-Oid": "oid", "X-Evil": "evil", "X-Missing": "nope"})
+    token = mint(authority, claims={"oid": "1234", "evil": "a\r\nSet-Cookie: x=1"})
+    response = await ask(gate, "/", token)
+    assert response.headers["x-oid"] == "1234"
+    assert "x-evil" not in response.headers
+    assert "x-missing" not in response.headers
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ({"route": [{"path": "api", "roles": ["r"]}]}, "path"),
+        ({"route": [{"path": "/api/../x", "roles": ["r"]}]}, "normal form"),
+        ({"route": [{"path": "/api"}]}, "public = true"),
+        ({"route": [{"path": "/api", "roles": ["r"], "public": True}]}, "public = true"),
+        ({"route": [{"path": "/api", "roles": ["r"], "methods": ["g e t"]}]}, "methods"),
+        ({"route": [{"path": "/api", "roles": ["r"], "role": "x"}]}, "unknown key"),
+        ({"route": [{"path": "/api", "roles": "r"}]}, "list"),
+        ({"default": {"roles": ["r"], "path": "/"}}, "unknown key"),
+        ({"routes": []}, "unknown table"),
+        ({"route": {"path": "/"}}, "array"),
+    ],
+)
+def test_bad_rules_are_configuration_errors(document: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        Rules.from_mapping(document)
+
+
+def test_rules_file_and_role_flags(tmp_path: Any) -> None:
+    path = tmp_path / "rules.toml"
+    path.write_text('[[route]]\npath = "/api"\nroles = ["invokeRole"]\n')
+    rules = build_rules(["invokeRole"], str(path))
+    assert rules.default is not None
+    assert rules.rule_for("/api/x", "GET") is not None
+    path.write_text('[default]\nroles = ["x"]\n')
+    with pytest.raises(ConfigurationError, match="both"):
+        build_rules(["invokeRole"], str(path))
+    with pytest.raises(ConfigurationError, match="--role or --rules"):
+        build_rules([], None)
+    path.write_text("not = = toml")
+    with pytest.raises(ConfigurationError, match="not TOML"):
+        build_rules([], str(path))
+
+
+@pytest.mark.parametrize("value", ["X-Oid", "=oid", "X Oid=oid", "X-Ccflow-Roles=roles"])
+def test_bad_upstream_headers_are_refused(value: str) -> None:
+    with pytest.raises(ConfigurationError, match="upstream-header"):
+        parse_upstream_headers([value])
