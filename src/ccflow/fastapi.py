@@ -1,7 +1,7 @@
 """FastAPI: a dependency that requires a valid bearer token and returns its claims.
 
-Needs the ``fastapi`` extra (``pip install 'ccflow[fastapi]'``); ``ccflow.starlette`` never
-imports FastAPI. The dependency declares an HTTP bearer security scheme, so the OpenAPI
+Needs the ``fastapi`` extra (``pip install 'ccflow-oauth[fastapi]'``); ``ccflow.starlette``
+never imports FastAPI. The dependency declares an HTTP bearer security scheme, so the OpenAPI
 document (and Swagger UI's "Authorize" button) shows the route as protected::
 
     from typing import Annotated, Any

@@ -91,7 +91,7 @@ def ccflow_authority_mock(ccflow_authority: Authority) -> Iterator[Authority]:
         import respx
     except ImportError:  # respx comes with the `testing` extra, not with ccflow itself
         raise ImportError(
-            "the ccflow_authority_mock fixture needs respx: pip install 'ccflow[testing]'"
+            "the ccflow_authority_mock fixture needs respx: pip install 'ccflow-oauth[testing]'"
         ) from None
 
     with respx.mock(assert_all_called=False) as router:

@@ -218,7 +218,7 @@ def test_mock_passes_other_hosts_through(pytester: pytest.Pytester) -> None:
 
 
 def test_mock_without_respx_says_which_extra_to_install(pytester: pytest.Pytester) -> None:
-    # respx comes with the `testing` extra only: a plain `pip install ccflow` has the plugin
+    # respx comes with the `testing` extra only: a plain `pip install ccflow-oauth` has the plugin
     # but not respx, and the fixture failed with a bare ModuleNotFoundError.
     pytester.makepyfile(
         """
@@ -234,4 +234,6 @@ def test_mock_without_respx_says_which_extra_to_install(pytester: pytest.Pyteste
     )
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-p", "no:hypothesispytest")
     result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*ccflow_authority_mock fixture needs respx*ccflow[[]testing[]]*"])
+    result.stdout.fnmatch_lines(
+        ["*ccflow_authority_mock fixture needs respx*ccflow-oauth[[]testing[]]*"]
+    )
