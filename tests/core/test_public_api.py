@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import re
 import tomllib
@@ -135,3 +136,22 @@ def test_the_readme_says_the_import_name_is_shared_with_another_package() -> Non
     assert "pip install ccflow-oauth" in install
     assert "unrelated package on PyPI named `ccflow`" in install
     assert "don't install both" in install
+
+
+PUBLIC_MODULES = [
+    "ccflow",
+    "ccflow.errors",
+    "ccflow.credentials",
+    "ccflow.httpx_auth",
+    "ccflow.starlette",
+    "ccflow.fastapi",
+    "ccflow.testing",
+    "ccflow.authority",
+]
+
+
+@pytest.mark.parametrize("module", PUBLIC_MODULES)
+def test_the_api_reference_documents_each_public_module(module: str) -> None:
+    reference = (ROOT / "docs" / "reference.md").read_text(encoding="utf-8")
+    assert f"\n::: {module}\n" in reference
+    assert importlib.import_module(module).__doc__
