@@ -30,6 +30,7 @@ from ccflow.errors import (
     KeysUnavailableError,
     TokenRequestError,
 )
+from ccflow.httpx_auth import AsyncBearerAuth, BearerAuth
 from ccflow.validation import TokenValidator, ValidatedToken
 
 if typing.TYPE_CHECKING:
@@ -37,8 +38,10 @@ if typing.TYPE_CHECKING:
 
 __all__ = [
     "AccessToken",
+    "AsyncBearerAuth",
     "AsyncTokenClient",
     "AuthorityUnreachableError",
+    "BearerAuth",
     "CCFlowError",
     "ClientAssertion",
     "ClientCertificate",

@@ -1,6 +1,6 @@
 """FastAPI: a dependency that requires a valid bearer token and returns the caller.
 
-Needs the ``fastapi`` extra (``pip install 'ccflow[fastapi]'``); ``ccflow.starlette`` never
+Needs the ``fastapi`` extra (``pip install 'ccflow-oauth[fastapi]'``); ``ccflow.starlette`` never
 imports FastAPI. The dependency returns a :class:`Principal` (client id, tenant id, roles,
 scopes, object id, claims; also a read-only mapping of the claims) and declares a security
 scheme, so the OpenAPI document (and Swagger UI's "Authorize" button) shows the route as

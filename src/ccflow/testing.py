@@ -11,8 +11,10 @@
     tokens.hs256_with_public_key() # the classic algorithm-confusion attack
     tokens.user_token(scopes=["Calc.Read"])  # delegated: scp, the user's oid and name
 
-Every method takes ``client=`` and ``api=`` (registration names) and returns the compact JWT.
-With the pytest plugin, the ``ccflow_tokens`` fixture is a factory on ``ccflow_authority``.
+Every method takes ``client=`` and ``api=`` (registration names) and returns the compact JWT;
+without them, the factory's own :attr:`~TokenFactory.client` and :attr:`~TokenFactory.api`,
+which come from the registrations the authority serves. With the pytest plugin, the
+``ccflow_tokens`` fixture is a factory on the test's authority.
 Also here: :func:`client_certificate` and :func:`client_assertion`, to test
 ``private_key_jwt`` against the authority.
 """
@@ -73,19 +75,59 @@ class TokenFactory:
 
     Each bad token differs from :meth:`valid` in exactly one way, so a test that expects a
     rejection tests exactly one check.
+
+    ``client`` and ``api`` name the registrations a method uses when not told otherwise. By
+    default they come from the authority's registrations: ``api`` is the first API app
+    registered, ``client`` the first client app granted a role on it (else the first client
+    app). With the built-in registrations they are ``calc-client`` and ``calc-api``::
+
+        TokenFactory(Authority(registrations=Registrations.from_toml("apps.toml")))
+        TokenFactory(authority, client="shop", api="orders-api")
     """
 
     authority: Authority
+    client: str | None = None
+    api: str | None = None
 
-    def valid(self, client: str = "calc-client", api: str = "calc-api", **options: Any) -> str:
+    def __post_init__(self) -> None:
+        registrations = self.authority.registrations
+        api = self.api
+        if api is None:
+            api = registrations.apis[0].name if registrations.apis else None
+        else:
+            registrations.api(api)  # a KeyError naming the registered ones
+        client = self.client
+        if client is None:
+            granted = [c for c in registrations.clients if api and c.roles_for(api)]
+            candidates = granted or list(registrations.clients)
+            client = candidates[0].name if candidates else None
+        else:
+            registrations.client(client)
+        object.__setattr__(self, "api", api)
+        object.__setattr__(self, "client", client)
+
+    def _names(self, client: str | None, api: str | None) -> tuple[str, str]:
+        """The client and API a method was given, else the factory's own."""
+        client, api = client or self.client, api or self.api
+        if client is None or api is None:
+            missing = [
+                what for what, name in (("client app", client), ("API app", api)) if not name
+            ]
+            raise KeyError(
+                f"TokenFactory: no {' and no '.join(missing)} registered;"
+                " register one or pass the name"
+            )
+        return client, api
+
+    def valid(self, client: str | None = None, api: str | None = None, **options: Any) -> str:
         """A token exactly as the token endpoint issues it; ``options`` go to
         :meth:`Authority.mint` (``roles``, ``version``, ``lifetime``, ``now``, ``claims``,
         ``omit``, ``kid``, ``headers``)."""
-        return self.authority.mint(client, api, **options)
+        return self.authority.mint(*self._names(client, api), **options)
 
-    def claims(self, client: str = "calc-client", api: str = "calc-api") -> dict[str, Any]:
+    def claims(self, client: str | None = None, api: str | None = None) -> dict[str, Any]:
         """The claims :meth:`valid` would carry (issued now)."""
-        return self.authority.token_claims(client, api)
+        return self.authority.token_claims(*self._names(client, api))
 
     def user_token(
         self,
@@ -126,31 +168,30 @@ class TokenFactory:
         """The authority's clock."""
         return self.authority.clock()
 
-    def expired(
-        self, client: str = "calc-client", api: str = "calc-api", *, ago: int = 3600
-    ) -> str:
+    def expired(self, client: str | None = None, api: str | None = None, *, ago: int = 3600) -> str:
         """Expired ``ago`` seconds ago (default one hour: beyond any leeway)."""
         lifetime = self.authority.token_lifetime
         return self.valid(client, api, now=self._now() - lifetime - ago)
 
     def not_yet_valid(
-        self, client: str = "calc-client", api: str = "calc-api", *, ahead: int = 3600
+        self, client: str | None = None, api: str | None = None, *, ahead: int = 3600
     ) -> str:
         """``nbf`` (and ``iat``) ``ahead`` seconds in the future."""
         return self.valid(client, api, now=self._now() + ahead)
 
     def wrong_audience(
-        self, client: str = "calc-client", api: str = "calc-api", *, audience: str | None = None
+        self, client: str | None = None, api: str | None = None, *, audience: str | None = None
     ) -> str:
         """``aud`` naming another app (a random GUID unless ``audience`` is given)."""
         return self.valid(client, api, claims={"aud": audience or str(uuid.uuid4())})
 
     def wrong_issuer(
-        self, client: str = "calc-client", api: str = "calc-api", *, issuer: str | None = None
+        self, client: str | None = None, api: str | None = None, *, issuer: str | None = None
     ) -> str:
         """``iss`` of another authority: by default the issuer :meth:`valid` would carry (the
         client's tenant, the API's token version) on ``https://login.evil.test``, e.g.
         ``https://login.evil.test/<tid>/v2.0``."""
+        client, api = self._names(client, api)
         if issuer is None:
             version = self.authority.api(api).access_token_version
             tenant = self.authority.registrations.tenant_of(self.authority.client(client))
@@ -159,10 +200,11 @@ class TokenFactory:
         return self.valid(client, api, claims={"iss": issuer})
 
     def wrong_tenant(
-        self, client: str = "calc-client", api: str = "calc-api", *, tenant_id: str | None = None
+        self, client: str | None = None, api: str | None = None, *, tenant_id: str | None = None
     ) -> str:
         """Issued for another tenant: ``tid`` and the tenant in ``iss`` (and, in a v1 token,
         ``idp``) changed, as a token from another tenant of the same cloud would be."""
+        client, api = self._names(client, api)
         tid = tenant_id or OTHER_TENANT_ID
         version = self.authority.api(api).access_token_version
         changes = {"tid": tid, "iss": self.authority.issuer_for(tid, version=version)}
@@ -170,36 +212,36 @@ class TokenFactory:
             changes["idp"] = self.authority.issuer_for(tid, version=1)
         return self.valid(client, api, claims=changes)
 
-    def no_roles(self, client: str = "calc-client", api: str = "calc-api") -> str:
+    def no_roles(self, client: str | None = None, api: str | None = None) -> str:
         """Valid, but without a ``roles`` claim (a client with no grant)."""
         return self.valid(client, api, roles=())
 
     def with_roles(
-        self, roles: Sequence[str], client: str = "calc-client", api: str = "calc-api"
+        self, roles: Sequence[str], client: str | None = None, api: str | None = None
     ) -> str:
         """Valid, with exactly these ``roles``."""
         return self.valid(client, api, roles=roles)
 
-    def v1(self, client: str = "calc-client", api: str = "calc-api") -> str:
+    def v1(self, client: str | None = None, api: str | None = None) -> str:
         """A v1-shaped token: ``aud`` the App ID URI, ``appid``, v1 issuer, ``ver`` ``1.0``."""
         return self.valid(client, api, version=1)
 
-    def other_key(self, client: str = "calc-client", api: str = "calc-api") -> str:
+    def other_key(self, client: str | None = None, api: str | None = None) -> str:
         """Signed with a key the authority never published, under a published ``kid``."""
         kid = self.authority.signing_kid
         return sign(self.claims(client, api), foreign_key(), headers={"kid": kid, "x5t": kid})
 
-    def unknown_kid(self, client: str = "calc-client", api: str = "calc-api") -> str:
+    def unknown_kid(self, client: str | None = None, api: str | None = None) -> str:
         """Signed with an unpublished key whose ``kid`` the JWKS does not list."""
         return sign(self.claims(client, api), foreign_key())
 
-    def alg_none(self, client: str = "calc-client", api: str = "calc-api") -> str:
+    def alg_none(self, client: str | None = None, api: str | None = None) -> str:
         """``alg: none`` and an empty signature."""
         kid = self.authority.signing_kid
         header = {"typ": "JWT", "alg": "none", "kid": kid, "x5t": self.authority.key(kid).x5t}
         return f"{_segment(header)}.{_segment(self.claims(client, api))}."
 
-    def hs256_with_public_key(self, client: str = "calc-client", api: str = "calc-api") -> str:
+    def hs256_with_public_key(self, client: str | None = None, api: str | None = None) -> str:
         """``alg: HS256`` keyed with the authority's RSA public key (PEM): the algorithm
         confusion attack. PyJWT refuses to build it, so it is built by hand."""
         kid = self.authority.signing_kid
@@ -212,13 +254,13 @@ class TokenFactory:
         return f"{signing_input}.{b64url_encode(mac)}"
 
     def oversized(
-        self, client: str = "calc-client", api: str = "calc-api", *, size: int = 20_000
+        self, client: str | None = None, api: str | None = None, *, size: int = 20_000
     ) -> str:
         """Validly signed, but at least ``size`` characters long (default beyond 16 KiB)."""
         padding = "x" * size
         return self.valid(client, api, claims={"padding": padding})
 
-    def tampered(self, client: str = "calc-client", api: str = "calc-api") -> str:
+    def tampered(self, client: str | None = None, api: str | None = None) -> str:
         """A valid token whose claims were changed after signing: ``"admin"`` added to
         ``roles``, every other claim (``uti``, ``aio``, ...) as signed."""
         token = self.valid(client, api)

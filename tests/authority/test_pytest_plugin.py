@@ -218,7 +218,7 @@ def test_mock_passes_other_hosts_through(pytester: pytest.Pytester) -> None:
 
 
 def test_mock_without_respx_says_which_extra_to_install(pytester: pytest.Pytester) -> None:
-    # respx comes with the `testing` extra only: a plain `pip install ccflow` has the plugin
+    # respx comes with the `testing` extra only: a plain `pip install ccflow-oauth` has the plugin
     # but not respx, and the fixture failed with a bare ModuleNotFoundError.
     pytester.makepyfile(
         """
@@ -234,4 +234,127 @@ def test_mock_without_respx_says_which_extra_to_install(pytester: pytest.Pyteste
     )
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-p", "no:hypothesispytest")
     result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*ccflow_authority_mock fixture needs respx*ccflow[[]testing[]]*"])
+    result.stdout.fnmatch_lines(
+        ["*ccflow_authority_mock fixture needs respx*ccflow-oauth[[]testing[]]*"]
+    )
+
+
+def test_validator_accepts_the_factorys_tokens_and_refuses_bad_ones(
+    pytester: pytest.Pytester,
+) -> None:
+    run(
+        pytester,
+        """
+        import asyncio, pytest
+        from ccflow.errors import InvalidTokenError
+
+        def test_validator(ccflow_authority, ccflow_validator, ccflow_tokens):
+            verdict = asyncio.run(ccflow_validator.validate(ccflow_tokens.valid()))
+            assert verdict.client_id == ccflow_authority.client("calc-client").client_id
+            assert verdict.roles == ("invokeRole",)
+            for bad in (ccflow_tokens.expired(), ccflow_tokens.wrong_audience(),
+                        ccflow_tokens.v1(), ccflow_tokens.other_key()):
+                with pytest.raises(InvalidTokenError):
+                    asyncio.run(ccflow_validator.validate(bad))
+            assert ccflow_authority.hits["jwks"] >= 1   # keys fetched from this authority
+    """,
+        passed=1,
+    )
+
+
+def test_validator_follows_the_markers_registrations_and_clock(
+    pytester: pytest.Pytester,
+) -> None:
+    run(
+        pytester,
+        """
+        import asyncio, pytest
+        from ccflow.authority import Registrations
+        from ccflow.errors import InvalidTokenError
+
+        SHOP = Registrations.from_mapping({
+            "apis": {"orders-api": {"client_id": "0000000a-0000-4000-8000-00000000000a",
+                                    "identifier_uri": "api://orders", "roles": ["Orders.Read"],
+                                    "access_token_version": 1}},
+            "clients": {"shop": {"client_id": "0000000d-0000-4000-8000-00000000000d",
+                                 "secret": "s", "roles": {"orders-api": ["Orders.Read"]}}},
+        })
+        CLOCK = [1_000_000.0]
+
+        @pytest.mark.ccflow_authority(registrations=SHOP, clock=lambda: CLOCK[0])
+        def test_shop(ccflow_validator, ccflow_tokens):
+            token = ccflow_tokens.valid()               # shop calling orders-api, v1
+            verdict = asyncio.run(ccflow_validator.validate(token))
+            assert verdict.roles == ("Orders.Read",)
+            assert verdict.version == "1.0"
+            CLOCK[0] += 2 * 3600                        # the authority's clock is the validator's
+            with pytest.raises(InvalidTokenError):
+                asyncio.run(ccflow_validator.validate(ccflow_tokens.valid(now=1_000_000.0)))
+    """,
+        passed=1,
+    )
+
+
+def test_validator_allows_every_tenant_served_for_a_multi_tenant_api(
+    pytester: pytest.Pytester,
+) -> None:
+    run(
+        pytester,
+        """
+        import asyncio, pytest
+        from ccflow.authority import PARTNER_TENANT_ID, Registrations
+
+        @pytest.mark.ccflow_authority(registrations=Registrations.multi_tenant())
+        def test_partner(ccflow_validator, ccflow_tokens):
+            verdict = asyncio.run(ccflow_validator.validate(ccflow_tokens.valid("partner-client")))
+            assert verdict.tenant_id == PARTNER_TENANT_ID
+    """,
+        passed=1,
+    )
+
+
+def test_validator_follows_the_server_when_the_test_uses_it(pytester: pytest.Pytester) -> None:
+    run(
+        pytester,
+        """
+        import asyncio
+
+        def test_server(ccflow_authority_server, ccflow_validator, ccflow_tokens):
+            authority = ccflow_authority_server.authority
+            assert ccflow_tokens.authority is authority
+            verdict = asyncio.run(ccflow_validator.validate(ccflow_tokens.valid()))
+            assert verdict.claims["iss"] == authority.issuer
+            assert authority.hits["jwks"] >= 1
+    """,
+        passed=1,
+    )
+
+
+def test_session_fixtures_are_built_once_and_shared(pytester: pytest.Pytester) -> None:
+    run(
+        pytester,
+        """
+        import asyncio, ssl, httpx
+
+        SEEN = []
+
+        def test_first(ccflow_authority_session, ccflow_authority_server_session):
+            SEEN.append((ccflow_authority_session, ccflow_authority_server_session))
+
+        def test_second(ccflow_authority_session, ccflow_authority_server_session):
+            assert SEEN == [(ccflow_authority_session, ccflow_authority_server_session)]
+            server = ccflow_authority_server_session
+            assert server.url.startswith("https://127.0.0.1:")
+            trust = ssl.create_default_context(cafile=str(server.ca_file))
+            with httpx.Client(verify=trust) as http:
+                assert http.get(server.authority.jwks_uri).status_code == 200
+
+        def test_tokens_and_validator_follow_the_session_authority(
+            ccflow_authority_session, ccflow_tokens, ccflow_validator, ccflow_authority
+        ):
+            assert ccflow_tokens.authority is ccflow_authority_session
+            assert ccflow_authority_session is not ccflow_authority
+            asyncio.run(ccflow_validator.validate(ccflow_tokens.valid()))
+    """,
+        passed=3,
+    )

@@ -223,3 +223,99 @@ def test_wrong_issuer_differs_from_valid_in_the_issuers_host_only(
     assert wrong["iss"] == valid["iss"].replace(authority.host, "https://login.evil.test")
     assert wrong["iss"] != valid["iss"]
     assert {k for k in valid if valid[k] != wrong[k]} <= {"iss", "aio", "rh", "uti"}
+
+
+# -- which client and API a factory uses when not told -----------------------------------------
+
+SHOP = {
+    "apis": {
+        "orders-api": {
+            "client_id": "0000000a-0000-4000-8000-00000000000a",
+            "roles": ["Orders.Read"],
+        },
+        "stock-api": {"client_id": "0000000b-0000-4000-8000-00000000000b", "roles": ["Read"]},
+    },
+    "clients": {
+        "auditor": {"client_id": "0000000c-0000-4000-8000-00000000000c", "secret": "s1"},
+        "shop": {
+            "client_id": "0000000d-0000-4000-8000-00000000000d",
+            "secret": "s2",
+            "roles": {"orders-api": ["Orders.Read"]},
+        },
+    },
+}
+
+
+def shop_authority() -> Authority:
+    return Authority(registrations=Registrations.from_mapping(SHOP))
+
+
+def test_defaults_are_the_demo_names_for_the_built_in_registrations(
+    tokens: TokenFactory,
+) -> None:
+    assert (tokens.client, tokens.api) == ("calc-client", "calc-api")
+
+
+def test_defaults_come_from_the_registrations_served() -> None:
+    authority = shop_authority()
+    tokens = TokenFactory(authority)
+    # The first API registered; the first client granted a role on it, not the first client.
+    assert (tokens.client, tokens.api) == ("shop", "orders-api")
+    _, claims = decode_unverified(tokens.valid())
+    assert claims["azp"] == "0000000d-0000-4000-8000-00000000000d"
+    assert claims["aud"] == "0000000a-0000-4000-8000-00000000000a"
+    assert claims["roles"] == ["Orders.Read"]
+
+
+def test_without_a_granted_client_the_first_client_is_the_default() -> None:
+    data = {**SHOP, "clients": {"auditor": SHOP["clients"]["auditor"]}}
+    tokens = TokenFactory(Authority(registrations=Registrations.from_mapping(data)))
+    assert tokens.client == "auditor"
+    assert "roles" not in decode_unverified(tokens.valid())[1]
+
+
+@pytest.mark.parametrize(
+    "method",
+    ["expired", "wrong_audience", "wrong_issuer", "wrong_tenant", "no_roles", "v1", "tampered"],
+)
+def test_every_method_uses_the_defaults(method: str) -> None:
+    _, claims = decode_unverified(getattr(TokenFactory(shop_authority()), method)())
+    assert claims.get("azp", claims.get("appid")) == "0000000d-0000-4000-8000-00000000000d"
+
+
+def test_defaults_can_be_chosen_and_a_call_still_overrides_them() -> None:
+    tokens = TokenFactory(shop_authority(), client="auditor", api="stock-api")
+    _, claims = decode_unverified(tokens.valid())
+    assert (claims["azp"], claims["aud"]) == (
+        "0000000c-0000-4000-8000-00000000000c",
+        "0000000b-0000-4000-8000-00000000000b",
+    )
+    _, claims = decode_unverified(tokens.valid("shop", "orders-api"))
+    assert claims["roles"] == ["Orders.Read"]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"client": "shopp"}, "no client named 'shopp'"), ({"api": "order-api"}, "orders-api")],
+)
+def test_an_unknown_default_name_is_refused_naming_the_registered_ones(
+    options: dict[str, str], message: str
+) -> None:
+    with pytest.raises(KeyError, match=message):
+        TokenFactory(shop_authority(), **options)
+
+
+@pytest.mark.parametrize(
+    ("data", "missing"),
+    [
+        ({"apis": SHOP["apis"]}, "no client app registered"),
+        ({"clients": {"auditor": SHOP["clients"]["auditor"]}}, "no API app registered"),
+        ({}, "no client app and no API app registered"),
+    ],
+)
+def test_a_token_without_a_name_to_default_to_says_what_is_missing(
+    data: dict[str, Any], missing: str
+) -> None:
+    tokens = TokenFactory(Authority(registrations=Registrations.from_mapping(data)))
+    with pytest.raises(KeyError, match=missing):
+        tokens.valid()

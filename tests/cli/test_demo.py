@@ -138,3 +138,103 @@ def test_demo_ignores_a_stale_ssl_cert_file(
     assert main(["demo"]) == 0, capsys.readouterr()
     assert "All 6 steps behaved as expected" in capsys.readouterr().out
     assert os.environ["SSL_CERT_FILE"] == str(tmp_path / "gone" / "ca.pem")
+
+
+def _booby_trapped(directory: Path) -> Path:
+    """``directory`` with an ``examples/calc_api`` package that raises when imported."""
+    trap = directory / "examples" / "calc_api"
+    trap.mkdir(parents=True)
+    boom = "raise RuntimeError('BOOBY TRAP: imported examples/ from the current directory')\n"
+    for path in (directory / "examples" / "__init__.py", trap / "__init__.py", trap / "app.py"):
+        path.write_text(boom)
+    return directory
+
+
+def _clean_environment() -> dict[str, str]:
+    """This process's environment without ccflow's, Azure's or Python's path settings."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AZURE_", "CCFLOW_")) and k != "PYTHONPATH"
+    }
+
+
+def test_demo_never_imports_examples_from_the_current_directory(tmp_path: Path) -> None:
+    # `python -m` puts the current directory first on sys.path: an `examples` package there
+    # (anyone's) must not be what the demo serves.
+    result = subprocess.run(
+        [sys.executable, "-m", "ccflow", "demo"],
+        capture_output=True,
+        text=True,
+        env=_clean_environment(),
+        cwd=_booby_trapped(tmp_path),
+        timeout=120,
+        check=False,
+    )
+    assert "BOOBY TRAP" not in result.stdout + result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_demo_ignores_an_examples_package_already_imported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import types
+
+    from ccflow.cli import main
+
+    for name in ("examples", "examples.calc_api", "examples.calc_api.app"):
+        trap = types.ModuleType(name)
+        trap.__path__ = []  # type: ignore[attr-defined]
+        monkeypatch.setitem(sys.modules, name, trap)  # no create_app: using it fails
+    assert main(["demo"]) == 0, capsys.readouterr()
+    assert "All 6 steps behaved as expected" in capsys.readouterr().out
+
+
+def _run(
+    command: list[str], *, timeout: float, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` in a clean environment; fail the test with its output unless it exits 0."""
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        env=_clean_environment(),
+        cwd=cwd,
+        timeout=timeout,
+        check=False,
+    )
+    assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+@pytest.mark.slow
+def test_demo_runs_from_a_wheel_installed_in_a_fresh_venv(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[2]
+    _run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(root)],
+        timeout=300,
+    )
+    (wheel,) = tmp_path.glob("ccflow_oauth-*.whl")
+    venv = tmp_path / "venv"
+    _run([sys.executable, "-m", "venv", str(venv)], timeout=120)
+    python = venv / "bin" / "python"
+    _run(
+        [str(python), "-m", "pip", "install", "-q", f"ccflow-oauth[server] @ {wheel.as_uri()}"],
+        timeout=300,
+    )
+    elsewhere = _booby_trapped(tmp_path / "elsewhere")
+    where = _run(
+        [
+            str(python),
+            "-c",
+            "import ccflow, importlib.metadata as m; "
+            "print(ccflow.__file__); print(m.version('ccflow-oauth'), ccflow.__version__)",
+        ],
+        cwd=elsewhere,
+        timeout=60,
+    ).stdout.split()
+    assert Path(where[0]).is_relative_to(venv)
+    assert where[1] == where[2]
+    demo = _run([str(venv / "bin" / "ccflow"), "demo"], cwd=elsewhere, timeout=120)
+    assert "All 6 steps behaved as expected" in demo.stdout
+    assert "BOOBY TRAP" not in demo.stdout + demo.stderr

@@ -1,9 +1,10 @@
 """``ccflow demo``: the client-credentials flow, end to end, on this machine, in a few seconds.
 
-Starts the local authority and the calc API (``examples/calc_api``) with uvicorn on free
-127.0.0.1 ports, in threads of this process, then walks the story: the registrations, the
-token request, the decoded token, a call answered 200 with the sum, a caller without the role
-answered 403, a tampered token answered 401. Exit 0 only if every step behaved; both servers
+Starts the local authority and the calc API (``examples/calc_api``, which the wheel ships as
+``ccflow/_examples/calc_api``) with uvicorn on free 127.0.0.1 ports, in threads of this
+process, then walks the story: the registrations, the token request, the decoded token, a call
+answered 200 with the sum, a caller without the role answered 403, a tampered token answered
+401. Exit 0 only if every step behaved; both servers
 are stopped before returning, whatever happened.
 """
 
@@ -11,11 +12,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
+import importlib.util
 import json
 import os
 import socket
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -133,13 +133,17 @@ def _serve(
         sock.close()
 
 
-def _repo_root() -> Path | None:
-    """Where ``examples/calc_api`` lives: the checkout ccflow runs from, or the cwd."""
+def _calc_api_file() -> Path | None:
+    """The calc API's ``app.py``: in the installed wheel, else in the checkout ccflow runs from."""
     import ccflow
 
-    for base in (Path(ccflow.__file__).resolve().parents[2], Path.cwd()):
-        if (base / "examples" / "calc_api" / "app.py").is_file():
-            return base
+    package = Path(ccflow.__file__).resolve().parent
+    for candidate in (
+        package / "_examples" / "calc_api" / "app.py",  # the wheel ships examples/calc_api here
+        package.parents[1] / "examples" / "calc_api" / "app.py",  # src/ccflow in a checkout
+    ):
+        if candidate.is_file():
+            return candidate
     return None
 
 
@@ -334,28 +338,36 @@ def _api_environment(authority: Any) -> dict[str, str | None]:
     }
 
 
-def _calc_api(root: Path) -> Any:
+def _calc_api(app_file: Path) -> Any:
     """A fresh calc API app, configured from the environment as in production."""
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    return importlib.import_module("examples.calc_api.app").create_app()
+    # Loaded from its file, never imported by name: an ``examples`` package in the current
+    # directory (someone else's) must not be what the demo runs.
+    spec = importlib.util.spec_from_file_location("_ccflow_demo_calc_api", app_file)
+    if spec is None or spec.loader is None:
+        raise RuntimeError(f"cannot load the calc API from {app_file}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.create_app()
 
 
-def _demo_root() -> Path | None:
-    """The checkout the demo runs from, if uvicorn is there too; ``None`` after saying why not."""
+def _demo_app_file() -> Path | None:
+    """The calc API the demo serves, if uvicorn is there too; ``None`` after saying why not."""
     try:
         import uvicorn  # noqa: F401
     except ImportError:
-        error("ccflow demo needs uvicorn: pip install 'ccflow[server]'")
+        error("ccflow demo needs uvicorn: pip install 'ccflow-oauth[server]'")
         return None
-    root = _repo_root()
-    if root is None:
-        error("ccflow demo needs examples/calc_api from the ccflow repository; run it there")
-    return root
+    app_file = _calc_api_file()
+    if app_file is None:
+        error(
+            "ccflow demo needs the calc API shipped with ccflow-oauth (ccflow/_examples/calc_api),"
+            " which this installation lacks: pip install --force-reinstall 'ccflow-oauth[server]'"
+        )
+    return app_file
 
 
 def _serve_and_walk(
-    story: _Story, root: Path, authority_sock: socket.socket, api_sock: socket.socket
+    story: _Story, app_file: Path, authority_sock: socket.socket, api_sock: socket.socket
 ) -> None:
     """Serve the local authority and the calc API on the sockets and walk the story."""
     from ccflow.authority import Authority  # type: ignore[attr-defined,unused-ignore]
@@ -363,7 +375,7 @@ def _serve_and_walk(
     authority = Authority(host=f"http://127.0.0.1:{authority_sock.getsockname()[1]}")
     api_url = f"http://127.0.0.1:{api_sock.getsockname()[1]}"
     loopback = _loopback_environment()
-    app = _calc_api(root)  # it reads its configuration from the environment when it starts
+    app = _calc_api(app_file)  # it reads its configuration from the environment when it starts
     with (
         _environment({**_api_environment(authority), **loopback}),
         _serve(authority.asgi, authority_sock, "local authority"),
@@ -379,15 +391,15 @@ def run(args: argparse.Namespace) -> int:
     """Run the demo; 0 only if every step behaved, and nothing is left running either way."""
     if stdout_closed():
         return EXIT_USAGE
-    root = _demo_root()
-    if root is None:
+    app_file = _demo_app_file()
+    if app_file is None:
         return EXIT_USAGE
     started = time.monotonic()
     story = _Story()
     print("ccflow demo: the OAuth 2.0 client-credentials flow, end to end, on 127.0.0.1")
     authority_sock, api_sock = _bound_socket(), _bound_socket()
     try:
-        _serve_and_walk(story, root, authority_sock, api_sock)
+        _serve_and_walk(story, app_file, authority_sock, api_sock)
     except (CCFlowError, RuntimeError, httpx.HTTPError, OSError) as exc:
         story.failures.append(f"{exc.__class__.__name__}: {exc}")
         error(f"the demo stopped: {exc.__class__.__name__}: {exc}")

@@ -63,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
         import uvicorn
     except ImportError:
         print(
-            "ccflow: error: the gate needs uvicorn: pip install 'ccflow[server]'", file=sys.stderr
+            "ccflow: error: the gate needs uvicorn: pip install 'ccflow-oauth[server]'",
+            file=sys.stderr,
         )
         return EXIT_USAGE
     app = Gate(rules, validator=validator, upstream_headers=extra)

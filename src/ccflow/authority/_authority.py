@@ -342,7 +342,7 @@ class Authority:
             import respx
         except ImportError:  # pragma: no cover - respx is a testing extra
             raise ImportError(
-                "Authority.mock() needs respx: pip install 'ccflow[testing]'"
+                "Authority.mock() needs respx: pip install 'ccflow-oauth[testing]'"
             ) from None
         if router is None:
             router = respx.mock(assert_all_called=False, assert_all_mocked=True)
