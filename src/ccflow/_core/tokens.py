@@ -284,6 +284,16 @@ def _token_error(
 ) -> TokenRequestError:
     """The ``TokenRequestError`` for a refusal, with the server's fields and our advice."""
     wait = parse_retry_after(retry_after, now)
+    message = None if data is None else _str_or_none(data.get("message"))
+    if message is not None and not isinstance(data and data.get("error"), str):
+        # App Service's and Functions' managed identity endpoints: {"statusCode", "message"}.
+        return TokenRequestError(
+            f"the token endpoint {context.token_endpoint} answered HTTP {status}; server "
+            f"said: {(message.strip().splitlines() or [message])[0]}",
+            status_code=status,
+            error_description=message,
+            retry_after=wait,
+        )
     if data is None or not isinstance(data.get("error"), str):
         return TokenRequestError(
             _describe_unparsable(status, body, context),
