@@ -284,9 +284,8 @@ def _token_error(
 ) -> TokenRequestError:
     """The ``TokenRequestError`` for a refusal, with the server's fields and our advice."""
     wait = parse_retry_after(retry_after, now)
-    message = None if data is None else _str_or_none(data.get("message"))
-    if message is not None and not isinstance(data and data.get("error"), str):
-        # App Service's and Functions' managed identity endpoints: {"statusCode", "message"}.
+    message = _app_service_message(data)
+    if message is not None:
         return TokenRequestError(
             f"the token endpoint {context.token_endpoint} answered HTTP {status}; server "
             f"said: {(message.strip().splitlines() or [message])[0]}",
@@ -320,6 +319,14 @@ def _token_error(
     err.message = describe_token_error(err, context)
     err.args = (err.message,)
     return err
+
+
+def _app_service_message(data: dict[str, Any] | None) -> str | None:
+    """The ``message`` of an App Service (or Functions) managed identity refusal, whose JSON is
+    ``{"statusCode": 401, "message": "..."}`` rather than an OAuth error."""
+    if data is None or "error" in data or not isinstance(data.get("statusCode"), int):
+        return None
+    return _str_or_none(data.get("message"))
 
 
 def _is_json(body: bytes) -> bool:
