@@ -18,8 +18,8 @@ option          effect
 
 ::
 
-    >>> options = token_options(tenant_id="t2", token_endpoint=ENDPOINT, allowed=("*",))
-    >>> options.token_endpoint
+    >>> endpoint = "https://login.test/t1/oauth2/v2.0/token"
+    >>> token_options(tenant_id="t2", token_endpoint=endpoint, allowed=("*",)).token_endpoint
     'https://login.test/t2/oauth2/v2.0/token'
 """
 
@@ -43,7 +43,6 @@ __all__ = [
 ]
 
 ANY_TENANT = "*"
-ENDPOINT = "https://login.test/t1/oauth2/v2.0/token"  # for the examples above
 _TOKEN_PATHS = ("/oauth2/v2.0/token", "/oauth2/token")
 
 
