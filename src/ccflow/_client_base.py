@@ -99,8 +99,9 @@ class BaseTokenClient:
         ``CCFLOW_TOKEN_ENDPOINT`` (when set it wins over the tenant) and the credential, in
         azure-identity's order: ``AZURE_CLIENT_SECRET``, then ``AZURE_CLIENT_CERTIFICATE_PATH``
         (with ``AZURE_CLIENT_CERTIFICATE_PASSWORD``, ``AZURE_CLIENT_SEND_CERTIFICATE_CHAIN``),
-        then ``AZURE_FEDERATED_TOKEN_FILE`` (see :func:`ccflow.credentials.credential_from_env`;
-        the choice is logged at DEBUG). ``options`` are the other constructor keywords
+        then ``AZURE_FEDERATED_TOKEN_FILE``, then, only when ``CCFLOW_MANAGED_IDENTITY=true``,
+        the host's managed identity (see :func:`ccflow.credentials.credential_from_env`; the
+        choice is logged at DEBUG). ``options`` are the other constructor keywords
         (``http_client``, ``clock``, ``sleep``, ...)::
 
             client = TokenClient.from_env(max_retries=5)

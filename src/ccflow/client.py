@@ -67,8 +67,11 @@ class TokenClient(BaseTokenClient):
     ``auth_method`` (``"client_secret_post"`` or ``"client_secret_basic"``); ``http_client``
     (an ``httpx.Client``, not closed by us); ``refresh_margin`` (s, 300); ``max_retries`` (3);
     ``timeout`` (s or ``httpx.Timeout``, 10); ``clock`` (Unix seconds, ``time.time``);
-    ``sleep`` (how backoff waits, ``time.sleep``; inject one in tests).
-    Thread-safe; the constructor does no network IO.
+    ``sleep`` (how backoff waits, ``time.sleep``; inject one in tests);
+    ``additionally_allowed_tenants`` (tenants ``get_token(tenant_id=...)`` may name, ``["*"]``
+    for any). ``credential=ManagedIdentity()`` needs no ``client_id`` and no tenant.
+    Thread-safe; the constructor does no network IO. Usable as an azure-core credential
+    (:meth:`get_token`, :meth:`get_token_info`).
     """
 
     def __init__(

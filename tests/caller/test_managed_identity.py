@@ -21,7 +21,7 @@ from ccflow import (
     TokenClient,
     TokenRequestError,
 )
-from ccflow.authority import Authority, Fault
+from ccflow.authority import Authority, AuthorityServer, Fault
 from ccflow.credentials import FederatedTokenFile, credential_from_env
 from ccflow.testing import client_certificate
 
@@ -251,3 +251,42 @@ def test_a_value_that_is_no_boolean_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="true or false") as info:
         credential_from_env({"CCFLOW_MANAGED_IDENTITY": "maybe"})
     assert info.value.setting == "CCFLOW_MANAGED_IDENTITY"
+
+
+# -- ccflow token --managed-identity --------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_ccflow_token_uses_the_managed_identity(
+    kind: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ccflow.cli import main
+
+    with AuthorityServer() as server:
+        authority = server.authority
+        for name in (
+            "AZURE_CLIENT_ID",
+            "AZURE_CLIENT_SECRET",
+            "IDENTITY_ENDPOINT",
+            "IDENTITY_HEADER",
+        ):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in authority.identity_environ(kind).items():
+            monkeypatch.setenv(name, value)
+        scope = authority.api("calc-api").default_scope
+        status = main(["token", "--managed-identity", "--scope", scope, "--tenant-id", "t"])
+    out, err = capsys.readouterr()
+    assert status == 0
+    assert claims_of(out.strip())["azp"] == authority.client("calc-client").client_id
+    assert "--tenant-id is ignored" in err
+    assert "ccflow-local-identity-header" not in out + err
+
+
+def test_ccflow_token_managed_identity_needs_a_scope(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ccflow.cli import main
+
+    monkeypatch.setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", "http://127.0.0.1:9")
+    assert main(["token", "--managed-identity"]) == 2
+    assert "no scope" in capsys.readouterr().err
