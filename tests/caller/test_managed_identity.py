@@ -4,6 +4,7 @@ only when asked; the header secret never shown."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from typing import Any
@@ -194,6 +195,20 @@ async def test_the_async_client_uses_a_managed_identity(authority: Authority, sc
         token, _ = await client.get_token(scope)
         info = await client.get_token_info(scope)
     assert info.token == token
+
+
+@pytest.mark.anyio
+async def test_concurrent_callers_share_one_request(
+    authority: Authority, scope: str, yielding_transport: Any
+) -> None:
+    credential = ManagedIdentity(environ=authority.identity_environ())
+    http = httpx.AsyncClient(transport=yielding_transport(authority.handle))
+    async with AsyncTokenClient(
+        credential=credential, http_client=http, clock=authority.clock
+    ) as c:
+        tokens = await asyncio.gather(*(c.get_token(scope) for _ in range(5)))
+    assert len({t.token for t in tokens}) == 1
+    assert authority.hits["imds"] == 1
 
 
 # -- from_env(): only when asked ----------------------------------------------------------
