@@ -76,6 +76,20 @@ class YieldingTransport(httpx.AsyncBaseTransport):
         return self.handler(request)
 
 
+@pytest.fixture(autouse=True)
+def _no_imds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reaches Azure's IMDS: a ManagedIdentity that would use the default host (no
+    AZURE_POD_IDENTITY_AUTHORITY_HOST, no IDENTITY_ENDPOINT) fails at once instead."""
+
+    def refuse() -> str:
+        raise AssertionError(
+            "this test would reach IMDS at 169.254.169.254: point ManagedIdentity at the local "
+            "authority (authority.identity_environ())"
+        )
+
+    monkeypatch.setattr("ccflow._managed_identity._default_imds_host", refuse)
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     """Async tests run on asyncio (``@pytest.mark.anyio``)."""

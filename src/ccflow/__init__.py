@@ -19,7 +19,13 @@ import typing
 from ccflow._core.tokens import AccessToken
 from ccflow._version import __version__
 from ccflow.client import AsyncTokenClient, TokenClient
-from ccflow.credentials import ClientAssertion, ClientCertificate, ClientSecret, Credential
+from ccflow.credentials import (
+    ClientAssertion,
+    ClientCertificate,
+    ClientSecret,
+    Credential,
+    ManagedIdentity,
+)
 from ccflow.errors import (
     AuthorityUnreachableError,
     CCFlowError,
@@ -52,6 +58,7 @@ __all__ = [
     "InsufficientScopeError",
     "InvalidTokenError",
     "KeysUnavailableError",
+    "ManagedIdentity",
     "RequireRole",
     "TokenClient",
     "TokenRequestError",

@@ -12,6 +12,7 @@ How the pieces fit (the why of each is in ``docs/caller.md``, "How the client wo
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -21,6 +22,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from ccflow._azure_core import DEFAULT_OPTIONS, TokenInfo, TokenOptions, token_options
 from ccflow._client_config import ClientConfig, arguments_from_env, named_after_variable
 from ccflow._core.cache import CacheEntry, RefreshPolicy, TokenState, may_force_refresh
 from ccflow._core.flow import (
@@ -34,8 +36,15 @@ from ccflow._core.flow import (
     Unprepared,
     fetch_flow,
 )
-from ccflow._core.tokens import AccessToken, ErrorContext, TokenRequest, normalize_scopes
+from ccflow._core.tokens import (
+    AccessToken,
+    ErrorContext,
+    RequestFields,
+    TokenRequest,
+    normalize_scopes,
+)
 from ccflow._http import untrusted_certificate
+from ccflow._managed_identity import ManagedIdentity
 from ccflow._version import __version__
 from ccflow.errors import CCFlowError, ConfigurationError, CredentialError
 
@@ -67,6 +76,8 @@ class BaseTokenClient:
         self._cache: dict[tuple[str, ...], CacheEntry] = {}
         # Normalised scopes -> when a 401 last forced a refresh (see _invalidate).
         self._forced: dict[tuple[str, ...], float] = {}
+        # Tenants get_token(tenant_id=...) may name besides the client's own (the faces set it).
+        self._allowed_tenants: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         return (
@@ -88,8 +99,9 @@ class BaseTokenClient:
         ``CCFLOW_TOKEN_ENDPOINT`` (when set it wins over the tenant) and the credential, in
         azure-identity's order: ``AZURE_CLIENT_SECRET``, then ``AZURE_CLIENT_CERTIFICATE_PATH``
         (with ``AZURE_CLIENT_CERTIFICATE_PASSWORD``, ``AZURE_CLIENT_SEND_CERTIFICATE_CHAIN``),
-        then ``AZURE_FEDERATED_TOKEN_FILE`` (see :func:`ccflow.credentials.credential_from_env`;
-        the choice is logged at DEBUG). ``options`` are the other constructor keywords
+        then ``AZURE_FEDERATED_TOKEN_FILE``, then, only when ``CCFLOW_MANAGED_IDENTITY=true``,
+        the host's managed identity (see :func:`ccflow.credentials.credential_from_env`; the
+        choice is logged at DEBUG). ``options`` are the other constructor keywords
         (``http_client``, ``clock``, ``sleep``, ...)::
 
             client = TokenClient.from_env(max_retries=5)
@@ -146,18 +158,54 @@ class BaseTokenClient:
         return outcome.entry
 
     def _flow(
-        self, raw: tuple[str, ...], key: tuple[str, ...], cached: CacheEntry | None, now: float
+        self,
+        raw: tuple[str, ...],
+        key: tuple[str, ...],
+        cached: CacheEntry | None,
+        now: float,
+        options: TokenOptions = DEFAULT_OPTIONS,
     ) -> Generator[Step, StepReply, FetchOutcome]:
         """The core's fetch for ``key``; errors mention the scopes as the caller wrote them."""
-        completed = tuple(s for s in raw if s not in key)
-        context = ErrorContext(self.client_id, self.token_endpoint, key, completed)
-        return fetch_flow(self._config.fetch, key, cached=cached, now=now, context=context)
+        fetch = self._config.fetch
+        if options.token_endpoint is not None:
+            fetch = dataclasses.replace(fetch, token_endpoint=options.token_endpoint)
+        scopes = options.scopes(key)
+        completed = tuple(s for s in raw if s not in scopes)
+        context = ErrorContext(self.client_id, fetch.token_endpoint, scopes, completed)
+        return fetch_flow(
+            fetch, scopes, cached=cached, now=now, context=context, claims=options.claims
+        )
+
+    # -- azure-core's credential options (see ccflow._azure_core) --
+
+    def _options(
+        self, claims: Any = None, tenant_id: Any = None, enable_cae: Any = False
+    ) -> TokenOptions:
+        """``get_token``'s azure-core keywords, checked."""
+        return token_options(
+            claims=claims,
+            tenant_id=tenant_id,
+            enable_cae=enable_cae,
+            token_endpoint=self.token_endpoint,
+            allowed=self._allowed_tenants,
+            tenants=not isinstance(self._config.credential, ManagedIdentity),
+        )
+
+    def _token_info(self, key: tuple[str, ...], token: AccessToken) -> TokenInfo:
+        """``token`` as azure-core's ``AccessTokenInfo``, with when it will be refreshed."""
+        entry = self._cache.get(key)
+        refresh_on = int(entry.refresh_at) if entry is not None and entry.token == token else None
+        return TokenInfo(token.token, token.expires_on, token.token_type, refresh_on)
 
     def _request_fields(self, step: Prepare) -> Prepared | Unprepared:
-        """Ask the credential for its fields (the sync way)."""
+        """Ask the credential for its fields, or its whole request (the sync way)."""
         now = self._clock()
+        credential = self._config.credential
         try:
-            fields = self._config.credential.request_fields(**credential_arguments(step, now))
+            if isinstance(credential, ManagedIdentity):
+                request = credential.token_request(scopes=step.scopes, now=now)
+                return Prepared(RequestFields(), now, request)
+            fields = credential.request_fields(**credential_arguments(step, now))
         except Exception as exc:
             return self._unprepared(exc, now)
         return Prepared(fields, now)
@@ -176,9 +224,10 @@ class BaseTokenClient:
         return Unprepared(error, now)
 
     def _post(self, request: TokenRequest) -> httpx.Request:
-        """The token POST, built here so no default of a shared http_client goes with it."""
+        """The token request (a POST, or a managed identity's GET), built here so no default
+        of a shared http_client goes with it."""
         return httpx.Request(
-            "POST",
+            request.method,
             request.url,
             content=request.body,
             headers=(*request.headers, ("User-Agent", _USER_AGENT)),

@@ -22,12 +22,14 @@ from ccflow._core.numbers import is_seconds
 from ccflow._core.retry import RetryPolicy
 from ccflow._core.tokens import is_azure_token_endpoint
 from ccflow._core.urls import reject_tenant_in_host, require_secure_url, token_endpoint_for
+from ccflow._managed_identity import ManagedIdentity
 from ccflow.credentials import (
     AUTH_METHODS,
     CREDENTIAL_VARIABLES,
     ClientSecret,
     Credential,
     credential_from_env,
+    identity_from_env,
 )
 from ccflow.errors import ConfigurationError
 
@@ -56,7 +58,7 @@ class ClientConfig:
     def build(
         cls,
         *,
-        client_id: str,
+        client_id: str | None,
         client_secret: str | None,
         credential: Credential | None,
         tenant_id: str | None,
@@ -69,26 +71,76 @@ class ClientConfig:
         clock: Callable[[], float],
     ) -> ClientConfig:
         """The checked settings; ``ConfigurationError`` names the first bad keyword."""
+        if isinstance(credential, ManagedIdentity):
+            # The host's endpoint names no tenant, and the identity is its own client.
+            _refuse_beside_identity(
+                credential, client_id, client_secret, tenant_id, authority_host, token_endpoint
+            )
+            client_id = credential.name
         _check_client_id(client_id)
+        assert client_id is not None
         checked = _credential(client_secret, credential, auth_method)
         _check_numbers(max_retries, refresh_margin, timeout)
         if not callable(clock):
             raise ConfigurationError(
                 "clock must be a callable returning Unix seconds (like time.time)", setting="clock"
             )
-        endpoint, azure = _endpoint(tenant_id, authority_host, token_endpoint)
+        if isinstance(credential, ManagedIdentity):
+            endpoint, azure = credential.endpoint, True
+            retry = credential.retry_policy(max_retries)
+        else:
+            endpoint, azure = _endpoint(tenant_id, authority_host, token_endpoint)
+            retry = RetryPolicy(max_retries=max_retries)
         fetch = FetchConfig(
             token_endpoint=endpoint,
             client_id=client_id,
             auth_method=auth_method,
-            retry=RetryPolicy(max_retries=max_retries),
+            retry=retry,
             refresh=RefreshPolicy(margin=float(refresh_margin)),
         )
         return cls(client_id, checked, endpoint, azure, auth_method, timeout, clock, fetch)
 
 
+def _refuse_beside_identity(
+    identity: ManagedIdentity,
+    client_id: str | None,
+    client_secret: str | None,
+    tenant_id: str | None,
+    authority_host: str | None,
+    token_endpoint: str | None,
+) -> None:
+    """Refuse settings a managed identity does not take (it names its own endpoint)."""
+    if client_id is not None and client_id != identity.client_id:
+        raise ConfigurationError(
+            "a managed identity is chosen by ManagedIdentity(client_id=...): pass the "
+            "user-assigned identity's client id there, not to the client",
+            setting="client_id",
+        )
+    given = [
+        name
+        for name, value in (
+            ("client_secret", client_secret),
+            ("tenant_id", tenant_id),
+            ("authority_host", authority_host),
+            ("token_endpoint", token_endpoint),
+        )
+        if value is not None
+    ]
+    if given:
+        raise ConfigurationError(
+            f"{', '.join(given)} do(es) not apply to a managed identity, which gets its tokens "
+            "from the Azure host's endpoint; leave them out",
+            setting=given[0],
+        )
+
+
 def _check_client_id(client_id: object) -> None:
     """Refuse a client id that is not a non-blank string."""
+    if client_id is None:
+        raise ConfigurationError(
+            "client_id is required (AZURE_CLIENT_ID), unless the credential is a ManagedIdentity()",
+            setting="client_id",
+        )
     if not isinstance(client_id, str):
         raise ConfigurationError(
             f"client_id must be a string (the app's Application ID), got "
@@ -182,6 +234,9 @@ def arguments_from_env(environ: Mapping[str, str], options: Mapping[str, Any]) -
     Every missing variable is named in one error, so a bare environment is fixed in one go.
     """
     _refuse_settings_read_from_env(options)
+    identity = identity_from_env(environ)
+    if identity is not None:
+        return {"credential": identity}
     # Stripped, as `ccflow token` does: a value read from a file often ends in a newline.
     given_id = environ.get("AZURE_CLIENT_ID")
     client_id = (given_id or "").strip()

@@ -15,11 +15,18 @@ import copy
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Generator
-from typing import Self
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
+from typing import Any, Self
 
 import httpx
 
+from ccflow._azure_core import (
+    DEFAULT_OPTIONS,
+    TokenInfo,
+    TokenOptions,
+    allowed_tenants,
+    options_from_mapping,
+)
 from ccflow._client_base import NO_AUTH, BaseTokenClient, credential_arguments, reentered
 from ccflow._client_config import DEFAULT_TIMEOUT, ClientConfig
 from ccflow._core.cache import CacheEntry, RefreshPolicy, TokenState
@@ -60,14 +67,17 @@ class TokenClient(BaseTokenClient):
     ``auth_method`` (``"client_secret_post"`` or ``"client_secret_basic"``); ``http_client``
     (an ``httpx.Client``, not closed by us); ``refresh_margin`` (s, 300); ``max_retries`` (3);
     ``timeout`` (s or ``httpx.Timeout``, 10); ``clock`` (Unix seconds, ``time.time``);
-    ``sleep`` (how backoff waits, ``time.sleep``; inject one in tests).
-    Thread-safe; the constructor does no network IO.
+    ``sleep`` (how backoff waits, ``time.sleep``; inject one in tests);
+    ``additionally_allowed_tenants`` (tenants ``get_token(tenant_id=...)`` may name, ``["*"]``
+    for any). ``credential=ManagedIdentity()`` needs no ``client_id`` and no tenant.
+    Thread-safe; the constructor does no network IO. Usable as an azure-core credential
+    (:meth:`get_token`, :meth:`get_token_info`).
     """
 
     def __init__(
         self,
         *,
-        client_id: str,
+        client_id: str | None = None,
         client_secret: str | None = None,
         credential: Credential | None = None,
         tenant_id: str | None = None,
@@ -80,6 +90,7 @@ class TokenClient(BaseTokenClient):
         timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        additionally_allowed_tenants: Iterable[str] | None = None,
     ) -> None:
         config = ClientConfig.build(
             client_id=client_id,
@@ -95,6 +106,7 @@ class TokenClient(BaseTokenClient):
             clock=clock,
         )
         super().__init__(config)
+        self._allowed_tenants = allowed_tenants(additionally_allowed_tenants)  # azure-core
         if http_client is not None and not isinstance(http_client, httpx.Client):
             raise ConfigurationError(
                 "http_client must be an httpx.Client (use AsyncTokenClient for httpx.AsyncClient)",
@@ -107,19 +119,42 @@ class TokenClient(BaseTokenClient):
         self._lock = threading.Lock()
         self._flights: dict[tuple[str, ...], _Flight] = {}
 
-    def get_token(self, *scopes: str) -> AccessToken:
+    def get_token(
+        self,
+        *scopes: str,
+        claims: str | None = None,
+        tenant_id: str | None = None,
+        enable_cae: bool = False,
+        **kwargs: Any,
+    ) -> AccessToken:
         """A valid token for ``scopes`` from the cache, fetching it when needed.
 
         For Azure AD a bare resource is completed: ``get_token("api://calc-api")`` asks for
         ``api://calc-api/.default``. Raises :class:`ccflow.TokenRequestError` when the
         authority refuses, :class:`ccflow.AuthorityUnreachableError` when it cannot be reached
         after the retries.
+
+        The keywords are azure-core's, so the client serves wherever an Azure SDK takes a
+        credential: ``claims`` (a CAE claims challenge) fetches a new token instead of serving
+        the cached one; ``tenant_id`` other than the client's own needs
+        ``additionally_allowed_tenants``; other keywords are ignored, as azure-identity does.
         """
-        key = self._key(scopes)
-        token = self._fresh(key)
-        if token is not None:
-            return token
-        return self._acquire(scopes, key)
+        return self._get(scopes, self._options(claims, tenant_id, enable_cae))[1]
+
+    def get_token_info(self, *scopes: str, options: Mapping[str, Any] | None = None) -> TokenInfo:
+        """azure-core's ``SupportsTokenInfo``: :meth:`get_token` with ``options`` (``claims``,
+        ``tenant_id``, ``enable_cae``), answered with ``token``, ``expires_on``,
+        ``token_type`` and ``refresh_on`` (when ccflow will refresh it)."""
+        key, token = self._get(scopes, self._options(**options_from_mapping(options)))
+        return self._token_info(key, token)
+
+    def _get(
+        self, scopes: tuple[str, ...], options: TokenOptions
+    ) -> tuple[tuple[str, ...], AccessToken]:
+        """The cache key and a valid token for ``scopes`` under ``options``."""
+        key = options.key(self._key(scopes))
+        token = None if options.fresh else self._fresh(key)
+        return key, token if token is not None else self._acquire(scopes, key, options)
 
     def invalidate(self, token: AccessToken, *scopes: str) -> None:
         """Forget ``token`` for ``scopes`` because an API refused it (a 401), so that the next
@@ -147,13 +182,15 @@ class TokenClient(BaseTokenClient):
         self._key(scopes)  # fail at setup, not on the first request
         return BearerAuth(self, scopes)
 
-    def _acquire(self, raw: tuple[str, ...], key: tuple[str, ...]) -> AccessToken:
+    def _acquire(
+        self, raw: tuple[str, ...], key: tuple[str, ...], options: TokenOptions = DEFAULT_OPTIONS
+    ) -> AccessToken:
         """Serve ``key`` from the cache, join its flight, or lead a fetch for it."""
         flight: _Flight | None = None
         try:  # before the flight is registered: an interrupt must still unregister it
             with self._lock:
                 now = self._clock()  # under the lock: tests count joined callers by clock reads
-                cached = self._cache.get(key)
+                cached = None if options.fresh else self._cache.get(key)
                 state = RefreshPolicy.state(cached, now)
                 if state is TokenState.FRESH:
                     assert cached is not None
@@ -168,7 +205,7 @@ class TokenClient(BaseTokenClient):
                     return cached.token  # someone is refreshing it; it is still valid meanwhile
                 return waiting.wait()
             started = time.perf_counter()
-            outcome = self._drive(self._flow(raw, key, cached, now))
+            outcome = self._drive(self._flow(raw, key, cached, now, options))
             with self._lock:
                 self._settle(key, outcome)
                 self._flights.pop(key, None)
@@ -255,7 +292,7 @@ class AsyncTokenClient(BaseTokenClient):
     def __init__(
         self,
         *,
-        client_id: str,
+        client_id: str | None = None,
         client_secret: str | None = None,
         credential: Credential | None = None,
         tenant_id: str | None = None,
@@ -268,6 +305,7 @@ class AsyncTokenClient(BaseTokenClient):
         timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        additionally_allowed_tenants: Iterable[str] | None = None,
     ) -> None:
         config = ClientConfig.build(
             client_id=client_id,
@@ -283,6 +321,7 @@ class AsyncTokenClient(BaseTokenClient):
             clock=clock,
         )
         super().__init__(config)
+        self._allowed_tenants = allowed_tenants(additionally_allowed_tenants)  # azure-core
         if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
             raise ConfigurationError(
                 "http_client must be an httpx.AsyncClient (use TokenClient for httpx.Client)",
@@ -294,13 +333,31 @@ class AsyncTokenClient(BaseTokenClient):
         self._sleep = sleep
         self._flights: dict[tuple[str, ...], asyncio.Future[CacheEntry]] = {}
 
-    async def get_token(self, *scopes: str) -> AccessToken:
+    async def get_token(
+        self,
+        *scopes: str,
+        claims: str | None = None,
+        tenant_id: str | None = None,
+        enable_cae: bool = False,
+        **kwargs: Any,
+    ) -> AccessToken:
         """A valid token for ``scopes``; see :meth:`TokenClient.get_token`."""
-        key = self._key(scopes)
-        token = self._fresh(key)
-        if token is not None:
-            return token
-        return await self._acquire(scopes, key)
+        return (await self._get(scopes, self._options(claims, tenant_id, enable_cae)))[1]
+
+    async def get_token_info(
+        self, *scopes: str, options: Mapping[str, Any] | None = None
+    ) -> TokenInfo:
+        """azure-core's ``AsyncSupportsTokenInfo``; see :meth:`TokenClient.get_token_info`."""
+        key, token = await self._get(scopes, self._options(**options_from_mapping(options)))
+        return self._token_info(key, token)
+
+    async def _get(
+        self, scopes: tuple[str, ...], options: TokenOptions
+    ) -> tuple[tuple[str, ...], AccessToken]:
+        """The cache key and a valid token for ``scopes`` under ``options``."""
+        key = options.key(self._key(scopes))
+        token = None if options.fresh else self._fresh(key)
+        return key, token if token is not None else await self._acquire(scopes, key, options)
 
     def invalidate(self, token: AccessToken, *scopes: str) -> None:
         """Forget ``token`` for ``scopes`` (an API refused it); see
@@ -312,11 +369,13 @@ class AsyncTokenClient(BaseTokenClient):
         self._key(scopes)  # fail at setup, not on the first request
         return AsyncBearerAuth(self, scopes)
 
-    async def _acquire(self, raw: tuple[str, ...], key: tuple[str, ...]) -> AccessToken:
+    async def _acquire(
+        self, raw: tuple[str, ...], key: tuple[str, ...], options: TokenOptions = DEFAULT_OPTIONS
+    ) -> AccessToken:
         """Serve ``key`` from the cache, join its flight, or start a fetch for it."""
         # No lock: nothing here awaits before the flight is registered.
         now = self._clock()
-        cached = self._cache.get(key)
+        cached = None if options.fresh else self._cache.get(key)
         state = RefreshPolicy.state(cached, now)
         if state is TokenState.FRESH:
             assert cached is not None
@@ -329,7 +388,7 @@ class AsyncTokenClient(BaseTokenClient):
             flight = None
         if flight is None:
             # Its own task, so a cancelled caller does not cancel it for the others.
-            flight = asyncio.ensure_future(self._fetch(raw, key, cached, now))
+            flight = asyncio.ensure_future(self._fetch(raw, key, cached, now, options))
             flight.add_done_callback(_consume)
             self._flights[key] = flight
         elif state is TokenState.STALE:
@@ -341,12 +400,17 @@ class AsyncTokenClient(BaseTokenClient):
         return entry.token
 
     async def _fetch(
-        self, raw: tuple[str, ...], key: tuple[str, ...], cached: CacheEntry | None, now: float
+        self,
+        raw: tuple[str, ...],
+        key: tuple[str, ...],
+        cached: CacheEntry | None,
+        now: float,
+        options: TokenOptions,
     ) -> CacheEntry:
         """One fetch for ``key``, run as the flight every waiter shares."""
         started = time.perf_counter()
         try:
-            outcome = await self._drive(self._flow(raw, key, cached, now))
+            outcome = await self._drive(self._flow(raw, key, cached, now, options))
             self._settle(key, outcome)
         finally:
             self._flights.pop(key, None)

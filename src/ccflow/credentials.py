@@ -8,6 +8,8 @@
 * :class:`FederatedTokenFile`: workload identity (Kubernetes, GitHub Actions...): the
   projected token in ``AZURE_FEDERATED_TOKEN_FILE`` as the client assertion, re-read so a
   rotated token is picked up.
+* :class:`ManagedIdentity`: the Azure host's managed identity (IMDS, App Service, Functions,
+  Container Apps): no secret of the app's own; it makes the whole token request itself.
 
 A credential is asked, once per token request (never on a cache hit), for the form fields and
 headers that authenticate the client::
@@ -59,6 +61,7 @@ from ccflow._core.assertions import (
     usable_after_failure,
 )
 from ccflow._core.tokens import RequestFields
+from ccflow._managed_identity import ManagedIdentity
 from ccflow.errors import ConfigurationError, CredentialError
 
 __all__ = [
@@ -70,8 +73,11 @@ __all__ = [
     "ClientSecret",
     "Credential",
     "FederatedTokenFile",
+    "MANAGED_IDENTITY_VARIABLE",
+    "ManagedIdentity",
     "RequestFields",
     "credential_from_env",
+    "identity_from_env",
 ]
 
 logger = logging.getLogger("ccflow")
@@ -556,6 +562,40 @@ CREDENTIAL_VARIABLES = (
 )
 
 
+#: The variable that asks ``from_env()`` for the host's managed identity, when none of
+#: :data:`CREDENTIAL_VARIABLES` is set (never guessed by probing the network).
+MANAGED_IDENTITY_VARIABLE = "CCFLOW_MANAGED_IDENTITY"
+_ON, _OFF = ("1", "true", "yes"), ("", "0", "false", "no")
+
+
+def identity_from_env(environ: Mapping[str, str]) -> ManagedIdentity | None:
+    """The managed identity, when ``CCFLOW_MANAGED_IDENTITY`` is ``true`` (or ``1``) and no
+    other credential variable is set; ``AZURE_CLIENT_ID``, when set, picks a user-assigned
+    identity. ``None`` otherwise::
+
+        >>> identity_from_env({"CCFLOW_MANAGED_IDENTITY": "false"}) is None
+        True
+    """
+    value = environ.get(MANAGED_IDENTITY_VARIABLE, "").strip().lower()
+    if value not in _ON and value not in _OFF:
+        raise ConfigurationError(
+            f"{MANAGED_IDENTITY_VARIABLE} must be true or false, got {value!r}",
+            setting=MANAGED_IDENTITY_VARIABLE,
+        )
+    if value in _OFF or any(environ.get(name) for name in CREDENTIAL_VARIABLES):
+        return None
+    client_id = environ.get("AZURE_CLIENT_ID", "").strip() or None
+    identity = ManagedIdentity(client_id, environ=environ)
+    logger.debug(
+        "credential from the environment: %s (%s=true, %s endpoint %s)",
+        identity.name,
+        MANAGED_IDENTITY_VARIABLE,
+        identity.kind,
+        identity.endpoint,
+    )
+    return identity
+
+
 def credential_from_env(environ: Mapping[str, str]) -> Credential:
     """The credential the environment describes, in azure-identity's EnvironmentCredential
     order (empty variables count as unset):
@@ -564,7 +604,8 @@ def credential_from_env(environ: Mapping[str, str]) -> Credential:
     2. ``AZURE_CLIENT_CERTIFICATE_PATH`` (PEM or PKCS#12), with
        ``AZURE_CLIENT_CERTIFICATE_PASSWORD`` and ``AZURE_CLIENT_SEND_CERTIFICATE_CHAIN``
        (only ``1`` or ``true`` turn it on): :class:`ClientCertificate`;
-    3. ``AZURE_FEDERATED_TOKEN_FILE``: :class:`FederatedTokenFile`.
+    3. ``AZURE_FEDERATED_TOKEN_FILE``: :class:`FederatedTokenFile`;
+    4. ``CCFLOW_MANAGED_IDENTITY=true``: :class:`ManagedIdentity` (see :func:`identity_from_env`).
 
     The choice is logged at DEBUG on the ``ccflow`` logger; when none fits,
     :class:`ccflow.ConfigurationError` says which variables are missing::
@@ -594,6 +635,9 @@ def credential_from_env(environ: Mapping[str, str]) -> Credential:
             token_file,
         )
         return credential
+    identity = identity_from_env(environ)
+    if identity is not None:
+        return identity
     raise _no_credential(environ)
 
 
@@ -627,7 +671,7 @@ def _no_credential(environ: Mapping[str, str]) -> ConfigurationError:
     )
     return ConfigurationError(
         "no credential in the environment: set AZURE_CLIENT_SECRET, or "
-        "AZURE_CLIENT_CERTIFICATE_PATH (a PEM or PKCS#12 file), or AZURE_FEDERATED_TOKEN_FILE; "
-        f"none of them is set{hint}",
+        "AZURE_CLIENT_CERTIFICATE_PATH (a PEM or PKCS#12 file), or AZURE_FEDERATED_TOKEN_FILE "
+        f"(or, on an Azure host, CCFLOW_MANAGED_IDENTITY=true); none of them is set{hint}",
         setting="AZURE_CLIENT_SECRET",
     )

@@ -15,12 +15,19 @@ the token sources ccflow ships; this module imports neither.
 On a 401 the refused token is invalidated and the request is sent once more, but only when
 the source then has a *different* token: a source that keeps the token (it was force-refreshed
 moments ago) means the 401 is the API's answer, and it is returned as it is.
+
+Any azure-core credential serves too (an object with ``get_token(*scopes)`` returning
+``.token`` and ``.expires_on``, or ``get_token_info``), such as azure-identity's
+``DefaultAzureCredential``; it keeps its own cache, so a 401 is returned as it is::
+
+    auth = BearerAuth(DefaultAzureCredential(), ("api://calc-api/.default",))
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncGenerator, Generator
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 
@@ -68,9 +75,11 @@ class BearerAuth(httpx.Auth):
     # The request may be sent twice, so its body must be replayable.
     requires_request_body = True
 
-    def __init__(self, source: TokenSource, scopes: tuple[str, ...]) -> None:
-        self._source = source
-        self._scopes = scopes
+    def __init__(self, source: TokenSource | Any, scopes: tuple[str, ...] | str) -> None:
+        self._scopes = _checked_scopes(scopes)
+        self._source: TokenSource = (
+            source if callable(getattr(source, "invalidate", None)) else _AzureCredential(source)
+        )
 
     def __repr__(self) -> str:
         return f"BearerAuth({self._source!r}, scopes={self._scopes!r})"
@@ -95,9 +104,13 @@ class AsyncBearerAuth(httpx.Auth):
 
     requires_request_body = True
 
-    def __init__(self, source: AsyncTokenSource, scopes: tuple[str, ...]) -> None:
-        self._source = source
-        self._scopes = scopes
+    def __init__(self, source: AsyncTokenSource | Any, scopes: tuple[str, ...] | str) -> None:
+        self._scopes = _checked_scopes(scopes)
+        self._source: AsyncTokenSource = (
+            source
+            if callable(getattr(source, "invalidate", None))
+            else _AsyncAzureCredential(source)
+        )
 
     def __repr__(self) -> str:
         return f"AsyncBearerAuth({self._source!r}, scopes={self._scopes!r})"
@@ -131,3 +144,109 @@ def _authorized(request: httpx.Request, token: AccessToken) -> httpx.Request:
     """``request`` carrying ``token`` in its Authorization header."""
     request.headers["Authorization"] = f"Bearer {token.token}"
     return request
+
+
+def _checked_scopes(scopes: tuple[str, ...] | str) -> tuple[str, ...]:
+    """``scopes`` as a tuple: one scope may be given as a string."""
+    checked = (scopes,) if isinstance(scopes, str) else tuple(scopes)
+    if not checked or not all(isinstance(s, str) and s for s in checked):
+        raise ConfigurationError(
+            f"scopes must be one or more non-empty strings, got {scopes!r}", setting="scopes"
+        )
+    return checked
+
+
+def _token_method(credential: object) -> Any:
+    """The credential's ``get_token_info`` or ``get_token`` (azure-core's two protocols)."""
+    for name in ("get_token_info", "get_token"):
+        method = getattr(credential, name, None)
+        if callable(method):
+            return method
+    raise ConfigurationError(
+        f"{type(credential).__name__} is not a token source: expected a ccflow TokenClient or "
+        "an azure-core credential (get_token or get_token_info)",
+        setting="credential",
+    )
+
+
+def _converted(result: object, credential: object, scopes: tuple[str, ...]) -> AccessToken:
+    """An azure-core ``AccessToken`` or ``AccessTokenInfo`` as ccflow's :class:`AccessToken`."""
+    token = getattr(result, "token", None)
+    expires_on = getattr(result, "expires_on", None)
+    if (
+        not isinstance(token, str)
+        or not token
+        or isinstance(expires_on, bool)
+        or not isinstance(expires_on, int | float)
+    ):
+        raise ConfigurationError(
+            f"{type(credential).__name__}.get_token returned {type(result).__name__}, not an "
+            "access token (with .token and .expires_on)",
+            setting="credential",
+        )
+    token_type = getattr(result, "token_type", "Bearer")
+    return AccessToken(
+        token,
+        int(expires_on),
+        token_type if isinstance(token_type, str) and token_type else "Bearer",
+        scopes,
+    )
+
+
+class _AzureCredential:
+    """An azure-core credential as a :class:`TokenSource` (it caches; nothing to invalidate)."""
+
+    __slots__ = ("_credential", "_get")
+
+    def __init__(self, credential: object) -> None:
+        self._credential = credential
+        self._get = _token_method(credential)
+
+    def __repr__(self) -> str:
+        return repr(self._credential)
+
+    def get_token(self, *scopes: str) -> AccessToken:
+        """The credential's token, converted."""
+        result = self._get(*scopes)
+        if inspect.isawaitable(result):
+            _close(result)
+            raise ConfigurationError(
+                f"{type(self._credential).__name__} is an async credential; use it with "
+                "AsyncBearerAuth and httpx.AsyncClient",
+                setting="credential",
+            )
+        return _converted(result, self._credential, scopes)
+
+    def invalidate(self, token: AccessToken, *scopes: str) -> None:
+        """Nothing: the credential decides when its cached token is renewed."""
+
+
+class _AsyncAzureCredential:
+    """An azure-core credential (``azure.identity.aio`` or sync) as an
+    :class:`AsyncTokenSource`."""
+
+    __slots__ = ("_credential", "_get")
+
+    def __init__(self, credential: object) -> None:
+        self._credential = credential
+        self._get = _token_method(credential)
+
+    def __repr__(self) -> str:
+        return repr(self._credential)
+
+    async def get_token(self, *scopes: str) -> AccessToken:
+        """The credential's token (awaited when the credential is async), converted."""
+        result = self._get(*scopes)
+        if inspect.isawaitable(result):
+            result = await result
+        return _converted(result, self._credential, scopes)
+
+    def invalidate(self, token: AccessToken, *scopes: str) -> None:
+        """Nothing: the credential decides when its cached token is renewed."""
+
+
+def _close(awaitable: object) -> None:
+    """Close a coroutine that will never be awaited (no RuntimeWarning left behind)."""
+    close = getattr(awaitable, "close", None)
+    if callable(close):
+        close()

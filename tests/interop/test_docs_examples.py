@@ -14,7 +14,9 @@ What a run block sees (the documented substitution; never the internet):
 
 - the environment of a configured caller and API: ``AZURE_TENANT_ID``, ``AZURE_CLIENT_ID``,
   ``AZURE_CLIENT_SECRET`` (calc-client), ``AZURE_AUTHORITY_HOST`` (the local authority on
-  127.0.0.1), ``CCFLOW_TENANT_ID``, ``CCFLOW_AUDIENCE`` (calc-api's client id and App ID URI);
+  127.0.0.1), ``CCFLOW_TENANT_ID``, ``CCFLOW_AUDIENCE`` (calc-api's client id and App ID URI),
+  ``AZURE_POD_IDENTITY_AUTHORITY_HOST`` (the local authority, whose IMDS endpoint hands out
+  calc-client's tokens as the system-assigned managed identity);
 - a local authority whose calc-api has the App ID URI ``api://calc-api``, the name the pages use;
 - in the source, ``https://calc.example.com`` becomes the calc API's loopback URL, the
   placeholders ``<tenant id>``, ``<api client id>`` and ``<caller client id>`` the local
@@ -65,6 +67,9 @@ ENV_CLEARED = (
     "AZURE_CLIENT_CERTIFICATE_PASSWORD",
     "AZURE_CLIENT_SEND_CERTIFICATE_CHAIN",
     "AZURE_FEDERATED_TOKEN_FILE",
+    "CCFLOW_MANAGED_IDENTITY",
+    "IDENTITY_ENDPOINT",
+    "IDENTITY_HEADER",
     "SSL_CERT_FILE",
     "SSL_CERT_DIR",
 )
@@ -197,6 +202,7 @@ def env(bed: Bed, monkeypatch: pytest.MonkeyPatch) -> None:
         "AZURE_CLIENT_ID": client.client_id,
         "AZURE_CLIENT_SECRET": client.secret,
         "AZURE_AUTHORITY_HOST": bed.server.url,
+        "AZURE_POD_IDENTITY_AUTHORITY_HOST": bed.server.url,
         "CCFLOW_TENANT_ID": authority.tenant_id,
         "CCFLOW_AUDIENCE": f"{api.client_id},{api.identifier_uri}",
     }.items():

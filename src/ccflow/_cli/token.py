@@ -127,6 +127,12 @@ def _add_credential_arguments(parser: argparse.ArgumentParser) -> None:
         help="read the client secret from one line of standard input",
     )
     how.add_argument(
+        "--managed-identity",
+        action="store_true",
+        help="use the Azure host's managed identity (IMDS, or IDENTITY_ENDPOINT and"
+        " IDENTITY_HEADER); --client-id or AZURE_CLIENT_ID picks a user-assigned one",
+    )
+    how.add_argument(
         "--client-secret",
         metavar="VALUE",
         help="the client secret (visible to other users in the process list; prefer the"
@@ -251,6 +257,25 @@ def _client_kwargs(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
     return kwargs, sources
 
 
+def _identity_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """TokenClient's keyword arguments for ``--managed-identity``: the identity alone."""
+    from ccflow.credentials import ManagedIdentity
+
+    if not args.scope:
+        raise ConfigurationError(
+            "no scope: pass --scope, e.g. --scope api://<app id uri>/.default", setting="--scope"
+        )
+    for flag, value in (
+        ("--tenant-id", args.tenant_id),
+        ("--token-endpoint", args.token_endpoint),
+        ("--authority-host", args.authority_host),
+    ):
+        if value:
+            warn(f"{flag} is ignored: a managed identity gets tokens from the Azure host")
+    client_id = args.client_id or _env("AZURE_CLIENT_ID")
+    return {"credential": ManagedIdentity(client_id or None)}
+
+
 def _scopes(args: argparse.Namespace) -> list[str]:
     """Every ``--scope`` value, each split at whitespace."""
     return [scope for value in args.scope for scope in value.split()]
@@ -280,9 +305,12 @@ def run(args: argparse.Namespace) -> int:
 
     sources: dict[str, str] = {}
     try:
-        kwargs, sources = _client_kwargs(args)
+        if args.managed_identity:
+            kwargs = _identity_kwargs(args)
+        else:
+            kwargs, sources = _client_kwargs(args)
+            kwargs.update(_credential(args))
         scopes = _scopes(args)
-        kwargs.update(_credential(args))
         http_client = httpx.Client(verify=verify_for(args.ca_file))
         with http_client, TokenClient(**kwargs, http_client=http_client) as client:
             token = client.get_token(*scopes)

@@ -14,7 +14,7 @@ serving a still-valid token when a refresh fails. The faces only perform the ste
         if isinstance(step, Prepare):   # ask the credential, read the clock
             reply = Prepared(credential.request_fields(...), clock())
             # or Unprepared(error, clock()) when the credential raised CredentialError
-        elif isinstance(step, Send):    # POST it
+        elif isinstance(step, Send):    # send it
             reply = Reply(status, body, retry_after_header, clock())  # or Failure(...)
         else:                           # Wait
             sleep(step.seconds); reply = clock()
@@ -26,7 +26,7 @@ from collections.abc import Generator
 from dataclasses import dataclass
 
 from ccflow._core.cache import CacheEntry, RefreshPolicy, TokenState
-from ccflow._core.retry import RetryPolicy, is_retryable_status
+from ccflow._core.retry import RetryPolicy
 from ccflow._core.tokens import (
     ErrorContext,
     RequestFields,
@@ -65,11 +65,14 @@ class FetchConfig:
 
 @dataclass(frozen=True, slots=True)
 class Prepare:
-    """Step: ask the credential for its request fields (``reply``: :class:`Prepared`)."""
+    """Step: ask the credential for its request fields (``reply``: :class:`Prepared`), or,
+    from a credential that makes the whole request (managed identity), the request for
+    ``scopes``."""
 
     client_id: str
     token_endpoint: str
     auth_method: str
+    scopes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +81,8 @@ class Prepared:
 
     fields: RequestFields
     now: float
+    request: TokenRequest | None = None
+    """The whole request, when the credential made it (then ``fields`` are not used)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +96,7 @@ class Unprepared:
 
 @dataclass(frozen=True, slots=True)
 class Send:
-    """Step: POST ``request`` (``reply``: :class:`Reply` or :class:`Failure`)."""
+    """Step: send ``request`` (``reply``: :class:`Reply` or :class:`Failure`)."""
 
     request: TokenRequest
 
@@ -149,18 +154,22 @@ def fetch_flow(
     cached: CacheEntry | None,
     now: float,
     context: ErrorContext,
+    claims: str | None = None,
 ) -> Generator[Step, StepReply, FetchOutcome]:
     """Fetch a token for ``scopes``, retrying transient failures.
 
     When ``cached`` is still usable at ``now`` (a proactive refresh), one attempt is made and
     a failure (of the request or of the credential) serves ``cached`` again instead of
     raising: callers should not wait through backoff for a token they already have.
+    ``claims`` is a claims challenge (CAE) to send along.
     """
     usable = RefreshPolicy.state(cached, now) in (TokenState.FRESH, TokenState.STALE)
     max_retries = 0 if usable else config.retry.max_retries
     attempt = 0
     while True:
-        prepared = yield Prepare(config.client_id, config.token_endpoint, config.auth_method)
+        prepared = yield Prepare(
+            config.client_id, config.token_endpoint, config.auth_method, scopes
+        )
         if isinstance(prepared, Unprepared):
             # Nothing to send, and not a transient network fault worth a backoff here; but a
             # still-valid cached token is served as after any other failed refresh.
@@ -169,7 +178,9 @@ def fetch_flow(
                 raise prepared.error
             return FetchOutcome(kept, None, attempt + 1, prepared.error)
         assert isinstance(prepared, Prepared)
-        request = build_token_request(config.token_endpoint, scopes, prepared.fields)
+        request = prepared.request or build_token_request(
+            config.token_endpoint, scopes, prepared.fields, claims=claims
+        )
         reply = yield Send(request)
         assert isinstance(reply, Reply | Failure)
         now = reply.now
@@ -181,7 +192,8 @@ def fetch_flow(
             return FetchOutcome(entry, read.expires_in, attempt + 1)
         error, retryable, retry_after = read
         if retryable and attempt < max_retries:
-            now_after = yield Wait(config.retry.delay(attempt, retry_after))
+            status = error.status_code if isinstance(error, TokenRequestError) else None
+            now_after = yield Wait(config.retry.delay(attempt, retry_after, status))
             assert isinstance(now_after, float | int)
             attempt += 1
             continue
@@ -233,6 +245,6 @@ def _read(
             retry_after=reply.retry_after,
         )
     except TokenRequestError as exc:
-        return exc, is_retryable_status(exc.status_code), exc.retry_after
+        return exc, config.retry.retries(exc.status_code), exc.retry_after
     except AuthorityUnreachableError as exc:
         return exc, False, None

@@ -69,9 +69,21 @@ class RetryPolicy:
     max_retry_after: float = 30.0
     jitter: Callable[[], float] = random.random
 
-    def delay(self, attempt: int, retry_after: float | None = None) -> float:
-        """Seconds to wait before retry number ``attempt`` (0 for the first retry)."""
+    def retries(self, status: int | None) -> bool:
+        """Whether an answer with ``status`` is worth another try (429 and 5xx here; a
+        managed identity's policy adds more)."""
+        return is_retryable_status(status)
+
+    def delay(
+        self, attempt: int, retry_after: float | None = None, status: int | None = None
+    ) -> float:
+        """Seconds to wait before retry number ``attempt`` (0 for the first retry) after an
+        answer with ``status`` (``None`` for no answer)."""
         if retry_after is not None:
             return min(max(retry_after, 0.0), self.max_retry_after)
-        backoff = min(self.base * (2.0**attempt), self.max_backoff)
+        return self.backoff(self.base, attempt, self.max_backoff)
+
+    def backoff(self, base: float, attempt: int, cap: float) -> float:
+        """``base * 2**attempt`` capped at ``cap``, with equal jitter."""
+        backoff = min(base * (2.0**attempt), cap)
         return backoff * (0.5 + min(max(self.jitter(), 0.0), 1.0) / 2.0)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -58,12 +59,21 @@ class AccessToken:
         token = client.get_token("api://calc-api/.default")
         headers = {"Authorization": f"{token.token_type} {token.token}"}
         assert token.expires_on > time.time()
+
+    It also unpacks as azure-core's ``AccessToken`` (a ``(token, expires_on)`` pair), so a
+    client serves wherever an Azure SDK takes a credential::
+
+        token, expires_on = client.get_token("api://calc-api/.default")
     """
 
     token: str = field(repr=False)
     expires_on: int
     token_type: str = "Bearer"
     scopes: tuple[str, ...] = ()
+
+    def __iter__(self) -> Iterator[str | int]:
+        """``token, expires_on = access_token``, as azure-core's named tuple unpacks."""
+        return iter((self.token, self.expires_on))
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,11 +91,13 @@ class RequestFields:
 
 @dataclass(frozen=True, slots=True)
 class TokenRequest:
-    """A ready-to-send POST: the faces hand these to httpx unchanged."""
+    """A ready-to-send request: the faces hand these to httpx unchanged. A POST to a token
+    endpoint, or (a managed identity's, whose ``url`` carries the query) a GET."""
 
     url: str
     headers: tuple[tuple[str, str], ...] = field(repr=False)
     body: bytes = field(repr=False)
+    method: str = "POST"
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,10 +165,17 @@ def normalize_scopes(scopes: tuple[str, ...], *, azure: bool) -> tuple[str, ...]
 
 
 def build_token_request(
-    token_endpoint: str, scopes: tuple[str, ...], fields: RequestFields
+    token_endpoint: str,
+    scopes: tuple[str, ...],
+    fields: RequestFields,
+    *,
+    claims: str | None = None,
 ) -> TokenRequest:
-    """The client-credentials POST: ``grant_type``, the credential's fields, ``scope``."""
+    """The client-credentials POST: ``grant_type``, the credential's fields, ``scope``, and a
+    claims challenge (CAE) when one is being answered, as msal sends it."""
     form = [("grant_type", "client_credentials"), *fields.form, ("scope", " ".join(scopes))]
+    if claims:
+        form.append(("claims", claims))
     headers = (
         ("Content-Type", "application/x-www-form-urlencoded"),
         ("Accept", "application/json"),
@@ -182,6 +201,17 @@ def _int_field(value: Any) -> int | None:
         if digits.isascii() and digits.isdigit() and len(digits) <= _MAX_DIGITS:
             return int(text)
     return None
+
+
+def _expires_in(data: dict[str, Any], now: float) -> int | None:
+    """The lifetime left: ``expires_in``, else ``expires_on`` (Unix seconds, a number or a
+    string: managed identity endpoints), else an hour."""
+    if "expires_in" in data:
+        return _int_field(data["expires_in"])
+    if "expires_on" in data:
+        expires_on = _int_field(data["expires_on"])
+        return None if expires_on is None else expires_on - int(now)
+    return DEFAULT_EXPIRES_IN
 
 
 def _json_object(body: bytes | None) -> dict[str, Any] | None:
@@ -214,7 +244,7 @@ def parse_token_response(
     data = _json_object(body)
     if 200 <= status < 300 and data is not None and "error" not in data:
         access_token = data.get("access_token")
-        expires_in = _int_field(data.get("expires_in", DEFAULT_EXPIRES_IN))
+        expires_in = _expires_in(data, now)
         # A token that expires now or already has is no token: never hand one out.
         if isinstance(access_token, str) and access_token and expires_in and expires_in > 0:
             token_type = data.get("token_type")
@@ -254,6 +284,15 @@ def _token_error(
 ) -> TokenRequestError:
     """The ``TokenRequestError`` for a refusal, with the server's fields and our advice."""
     wait = parse_retry_after(retry_after, now)
+    message = _app_service_message(data)
+    if message is not None:
+        return TokenRequestError(
+            f"the token endpoint {context.token_endpoint} answered HTTP {status}; server "
+            f"said: {(message.strip().splitlines() or [message])[0]}",
+            status_code=status,
+            error_description=message,
+            retry_after=wait,
+        )
     if data is None or not isinstance(data.get("error"), str):
         return TokenRequestError(
             _describe_unparsable(status, body, context),
@@ -280,6 +319,14 @@ def _token_error(
     err.message = describe_token_error(err, context)
     err.args = (err.message,)
     return err
+
+
+def _app_service_message(data: dict[str, Any] | None) -> str | None:
+    """The ``message`` of an App Service (or Functions) managed identity refusal, whose JSON is
+    ``{"statusCode": 401, "message": "..."}`` rather than an OAuth error."""
+    if data is None or "error" in data or not isinstance(data.get("statusCode"), int):
+        return None
+    return _str_or_none(data.get("message"))
 
 
 def _is_json(body: bytes) -> bool:

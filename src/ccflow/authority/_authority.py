@@ -24,6 +24,7 @@ from ccflow.authority._assertions import ReplayCache
 from ccflow.authority._faults import Fault, FaultBoard
 from ccflow.authority._handlers import Outcome
 from ccflow.authority._keys import KeyRing, SigningKey
+from ccflow.authority._managed_identity import APP_SERVICE_PATH, IDENTITY_HEADER
 from ccflow.authority._registrations import ApiApp, ClientApp, Registrations
 from ccflow.authority._routes import Endpoints, endpoints_for, route
 from ccflow.authority._tokens import access_token_claims
@@ -85,6 +86,11 @@ class Authority:
     ``one_time_assertions=True`` refuses a client assertion presented a second time; by
     default, as in Azure AD, a client may resend the same assertion until it expires and only
     another assertion reusing a seen ``jti`` is refused (AADSTS700229).
+
+    Managed identity, as Azure hosts serve it: IMDS at ``/metadata/identity/oauth2/token`` and
+    the App Service endpoint at ``/msi/token`` (:meth:`identity_environ` gives the variables
+    that point :class:`ccflow.ManagedIdentity` here). The system-assigned identity is the
+    client named ``managed_identity``; ``client_id=`` picks any client of the home tenant.
     """
 
     def __init__(
@@ -95,6 +101,7 @@ class Authority:
         token_lifetime: int = 3599,
         clock: Callable[[], float] = time.time,
         one_time_assertions: bool = False,
+        managed_identity: str = "calc-client",
     ) -> None:
         _checked_arguments(registrations, token_lifetime)
         self.registrations = registrations if registrations is not None else Registrations.default()
@@ -110,6 +117,7 @@ class Authority:
         self._replays = ReplayCache(one_time=one_time_assertions)
         self._keys = KeyRing()
         self._asgi = AuthorityApp(self.serve, self.host)
+        self.managed_identity = managed_identity
 
     def __repr__(self) -> str:
         return f"Authority(host={self.host!r}, tenant_id={self.tenant_id!r})"
@@ -170,6 +178,24 @@ class Authority:
     def discovery_url_for(self, tenant_id: str, *, version: int = 2) -> str:
         """The discovery document of ``tenant_id``, or of ``"organizations"``/``"common"``."""
         return self.endpoints(tenant=tenant_id, version=version).discovery_url
+
+    @property
+    def identity_endpoint(self) -> str:
+        """The App Service managed identity endpoint (``IDENTITY_ENDPOINT``)."""
+        return f"{self.host}{APP_SERVICE_PATH}"
+
+    def identity_environ(self, kind: str = "imds") -> dict[str, str]:
+        """The variables that point :class:`ccflow.ManagedIdentity` at this authority:
+        ``"imds"`` (``AZURE_POD_IDENTITY_AUTHORITY_HOST``) or ``"app_service"``
+        (``IDENTITY_ENDPOINT`` and ``IDENTITY_HEADER``, whose secret is public)::
+
+            credential = ManagedIdentity(environ=authority.identity_environ("app_service"))
+        """
+        if kind == "imds":
+            return {"AZURE_POD_IDENTITY_AUTHORITY_HOST": self.host}
+        if kind == "app_service":
+            return {"IDENTITY_ENDPOINT": self.identity_endpoint, "IDENTITY_HEADER": IDENTITY_HEADER}
+        raise ValueError(f"kind must be 'imds' or 'app_service', got {kind!r}")
 
     def api(self, name: str) -> ApiApp:
         """The API app registered under ``name`` (``"calc-api"``)."""

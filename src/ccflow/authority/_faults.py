@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 __all__ = ["ENDPOINTS", "Fault", "FaultBoard"]
 
-ENDPOINTS = ("token", "jwks", "discovery")
+ENDPOINTS = ("token", "jwks", "discovery", "imds", "app_service")
 
 
 @dataclass(frozen=True, slots=True)

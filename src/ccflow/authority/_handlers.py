@@ -17,6 +17,7 @@ from ccflow.authority import _aad
 from ccflow.authority._aad import AadError, answer_headers, error_response, json_response
 from ccflow.authority._assertions import ReplayCache
 from ccflow.authority._faults import Fault
+from ccflow.authority._managed_identity import answer_identity
 from ccflow.authority._registrations import Registrations
 from ccflow.authority._routes import Endpoints, Route
 from ccflow.authority._token_endpoint import decide, token_body
@@ -58,6 +59,8 @@ class Site(Protocol):
     def tenant_ids(self) -> tuple[str, ...]: ...
     @property
     def token_lifetime(self) -> int: ...
+    @property
+    def managed_identity(self) -> str: ...
     def endpoints(self, *, tenant: str | None = None, version: int = 2) -> Endpoints: ...
     def jwks(self, *, version: int = 2, tenant_id: str | None = None) -> dict[str, Any]: ...
     def discovery(self, *, version: int = 2, tenant_id: str | None = None) -> dict[str, Any]: ...
@@ -104,6 +107,8 @@ def answer(
     """The endpoint's answer to ``request``, errors in Azure AD's shape."""
     if route.endpoint == "other":
         return _not_found(site, request)
+    if route.endpoint in ("imds", "app_service"):
+        return answer_identity(site, request, route.endpoint, now=now)
     try:
         tenant = _tenant(route, site.tenant_ids)
         if route.endpoint == "token":

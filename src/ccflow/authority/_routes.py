@@ -6,6 +6,9 @@ Azure AD's layout, with ``{t}`` a tenant id (or ``organizations``/``common``)::
     discovery   /{t}/v2.0/.well-known/openid-configuration /{t}/.well-known/openid-configuration
     jwks        /{t}/discovery/v2.0/keys                  /{t}/discovery/keys
     token       /{t}/oauth2/v2.0/token                    /{t}/oauth2/token
+
+and the managed identity endpoints of Azure hosts (:mod:`ccflow.authority._managed_identity`):
+``imds`` at ``/metadata/identity/oauth2/token``, ``app_service`` at ``/msi/token``.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ _PATHS = {
     "oauth2/v2.0/token": ("token", 2),
     "oauth2/token": ("token", 1),
 }
+_IDENTITY_PATHS = {"metadata/identity/oauth2/token": "imds", "msi/token": "app_service"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +90,8 @@ def route(path: str, *, prefix: str = "") -> Route:
     """The route of ``path``, after the host's own path ``prefix`` (a proxy's, ``/prefix``)."""
     if prefix:
         path = path[len(prefix) :] if path.startswith(prefix + "/") else ""
+    if path.strip("/") in _IDENTITY_PATHS:
+        return Route(_IDENTITY_PATHS[path.strip("/")])
     parts = path.strip("/").split("/")
     if len(parts) < 2:
         return Route("other")
