@@ -122,9 +122,12 @@ class Failure:
 
 @dataclass(frozen=True, slots=True)
 class Wait:
-    """Step: sleep ``seconds`` before retrying (``reply``: the clock afterwards)."""
+    """Step: sleep ``seconds`` before retrying (``reply``: the clock afterwards); ``reason``
+    is what failed, for the faces to say: the status (``"503"``), ``"timeout"`` or
+    ``"connection error"``."""
 
     seconds: float
+    reason: str = ""
 
 
 Step = Prepare | Send | Wait
@@ -181,7 +184,7 @@ def fetch_flow(
             return FetchOutcome(entry, read.expires_in, attempt + 1)
         error, retryable, retry_after = read
         if retryable and attempt < max_retries:
-            now_after = yield Wait(config.retry.delay(attempt, retry_after))
+            now_after = yield Wait(config.retry.delay(attempt, retry_after), _reason(reply))
             assert isinstance(now_after, float | int)
             attempt += 1
             continue
@@ -189,6 +192,13 @@ def fetch_flow(
         if fallback is None:
             raise error
         return FetchOutcome(fallback, None, attempt + 1, error)
+
+
+def _reason(reply: Reply | Failure) -> str:
+    """What a retried attempt ran into, as the retry line names it."""
+    if isinstance(reply, Reply):
+        return str(reply.status)
+    return "timeout" if reply.kind == "timeout" else "connection error"
 
 
 def _unreachable(config: FetchConfig, reply: Failure, attempt: int) -> AuthorityUnreachableError:
