@@ -427,6 +427,20 @@ def test_verify_issuer_from_another_host_names_both_hosts(
     assert f"the token comes from host login.evil.test, this check expects {host}" in out
 
 
+def test_verify_verbose_shows_each_fetch(
+    server: AuthorityServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    authority = server.authority
+    token = TokenFactory(authority).valid()
+    audience = authority.api("calc-api").client_id
+    code, _, err = run(capsys, *verify_args(server, token, "--audience", audience, "-v"))
+    assert code == 0
+    keys = authority.endpoints().jwks_uri
+    assert f"ccflow: GET {keys}\n" in err
+    assert f"ccflow: HTTP 200 from {keys}\n" in err
+    assert token not in err
+
+
 def test_verify_exits_4_when_the_keys_answer_503(
     server: AuthorityServer, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -15,6 +15,7 @@ from typing import Any, TextIO
 
 from ccflow._core.retry import is_retryable_status
 from ccflow._http import trusted_cas
+from ccflow.client import RETRY_MESSAGE
 from ccflow.errors import (
     AuthorityUnreachableError,
     CCFlowError,
@@ -188,8 +189,6 @@ class _StderrLog(logging.Handler):
             return True
         if record.levelno >= logging.WARNING:
             return not record.name.startswith("ccflow.jwks")
-        from ccflow.client import RETRY_MESSAGE
-
         return record.msg == RETRY_MESSAGE
 
     def emit(self, record: logging.LogRecord) -> None:

@@ -91,6 +91,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="with --tenant-id: the Azure AD host, default https://login.microsoftonline.com"
         " [AZURE_AUTHORITY_HOST]",
     )
+    _add_check_arguments(parser)
+    add_ca_file_argument(parser)
+    return parser
+
+
+def _add_check_arguments(parser: argparse.ArgumentParser) -> None:
+    """What the token must be: audience, roles, callers, version."""
     parser.add_argument(
         "--audience",
         metavar="A",
@@ -120,8 +127,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         action="append",
         help="a caller (azp / appid) allowed to call; repeat for several [CCFLOW_ALLOWED_CLIENTS]",
     )
-    add_ca_file_argument(parser)
-    return parser
 
 
 def _settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, str]]:
