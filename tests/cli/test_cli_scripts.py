@@ -526,3 +526,14 @@ def test_authority_serve_beyond_loopback_warns_that_its_secrets_are_public() -> 
     assert info["token_endpoint"].startswith("https://authority:8443/")
     assert "ccflow: warning: listening on 0.0.0.0" in err
     assert "public test values" in err
+
+
+def test_https_to_a_plain_http_port_says_so_without_ca_advice(
+    server: AuthorityServer, with_secret: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = token_args(server, "--max-retries", "0")
+    argv[argv.index("--authority-host") + 1] = server.url.replace("http://", "https://")
+    code, out, err = run(capsys, *argv)
+    assert (code, out) == (3, "")
+    assert "does not speak TLS there: if it is plain HTTP, use http://" in err
+    assert "--ca-file" not in err

@@ -71,14 +71,22 @@ _PRIVATE_CA_HINT = (
 )
 
 
+_UNTRUSTED = ("certificate verify failed", "self-signed", "self signed", "local issuer")
+_NOT_TLS = "wrong_version_number"
+
+
 def with_private_ca_hint(message: str) -> str:
-    """``message``, plus how to trust a private CA when it tells of a TLS failure and does not
-    name ``SSL_CERT_FILE`` already (the library's own advice for a certificate that did not
-    verify does)."""
+    """``message``, plus how to trust a private CA when it tells of a certificate that did not
+    verify and does not name ``SSL_CERT_FILE`` already (the library's own advice does), or
+    that the server speaks no TLS; any other failure gets no TLS advice."""
     lowered = message.lower()
-    if "SSL_CERT_FILE" in message or not any(w in lowered for w in ("certificate", "ssl", "tls")):
+    if "SSL_CERT_FILE" in message:
         return message
-    return message + _PRIVATE_CA_HINT
+    if _NOT_TLS in lowered:
+        return message + "; the server does not speak TLS there: if it is plain HTTP, use http://"
+    if any(words in lowered for words in _UNTRUSTED):
+        return message + _PRIVATE_CA_HINT
+    return message
 
 
 EXIT_CODES = """exit codes:
