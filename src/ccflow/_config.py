@@ -17,6 +17,7 @@ from ccflow.errors import ConfigurationError
 
 __all__ = [
     "CALLER_VARIABLES",
+    "CLIENT_SECRET_VARIABLES",
     "VALIDATOR_VARIABLES",
     "ARGUMENTS",
     "SettingNames",
@@ -33,6 +34,10 @@ CALLER_VARIABLES: Final[Mapping[str, str]] = MappingProxyType(
 )
 """Which variable ``TokenClient.from_env`` reads for each constructor argument (the
 credential's variables are :data:`ccflow.credentials.CREDENTIAL_VARIABLES`)."""
+
+CLIENT_SECRET_VARIABLES: Final[tuple[str, ...]] = ("AZURE_CLIENT_SECRET", "CCFLOW_CLIENT_SECRET")
+"""Where ``from_env()`` and ``ccflow token`` read a client secret, first set wins:
+``AZURE_CLIENT_SECRET`` (azure-identity's name), then ``CCFLOW_CLIENT_SECRET``."""
 
 VALIDATOR_VARIABLES: Final[Mapping[str, str]] = MappingProxyType(
     {

@@ -46,10 +46,18 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``ccflow`` argument parser with every registered subcommand."""
+    from ccflow._cli._common import EXIT_CODES, add_verbose_argument
+    from ccflow._version import __version__
+
     parser = _Parser(
         prog="ccflow",
         description="The OAuth 2.0 client-credentials flow, simple, fast and safe.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    # The import name and version: the distribution's name is not the command's.
+    parser.add_argument("--version", action="version", version=f"ccflow {__version__}")
+    add_verbose_argument(parser)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for name in SUBCOMMANDS:
@@ -95,5 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     if extras:
         command_parser: argparse.ArgumentParser = args.ccflow_parser
         command_parser.error(_unrecognized(extras))
-    status: int = args.func(args)
+    from ccflow._cli._common import log_to_stderr
+
+    with log_to_stderr(verbose=args.verbose):
+        status: int = args.func(args)
     return status

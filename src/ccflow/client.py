@@ -50,6 +50,8 @@ from ccflow.httpx_auth import AsyncBearerAuth, BearerAuth
 __all__ = ["AsyncTokenClient", "TokenClient"]
 
 logger = logging.getLogger("ccflow")
+#: The INFO line logged before each retry wait (``ccflow token`` shows it on stderr).
+RETRY_MESSAGE = "retrying in %s s after %s"
 
 
 class TokenClient(BaseTokenClient):
@@ -244,7 +246,7 @@ class TokenClient(BaseTokenClient):
                 elif isinstance(step, Send):
                     reply = self._send(step.request)
                 else:
-                    logger.debug("token request will be retried in %.2f s", step.seconds)
+                    logger.info(RETRY_MESSAGE, _seconds(step.seconds), step.reason)
                     self._sleep(step.seconds)
                     reply = self._clock()
         finally:
@@ -432,7 +434,7 @@ class AsyncTokenClient(BaseTokenClient):
                 elif isinstance(step, Send):
                     reply = await self._send(step.request)
                 else:
-                    logger.debug("token request will be retried in %.2f s", step.seconds)
+                    logger.info(RETRY_MESSAGE, _seconds(step.seconds), step.reason)
                     await self._sleep(step.seconds)
                     reply = self._clock()
         finally:
@@ -517,6 +519,11 @@ def _own_copy(error: BaseException) -> BaseException:
     twin.__cause__ = error.__cause__
     twin.__suppress_context__ = error.__suppress_context__
     return twin.with_traceback(None)
+
+
+def _seconds(seconds: float) -> str:
+    """A wait as the retry line says it: ``2``, ``0.6``, ``12``."""
+    return f"{seconds:.0f}" if seconds >= 10 else f"{seconds:.2g}"
 
 
 def _check_sleep(sleep: object) -> None:

@@ -49,6 +49,7 @@ from typing import Any, NoReturn, Protocol, runtime_checkable
 from urllib.parse import quote_plus
 
 from ccflow._certificates import Signer, load_signer
+from ccflow._config import CLIENT_SECRET_VARIABLES
 from ccflow._core.assertions import (
     ALGORITHMS,
     HeldAssertion,
@@ -556,7 +557,7 @@ class FederatedTokenFile:
 _CHAIN_ON = ("1", "true")
 #: The variables that name a credential, one of which :func:`credential_from_env` needs.
 CREDENTIAL_VARIABLES = (
-    "AZURE_CLIENT_SECRET",
+    *CLIENT_SECRET_VARIABLES,
     "AZURE_CLIENT_CERTIFICATE_PATH",
     "AZURE_FEDERATED_TOKEN_FILE",
 )
@@ -600,7 +601,7 @@ def credential_from_env(environ: Mapping[str, str]) -> Credential:
     """The credential the environment describes, in azure-identity's EnvironmentCredential
     order (empty variables count as unset):
 
-    1. ``AZURE_CLIENT_SECRET``: :class:`ClientSecret`;
+    1. ``AZURE_CLIENT_SECRET``, else ``CCFLOW_CLIENT_SECRET``: :class:`ClientSecret`;
     2. ``AZURE_CLIENT_CERTIFICATE_PATH`` (PEM or PKCS#12), with
        ``AZURE_CLIENT_CERTIFICATE_PASSWORD`` and ``AZURE_CLIENT_SEND_CERTIFICATE_CHAIN``
        (only ``1`` or ``true`` turn it on): :class:`ClientCertificate`;
@@ -613,17 +614,15 @@ def credential_from_env(environ: Mapping[str, str]) -> Credential:
         >>> credential_from_env({"AZURE_CLIENT_SECRET": "s3cret"})
         ClientSecret(secret=<redacted>)
     """
-    secret = environ.get("AZURE_CLIENT_SECRET")
-    if secret and not secret.strip():
-        raise ConfigurationError(
-            "AZURE_CLIENT_SECRET is blank; set it to the secret's Value",
-            setting="AZURE_CLIENT_SECRET",
-        )
-    if secret:
-        logger.debug("credential from the environment: client secret (AZURE_CLIENT_SECRET)")
-        # Stripped, as `ccflow token` does: a trailing newline from a file (a Kubernetes
-        # secret) would be sent and refused as a wrong secret (AADSTS7000215).
-        return ClientSecret(secret.strip())
+    for name in CLIENT_SECRET_VARIABLES:
+        secret = environ.get(name)
+        if secret and not secret.strip():
+            raise ConfigurationError(f"{name} is blank; set it to the secret's Value", setting=name)
+        if secret:
+            logger.debug("credential from the environment: client secret (%s)", name)
+            # Stripped, as `ccflow token` does: a trailing newline from a file (a Kubernetes
+            # secret) would be sent and refused as a wrong secret (AADSTS7000215).
+            return ClientSecret(secret.strip())
     path = environ.get("AZURE_CLIENT_CERTIFICATE_PATH")
     if path:
         return _certificate_from_env(environ, path)

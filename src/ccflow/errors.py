@@ -139,13 +139,23 @@ class InvalidTokenError(CCFlowError):
 
     ``reason`` is a short, stable code for the failed check (``"expired"``, ``"audience"``,
     ``"issuer"``, ``"signature"``, ``"malformed"``, ...); the message is safe to send back to
-    the caller as ``error_description`` and never contains the token.
+    the caller as ``error_description`` and never contains the token. ``expected`` holds what
+    the check accepts, when it compares values (the audiences, the issuers), for a person to
+    compare with the token's claim; it is not part of the message.
     """
 
-    def __init__(self, message: str, *, reason: str = "invalid", claim: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str = "invalid",
+        claim: str | None = None,
+        expected: Sequence[str] = (),
+    ) -> None:
         super().__init__(message)
         self.reason = reason
         self.claim = claim
+        self.expected: tuple[str, ...] = tuple(expected)
 
 
 class InsufficientScopeError(CCFlowError):

@@ -570,7 +570,7 @@ def test_stop_closes_a_connection_stalled_before_the_tls_handshake() -> None:
         raise
     with client:
         deadline = time.monotonic() + 5
-        while not server._httpd._connections and time.monotonic() < deadline:
+        while not server.open_connections and time.monotonic() < deadline:
             time.sleep(0.01)
         server.stop()
         client.settimeout(3)

@@ -13,6 +13,7 @@ The clock is a fake; POSTs are held with a condition until the other callers hav
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -294,3 +295,36 @@ def test_a_slow_server_is_a_timeout_error_after_the_retries(sleeps: Sleeps) -> N
             tc.get_token(authority.api("calc-api").default_scope)
         assert len(sleeps) == 1
         assert authority.hits["token"] == 2
+
+
+def _retry_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "ccflow" and r.getMessage().startswith("retrying")
+    ]
+
+
+def test_each_retry_wait_is_announced_at_info_with_its_cause(
+    sync_client: ClientFactory, authority: Authority, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A slow authority was silent for the whole backoff (the line was at DEBUG, without cause).
+    tc, sleeps = sync_client(max_retries=2)
+    authority.set_fault("token", Fault(status=503))
+    with caplog.at_level(logging.INFO, logger="ccflow"), pytest.raises(TokenRequestError):
+        tc.get_token(authority.api("calc-api").default_scope)
+    assert len(sleeps) == 2
+    assert _retry_lines(caplog) == [f"retrying in {s:.2g} s after 503" for s in sleeps]
+
+
+@pytest.mark.anyio
+async def test_each_async_retry_wait_is_announced_too(
+    async_client: AsyncClientFactory, authority: Authority, caplog: pytest.LogCaptureFixture
+) -> None:
+    tc, sleeps = async_client(max_retries=1)
+    authority.set_fault("token", Fault(status=429, retry_after="3"))
+    async with tc:
+        with caplog.at_level(logging.INFO, logger="ccflow"), pytest.raises(TokenRequestError):
+            await tc.get_token(authority.api("calc-api").default_scope)
+    assert sleeps == [3.0]
+    assert _retry_lines(caplog) == ["retrying in 3 s after 429"]

@@ -290,3 +290,20 @@ def test_from_env_ignores_whitespace_around_the_client_id_and_secret_as_ccflow_t
         {"AZURE_CLIENT_ID": " cid\n", "AZURE_TENANT_ID": "t", "AZURE_CLIENT_SECRET": "s3cret\n"}
     )
     assert (form["client_id"], form["client_secret"]) == ("cid", "s3cret")
+
+
+@pytest.mark.parametrize(
+    ("extra", "sent"),
+    [
+        ({"CCFLOW_CLIENT_SECRET": "s3cret"}, "s3cret"),
+        ({"CCFLOW_CLIENT_SECRET": "ccflow-one", "AZURE_CLIENT_SECRET": "s3cret"}, "s3cret"),
+    ],
+    ids=["ccflow-only", "azure-wins"],
+)
+def test_ccflow_client_secret_is_read_after_azure_client_secret(
+    extra: dict[str, str], sent: str, files: dict[str, str]
+) -> None:
+    # `ccflow token` read CCFLOW_CLIENT_SECRET and from_env() did not: one order, one place.
+    env = {"AZURE_CLIENT_ID": "cid", "AZURE_TENANT_ID": "tid", **extra}
+    env |= environ({"AZURE_CLIENT_CERTIFICATE_PATH"}, files)  # a secret still wins
+    assert token_form(env)["client_secret"] == sent

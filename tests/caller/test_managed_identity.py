@@ -23,7 +23,7 @@ from ccflow import (
     TokenRequestError,
 )
 from ccflow.authority import Authority, AuthorityServer, Fault
-from ccflow.credentials import FederatedTokenFile, credential_from_env
+from ccflow.credentials import CREDENTIAL_VARIABLES, FederatedTokenFile, credential_from_env
 from ccflow.testing import client_certificate
 
 KINDS = ["imds", "app_service"]
@@ -305,3 +305,29 @@ def test_ccflow_token_managed_identity_needs_a_scope(
     monkeypatch.setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", "http://127.0.0.1:9")
     assert main(["token", "--managed-identity"]) == 2
     assert "no scope" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_ccflow_token_takes_the_identity_from_the_environment_as_from_env_does(
+    kind: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ccflow.cli import main
+
+    with AuthorityServer() as server:
+        authority = server.authority
+        for name in (
+            "AZURE_CLIENT_ID",
+            "IDENTITY_ENDPOINT",
+            "IDENTITY_HEADER",
+            *CREDENTIAL_VARIABLES,
+        ):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in authority.identity_environ(kind).items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("CCFLOW_MANAGED_IDENTITY", "true")
+        scope = authority.api("calc-api").default_scope
+        status = main(["-v", "token", "--scope", scope])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    assert claims_of(out.strip())["azp"] == authority.client("calc-client").client_id
+    assert "ccflow-local-identity-header" not in out + err

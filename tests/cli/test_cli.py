@@ -275,12 +275,29 @@ def test_token_wrong_secret_exits_1_with_the_aadsts_code(server: Server) -> None
     assert_no_secret(result, wrong)
 
 
-def test_token_scope_without_default_exits_1_with_the_aadsts_code(server: Server) -> None:
+def test_token_scope_the_authority_does_not_know_exits_1_with_the_aadsts_code(
+    server: Server,
+) -> None:
     args = token_args(server)
-    args[-1] = server.api("calc-api")["identifier_uri"] + "/invokeRole"
+    args[-1] = "api://no-such-api/.default"
     result = ccflow(*args, env=secret_env(server))
     assert result.returncode == 1
     assert "AADSTS" in result.stderr
+    assert_no_traceback(result)
+
+
+def test_token_scope_naming_a_role_exits_2_saying_what_client_credentials_take(
+    server: Server,
+) -> None:
+    # api://<api>/invokeRole was sent as api://<api>/invokeRole/.default: a puzzling AADSTS.
+    resource = server.api("calc-api")["identifier_uri"]
+    args = token_args(server)
+    args[-1] = f"{resource}/invokeRole"
+    result = ccflow(*args, env=secret_env(server))
+    assert result.returncode == 2
+    assert "client credentials" in result.stderr
+    assert f"'{resource}/.default'" in result.stderr
+    assert "AADSTS" not in result.stderr
     assert_no_traceback(result)
 
 
@@ -556,7 +573,8 @@ def test_verify_without_issuer_or_tenant_is_a_usage_error(calc_token: str) -> No
 
 
 def test_verify_unreachable_authority_exits_3(calc_token: str) -> None:
-    result = ccflow("verify", calc_token, "--issuer", f"http://127.0.0.1:{free_port()}/t/v2.0")
+    issuer = f"http://127.0.0.1:{free_port()}/t/v2.0"
+    result = ccflow("verify", calc_token, "--issuer", issuer, "--audience", "api://calc-api")
     assert result.returncode == 3
     assert_no_traceback(result)
 
@@ -586,7 +604,7 @@ def test_verify_over_tls_without_ca_file_says_why_and_how(tls_server: Server) ->
 def test_verify_not_a_jwt_without_audience_says_malformed(server: Server) -> None:
     args = verify_args(server, "not-a-token")
     i = args.index("--audience")
-    del args[i : i + 2]
+    args[i : i + 2] = ["--any-audience"]
     result = ccflow(*args)
     assert result.returncode == 1
     assert result.stdout.startswith("INVALID: a JWT has 3 dot-separated parts")
@@ -604,7 +622,7 @@ def test_verify_without_audience_a_tokens_odd_aud_is_a_refusal_not_a_usage_error
     body = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
     args = verify_args(server, f"{header}.{body}.{signature}")
     i = args.index("--audience")
-    del args[i : i + 2]
+    args[i : i + 2] = ["--any-audience"]
     result = ccflow(*args)
     assert result.returncode == 1, result.stdout + result.stderr
     assert result.stdout.startswith("INVALID")
@@ -715,10 +733,12 @@ def test_in_process_verify_without_audience_reports_it_unchecked(
 ) -> None:
     args = verify_args(server, calc_token)
     i = args.index("--audience")
-    del args[i : i + 2]
-    status, out, _ = main_in_process(*args)
+    args[i : i + 2] = ["--any-audience"]
+    status, out, err = main_in_process(*args)
     assert status == 0
     assert "audience NOT checked" in out
+    assert err.count("\n") == 1
+    assert err.startswith("ccflow: warning: the audience was NOT checked (--any-audience)")
 
 
 # --- ccflow token --certificate (issue 6) --------------------------------------------------------
@@ -827,7 +847,7 @@ def _deeply_nested_payload_token() -> str:
 
 @pytest.mark.parametrize(
     ("argv", "status"),
-    [(["decode"], 1), (["verify", "--issuer", "http://127.0.0.1:9"], 1)],
+    [(["decode"], 1), (["verify", "--issuer", "http://127.0.0.1:9", "--any-audience"], 1)],
     ids=["decode", "verify-without-audience"],
 )
 def test_cli_calls_a_deeply_nested_token_not_a_jwt_rather_than_unexpected(
@@ -988,7 +1008,7 @@ def test_verify_names_the_flag_holding_a_bad_value(
     # The errors named the validator's arguments (authority_host, issuer, tenant_id).
     for name in ("AZURE_AUTHORITY_HOST", "CCFLOW_AUDIENCE", "SSL_CERT_FILE", "SSL_CERT_DIR"):
         monkeypatch.delenv(name, raising=False)
-    assert main(["verify", "e30.eyJhdWQiOiJ4In0.sig", *flags]) == 2
+    assert main(["verify", "e30.eyJhdWQiOiJ4In0.sig", "--any-audience", *flags]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"ccflow: error: {named}")
 

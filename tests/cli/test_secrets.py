@@ -99,8 +99,23 @@ def cli_token(server: AuthorityServer, *extra: str) -> list[str]:
         (SECRETS[0] + "x", [], 1),
         (SECRETS[1], ["--scope", "api://nope/.default"], 1),
         (None, [], 2),
+        (SECRETS[0], ["-v"], 0),
+        (SECRETS[0], ["-v", "--json"], 0),
+        (SECRETS[0] + "x", ["-v"], 1),
+        (None, ["-v"], 2),
     ],
-    ids=["ok", "json", "decode", "wrong-secret", "wrong-scope", "no-secret"],
+    ids=[
+        "ok",
+        "json",
+        "decode",
+        "wrong-secret",
+        "wrong-scope",
+        "no-secret",
+        "verbose",
+        "verbose-json",
+        "verbose-wrong-secret",
+        "verbose-no-secret",
+    ],
 )
 def test_cli_token_leaks_nothing_but_its_token(
     server: AuthorityServer,
@@ -119,6 +134,26 @@ def test_cli_token_leaks_nothing_but_its_token(
     assert len(printed) <= 1
     assert_clean(out, allowed_tokens=printed)
     assert_clean(err + logs(captured))
+
+
+@pytest.mark.parametrize("fault", [Fault(status=503), Fault(drop=True)], ids=["503", "drop"])
+def test_cli_token_verbose_retries_leak_nothing(
+    server: AuthorityServer,
+    captured: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    fault: Fault,
+) -> None:
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", SECRETS[0])
+    server.authority.set_fault("token", fault)
+    try:
+        status = main(cli_token(server, "-v", "--max-retries", "1"))
+    finally:
+        server.authority.clear_fault()
+    out, err = capfd.readouterr()
+    assert status in (3, 4)
+    assert "retrying in" in err
+    assert_clean(out + err + logs(captured))
 
 
 def test_cli_token_unreachable_leaks_nothing(
@@ -159,6 +194,7 @@ def test_cli_verify_and_decode_leak_no_key(
     args = ["verify", token, "--tenant-id", authority.tenant_id, "--authority-host"]
     args += [authority.host, "--audience", authority.api("calc-api").client_id]
     main(args)
+    main([*args, "-v"])
     main(["decode", token])
     out, err = capfd.readouterr()
     assert_clean(out + err + logs(captured), allowed_tokens=(token,))

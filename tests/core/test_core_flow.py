@@ -114,6 +114,22 @@ def test_transient_failure_is_retried(first: Any, expected_wait: list[float]) ->
     assert waits(steps) == expected_wait
 
 
+@pytest.mark.parametrize(
+    ("first", "reason"),
+    [
+        (answer(503, b"<html/>"), "503"),
+        (answer(429, {"error": "throttled"}, "7"), "429"),
+        (TIMEOUT, "timeout"),
+        (RESET, "connection error"),
+        (Failure("dropped", "ReadError", 0.0), "connection error"),
+    ],
+)
+def test_each_wait_says_what_failed(first: Any, reason: str) -> None:
+    # The faces log it before sleeping, so a slow authority is never silent.
+    _, steps = run([first, OK])
+    assert [s.reason for s in steps if isinstance(s, Wait)] == [reason]
+
+
 def test_backoff_grows_between_retries() -> None:
     _, steps = run([answer(503), answer(503), answer(503), OK])
     assert waits(steps) == [0.5, 1.0, 2.0]

@@ -44,7 +44,16 @@ def test_docstring_examples_hold() -> None:
         (("api://calc-api/.default",), True, ("api://calc-api/.default",)),
         # was completed to api://calc-api/.default/.default
         (("api://calc-api/.default/",), True, ("api://calc-api/.default",)),
-        (("api://contoso.com/calc",), True, ("api://contoso.com/calc/.default",)),
+        (("api://contoso.com/calc/.default",), True, ("api://contoso.com/calc/.default",)),
+        (("api://A/invokeRole/.default",), True, ("api://A/invokeRole/.default",)),
+        (("https://contoso.com/calc",), True, ("https://contoso.com/calc/.default",)),
+        (("https://graph.microsoft.com/",), True, ("https://graph.microsoft.com/.default",)),
+        (
+            ("api://contoso.com/00000003-0000-0000-c000-000000000000",),
+            True,
+            ("api://contoso.com/00000003-0000-0000-c000-000000000000/.default",),
+        ),
+        (("api://calc-api/invokeRole",), False, ("api://calc-api/invokeRole",)),
         (("https://graph.microsoft.com",), True, ("https://graph.microsoft.com/.default",)),
         (
             ("00000003-0000-0000-c000-000000000000",),
@@ -57,6 +66,32 @@ def test_docstring_examples_hold() -> None:
 )
 def test_normalize_scopes(scopes: tuple[str, ...], azure: bool, expected: tuple[str, ...]) -> None:
     assert normalize_scopes(scopes, azure=azure) == expected
+
+
+@pytest.mark.parametrize(
+    ("scope", "resource"),
+    [
+        ("api://A/invokeRole", "api://A"),
+        ("api://calc-api/access_as_user/", "api://calc-api"),
+        ("API://contoso.com/calc", "api://contoso.com"),
+        (
+            "api://c0ffee00-cc10-4000-8000-0000000000a1/invokeRole",
+            "api://c0ffee00-cc10-4000-8000-0000000000a1",
+        ),
+    ],
+)
+def test_a_scope_naming_a_role_or_permission_is_refused_not_rewritten(
+    scope: str, resource: str
+) -> None:
+    # api://A/invokeRole was sent as api://A/invokeRole/.default, and Azure AD answered that
+    # no such resource exists.
+    with pytest.raises(ConfigurationError) as info:
+        normalize_scopes((scope,), azure=True)
+    message = str(info.value)
+    assert "client credentials" in message
+    assert f"'{resource}/.default'" in message
+    assert "app role or permission" in message
+    assert info.value.setting == "scopes"
 
 
 @pytest.mark.parametrize("scopes", [(), ("",), ("a b",), ("  ",)])

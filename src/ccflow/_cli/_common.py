@@ -6,35 +6,44 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import logging
 import os
 import ssl
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
+from ccflow._core.retry import is_retryable_status
 from ccflow._http import trusted_cas
+from ccflow.client import RETRY_MESSAGE
 from ccflow.errors import (
     AuthorityUnreachableError,
     CCFlowError,
     ConfigurationError,
     CredentialError,
     KeysUnavailableError,
+    TokenRequestError,
 )
 
 __all__ = [
     "EXIT_BROKEN_PIPE",
+    "EXIT_CODES",
     "EXIT_NETWORK",
     "EXIT_OK",
     "EXIT_REFUSED",
+    "EXIT_UNAVAILABLE",
     "EXIT_USAGE",
     "EXIT_INTERRUPTED",
     "add_ca_file_argument",
     "add_command",
     "add_token_argument",
+    "add_verbose_argument",
     "error",
     "exit_code_for",
     "guarded",
+    "log_to_stderr",
     "read_stdin_line",
+    "require_scheme",
     "stdout_closed",
     "token_from",
     "verify_for",
@@ -47,8 +56,10 @@ EXIT_OK = 0
 EXIT_REFUSED = 1
 #: Usage or configuration error (argparse uses 2 as well).
 EXIT_USAGE = 2
-#: The authority could not be reached.
+#: The authority could not be reached (or TLS verification failed).
 EXIT_NETWORK = 3
+#: The authority was still answering 429 or 5xx after the retries: try again later.
+EXIT_UNAVAILABLE = 4
 #: Interrupted with Ctrl-C (128 + SIGINT, as shells report it).
 EXIT_INTERRUPTED = 130
 #: The reader of the output went away (``ccflow decode "$T" | head -1``): 128 + SIGPIPE.
@@ -60,18 +71,37 @@ _PRIVATE_CA_HINT = (
 )
 
 
+_UNTRUSTED = ("certificate verify failed", "self-signed", "self signed", "local issuer")
+_NOT_TLS = "wrong_version_number"
+
+
 def with_private_ca_hint(message: str) -> str:
-    """``message``, plus how to trust a private CA when it tells of a TLS failure and does not
-    name ``SSL_CERT_FILE`` already (the library's own advice for a certificate that did not
-    verify does)."""
+    """``message``, plus how to trust a private CA when it tells of a certificate that did not
+    verify and does not name ``SSL_CERT_FILE`` already (the library's own advice does), or
+    that the server speaks no TLS; any other failure gets no TLS advice."""
     lowered = message.lower()
-    if "SSL_CERT_FILE" in message or not any(w in lowered for w in ("certificate", "ssl", "tls")):
+    if "SSL_CERT_FILE" in message:
         return message
-    return message + _PRIVATE_CA_HINT
+    if _NOT_TLS in lowered:
+        return message + "; the server does not speak TLS there: if it is plain HTTP, use http://"
+    if any(words in lowered for words in _UNTRUSTED):
+        return message + _PRIVATE_CA_HINT
+    return message
+
+
+EXIT_CODES = """exit codes:
+  0  success
+  1  refused: the authority said no (credentials, scope, consent), or the token is invalid
+  2  usage or configuration error: fix the command line or the environment
+  3  network: the authority could not be reached, or its TLS certificate did not verify
+  4  temporarily unavailable: 429 or 5xx still answered after the retries; try again later"""
 
 
 def exit_code_for(exc: CCFlowError) -> int:
-    """The documented exit code for an error: 1 refused, 2 configuration, 3 network."""
+    """The documented exit code for an error: 1 refused, 2 configuration, 3 network,
+    4 temporarily unavailable."""
+    if isinstance(exc, TokenRequestError) and is_retryable_status(exc.status_code):
+        return EXIT_UNAVAILABLE
     if isinstance(exc, AuthorityUnreachableError | KeysUnavailableError):
         return EXIT_NETWORK
     if isinstance(exc, ConfigurationError | CredentialError):
@@ -90,10 +120,41 @@ def add_command(
 ) -> argparse.ArgumentParser:
     """Register subcommand ``name`` on the ``ccflow`` subparsers, run by ``run``."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
-        name, help=help, description=description, usage=usage
+        name,
+        help=help,
+        description=description,
+        usage=usage,
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.set_defaults(func=run, ccflow_run=run)
+    add_verbose_argument(parser, default=argparse.SUPPRESS)
     return parser
+
+
+def add_verbose_argument(parser: argparse.ArgumentParser, *, default: Any = False) -> None:
+    """``-v/--verbose``; a subcommand's has ``default=SUPPRESS``, so ``ccflow -v token`` and
+    ``ccflow token -v`` both work."""
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=default,
+        help="show each request and retry on stderr (never a secret)",
+    )
+
+
+def require_scheme(value: str, name: str) -> str:
+    """``value`` if it names its scheme; a host alone is refused with the fix, not assumed
+    https (a local authority on http:// then failed with TLS errors after the retries)."""
+    if "://" in value:
+        return value
+    host = value.strip().rstrip("/")
+    raise ConfigurationError(
+        f"{name} {value!r} has no scheme: write https://{host}, or http://{host} for a server"
+        " on this machine (such as the local authority)",
+        setting=name,
+    )
 
 
 def add_token_argument(parser: argparse.ArgumentParser) -> None:
@@ -120,6 +181,49 @@ def _to_stderr(text: str, stream: TextIO | None) -> None:
     # where the message would pass for the output (`T=$(ccflow token ... 2>&-)`).
     if target is not None:
         print(text, file=target)
+
+
+class _StderrLog(logging.Handler):
+    """The ``ccflow`` loggers' records on stderr as ``ccflow: ...`` lines. Verbose: all of
+    them. Otherwise the retry lines and warnings only (as Python showed warnings before this
+    handler existed), except the key fetch's, which ``verify`` puts in its error line."""
+
+    def __init__(self, verbose: bool) -> None:
+        super().__init__(logging.DEBUG if verbose else logging.INFO)
+        self.verbose = verbose
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.verbose:
+            return True
+        if record.levelno >= logging.WARNING:
+            return not record.name.startswith("ccflow.jwks")
+        return record.msg == RETRY_MESSAGE
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record must not end the command
+            message = str(record.msg)
+        if record.levelno >= logging.WARNING:
+            warn(message)
+        else:
+            _to_stderr(f"ccflow: {message}", None)
+
+
+@contextlib.contextmanager
+def log_to_stderr(*, verbose: bool) -> Iterator[None]:
+    """While entered, show the ``ccflow`` loggers' records on stderr (see ``_StderrLog``)."""
+    logger = logging.getLogger("ccflow")
+    handler = _StderrLog(verbose)
+    level = logger.level
+    logger.addHandler(handler)
+    # Never raised: a handler already listening at DEBUG (a test's) keeps hearing everything.
+    logger.setLevel(min(handler.level, logger.getEffectiveLevel()))
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def error(message: str, *, stream: TextIO | None = None) -> None:
@@ -152,14 +256,26 @@ def read_stdin_line(what: str) -> str:
 
 
 def token_from(argument: str) -> str | None:
-    """The ``TOKEN`` argument, or one line of stdin for ``-``; ``None`` after saying why not."""
-    if argument != "-":
-        return argument
+    """The ``TOKEN`` argument, or one line of stdin for ``-``, without the JSON quotes it may
+    have been copied with (``"eyJ..."``) and surrounding whitespace; ``None`` after saying why
+    not."""
+    if argument.strip() != "-":
+        return _unquoted(argument)
     try:
-        return read_stdin_line("a token")
+        return _unquoted(read_stdin_line("a token"))
     except ValueError as exc:
         error(str(exc))
         return None
+
+
+def _unquoted(text: str) -> str:
+    """``text`` stripped, and without one pair of surrounding double quotes."""
+    text = text.strip()
+    if text.endswith('",'):  # copied with the comma of a JSON member
+        text = text[:-1]
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        text = text[1:-1].strip()
+    return text
 
 
 def verify_for(ca_file: str | None) -> ssl.SSLContext | bool:

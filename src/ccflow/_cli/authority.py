@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import signal
 import sys
@@ -10,7 +11,7 @@ import threading
 from types import FrameType
 from typing import Any
 
-from ccflow._cli._common import guarded
+from ccflow._cli._common import add_verbose_argument, guarded, require_scheme, warn
 from ccflow.authority import AuthorityServer, Registrations
 from ccflow.errors import ConfigurationError
 
@@ -32,16 +33,37 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description=(
             "Serve the local authority (discovery, JWKS, /oauth2/v2.0/token) until SIGINT or "
             "SIGTERM. Without --config it has the built-in registrations: calc-api (role "
-            "invokeRole), calc-client (granted invokeRole) and reader-client (no roles)."
+            "invokeRole), calc-client (granted invokeRole) and reader-client (no roles). "
+            "Its secrets and keys are public test values: bound beyond loopback, it says so."
         ),
+        epilog="exit codes: 0 stopped by SIGINT or SIGTERM, 2 bad configuration or address",
     )
+    add_verbose_argument(serve, default=argparse.SUPPRESS)
     serve.add_argument("--config", metavar="FILE", help="app registrations (TOML)")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1; 0.0.0.0 for every interface, in a container)",
+    )
     serve.add_argument("--port", type=int, default=0, help="port to bind (default 0: a free port)")
     serve.add_argument(
         "--tls",
         action="store_true",
         help="serve HTTPS with a generated local CA (its file is reported as ca_file)",
+    )
+    serve.add_argument(
+        "--public-url",
+        metavar="URL",
+        help="the address clients use, port included (https://authority:8443 behind"
+        " docker-compose): the issuer and every endpoint it advertises use it",
+    )
+    serve.add_argument(
+        "--san",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="with --tls: one more host name or IP address in the certificate (the"
+        " --public-url host is added by itself); repeat for several",
     )
     serve.add_argument(
         "--json",
@@ -71,13 +93,55 @@ def run(args: argparse.Namespace) -> int:
             signal.signal(sig, handler)
 
 
+_FLAGS = {"public_url": "--public-url", "san": "--san", "host": "--host"}
+
+
+def _server(args: argparse.Namespace) -> AuthorityServer:
+    """The server the flags describe, bound but not started."""
+    registrations = Registrations.from_toml(args.config) if args.config else None
+    if not 0 <= args.port <= 65535:
+        raise ConfigurationError(f"--port must be 0..65535, got {args.port}", setting="port")
+    if args.public_url is not None:
+        require_scheme(args.public_url, "--public-url")
+    if args.san and not args.tls:
+        warn("--san is ignored without --tls: there is no certificate to put names in")
+    try:
+        return AuthorityServer(
+            registrations,
+            host=args.host,
+            port=args.port,
+            tls=args.tls,
+            public_url=args.public_url,
+            san=args.san if args.tls else (),
+        )
+    except ConfigurationError as exc:
+        flag = _FLAGS.get(exc.setting or "")
+        if flag is None or str(exc).startswith(flag):
+            raise
+        message = str(exc)
+        if message.startswith(exc.setting or ""):
+            message = flag + message[len(exc.setting or "") :]
+        else:
+            message = f"{flag}: {message}"
+        if flag == "--host":
+            message += " Serve it with --tls (and --public-url https://NAME:PORT, --san NAME)."
+        raise ConfigurationError(message, setting=flag) from None
+
+
+def _beyond_loopback(host: str) -> bool:
+    """True unless ``host`` is a loopback address (or ``localhost``)."""
+    if host.strip().lower() == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return True  # a host name: whatever it resolves to, it is not known to be loopback
+
+
 def _serve(args: argparse.Namespace, stop: threading.Event) -> int:
     """Start the server, print where it is, and serve until ``stop`` is set."""
     try:
-        registrations = Registrations.from_toml(args.config) if args.config else None
-        if not 0 <= args.port <= 65535:
-            raise ConfigurationError(f"--port must be 0..65535, got {args.port}", setting="port")
-        server = AuthorityServer(registrations, host=args.host, port=args.port, tls=args.tls)
+        server = _server(args)
     except ConfigurationError as exc:
         print(f"ccflow: error: {exc}", file=sys.stderr)
         return 2
@@ -87,6 +151,12 @@ def _serve(args: argparse.Namespace, stop: threading.Event) -> int:
             file=sys.stderr,
         )
         return 2
+    if _beyond_loopback(args.host):
+        warn(
+            f"listening on {args.host}, beyond this machine: the client secrets and signing keys"
+            " of the local authority are public test values, so anyone who can reach it can"
+            " mint tokens it signs; never trust it outside a test setup"
+        )
     try:
         server.start()
         info = server.info()

@@ -28,7 +28,7 @@ from ccflow._core.explain import (
 )
 from ccflow.errors import InvalidTokenError
 
-__all__ = ["UNVERIFIED_BANNER", "add_parser", "as_json", "render", "run"]
+__all__ = ["UNVERIFIED_BANNER", "add_parser", "as_json", "printable", "render", "run"]
 
 UNVERIFIED_BANNER = (
     "UNVERIFIED: decoded only. The signature, issuer and audience were NOT checked;"
@@ -46,7 +46,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description=(
             "Decode a JWT access token WITHOUT verifying it: header and claims, a one-line"
             " meaning for each well-known Azure AD claim, and times as UTC dates relative to"
-            " now. Exit codes: 0 decoded, 1 not a decodable JWT, 2 usage error."
+            ' now. A token pasted with its JSON quotes ("eyJ...") is read as it is. Exit'
+            " codes: 0 decoded, 1 not a decodable JWT, 2 usage error."
         ),
     )
     add_token_argument(parser)
@@ -63,20 +64,20 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
-def _printable(text: str) -> str:
+def printable(text: str) -> str:
     """``text`` with each of those characters shown as a ``\\u001b``-style escape."""
     return _UNPRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def _value(value: Any) -> str:
     """A claim's value as shown: strings made printable, anything else as JSON."""
-    return _printable(value) if isinstance(value, str) else json.dumps(value)
+    return printable(value) if isinstance(value, str) else json.dumps(value)
 
 
 def _section(title: str, fields: list[ExplainedField]) -> list[str]:
     """The lines of one titled section: aligned names, values, and meanings beneath."""
     lines = [title]
-    names = [_printable(f.name) for f in fields]
+    names = [printable(f.name) for f in fields]
     width = max((len(name) for name in names), default=0)
     pad = " " * (width + 4)
     for name, field in zip(names, fields, strict=True):

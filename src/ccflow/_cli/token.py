@@ -2,19 +2,20 @@
 
 Prints the bare access token and a newline, so
 ``curl -H "Authorization: Bearer $(ccflow token ...)"`` works. Exit codes: 0 success,
-1 the authority refused, 2 usage or configuration error, 3 network failure.
+1 the authority refused, 2 usage or configuration error, 3 network failure, 4 the authority
+still answered 429 or 5xx after the retries.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
+import math
 import os
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -29,6 +30,7 @@ from ccflow._cli._common import (
     exit_code_for,
     guarded,
     read_stdin_line,
+    require_scheme,
     stdout_closed,
     verify_for,
     warn,
@@ -45,7 +47,9 @@ from ccflow.errors import (
 
 __all__ = ["add_parser", "message_for", "run"]
 
-_SECRET_VARIABLES = ("AZURE_CLIENT_SECRET", "CCFLOW_CLIENT_SECRET")
+#: The most retries --max-retries takes: with the backoff capped at 8 s, ten already wait
+#: over a minute, and a typo (100) must not park a script for a quarter of an hour.
+_MAX_RETRIES = 10
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -58,15 +62,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
             "%(prog)s --client-id ID (--tenant-id T | --token-endpoint URL) --scope S"
             " [--authority-host URL] [--certificate PEM | --client-secret-stdin |"
             " --client-secret VALUE] [--json] [--decode] [--ca-file PEM]"
+            " [--timeout SECONDS] [--max-retries N] [-v]"
         ),
         help="get an access token with the client-credentials flow and print it",
         description=(
             "Get an access token with the OAuth 2.0 client-credentials flow and print it"
-            " (bare, then a newline). The client secret comes from AZURE_CLIENT_SECRET or"
-            " CCFLOW_CLIENT_SECRET, or one line of standard input with --client-secret-stdin."
-            " Missing flags fall back to AZURE_CLIENT_ID, AZURE_TENANT_ID, AZURE_AUTHORITY_HOST"
-            " and CCFLOW_TOKEN_ENDPOINT. Exit codes: 0 success, 1 the authority refused,"
-            " 2 usage or configuration error, 3 network failure."
+            " (bare, then a newline). Without a credential flag, the credential comes from the"
+            " environment as TokenClient.from_env() reads it: AZURE_CLIENT_SECRET (else"
+            " CCFLOW_CLIENT_SECRET), else AZURE_CLIENT_CERTIFICATE_PATH, else"
+            " AZURE_FEDERATED_TOKEN_FILE. Missing flags fall back to AZURE_CLIENT_ID,"
+            " AZURE_TENANT_ID, AZURE_AUTHORITY_HOST and CCFLOW_TOKEN_ENDPOINT. A line on stderr"
+            " announces each retry wait."
         ),
     )
     _add_client_arguments(parser)
@@ -84,7 +90,40 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         " with --json, as JSON",
     )
     add_ca_file_argument(parser)
+    parser.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=_seconds,
+        default=10.0,
+        help="how long to wait for each answer (default 10)",
+    )
+    parser.add_argument(
+        "--max-retries",
+        metavar="N",
+        type=_retries,
+        default=3,
+        help=f"retries after a timeout, connection error, 429 or 5xx (0..{_MAX_RETRIES},"
+        " default 3)",
+    )
     return parser
+
+
+def _seconds(text: str) -> float:
+    """``--timeout``: finite seconds > 0 (argparse turns the error into exit 2)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text!r}")
+    return value
+
+
+def _retries(text: str) -> int:
+    """``--max-retries``: a whole number from 0 to the cap."""
+    if not text.strip().isdigit() or not 0 <= int(text) <= _MAX_RETRIES:
+        raise argparse.ArgumentTypeError(f"expected a whole number 0..{_MAX_RETRIES}, got {text!r}")
+    return int(text)
 
 
 def _add_client_arguments(parser: argparse.ArgumentParser) -> None:
@@ -162,33 +201,16 @@ def _env(name: str) -> str | None:
     return value or None
 
 
-@contextlib.contextmanager
-def _no_log_output() -> Iterator[None]:
-    """Keep ``ccflow`` log records off the terminal; configured handlers still get them."""
-    handler = logging.NullHandler()
-    logger = logging.getLogger("ccflow")
-    logger.addHandler(handler)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-
-
 def _credential(args: argparse.Namespace) -> dict[str, Any]:
     """The keyword arguments giving TokenClient its credential; never echoes a secret."""
-    if args.certificate:
-        from ccflow.credentials import ClientCertificate
+    from ccflow.credentials import ClientCertificate, credential_from_env
 
+    if args.certificate:
         # The password only ever comes from the environment, never from a flag.
         password = _env("AZURE_CLIENT_CERTIFICATE_PASSWORD")
-        # An expired certificate is both logged and warned about, which a terminal showed
-        # twice, once as Python's "file.py:NN: UserWarning" plus a line of source: say it once.
-        with warnings.catch_warnings(record=True) as caught, _no_log_output():
-            warnings.simplefilter("always")
-            credential = ClientCertificate(args.certificate, password=password)
-        for caught_warning in caught:
-            warn(str(caught_warning.message))
-        return {"credential": credential}
+        return {
+            "credential": _quietly(lambda: ClientCertificate(args.certificate, password=password))
+        }
     if args.client_secret_stdin:
         try:
             return {"client_secret": read_stdin_line("the client secret")}
@@ -202,15 +224,22 @@ def _credential(args: argparse.Namespace) -> dict[str, Any]:
         if not args.client_secret:
             raise ConfigurationError("--client-secret is empty", setting="--client-secret")
         return {"client_secret": args.client_secret}
-    for name in _SECRET_VARIABLES:
-        secret = _env(name)
-        if secret:
-            return {"client_secret": secret}
-    raise ConfigurationError(
-        "no client secret: set AZURE_CLIENT_SECRET (or CCFLOW_CLIENT_SECRET), pipe it with"
-        " --client-secret-stdin, or use --certificate PEM",
-        setting="AZURE_CLIENT_SECRET",
-    )
+    # The one order TokenClient.from_env() reads (secret, certificate, federated token file).
+    try:
+        return {"credential": _quietly(lambda: credential_from_env(os.environ))}
+    except ConfigurationError as exc:
+        raise ConfigurationError(
+            f"{exc}; or pipe the secret with --client-secret-stdin, or use --certificate PEM",
+            setting=exc.setting,
+        ) from None
+
+
+def _quietly(make: Callable[[], Any]) -> Any:
+    """``make()`` without Python's own warning output: an expired certificate is both logged
+    (shown once as ``ccflow: warning: ...``) and warned about, with a line of source."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return make()
 
 
 def _client_kwargs(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, str]]:
@@ -250,11 +279,18 @@ def _client_kwargs(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
         sources["tenant_id"] = "--tenant-id" if args.tenant_id else "AZURE_TENANT_ID"
         host = args.authority_host or _env("AZURE_AUTHORITY_HOST")
         if host:
-            kwargs["authority_host"] = host
-            sources["authority_host"] = (
-                "--authority-host" if args.authority_host else "AZURE_AUTHORITY_HOST"
-            )
+            source = "--authority-host" if args.authority_host else "AZURE_AUTHORITY_HOST"
+            kwargs["authority_host"] = require_scheme(host, source)
+            sources["authority_host"] = source
     return kwargs, sources
+
+
+def _identity_in_environment(args: argparse.Namespace) -> bool:
+    """No credential flag, and the environment picks the managed identity as from_env() does."""
+    from ccflow.credentials import identity_from_env
+
+    flags = (args.certificate, args.client_secret_stdin, args.client_secret is not None)
+    return not any(flags) and identity_from_env(os.environ) is not None
 
 
 def _identity_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -274,6 +310,23 @@ def _identity_kwargs(args: argparse.Namespace) -> dict[str, Any]:
             warn(f"{flag} is ignored: a managed identity gets tokens from the Azure host")
     client_id = args.client_id or _env("AZURE_CLIENT_ID")
     return {"credential": ManagedIdentity(client_id or None)}
+
+
+def _log_request(request: httpx.Request) -> None:
+    """``-v``: each request, its method and URL only (the body and headers hold secrets)."""
+    _log.debug("%s %s", request.method, request.url)
+
+
+def _log_response(response: httpx.Response) -> None:
+    """``-v``: each answer's status."""
+    _log.debug("HTTP %s from %s", response.status_code, response.request.url)
+
+
+_log = logging.getLogger("ccflow.cli")
+_REQUEST_LOG: dict[str, list[Callable[..., Any]]] = {
+    "request": [_log_request],
+    "response": [_log_response],
+}
 
 
 def _scopes(args: argparse.Namespace) -> list[str]:
@@ -305,14 +358,15 @@ def run(args: argparse.Namespace) -> int:
 
     sources: dict[str, str] = {}
     try:
-        if args.managed_identity:
+        if args.managed_identity or _identity_in_environment(args):
             kwargs = _identity_kwargs(args)
         else:
             kwargs, sources = _client_kwargs(args)
             kwargs.update(_credential(args))
         scopes = _scopes(args)
-        http_client = httpx.Client(verify=verify_for(args.ca_file))
-        with http_client, TokenClient(**kwargs, http_client=http_client) as client:
+        http_client = httpx.Client(verify=verify_for(args.ca_file), event_hooks=_REQUEST_LOG)
+        options = {"timeout": args.timeout, "max_retries": args.max_retries}
+        with http_client, TokenClient(**kwargs, **options, http_client=http_client) as client:
             token = client.get_token(*scopes)
     except CCFlowError as exc:
         message = message_for(exc)

@@ -314,9 +314,11 @@ ClaimCheck = Callable[[Mapping[str, Any], ClaimRules, float], None]
 """One rule: raises the refusal for ``claims`` under ``rules`` at ``now``, else returns."""
 
 
-def _invalid(message: str, reason: str, claim: str) -> InvalidTokenError:
-    """An ``InvalidTokenError`` for one claim."""
-    return InvalidTokenError(message, reason=reason, claim=claim)
+def _invalid(
+    message: str, reason: str, claim: str, expected: Iterable[str] = ()
+) -> InvalidTokenError:
+    """An ``InvalidTokenError`` for one claim (``expected``: the values it would accept)."""
+    return InvalidTokenError(message, reason=reason, claim=claim, expected=tuple(expected))
 
 
 _MISSING: Final[Any] = object()
@@ -394,7 +396,11 @@ def check_issuer(claims: Mapping[str, Any], rules: ClaimRules, now: float) -> No
         (rule.version is None or rule.version == version) and rule.matches(iss, tid)
         for rule in rules.issuers
     ):
-        raise _invalid("the token is from another issuer", "issuer", "iss")
+        expected = (
+            rule.issuer.replace(TENANT_PLACEHOLDER, tid or TENANT_PLACEHOLDER)
+            for rule in rules.issuers
+        )
+        raise _invalid("the token is from another issuer", "issuer", "iss", expected)
 
 
 def check_audience(claims: Mapping[str, Any], rules: ClaimRules, now: float) -> None:
@@ -408,7 +414,9 @@ def check_audience(claims: Mapping[str, Any], rules: ClaimRules, now: float) -> 
     ):
         raise _invalid("the token's audience (aud) is missing or malformed", "audience", "aud")
     if rules.audiences.isdisjoint(values):
-        raise _invalid("the token is for another audience", "audience", "aud")
+        raise _invalid(
+            "the token is for another audience", "audience", "aud", sorted(rules.audiences)
+        )
 
 
 def _caller(claims: Mapping[str, Any], rules: ClaimRules) -> str:

@@ -127,9 +127,12 @@ class Failure:
 
 @dataclass(frozen=True, slots=True)
 class Wait:
-    """Step: sleep ``seconds`` before retrying (``reply``: the clock afterwards)."""
+    """Step: sleep ``seconds`` before retrying (``reply``: the clock afterwards); ``reason``
+    is what failed, for the faces to say: the status (``"503"``), ``"timeout"`` or
+    ``"connection error"``."""
 
     seconds: float
+    reason: str = ""
 
 
 Step = Prepare | Send | Wait
@@ -193,7 +196,7 @@ def fetch_flow(
         error, retryable, retry_after = read
         if retryable and attempt < max_retries:
             status = error.status_code if isinstance(error, TokenRequestError) else None
-            now_after = yield Wait(config.retry.delay(attempt, retry_after, status))
+            now_after = yield Wait(config.retry.delay(attempt, retry_after, status), _reason(reply))
             assert isinstance(now_after, float | int)
             attempt += 1
             continue
@@ -201,6 +204,13 @@ def fetch_flow(
         if fallback is None:
             raise error
         return FetchOutcome(fallback, None, attempt + 1, error)
+
+
+def _reason(reply: Reply | Failure) -> str:
+    """What a retried attempt ran into, as the retry line names it."""
+    if isinstance(reply, Reply):
+        return str(reply.status)
+    return "timeout" if reply.kind == "timeout" else "connection error"
 
 
 def _unreachable(config: FetchConfig, reply: Failure, attempt: int) -> AuthorityUnreachableError:

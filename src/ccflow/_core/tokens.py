@@ -48,6 +48,7 @@ DEFAULT_EXPIRES_IN = 3600
 _MAX_DIGITS = 18
 # For str patterns \s is exactly what str.isspace() calls whitespace.
 _WHITESPACE = re.compile(r"\s")
+_GUID = re.compile(r"[0-9A-Fa-f]{8}-(?:[0-9A-Fa-f]{4}-){3}[0-9A-Fa-f]{12}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,10 +129,14 @@ def is_azure_token_endpoint(url: str) -> bool:
 def normalize_scopes(scopes: tuple[str, ...], *, azure: bool) -> tuple[str, ...]:
     """Check scopes and, for Azure AD, complete bare resources with ``/.default``.
 
-    The client-credentials flow of Azure AD accepts only ``<resource>/.default``; a scope that
-    does not end that way is taken as the resource (``api://x`` -> ``api://x/.default``; an App
-    ID URI may itself have a path, so ``api://contoso.com/calc`` becomes
-    ``api://contoso.com/calc/.default``). Other servers get the scopes unchanged.
+    The client-credentials flow of Azure AD accepts only ``<resource>/.default``. A resource
+    without a path (``api://calc-api``, an application id GUID, ``https://graph.microsoft.com``)
+    or an ``https://`` App ID URI with one (``https://contoso.com/calc``) is completed:
+    ``api://calc-api`` -> ``api://calc-api/.default``. An ``api://`` scope with a path
+    (``api://calc-api/invokeRole``) usually names an app role or a delegated permission, which
+    this flow cannot ask for, so it is refused unless it ends in ``/.default`` or its last
+    segment is an application id (``api://contoso.com/<GUID>``). Other servers get the scopes
+    unchanged. See docs/caller.md for why.
     """
     if not scopes:
         raise ConfigurationError(
@@ -155,13 +160,28 @@ def normalize_scopes(scopes: tuple[str, ...], *, azure: bool) -> tuple[str, ...]
                 f"scope {scope!r} contains whitespace; pass each scope as its own argument",
                 setting="scopes",
             )
-        if azure:
-            # rstrip first: "api://x/.default/" is api://x/.default, not .default/.default.
-            scope = scope.rstrip("/")
-            if not scope.endswith(DEFAULT_SUFFIX):
-                scope += DEFAULT_SUFFIX
-        out.append(scope)
+        out.append(_with_default(scope) if azure else scope)
     return tuple(out)
+
+
+def _with_default(scope: str) -> str:
+    """An Azure AD scope as ``<resource>/.default``, or the error for a role or permission."""
+    # rstrip first: "api://x/.default/" is api://x/.default, not .default/.default.
+    scope = scope.rstrip("/")
+    if scope.endswith(DEFAULT_SUFFIX):
+        return scope
+    parts = urlsplit(scope)
+    last = parts.path.rpartition("/")[2]
+    if parts.scheme.lower() == "api" and parts.path and not _GUID.fullmatch(last):
+        resource = f"{parts.scheme}://{parts.netloc}"
+        raise ConfigurationError(
+            f"scope {scope!r} names an app role or permission ({last!r}), which client "
+            f"credentials cannot ask for: they take <resource>/.default (e.g. "
+            f"'{resource}/.default') and get every app role the client was granted; if "
+            f"{scope!r} is itself the App ID URI, ask for '{scope}/.default'",
+            setting="scopes",
+        )
+    return scope + DEFAULT_SUFFIX
 
 
 def build_token_request(

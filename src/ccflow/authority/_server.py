@@ -15,7 +15,7 @@ import socket
 import ssl
 import threading
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -27,7 +27,7 @@ from ccflow.authority._authority import Authority
 from ccflow.authority._handlers import MAX_BODY
 from ccflow.authority._registrations import Registrations
 from ccflow.authority._routes import Endpoints
-from ccflow.authority._tls import TlsFiles, write_tls_files
+from ccflow.authority._tls import TlsFiles, subject_alt_name, write_tls_files
 
 __all__ = ["AuthorityServer"]
 
@@ -182,6 +182,11 @@ class _HTTPServer(http.server.ThreadingHTTPServer):
             else:
                 self._connections.discard(conn)
 
+    def connection_count(self) -> int:
+        """How many connections are open now."""
+        with self._conn_lock:
+            return len(self._connections)
+
     def close_connections(self) -> None:
         """Wake every handler blocked on an idle keep-alive connection."""
         with self._conn_lock:
@@ -205,6 +210,11 @@ class AuthorityServer:
 
     The server runs in a background thread; :meth:`stop` (or leaving the ``with`` block) closes
     the listening socket and every open connection, idle keep-alive ones included.
+
+    ``public_url`` (``https://authority:8443``) is the address clients use when it is not the
+    bound one (behind docker-compose, a proxy, or bound to ``0.0.0.0``): the issuer, discovery,
+    JWKS and token endpoint advertise it. ``san`` adds host names or IP addresses to the TLS
+    certificate (the public URL's host is added by itself).
     """
 
     def __init__(
@@ -217,48 +227,56 @@ class AuthorityServer:
         tls_dir: str | Path | None = None,
         token_lifetime: int = 3599,
         authority_factory: Callable[[str], Authority] | None = None,
+        public_url: str | None = None,
+        san: Sequence[str] = (),
     ) -> None:
         bracketed = f"[{host}]" if ":" in host else host
         origin = f"{'https' if tls else 'http'}://{bracketed}"
-        # Refuse plain http off loopback before binding anything.
-        normalize_authority_host(origin, setting="host")
+        # Refuse plain http off loopback (and bad certificate names) before binding anything.
+        if public_url is not None:
+            public_url = normalize_authority_host(public_url, setting="public_url")
+        else:
+            normalize_authority_host(origin, setting="host")
+        names = tuple(san)
+        if public_url is not None and tls:
+            names += (str(httpx.URL(public_url).host),)
+        for name in names:
+            subject_alt_name(name)
         self._httpd = _HTTPServer((host, port))
         try:
-            self._configure(registrations, origin, tls, tls_dir, token_lifetime, authority_factory)
+            self.port: int = self._httpd.server_address[1]
+            self.tls: TlsFiles | None = None
+            # A directory we made is ours to remove on stop (it holds the server's private key).
+            self._owned_tls_dir: Path | None = None
+            if tls:
+                self._configure_tls(tls_dir, names)
+            self.url = public_url or f"{origin}:{self.port}"
+            if authority_factory is not None:
+                self.authority = authority_factory(self.url)
+            else:
+                self.authority = Authority(
+                    registrations, host=self.url, token_lifetime=token_lifetime
+                )
+            self._httpd.authority = self.authority
         except BaseException:
             self._httpd.server_close()
             raise
         self._thread: threading.Thread | None = None
 
-    def _configure(
-        self,
-        registrations: Registrations | None,
-        origin: str,
-        tls: bool,
-        tls_dir: str | Path | None,
-        token_lifetime: int,
-        authority_factory: Callable[[str], Authority] | None,
-    ) -> None:
-        """Set up TLS (if asked) and the authority at ``origin`` (scheme and host), on the
-        socket already bound."""
-        self.port: int = self._httpd.server_address[1]
-        self.tls: TlsFiles | None = None
-        # A directory we made is ours to remove on stop (it holds the server's private key).
-        self._owned_tls_dir: Path | None = None
-        if tls:
-            self.tls = write_tls_files(tls_dir)
-            if tls_dir is None:
-                self._owned_tls_dir = self.tls.ca_file.parent
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.minimum_version = ssl.TLSVersion.TLSv1_2
-            context.load_cert_chain(self.tls.cert_file, self.tls.key_file)
-            self._httpd.ssl_context = context
-        self.url = f"{origin}:{self.port}"
-        if authority_factory is not None:
-            self.authority = authority_factory(self.url)
-        else:
-            self.authority = Authority(registrations, host=self.url, token_lifetime=token_lifetime)
-        self._httpd.authority = self.authority
+    def _configure_tls(self, tls_dir: str | Path | None, names: tuple[str, ...]) -> None:
+        """Write the CA and a certificate for loopback and ``names``; serve HTTPS with them."""
+        self.tls = write_tls_files(tls_dir, names)
+        if tls_dir is None:
+            self._owned_tls_dir = self.tls.ca_file.parent
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(self.tls.cert_file, self.tls.key_file)
+        self._httpd.ssl_context = context
+
+    @property
+    def open_connections(self) -> int:
+        """How many client connections are open now (idle keep-alive ones included)."""
+        return self._httpd.connection_count()
 
     @property
     def ca_file(self) -> Path | None:

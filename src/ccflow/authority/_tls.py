@@ -8,7 +8,9 @@ import datetime
 import functools
 import ipaddress
 import os
+import re
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,12 +20,14 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ccflow._certificates import x5t_of, x5t_s256_of
+from ccflow.errors import ConfigurationError
 
 __all__ = [
     "CertificateMaterial",
     "TlsFiles",
     "client_certificate",
     "self_signed",
+    "subject_alt_name",
     "write_tls_files",
 ]
 
@@ -151,9 +155,28 @@ def _local_ca() -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
     return ca_key, ca_cert
 
 
+_DNS_NAME = re.compile(r"(?:\*\.)?[A-Za-z0-9](?:[A-Za-z0-9-]{0,62})(?:\.[A-Za-z0-9-]{1,63})*\.?")
+
+
+def subject_alt_name(name: str) -> x509.GeneralName:
+    """``name`` for the server certificate: an IP address, or a DNS name (a docker-compose
+    service name such as ``authority``); ``ConfigurationError`` for anything else."""
+    text = name.strip()
+    try:
+        return x509.IPAddress(ipaddress.ip_address(text.strip("[]")))
+    except ValueError:
+        pass
+    if len(text) > 253 or not _DNS_NAME.fullmatch(text):
+        raise ConfigurationError(
+            f"{name!r} is not a host name or IP address for the TLS certificate", setting="san"
+        )
+    return x509.DNSName(text.rstrip(".").lower())
+
+
 @functools.cache
-def _tls_material() -> tuple[bytes, bytes, bytes]:
-    """PEM of a local CA, a server certificate it signed, and the server's key (once a process)."""
+def _tls_material(extra_names: tuple[str, ...] = ()) -> tuple[bytes, bytes, bytes]:
+    """PEM of a local CA, a server certificate it signed, and the server's key (once a process
+    for each set of extra names)."""
     ca_key, ca_cert = _local_ca()
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     names: list[x509.GeneralName] = [
@@ -161,6 +184,7 @@ def _tls_material() -> tuple[bytes, bytes, bytes]:
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
         x509.IPAddress(ipaddress.ip_address("::1")),
     ]
+    names += [n for n in map(subject_alt_name, extra_names) if n not in names]
     cert = (
         # Short enough for strict clients that cap leaf validity, long enough for any test.
         _builder(
@@ -181,10 +205,13 @@ def _tls_material() -> tuple[bytes, bytes, bytes]:
     return ca_cert.public_bytes(pem), cert.public_bytes(pem), _key_pem(key)
 
 
-def write_tls_files(directory: str | Path | None = None) -> TlsFiles:
-    """Write a local CA and a server certificate for 127.0.0.1, ::1 and localhost into
-    ``directory`` (a new temporary directory by default). Generated once per process."""
-    ca_pem, cert_pem, key_pem = _tls_material()
+def write_tls_files(
+    directory: str | Path | None = None, extra_names: Sequence[str] = ()
+) -> TlsFiles:
+    """Write a local CA and a server certificate for 127.0.0.1, ::1, localhost and
+    ``extra_names`` (host names or IP addresses) into ``directory`` (a new temporary directory
+    by default). Generated once per process for each set of names."""
+    ca_pem, cert_pem, key_pem = _tls_material(tuple(sorted(set(extra_names))))
     where = (
         Path(directory)
         if directory is not None
