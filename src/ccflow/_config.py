@@ -16,6 +16,7 @@ from ccflow._core.urls import DEFAULT_AUTHORITY_HOST, normalize_authority_host
 from ccflow.errors import ConfigurationError
 
 __all__ = [
+    "CACHE_VARIABLES",
     "CALLER_VARIABLES",
     "VALIDATOR_VARIABLES",
     "ARGUMENTS",
@@ -33,6 +34,15 @@ CALLER_VARIABLES: Final[Mapping[str, str]] = MappingProxyType(
 )
 """Which variable ``TokenClient.from_env`` reads for each constructor argument (the
 credential's variables are :data:`ccflow.credentials.CREDENTIAL_VARIABLES`)."""
+
+CACHE_VARIABLES: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "cache": "CCFLOW_TOKEN_CACHE",
+        "encryption_key": "CCFLOW_TOKEN_CACHE_KEY",
+    }
+)
+"""The shared token cache ``TokenClient.from_env`` and ``ccflow token`` use (a ``redis://``,
+``rediss://`` or ``unix://`` URL), and the key that encrypts its entries."""
 
 VALIDATOR_VARIABLES: Final[Mapping[str, str]] = MappingProxyType(
     {
