@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -74,6 +75,13 @@ class YieldingTransport(httpx.AsyncBaseTransport):
             await asyncio.sleep(0)
         await request.aread()
         return self.handler(request)
+
+
+@pytest.fixture(autouse=True)
+def _own_token_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ccflow token`` caches tokens under $XDG_CACHE_HOME: each test gets its own, never
+    the user's."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -183,13 +184,16 @@ class FileTokenCache:
     The file (default :func:`default_cache_path`) is written atomically (a temporary file,
     then ``os.replace``) with mode 0600 in a directory of mode 0700, under an ``fcntl`` lock
     that also makes concurrent runs wait for one fetch. Tokens sit on disk in clear, readable
-    by the user only. A file that cannot be read or written is logged once and skipped::
+    by the user only. A file that cannot be read or written is logged once and skipped.
+    ``partition`` keeps entries apart from those written with another one: ``ccflow token``
+    passes a digest of the credential, so a wrong secret is never answered from the cache::
 
         client = TokenClient.from_env(cache=FileTokenCache())
     """
 
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, partition: str = "") -> None:
         self.path = Path(path) if path is not None else default_cache_path()
+        self._suffix = ":" + hashlib.sha256(partition.encode()).hexdigest() if partition else ""
         self._memory = MemoryTokenCache()
         self._warned = False
 
@@ -218,7 +222,7 @@ class FileTokenCache:
 
     def forget(self, key: TokenKey, token: AccessToken) -> None:
         """Remove ``token`` from the file (kept if another token replaced it)."""
-        name = key.shared()
+        name = key.shared() + self._suffix
         try:
             with self._locked():
                 entries = self._read()
@@ -232,7 +236,7 @@ class FileTokenCache:
     def refill(self, key: TokenKey, now: float, fetch: Callable[[], CacheEntry]) -> CacheEntry:
         """The file's entry if fresh; else ``fetch()``'s, written to the file (under the lock,
         so a concurrent run waits and reads it)."""
-        name = key.shared()
+        name = key.shared() + self._suffix
         try:
             with self._locked():
                 entries = self._read()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -84,7 +86,38 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         " with --json, as JSON",
     )
     add_ca_file_argument(parser)
+    _add_cache_argument(parser)
     return parser
+
+
+def _add_cache_argument(parser: argparse.ArgumentParser) -> None:
+    """``--no-cache``: the token cache is on by default (a file, or CCFLOW_TOKEN_CACHE)."""
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="do not use the token cache: $XDG_CACHE_HOME/ccflow/tokens.json (else"
+        " ~/.cache/ccflow/tokens.json, mode 0600), or Redis when CCFLOW_TOKEN_CACHE is set",
+    )
+
+
+def _cache(args: argparse.Namespace, credential: dict[str, Any]) -> dict[str, Any]:
+    """The ``cache=`` keyword: Redis from CCFLOW_TOKEN_CACHE, else the file (its entries
+    apart per credential, so a wrong one still fails); none with ``--no-cache``."""
+    if args.no_cache:
+        return {}
+    from ccflow._client_base import cache_from_env
+    from ccflow._token_cache import FileTokenCache
+
+    shared = cache_from_env(os.environ)
+    if shared is not None:
+        return {"cache": shared}
+    if "client_secret" in credential:
+        proof = hmac.new(credential["client_secret"].encode(), b"ccflow token cache", "sha256")
+        partition = proof.hexdigest()
+    else:
+        with open(args.certificate, "rb") as pem:  # read moments ago by the credential
+            partition = hashlib.sha256(pem.read()).hexdigest()
+    return {"cache": FileTokenCache(partition=partition)}
 
 
 def _add_client_arguments(parser: argparse.ArgumentParser) -> None:
@@ -282,7 +315,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         kwargs, sources = _client_kwargs(args)
         scopes = _scopes(args)
-        kwargs.update(_credential(args))
+        credential = _credential(args)
+        kwargs.update(credential, **_cache(args, credential))
         http_client = httpx.Client(verify=verify_for(args.ca_file))
         with http_client, TokenClient(**kwargs, http_client=http_client) as client:
             token = client.get_token(*scopes)
