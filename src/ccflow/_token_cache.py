@@ -19,9 +19,8 @@ import os
 import tempfile
 import threading
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from ccflow._core.cache import CacheEntry
 from ccflow._core.shared_cache import decode_entry, encode_entry, shared_key, usable
@@ -45,10 +44,10 @@ DEFAULT_MAX_ENTRIES = 1024
 """Cached tokens (one per distinct key) beyond which expired ones are swept out."""
 
 
-@dataclass(frozen=True, slots=True)
-class TokenKey:
+class TokenKey(NamedTuple):
     """What a cached token is for: one client at one token endpoint (which names the tenant),
-    and the normalised scopes. Holds no secret."""
+    and the normalised scopes. Holds no secret. (A named tuple: one is built per
+    ``get_token()``, cheaply.)"""
 
     token_endpoint: str
     client_id: str

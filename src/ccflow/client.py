@@ -60,7 +60,9 @@ class TokenClient(BaseTokenClient[httpx.Client, Callable[[float], None], TokenCa
     ``auth_method`` (``"client_secret_post"`` or ``"client_secret_basic"``); ``http_client``
     (an ``httpx.Client``, not closed by us); ``refresh_margin`` (s, 300); ``max_retries`` (3);
     ``timeout`` (s or ``httpx.Timeout``, 10); ``clock`` (Unix seconds, ``time.time``);
-    ``sleep`` (how backoff waits, ``time.sleep``; inject one in tests).
+    ``sleep`` (how backoff waits, ``time.sleep``; inject one in tests); ``cache`` (a
+    :class:`ccflow.TokenCache`, default a :class:`ccflow.MemoryTokenCache` of its own;
+    ``ccflow.FileTokenCache``, ``ccflow.redis.RedisTokenCache``), then ``client.cache``.
     Thread-safe; the constructor does no network IO.
     """
 
@@ -240,8 +242,8 @@ class AsyncTokenClient(
                 await http.get(url)
 
     ``http_client`` is an ``httpx.AsyncClient`` (not closed by us); ``sleep`` is awaited for
-    backoff waits (``asyncio.sleep``). Use one instance per event loop; concurrent tasks asking
-    for the same scopes share one POST.
+    backoff waits (``asyncio.sleep``); ``cache`` is a :class:`ccflow.AsyncTokenCache`. Use one
+    instance per event loop; concurrent tasks asking for the same scopes share one POST.
     """
 
     _HTTP_CLASS = httpx.AsyncClient
