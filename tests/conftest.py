@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -88,6 +89,13 @@ def _no_imds(monkeypatch: pytest.MonkeyPatch) -> None:
         )
 
     monkeypatch.setattr("ccflow._managed_identity._default_imds_host", refuse)
+
+
+@pytest.fixture(autouse=True)
+def _own_token_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ccflow token`` caches tokens under $XDG_CACHE_HOME: each test gets its own, never
+    the user's."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
 
 
 @pytest.fixture

@@ -17,6 +17,14 @@ from __future__ import annotations
 import typing
 
 from ccflow._core.tokens import AccessToken
+from ccflow._token_cache import (
+    AsyncTokenCache,
+    CacheEntry,
+    FileTokenCache,
+    MemoryTokenCache,
+    TokenCache,
+    TokenKey,
+)
 from ccflow._version import __version__
 from ccflow.client import AsyncTokenClient, TokenClient
 from ccflow.credentials import (
@@ -45,22 +53,28 @@ if typing.TYPE_CHECKING:
 __all__ = [
     "AccessToken",
     "AsyncBearerAuth",
+    "AsyncTokenCache",
     "AsyncTokenClient",
     "AuthorityUnreachableError",
     "BearerAuth",
     "CCFlowError",
+    "CacheEntry",
     "ClientAssertion",
     "ClientCertificate",
     "ClientSecret",
     "ConfigurationError",
     "Credential",
     "CredentialError",
+    "FileTokenCache",
     "InsufficientScopeError",
     "InvalidTokenError",
     "KeysUnavailableError",
     "ManagedIdentity",
+    "MemoryTokenCache",
     "RequireRole",
+    "TokenCache",
     "TokenClient",
+    "TokenKey",
     "TokenRequestError",
     "TokenValidator",
     "ValidatedToken",

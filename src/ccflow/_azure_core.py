@@ -75,15 +75,6 @@ class TokenOptions:
         """Whether the cached token must not be served (a claims challenge)."""
         return self.claims is not None
 
-    def key(self, scopes: tuple[str, ...]) -> tuple[str, ...]:
-        """The cache key: the scopes, led by the tenant for another tenant's tokens. Scopes
-        never contain whitespace, so ``"tenant <id>"`` cannot be mistaken for one."""
-        return scopes if self.tenant_id is None else (f"tenant {self.tenant_id}", *scopes)
-
-    def scopes(self, key: tuple[str, ...]) -> tuple[str, ...]:
-        """The scopes of a cache key made by :meth:`key`."""
-        return key if self.tenant_id is None else key[1:]
-
 
 DEFAULT_OPTIONS = TokenOptions()
 

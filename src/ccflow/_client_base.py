@@ -15,16 +15,35 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import threading
 import time
-from collections.abc import Generator, Mapping
-from typing import Any, NoReturn, Self
+from collections.abc import Callable, Generator, Iterable, Mapping
+from typing import Any, ClassVar, Generic, NoReturn, Self, TypeVar, cast
 from urllib.parse import urlsplit
 
 import httpx
 
-from ccflow._azure_core import DEFAULT_OPTIONS, TokenInfo, TokenOptions, token_options
-from ccflow._client_config import ClientConfig, arguments_from_env, named_after_variable
-from ccflow._core.cache import CacheEntry, RefreshPolicy, TokenState, may_force_refresh
+from ccflow._azure_core import (
+    DEFAULT_OPTIONS,
+    TokenInfo,
+    TokenOptions,
+    allowed_tenants,
+    token_options,
+)
+from ccflow._client_config import (
+    DEFAULT_TIMEOUT,
+    ClientConfig,
+    arguments_from_env,
+    named_after_variable,
+)
+from ccflow._config import CACHE_VARIABLES, SettingNames
+from ccflow._core.cache import (
+    FORCED_REFRESH_INTERVAL,
+    CacheEntry,
+    RefreshPolicy,
+    TokenState,
+    may_force_refresh,
+)
 from ccflow._core.flow import (
     Failure,
     FetchOutcome,
@@ -45,25 +64,77 @@ from ccflow._core.tokens import (
 )
 from ccflow._http import untrusted_certificate
 from ccflow._managed_identity import ManagedIdentity
+from ccflow._token_cache import DEFAULT_MAX_ENTRIES, LocalLevel, MemoryTokenCache, TokenKey
 from ccflow._version import __version__
+from ccflow.credentials import Credential
 from ccflow.errors import CCFlowError, ConfigurationError, CredentialError
 
-__all__ = ["MAX_ENTRIES", "NO_AUTH", "BaseTokenClient", "credential_arguments", "reentered"]
+__all__ = ["NO_AUTH", "BaseTokenClient", "cache_from_env", "credential_arguments", "reentered"]
 
 logger = logging.getLogger("ccflow")
 
-# Cached tokens (one per distinct scopes) beyond which expired ones are swept out.
-MAX_ENTRIES = 1024
+HttpT = TypeVar("HttpT", httpx.Client, httpx.AsyncClient)
+SleepT = TypeVar("SleepT")
+CacheT = TypeVar("CacheT", bound=LocalLevel)
 # httpx's base Auth sends the request unchanged: the token POST never uses the http client's
 # own auth, which may be this client's BearerAuth.
 NO_AUTH = httpx.Auth()
 _USER_AGENT = f"ccflow/{__version__}"
 
 
-class BaseTokenClient:
-    """Configuration, the token cache and everything that does no IO, shared by both faces."""
+class BaseTokenClient(Generic[HttpT, SleepT, CacheT]):
+    """The constructor, the token cache and everything that does no IO, shared by both faces.
 
-    def __init__(self, config: ClientConfig) -> None:
+    A face names its http client class (``_HTTP_CLASS``, refused otherwise with
+    ``_HTTP_MISMATCH``), how to make one (``_new_http``) and its default ``sleep``.
+    """
+
+    _HTTP_CLASS: ClassVar[type[httpx.Client] | type[httpx.AsyncClient]]
+    _HTTP_MISMATCH: ClassVar[str]
+    _CACHE_PROTOCOL: ClassVar[tuple[str, tuple[str, ...]]]  # its name, its methods
+
+    def __init__(
+        self,
+        *,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+        credential: Credential | None = None,
+        tenant_id: str | None = None,
+        authority_host: str | None = None,
+        token_endpoint: str | None = None,
+        auth_method: str = "client_secret_post",
+        http_client: HttpT | None = None,
+        refresh_margin: float = 300.0,
+        max_retries: int = 3,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        clock: Callable[[], float] = time.time,
+        sleep: SleepT | None = None,
+        cache: CacheT | None = None,
+        additionally_allowed_tenants: Iterable[str] | None = None,
+    ) -> None:
+        config = ClientConfig.build(
+            client_id=client_id,
+            client_secret=client_secret,
+            credential=credential,
+            tenant_id=tenant_id,
+            authority_host=authority_host,
+            token_endpoint=token_endpoint,
+            auth_method=auth_method,
+            refresh_margin=refresh_margin,
+            max_retries=max_retries,
+            timeout=timeout,
+            clock=clock,
+        )
+        if http_client is not None and not isinstance(http_client, self._HTTP_CLASS):
+            raise ConfigurationError(self._HTTP_MISMATCH, setting="http_client")
+        if sleep is not None and not callable(sleep):
+            raise ConfigurationError(
+                "sleep must be a callable taking seconds (like time.sleep or asyncio.sleep)",
+                setting="sleep",
+            )
+        self._check_cache(cache)
+        # Tenants get_token(tenant_id=...) may name besides the client's own (azure-core).
+        self._allowed_tenants = allowed_tenants(additionally_allowed_tenants)
         self.client_id = config.client_id
         self.token_endpoint = config.token_endpoint
         self.auth_method = config.auth_method
@@ -71,13 +142,38 @@ class BaseTokenClient:
         self._clock = config.clock
         self._timeout_extension = httpx.Timeout(config.timeout).as_dict()
         self._host = urlsplit(config.token_endpoint).netloc
-        # Normalised scopes -> entry: the endpoint and client id are fixed per client, so
-        # (token endpoint, client id, scopes) needs only the scopes here.
-        self._cache: dict[tuple[str, ...], CacheEntry] = {}
+        self._owns_http = http_client is None
+        self._http: HttpT = http_client if http_client is not None else self._new_http(timeout)
+        self._sleep: SleepT = sleep if sleep is not None else self._default_sleep()
+        self.cache: CacheT = cache if cache is not None else self._default_cache()
         # Normalised scopes -> when a 401 last forced a refresh (see _invalidate).
         self._forced: dict[tuple[str, ...], float] = {}
-        # Tenants get_token(tenant_id=...) may name besides the client's own (the faces set it).
-        self._allowed_tenants: tuple[str, ...] = ()
+        self._flights: dict[TokenKey, Any] = {}
+        # Orders the sync face's cache decisions between threads; the asyncio face (one loop,
+        # no await before a flight is registered) never takes it.
+        self._lock = threading.Lock()
+        self._background: set[Any] = set()  # the asyncio face's shared-cache tasks
+
+    def _new_http(self, timeout: float | httpx.Timeout) -> HttpT:
+        """The face's own http client, made when none was given (closed by ``close``)."""
+        raise NotImplementedError
+
+    def _default_sleep(self) -> SleepT:
+        """How the face waits between retries unless told (``time.sleep``/``asyncio.sleep``)."""
+        raise NotImplementedError
+
+    def _check_cache(self, cache: object) -> None:
+        """Refuse a ``cache`` that lacks a method of the face's protocol."""
+        name, methods = self._CACHE_PROTOCOL
+        if cache is not None and not all(callable(getattr(cache, m, None)) for m in methods):
+            raise ConfigurationError(
+                f"cache must implement {name} ({', '.join(methods)}), got {type(cache).__name__}",
+                setting="cache",
+            )
+
+    def _default_cache(self) -> CacheT:
+        """The cache of a client given none: this process's memory."""
+        return cast(CacheT, MemoryTokenCache())  # it implements both protocols
 
     def __repr__(self) -> str:
         return (
@@ -101,12 +197,23 @@ class BaseTokenClient:
         (with ``AZURE_CLIENT_CERTIFICATE_PASSWORD``, ``AZURE_CLIENT_SEND_CERTIFICATE_CHAIN``),
         then ``AZURE_FEDERATED_TOKEN_FILE``, then, only when ``CCFLOW_MANAGED_IDENTITY=true``,
         the host's managed identity (see :func:`ccflow.credentials.credential_from_env`; the
-        choice is logged at DEBUG). ``options`` are the other constructor keywords
-        (``http_client``, ``clock``, ``sleep``, ...)::
+        choice is logged at DEBUG), and the shared token cache: ``CCFLOW_TOKEN_CACHE``
+        (a ``redis://``, ``rediss://`` or ``unix://`` URL, see :mod:`ccflow.redis`) with
+        ``CCFLOW_TOKEN_CACHE_KEY``. ``options`` are the other constructor keywords
+        (``http_client``, ``clock``, ``sleep``, ``cache``, ...)::
 
             client = TokenClient.from_env(max_retries=5)
         """
-        arguments = arguments_from_env(os.environ if environ is None else environ, options)
+        env = os.environ if environ is None else environ
+        arguments = arguments_from_env(env, options)
+        if "cache" not in options:
+            arguments["cache"] = cache_from_env(env)
+        elif env.get(CACHE_VARIABLES["cache"], "").strip():
+            raise ConfigurationError(
+                "from_env() reads cache from CCFLOW_TOKEN_CACHE; unset the variable or drop "
+                "the cache= option",
+                setting="cache",
+            )
         try:
             return cls(**arguments, **options)
         except ConfigurationError as exc:
@@ -117,59 +224,59 @@ class BaseTokenClient:
 
     # -- shared by both faces (no IO) --
 
-    def _key(self, scopes: tuple[str, ...]) -> tuple[str, ...]:
-        """The cache key of ``scopes``: checked and, for Azure AD, completed."""
-        return normalize_scopes(scopes, azure=self._config.azure)
+    def _key(self, scopes: tuple[str, ...], options: TokenOptions = DEFAULT_OPTIONS) -> TokenKey:
+        """The cache key of ``scopes``: checked and, for Azure AD, completed; at another
+        tenant's token endpoint when ``options`` name one."""
+        normalized = normalize_scopes(scopes, azure=self._config.azure)
+        endpoint = options.token_endpoint or self.token_endpoint
+        return TokenKey(endpoint, self.client_id, normalized)
 
-    def _fresh(self, key: tuple[str, ...]) -> AccessToken | None:
-        """The cached token for ``key`` while it needs no refresh (no lock: one dict read)."""
-        entry = self._cache.get(key)
+    def _fresh(self, key: TokenKey) -> AccessToken | None:
+        """The cached token for ``key`` while it needs no refresh (no lock, no IO)."""
+        entry = self.cache.get(key)
         if entry is not None and RefreshPolicy.state(entry, self._clock()) is TokenState.FRESH:
             return entry.token
         return None
 
-    def _invalidate(self, token: AccessToken, key: tuple[str, ...]) -> None:
-        """Drop ``token`` for ``key`` unless a newer one replaced it or it was just forced."""
-        entry = self._cache.get(key)
+    def _may_invalidate(self, token: AccessToken, key: TokenKey) -> bool:
+        """Whether ``token``, still cached for ``key``, may be dropped now (see invalidate);
+        if so, the forced refresh is recorded."""
+        entry = self.cache.get(key)
         if entry is None or entry.token != token:
-            return
+            return False
         now = self._clock()
-        if may_force_refresh(self._forced.get(key), now):
-            self._forced[key] = now
-            del self._cache[key]
+        scopes = key.scopes
+        if not may_force_refresh(self._forced.get(scopes), now):
+            return False
+        if len(self._forced) >= DEFAULT_MAX_ENTRIES:  # bounded like the cache
+            cutoff = now - FORCED_REFRESH_INTERVAL
+            self._forced = {k: at for k, at in self._forced.items() if cutoff < at <= now}
+        self._forced[scopes] = now
+        return True
 
-    def _put(self, key: tuple[str, ...], entry: CacheEntry) -> None:
-        """Cache ``entry``, first sweeping out expired tokens once MAX_ENTRIES are held."""
-        cache = self._cache
-        if len(cache) >= MAX_ENTRIES and key not in cache:
-            now = self._clock()
-            for old in [k for k, e in cache.items() if e.token.expires_on <= now]:
-                del cache[old]
-                self._forced.pop(old, None)
-        cache[key] = entry
-
-    def _settle(self, key: tuple[str, ...], outcome: FetchOutcome) -> CacheEntry:
+    def _settle(self, key: TokenKey, outcome: FetchOutcome, now: float) -> CacheEntry:
         """Cache what a fetch gave; a failed refresh of a token invalidated meanwhile raises."""
         if outcome.error is not None:
-            current = self._cache.get(key)
+            current = self.cache.get(key)
             if current is None or current.token is not outcome.entry.token:
                 raise outcome.error
-        self._put(key, outcome.entry)
+        self.cache.put(key, outcome.entry, now)
         return outcome.entry
 
     def _flow(
         self,
         raw: tuple[str, ...],
-        key: tuple[str, ...],
+        key: TokenKey,
         cached: CacheEntry | None,
         now: float,
         options: TokenOptions = DEFAULT_OPTIONS,
     ) -> Generator[Step, StepReply, FetchOutcome]:
-        """The core's fetch for ``key``; errors mention the scopes as the caller wrote them."""
+        """The core's fetch for ``key`` (at its token endpoint: another tenant's, when asked);
+        errors mention the scopes as the caller wrote them."""
         fetch = self._config.fetch
-        if options.token_endpoint is not None:
-            fetch = dataclasses.replace(fetch, token_endpoint=options.token_endpoint)
-        scopes = options.scopes(key)
+        if key.token_endpoint != fetch.token_endpoint:
+            fetch = dataclasses.replace(fetch, token_endpoint=key.token_endpoint)
+        scopes = key.scopes
         completed = tuple(s for s in raw if s not in scopes)
         context = ErrorContext(self.client_id, fetch.token_endpoint, scopes, completed)
         return fetch_flow(
@@ -191,9 +298,9 @@ class BaseTokenClient:
             tenants=not isinstance(self._config.credential, ManagedIdentity),
         )
 
-    def _token_info(self, key: tuple[str, ...], token: AccessToken) -> TokenInfo:
+    def _token_info(self, key: TokenKey, token: AccessToken) -> TokenInfo:
         """``token`` as azure-core's ``AccessTokenInfo``, with when it will be refreshed."""
-        entry = self._cache.get(key)
+        entry = self.cache.get(key)
         refresh_on = int(entry.refresh_at) if entry is not None and entry.token == token else None
         return TokenInfo(token.token, token.expires_on, token.token_type, refresh_on)
 
@@ -268,15 +375,24 @@ class BaseTokenClient:
         detail = type(exc).__name__ + (f": {exc}" if str(exc) else "")
         return Failure(kind, detail[:200], self._clock())
 
-    def _log(self, key: tuple[str, ...], outcome: FetchOutcome, started: float) -> None:
-        """One INFO line per fetch, or a WARNING when a cached token is served after a failure."""
+    def _log(self, key: TokenKey, outcome: FetchOutcome, started: float, *, fetched: bool) -> None:
+        """One INFO line per fetch, or a WARNING when a cached token is served after a failure;
+        a token another process fetched gets a DEBUG line."""
         ms = (time.perf_counter() - started) * 1000.0
-        if outcome.error is None:
+        if not fetched:
+            logger.debug(
+                "token from the shared cache host=%s client_id=%s scopes=%s duration_ms=%.1f",
+                self._host,
+                self.client_id,
+                " ".join(key.scopes),
+                ms,
+            )
+        elif outcome.error is None:
             logger.info(
                 "fetched token host=%s client_id=%s scopes=%s expires_in=%s duration_ms=%.1f",
                 self._host,
                 self.client_id,
-                " ".join(key),
+                " ".join(key.scopes),
                 outcome.expires_in,
                 ms,
             )
@@ -286,10 +402,35 @@ class BaseTokenClient:
                 "client_id=%s scopes=%s error=%s duration_ms=%.1f",
                 self._host,
                 self.client_id,
-                " ".join(key),
+                " ".join(key.scopes),
                 outcome.error,
                 ms,
             )
+
+
+def cache_from_env(environ: Mapping[str, str]) -> Any:
+    """The ``RedisTokenCache`` that ``CCFLOW_TOKEN_CACHE`` names, or ``None`` when unset."""
+    variable = CACHE_VARIABLES["cache"]
+    url = environ.get(variable, "").strip()
+    if not url:
+        return None
+    if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+        raise ConfigurationError(
+            f"{variable}: must be a redis://, rediss:// or unix:// URL", setting=variable
+        )
+    try:
+        from ccflow.redis import RedisTokenCache
+    except ImportError:
+        raise ConfigurationError(
+            f"{variable}: is set but redis-py is not installed: pip install 'ccflow-oauth[redis]'",
+            setting=variable,
+        ) from None
+    key = environ.get(CACHE_VARIABLES["encryption_key"], "").strip() or None
+    try:
+        return RedisTokenCache(url, encryption_key=key)
+    except ConfigurationError as exc:
+        setting = "encryption_key" if exc.setting == "encryption_key" else "cache"
+        raise SettingNames(CACHE_VARIABLES).error(setting, str(exc)) from None
 
 
 def credential_arguments(step: Prepare, now: float) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from ccflow._core.urls import DEFAULT_AUTHORITY_HOST, normalize_authority_host
 from ccflow.errors import ConfigurationError
 
 __all__ = [
+    "CACHE_VARIABLES",
     "CALLER_VARIABLES",
     "CLIENT_SECRET_VARIABLES",
     "VALIDATOR_VARIABLES",
@@ -38,6 +39,15 @@ credential's variables are :data:`ccflow.credentials.CREDENTIAL_VARIABLES`)."""
 CLIENT_SECRET_VARIABLES: Final[tuple[str, ...]] = ("AZURE_CLIENT_SECRET", "CCFLOW_CLIENT_SECRET")
 """Where ``from_env()`` and ``ccflow token`` read a client secret, first set wins:
 ``AZURE_CLIENT_SECRET`` (azure-identity's name), then ``CCFLOW_CLIENT_SECRET``."""
+
+CACHE_VARIABLES: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "cache": "CCFLOW_TOKEN_CACHE",
+        "encryption_key": "CCFLOW_TOKEN_CACHE_KEY",
+    }
+)
+"""The shared token cache ``TokenClient.from_env`` and ``ccflow token`` use (a ``redis://``,
+``rediss://`` or ``unix://`` URL), and the key that encrypts its entries."""
 
 VALIDATOR_VARIABLES: Final[Mapping[str, str]] = MappingProxyType(
     {

@@ -15,20 +15,13 @@ import copy
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
 from typing import Any, Self
 
 import httpx
 
-from ccflow._azure_core import (
-    DEFAULT_OPTIONS,
-    TokenInfo,
-    TokenOptions,
-    allowed_tenants,
-    options_from_mapping,
-)
+from ccflow._azure_core import DEFAULT_OPTIONS, TokenInfo, TokenOptions, options_from_mapping
 from ccflow._client_base import NO_AUTH, BaseTokenClient, credential_arguments, reentered
-from ccflow._client_config import DEFAULT_TIMEOUT, ClientConfig
 from ccflow._core.cache import CacheEntry, RefreshPolicy, TokenState
 from ccflow._core.flow import (
     Failure,
@@ -43,8 +36,9 @@ from ccflow._core.flow import (
 )
 from ccflow._core.tokens import AccessToken, TokenRequest
 from ccflow._http import new_async_client, new_client
-from ccflow.credentials import AsyncCredential, Credential
-from ccflow.errors import CCFlowError, ConfigurationError
+from ccflow._token_cache import AsyncTokenCache, TokenCache, TokenKey
+from ccflow.credentials import AsyncCredential
+from ccflow.errors import CCFlowError
 from ccflow.httpx_auth import AsyncBearerAuth, BearerAuth
 
 __all__ = ["AsyncTokenClient", "TokenClient"]
@@ -54,7 +48,7 @@ logger = logging.getLogger("ccflow")
 RETRY_MESSAGE = "retrying in %s s after %s"
 
 
-class TokenClient(BaseTokenClient):
+class TokenClient(BaseTokenClient[httpx.Client, Callable[[float], None], TokenCache]):
     """Client-credentials tokens for threads and plain code, cached and refreshed.
 
     ::
@@ -69,57 +63,29 @@ class TokenClient(BaseTokenClient):
     ``auth_method`` (``"client_secret_post"`` or ``"client_secret_basic"``); ``http_client``
     (an ``httpx.Client``, not closed by us); ``refresh_margin`` (s, 300); ``max_retries`` (3);
     ``timeout`` (s or ``httpx.Timeout``, 10); ``clock`` (Unix seconds, ``time.time``);
-    ``sleep`` (how backoff waits, ``time.sleep``; inject one in tests);
+    ``sleep`` (how backoff waits, ``time.sleep``; inject one in tests); ``cache`` (a
+    :class:`ccflow.TokenCache`, default a :class:`ccflow.MemoryTokenCache` of its own;
+    ``ccflow.FileTokenCache``, ``ccflow.redis.RedisTokenCache``), then ``client.cache``;
     ``additionally_allowed_tenants`` (tenants ``get_token(tenant_id=...)`` may name, ``["*"]``
     for any). ``credential=ManagedIdentity()`` needs no ``client_id`` and no tenant.
     Thread-safe; the constructor does no network IO. Usable as an azure-core credential
     (:meth:`get_token`, :meth:`get_token_info`).
     """
 
-    def __init__(
-        self,
-        *,
-        client_id: str | None = None,
-        client_secret: str | None = None,
-        credential: Credential | None = None,
-        tenant_id: str | None = None,
-        authority_host: str | None = None,
-        token_endpoint: str | None = None,
-        auth_method: str = "client_secret_post",
-        http_client: httpx.Client | None = None,
-        refresh_margin: float = 300.0,
-        max_retries: int = 3,
-        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
-        clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], None] = time.sleep,
-        additionally_allowed_tenants: Iterable[str] | None = None,
-    ) -> None:
-        config = ClientConfig.build(
-            client_id=client_id,
-            client_secret=client_secret,
-            credential=credential,
-            tenant_id=tenant_id,
-            authority_host=authority_host,
-            token_endpoint=token_endpoint,
-            auth_method=auth_method,
-            refresh_margin=refresh_margin,
-            max_retries=max_retries,
-            timeout=timeout,
-            clock=clock,
-        )
-        super().__init__(config)
-        self._allowed_tenants = allowed_tenants(additionally_allowed_tenants)  # azure-core
-        if http_client is not None and not isinstance(http_client, httpx.Client):
-            raise ConfigurationError(
-                "http_client must be an httpx.Client (use AsyncTokenClient for httpx.AsyncClient)",
-                setting="http_client",
-            )
-        _check_sleep(sleep)
-        self._owns_http = http_client is None
-        self._http: httpx.Client = http_client or new_client(timeout)
-        self._sleep = sleep
-        self._lock = threading.Lock()
-        self._flights: dict[tuple[str, ...], _Flight] = {}
+    _HTTP_CLASS = httpx.Client
+    _HTTP_MISMATCH = (
+        "http_client must be an httpx.Client (use AsyncTokenClient for httpx.AsyncClient)"
+    )
+    _CACHE_PROTOCOL = ("ccflow.TokenCache", ("get", "put", "discard", "forget", "refill"))
+    _flights: dict[TokenKey, _Flight]
+
+    def _new_http(self, timeout: float | httpx.Timeout) -> httpx.Client:
+        """An ``httpx.Client`` of our own."""
+        return new_client(timeout)
+
+    def _default_sleep(self) -> Callable[[float], None]:
+        """``time.sleep``."""
+        return time.sleep
 
     def get_token(
         self,
@@ -150,11 +116,9 @@ class TokenClient(BaseTokenClient):
         key, token = self._get(scopes, self._options(**options_from_mapping(options)))
         return self._token_info(key, token)
 
-    def _get(
-        self, scopes: tuple[str, ...], options: TokenOptions
-    ) -> tuple[tuple[str, ...], AccessToken]:
+    def _get(self, scopes: tuple[str, ...], options: TokenOptions) -> tuple[TokenKey, AccessToken]:
         """The cache key and a valid token for ``scopes`` under ``options``."""
-        key = options.key(self._key(scopes))
+        key = self._key(scopes, options)
         token = None if options.fresh else self._fresh(key)
         return key, token if token is not None else self._acquire(scopes, key, options)
 
@@ -173,7 +137,11 @@ class TokenClient(BaseTokenClient):
         """
         key = self._key(scopes)
         with self._lock:  # two threads holding one refused token decide one after the other
-            self._invalidate(token, key)
+            dropped = self._may_invalidate(token, key)
+            if dropped:
+                self.cache.discard(key, token)
+        if dropped:
+            self.cache.forget(key, token)  # outside the lock: a shared cache does IO
 
     def auth(self, *scopes: str) -> BearerAuth:
         """An ``httpx.Auth`` that sends ``Authorization: Bearer <token for scopes>`` and, on a
@@ -185,14 +153,14 @@ class TokenClient(BaseTokenClient):
         return BearerAuth(self, scopes)
 
     def _acquire(
-        self, raw: tuple[str, ...], key: tuple[str, ...], options: TokenOptions = DEFAULT_OPTIONS
+        self, raw: tuple[str, ...], key: TokenKey, options: TokenOptions = DEFAULT_OPTIONS
     ) -> AccessToken:
         """Serve ``key`` from the cache, join its flight, or lead a fetch for it."""
         flight: _Flight | None = None
         try:  # before the flight is registered: an interrupt must still unregister it
             with self._lock:
                 now = self._clock()  # under the lock: tests count joined callers by clock reads
-                cached = None if options.fresh else self._cache.get(key)
+                cached = None if options.fresh else self.cache.get(key)
                 state = RefreshPolicy.state(cached, now)
                 if state is TokenState.FRESH:
                     assert cached is not None
@@ -207,9 +175,9 @@ class TokenClient(BaseTokenClient):
                     return cached.token  # someone is refreshing it; it is still valid meanwhile
                 return waiting.wait()
             started = time.perf_counter()
-            outcome = self._drive(self._flow(raw, key, cached, now, options))
+            outcome, fetched = self._refill(raw, key, cached, now, options)
             with self._lock:
-                self._settle(key, outcome)
+                self._settle(key, outcome, now)
                 self._flights.pop(key, None)
         except Exception as exc:
             if flight is not None:
@@ -221,10 +189,29 @@ class TokenClient(BaseTokenClient):
                 self._abandon(key, flight, interrupted)
             raise
         flight.finish(outcome.entry.token)
-        self._log(key, outcome, started)
+        self._log(key, outcome, started, fetched=fetched)
         return outcome.entry.token
 
-    def _abandon(self, key: tuple[str, ...], flight: _Flight, error: BaseException) -> None:
+    def _refill(
+        self,
+        raw: tuple[str, ...],
+        key: TokenKey,
+        cached: CacheEntry | None,
+        now: float,
+        options: TokenOptions,
+    ) -> tuple[FetchOutcome, bool]:
+        """The cache's entry for ``key`` (another process's), or this process's fetch; and
+        whether it was fetched here. A claims challenge is never answered from the cache."""
+        fetched: list[FetchOutcome] = []
+
+        def fetch() -> CacheEntry:
+            fetched.append(self._drive(self._flow(raw, key, cached, now, options)))
+            return fetched[-1].entry
+
+        entry = fetch() if options.fresh else self.cache.refill(key, now, fetch)
+        return (fetched[-1], True) if fetched else (FetchOutcome(entry), False)
+
+    def _abandon(self, key: TokenKey, flight: _Flight, error: BaseException) -> None:
         """End a flight that failed: unregister it and hand its waiters ``error``."""
         with self._lock:
             if self._flights.get(key) is flight:
@@ -276,7 +263,9 @@ class TokenClient(BaseTokenClient):
         self.close()
 
 
-class AsyncTokenClient(BaseTokenClient):
+class AsyncTokenClient(
+    BaseTokenClient[httpx.AsyncClient, Callable[[float], Awaitable[None]], AsyncTokenCache]
+):
     """The asyncio face of :class:`TokenClient`: same constructor, awaited methods.
 
     ::
@@ -287,53 +276,22 @@ class AsyncTokenClient(BaseTokenClient):
                 await http.get(url)
 
     ``http_client`` is an ``httpx.AsyncClient`` (not closed by us); ``sleep`` is awaited for
-    backoff waits (``asyncio.sleep``). Use one instance per event loop; concurrent tasks asking
-    for the same scopes share one POST.
+    backoff waits (``asyncio.sleep``); ``cache`` is a :class:`ccflow.AsyncTokenCache`. Use one
+    instance per event loop; concurrent tasks asking for the same scopes share one POST.
     """
 
-    def __init__(
-        self,
-        *,
-        client_id: str | None = None,
-        client_secret: str | None = None,
-        credential: Credential | None = None,
-        tenant_id: str | None = None,
-        authority_host: str | None = None,
-        token_endpoint: str | None = None,
-        auth_method: str = "client_secret_post",
-        http_client: httpx.AsyncClient | None = None,
-        refresh_margin: float = 300.0,
-        max_retries: int = 3,
-        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
-        clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        additionally_allowed_tenants: Iterable[str] | None = None,
-    ) -> None:
-        config = ClientConfig.build(
-            client_id=client_id,
-            client_secret=client_secret,
-            credential=credential,
-            tenant_id=tenant_id,
-            authority_host=authority_host,
-            token_endpoint=token_endpoint,
-            auth_method=auth_method,
-            refresh_margin=refresh_margin,
-            max_retries=max_retries,
-            timeout=timeout,
-            clock=clock,
-        )
-        super().__init__(config)
-        self._allowed_tenants = allowed_tenants(additionally_allowed_tenants)  # azure-core
-        if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
-            raise ConfigurationError(
-                "http_client must be an httpx.AsyncClient (use TokenClient for httpx.Client)",
-                setting="http_client",
-            )
-        _check_sleep(sleep)
-        self._owns_http = http_client is None
-        self._http: httpx.AsyncClient = http_client or new_async_client(timeout)
-        self._sleep = sleep
-        self._flights: dict[tuple[str, ...], asyncio.Future[CacheEntry]] = {}
+    _HTTP_CLASS = httpx.AsyncClient
+    _HTTP_MISMATCH = "http_client must be an httpx.AsyncClient (use TokenClient for httpx.Client)"
+    _CACHE_PROTOCOL = ("ccflow.AsyncTokenCache", ("get", "put", "discard", "aforget", "arefill"))
+    _flights: dict[TokenKey, asyncio.Future[CacheEntry]]
+
+    def _new_http(self, timeout: float | httpx.Timeout) -> httpx.AsyncClient:
+        """An ``httpx.AsyncClient`` of our own."""
+        return new_async_client(timeout)
+
+    def _default_sleep(self) -> Callable[[float], Awaitable[None]]:
+        """``asyncio.sleep``."""
+        return asyncio.sleep
 
     async def get_token(
         self,
@@ -355,16 +313,29 @@ class AsyncTokenClient(BaseTokenClient):
 
     async def _get(
         self, scopes: tuple[str, ...], options: TokenOptions
-    ) -> tuple[tuple[str, ...], AccessToken]:
+    ) -> tuple[TokenKey, AccessToken]:
         """The cache key and a valid token for ``scopes`` under ``options``."""
-        key = options.key(self._key(scopes))
+        key = self._key(scopes, options)
         token = None if options.fresh else self._fresh(key)
         return key, token if token is not None else await self._acquire(scopes, key, options)
 
     def invalidate(self, token: AccessToken, *scopes: str) -> None:
         """Forget ``token`` for ``scopes`` (an API refused it); see
-        :meth:`TokenClient.invalidate`. Not awaited: it does no IO."""
-        self._invalidate(token, self._key(scopes))
+        :meth:`TokenClient.invalidate`. Not awaited: a shared cache forgets it in a task."""
+        key = self._key(scopes)
+        if self._may_invalidate(token, key):
+            self.cache.discard(key, token)
+            self._in_background(self.cache.aforget(key, token))
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` as a task of the running loop (none running: skip it)."""
+        try:
+            task = asyncio.get_running_loop().create_task(work)
+        except RuntimeError:
+            work.close()
+            return
+        self._background.add(task)  # a task nobody references may be collected mid-way
+        task.add_done_callback(self._background.discard)
 
     def auth(self, *scopes: str) -> AsyncBearerAuth:
         """An ``httpx.Auth`` for ``httpx.AsyncClient``; see :meth:`TokenClient.auth`."""
@@ -372,12 +343,12 @@ class AsyncTokenClient(BaseTokenClient):
         return AsyncBearerAuth(self, scopes)
 
     async def _acquire(
-        self, raw: tuple[str, ...], key: tuple[str, ...], options: TokenOptions = DEFAULT_OPTIONS
+        self, raw: tuple[str, ...], key: TokenKey, options: TokenOptions = DEFAULT_OPTIONS
     ) -> AccessToken:
         """Serve ``key`` from the cache, join its flight, or start a fetch for it."""
         # No lock: nothing here awaits before the flight is registered.
         now = self._clock()
-        cached = None if options.fresh else self._cache.get(key)
+        cached = None if options.fresh else self.cache.get(key)
         state = RefreshPolicy.state(cached, now)
         if state is TokenState.FRESH:
             assert cached is not None
@@ -404,19 +375,27 @@ class AsyncTokenClient(BaseTokenClient):
     async def _fetch(
         self,
         raw: tuple[str, ...],
-        key: tuple[str, ...],
+        key: TokenKey,
         cached: CacheEntry | None,
         now: float,
         options: TokenOptions,
     ) -> CacheEntry:
-        """One fetch for ``key``, run as the flight every waiter shares."""
+        """One fetch for ``key`` (or another process's entry), run as the flight every waiter
+        shares. A claims challenge is never answered from the cache."""
         started = time.perf_counter()
+        fetched: list[FetchOutcome] = []
+
+        async def fetch() -> CacheEntry:
+            fetched.append(await self._drive(self._flow(raw, key, cached, now, options)))
+            return fetched[-1].entry
+
         try:
-            outcome = await self._drive(self._flow(raw, key, cached, now, options))
-            self._settle(key, outcome)
+            entry = await (fetch() if options.fresh else self.cache.arefill(key, now, fetch))
+            outcome = fetched[-1] if fetched else FetchOutcome(entry)
+            self._settle(key, outcome, now)
         finally:
             self._flights.pop(key, None)
-        self._log(key, outcome, started)
+        self._log(key, outcome, started, fetched=bool(fetched))
         return outcome.entry
 
     async def _drive(self, flow: Generator[Step, StepReply, FetchOutcome]) -> FetchOutcome:
@@ -521,21 +500,12 @@ def _own_copy(error: BaseException) -> BaseException:
     return twin.with_traceback(None)
 
 
-def _seconds(seconds: float) -> str:
-    """A wait as the retry line says it: ``2``, ``0.6``, ``12``."""
-    return f"{seconds:.0f}" if seconds >= 10 else f"{seconds:.2g}"
-
-
-def _check_sleep(sleep: object) -> None:
-    """Refuse a ``sleep`` that cannot be called."""
-    if not callable(sleep):
-        raise ConfigurationError(
-            "sleep must be a callable taking seconds (like time.sleep or asyncio.sleep)",
-            setting="sleep",
-        )
-
-
 def _consume(task: asyncio.Future[CacheEntry]) -> None:
     """Mark the outcome as retrieved, so asyncio logs no error nobody was left to see."""
     if not task.cancelled():
         task.exception()
+
+
+def _seconds(seconds: float) -> str:
+    """A wait as the retry line says it: ``2``, ``0.6``, ``12``."""
+    return f"{seconds:.0f}" if seconds >= 10 else f"{seconds:.2g}"

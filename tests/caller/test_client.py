@@ -6,7 +6,7 @@ import json
 import logging
 import pickle
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -18,10 +18,13 @@ from ccflow import (
     AccessToken,
     AsyncTokenClient,
     AuthorityUnreachableError,
+    CacheEntry,
     ClientSecret,
     ConfigurationError,
     CredentialError,
+    MemoryTokenCache,
     TokenClient,
+    TokenKey,
     TokenRequestError,
 )
 from ccflow.authority import Authority, Fault
@@ -303,13 +306,9 @@ def test_token_endpoint_targets_any_server(
     assert tc.get_token(scope.removesuffix("/.default")).scopes == (scope,)
 
 
-def test_expired_tokens_are_swept_out_once_many_scopes_are_cached(
-    monkeypatch: pytest.MonkeyPatch, clock: FakeClock
-) -> None:
-    # The sweep bounds memory, which only the cache itself shows: this test reads it.
-    import ccflow._client_base as client_base
-
-    monkeypatch.setattr(client_base, "MAX_ENTRIES", 4)
+def test_expired_tokens_are_swept_out_once_many_scopes_are_cached(clock: FakeClock) -> None:
+    # The sweep bounds memory, which only the cache itself shows: len(cache) reads it.
+    cache = MemoryTokenCache(max_entries=4)
     posts: list[bytes] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -322,15 +321,17 @@ def test_expired_tokens_are_swept_out_once_many_scopes_are_cached(
         token_endpoint="https://idp.example/token",
         http_client=httpx.Client(transport=httpx.MockTransport(handler)),
         clock=clock,
+        cache=cache,
     )
     for n in range(4):
         tc.get_token(f"scope-{n}")
     clock.advance(60)  # all four expired
     tc.get_token("scope-4")
-    assert sorted(tc._cache) == [("scope-4",)]
+    assert len(cache) == 1
+    assert tc.cache is cache
     for n in range(5, 12):
         tc.get_token(f"scope-{n}")  # valid tokens are kept: the cap only sweeps expired ones
-    assert len(tc._cache) == 8
+    assert len(cache) == 8
     fetched = len(posts)
     for n in range(4, 12):
         tc.get_token(f"scope-{n}")
@@ -1181,33 +1182,21 @@ def test_a_network_failure_is_described_as_what_happened(exc: Exception, match: 
 
 
 def test_an_interrupt_just_after_the_flight_is_registered_does_not_strand_it(
-    sync_client: ClientFactory,
-    authority: Authority,
-    clock: FakeClock,
-    scope: str,
-    monkeypatch: pytest.MonkeyPatch,
+    sync_client: ClientFactory, scope: str
 ) -> None:
-    # Ctrl-C between registering the flight and entering its try block left the flight behind:
-    # this thread's next get_token() said it was called from inside its own token request, and
-    # any other thread would have waited for ever.
-    import time as real_time
-
-    import ccflow.client
-
-    class InterruptOnce:
+    # Ctrl-C between registering the flight and the fetch (here: while the cache is asked)
+    # left the flight behind: this thread's next get_token() said it was called from inside
+    # its own token request, and any other thread would have waited for ever.
+    class InterruptOnce(MemoryTokenCache):
         armed = True
 
-        def perf_counter(self) -> float:
-            if InterruptOnce.armed:
-                InterruptOnce.armed = False
+        def refill(self, key: TokenKey, now: float, fetch: Callable[[], CacheEntry]) -> CacheEntry:
+            if self.armed:
+                self.armed = False
                 raise KeyboardInterrupt
-            return real_time.perf_counter()
+            return fetch()
 
-        def __getattr__(self, name: str) -> Any:
-            return getattr(real_time, name)
-
-    tc, _ = sync_client()
-    monkeypatch.setattr(ccflow.client, "time", InterruptOnce())
+    tc, _ = sync_client(cache=InterruptOnce())
     with pytest.raises(KeyboardInterrupt):
         tc.get_token(scope)
     other: list[AccessToken] = []

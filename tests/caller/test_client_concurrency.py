@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from ccflow import AccessToken, TokenClient
+from ccflow import AccessToken, CacheEntry, MemoryTokenCache, TokenClient, TokenKey
 from ccflow.authority import Authority
 from ccflow.errors import TokenRequestError
 
@@ -123,19 +123,23 @@ def test_a_failure_storing_the_token_reaches_every_waiter_and_frees_the_flight(
     scope: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Storing can fail only in odd ways (a user clock raising during the cache sweep); the
-    # waiters must get that error, not wait for a flight nobody finishes.
+    # Storing can fail only in odd ways (a user's cache raising); the waiters must get that
+    # error, not wait for a flight nobody finishes.
+    class BrokenCache(MemoryTokenCache):
+        broken = True
+
+        def put(self, key: TokenKey, entry: CacheEntry, now: float) -> None:
+            if self.broken:
+                raise RuntimeError("the cache broke")
+            super().put(key, entry, now)
+
+    cache = BrokenCache()
     gate = Gate(authority, lambda: clock.calls >= 2 + (N - 1), clock.cond)
-    tc, _ = sync_client(transport=httpx.MockTransport(gate.sync_handler))
-
-    def broken_put(key: Any, entry: Any) -> None:
-        raise RuntimeError("the clock broke")
-
-    monkeypatch.setattr(tc, "_put", broken_put)
+    tc, _ = sync_client(transport=httpx.MockTransport(gate.sync_handler), cache=cache)
     results = run_threads(tc, scope)
     assert len(results) == N
     assert all(isinstance(r, RuntimeError) for r in results)
-    monkeypatch.undo()
+    cache.broken = False
     gate.ready = lambda: True
     assert isinstance(tc.get_token(scope), AccessToken)  # the key is not stuck in flight
 

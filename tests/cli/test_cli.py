@@ -150,14 +150,16 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def calc_token(server: Server) -> str:
-    result = ccflow(*token_args(server), env=secret_env(server))
+    # Module scope comes before each test's own cache directory: keep the user's out of it.
+    result = ccflow(*token_args(server), "--no-cache", env=secret_env(server))
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
 
 
 @pytest.fixture(scope="module")
 def reader_token(server: Server) -> str:
-    result = ccflow(*token_args(server, "reader-client"), env=secret_env(server, "reader-client"))
+    args = token_args(server, "reader-client")
+    result = ccflow(*args, "--no-cache", env=secret_env(server, "reader-client"))
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
 

@@ -9,6 +9,7 @@ still answered 429 or 5xx after the retries.
 from __future__ import annotations
 
 import argparse
+import hmac
 import json
 import logging
 import math
@@ -105,6 +106,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help=f"retries after a timeout, connection error, 429 or 5xx (0..{_MAX_RETRIES},"
         " default 3)",
     )
+    _add_cache_argument(parser)
     return parser
 
 
@@ -124,6 +126,51 @@ def _retries(text: str) -> int:
     if not text.strip().isdigit() or not 0 <= int(text) <= _MAX_RETRIES:
         raise argparse.ArgumentTypeError(f"expected a whole number 0..{_MAX_RETRIES}, got {text!r}")
     return int(text)
+
+
+def _add_cache_argument(parser: argparse.ArgumentParser) -> None:
+    """``--no-cache``: the token cache is on by default (a file, or CCFLOW_TOKEN_CACHE)."""
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="do not use the token cache: $XDG_CACHE_HOME/ccflow/tokens.json (else"
+        " ~/.cache/ccflow/tokens.json, mode 0600), or Redis when CCFLOW_TOKEN_CACHE is set",
+    )
+
+
+def _cache(args: argparse.Namespace, credential: dict[str, Any]) -> dict[str, Any]:
+    """The ``cache=`` keyword: Redis from CCFLOW_TOKEN_CACHE, else the file (its entries
+    apart per credential, so a wrong one still fails); none with ``--no-cache``."""
+    if args.no_cache:
+        return {}
+    from ccflow._client_base import cache_from_env
+    from ccflow._token_cache import FileTokenCache
+
+    shared = cache_from_env(os.environ)
+    if shared is not None:
+        return {"cache": shared}
+    partition = _partition(credential)
+    return {"cache": FileTokenCache(partition=partition)}
+
+
+def _partition(kwargs: dict[str, Any]) -> str:
+    """What keeps the file cache's entries apart per credential: a digest of the secret, the
+    certificate's thumbprint, the federated token file's path or the managed identity's name,
+    so a wrong secret is sent and refused instead of being answered from the cache."""
+    from ccflow.credentials import ClientCertificate, ClientSecret, FederatedTokenFile
+
+    credential = kwargs.get("credential")
+    if isinstance(credential, ClientSecret):
+        secret = credential.secret
+    elif isinstance(credential, ClientCertificate):
+        return credential.thumbprint
+    elif isinstance(credential, FederatedTokenFile):
+        secret = str(credential.path)
+    elif credential is not None:  # a managed identity: the host's, keyed by its name
+        secret = getattr(credential, "name", type(credential).__name__)
+    else:
+        secret = kwargs["client_secret"]
+    return hmac.new(secret.encode(), b"ccflow token cache", "sha256").hexdigest()
 
 
 def _add_client_arguments(parser: argparse.ArgumentParser) -> None:
@@ -364,6 +411,7 @@ def run(args: argparse.Namespace) -> int:
             kwargs, sources = _client_kwargs(args)
             kwargs.update(_credential(args))
         scopes = _scopes(args)
+        kwargs.update(_cache(args, kwargs))
         http_client = httpx.Client(verify=verify_for(args.ca_file), event_hooks=_REQUEST_LOG)
         options = {"timeout": args.timeout, "max_retries": args.max_retries}
         with http_client, TokenClient(**kwargs, **options, http_client=http_client) as client:

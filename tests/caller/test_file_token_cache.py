@@ -1,0 +1,152 @@
+"""FileTokenCache: tokens kept between short-lived processes in a 0600 file."""
+
+from __future__ import annotations
+
+import json
+import logging
+import stat
+import threading
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from ccflow import FileTokenCache, TokenClient
+from ccflow._token_cache import default_cache_path
+from ccflow.authority import Authority
+
+
+def _client(
+    authority: Authority, cache: FileTokenCache, name: str = "calc-client", **options: Any
+) -> TokenClient:
+    app = authority.client(name)
+    return TokenClient(
+        client_id=app.client_id,
+        client_secret=app.secret,
+        tenant_id=authority.tenant_id,
+        authority_host=authority.host,
+        http_client=httpx.Client(transport=authority.transport()),
+        cache=cache,
+        **options,
+    )
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({"XDG_CACHE_HOME": "/xdg"}, Path("/xdg/ccflow/tokens.json")),
+        ({"XDG_CACHE_HOME": ""}, Path.home() / ".cache/ccflow/tokens.json"),
+        ({"XDG_CACHE_HOME": "relative"}, Path.home() / ".cache/ccflow/tokens.json"),
+        ({}, Path.home() / ".cache/ccflow/tokens.json"),
+    ],
+)
+def test_the_default_path_follows_xdg(environ: dict[str, str], expected: Path) -> None:
+    assert default_cache_path(environ) == expected
+
+
+def test_the_default_cache_lives_under_xdg_cache_home(tmp_path: Path) -> None:
+    assert FileTokenCache().path == tmp_path / "xdg-cache" / "ccflow" / "tokens.json"
+
+
+def test_a_second_process_reads_the_token_from_the_file(
+    authority: Authority, tmp_path: Path, scope: str
+) -> None:
+    path = tmp_path / "c" / "tokens.json"
+    token = _client(authority, FileTokenCache(path)).get_token(scope)
+    assert _client(authority, FileTokenCache(path)).get_token(scope) == token
+    assert authority.hits["token"] == 1
+    assert len(FileTokenCache(path)) == 1
+
+
+def test_the_file_is_0600_in_a_0700_directory_and_no_temp_file_is_left(
+    authority: Authority, tmp_path: Path, scope: str
+) -> None:
+    path = tmp_path / "c" / "tokens.json"
+    _client(authority, FileTokenCache(path)).get_token(scope)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert sorted(p.name for p in path.parent.iterdir()) == ["tokens.json", "tokens.json.lock"]
+
+
+def test_a_too_open_directory_is_closed(authority: Authority, tmp_path: Path, scope: str) -> None:
+    directory = tmp_path / "c"
+    directory.mkdir(mode=0o755)
+    directory.chmod(0o755)
+    _client(authority, FileTokenCache(directory / "tokens.json")).get_token(scope)
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"[]", b'{"k": 1}', b""])
+def test_a_corrupt_file_is_ignored_and_replaced(
+    authority: Authority, tmp_path: Path, scope: str, content: bytes
+) -> None:
+    path = tmp_path / "tokens.json"
+    path.write_bytes(content)
+    token = _client(authority, FileTokenCache(path)).get_token(scope)
+    assert token.token in json.loads(path.read_text()).popitem()[1]
+
+
+def test_threads_of_separate_caches_on_one_file_make_one_post(
+    authority: Authority, tmp_path: Path, scope: str
+) -> None:
+    path = tmp_path / "tokens.json"
+    barrier = threading.Barrier(8)
+    tokens: list[str] = []
+
+    def run() -> None:
+        client = _client(authority, FileTokenCache(path))
+        barrier.wait()
+        tokens.append(client.get_token(scope).token)
+
+    threads = [threading.Thread(target=run) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    assert len(tokens) == 8
+    assert len(set(tokens)) == 1
+    assert authority.hits["token"] == 1
+
+
+def test_partitions_keep_entries_apart(authority: Authority, tmp_path: Path, scope: str) -> None:
+    path = tmp_path / "tokens.json"
+    _client(authority, FileTokenCache(path, partition="a")).get_token(scope)
+    _client(authority, FileTokenCache(path, partition="b")).get_token(scope)
+    _client(authority, FileTokenCache(path, partition="a")).get_token(scope)
+    assert authority.hits["token"] == 2
+    assert len(FileTokenCache(path)) == 2
+
+
+def test_invalidate_removes_the_token_from_the_file(
+    authority: Authority, tmp_path: Path, scope: str
+) -> None:
+    path = tmp_path / "tokens.json"
+    client = _client(authority, FileTokenCache(path))
+    token = client.get_token(scope)
+    client.invalidate(token, scope)
+    assert len(FileTokenCache(path)) == 0
+    assert _client(authority, FileTokenCache(path)).get_token(scope) != token
+
+
+def test_expired_entries_are_dropped_when_the_file_is_written(
+    authority: Authority, tmp_path: Path, scope: str
+) -> None:
+    path = tmp_path / "tokens.json"
+    _client(authority, FileTokenCache(path)).get_token(scope)
+    later = _client(authority, FileTokenCache(path), "reader-client", clock=lambda: 4e9)
+    later.get_token(scope)  # another key: the file is written, the expired entry dropped
+    assert len(FileTokenCache(path)) == 1
+
+
+def test_an_unusable_file_costs_one_warning_and_a_direct_fetch(
+    authority: Authority, tmp_path: Path, scope: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    cache = FileTokenCache(blocker / "tokens.json")
+    with caplog.at_level(logging.WARNING, logger="ccflow"):
+        assert _client(authority, cache).get_token(scope).token
+        assert _client(authority, cache, refresh_margin=0).get_token(scope).token
+    assert len([r for r in caplog.records if "cannot be used" in r.getMessage()]) == 1
+    assert len(cache) == 0
