@@ -625,7 +625,7 @@ def refusal_of(
         _reason(exc),
         client_id,
         tenant_id,
-        method,
+        _loggable(method),
         _loggable(path),
         required,
     )
