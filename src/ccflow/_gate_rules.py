@@ -38,6 +38,8 @@ from ccflow.errors import ConfigurationError, InvalidRequestError
 __all__ = ["Rule", "Rules", "checked_method", "normalized_path"]
 
 _METHOD: Final = re.compile(r"[A-Z]{1,20}")
+# Left in a decoded path: double encoding, a backslash, or a control character.
+_AMBIGUOUS: Final = re.compile(r"[%\\\x00-\x1f\x7f]")
 _ROUTE_KEYS: Final = frozenset({"path", "methods", "roles", "scopes", "match", "public"})
 
 
@@ -169,7 +171,7 @@ def normalized_path(raw: str) -> str:
         decoded = unquote(path, errors="strict") if "%" in path else path
     except UnicodeDecodeError:
         raise InvalidRequestError("the original request's path is not UTF-8") from None
-    if "%" in decoded or "\\" in decoded or any(ord(c) < 0x20 or ord(c) == 0x7F for c in decoded):
+    if _AMBIGUOUS.search(decoded):
         raise InvalidRequestError("the original request's path is ambiguous once decoded")
     segments: list[str] = []
     for segment in decoded.split("/"):

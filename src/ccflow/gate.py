@@ -95,7 +95,7 @@ class Gate:
     async def decide(self, scope: Mapping[str, Any]) -> tuple[int, dict[str, str]]:
         """The answer to a sub-request: status and headers."""
         validator = self._holder.validator
-        method, path = _claimed_request(scope)  # for the log, until checked below
+        method = path = ""
         try:
             method, path = original_request(scope)
             rule = self.rules.rule_for(path, method)
@@ -118,6 +118,8 @@ class Gate:
         self, exc: BaseException | None, scope: Mapping[str, Any], method: str, path: str
     ) -> tuple[int, dict[str, str]]:
         """The refusal's status and headers, logged and reported as every face's."""
+        if not path:  # the original request is itself the reason: named as claimed
+            method, path = _claimed_request(scope)
         rejection = refuse(
             exc,
             self._holder.validator.realm,
@@ -179,32 +181,44 @@ def _header_value(value: object) -> str | None:
     return text if _VALUE.fullmatch(text) else None
 
 
-def _one(headers: Any, names: tuple[bytes, ...], what: str) -> str | None:
-    """The one value the proxy headers ``names`` give, ``None`` when none is present;
-    ``InvalidRequestError`` when they disagree."""
-    found = {value for name, value in headers if name.lower() in names}
-    if len(found) > 1:
+def _forwarded(headers: Any) -> tuple[list[bytes], list[bytes]]:
+    """The values of the proxy headers that name the original method and URI (one pass)."""
+    methods: list[bytes] = []
+    uris: list[bytes] = []
+    for name, value in headers:
+        name = name.lower()
+        if name in _METHOD_HEADERS:
+            methods.append(value)
+        elif name in _URI_HEADERS:
+            uris.append(value)
+    return methods, uris
+
+
+def _one(values: list[bytes], what: str) -> str | None:
+    """The one value of ``values``, ``None`` when there is none; ``InvalidRequestError`` when
+    they disagree."""
+    if not values:
+        return None
+    if len(values) > 1 and len(set(values)) > 1:
         raise InvalidRequestError(f"conflicting headers for the original request's {what}")
-    return found.pop().decode("latin-1") if found else None
+    return values[0].decode("latin-1")
 
 
 def _claimed_request(scope: Mapping[str, Any]) -> tuple[str, str]:
     """The original request's method and path as the headers give them, unchecked: what a
     refusal's log line names when they are themselves the reason (400)."""
-    found = {name.lower(): value for name, value in scope["headers"]}
-    method = next((found[n] for n in _METHOD_HEADERS if n in found), None)
-    uri = next((found[n] for n in _URI_HEADERS if n in found), None)
+    methods, uris = _forwarded(scope["headers"])
     return (
-        scope["method"] if method is None else method.decode("latin-1"),
-        scope["path"] if uri is None else uri.decode("latin-1"),
+        methods[0].decode("latin-1") if methods else scope["method"],
+        uris[0].decode("latin-1") if uris else scope["path"],
     )
 
 
 def original_request(scope: Mapping[str, Any]) -> tuple[str, str]:
     """The original request's method and normalised path (see the module docstring)."""
-    headers = scope["headers"]
-    method = _one(headers, _METHOD_HEADERS, "method") or scope["method"]
-    uri = _one(headers, _URI_HEADERS, "path")
+    methods, uris = _forwarded(scope["headers"])
+    method = _one(methods, "method") or scope["method"]
+    uri = _one(uris, "path")
     if uri is None:
         raw_path = scope.get("raw_path")
         uri = raw_path.decode("latin-1") if raw_path else scope["path"]
