@@ -8,7 +8,8 @@ nginx runs the server of examples/gate/nginx.conf (the gated one) next to the sa
 without ``auth_request``, each in front of two upstreams:
 
 - nginx itself (``return 200``): the harshest denominator, all of the time is the gate's;
-- a small Python ASGI app under uvicorn (:func:`upstream`, what an API costs at the least).
+- the calc API's route as a Starlette app under uvicorn (:data:`upstream`), with no auth of
+  its own: the least an API written in Python costs.
 
 The gate is the real thing: ``uvicorn --factory ccflow.gate:from_env`` in its own process(es),
 validating against the local authority served on 127.0.0.1. Goal: gated at least 0.7 of
@@ -29,9 +30,12 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from ccflow.authority import AuthorityServer
 
@@ -39,15 +43,14 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "examples" / "gate" / "nginx.conf"
 
 
-async def upstream(scope: Any, receive: Any, send: Any) -> None:
-    """The Python upstream: a JSON answer naming the caller the gate found."""
-    if scope["type"] != "http":
-        return
-    caller = dict(scope["headers"]).get(b"x-ccflow-client-id", b"")
-    body = b'{"result":2,"caller":"' + caller + b'"}'
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+async def add(request: Request) -> JSONResponse:
+    """The calc API's route, without auth of its own: the gate in front is the auth."""
+    a, b = request.path_params["a"], request.path_params["b"]
+    return JSONResponse({"result": a + b, "caller": request.headers.get("x-ccflow-client-id")})
+
+
+upstream = Starlette(routes=[Route("/calc/v1/add/{a:int}/{b:int}", add)])
+"""The Python upstream: a Starlette app, as small as an API gets."""
 
 
 def free_port() -> int:
@@ -184,7 +187,10 @@ def main() -> int:
 
 def report(rates: dict[str, float], args: argparse.Namespace) -> None:
     print(f"gate: uvicorn --http {args.http}, {args.workers} worker(s); wrk -c{args.connections}")
-    for upstream_name, label in (("static", "nginx return 200"), ("python", "Python ASGI app")):
+    for upstream_name, label in (
+        ("static", "nginx return 200"),
+        ("python", "Starlette app under uvicorn"),
+    ):
         alone, gated = rates[f"plain-{upstream_name}"], rates[f"gated-{upstream_name}"]
         print(f"upstream: {label}")
         print(f"  nginx alone        {alone:10.0f} req/s")
