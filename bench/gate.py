@@ -158,7 +158,9 @@ def main() -> int:
         }
         gate_args = uvicorn_args("ccflow.gate:from_env", ports["gate"], args.http, args.workers)
         stack.enter_context(process([*gate_args, "--factory"], env, ports["gate"]))
-        python_args = uvicorn_args("gate:upstream", ports["python"], args.http)
+        # The upstream is always served at its best (httptools when installed): --http is
+        # the gate's lever only.
+        python_args = uvicorn_args("gate:upstream", ports["python"], "auto")
         stack.enter_context(process(python_args, env, ports["python"]))
         Path(prefix, "logs").mkdir()
         Path(prefix, "nginx.conf").write_text(nginx_conf(ports["gate"], ports))
