@@ -72,10 +72,11 @@ def authority() -> Iterator[AuthorityServer]:
         yield server
 
 
-def _start(server: AuthorityServer, rules: Path) -> tuple[subprocess.Popen[str], str]:
+def _start(server: AuthorityServer, rules: Path, workers: int) -> tuple[subprocess.Popen[str], str]:
     port = _free_port()
     api = server.authority.api("calc-api")
     flags = ["--role", "invokeRole", "--port", str(port), "--rules", str(rules)]
+    flags += ["--workers", str(workers)]
     proc = subprocess.Popen(
         [sys.executable, "-m", "ccflow", "gate", *flags, "--upstream-header", "X-Oid=oid"],
         stdout=subprocess.PIPE,
@@ -100,18 +101,23 @@ def _start(server: AuthorityServer, rules: Path) -> tuple[subprocess.Popen[str],
 
 
 @pytest.mark.parametrize(
-    ("stop", "status"),
+    ("workers", "stop", "status"),
     [
-        (signal.SIGINT, 0),  # Ctrl-C: uvicorn shuts down and returns
-        (signal.SIGTERM, -signal.SIGTERM),  # uvicorn ends by its signal, after shutting down
+        (1, signal.SIGINT, 0),  # Ctrl-C: uvicorn shuts down and returns
+        (1, signal.SIGTERM, -signal.SIGTERM),  # uvicorn ends by its signal, after shutting down
+        (2, signal.SIGTERM, 0),  # the supervisor stops its workers and returns
     ],
 )
 def test_the_command_serves_the_gate_and_stops_on_a_signal(
-    authority: AuthorityServer, tmp_path: Path, stop: signal.Signals, status: int
+    authority: AuthorityServer,
+    tmp_path: Path,
+    workers: int,
+    stop: signal.Signals,
+    status: int,
 ) -> None:
     rules = tmp_path / "rules.toml"
     rules.write_text('[[route]]\npath = "/healthz"\npublic = true\n')
-    proc, base = _start(authority, rules)
+    proc, base = _start(authority, rules, workers)
     try:
         assert httpx.get(f"{base}/healthz").status_code == 200
         refused = httpx.get(f"{base}/calc")
