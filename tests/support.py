@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
+import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -26,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 from hypothesis import strategies as st
 
+from ccflow import TokenValidator
 from ccflow.authority import Authority
 from ccflow.errors import InsufficientScopeError, InvalidTokenError
 from ccflow.testing import OTHER_TENANT_ID, TokenFactory
@@ -408,3 +410,76 @@ BAD_REQUESTS: list[tuple[str, Builder, int, str | None, str]] = [
     ("forged-without-role", bearer(lambda bed: bed.rs(bed.header(), json.dumps(bed.claims(roles=[])).encode(), key=ATTACKER)), 401, "invalid_token", "signature"),
     ("expired-without-role", bearer(lambda bed: bed.mint(client="reader-client", claims={"exp": NOW - 3600})), 401, "invalid_token", "expired"),
 ]  # fmt: skip
+
+
+# --- the refusals every face answers alike (issue 16: no token, bad token, wrong role, wrong
+# scope, refused caller), and the two callers it lets through. Each face under test guards a
+# route with the role invokeRole or else the scope Calc.Read, on a validator that allows only
+# calc-client and reader-client (calc_validator).
+
+REFUSED_CLIENT = "00000000-0000-4000-8000-00000000bad0"
+"""A client id no validator of the suite allows."""
+
+FACE_CASES: list[tuple[str, int, str | None]] = [
+    ("no_token", 401, 'Bearer realm="'),
+    ("bad_token", 401, 'error="invalid_token"'),
+    ("wrong_role", 403, 'scope="invokeRole Calc.Read"'),
+    ("wrong_scope", 403, 'scope="invokeRole Calc.Read"'),
+    ("refused_caller", 403, 'error_description="the calling application is not allowed"'),
+    ("good_app", 200, None),
+    ("good_user", 200, None),
+]
+"""(case, status, a fragment of WWW-Authenticate; ``None``: no challenge)."""
+
+
+def face_token(case: str, tokens: TokenFactory) -> str | None:
+    """The token a :data:`FACE_CASES` case sends (``None``: no Authorization header)."""
+    return {
+        "no_token": lambda: None,
+        "bad_token": tokens.tampered,
+        "wrong_role": tokens.no_roles,
+        "wrong_scope": lambda: tokens.user_token(scopes=["Other.Read"]),
+        "refused_caller": lambda: tokens.valid(claims={"azp": REFUSED_CLIENT}),
+        "good_app": tokens.valid,
+        "good_user": lambda: tokens.user_token(scopes=["Calc.Read"]),
+    }[case]()
+
+
+def face_challenge_ok(case: str, challenge: str | None, fragment: str | None) -> bool:
+    """Whether a face's ``WWW-Authenticate`` is what :data:`FACE_CASES` wants for ``case``."""
+    if fragment is None:
+        return challenge is None
+    if challenge is None or not challenge.startswith('Bearer realm="'):
+        return False
+    return fragment in challenge and (case != "no_token" or "error=" not in challenge)
+
+
+def challenge_ok(realm: str, header: str | None, error: str | None, fragment: str) -> bool:
+    """Whether ``header`` is the challenge :data:`BAD_REQUESTS` wants: the realm alone for no
+    token, else the error and a description holding ``fragment``."""
+    start = f'Bearer realm="{realm}"'
+    if error is None:
+        return header == start
+    prefix = f'{start}, error="{error}", error_description="'
+    return header is not None and header.startswith(prefix) and fragment in header[len(prefix) :]
+
+
+def calc_validator(authority: Authority, *, sync: bool = False, **options: Any) -> Any:
+    """The calc-api validator of the faces' tests on ``authority`` (allowing calc-client and
+    reader-client, on the suite's clock), with an async HTTP client, or a sync one."""
+    api = authority.api("calc-api")
+    client = "sync_http_client" if sync else "http_client"
+    settings: dict[str, Any] = {
+        "tenant_id": authority.tenant_id,
+        "authority_host": authority.host,
+        "audience": [api.client_id, api.identifier_uri],
+        "allowed_clients": [
+            authority.client("calc-client").client_id,
+            authority.client("reader-client").client_id,
+        ],
+        client: (httpx.Client if sync else httpx.AsyncClient)(transport=authority.transport()),
+        "clock": lambda: float(NOW),
+        "leeway": LEEWAY,
+    }
+    settings.update(options)
+    return TokenValidator(**settings)

@@ -14,17 +14,22 @@ face's ``on_refusal`` hook, given a :class:`Refusal`. :class:`Principal` is the 
 hands to application code. The table of answers is in :mod:`ccflow.starlette`'s docstring;
 why the steps are in this order is in ``docs/api.md``; the rules in ``docs/scopes.md``.
 
-For a face written for another framework (WSGI, a gate)::
+For a face written for another framework (WSGI, Django, the gate)::
 
-    rule = checked_rule("MyFace", roles, scopes, match)      # at construction
+    rule = required_rule("MyFace", roles, scopes, match)     # at construction
+    exempt = Paths(checked_paths(exempt, "exempt", "MyFace"))
+    ...
+    if path in exempt: serve
     try:
         token = bearer_token(headers)
         verdict = None if token is None else validator.validate(token)   # sync or awaited
-        if verdict is None: raise no-token ...   # rejection_for(None, realm)
+        if verdict is None: answer refuse(None, ...)                      # no token: 401
         rule.check(verdict)
     except Exception as exc:
-        rejection = rejection_for(exc, realm)
-        report_refusal(rejection, exc, token=token, path=path, hook=on_refusal)
+        answer refuse(exc, realm, method=..., path=..., headers=headers, hook=on_refusal)
+
+:func:`refuse` builds the :class:`Rejection`, logs and reports its :class:`Refusal`: every
+face refuses through it.
 """
 
 from __future__ import annotations
@@ -63,13 +68,18 @@ __all__ = [
     "Verdict",
     "authenticate",
     "bearer_token",
+    "Paths",
     "checked_hook",
+    "checked_paths",
     "checked_roles",
     "checked_rule",
     "checked_validator",
     "is_b64token",
+    "listed",
+    "refuse",
     "rejection_for",
     "report_refusal",
+    "required_rule",
     "validator_from_env",
 ]
 
@@ -178,14 +188,14 @@ def checked_rule(
         scopes = (scopes,)
     if not isinstance(scopes, Iterable):
         raise ConfigurationError(f"{owner} scopes must be a list of strings", setting="scopes")
-    listed = tuple(scopes)
-    for scope in listed:
+    given = tuple(scopes)
+    for scope in given:
         if not isinstance(scope, str) or not scope or any(c.isspace() for c in scope):
             raise ConfigurationError(
                 f"{owner} scopes must be non-empty strings without spaces, got {scope!r}",
                 setting="scopes",
             )
-    return AccessRule(roles=checked, scopes=listed, match=match)  # type: ignore[arg-type]
+    return AccessRule(roles=checked, scopes=given, match=match)  # type: ignore[arg-type]
 
 
 def checked_hook(hook: object, owner: str) -> RefusalHook | None:
@@ -196,6 +206,85 @@ def checked_hook(hook: object, owner: str) -> RefusalHook | None:
             setting="on_refusal",
         )
     return hook  # type: ignore[return-value,unused-ignore]  # checked above
+
+
+def listed(values: object, owner: str, setting: str) -> tuple[object, ...]:
+    """A list argument of a face as a tuple (a string is one value); its items are checked
+    by whoever uses them."""
+    if isinstance(values, str):
+        return (values,)
+    if not isinstance(values, Iterable):
+        raise ConfigurationError(f"{owner} {setting} must be a list", setting=setting)
+    return tuple(values)
+
+
+def required_rule(
+    owner: str, roles: tuple[object, ...], scopes: object, match: object
+) -> AccessRule:
+    """The rule of a face that guards every request it sees (``RequireRole`` and its kin):
+    roles or scopes, one at least, each checked as :func:`checked_rule` checks them."""
+    scopes = (scopes,) if isinstance(scopes, str) else scopes
+    given = tuple(scopes) if isinstance(scopes, Iterable) else scopes
+    if not roles and not given:
+        raise ConfigurationError(f"{owner} needs at least one role", setting="roles")
+    if any(callable(role) for role in roles):
+        # add_middleware(RequireRole, "invokeRole") hands the app over as a role.
+        raise ConfigurationError(
+            f"{owner}(...) builds the middleware: write "
+            f"app.add_middleware({owner}('invokeRole', ...)), not "
+            f"app.add_middleware({owner}, 'invokeRole', ...)",
+            setting="roles",
+        )
+    return checked_rule(owner, roles, given, match)
+
+
+# ---------------------------------------------------------------------------------------------
+# Paths served without a token (exempt) or left to per-route rules
+
+
+def checked_paths(paths: object, setting: str, owner: str) -> tuple[str, ...]:
+    """``exempt`` or ``per_route`` as a tuple of paths (a string is one path), each checked:
+    exact paths, or a prefix written ``"/health/*"``."""
+    if isinstance(paths, str):
+        given: tuple[object, ...] = (paths,)
+    elif isinstance(paths, Iterable):
+        given = tuple(paths)
+    else:
+        raise ConfigurationError(
+            f"{owner} {setting} must be a list of paths, got {paths!r}", setting=setting
+        )
+    for path in given:
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise ConfigurationError(
+                f"{owner} {setting} paths must start with '/', got {path!r}", setting=setting
+            )
+        if path == "/*" and setting == "exempt":
+            # Every path would be served without a token: almost surely a mistake, and one
+            # that fails open.
+            raise ConfigurationError(
+                f"{owner} exempt '/*' would exempt every path; exempt the paths that "
+                f"need no token (such as '/healthz' or '/public/*'), or leave {owner} off",
+                setting="exempt",
+            )
+    return given  # type: ignore[return-value]  # each one checked above
+
+
+class Paths:
+    """A set of paths as :func:`checked_paths` checked them: exact, or ``prefix/*`` (which
+    covers what starts with ``prefix/``). ``path in paths`` is the whole test."""
+
+    __slots__ = ("exact", "prefixes")
+
+    def __init__(self, paths: Iterable[str]) -> None:
+        paths = tuple(paths)
+        self.exact = frozenset(p for p in paths if not p.endswith("/*"))
+        self.prefixes = tuple(p[:-1] for p in paths if p.endswith("/*"))
+
+    def __contains__(self, path: str) -> bool:
+        return path in self.exact or bool(self.prefixes and path.startswith(self.prefixes))
+
+    def __bool__(self) -> bool:
+        return bool(self.exact or self.prefixes)
 
 
 class ValidatorHolder:
@@ -515,7 +604,7 @@ def refusal_of(
     *,
     method: str = "",
     path: str = "",
-    verdict: Verdict | None = None,
+    verdict: Verdict | Principal | None = None,
     headers: Iterable[tuple[bytes, bytes]] = (),
 ) -> Refusal:
     """The :class:`Refusal` record of ``rejection`` (caused by ``exc``; ``None``: no token).
@@ -536,7 +625,7 @@ def refusal_of(
         _reason(exc),
         client_id,
         tenant_id,
-        method,
+        _loggable(method),
         _loggable(path),
         required,
     )
@@ -575,6 +664,24 @@ def report_refusal(refusal: Refusal, hook: RefusalHook | None = None) -> None:
         hook(refusal)
     except Exception as exc:  # the answer is sent regardless
         api_logger.warning("the on_refusal hook failed (%s); refusal sent", type(exc).__name__)
+
+
+def refuse(
+    exc: BaseException | None,
+    realm: str,
+    *,
+    method: str = "",
+    path: str = "",
+    hook: RefusalHook | None = None,
+    verdict: Verdict | Principal | None = None,
+    headers: Iterable[tuple[bytes, bytes]] = (),
+) -> Rejection:
+    """The answer to a refused request (``exc``; ``None``: no token), logged and given to
+    ``hook`` (:func:`report_refusal`): what every face sends, however it sends it."""
+    rejection = rejection_for(exc, realm)
+    refusal = refusal_of(rejection, exc, method=method, path=path, verdict=verdict, headers=headers)
+    report_refusal(refusal, hook)
+    return rejection
 
 
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")

@@ -16,9 +16,11 @@ No IO. A rules file (TOML)::
     path = "/healthz"
     public = true              # served without a token
 
-The longest route prefix wins, on whole segments (``/calc`` covers ``/calc/add``, not
-``/calculator``); among the routes of that prefix, the one listing the method. A method no
-route of the longest prefix lists is refused, rather than falling back to a shorter prefix.
+Each route's roles, scopes and match make one :class:`~ccflow._core.claims.AccessRule`, the
+rule every face checks (``RequireRole``, ``@require``, WSGI, Django). The longest route prefix
+wins, on whole segments (``/calc`` covers ``/calc/add``, not ``/calculator``); among the routes
+of that prefix, the one listing the method. A method no route of the longest prefix lists is
+refused, rather than falling back to a shorter prefix.
 """
 
 from __future__ import annotations
@@ -26,26 +28,27 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Final, Literal
+from dataclasses import dataclass, field
+from typing import Any, Final
 from urllib.parse import unquote
 
-from ccflow._bearer import Match, Verdict, checked_roles
-from ccflow.errors import ConfigurationError, InsufficientScopeError, InvalidRequestError
+from ccflow._bearer import AccessRule, checked_rule
+from ccflow.errors import ConfigurationError, InvalidRequestError
 
-__all__ = ["Rule", "Rules", "check_rule", "checked_method", "normalized_path"]
+__all__ = ["Rule", "Rules", "checked_method", "normalized_path"]
 
 _METHOD: Final = re.compile(r"[A-Z]{1,20}")
+# Left in a decoded path: double encoding, a backslash, or a control character.
+_AMBIGUOUS: Final = re.compile(r"[%\\\x00-\x1f\x7f]")
 _ROUTE_KEYS: Final = frozenset({"path", "methods", "roles", "scopes", "match", "public"})
 
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """What a request needs: any (or all) of ``roles`` or of ``scopes``; nothing if public."""
+    """One route (or the default): the :class:`~ccflow._core.claims.AccessRule` a request to
+    ``path`` with one of ``methods`` must pass (what every face checks), or ``public``."""
 
-    roles: tuple[str, ...] = ()
-    scopes: tuple[str, ...] = ()
-    match: Match = "any"
+    access: AccessRule = field(default_factory=AccessRule)
     public: bool = False
     path: str = ""
     methods: frozenset[str] | None = None
@@ -55,39 +58,6 @@ class Rule:
         if self.methods is None:
             return True
         return method in self.methods or (method == "HEAD" and "GET" in self.methods)
-
-
-def check_rule(rule: Rule, verdict: Verdict) -> None:
-    """Raise ``InsufficientScopeError`` unless ``verdict`` satisfies ``rule``: its roles, or
-    else its scopes (an app token or a delegated one)."""
-    if not rule.roles and not rule.scopes:
-        return
-    if rule.roles:
-        try:
-            verdict.require_roles(rule.roles, match=rule.match)
-            return
-        except InsufficientScopeError:
-            if not rule.scopes:
-                raise
-    if _holds_scopes(verdict, rule.scopes, rule.match):
-        return
-    wanted = (*rule.roles, *rule.scopes)
-    raise InsufficientScopeError(
-        f"the token lacks the required role or scope ({', '.join(wanted)})",
-        reason="scope",
-        required=wanted,
-    )
-
-
-def _holds_scopes(verdict: Verdict, scopes: Sequence[str], match: Match) -> bool:
-    """Whether the token's ``scp`` holds any (or all) of ``scopes``."""
-    # TODO(issue 16): replace by the shared, framework-neutral scope check in
-    # ccflow._core.claims once it lands (the delegated-scopes work); same semantics.
-    scp = verdict.claims.get("scp")
-    held = set(scp.split()) if isinstance(scp, str) else set()
-    if not scopes:
-        return False
-    return any(s in held for s in scopes) if match == "any" else all(s in held for s in scopes)
 
 
 class Rules:
@@ -158,15 +128,14 @@ def _rule(table: object, where: str, *, route: bool) -> Rule:
         raise ConfigurationError(f"{where}: unknown key(s): {', '.join(sorted(bad))}")
     roles = _strings(table.get("roles", []), where, "roles")
     scopes = _strings(table.get("scopes", []), where, "scopes")
-    match: Literal["any", "all"] = table.get("match", "any")
-    checked_roles(where, roles, match)
+    access = checked_rule(where, roles, scopes, table.get("match", "any"))
     public = table.get("public", False)
     if not isinstance(public, bool):
         raise ConfigurationError(f"{where}: public must be true or false")
     if public == bool(roles or scopes):
         raise ConfigurationError(f"{where}: give roles and/or scopes, or public = true")
     if not route:
-        return Rule(roles, scopes, match, public)
+        return Rule(access, public)
     path = table.get("path")
     if not isinstance(path, str) or not path.startswith("/"):
         raise ConfigurationError(f"{where}: path must be a string starting with '/'")
@@ -181,7 +150,7 @@ def _rule(table: object, where: str, *, route: bool) -> Rule:
         methods = frozenset(m.upper() for m in _strings(table["methods"], where, "methods"))
         if not all(_METHOD.fullmatch(m) for m in methods):
             raise ConfigurationError(f"{where}: methods must be HTTP method names")
-    return Rule(roles, scopes, match, public, path.rstrip("/") or "/", methods)
+    return Rule(access, public, path.rstrip("/") or "/", methods)
 
 
 def normalized_path(raw: str) -> str:
@@ -202,7 +171,7 @@ def normalized_path(raw: str) -> str:
         decoded = unquote(path, errors="strict") if "%" in path else path
     except UnicodeDecodeError:
         raise InvalidRequestError("the original request's path is not UTF-8") from None
-    if "%" in decoded or "\\" in decoded or any(ord(c) < 0x20 or ord(c) == 0x7F for c in decoded):
+    if _AMBIGUOUS.search(decoded):
         raise InvalidRequestError("the original request's path is ambiguous once decoded")
     segments: list[str] = []
     for segment in decoded.split("/"):

@@ -1,24 +1,31 @@
-"""Django: bearer access tokens for views, through a middleware and a view decorator.
+"""Django: bearer access tokens for views, through a middleware and view decorators.
 
 ::
 
     # settings.py
     MIDDLEWARE = [..., "ccflow.django.BearerTokenMiddleware"]
     CCFLOW_VALIDATOR = {"tenant_id": "...", "audience": ["api://calc"]}  # optional
+    CCFLOW_ON_REFUSAL = "myproject.metrics.count_refusal"                 # optional
 
     # views.py
-    from ccflow.django import require_role
+    from ccflow.django import require_role, require_scope
 
     @require_role("invokeRole")
     def add(request, a, b):
         return JsonResponse({"result": a + b, "caller": request.ccflow.client_id})
 
+    @require_scope("Calc.Read", or_roles=["invokeRole"])   # a user's scope, or an app's role
+    def read(request): ...
+
 :class:`BearerTokenMiddleware` validates the bearer token of every request that has one and
-sets ``request.ccflow``: the verdict (a :class:`~ccflow.ValidatedToken`: ``client_id``,
-``tenant_id``, ``roles``, ``claims``), or ``None`` when the request has no bearer token. A
-request with a bad token is refused at once (RFC 6750: 400, 401, 403 or 503, as
-:mod:`ccflow.wsgi` answers). :func:`require_role` refuses a view to a request without a token
-(401) or without the roles (403).
+sets ``request.ccflow``: the caller, a :class:`~ccflow._bearer.Principal` (what
+``ccflow.fastapi.BearerClaims`` returns: ``client_id``, ``tenant_id``, ``roles``, ``scopes``,
+``object_id``, ``claims``), or ``None`` when the request has no bearer token. A request with
+a bad token is refused at once (RFC 6750: 400, 401, 403 or 503, as :mod:`ccflow.wsgi`
+answers). :func:`require_role` and :func:`require_scope` refuse a view to a request without a
+token (401) or without the roles or scopes (403, naming them in ``scope``). Every refusal is
+logged at INFO on ``ccflow.api`` and given to the ``CCFLOW_ON_REFUSAL`` hook (a callable, or
+its dotted path), as the ASGI faces do.
 
 The validator: the ``CCFLOW_VALIDATOR`` setting, a ``TokenValidator`` or a dict of its
 arguments; without it, ``TokenValidator.from_env()`` (the ``CCFLOW_*`` environment). It is
@@ -29,20 +36,43 @@ bad value raises ``ConfigurationError`` naming the setting or variable.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from django.utils.module_loading import import_string
 
-from ccflow._bearer import Match, Rejection, checked_roles, rejection_for
+from ccflow._bearer import (
+    AccessRule,
+    Match,
+    Principal,
+    RefusalHook,
+    Rejection,
+    checked_hook,
+    listed,
+    refuse,
+    required_rule,
+)
 from ccflow.errors import ConfigurationError
 from ccflow.validation import TokenValidator
-from ccflow.wsgi import SyncValidator, authenticate_sync, checked_sync_validator
+from ccflow.wsgi import (
+    SyncValidator,
+    authenticate_sync,
+    authorization_headers,
+    checked_sync_validator,
+)
 
-__all__ = ["BearerTokenMiddleware", "require_role", "validator_from_settings"]
+__all__ = [
+    "BearerTokenMiddleware",
+    "hook_from_settings",
+    "require_role",
+    "require_scope",
+    "validator_from_settings",
+]
 
-_REALM = "_ccflow_realm"  # the request attribute the decorator reads the realm from
+_GUARD = "_ccflow_guard"  # the request attribute the decorators read the realm and hook from
 View = TypeVar("View", bound=Callable[..., HttpResponse])
 
 
@@ -62,6 +92,27 @@ def validator_from_settings() -> SyncValidator:
     return checked_sync_validator(given, "CCFLOW_VALIDATOR")
 
 
+def hook_from_settings() -> RefusalHook | None:
+    """The ``on_refusal`` hook ``CCFLOW_ON_REFUSAL`` names (a callable or its dotted path)."""
+    given = getattr(settings, "CCFLOW_ON_REFUSAL", None)
+    if isinstance(given, str):
+        try:
+            given = import_string(given)
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"CCFLOW_ON_REFUSAL: cannot import {given!r}: {exc}", setting="CCFLOW_ON_REFUSAL"
+            ) from None
+    return checked_hook(given, "CCFLOW_ON_REFUSAL")
+
+
+@dataclass(frozen=True, slots=True)
+class _Guard:
+    """What the decorators need from the middleware: the realm and the refusal hook."""
+
+    realm: str
+    on_refusal: RefusalHook | None
+
+
 def _response(rejection: Rejection) -> HttpResponse:
     """The RFC 6750 answer as a Django response."""
     response = HttpResponse(
@@ -73,9 +124,9 @@ def _response(rejection: Rejection) -> HttpResponse:
 
 
 class BearerTokenMiddleware:
-    """Sets ``request.ccflow`` (the verdict, or ``None`` without a bearer token); refuses a
-    request whose token is bad. Add ``"ccflow.django.BearerTokenMiddleware"`` to
-    ``MIDDLEWARE``."""
+    """Sets ``request.ccflow`` (the caller, a ``Principal``, or ``None`` without a bearer
+    token); refuses a request whose token is bad. Add ``"ccflow.django.BearerTokenMiddleware"``
+    to ``MIDDLEWARE``."""
 
     sync_capable = True
     async_capable = False  # validate_sync blocks: Django runs it in a thread under ASGI
@@ -83,47 +134,85 @@ class BearerTokenMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
         self.validator = validator_from_settings()
+        self.guard = _Guard(self.validator.realm, hook_from_settings())
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         """Validate the request's bearer token, then call the view or send the refusal."""
-        realm = self.validator.realm
         try:
             verdict = authenticate_sync(request.META, self.validator)
         except Exception as exc:  # every refusal, and validator bugs: never a 500
-            return _response(rejection_for(exc, realm))
-        request.ccflow = verdict
-        setattr(request, _REALM, realm)
+            return _response(_refuse(exc, self.guard, request))
+        request.ccflow = None if verdict is None else Principal.of(verdict)
+        setattr(request, _GUARD, self.guard)
         return self.get_response(request)
 
 
-def require_role(*roles: str, match: Match = "any") -> Callable[[View], View]:
+def _refuse(
+    exc: BaseException | None, guard: _Guard, request: HttpRequest, caller: Principal | None = None
+) -> Rejection:
+    """The answer to a refused request, logged and reported as every face does."""
+    return refuse(
+        exc,
+        guard.realm,
+        method=request.method or "",
+        path=request.path_info,
+        hook=guard.on_refusal,
+        verdict=caller,
+        headers=authorization_headers(request.META),
+    )
+
+
+def require_role(
+    *roles: str, match: Match = "any", or_scopes: Iterable[str] = ()
+) -> Callable[[View], View]:
     """A view decorator: 401 without a bearer token, 403 without the roles (any, or all with
-    ``match="all"``), as ``RequireRole`` answers. Needs :class:`BearerTokenMiddleware`."""
-    if not roles:
-        raise ConfigurationError("require_role needs at least one role", setting="roles")
-    if callable(roles[0]):
+    ``match="all"``) or else the delegated ``or_scopes``, as ``RequireRole`` answers. Needs
+    :class:`BearerTokenMiddleware`."""
+    _refuse_a_view("require_role", roles, "roles")
+    return _guarded(required_rule("require_role", roles, or_scopes, match), "require_role")
+
+
+def require_scope(
+    *scopes: str, match: Match = "any", or_roles: Iterable[str] = ()
+) -> Callable[[View], View]:
+    """A view decorator: 401 without a bearer token, 403 without the delegated scopes
+    (``scp``; any, or all with ``match="all"``) or else the app roles ``or_roles``, as
+    ``RequireScope`` answers. Needs :class:`BearerTokenMiddleware`."""
+    _refuse_a_view("require_scope", scopes, "scopes")
+    if not scopes:
+        raise ConfigurationError("require_scope needs at least one scope", setting="scopes")
+    roles = listed(or_roles, "require_scope", "or_roles")
+    return _guarded(required_rule("require_scope", roles, scopes, match), "require_scope")
+
+
+def _refuse_a_view(name: str, values: tuple[object, ...], what: str) -> None:
+    """Refuse ``@name`` written without its parentheses (the view taken for a role)."""
+    if values and callable(values[0]):
+        example = "invokeRole" if what == "roles" else "Calc.Read"
         raise ConfigurationError(
-            "require_role(...) takes roles: write @require_role('invokeRole'), not @require_role",
-            setting="roles",
+            f"{name}(...) takes {what}: write @{name}('{example}'), not @{name}", setting=what
         )
-    wanted = checked_roles("require_role", roles, match)
+
+
+def _guarded(rule: AccessRule, name: str) -> Callable[[View], View]:
+    """The decorator that checks ``rule`` on the caller the middleware found."""
 
     def decorate(view: View) -> View:
         @functools.wraps(view)
         def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            if not hasattr(request, _REALM):
+            guard = getattr(request, _GUARD, None)
+            if not isinstance(guard, _Guard):
                 raise ConfigurationError(
-                    "require_role needs ccflow.django.BearerTokenMiddleware in MIDDLEWARE",
+                    f"{name} needs ccflow.django.BearerTokenMiddleware in MIDDLEWARE",
                     setting="MIDDLEWARE",
                 )
-            realm: str = getattr(request, _REALM)
-            verdict = getattr(request, "ccflow", None)
-            if verdict is None:
-                return _response(rejection_for(None, realm))
+            caller: Principal | None = getattr(request, "ccflow", None)
+            if caller is None:
+                return _response(_refuse(None, guard, request))
             try:
-                verdict.require_roles(wanted, match=match)
+                rule.check(caller)
             except Exception as exc:
-                return _response(rejection_for(exc, realm))
+                return _response(_refuse(exc, guard, request, caller))
             return view(request, *args, **kwargs)
 
         return wrapped  # type: ignore[return-value]

@@ -62,9 +62,7 @@ from ccflow._bearer import (
     authenticate,
     checked_hook,
     checked_rule,
-    refusal_of,
-    rejection_for,
-    report_refusal,
+    refuse,
 )
 from ccflow._config import authority_host_from
 from ccflow._core.urls import token_endpoint_for
@@ -152,12 +150,14 @@ class BearerClaims(ValidatorHolder, SecurityBase):
         self, exc: BaseException | None, request: HTTPConnection, realm: str
     ) -> HTTPException | WebSocketException:
         """The refusal of ``exc`` (``None``: no token), logged and reported."""
-        rejection = rejection_for(exc, realm)
-        method = request.scope.get("method", "WEBSOCKET")
-        refusal = refusal_of(
-            rejection, exc, method=method, path=request.url.path, headers=request.scope["headers"]
+        rejection = refuse(
+            exc,
+            realm,
+            method=request.scope.get("method", "WEBSOCKET"),
+            path=request.url.path,
+            hook=self.on_refusal,
+            headers=request.scope["headers"],
         )
-        report_refusal(refusal, self.on_refusal)
         return _refusal(rejection, request)
 
 

@@ -25,26 +25,25 @@ which proxy settings keep identity headers from being spoofed.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 from collections.abc import Mapping
 from typing import Any, Final
 
 from ccflow._bearer import (
-    Rejection,
+    RefusalHook,
     Validator,
     ValidatorHolder,
     Verdict,
     bearer_token,
-    rejection_for,
+    checked_hook,
+    checked_rule,
+    refuse,
 )
-from ccflow._gate_rules import Rule, Rules, check_rule, checked_method, normalized_path
+from ccflow._gate_rules import Rule, Rules, checked_method, normalized_path
 from ccflow.errors import ConfigurationError, InsufficientScopeError, InvalidRequestError
 
 __all__ = ["IDENTITY_HEADERS", "Gate", "Rule", "Rules", "from_env", "parse_upstream_headers"]
-
-logger = logging.getLogger("ccflow.gate")
 
 IDENTITY_HEADERS: Final = ("x-ccflow-client-id", "x-ccflow-tenant-id", "x-ccflow-roles")
 """The identity headers a 200 always carries (``x-ccflow-scopes`` too when ``scp`` is set)."""
@@ -61,7 +60,10 @@ class Gate:
     - ``rules``: :class:`~ccflow._gate_rules.Rules` (routes, and the default for other paths);
     - ``validator``: a ``ccflow.TokenValidator``; without one, ``TokenValidator.from_env()``
       on first use, closed on lifespan shutdown;
-    - ``upstream_headers``: extra response headers from claims, ``{"X-Ccflow-Oid": "oid"}``.
+    - ``upstream_headers``: extra response headers from claims, ``{"X-Ccflow-Oid": "oid"}``;
+    - ``on_refusal``: called with a :class:`~ccflow.starlette.Refusal` for each refusal, which
+      is also logged at INFO on ``ccflow.api`` with the original method and path, as every
+      face logs its refusals.
     """
 
     def __init__(
@@ -70,10 +72,12 @@ class Gate:
         *,
         validator: Validator | None = None,
         upstream_headers: Mapping[str, str] | None = None,
+        on_refusal: RefusalHook | None = None,
     ) -> None:
         self.rules = rules
         self._holder = ValidatorHolder(validator, "Gate")
         self.upstream_headers = dict(upstream_headers or {})
+        self.on_refusal = checked_hook(on_refusal, "Gate")
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """Answer one sub-request (HTTP), or run the lifespan."""
@@ -91,6 +95,7 @@ class Gate:
     async def decide(self, scope: Mapping[str, Any]) -> tuple[int, dict[str, str]]:
         """The answer to a sub-request: status and headers."""
         validator = self._holder.validator
+        method = path = ""
         try:
             method, path = original_request(scope)
             rule = self.rules.rule_for(path, method)
@@ -101,17 +106,28 @@ class Gate:
             if rule.public:
                 return 200, {"cache-control": "no-store"}
             token = bearer_token(scope["headers"])
-            if token is None:
-                return self._refusal(rejection_for(None, validator.realm), method, path)
-            verdict = await validator.validate(token)
-            check_rule(rule, verdict)
+            verdict = None if token is None else await validator.validate(token)
+            if verdict is None:
+                return self._refusal(None, scope, method, path)
+            rule.access.check(verdict)
         except Exception as exc:  # every refusal, and validator bugs: never a 500
-            return self._refusal(rejection_for(exc, validator.realm), "-", "-")
+            return self._refusal(exc, scope, method, path)
         return 200, self._identity(verdict)
 
-    def _refusal(self, rejection: Rejection, method: str, path: str) -> tuple[int, dict[str, str]]:
-        """The refusal's status and headers, logged at DEBUG."""
-        logger.debug("refused %s %r: %s %s", method, path, rejection.status, rejection.error)
+    def _refusal(
+        self, exc: BaseException | None, scope: Mapping[str, Any], method: str, path: str
+    ) -> tuple[int, dict[str, str]]:
+        """The refusal's status and headers, logged and reported as every face's."""
+        if not path:  # the original request is itself the reason: named as claimed
+            method, path = _claimed_request(scope)
+        rejection = refuse(
+            exc,
+            self._holder.validator.realm,
+            method=method,
+            path=path,
+            hook=self.on_refusal,
+            headers=scope["headers"],
+        )
         headers = rejection.headers
         headers["x-ccflow-error"] = rejection.error or "unauthorized"
         return rejection.status, headers
@@ -165,20 +181,44 @@ def _header_value(value: object) -> str | None:
     return text if _VALUE.fullmatch(text) else None
 
 
-def _one(headers: Any, names: tuple[bytes, ...], what: str) -> str | None:
-    """The one value the proxy headers ``names`` give, ``None`` when none is present;
-    ``InvalidRequestError`` when they disagree."""
-    found = {value for name, value in headers if name.lower() in names}
-    if len(found) > 1:
+def _forwarded(headers: Any) -> tuple[list[bytes], list[bytes]]:
+    """The values of the proxy headers that name the original method and URI (one pass)."""
+    methods: list[bytes] = []
+    uris: list[bytes] = []
+    for name, value in headers:
+        name = name.lower()
+        if name in _METHOD_HEADERS:
+            methods.append(value)
+        elif name in _URI_HEADERS:
+            uris.append(value)
+    return methods, uris
+
+
+def _one(values: list[bytes], what: str) -> str | None:
+    """The one value of ``values``, ``None`` when there is none; ``InvalidRequestError`` when
+    they disagree."""
+    if not values:
+        return None
+    if len(values) > 1 and len(set(values)) > 1:
         raise InvalidRequestError(f"conflicting headers for the original request's {what}")
-    return found.pop().decode("latin-1") if found else None
+    return values[0].decode("latin-1")
+
+
+def _claimed_request(scope: Mapping[str, Any]) -> tuple[str, str]:
+    """The original request's method and path as the headers give them, unchecked: what a
+    refusal's log line names when they are themselves the reason (400)."""
+    methods, uris = _forwarded(scope["headers"])
+    return (
+        methods[0].decode("latin-1") if methods else scope["method"],
+        uris[0].decode("latin-1") if uris else scope["path"],
+    )
 
 
 def original_request(scope: Mapping[str, Any]) -> tuple[str, str]:
     """The original request's method and normalised path (see the module docstring)."""
-    headers = scope["headers"]
-    method = _one(headers, _METHOD_HEADERS, "method") or scope["method"]
-    uri = _one(headers, _URI_HEADERS, "path")
+    methods, uris = _forwarded(scope["headers"])
+    method = _one(methods, "method") or scope["method"]
+    uri = _one(uris, "path")
     if uri is None:
         raw_path = scope.get("raw_path")
         uri = raw_path.decode("latin-1") if raw_path else scope["path"]
@@ -206,9 +246,7 @@ def parse_upstream_headers(values: list[str]) -> dict[str, str]:
 
 def gate_rules(roles: list[str], rules_file: str | None) -> Rules:
     """The rules from ``--role`` values (the default rule) and a ``--rules`` file."""
-    default = Rule(roles=tuple(roles)) if roles else None
-    if default is not None:
-        Rules.from_mapping({"default": {"roles": roles}}, source="--role")  # checks the names
+    default = Rule(checked_rule("--role", tuple(roles))) if roles else None
     if rules_file:
         return Rules.from_toml(rules_file, default=default)
     if default is None:

@@ -77,6 +77,7 @@ from starlette.websockets import WebSocket
 from ccflow._bearer import (
     AccessRule,
     Match,
+    Paths,
     Principal,
     Refusal,
     RefusalHook,
@@ -87,12 +88,14 @@ from ccflow._bearer import (
     authenticate,
     bearer_token,
     checked_hook,
+    checked_paths,
     checked_rule,
     checked_validator,
     is_b64token,
-    refusal_of,
+    listed,
+    refuse,
     rejection_for,
-    report_refusal,
+    required_rule,
     validator_from_env,
 )
 from ccflow.errors import ConfigurationError, InvalidRequestError
@@ -254,8 +257,8 @@ class RequireRole:
         on_refusal: RefusalHook | None = None,
     ) -> None:
         self._configure(self._owner(), roles, or_scopes, match, validator)
-        self.exempt: tuple[str, ...] = _paths(exempt, "exempt", self._owner())
-        self.per_route: tuple[str, ...] = _paths(per_route, "per_route", self._owner())
+        self.exempt: tuple[str, ...] = checked_paths(exempt, "exempt", self._owner())
+        self.per_route: tuple[str, ...] = checked_paths(per_route, "per_route", self._owner())
         self.allow_preflight = bool(allow_preflight)
         self.on_refusal = checked_hook(on_refusal, self._owner())
 
@@ -273,7 +276,7 @@ class RequireRole:
         validator: Validator | None,
     ) -> None:
         """Set the rule and the validator, each checked."""
-        self.rule: AccessRule = _checked_rule(owner, roles, scopes, match)
+        self.rule: AccessRule = required_rule(owner, roles, scopes, match)
         self.roles: tuple[str, ...] = self.rule.roles
         self.match: Match = self.rule.match
         self.validator = None if validator is None else checked_validator(validator, owner)
@@ -328,7 +331,7 @@ class RequireScope(RequireRole):
         if not scopes:
             raise ConfigurationError("RequireScope needs at least one scope", setting="scopes")
         super().__init__(
-            *_roles_of(or_roles),
+            *listed(or_roles, "RequireScope", "or_roles"),  # type: ignore[arg-type]  # the rule checks them
             validator=validator,
             match=match,
             exempt=exempt,
@@ -337,73 +340,6 @@ class RequireScope(RequireRole):
             per_route=per_route,
             on_refusal=on_refusal,
         )
-
-
-def _roles_of(roles: object) -> tuple[str, ...]:
-    """``or_roles`` as a tuple (a string is one role); each one checked with the rule."""
-    if isinstance(roles, str):
-        return (roles,)
-    if not isinstance(roles, Iterable):
-        raise ConfigurationError("RequireScope or_roles must be a list of roles", setting="roles")
-    return tuple(roles)
-
-
-def _checked_rule(
-    owner: str, roles: tuple[object, ...], scopes: object, match: object
-) -> AccessRule:
-    """The face's rule: roles or scopes (one at least), each checked as every face checks them."""
-    scopes = (scopes,) if isinstance(scopes, str) else scopes
-    listed = tuple(scopes) if isinstance(scopes, Iterable) else scopes
-    if not roles and not listed:
-        raise ConfigurationError(f"{owner} needs at least one role", setting="roles")
-    if any(callable(role) for role in roles):
-        # add_middleware(RequireRole, "invokeRole") hands the app over as a role.
-        raise ConfigurationError(
-            f"{owner}(...) builds the middleware: write "
-            f"app.add_middleware({owner}('invokeRole', ...)), not "
-            f"app.add_middleware({owner}, 'invokeRole', ...)",
-            setting="roles",
-        )
-    return checked_rule(owner, roles, listed, match)
-
-
-def _paths(paths: object, setting: str, owner: str) -> tuple[str, ...]:
-    """``exempt`` or ``per_route`` as a tuple of paths (a string is one path), each checked."""
-    if isinstance(paths, str):
-        listed: tuple[object, ...] = (paths,)
-    elif isinstance(paths, Iterable):
-        listed = tuple(paths)
-    else:
-        raise ConfigurationError(
-            f"{owner} {setting} must be a list of paths, got {paths!r}", setting=setting
-        )
-    for path in listed:
-        if not isinstance(path, str) or not path.startswith("/"):
-            raise ConfigurationError(
-                f"{owner} {setting} paths must start with '/', got {path!r}", setting=setting
-            )
-        if path == "/*" and setting == "exempt":
-            # Every path would be served without a token: almost surely a mistake, and one
-            # that fails open.
-            raise ConfigurationError(
-                f"{owner} exempt '/*' would exempt every path; exempt the paths that "
-                "need no token (such as '/healthz' or '/public/*'), or leave RequireRole off",
-                setting="exempt",
-            )
-    return listed  # type: ignore[return-value]  # each one checked above
-
-
-class _Paths:
-    """A set of paths as :func:`_paths` checked them: exact, or ``prefix/*``."""
-
-    __slots__ = ("exact", "prefixes")
-
-    def __init__(self, paths: tuple[str, ...]) -> None:
-        self.exact = frozenset(p for p in paths if not p.endswith("/*"))
-        self.prefixes = tuple(p[:-1] for p in paths if p.endswith("/*"))
-
-    def __contains__(self, path: str) -> bool:
-        return path in self.exact or bool(self.prefixes and path.startswith(self.prefixes))
 
 
 def _route_path(scope: Scope) -> str:
@@ -457,8 +393,8 @@ class RequireRoleMiddleware:
         self.app = app
         self.rule = config.rule
         self.allow_preflight = config.allow_preflight
-        self.exempt = _Paths(config.exempt)
-        self.per_route = _Paths(config.per_route)
+        self.exempt = Paths(config.exempt)
+        self.per_route = Paths(config.per_route)
         self.validator = validator
         self.guard = RouteGuard(validator.realm, config.on_refusal)
         self.owns_validator = owns_validator
@@ -500,15 +436,14 @@ class RequireRoleMiddleware:
         self, exc: BaseException | None, scope: Scope, receive: Receive, send: Send
     ) -> None:
         """Send the RFC 6750 answer for ``exc`` (``None``: no token), logged and reported."""
-        rejection = rejection_for(exc, self.validator.realm)
-        refusal = refusal_of(
-            rejection,
+        rejection = refuse(
             exc,
+            self.validator.realm,
             method=scope.get("method", "WEBSOCKET"),
             path=scope.get("path", ""),
+            hook=self.guard.on_refusal,
             headers=scope["headers"],
         )
-        report_refusal(refusal, self.guard.on_refusal)
         await rejection(scope, receive, send)
 
     def _closing(self, send: Send) -> Send:
@@ -586,7 +521,7 @@ def require(
     middleware's. Without either in front, the request fails with a ``RuntimeError`` (a 500):
     the rule cannot be checked, so nothing is served.
     """
-    rule = checked_rule("require", _listed(roles, "roles"), scopes, match)
+    rule = checked_rule("require", listed(roles, "require", "roles"), scopes, match)
 
     def decorate(endpoint: _Endpoint) -> _Endpoint:
         if inspect.iscoroutinefunction(endpoint):
@@ -616,15 +551,6 @@ def require(
     return decorate
 
 
-def _listed(values: object, setting: str) -> tuple[object, ...]:
-    """A list argument as a tuple (a string is one value)."""
-    if isinstance(values, str):
-        return (values,)
-    if not isinstance(values, Iterable):
-        raise ConfigurationError(f"require {setting} must be a list", setting=setting)
-    return tuple(values)
-
-
 def _judge(rule: AccessRule, args: tuple[Any, ...]) -> tuple[HTTPConnection, Rejection | None]:
     """The request among an endpoint's arguments, and the refusal of ``rule`` (``None``: pass)."""
     conn = next((a for a in args if isinstance(a, HTTPConnection)), None)
@@ -646,10 +572,10 @@ def _judge(rule: AccessRule, args: tuple[Any, ...]) -> tuple[HTTPConnection, Rej
             return conn, None
         except Exception as error:  # InsufficientScopeError, or a verdict without scopes
             exc = error
-    rejection = rejection_for(exc, guard.realm)
     method = conn.scope.get("method", "WEBSOCKET")
-    refusal = refusal_of(rejection, exc, method=method, path=conn.url.path, verdict=verdict)
-    report_refusal(refusal, guard.on_refusal)
+    rejection = refuse(
+        exc, guard.realm, method=method, path=conn.url.path, hook=guard.on_refusal, verdict=verdict
+    )
     return conn, rejection
 
 
@@ -727,10 +653,10 @@ class BearerAuthBackend(ValidatorHolder, AuthenticationBackend):
         try:
             verdict = await authenticate(conn.scope["headers"], validator)
         except Exception as exc:
-            rejection = rejection_for(exc, validator.realm)
             method = conn.scope.get("method", "WEBSOCKET")
-            refusal = refusal_of(rejection, exc, method=method, path=conn.url.path)
-            report_refusal(refusal, self.on_refusal)
+            rejection = refuse(
+                exc, validator.realm, method=method, path=conn.url.path, hook=self.on_refusal
+            )
             raise BearerAuthenticationError(rejection) from None
         if verdict is None:
             return None

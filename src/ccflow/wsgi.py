@@ -4,40 +4,47 @@
 the same arguments and the same RFC 6750 answers::
 
     from flask import Flask
-    from ccflow.wsgi import RequireRoleWSGI
+    from ccflow.wsgi import RequireRoleWSGI, RequireScopeWSGI
 
     app = Flask(__name__)
     app.wsgi_app = RequireRoleWSGI(app.wsgi_app, "invokeRole")   # from the CCFLOW_* environment
+    # delegated (user) tokens: RequireScopeWSGI(app.wsgi_app, "Calc.Read"); either one:
+    # RequireRoleWSGI(app.wsgi_app, "invokeRole", or_scopes=["Calc.Read"])
 
-A request it lets through carries the verdict in the environ: ``environ["ccflow.token"]`` (a
-:class:`~ccflow.ValidatedToken`: ``client_id``, ``tenant_id``, ``roles``, ``claims``); in Flask,
-``request.environ["ccflow.token"]``. Django has its own middleware and view decorator in
-:mod:`ccflow.django`.
+A request it lets through carries the caller in the environ: ``environ["ccflow.principal"]``
+(a :class:`~ccflow._bearer.Principal`, what ``ccflow.fastapi.BearerClaims`` returns: client
+id, tenant id, roles, scopes, claims) and ``environ["ccflow.token"]`` (the validator's verdict,
+a :class:`~ccflow.ValidatedToken`); in Flask, ``request.environ[...]``. Django has its own
+middleware and view decorators in :mod:`ccflow.django`.
 
 Tokens are checked with :meth:`~ccflow.TokenValidator.validate_sync`: the same steps, keys
 and cache as the async faces, blocking the worker thread only while keys are fetched (one
-fetch however many threads wait). Refusals (status, ``WWW-Authenticate`` error):
-
-=================================================  ======  =============================
-condition                                          status  ``WWW-Authenticate`` error
-=================================================  ======  =============================
-no bearer token (or another auth scheme)           401     none (``Bearer realm="..."``)
-malformed header, several Authorization headers    400     ``invalid_request``
-token fails a check (signature, exp, aud, ...)     401     ``invalid_token`` + which check
-caller, tenant or role not allowed                 403     ``insufficient_scope``
-no signing keys (cold start; authority down)       503     none; ``Retry-After`` instead
-=================================================  ======  =============================
+fetch however many threads wait). The answers are :mod:`ccflow.starlette`'s table; every
+refusal is logged at INFO on ``ccflow.api`` and given to ``on_refusal``, as there.
 """
 
 from __future__ import annotations
 
-import logging
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ccflow._bearer import Match, Rejection, Verdict, bearer_token, checked_roles, rejection_for
+from ccflow._bearer import (
+    AccessRule,
+    Match,
+    Paths,
+    Principal,
+    RefusalHook,
+    Rejection,
+    Verdict,
+    bearer_token,
+    checked_hook,
+    checked_paths,
+    listed,
+    refuse,
+    required_rule,
+)
 from ccflow.errors import ConfigurationError
 from ccflow.validation import TokenValidator
 
@@ -46,17 +53,20 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ENVIRON_KEY",
+    "PRINCIPAL_KEY",
     "RequireRoleWSGI",
+    "RequireScopeWSGI",
     "SyncValidator",
     "authenticate_sync",
     "authorization_headers",
     "send_rejection",
 ]
 
-logger = logging.getLogger("ccflow.wsgi")
-
 ENVIRON_KEY = "ccflow.token"
 """Where :class:`RequireRoleWSGI` puts the verdict on a request it lets through."""
+
+PRINCIPAL_KEY = "ccflow.principal"
+"""Where :class:`RequireRoleWSGI` puts the caller (a ``Principal``) on a request it lets through."""
 
 
 class SyncValidator(Protocol):
@@ -90,21 +100,25 @@ def authorization_headers(environ: Mapping[str, Any]) -> list[tuple[bytes, bytes
 def authenticate_sync(
     environ: Mapping[str, Any],
     validator: SyncValidator,
-    roles: Sequence[str] = (),
+    roles: Iterable[str] = (),
     *,
     match: Match = "any",
+    rule: AccessRule | None = None,
 ) -> Verdict | None:
-    """The verdict on a WSGI request's bearer token, roles checked; ``None`` for no token.
+    """The verdict on a WSGI request's bearer token, ``rule`` checked; ``None`` for no token.
 
-    The blocking twin of ``ccflow._bearer.authenticate``: roles only after the signature and
+    The blocking twin of ``ccflow._bearer.authenticate`` (``roles``/``match`` are shorthand
+    for ``rule=AccessRule(roles, match=match)``): the rule only after the signature and
     claims pass, so a forged token that also lacks the role is a 401, not a 403.
     """
     token = bearer_token(authorization_headers(environ))
     if token is None:
         return None
     verdict = validator.validate_sync(token)
-    if roles:
-        verdict.require_roles(roles, match=match)
+    if rule is None and roles:
+        rule = AccessRule(tuple(roles), match=match)
+    if rule is not None:
+        rule.check(verdict)
     return verdict
 
 
@@ -138,45 +152,22 @@ def _named(value: object) -> str:
     return value.__name__ if isinstance(value, type) else type(value).__name__
 
 
-def exempt_paths(owner: str, exempt: object) -> tuple[frozenset[str], tuple[str, ...]]:
-    """``exempt`` as exact paths and prefixes (``"/health/*"``), each checked as
-    ``RequireRole`` checks them."""
-    paths: tuple[object, ...]
-    if isinstance(exempt, str):
-        paths = (exempt,)
-    elif isinstance(exempt, Iterable):
-        paths = tuple(exempt)
-    else:
-        raise ConfigurationError(
-            f"{owner} exempt must be a list of paths, got {exempt!r}", setting="exempt"
-        )
-    for path in paths:
-        if not isinstance(path, str) or not path.startswith("/"):
-            raise ConfigurationError(
-                f"{owner} exempt paths must start with '/', got {path!r}", setting="exempt"
-            )
-        if path == "/*":  # every path without a token: a mistake that fails open
-            raise ConfigurationError(
-                f"{owner} exempt '/*' would exempt every path; exempt the paths that need no "
-                f"token (such as '/healthz' or '/public/*'), or leave {owner} off",
-                setting="exempt",
-            )
-    strings = [p for p in paths if isinstance(p, str)]
-    exact = frozenset(p for p in strings if not p.endswith("/*"))
-    return exact, tuple(p[:-1] for p in strings if p.endswith("/*"))
-
-
 class RequireRoleWSGI:
     """Require a valid bearer token holding app roles, for every request a WSGI app serves.
 
+    The arguments of :class:`~ccflow.RequireRole`, with the app first:
+
     - ``app``: the WSGI app to protect (for Flask, ``app.wsgi_app``);
     - ``roles``: one or more app roles; ``match="any"`` (default) or ``"all"``;
+    - ``or_scopes``: delegated scopes (``scp``) that do as well as the roles;
     - ``validator``: a ``ccflow.TokenValidator`` (or anything with ``validate_sync()`` and
       ``realm``); without one, ``TokenValidator.from_env()`` is built here, so a bad
       ``CCFLOW_*`` variable fails the app's creation with a ``ConfigurationError`` naming it;
     - ``exempt``: paths served without a token (exact, or a prefix written ``"/health/*"``),
       matched against ``PATH_INFO`` (the path as the app routes it, without ``SCRIPT_NAME``);
-    - ``allow_preflight``: let CORS preflights through without a token (off by default).
+    - ``allow_preflight``: let CORS preflights through without a token (off by default);
+    - ``on_refusal``: called with a :class:`~ccflow.starlette.Refusal` for each refused
+      request (metrics); a hook that raises is logged and the refusal sent all the same.
 
     Call :meth:`close` at shutdown to close the HTTP client of a validator built here.
     """
@@ -189,55 +180,62 @@ class RequireRoleWSGI:
         match: Match = "any",
         exempt: Iterable[str] = (),
         allow_preflight: bool = False,
+        or_scopes: Iterable[str] = (),
+        on_refusal: RefusalHook | None = None,
     ) -> None:
+        owner = type(self).__name__
         if not callable(app):
             raise ConfigurationError(
-                "RequireRoleWSGI wraps a WSGI app: RequireRoleWSGI(app.wsgi_app, 'invokeRole')",
-                setting="app",
+                f"{owner} wraps a WSGI app: {owner}(app.wsgi_app, 'invokeRole')", setting="app"
             )
-        if not roles:
-            raise ConfigurationError("RequireRoleWSGI needs at least one role", setting="roles")
         self.app = app
-        self.roles = checked_roles("RequireRoleWSGI", roles, match)
-        self.match: Match = match
-        self.exact, self.prefixes = exempt_paths("RequireRoleWSGI", exempt)
+        self.rule = required_rule(owner, roles, or_scopes, match)
+        self.exempt = Paths(checked_paths(exempt, "exempt", owner))
         self.allow_preflight = bool(allow_preflight)
+        self.on_refusal = checked_hook(on_refusal, owner)
         self.owns_validator = validator is None
         self.validator: SyncValidator = (
             TokenValidator.from_env()
             if validator is None
-            else checked_sync_validator(validator, "RequireRoleWSGI")
+            else checked_sync_validator(validator, owner)
         )
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """The roles of the rule."""
+        return self.rule.roles
+
+    @property
+    def match(self) -> Match:
+        """``"any"`` or ``"all"``."""
+        return self.rule.match
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         """Check the request's token, then call the wrapped app or send the refusal."""
         path: str = environ.get("PATH_INFO", "") or "/"
-        if (
-            path in self.exact
-            or (self.prefixes and path.startswith(self.prefixes))
-            or (self.allow_preflight and _is_preflight(environ))
-        ):
+        if path in self.exempt or (self.allow_preflight and _is_preflight(environ)):
             return self.app(environ, start_response)
         try:
-            verdict = authenticate_sync(environ, self.validator, self.roles, match=self.match)
+            verdict = authenticate_sync(environ, self.validator, rule=self.rule)
         except Exception as exc:  # every refusal, and validator bugs: never a 500
             return self._refuse(exc, environ, start_response)
         if verdict is None:
             return self._refuse(None, environ, start_response)
         environ[ENVIRON_KEY] = verdict
+        environ[PRINCIPAL_KEY] = Principal.of(verdict)
         return self.app(environ, start_response)
 
     def _refuse(
         self, exc: BaseException | None, environ: WSGIEnvironment, start_response: StartResponse
     ) -> list[bytes]:
-        """Send the RFC 6750 answer for ``exc`` (``None``: no token), logged at DEBUG."""
-        rejection = rejection_for(exc, self.validator.realm)
-        logger.debug(
-            "refused %s %r: %s %s",
-            environ.get("REQUEST_METHOD"),
-            environ.get("PATH_INFO", ""),
-            rejection.status,
-            rejection.error or "no token",
+        """Send the RFC 6750 answer for ``exc`` (``None``: no token), logged and reported."""
+        rejection = refuse(
+            exc,
+            self.validator.realm,
+            method=environ.get("REQUEST_METHOD", ""),
+            path=environ.get("PATH_INFO", ""),
+            hook=self.on_refusal,
+            headers=authorization_headers(environ),
         )
         return send_rejection(rejection, start_response)
 
@@ -248,7 +246,43 @@ class RequireRoleWSGI:
             close()
 
     def __repr__(self) -> str:
-        return f"RequireRoleWSGI({', '.join(map(repr, self.roles))}, match={self.match!r})"
+        rule = self.rule
+        listed_ = ", ".join(map(repr, rule.roles or rule.scopes))
+        extra = f", or_scopes={list(rule.scopes)!r}" if rule.roles and rule.scopes else ""
+        return f"{type(self).__name__}({listed_}, match={rule.match!r}{extra})"
+
+
+class RequireScopeWSGI(RequireRoleWSGI):
+    """Require a valid delegated (user) token holding scopes (``scp``), for every request.
+
+    ``RequireScopeWSGI(app.wsgi_app, "Calc.Read")``: the arguments of
+    :class:`RequireRoleWSGI`, with scopes in place of roles (``or_roles`` for app roles that do
+    as well), as :class:`~ccflow.starlette.RequireScope` has them.
+    """
+
+    def __init__(
+        self,
+        app: WSGIApplication,
+        *scopes: str,
+        validator: SyncValidator | None = None,
+        match: Match = "any",
+        exempt: Iterable[str] = (),
+        allow_preflight: bool = False,
+        or_roles: Iterable[str] = (),
+        on_refusal: RefusalHook | None = None,
+    ) -> None:
+        if not scopes:
+            raise ConfigurationError("RequireScopeWSGI needs at least one scope", setting="scopes")
+        super().__init__(
+            app,
+            *listed(or_roles, "RequireScopeWSGI", "or_roles"),  # type: ignore[arg-type]  # the rule checks them
+            validator=validator,
+            match=match,
+            exempt=exempt,
+            allow_preflight=allow_preflight,
+            or_scopes=scopes,
+            on_refusal=on_refusal,
+        )
 
 
 def _is_preflight(environ: Mapping[str, Any]) -> bool:

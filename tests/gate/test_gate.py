@@ -3,17 +3,20 @@ path normalisation, identity headers, and the refusals."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import httpx
 import pytest
-from tests.support import NOW
+from tests.support import FACE_CASES, NOW, face_challenge_ok, face_token
 
 from ccflow._gate_rules import normalized_path
 from ccflow.authority import Authority
 from ccflow.errors import ConfigurationError, InvalidRequestError
 from ccflow.gate import Gate, Rules, parse_upstream_headers
 from ccflow.gate import gate_rules as build_rules
+from ccflow.starlette import Refusal
+from ccflow.testing import TokenFactory
 
 RULES = {
     "default": {"roles": ["invokeRole"]},
@@ -190,6 +193,8 @@ async def test_upstream_headers_carry_clean_claims_only(
         ({"default": {"roles": ["r"], "path": "/"}}, "unknown key"),
         ({"routes": []}, "unknown table"),
         ({"route": {"path": "/"}}, "array"),
+        ({"route": [{"path": "/api", "scopes": ["Calc Read"]}]}, "without spaces"),
+        ({"default": {"roles": ["r"], "match": "some"}}, "match"),
     ],
 )
 def test_bad_rules_are_configuration_errors(document: dict[str, Any], message: str) -> None:
@@ -217,3 +222,66 @@ def test_rules_file_and_role_flags(tmp_path: Any) -> None:
 def test_bad_upstream_headers_are_refused(value: str) -> None:
     with pytest.raises(ConfigurationError, match="upstream-header"):
         parse_upstream_headers([value])
+
+
+# -- the refusals every face answers alike, logged and reported alike ---------------------
+
+WHO = {"route": [{"path": "/who", "roles": ["invokeRole"], "scopes": ["Calc.Read"]}]}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("case", "status", "challenge"), FACE_CASES)
+async def test_every_face_answers_the_same(
+    authority: Authority, make_gate: Any, case: str, status: int, challenge: str | None
+) -> None:
+    raw = face_token(case, TokenFactory(authority))
+    response = await ask(make_gate(WHO), "/who", raw)
+    assert response.status_code == status
+    assert face_challenge_ok(case, response.headers.get("www-authenticate"), challenge)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("token", "headers", "logged"),
+    [
+        ("tampered", {"X_Original_URI": "/who?q=1", "X_Original_Method": "POST"}, "POST /who"),
+        ("no_roles", {"X_Forwarded_Uri": "/who/x", "X_Forwarded_Method": "GET"}, "GET /who/x"),
+        (None, {}, "GET /who"),  # Envoy: the sub-request's own
+        (None, {"X_Original_URI": "/a%00b"}, "GET /a%00b"),  # the 400: as claimed
+    ],
+)
+async def test_refusals_name_the_original_request_in_the_log_and_the_hook(
+    authority: Authority,
+    make_gate: Any,
+    caplog: pytest.LogCaptureFixture,
+    token: str | None,
+    headers: dict[str, str],
+    logged: str,
+) -> None:
+    seen: list[Refusal] = []
+    raw = None if token is None else getattr(TokenFactory(authority), token)()
+    with caplog.at_level(logging.INFO, logger="ccflow.api"):
+        await ask(make_gate(WHO, on_refusal=seen.append), "/who", raw, **headers)
+    method, path = logged.split(" ")
+    assert (seen[0].method, seen[0].path) == (method, path)
+    record = next(r for r in caplog.records if r.name == "ccflow.api")
+    assert record.levelno == logging.INFO
+    assert record.getMessage().startswith(f"refused {logged}: {seen[0].status}")
+    if raw is not None:
+        assert raw.split(".")[2] not in caplog.text
+
+
+def test_a_bad_refusal_hook_is_refused_at_construction(make_gate: Any) -> None:
+    with pytest.raises(ConfigurationError, match="on_refusal"):
+        make_gate(on_refusal="metrics")
+
+
+def test_a_rule_is_an_access_rule() -> None:
+    rules = Rules.from_mapping(WHO)
+    rule = rules.rule_for("/who/x", "GET")
+    assert rule is not None
+    assert (rule.access.roles, rule.access.scopes, rule.access.match) == (
+        ("invokeRole",),
+        ("Calc.Read",),
+        "any",
+    )

@@ -18,8 +18,17 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from tests.gate.conftest import gate_validator
-from tests.support import BAD_REQUESTS, NOW, Builder, Minter
+from tests.support import (
+    BAD_REQUESTS,
+    FACE_CASES,
+    NOW,
+    Builder,
+    Minter,
+    calc_validator,
+    challenge_ok,
+    face_challenge_ok,
+    face_token,
+)
 
 from ccflow.authority import Authority
 from ccflow.gate import Gate, Rules
@@ -65,13 +74,19 @@ class Stack:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     authority = Authority(clock=lambda: float(NOW))
     rules = Rules.from_mapping(
-        {"default": {"roles": ["invokeRole"]}, "route": [{"path": "/public", "public": True}]}
+        {
+            "default": {"roles": ["invokeRole"]},
+            "route": [
+                {"path": "/public", "public": True},
+                {"path": "/who", "roles": ["invokeRole"], "scopes": ["Calc.Read"]},
+            ],
+        }
     )
     gate_sock, api_sock, front_sock = bound(), bound(), bound()
     front_port = front_sock.getsockname()[1]
     front_sock.close()  # nginx binds it itself
     server = uvicorn.Server(
-        uvicorn.Config(Gate(rules, validator=gate_validator(authority)), log_level="warning")
+        uvicorn.Config(Gate(rules, validator=calc_validator(authority)), log_level="warning")
     )
     gate_thread = threading.Thread(target=server.run, kwargs={"sockets": [gate_sock]}, daemon=True)
     gate_thread.start()
@@ -129,14 +144,6 @@ def _listening(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-def challenge_ok(header: str | None, realm: str, error: str | None, fragment: str) -> bool:
-    start = f'Bearer realm="{realm}"'
-    if error is None:
-        return header == start
-    prefix = f'{start}, error="{error}", error_description="'
-    return header is not None and header.startswith(prefix) and fragment in header[len(prefix) :]
-
-
 @pytest.mark.parametrize(
     ("builder", "status", "error", "fragment"),
     [c[1:] for c in BAD_REQUESTS],
@@ -156,11 +163,24 @@ def test_bad_request_through_nginx_gets_require_roles_answer(
     if isinstance(value, list):
         return  # repeated Authorization headers: nginx answers 400 itself, without the gate
     realm = stack.authority.api("calc-api").client_id
-    assert challenge_ok(response.headers.get("www-authenticate"), realm, error, fragment), (
+    assert challenge_ok(realm, response.headers.get("www-authenticate"), error, fragment), (
         response.headers
     )
     assert response.json()["error"] == (error or "unauthorized")
     assert len(stack.upstream) == before  # the upstream never saw it
+
+
+@pytest.mark.parametrize(("case", "status", "challenge"), FACE_CASES)
+def test_every_face_answers_the_same_through_nginx(
+    stack: Stack, case: str, status: int, challenge: str | None
+) -> None:
+    raw = face_token(case, TokenFactory(stack.authority))
+    before = len(stack.upstream)
+    headers = {"Authorization": f"Bearer {raw}"} if raw else {}
+    response = httpx.get(f"{stack.base}/who", headers=headers)
+    assert response.status_code == status
+    assert face_challenge_ok(case, response.headers.get("www-authenticate"), challenge)
+    assert len(stack.upstream) == before + (status == 200)
 
 
 def test_allowed_request_reaches_the_upstream_with_the_gates_identity(stack: Stack) -> None:

@@ -1,8 +1,10 @@
-"""Django with BearerTokenMiddleware and @require_role: the bad-request suite, request.ccflow,
-settings, and the decorator's own refusals. Django is configured in a fixture, no project."""
+"""Django with BearerTokenMiddleware, @require_role and @require_scope: the bad-request suite,
+the refusals every face answers alike, request.ccflow (a Principal), the refusal log and hook,
+settings, and the decorators' own refusals. Django is configured here, no project."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -14,13 +16,24 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.test import Client, override_settings
 from django.urls import path
-from tests.support import BAD_REQUESTS, LEEWAY, NOW, Builder, Minter
+from tests.support import (
+    BAD_REQUESTS,
+    FACE_CASES,
+    NOW,
+    Builder,
+    Minter,
+    calc_validator,
+    face_challenge_ok,
+    face_token,
+)
 
 from ccflow import TokenValidator
+from ccflow._bearer import Principal
 from ccflow.authority import Authority
-from ccflow.django import require_role
+from ccflow.django import require_role, require_scope
 from ccflow.errors import ConfigurationError
-from ccflow.testing import TokenFactory
+from ccflow.starlette import Refusal
+from ccflow.testing import TEST_USER_OID, TokenFactory
 
 if not settings.configured:
     settings.configure(
@@ -50,27 +63,36 @@ def admin(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"ok": True})
 
 
+@require_role("invokeRole", or_scopes=["Calc.Read"])
+def who_by_role(request: HttpRequest) -> HttpResponse:
+    return _who(request)
+
+
+@require_scope("Calc.Read", or_roles=["invokeRole"])
+def who_by_scope(request: HttpRequest) -> HttpResponse:
+    return _who(request)
+
+
+def _who(request: HttpRequest) -> HttpResponse:
+    caller: Principal = request.ccflow  # type: ignore[attr-defined]
+    assert isinstance(caller, Principal)
+    return JsonResponse(
+        {"client": caller.client_id, "scopes": list(caller.scopes), "oid": caller.object_id}
+    )
+
+
 urlpatterns = [
     path("calc/v1/add/<int:a>/<int:b>", add),
     path("whoami", whoami),
     path("admin", admin),
+    path("who/role", who_by_role),
+    path("who/scope", who_by_scope),
 ]
 
 
 def make_validator(authority: Authority) -> TokenValidator:
-    api = authority.api("calc-api")
-    return TokenValidator(
-        tenant_id=authority.tenant_id,
-        authority_host=authority.host,
-        audience=[api.client_id, api.identifier_uri],
-        allowed_clients=[
-            authority.client("calc-client").client_id,
-            authority.client("reader-client").client_id,
-        ],
-        sync_http_client=httpx.Client(transport=authority.transport()),
-        clock=lambda: float(NOW),
-        leeway=LEEWAY,
-    )
+    validator: TokenValidator = calc_validator(authority, sync=True)
+    return validator
 
 
 @pytest.fixture
@@ -183,8 +205,84 @@ def test_the_decorator_without_the_middleware_is_a_configuration_error() -> None
         get("/calc/v1/add/1/2")
 
 
-def test_the_decorator_needs_roles() -> None:
+def test_the_decorators_need_roles_or_scopes() -> None:
     with pytest.raises(ConfigurationError, match="at least one role"):
         require_role()
     with pytest.raises(ConfigurationError, match="takes roles"):
         require_role(add)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="at least one scope"):
+        require_scope(or_roles=["invokeRole"])
+    with pytest.raises(ConfigurationError, match="takes scopes"):
+        require_scope(add)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="without spaces"):
+        require_scope("Calc Read")
+    assert require_role(or_scopes=["Calc.Read"]) is not None  # a scope alone will do
+
+
+# -- the refusals every face answers alike -------------------------------------------------
+
+
+@pytest.mark.parametrize("view", ["role", "scope"])
+@pytest.mark.parametrize(("case", "status", "challenge"), FACE_CASES)
+def test_every_face_answers_the_same(
+    bed: Minter, view: str, case: str, status: int, challenge: str | None
+) -> None:
+    raw = face_token(case, bed.tokens)
+    response = get(f"/who/{view}", f"Bearer {raw}" if raw else None)
+    assert response.status_code == status, response.content
+    assert face_challenge_ok(case, response.headers.get("www-authenticate"), challenge)
+
+
+def test_request_ccflow_is_the_principal_fastapi_returns(bed: Minter) -> None:
+    response = get("/who/scope", f"Bearer {bed.tokens.user_token(scopes=['Calc.Read'])}")
+    assert response.json() == {
+        "client": bed.authority.client("calc-client").client_id,
+        "scopes": ["Calc.Read"],
+        "oid": TEST_USER_OID,
+    }
+
+
+SEEN: list[Refusal] = []
+
+
+def record_refusal(refusal: Refusal) -> None:
+    """CCFLOW_ON_REFUSAL by dotted path."""
+    SEEN.append(refusal)
+
+
+@pytest.mark.parametrize("hook", [f"{__name__}.record_refusal", record_refusal])
+def test_refusals_are_logged_and_reported_as_the_asgi_faces_do(
+    bed: Minter, hook: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    SEEN.clear()
+    token = bed.tokens.no_roles()
+    with (
+        override_settings(CCFLOW_ON_REFUSAL=hook),
+        caplog.at_level(logging.INFO, logger="ccflow.api"),
+    ):
+        assert get("/who/role", f"Bearer {token}").status_code == 403  # the decorator
+        assert get("/who/role").status_code == 401
+        assert get("/whoami", f"Bearer {bed.tokens.tampered()}").status_code == 401  # middleware
+    assert [(r.status, r.reason, r.method, r.path) for r in SEEN] == [
+        (403, "role_or_scope", "GET", "/who/role"),
+        (401, "no_token", "GET", "/who/role"),
+        (401, "signature", "GET", "/whoami"),
+    ]
+    assert SEEN[0].client_id == bed.authority.client("calc-client").client_id
+    assert SEEN[2].client_id is None
+    records = [r for r in caplog.records if r.name == "ccflow.api"]
+    assert [r.levelno for r in records] == [logging.INFO] * 3
+    assert token.split(".")[2] not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("value", "message"), [("nowhere.hook", "cannot import"), (42, "on_refusal")]
+)
+def test_a_bad_refusal_hook_setting_is_a_configuration_error(
+    bed: Minter, value: object, message: str
+) -> None:
+    with (
+        override_settings(CCFLOW_ON_REFUSAL=value),
+        pytest.raises(ConfigurationError, match=message),
+    ):
+        get("/whoami")

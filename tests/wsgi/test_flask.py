@@ -1,24 +1,36 @@
-"""Flask behind RequireRoleWSGI: the bad-request suite, the environ verdict, threads on a cold
-cache, exemptions and configuration errors."""
+"""Flask behind RequireRoleWSGI and RequireScopeWSGI: the bad-request suite, the refusals every
+face answers alike, the environ verdict and principal, the refusal log and hook, threads on a
+cold cache, exemptions and configuration errors."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import pytest
 from flask import Flask, jsonify, request
 from flask.testing import FlaskClient
-from tests.support import BAD_REQUESTS, LEEWAY, NOW, Builder, Minter
+from tests.support import (
+    BAD_REQUESTS,
+    FACE_CASES,
+    NOW,
+    Builder,
+    Minter,
+    calc_validator,
+    challenge_ok,
+    face_challenge_ok,
+    face_token,
+)
 
 from ccflow import TokenValidator
 from ccflow.authority import Authority, Fault
 from ccflow.errors import ConfigurationError
-from ccflow.testing import TokenFactory
-from ccflow.wsgi import ENVIRON_KEY, RequireRoleWSGI
+from ccflow.starlette import Refusal
+from ccflow.testing import TEST_USER_OID, TokenFactory
+from ccflow.wsgi import ENVIRON_KEY, PRINCIPAL_KEY, RequireRoleWSGI, RequireScopeWSGI
 
 
 @dataclass
@@ -28,20 +40,8 @@ class FlaskBed(Minter):
 
 
 def make_validator(authority: Authority, **options: Any) -> TokenValidator:
-    api = authority.api("calc-api")
-    return TokenValidator(
-        tenant_id=authority.tenant_id,
-        authority_host=authority.host,
-        audience=[api.client_id, api.identifier_uri],
-        allowed_clients=[
-            authority.client("calc-client").client_id,
-            authority.client("reader-client").client_id,
-        ],
-        sync_http_client=httpx.Client(transport=authority.transport()),
-        clock=lambda: float(NOW),
-        leeway=LEEWAY,
-        **options,
-    )
+    validator: TokenValidator = calc_validator(authority, sync=True, **options)
+    return validator
 
 
 def make_app(validator: TokenValidator, **options: Any) -> Flask:
@@ -74,14 +74,6 @@ def headers_for(value: str | list[str] | None) -> list[tuple[str, str]]:
         return []
     values = value if isinstance(value, list) else [value]
     return [("Authorization", v) for v in values]
-
-
-def challenge_ok(realm: str, header: str | None, error: str | None, fragment: str) -> bool:
-    start = f'Bearer realm="{realm}"'
-    if error is None:
-        return header == start
-    prefix = f'{start}, error="{error}", error_description="'
-    return header is not None and header.startswith(prefix) and fragment in header[len(prefix) :]
 
 
 @pytest.mark.parametrize(
@@ -169,6 +161,8 @@ def test_the_environment_configures_the_validator_when_none_is_given(
         (("invokeRole",), {"exempt": ["/*"]}, "every path"),
         (("invokeRole",), {"validator": TokenValidator}, "instance"),
         (("invokeRole",), {"validator": object()}, "validate_sync"),
+        (("invokeRole",), {"or_scopes": ["Calc Read"]}, "without spaces"),
+        (("invokeRole",), {"on_refusal": "metrics"}, "on_refusal"),
     ],
 )
 def test_bad_arguments_are_refused_at_construction(
@@ -177,3 +171,111 @@ def test_bad_arguments_are_refused_at_construction(
     options.setdefault("validator", make_validator(Authority()))
     with pytest.raises(ConfigurationError, match=message):
         RequireRoleWSGI(Flask(__name__).wsgi_app, *args, **options)
+
+
+def test_or_scopes_alone_need_no_role() -> None:
+    wrapped = RequireRoleWSGI(
+        Flask(__name__).wsgi_app, or_scopes="Calc.Read", validator=make_validator(Authority())
+    )
+    assert wrapped.rule.scopes == ("Calc.Read",)
+    assert repr(wrapped) == "RequireRoleWSGI('Calc.Read', match='any')"
+
+
+def test_require_scope_wsgi_needs_a_scope() -> None:
+    with pytest.raises(ConfigurationError, match="at least one scope"):
+        RequireScopeWSGI(Flask(__name__).wsgi_app, validator=make_validator(Authority()))
+
+
+# -- the refusals every face answers alike -------------------------------------------------
+
+
+def guarded_app(validator: TokenValidator, kind: str, **options: Any) -> Flask:
+    app = Flask(__name__)
+
+    @app.get("/who")
+    def who() -> Any:
+        caller = request.environ[PRINCIPAL_KEY]
+        return jsonify(client=caller.client_id, scopes=list(caller.scopes), oid=caller.object_id)
+
+    if kind == "role":
+        guard = RequireRoleWSGI(
+            app.wsgi_app, "invokeRole", or_scopes=["Calc.Read"], validator=validator, **options
+        )
+    else:
+        guard = RequireScopeWSGI(
+            app.wsgi_app, "Calc.Read", or_roles=["invokeRole"], validator=validator, **options
+        )
+    app.wsgi_app = guard  # type: ignore[method-assign]
+    return app
+
+
+@pytest.fixture
+def faces() -> Iterator[tuple[TokenFactory, TokenValidator]]:
+    authority = Authority(clock=lambda: float(NOW))
+    validator = make_validator(authority)
+    yield TokenFactory(authority), validator
+    validator.close()
+
+
+@pytest.mark.parametrize("kind", ["role", "scope"])
+@pytest.mark.parametrize(("case", "status", "challenge"), FACE_CASES)
+def test_every_face_answers_the_same(
+    faces: tuple[TokenFactory, TokenValidator],
+    kind: str,
+    case: str,
+    status: int,
+    challenge: str | None,
+) -> None:
+    tokens, validator = faces
+    raw = face_token(case, tokens)
+    headers = {"Authorization": f"Bearer {raw}"} if raw else {}
+    response = guarded_app(validator, kind).test_client().get("/who", headers=headers)
+    assert response.status_code == status, response.text
+    assert face_challenge_ok(case, response.headers.get("www-authenticate"), challenge)
+
+
+def test_the_principal_is_fastapis(faces: tuple[TokenFactory, TokenValidator]) -> None:
+    tokens, validator = faces
+    raw = tokens.user_token(scopes=["Calc.Read"])
+    response = (
+        guarded_app(validator, "role")
+        .test_client()
+        .get("/who", headers={"Authorization": f"Bearer {raw}"})
+    )
+    assert response.json == {
+        "client": tokens.authority.client("calc-client").client_id,
+        "scopes": ["Calc.Read"],
+        "oid": TEST_USER_OID,
+    }
+
+
+def test_refusals_are_logged_and_reported_as_the_asgi_faces_do(
+    faces: tuple[TokenFactory, TokenValidator], caplog: pytest.LogCaptureFixture
+) -> None:
+    tokens, validator = faces
+    seen: list[Refusal] = []
+    client = guarded_app(validator, "role", on_refusal=seen.append).test_client()
+    token = tokens.no_roles()
+    with caplog.at_level(logging.INFO, logger="ccflow.api"):
+        assert client.get("/who", headers={"Authorization": f"Bearer {token}"}).status_code == 403
+        assert client.get("/who").status_code == 401
+    assert [(r.status, r.reason, r.method, r.path) for r in seen] == [
+        (403, "role_or_scope", "GET", "/who"),
+        (401, "no_token", "GET", "/who"),
+    ]
+    assert seen[0].client_id == tokens.authority.client("calc-client").client_id
+    assert seen[0].tenant_id == tokens.authority.tenant_id
+    records = [r for r in caplog.records if r.name == "ccflow.api"]
+    assert [r.levelno for r in records] == [logging.INFO, logging.INFO]
+    assert records[0].ccflow_reason == "role_or_scope"  # type: ignore[attr-defined]
+    assert token.split(".")[2] not in caplog.text
+
+
+def test_a_hook_that_raises_never_turns_a_refusal_into_a_500(
+    faces: tuple[TokenFactory, TokenValidator],
+) -> None:
+    def broken(refusal: Refusal) -> None:
+        raise ZeroDivisionError
+
+    client = guarded_app(faces[1], "role", on_refusal=broken).test_client()
+    assert client.get("/who").status_code == 401

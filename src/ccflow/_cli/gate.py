@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
 import sys
 from typing import Any
 
@@ -40,22 +42,31 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     gate.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     gate.add_argument("--port", type=int, default=9000, help="port to bind (default 9000)")
+    gate.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="uvicorn worker processes (default 1); each has its own validator and caches",
+    )
     gate.set_defaults(func=run)
     return gate
 
 
 @guarded
 def run(args: argparse.Namespace) -> int:
-    """Serve until SIGINT/SIGTERM (uvicorn's handling); 2 on bad configuration."""
-    from ccflow.gate import Gate, gate_rules, parse_upstream_headers
+    """Serve until SIGINT/SIGTERM (uvicorn's handling); 2 on bad configuration.
+
+    The flags become the ``CCFLOW_GATE_*`` variables of ``ccflow.gate.from_env``, which
+    uvicorn calls in each worker: one way to build the gate, however many workers.
+    """
+    from ccflow.gate import from_env
     from ccflow.validation import TokenValidator
 
     try:
-        if not 0 <= args.port <= 65535:
-            raise ConfigurationError(f"--port must be 0..65535, got {args.port}", setting="port")
-        rules = gate_rules(args.role, args.rules)
-        extra = parse_upstream_headers(args.upstream_header)
-        validator = TokenValidator.from_env()
+        environ = _gate_environment(args)
+        from_env({**os.environ, **environ})  # the rules and headers, checked now
+        asyncio.run(TokenValidator.from_env().aclose())  # the CCFLOW_* variables, checked now
     except ConfigurationError as exc:
         print(f"ccflow: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -63,11 +74,36 @@ def run(args: argparse.Namespace) -> int:
         import uvicorn
     except ImportError:
         print(
-            "ccflow: error: the gate needs uvicorn: pip install 'ccflow-oauth[server]'",
+            "ccflow: error: the gate needs uvicorn: pip install 'ccflow-oauth[gate]'",
             file=sys.stderr,
         )
         return EXIT_USAGE
-    app = Gate(rules, validator=validator, upstream_headers=extra)
+    os.environ.update(environ)
     print(f"ccflow gate on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    uvicorn.run(
+        "ccflow.gate:from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="warning",
+        access_log=False,
+    )
     return 0
+
+
+def _gate_environment(args: argparse.Namespace) -> dict[str, str]:
+    """The ``CCFLOW_GATE_*`` variables the flags stand for (each set, so that none is taken
+    from the caller's environment), or ``ConfigurationError`` for a bad flag."""
+    if not 0 <= args.port <= 65535:
+        raise ConfigurationError(f"--port must be 0..65535, got {args.port}", setting="port")
+    if args.workers < 1:
+        raise ConfigurationError(f"--workers must be 1 or more, got {args.workers}")
+    for flag, values in (("--role", args.role), ("--upstream-header", args.upstream_header)):
+        if any("," in value for value in values):
+            raise ConfigurationError(f"{flag} values cannot hold a comma", setting=flag[2:])
+    return {
+        "CCFLOW_GATE_ROLES": ",".join(args.role),
+        "CCFLOW_GATE_RULES": os.path.abspath(args.rules) if args.rules else "",
+        "CCFLOW_GATE_UPSTREAM_HEADERS": ",".join(args.upstream_header),
+    }
