@@ -276,6 +276,15 @@ class AsyncJWKSCache:
         """The current cache state (a frozen value)."""
         return self._state
 
+    def _look(self, kid: str, *, fetching: bool) -> SigningKey | KeyAction:
+        """The key for ``kid`` when the policy says to use the one held, else what to do."""
+        state = self._state
+        action = decide(state, kid, self._clock(), self._policy, fetching=fetching)
+        if action is KeyAction.USE:
+            assert state.keys is not None
+            return state.keys.keys[kid]
+        return action
+
     def _decide(self, kid: str, *, may_fetch: bool = True) -> KeyAction:
         """The policy's answer for ``kid`` now."""
         return decide(self._state, kid, self._clock(), self._policy, may_fetch=may_fetch)
@@ -345,13 +354,11 @@ class AsyncJWKSCache:
 
     async def get_key(self, kid: str) -> SigningKey:
         """The key for ``kid``, fetching first if the policy says so."""
-        state = self._state
         lock = self._flight_lock()
-        action = decide(state, kid, self._clock(), self._policy, fetching=lock.locked())
-        if action is KeyAction.USE:
-            assert state.keys is not None
-            return state.keys.keys[kid]
-        if action is KeyAction.FETCH:
+        found = self._look(kid, fetching=lock.locked())
+        if isinstance(found, SigningKey):
+            return found
+        if found is KeyAction.FETCH:
             async with lock:
                 # Whoever held the lock before us may have fetched already: decide again.
                 if self._decide(kid) is KeyAction.FETCH:
@@ -381,13 +388,11 @@ class AsyncJWKSCache:
 
     def get_key_sync(self, kid: str) -> SigningKey:
         """:meth:`get_key` for threads: blocks while the one fetch of this face runs."""
-        state = self._state
         lock = self._thread_lock
-        action = decide(state, kid, self._clock(), self._policy, fetching=lock.locked())
-        if action is KeyAction.USE:
-            assert state.keys is not None
-            return state.keys.keys[kid]
-        if action is KeyAction.FETCH:
+        found = self._look(kid, fetching=lock.locked())
+        if isinstance(found, SigningKey):
+            return found
+        if found is KeyAction.FETCH:
             with lock:
                 # Whoever held the lock before us may have fetched already: decide again.
                 if self._decide(kid) is KeyAction.FETCH:
