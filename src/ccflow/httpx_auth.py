@@ -193,8 +193,8 @@ def _converted(result: object, credential: object, scopes: tuple[str, ...]) -> A
     )
 
 
-class _AzureCredential:
-    """An azure-core credential as a :class:`TokenSource` (it caches; nothing to invalidate)."""
+class _HeldCredential:
+    """An azure-core credential held as a token source (it caches; nothing to invalidate)."""
 
     __slots__ = ("_credential", "_get")
 
@@ -204,6 +204,15 @@ class _AzureCredential:
 
     def __repr__(self) -> str:
         return repr(self._credential)
+
+    def invalidate(self, token: AccessToken, *scopes: str) -> None:
+        """Nothing: the credential decides when its cached token is renewed."""
+
+
+class _AzureCredential(_HeldCredential):
+    """An azure-core credential as a :class:`TokenSource`."""
+
+    __slots__ = ()
 
     def get_token(self, *scopes: str) -> AccessToken:
         """The credential's token, converted."""
@@ -217,22 +226,12 @@ class _AzureCredential:
             )
         return _converted(result, self._credential, scopes)
 
-    def invalidate(self, token: AccessToken, *scopes: str) -> None:
-        """Nothing: the credential decides when its cached token is renewed."""
 
-
-class _AsyncAzureCredential:
+class _AsyncAzureCredential(_HeldCredential):
     """An azure-core credential (``azure.identity.aio`` or sync) as an
     :class:`AsyncTokenSource`."""
 
-    __slots__ = ("_credential", "_get")
-
-    def __init__(self, credential: object) -> None:
-        self._credential = credential
-        self._get = _token_method(credential)
-
-    def __repr__(self) -> str:
-        return repr(self._credential)
+    __slots__ = ()
 
     async def get_token(self, *scopes: str) -> AccessToken:
         """The credential's token (awaited when the credential is async), converted."""
@@ -240,9 +239,6 @@ class _AsyncAzureCredential:
         if inspect.isawaitable(result):
             result = await result
         return _converted(result, self._credential, scopes)
-
-    def invalidate(self, token: AccessToken, *scopes: str) -> None:
-        """Nothing: the credential decides when its cached token is renewed."""
 
 
 def _close(awaitable: object) -> None:

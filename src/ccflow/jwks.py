@@ -129,47 +129,65 @@ def _redirect(response: httpx.Response, url: str) -> str | None:
     return str(target.url)
 
 
+class _Get:
+    """One document GET without the IO: which URL to request next (up to a few redirects,
+    each to an ``https://`` or loopback ``http://`` URL checked before it is requested) and
+    the body read so far (only up to one byte past the size limit)."""
+
+    def __init__(self, url: str) -> None:
+        self.url: str | None = url
+        self._first = url
+        self._redirects = 0
+        self._body = bytearray()
+
+    def redirected(self, response: httpx.Response) -> bool:
+        """Whether ``response`` is a redirect; ``url`` is then where to go, or ``None``."""
+        assert self.url is not None
+        target = _redirect(response, self.url)
+        if target is None:
+            return False
+        self._redirects += 1
+        if target and self._redirects > _MAX_REDIRECTS:
+            logger.warning("GET %s: more than %d redirects", self._first, _MAX_REDIRECTS)
+            target = ""
+        self.url = target or None
+        return True
+
+    def full(self, chunk: bytes) -> bool:
+        """Add ``chunk``; whether enough is read to know the document is too large."""
+        self._body += chunk
+        return len(self._body) > _MAX_DOCUMENT_BYTES
+
+    def answer(self, response: httpx.Response) -> _Answer:
+        """The answer: status, the body read, ``Retry-After``."""
+        return _Answer(response.status_code, bytes(self._body), _retry_after(response))
+
+
 async def _get(client: httpx.AsyncClient, url: str) -> _Answer | None:
-    """GET a discovery or JWKS document, following up to a few redirects, each to an
-    ``https://`` (or loopback ``http://``) URL checked before it is requested; the body is
-    read only up to one byte past the size limit."""
-    first = url
-    for _ in range(_MAX_REDIRECTS + 1):
-        async with client.stream("GET", url, follow_redirects=False) as response:
-            target = _redirect(response, url)
-            if target == "":
-                return None
-            if target is not None:
-                url = target
+    """GET a discovery or JWKS document (see :class:`_Get`); ``None``: no answer to use."""
+    get = _Get(url)
+    while get.url is not None:
+        async with client.stream("GET", get.url, follow_redirects=False) as response:
+            if get.redirected(response):
                 continue
-            body = bytearray()
             async for chunk in response.aiter_bytes():
-                body += chunk
-                if len(body) > _MAX_DOCUMENT_BYTES:
-                    break  # enough to know it is too large
-            return _Answer(response.status_code, bytes(body), _retry_after(response))
-    logger.warning("GET %s: more than %d redirects", first, _MAX_REDIRECTS)
+                if get.full(chunk):
+                    break
+            return get.answer(response)
     return None
 
 
 def _get_sync(client: httpx.Client, url: str) -> _Answer | None:
     """:func:`_get` for a blocking ``httpx.Client``."""
-    first = url
-    for _ in range(_MAX_REDIRECTS + 1):
-        with client.stream("GET", url, follow_redirects=False) as response:
-            target = _redirect(response, url)
-            if target == "":
-                return None
-            if target is not None:
-                url = target
+    get = _Get(url)
+    while get.url is not None:
+        with client.stream("GET", get.url, follow_redirects=False) as response:
+            if get.redirected(response):
                 continue
-            body = bytearray()
             for chunk in response.iter_bytes():
-                body += chunk
-                if len(body) > _MAX_DOCUMENT_BYTES:
-                    break  # enough to know it is too large
-            return _Answer(response.status_code, bytes(body), _retry_after(response))
-    logger.warning("GET %s: more than %d redirects", first, _MAX_REDIRECTS)
+                if get.full(chunk):
+                    break
+            return get.answer(response)
     return None
 
 
@@ -258,6 +276,15 @@ class AsyncJWKSCache:
         """The current cache state (a frozen value)."""
         return self._state
 
+    def _look(self, kid: str, *, fetching: bool) -> SigningKey | KeyAction:
+        """The key for ``kid`` when the policy says to use the one held, else what to do."""
+        state = self._state
+        action = decide(state, kid, self._clock(), self._policy, fetching=fetching)
+        if action is KeyAction.USE:
+            assert state.keys is not None
+            return state.keys.keys[kid]
+        return action
+
     def _decide(self, kid: str, *, may_fetch: bool = True) -> KeyAction:
         """The policy's answer for ``kid`` now."""
         return decide(self._state, kid, self._clock(), self._policy, may_fetch=may_fetch)
@@ -327,13 +354,11 @@ class AsyncJWKSCache:
 
     async def get_key(self, kid: str) -> SigningKey:
         """The key for ``kid``, fetching first if the policy says so."""
-        state = self._state
         lock = self._flight_lock()
-        action = decide(state, kid, self._clock(), self._policy, fetching=lock.locked())
-        if action is KeyAction.USE:
-            assert state.keys is not None
-            return state.keys.keys[kid]
-        if action is KeyAction.FETCH:
+        found = self._look(kid, fetching=lock.locked())
+        if isinstance(found, SigningKey):
+            return found
+        if found is KeyAction.FETCH:
             async with lock:
                 # Whoever held the lock before us may have fetched already: decide again.
                 if self._decide(kid) is KeyAction.FETCH:
@@ -363,13 +388,11 @@ class AsyncJWKSCache:
 
     def get_key_sync(self, kid: str) -> SigningKey:
         """:meth:`get_key` for threads: blocks while the one fetch of this face runs."""
-        state = self._state
         lock = self._thread_lock
-        action = decide(state, kid, self._clock(), self._policy, fetching=lock.locked())
-        if action is KeyAction.USE:
-            assert state.keys is not None
-            return state.keys.keys[kid]
-        if action is KeyAction.FETCH:
+        found = self._look(kid, fetching=lock.locked())
+        if isinstance(found, SigningKey):
+            return found
+        if found is KeyAction.FETCH:
             with lock:
                 # Whoever held the lock before us may have fetched already: decide again.
                 if self._decide(kid) is KeyAction.FETCH:
