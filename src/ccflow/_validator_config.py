@@ -30,7 +30,25 @@ from ccflow._core.urls import (
 from ccflow.errors import ConfigurationError
 from ccflow.jwks import DiscoverySource, KeySourcePlan
 
-__all__ = ["ValidatorConfig", "environment_settings", "is_plain"]
+__all__ = [
+    "DEFAULT_ALGORITHMS",
+    "DEFAULT_CACHE_SIZE",
+    "DEFAULT_JWKS_COOLDOWN",
+    "DEFAULT_JWKS_MAX_STALE",
+    "DEFAULT_JWKS_TTL",
+    "DEFAULT_LEEWAY",
+    "ValidatorConfig",
+    "environment_settings",
+    "is_plain",
+]
+
+# The defaults, stated once: TokenValidator's signature and ValidatorConfig.build's share them.
+DEFAULT_LEEWAY: Final = 60.0
+DEFAULT_ALGORITHMS: Final = ("RS256",)
+DEFAULT_CACHE_SIZE: Final = 4096
+DEFAULT_JWKS_TTL: Final = 3600.0
+DEFAULT_JWKS_COOLDOWN: Final = 30.0
+DEFAULT_JWKS_MAX_STALE: Final = 86400.0
 
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off", ""})
@@ -74,14 +92,14 @@ class ValidatorConfig:
         allowed_clients: Iterable[str] | None = None,
         accept_v1: bool = False,
         allowed_tenants: Iterable[str] | None = None,
-        leeway: float = 60.0,
-        algorithms: Iterable[str] = ("RS256",),
+        leeway: float = DEFAULT_LEEWAY,
+        algorithms: Iterable[str] = DEFAULT_ALGORITHMS,
         jwks_uri: str | None = None,
         max_token_size: int = DEFAULT_MAX_TOKEN_SIZE,
-        cache_size: int = 4096,
-        jwks_ttl: float = 3600.0,
-        jwks_cooldown: float = 30.0,
-        jwks_max_stale: float = 86400.0,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+        jwks_ttl: float = DEFAULT_JWKS_TTL,
+        jwks_cooldown: float = DEFAULT_JWKS_COOLDOWN,
+        jwks_max_stale: float = DEFAULT_JWKS_MAX_STALE,
         require_typ: str | None = None,
     ) -> ValidatorConfig:
         """Check every setting (``environ``: where ``AZURE_AUTHORITY_HOST`` is looked up)."""

@@ -45,7 +45,17 @@ from ccflow._core.jws import (
     verify_signature,
 )
 from ccflow._core.urls import DEFAULT_AUTHORITY_HOST
-from ccflow._validator_config import ValidatorConfig, environment_settings, media_type
+from ccflow._validator_config import (
+    DEFAULT_ALGORITHMS,
+    DEFAULT_CACHE_SIZE,
+    DEFAULT_JWKS_COOLDOWN,
+    DEFAULT_JWKS_MAX_STALE,
+    DEFAULT_JWKS_TTL,
+    DEFAULT_LEEWAY,
+    ValidatorConfig,
+    environment_settings,
+    media_type,
+)
 from ccflow.errors import InvalidTokenError
 from ccflow.jwks import AsyncJWKSCache
 
@@ -109,17 +119,17 @@ class TokenValidator:
         allowed_clients: Iterable[str] | None = None,
         accept_v1: bool = False,
         allowed_tenants: Iterable[str] | None = None,
-        leeway: float = 60.0,
-        algorithms: Iterable[str] = ("RS256",),
+        leeway: float = DEFAULT_LEEWAY,
+        algorithms: Iterable[str] = DEFAULT_ALGORITHMS,
         jwks_uri: str | None = None,
         http_client: httpx.AsyncClient | None = None,
         sync_http_client: httpx.Client | None = None,
         clock: Callable[[], float] = time.time,
         max_token_size: int = DEFAULT_MAX_TOKEN_SIZE,
-        cache_size: int = 4096,
-        jwks_ttl: float = 3600.0,
-        jwks_cooldown: float = 30.0,
-        jwks_max_stale: float = 86400.0,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+        jwks_ttl: float = DEFAULT_JWKS_TTL,
+        jwks_cooldown: float = DEFAULT_JWKS_COOLDOWN,
+        jwks_max_stale: float = DEFAULT_JWKS_MAX_STALE,
         require_typ: str | None = None,
     ) -> None:
         config = ValidatorConfig.build(

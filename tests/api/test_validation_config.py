@@ -359,3 +359,16 @@ def test_a_url_whose_host_httpx_cannot_encode_fails_at_configuration(
     with pytest.raises(ConfigurationError) as info:
         TokenValidator(**options)
     assert info.value.setting == setting
+
+
+def test_the_constructor_and_the_config_state_the_same_defaults() -> None:
+    # from_env() and `ccflow verify` check values through ValidatorConfig.build: a default
+    # that differed from the constructor's would check one value and use another.
+    import inspect
+
+    from ccflow._validator_config import ValidatorConfig
+
+    built = inspect.signature(ValidatorConfig.build).parameters
+    for name, parameter in inspect.signature(TokenValidator).parameters.items():
+        if name in built:
+            assert built[name].default == parameter.default, name
