@@ -199,8 +199,9 @@ class BaseTokenClient(Generic[HttpT, SleepT, CacheT]):
         the host's managed identity (see :func:`ccflow.credentials.credential_from_env`; the
         choice is logged at DEBUG), and the shared token cache: ``CCFLOW_TOKEN_CACHE``
         (a ``redis://``, ``rediss://`` or ``unix://`` URL, see :mod:`ccflow.redis`) with
-        ``CCFLOW_TOKEN_CACHE_KEY``. ``options`` are the other constructor keywords
-        (``http_client``, ``clock``, ``sleep``, ``cache``, ...)::
+        ``CCFLOW_TOKEN_CACHE_KEY``, and ``AZURE_ADDITIONALLY_ALLOWED_TENANTS`` (tenant ids
+        separated by ``;``) as ``additionally_allowed_tenants``. ``options`` are the other
+        constructor keywords (``http_client``, ``clock``, ``sleep``, ``cache``, ...)::
 
             client = TokenClient.from_env(max_retries=5)
         """

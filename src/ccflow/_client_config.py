@@ -15,7 +15,13 @@ from typing import Any
 
 import httpx
 
-from ccflow._config import CALLER_VARIABLES, SettingNames, authority_host_from
+from ccflow._azure_core import allowed_tenants
+from ccflow._config import (
+    ALLOWED_TENANTS_VARIABLE,
+    CALLER_VARIABLES,
+    SettingNames,
+    authority_host_from,
+)
 from ccflow._core.cache import RefreshPolicy
 from ccflow._core.flow import FetchConfig
 from ccflow._core.numbers import is_seconds
@@ -234,9 +240,10 @@ def arguments_from_env(environ: Mapping[str, str], options: Mapping[str, Any]) -
     Every missing variable is named in one error, so a bare environment is fixed in one go.
     """
     _refuse_settings_read_from_env(options)
+    tenants = _allowed_tenants_from_env(environ, options)
     identity = identity_from_env(environ)
     if identity is not None:
-        return {"credential": identity}
+        return {"credential": identity, **tenants}
     # Stripped, as `ccflow token` does: a value read from a file often ends in a newline.
     given_id = environ.get("AZURE_CLIENT_ID")
     client_id = (given_id or "").strip()
@@ -263,6 +270,7 @@ def arguments_from_env(environ: Mapping[str, str], options: Mapping[str, Any]) -
     arguments: dict[str, Any] = {
         "client_id": client_id,
         "credential": credential_from_env(environ),
+        **tenants,
     }
     if endpoint:
         arguments["token_endpoint"] = endpoint
@@ -270,6 +278,27 @@ def arguments_from_env(environ: Mapping[str, str], options: Mapping[str, Any]) -
         arguments["tenant_id"] = tenant_id
         arguments["authority_host"] = authority_host_from(None, environ)[0]
     return arguments
+
+
+def _allowed_tenants_from_env(
+    environ: Mapping[str, str], options: Mapping[str, Any]
+) -> dict[str, Any]:
+    """``additionally_allowed_tenants`` from ``AZURE_ADDITIONALLY_ALLOWED_TENANTS``, if set."""
+    tenants = [t.strip() for t in environ.get(ALLOWED_TENANTS_VARIABLE, "").split(";")]
+    tenants = [t for t in tenants if t]
+    if not tenants:
+        return {}
+    if "additionally_allowed_tenants" in options:
+        raise ConfigurationError(
+            f"from_env() reads additionally_allowed_tenants from {ALLOWED_TENANTS_VARIABLE}; "
+            "unset the variable or drop the additionally_allowed_tenants= option",
+            setting="additionally_allowed_tenants",
+        )
+    try:
+        return {"additionally_allowed_tenants": list(allowed_tenants(tenants))}
+    except ConfigurationError as exc:
+        names = SettingNames({"additionally_allowed_tenants": ALLOWED_TENANTS_VARIABLE})
+        raise names.error("additionally_allowed_tenants", str(exc)) from None
 
 
 def _refuse_settings_read_from_env(options: Mapping[str, Any]) -> None:

@@ -16,6 +16,7 @@ from ccflow._core.urls import DEFAULT_AUTHORITY_HOST, normalize_authority_host
 from ccflow.errors import ConfigurationError
 
 __all__ = [
+    "ALLOWED_TENANTS_VARIABLE",
     "CACHE_VARIABLES",
     "CALLER_VARIABLES",
     "CLIENT_SECRET_VARIABLES",
@@ -35,6 +36,10 @@ CALLER_VARIABLES: Final[Mapping[str, str]] = MappingProxyType(
 )
 """Which variable ``TokenClient.from_env`` reads for each constructor argument (the
 credential's variables are :data:`ccflow.credentials.CREDENTIAL_VARIABLES`)."""
+
+ALLOWED_TENANTS_VARIABLE: Final = "AZURE_ADDITIONALLY_ALLOWED_TENANTS"
+"""Where ``TokenClient.from_env`` reads ``additionally_allowed_tenants``: tenant ids separated
+by ``;`` (``*``: any), as the Azure SDKs for .NET, Java, JavaScript and Go read it."""
 
 CLIENT_SECRET_VARIABLES: Final[tuple[str, ...]] = ("AZURE_CLIENT_SECRET", "CCFLOW_CLIENT_SECRET")
 """Where ``from_env()`` and ``ccflow token`` read a client secret, first set wins:

@@ -1,3 +1,4 @@
 """The package version, in one place (pyproject.toml reads it from here)."""
 
 __version__ = "0.1.0"
+"""This release's version (``ccflow --version`` prints it)."""

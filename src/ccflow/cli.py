@@ -14,7 +14,6 @@ from typing import NoReturn
 
 __all__ = ["SUBCOMMANDS", "build_parser", "main"]
 
-#: Modules providing ``add_parser(subparsers)``; imported only when the parser is built.
 SUBCOMMANDS: tuple[str, ...] = (
     "ccflow._cli.token",
     "ccflow._cli.decode",
@@ -23,6 +22,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "ccflow._cli.authority",
     "ccflow._cli.gate",
 )
+"""Modules providing ``add_parser(subparsers)``; imported only when the parser is built."""
 
 
 class _Parser(argparse.ArgumentParser):

@@ -83,9 +83,9 @@ __all__ = [
 
 logger = logging.getLogger("ccflow")
 
-#: The ``auth_method`` values a client accepts. Secrets use the first two; assertion
-#: credentials (certificates, federated tokens) always send ``private_key_jwt`` fields.
 AUTH_METHODS = ("client_secret_post", "client_secret_basic", "private_key_jwt")
+"""The ``auth_method`` values a client accepts. Secrets use the first two; assertion
+credentials (certificates, federated tokens) always send ``private_key_jwt`` fields."""
 
 
 @runtime_checkable
@@ -555,17 +555,17 @@ class FederatedTokenFile:
 # -- the environment -----------------------------------------------------------------------
 
 _CHAIN_ON = ("1", "true")
-#: The variables that name a credential, one of which :func:`credential_from_env` needs.
 CREDENTIAL_VARIABLES = (
     *CLIENT_SECRET_VARIABLES,
     "AZURE_CLIENT_CERTIFICATE_PATH",
     "AZURE_FEDERATED_TOKEN_FILE",
 )
+"""The variables that name a credential, one of which :func:`credential_from_env` needs."""
 
 
-#: The variable that asks ``from_env()`` for the host's managed identity, when none of
-#: :data:`CREDENTIAL_VARIABLES` is set (never guessed by probing the network).
 MANAGED_IDENTITY_VARIABLE = "CCFLOW_MANAGED_IDENTITY"
+"""The variable that asks ``from_env()`` for the host's managed identity, when none of
+:data:`CREDENTIAL_VARIABLES` is set (never guessed by probing the network)."""
 _ON, _OFF = ("1", "true", "yes"), ("", "0", "false", "no")
 
 

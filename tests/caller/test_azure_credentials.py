@@ -101,6 +101,69 @@ def test_an_allowed_tenant_is_asked_at_its_own_endpoint(
     assert seen[-1].url.path == f"/{multi.tenant_id}/oauth2/v2.0/token"
 
 
+def _partner_from_env(
+    multi: Authority, seen: list[httpx.Request], allowed: str | None, **options: Any
+) -> TokenClient:
+    """partner-client built by ``from_env()``, ``AZURE_ADDITIONALLY_ALLOWED_TENANTS=allowed``."""
+    partner = multi.client("partner-client")
+    environ = {
+        "AZURE_CLIENT_ID": partner.client_id,
+        "AZURE_CLIENT_SECRET": partner.secret,
+        "AZURE_TENANT_ID": multi.tenant_id,
+        "AZURE_AUTHORITY_HOST": multi.host,
+    }
+    if allowed is not None:
+        environ["AZURE_ADDITIONALLY_ALLOWED_TENANTS"] = allowed
+    http = httpx.Client(transport=recording(multi, seen))
+    return TokenClient.from_env(environ=environ, http_client=http, **options)
+
+
+@pytest.mark.parametrize(
+    "allowed",
+    [PARTNER_TENANT_ID, f"00000000-0000-4000-8000-000000000001; {PARTNER_TENANT_ID};", "*"],
+)
+def test_from_env_reads_the_additionally_allowed_tenants(
+    allowed: str, scope: str, clock: Any
+) -> None:
+    # Semicolon-separated, as the Azure SDKs for .NET, Java, JavaScript and Go read it.
+    seen: list[httpx.Request] = []
+    multi = Authority(Registrations.multi_tenant(), clock=lambda: clock.now)
+    with _partner_from_env(multi, seen, allowed, clock=clock) as client:
+        client.get_token(scope, tenant_id=PARTNER_TENANT_ID.upper())  # tenant ids: any case
+    assert seen[-1].url.path.lower() == f"/{PARTNER_TENANT_ID}/oauth2/v2.0/token"
+
+
+@pytest.mark.parametrize("allowed", [None, "", " ; ;"])
+def test_from_env_allows_no_other_tenant_without_the_variable(
+    allowed: str | None, scope: str, clock: Any
+) -> None:
+    multi = Authority(Registrations.multi_tenant(), clock=lambda: clock.now)
+    client = _partner_from_env(multi, [], allowed)
+    with client, pytest.raises(ConfigurationError, match="additionally_allowed_tenants") as info:
+        client.get_token(scope, tenant_id=PARTNER_TENANT_ID)
+    assert info.value.setting == "tenant_id"
+
+
+def test_from_env_names_the_variable_of_a_bad_allowed_tenant(clock: Any) -> None:
+    multi = Authority(Registrations.multi_tenant(), clock=lambda: clock.now)
+    with pytest.raises(ConfigurationError) as info:
+        _partner_from_env(multi, [], f"{PARTNER_TENANT_ID};contoso.com/v2.0")
+    assert str(info.value).startswith("AZURE_ADDITIONALLY_ALLOWED_TENANTS: ")
+    assert "'contoso.com/v2.0'" in str(info.value)
+    assert info.value.setting == "AZURE_ADDITIONALLY_ALLOWED_TENANTS"
+
+
+def test_from_env_takes_the_option_only_when_the_variable_is_unset(scope: str, clock: Any) -> None:
+    seen: list[httpx.Request] = []
+    multi = Authority(Registrations.multi_tenant(), clock=lambda: clock.now)
+    with _partner_from_env(multi, seen, None, additionally_allowed_tenants=["*"]) as client:
+        client.get_token(scope, tenant_id=PARTNER_TENANT_ID)
+    assert seen[-1].url.path == f"/{PARTNER_TENANT_ID}/oauth2/v2.0/token"
+    with pytest.raises(ConfigurationError, match="unset the variable or drop") as info:
+        _partner_from_env(multi, [], "*", additionally_allowed_tenants=["*"])
+    assert info.value.setting == "additionally_allowed_tenants"
+
+
 def test_get_token_info_has_azure_cores_fields(sync_client: Any, scope: str, clock: Any) -> None:
     client, _ = sync_client()
     info = client.get_token_info(scope, options={"enable_cae": True})

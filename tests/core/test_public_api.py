@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import pkgutil
 import re
 import tomllib
 import types
 from pathlib import Path
 
+import griffe
 import pytest
 
 import ccflow
@@ -141,13 +143,31 @@ def test_the_readme_says_the_import_name_is_shared_with_another_package() -> Non
 PUBLIC_MODULES = [
     "ccflow",
     "ccflow.errors",
+    "ccflow.client",
     "ccflow.credentials",
     "ccflow.httpx_auth",
+    "ccflow.redis",
+    "ccflow.validation",
+    "ccflow.jwks",
     "ccflow.starlette",
     "ccflow.fastapi",
+    "ccflow.wsgi",
+    "ccflow.django",
+    "ccflow.gate",
     "ccflow.testing",
+    "ccflow.pytest_plugin",
     "ccflow.authority",
+    "ccflow.cli",
 ]
+
+
+def test_every_module_without_an_underscore_is_a_public_module() -> None:
+    found = {
+        f"ccflow.{module.name}"
+        for module in pkgutil.iter_modules(ccflow.__path__)
+        if not module.name.startswith("_")
+    }
+    assert found | {"ccflow"} == set(PUBLIC_MODULES)
 
 
 @pytest.mark.parametrize("module", PUBLIC_MODULES)
@@ -155,3 +175,23 @@ def test_the_api_reference_documents_each_public_module(module: str) -> None:
     reference = (ROOT / "docs" / "reference.md").read_text(encoding="utf-8")
     assert f"\n::: {module}\n" in reference
     assert importlib.import_module(module).__doc__
+
+
+@pytest.fixture(scope="module")
+def package() -> griffe.Module:
+    """The package as mkdocstrings reads it: statically, with griffe."""
+    return griffe.load("ccflow", search_paths=[str(ROOT / "src")], allow_inspection=False)
+
+
+@pytest.mark.parametrize("module", PUBLIC_MODULES)
+def test_every_name_in_all_exists_and_has_a_docstring_the_reference_shows(
+    module: str, package: griffe.Module
+) -> None:
+    # A constant's docstring is the string after it; a `#:` comment shows nothing.
+    imported = importlib.import_module(module)
+    missing = [name for name in imported.__all__ if not hasattr(imported, name)]
+    assert missing == []
+    static = package if module == "ccflow" else package[module.removeprefix("ccflow.")]
+    assert sorted(map(str, static.exports or ())) == sorted(imported.__all__)
+    undocumented = [name for name in imported.__all__ if not static.members[name].docstring]
+    assert undocumented == []

@@ -33,6 +33,7 @@ from ccflow.authority._registrations import ClientApp, RegisteredCertificate
 __all__ = ["JWT_BEARER", "MAX_ASSERTION_LIFETIME", "ReplayCache", "verify_assertion"]
 
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+"""The ``client_assertion_type`` of a certificate or federated credential's request."""
 MAX_ASSERTION_LIFETIME = 3600
 """An assertion may expire at most this many seconds from now (msal and ccflow use 600)."""
 _SKEW = 300

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_HOST", "Authority"]
 
 DEFAULT_HOST = "https://login.ccflow.test"
+"""The host an :class:`Authority` answers as unless given ``host=`` (not a real name)."""
 
 
 def _checked_arguments(registrations: object, token_lifetime: object) -> None:

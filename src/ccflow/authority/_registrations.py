@@ -75,6 +75,7 @@ __all__ = [
 ]
 
 DEFAULT_TENANT_ID = "c0ffee00-cc10-4000-8000-000000000001"
+"""The tenant of :meth:`Registrations.default`, and of registrations that name none."""
 PARTNER_TENANT_ID = "c0ffee00-cc10-4000-8000-000000000002"
 """The second tenant of :meth:`Registrations.multi_tenant`."""
 
