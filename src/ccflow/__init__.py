@@ -48,7 +48,7 @@ from ccflow.httpx_auth import AsyncBearerAuth, BearerAuth
 from ccflow.validation import TokenValidator, ValidatedToken
 
 if typing.TYPE_CHECKING:
-    from ccflow.starlette import RequireRole
+    from ccflow.starlette import RequireRole, RequireScope
 
 __all__ = [
     "AccessToken",
@@ -72,6 +72,7 @@ __all__ = [
     "ManagedIdentity",
     "MemoryTokenCache",
     "RequireRole",
+    "RequireScope",
     "TokenCache",
     "TokenClient",
     "TokenKey",
@@ -83,9 +84,10 @@ __all__ = [
 
 
 def __getattr__(name: str) -> typing.Any:
-    # RequireRole is imported on first use, so that the caller side imports no ASGI framework.
-    if name == "RequireRole":
-        from ccflow.starlette import RequireRole
+    # The middlewares are imported on first use, so that the caller side imports no ASGI
+    # framework.
+    if name in ("RequireRole", "RequireScope"):
+        from ccflow import starlette
 
-        return RequireRole
+        return getattr(starlette, name)
     raise AttributeError(f"module 'ccflow' has no attribute {name!r}")

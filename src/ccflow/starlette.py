@@ -415,7 +415,7 @@ class RequireRoleMiddleware:
             scope.setdefault("user", UnauthenticatedUser())
             await self.app(scope, receive, send)
             return
-        own_rule = path in self.per_route and route_rule(scope) is not None
+        own_rule = path in self.per_route and _route_rule(scope) is not None
         try:
             verdict = await authenticate(
                 scope["headers"], self.validator, rule=None if own_rule else self.rule
@@ -579,7 +579,7 @@ def _judge(rule: AccessRule, args: tuple[Any, ...]) -> tuple[HTTPConnection, Rej
     return conn, rejection
 
 
-def route_rule(scope: Scope) -> AccessRule | None:
+def _route_rule(scope: Scope) -> AccessRule | None:
     """The :func:`require` rule of the endpoint the app would route ``scope`` to, if any.
 
     Looked up in the Starlette app of ``scope["app"]`` as its router matches (following

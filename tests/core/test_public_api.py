@@ -23,7 +23,7 @@ def test_all_lists_exactly_the_public_names() -> None:
         if not name.startswith("_") and not isinstance(value, types.ModuleType)
     }
     public.discard("annotations")
-    lazy = {"RequireRole"}  # imported on first use
+    lazy = {"RequireRole", "RequireScope"}  # imported on first use
     assert sorted(ccflow.__all__) == sorted(public | lazy | {"__version__"})
 
 
@@ -46,9 +46,9 @@ print(sorted(m for m in sys.modules if m in frameworks or m.split(".")[0] in fra
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
-    code = "import ccflow; print(ccflow.RequireRole.__module__)"
+    code = "import ccflow; print(ccflow.RequireRole.__module__, ccflow.RequireScope.__module__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "ccflow.starlette"
+    assert out.stdout.split() == ["ccflow.starlette", "ccflow.starlette"]
 
 
 def test_every_public_name_is_documented() -> None:

@@ -62,8 +62,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         usage=(
             "%(prog)s --client-id ID (--tenant-id T | --token-endpoint URL) --scope S"
             " [--authority-host URL] [--certificate PEM | --client-secret-stdin |"
-            " --client-secret VALUE] [--json] [--decode] [--ca-file PEM]"
-            " [--timeout SECONDS] [--max-retries N] [-v]"
+            " --managed-identity | --client-secret VALUE] [--json] [--decode] [--ca-file PEM]"
+            " [--timeout SECONDS] [--max-retries N] [--no-cache] [-v]"
         ),
         help="get an access token with the client-credentials flow and print it",
         description=(
@@ -71,7 +71,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
             " (bare, then a newline). Without a credential flag, the credential comes from the"
             " environment as TokenClient.from_env() reads it: AZURE_CLIENT_SECRET (else"
             " CCFLOW_CLIENT_SECRET), else AZURE_CLIENT_CERTIFICATE_PATH, else"
-            " AZURE_FEDERATED_TOKEN_FILE. Missing flags fall back to AZURE_CLIENT_ID,"
+            " AZURE_FEDERATED_TOKEN_FILE, else the managed identity when"
+            " CCFLOW_MANAGED_IDENTITY=true. Missing flags fall back to AZURE_CLIENT_ID,"
             " AZURE_TENANT_ID, AZURE_AUTHORITY_HOST and CCFLOW_TOKEN_ENDPOINT. A line on stderr"
             " announces each retry wait."
         ),
