@@ -157,6 +157,8 @@ async def test_the_original_path_is_judged_normalised(
         {"X_Original_URI": "/healthz#/../admin"},  # a fragment
         {"X_Original_URI": "/HEALTHZ"},  # a route in another case
         {"X_Original_URI": "/Admin/users"},
+        {"X_Original_URI": "/healthz", "X_HTTP_Method_Override": "DELETE"},
+        {"X_Original_URI": "/healthz", "X_Method_Override": "POST"},
     ],
 )
 async def test_ambiguous_original_requests_are_400(make_gate: Any, headers: dict[str, str]) -> None:
@@ -184,6 +186,14 @@ def test_normalized_path(raw: str, normal: str) -> None:
 def test_normalized_path_refuses_what_an_upstream_could_read_otherwise(raw: str) -> None:
     with pytest.raises(InvalidRequestError):
         normalized_path(raw)
+
+
+@pytest.mark.anyio
+async def test_a_method_override_naming_the_same_method_is_allowed(
+    authority: Authority, make_gate: Any
+) -> None:
+    response = await ask(make_gate(RULES), "/calc", mint(authority), X_HTTP_Method_Override="get")
+    assert response.status_code == 200
 
 
 @pytest.mark.anyio

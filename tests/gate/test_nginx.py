@@ -249,6 +249,7 @@ def raw_status(base: str, target: str, header: str = "") -> int:
         ("/%70ublic/x", ""),  # not /public to an upstream routing on the raw path
         ("/public#/../calc", ""),
         ("/PUBLIC/x", ""),  # /public to a case-insensitive upstream, but not to the gate
+        ("/public/x", "X-HTTP-Method-Override: DELETE\r\n"),
     ],
 )
 def test_a_path_the_upstream_could_read_otherwise_never_reaches_it(
