@@ -4,6 +4,8 @@ path normalisation, identity headers, and the refusals."""
 from __future__ import annotations
 
 import logging
+import re
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -317,3 +319,14 @@ def test_a_rule_is_an_access_rule() -> None:
         ("Calc.Read",),
         "any",
     )
+
+
+def test_the_traefik_sample_strips_every_client_ccflow_header() -> None:
+    # Traefik removes a request's headers matching authResponseHeadersRegex, then copies the
+    # gate's: the only way a client's X-Ccflow-Oid (an --upstream-header) cannot get through.
+    sample = Path(__file__).resolve().parents[2] / "examples" / "gate" / "docker-compose.yml"
+    labels = re.findall(r"forwardauth\.authResponseHeadersRegex=(\S+)", sample.read_text())
+    assert len(labels) == 1
+    for name in ("X-Ccflow-Client-Id", "X-Ccflow-Oid", "X_Ccflow_Roles", "x-ccflow-scopes"):
+        assert re.search(labels[0], name), name
+    assert not re.search(labels[0], "Authorization")
