@@ -38,8 +38,12 @@ from ccflow.errors import ConfigurationError, InvalidRequestError
 __all__ = ["Rule", "Rules", "checked_method", "normalized_path"]
 
 _METHOD: Final = re.compile(r"[A-Z]{1,20}")
-# Left in a decoded path: double encoding, a backslash, or a control character.
-_AMBIGUOUS: Final = re.compile(r"[%\\\x00-\x1f\x7f]")
+# Left in a decoded path: double encoding, a backslash, a control character, or a ";" (path
+# parameters, which Java servers strip: "/public/..;/admin" is "/admin" to Tomcat).
+_AMBIGUOUS: Final = re.compile(r"[%\\;\x00-\x1f\x7f]")
+# A percent-encoded unreserved character (RFC 3986 2.3), which no client needs to encode:
+# an upstream that routes on the raw path reads "/%70ublic" as another path than "/public".
+_ENCODED_UNRESERVED: Final = re.compile(r"%(?:[46][1-9a-f]|[57][0-9a]|3[0-9]|2[de]|5f|7e)", re.I)
 _ROUTE_KEYS: Final = frozenset({"path", "methods", "roles", "scopes", "match", "public"})
 
 
@@ -66,7 +70,11 @@ class Rules:
     def __init__(self, routes: Sequence[Rule] = (), default: Rule | None = None) -> None:
         self.default = default
         self._by_prefix: dict[str, list[Rule]] = {}
+        self._folded: dict[str, str] = {}  # lower-cased route path -> the route path
         for route in routes:
+            known = self._folded.setdefault(route.path.lower(), route.path)
+            if known != route.path:
+                raise ConfigurationError(f"routes {known} and {route.path} differ only in case")
             self._by_prefix.setdefault(route.path, []).append(route)
 
     @classmethod
@@ -100,12 +108,18 @@ class Rules:
         return cls(rules, default)
 
     def rule_for(self, path: str, method: str) -> Rule | None:
-        """The rule for a normalised ``path`` and ``method``; ``None``: refused."""
+        """The rule for a normalised ``path`` and ``method``; ``None``: refused.
+
+        ``InvalidRequestError`` for a path that is a route's in another case (``/ADMIN``): a
+        case-insensitive upstream (ASP.NET, Express) serves it as the route.
+        """
         prefix = path
         while True:
             routes = self._by_prefix.get(prefix)
             if routes is not None:
                 return next((r for r in routes if r.allows_method(method)), None)
+            if prefix.lower() in self._folded:
+                raise InvalidRequestError("the original request's path is a route in another case")
             if prefix == "/":
                 return self.default
             prefix = prefix.rsplit("/", 1)[0] or "/"
@@ -154,35 +168,33 @@ def _rule(table: object, where: str, *, route: bool) -> Rule:
 
 
 def normalized_path(raw: str) -> str:
-    """The path a rule is matched against: query dropped, percent-decoded once, ``.`` and
-    ``..`` segments resolved, repeated slashes merged, no trailing slash.
+    """The path a rule is matched against: query dropped, percent-decoded once, repeated
+    slashes merged, no trailing slash.
 
     Raises ``InvalidRequestError`` (400) for what an upstream might read differently: an
-    encoded ``/``, ``\\`` or control character, a ``%`` left after decoding (double
-    encoding), a ``..`` above the root, or not a path at all.
+    encoded ``/``, ``\\``, unreserved character or control character, a ``%`` left after
+    decoding (double encoding), a ``;``, a ``#``, a ``.`` or ``..`` segment (an upstream that
+    routes on the raw path does not resolve it), or not a path at all.
     """
-    path = raw.split("?", 1)[0].split("#", 1)[0]
+    path = raw.split("?", 1)[0]
     if not path.startswith("/"):
         raise InvalidRequestError("the original request's path is not an absolute path")
+    if "#" in path:
+        raise InvalidRequestError("the original request's path holds a fragment")
     lowered = path.lower()
     if "%2f" in lowered or "%5c" in lowered:
         raise InvalidRequestError("the original request's path holds an encoded slash")
+    if _ENCODED_UNRESERVED.search(path):
+        raise InvalidRequestError("the original request's path encodes a plain character")
     try:
         decoded = unquote(path, errors="strict") if "%" in path else path
     except UnicodeDecodeError:
         raise InvalidRequestError("the original request's path is not UTF-8") from None
     if _AMBIGUOUS.search(decoded):
         raise InvalidRequestError("the original request's path is ambiguous once decoded")
-    segments: list[str] = []
-    for segment in decoded.split("/"):
-        if segment in ("", "."):
-            continue
-        if segment == "..":
-            if not segments:
-                raise InvalidRequestError("the original request's path climbs above the root")
-            segments.pop()
-            continue
-        segments.append(segment)
+    segments = [segment for segment in decoded.split("/") if segment]
+    if "." in segments or ".." in segments:
+        raise InvalidRequestError("the original request's path holds a . or .. segment")
     return "/" + "/".join(segments)
 
 

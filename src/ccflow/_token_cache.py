@@ -256,6 +256,8 @@ class FileTokenCache:
         """Hold the exclusive lock on the cache's lock file (created 0600 in a 0700 dir)."""
         directory = self.path.parent
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if directory.stat().st_uid != os.geteuid():  # another user's (or a link to it)
+            raise PermissionError(f"{directory} belongs to another user")
         os.chmod(directory, 0o700)
         fd = os.open(directory / (self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -267,7 +269,10 @@ class FileTokenCache:
     def _read(self) -> dict[str, str]:
         """The file's entries; a missing or unreadable file holds none."""
         try:
-            data = json.loads(self.path.read_bytes())
+            with open(self.path, "rb") as file:
+                if os.fstat(file.fileno()).st_uid != os.geteuid():
+                    return {}  # planted by another user: replaced on the next write
+                data = json.loads(file.read())
         except FileNotFoundError:
             return {}
         except ValueError:

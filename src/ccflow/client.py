@@ -165,7 +165,8 @@ class TokenClient(BaseTokenClient[httpx.Client, Callable[[float], None], TokenCa
                 if state is TokenState.FRESH:
                     assert cached is not None
                     return cached.token
-                waiting = self._flights.get(key)
+                # A claims challenge never joins a flight: its token was asked without it.
+                waiting = None if options.fresh else self._flights.get(key)
                 if waiting is None:
                     flight = self._flights[key] = _Flight()
             if flight is None:
@@ -353,7 +354,8 @@ class AsyncTokenClient(
         if state is TokenState.FRESH:
             assert cached is not None
             return cached.token
-        flight = self._flights.get(key)
+        # A claims challenge never joins a flight: its token was asked without it.
+        flight = None if options.fresh else self._flights.get(key)
         if flight is not None and flight.done():
             # A fetch removes itself when it ends: a finished one still here was cancelled
             # before it started, and awaiting it would raise CancelledError for ever.

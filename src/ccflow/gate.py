@@ -18,9 +18,11 @@ The proxy asks the gate about each request; the gate answers on any path:
 The original request's path and method come from ``X-Forwarded-Uri``/``X-Forwarded-Method``
 (Traefik), ``X-Original-URI``/``X-Original-Method`` (nginx), else the request's own (Envoy
 sends the original path). Different values in two of them are refused (400): a client could
-have sent one of them. The path is normalised (see :func:`ccflow._gate_rules.normalized_path`)
-before the rules (:class:`~ccflow._gate_rules.Rules`) pick what it needs; docs/gate.md says
-which proxy settings keep identity headers from being spoofed.
+have sent one of them; so is an ``X-HTTP-Method-Override`` (or ``X-HTTP-Method``,
+``X-Method-Override``) naming another method. The path is normalised (see
+:func:`ccflow._gate_rules.normalized_path`) before the rules
+(:class:`~ccflow._gate_rules.Rules`) pick what it needs; docs/gate.md says which proxy
+settings keep identity headers from being spoofed.
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ IDENTITY_HEADERS: Final = ("x-ccflow-client-id", "x-ccflow-tenant-id", "x-ccflow
 
 _URI_HEADERS: Final = (b"x-forwarded-uri", b"x-original-uri")
 _METHOD_HEADERS: Final = (b"x-forwarded-method", b"x-original-method")
+# Headers with which frameworks (Express method-override, Spring, ASP.NET) let a client run
+# another method than the one the proxy saw.
+_OVERRIDE_HEADERS: Final = (b"x-http-method-override", b"x-http-method", b"x-method-override")
 _HEADER_NAME: Final = re.compile(r"[A-Za-z0-9-]{1,64}")
 _VALUE: Final = re.compile(r"[\x20-\x7e]*")
 
@@ -222,7 +227,11 @@ def original_request(scope: Mapping[str, Any]) -> tuple[str, str]:
     if uri is None:
         raw_path = scope.get("raw_path")
         uri = raw_path.decode("latin-1") if raw_path else scope["path"]
-    return checked_method(method.upper()), normalized_path(uri)
+    method = checked_method(method.upper())
+    for name, value in scope["headers"]:
+        if name.lower() in _OVERRIDE_HEADERS and value.decode("latin-1").upper() != method:
+            raise InvalidRequestError("a method override header names another method")
+    return method, normalized_path(uri)
 
 
 def parse_upstream_headers(values: list[str]) -> dict[str, str]:

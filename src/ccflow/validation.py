@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -164,6 +165,7 @@ class TokenValidator:
         )
         self._rules: ClaimRules = config.rules
         self._cache: TLRUCache[bytes, _Verified] | None = None
+        self._cache_lock = threading.Lock()  # cachetools is not thread-safe: validate_sync
         self._hits = self._misses = 0
         if config.cache_size:
             self._cache = TLRUCache(config.cache_size, ttu=_until_exp, timer=clock)
@@ -267,23 +269,28 @@ class TokenValidator:
         verify_signature(parsed, key.public_key)
         verdict = check_claims(parsed.claims, self._claim_rules(), now=self._clock())
         if self._cache is not None:
-            self._cache[step.digest] = _Verified(verdict, parsed.kid)
+            with self._cache_lock:
+                self._cache[step.digest] = _Verified(verdict, parsed.kid)
         return verdict
 
     def cache_info(self) -> CacheInfo:
         """Hits, misses, bound and size of the verified-token cache (for tests and metrics)."""
         cache = self._cache
-        size = 0 if cache is None else len(cache)
+        with self._cache_lock:
+            size = 0 if cache is None else len(cache)
         return CacheInfo(self._hits, self._misses, self._config.cache_size, size)
 
     def _cached(self, digest: bytes) -> ValidatedToken | None:
         """The verdict cached under ``digest``, while unexpired and its key still published."""
         cache = self._cache
-        entry = cache.get(digest) if cache is not None else None
-        if entry is None or cache is None:
+        if cache is None:
+            return None
+        with self._cache_lock:
+            entry = cache.get(digest)
+        if entry is None:
             return None
         if not self._keys.holds(entry.kid):
-            with contextlib.suppress(KeyError):  # KeyError: it expired meanwhile
+            with self._cache_lock, contextlib.suppress(KeyError):  # KeyError: expired meanwhile
                 del cache[digest]  # its key left the JWKS: verify the token afresh
             return None
         return entry.token

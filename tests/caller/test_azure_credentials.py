@@ -3,7 +3,9 @@ BearerAuth over azure-core credentials, on the local authority."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
@@ -296,3 +298,56 @@ def test_a_credential_answering_no_token_is_refused() -> None:
         pytest.raises(ConfigurationError, match="not an access token"),
     ):
         http.get("https://api.test/")
+
+
+def test_a_claims_challenge_does_not_join_a_fetch_already_in_flight(
+    sync_client: Any, scope: str, authority: Authority
+) -> None:
+    # The flight's token was asked for without the challenge: it must not answer one.
+    release, held = threading.Event(), threading.Event()
+    seen: list[httpx.Request] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        request.read()
+        seen.append(request)
+        if b"claims" not in request.content:
+            held.set()
+            assert release.wait(10)
+        return authority.handle(request)
+
+    client, _ = sync_client(transport=httpx.MockTransport(handle))
+    plain: list[Any] = []
+    thread = threading.Thread(target=lambda: plain.append(client.get_token(scope)))
+    thread.start()
+    try:
+        assert held.wait(10)
+        challenged = client.get_token(scope, claims=CLAIMS)
+    finally:
+        release.set()
+        thread.join(10)
+    assert parse_qs(seen[-1].content.decode()).get("claims") == [CLAIMS]
+    assert challenged.token != plain[0].token
+
+
+@pytest.mark.anyio
+async def test_a_claims_challenge_does_not_join_an_async_fetch_already_in_flight(
+    async_client: Any, scope: str, authority: Authority
+) -> None:
+    release, held = asyncio.Event(), asyncio.Event()
+    seen: list[httpx.Request] = []
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        await request.aread()
+        seen.append(request)
+        if b"claims" not in request.content:
+            held.set()
+            await release.wait()
+        return authority.handle(request)
+
+    client, _ = async_client(transport=httpx.MockTransport(handle))
+    plain = asyncio.ensure_future(client.get_token(scope))
+    await held.wait()
+    challenged = await asyncio.wait_for(client.get_token(scope, claims=CLAIMS), 10)
+    release.set()
+    assert parse_qs(seen[-1].content.decode()).get("claims") == [CLAIMS]
+    assert challenged.token != (await plain).token

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import stat
 import threading
 from pathlib import Path
@@ -150,3 +151,34 @@ def test_an_unusable_file_costs_one_warning_and_a_direct_fetch(
         assert _client(authority, cache, refresh_margin=0).get_token(scope).token
     assert len([r for r in caplog.records if "cannot be used" in r.getMessage()]) == 1
     assert len(cache) == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to hand a directory to another user")
+def test_a_directory_of_another_user_is_not_used(
+    authority: Authority, tmp_path: Path, scope: str
+) -> None:
+    # Root would otherwise chmod it and read (or write) tokens where its owner can swap them.
+    directory = tmp_path / "c"
+    directory.mkdir()
+    directory.chmod(0o777)
+    os.chown(directory, 65534, 65534)
+    link = tmp_path / "link"
+    link.symlink_to(directory)
+    for path in (directory / "tokens.json", link / "tokens.json"):
+        _client(authority, FileTokenCache(path)).get_token(scope)
+        assert not (directory / "tokens.json").exists()
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o777
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to hand a file to another user")
+def test_a_token_file_of_another_user_is_not_read(
+    authority: Authority, tmp_path: Path, scope: str
+) -> None:
+    path = tmp_path / "c" / "tokens.json"
+    client = _client(authority, FileTokenCache(path))
+    client.get_token(scope)
+    os.chown(path, 65534, 65534)
+    assert len(FileTokenCache(path)) == 0
+    _client(authority, FileTokenCache(path)).get_token(scope)
+    assert authority.hits["token"] == 2
+    assert path.stat().st_uid == os.geteuid()  # replaced by this user's

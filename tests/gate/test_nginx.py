@@ -225,3 +225,36 @@ def test_a_client_cannot_choose_the_path_the_gate_judges(stack: Stack) -> None:
     )
     assert response.status_code == 401
     assert len(stack.upstream) == before
+
+
+def raw_status(base: str, target: str, header: str = "") -> int:
+    """The status for a request line sent as is (httpx would normalise the target)."""
+    port = int(base.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(
+            f"GET {target} HTTP/1.1\r\nHost: x\r\n{header}Connection: close\r\n\r\n".encode()
+        )
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return int(answer.split(b" ", 2)[1])
+
+
+@pytest.mark.parametrize(
+    ("target", "header"),
+    [
+        ("/calc/../public/x", ""),  # nginx passes the raw target: /calc/... to the upstream
+        ("/calc/%2e%2e/public", ""),
+        ("/public/..;/calc", ""),  # /calc to Tomcat
+        ("/%70ublic/x", ""),  # not /public to an upstream routing on the raw path
+        ("/public#/../calc", ""),
+        ("/PUBLIC/x", ""),  # /public to a case-insensitive upstream, but not to the gate
+        ("/public/x", "X-HTTP-Method-Override: DELETE\r\n"),
+    ],
+)
+def test_a_path_the_upstream_could_read_otherwise_never_reaches_it(
+    stack: Stack, target: str, header: str
+) -> None:
+    before = len(stack.upstream)
+    assert raw_status(stack.base, target, header) == 400
+    assert len(stack.upstream) == before

@@ -5,6 +5,7 @@ cold cache, exemptions and configuration errors."""
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -279,3 +280,33 @@ def test_a_hook_that_raises_never_turns_a_refusal_into_a_500(
 
     client = guarded_app(faces[1], "role", on_refusal=broken).test_client()
     assert client.get("/who").status_code == 401
+
+
+def test_threads_sharing_a_small_verdict_cache_never_fail() -> None:
+    # The verdict cache (cachetools) is not thread-safe on its own: WSGI threads evicting and
+    # storing at once must still each get their verdict.
+    authority = Authority(clock=lambda: float(NOW))
+    validator = calc_validator(authority, sync=True, cache_size=4)
+    tokens = [authority.mint(now=NOW, claims={"n": i}) for i in range(40)]
+    failures: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def hammer(offset: int) -> None:
+        start.wait()
+        for i in range(400):
+            try:
+                validator.validate_sync(tokens[(i * 7 + offset) % len(tokens)])
+            except BaseException as exc:  # any failure is the finding
+                failures.append(exc)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=hammer, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        sys.setswitchinterval(interval)
+    assert failures == []
