@@ -22,7 +22,7 @@ import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlencode, urlsplit
 
 from ccflow._core.retry import parse_retry_after
@@ -126,6 +126,10 @@ def is_azure_token_endpoint(url: str) -> bool:
     return urlsplit(url).path.endswith("/oauth2/v2.0/token")
 
 
+# A scope given as a collection (a common slip: get_token(['a', 'b'])).
+_COLLECTIONS: Final = (list, tuple, set, frozenset)
+
+
 def normalize_scopes(scopes: tuple[str, ...], *, azure: bool) -> tuple[str, ...]:
     """Check scopes and, for Azure AD, complete bare resources with ``/.default``.
 
@@ -145,7 +149,7 @@ def normalize_scopes(scopes: tuple[str, ...], *, azure: bool) -> tuple[str, ...]
         )
     out: list[str] = []
     for scope in scopes:
-        if isinstance(scope, list | tuple | set | frozenset):
+        if isinstance(scope, _COLLECTIONS):
             raise ConfigurationError(
                 f"scopes are separate arguments, got a {type(scope).__name__} {scope!r}: call "
                 "get_token(*scopes) or get_token('api://a/.default')",
