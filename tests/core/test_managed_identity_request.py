@@ -168,3 +168,18 @@ def test_backoff_is_exponential_and_longer_while_imds_updates() -> None:
     assert sum(low.delay(n, None, 410) for n in range(3)) == 35.0
     assert sum(policy.delay(n, None, 410) for n in range(3)) == 70.0
     assert policy.delay(0, 2.0, 410) == 2.0  # a Retry-After wins
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    ["http://127.0.0.1:9999/metadata/identity/oauth2/token", APP_SERVICE["IDENTITY_ENDPOINT"]],
+)
+def test_a_refusal_names_no_tenant_the_endpoint_does_not_name(endpoint: str) -> None:
+    # The path of IMDS's (/metadata/...) or App Service's endpoint is no tenant.
+    body = {"error": "invalid_resource", "error_description": "AADSTS500011: not found"}
+    context = ErrorContext("system-assigned managed identity", endpoint)
+    with pytest.raises(TokenRequestError) as info:
+        parse_token_response(
+            400, json.dumps(body).encode(), scopes=SCOPES, now=0.0, context=context
+        )
+    assert "was not found in its tenant:" in str(info.value)
