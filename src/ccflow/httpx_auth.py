@@ -25,6 +25,7 @@ Any azure-core credential serves too (an object with ``get_token(*scopes)`` retu
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import AsyncGenerator, Generator
 from typing import Any, Protocol
@@ -98,6 +99,9 @@ class BearerAuth(httpx.Auth):
 
 class AsyncBearerAuth(httpx.Auth):
     """:class:`BearerAuth` for an :class:`AsyncTokenSource`, in ``httpx.AsyncClient`` only.
+
+    An azure-core credential may be async (``azure.identity.aio``) or sync; a sync one is asked
+    in a worker thread (``asyncio.to_thread``), so it does not block the event loop.
 
     Made by :meth:`ccflow.AsyncTokenClient.auth`.
     """
@@ -234,8 +238,12 @@ class _AsyncAzureCredential(_HeldCredential):
     __slots__ = ()
 
     async def get_token(self, *scopes: str) -> AccessToken:
-        """The credential's token (awaited when the credential is async), converted."""
-        result = self._get(*scopes)
+        """The credential's token (awaited when the credential is async, else asked in a
+        worker thread: a sync credential may block for seconds), converted."""
+        if inspect.iscoroutinefunction(self._get):
+            result = self._get(*scopes)
+        else:
+            result = await asyncio.to_thread(self._get, *scopes)
         if inspect.isawaitable(result):
             result = await result
         return _converted(result, self._credential, scopes)
