@@ -134,6 +134,20 @@ def test_app_service_refusals_say_what_the_host_said() -> None:
     assert info.value.status_code == 401
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"statusCode": 500, "message": "Unable to load the identity.", "correlationId": "c-1"},
+        {"message": "Unable to load the identity.", "correlationId": "c-1"},  # a bare 500
+    ],
+)
+def test_app_service_refusals_keep_the_correlation_id(body: dict[str, Any]) -> None:
+    with pytest.raises(TokenRequestError) as info:
+        parse_token_response(500, json.dumps(body).encode(), scopes=SCOPES, now=0, context=CONTEXT)
+    assert str(info.value).endswith("server said: Unable to load the identity.")
+    assert info.value.correlation_id == "c-1"
+
+
 def test_imds_refusals_come_as_oauth_errors() -> None:
     body = b'{"error": "invalid_request", "error_description": "Identity not found"}'
     with pytest.raises(TokenRequestError) as info:

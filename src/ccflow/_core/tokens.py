@@ -305,12 +305,13 @@ def _token_error(
     """The ``TokenRequestError`` for a refusal, with the server's fields and our advice."""
     wait = parse_retry_after(retry_after, now)
     message = _app_service_message(data)
-    if message is not None:
+    if data is not None and message is not None:
         return TokenRequestError(
             f"the token endpoint {context.token_endpoint} answered HTTP {status}; server "
             f"said: {(message.strip().splitlines() or [message])[0]}",
             status_code=status,
             error_description=message,
+            correlation_id=_str_or_none(data.get("correlationId")),
             retry_after=wait,
         )
     if data is None or not isinstance(data.get("error"), str):
@@ -343,8 +344,14 @@ def _token_error(
 
 def _app_service_message(data: dict[str, Any] | None) -> str | None:
     """The ``message`` of an App Service (or Functions) managed identity refusal, whose JSON is
-    ``{"statusCode": 401, "message": "..."}`` rather than an OAuth error."""
-    if data is None or "error" in data or not isinstance(data.get("statusCode"), int):
+    ``{"statusCode": 401, "message": "...", "correlationId": "..."}`` rather than an OAuth
+    error (a 500 may come without ``statusCode``)."""
+    if data is None or "error" in data:
+        return None
+    if (
+        not isinstance(data.get("statusCode"), int)
+        and _str_or_none(data.get("correlationId")) is None
+    ):
         return None
     return _str_or_none(data.get("message"))
 
