@@ -78,9 +78,13 @@ class BearerAuth(httpx.Auth):
 
     def __init__(self, source: TokenSource | Any, scopes: tuple[str, ...] | str) -> None:
         self._scopes = _checked_scopes(scopes)
-        self._source: TokenSource = (
-            source if callable(getattr(source, "invalidate", None)) else _AzureCredential(source)
-        )
+        if _is_source(source) and inspect.iscoroutinefunction(source.get_token):
+            raise ConfigurationError(
+                f"{type(source).__name__}.get_token is awaited: use AsyncBearerAuth (an "
+                "AsyncTokenClient's auth()) with httpx.AsyncClient",
+                setting="auth",
+            )
+        self._source: TokenSource = source if _is_source(source) else _AzureCredential(source)
 
     def __repr__(self) -> str:
         return f"BearerAuth({self._source!r}, scopes={self._scopes!r})"
@@ -110,10 +114,14 @@ class AsyncBearerAuth(httpx.Auth):
 
     def __init__(self, source: AsyncTokenSource | Any, scopes: tuple[str, ...] | str) -> None:
         self._scopes = _checked_scopes(scopes)
+        if _is_source(source) and not inspect.iscoroutinefunction(source.get_token):
+            raise ConfigurationError(
+                f"{type(source).__name__}.get_token is not awaited: use an AsyncTokenClient, "
+                "or a TokenClient's auth() (BearerAuth, which also works in httpx.AsyncClient)",
+                setting="auth",
+            )
         self._source: AsyncTokenSource = (
-            source
-            if callable(getattr(source, "invalidate", None))
-            else _AsyncAzureCredential(source)
+            source if _is_source(source) else _AsyncAzureCredential(source)
         )
 
     def __repr__(self) -> str:
@@ -148,6 +156,13 @@ def _authorized(request: httpx.Request, token: AccessToken) -> httpx.Request:
     """``request`` carrying ``token`` in its Authorization header."""
     request.headers["Authorization"] = f"Bearer {token.token}"
     return request
+
+
+def _is_source(source: object) -> bool:
+    """Whether ``source`` is a token source (it can ``invalidate``), not an azure credential."""
+    return callable(getattr(source, "invalidate", None)) and callable(
+        getattr(source, "get_token", None)
+    )
 
 
 def _checked_scopes(scopes: tuple[str, ...] | str) -> tuple[str, ...]:

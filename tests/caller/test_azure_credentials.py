@@ -291,6 +291,15 @@ async def test_async_bearer_auth_asks_a_sync_credential_off_the_event_loop() -> 
     assert threads[0] is not threading.current_thread()
 
 
+def test_a_token_client_of_the_other_kind_is_refused_clearly(
+    sync_client: Any, async_client: Any, scope: str
+) -> None:
+    with pytest.raises(ConfigurationError, match="use an AsyncTokenClient"):
+        AsyncBearerAuth(sync_client()[0], (scope,))
+    with pytest.raises(ConfigurationError, match="use AsyncBearerAuth"):
+        BearerAuth(async_client()[0], (scope,))
+
+
 @pytest.mark.parametrize(
     ("credential", "scopes", "match"),
     [
