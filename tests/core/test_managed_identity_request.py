@@ -79,6 +79,15 @@ def test_an_environment_that_names_no_endpoint_is_refused(
     assert "h3ader" not in str(info.value)
 
 
+@pytest.mark.parametrize("header", ["s\u00e9cret-h3ader", "h3ader\nX-Other: 1", "h3\x00ader"])
+def test_a_header_secret_no_http_header_can_carry_is_refused_unquoted(header: str) -> None:
+    # httpx and h11 quote an illegal header value in their errors: it must never be sent.
+    with pytest.raises(ConfigurationError, match="IDENTITY_HEADER holds characters") as info:
+        ManagedIdentity(environ={**APP_SERVICE, "IDENTITY_HEADER": header})
+    assert "h3" not in str(info.value)
+    assert info.value.setting == "IDENTITY_HEADER"
+
+
 @pytest.mark.parametrize("client_id", ["", "  ", 3])
 def test_a_blank_client_id_is_refused(client_id: Any) -> None:
     with pytest.raises(ConfigurationError, match="client_id"):
