@@ -11,7 +11,8 @@ option          effect
                 replaces the cached one
 ``tenant_id``   the client's own tenant: no effect. Another tenant: refused unless listed in
                 ``additionally_allowed_tenants`` (``"*"`` for any, as azure-identity's); then the
-                token comes from that tenant's endpoint and is cached apart
+                token comes from that tenant's endpoint and is cached apart. A managed
+                identity ignores it, as azure-identity's does
 ``enable_cae``  accepted (a bool); ccflow does not announce the CP1 capability, so Azure AD
                 issues ordinary tokens and a challenge is answered through ``claims``
 ==============  ===============================================================================
@@ -111,7 +112,7 @@ def token_options(
 ) -> TokenOptions:
     """The options of one ``get_token`` checked for a client whose token endpoint is
     ``token_endpoint``; ``tenants=False`` for a credential bound to its tenant (managed
-    identity), which refuses every ``tenant_id``."""
+    identity), which ignores ``tenant_id`` (once checked)."""
     if not isinstance(enable_cae, bool):
         raise ConfigurationError(
             f"enable_cae must be True or False, got {enable_cae!r}", setting="enable_cae"
@@ -125,13 +126,15 @@ def token_options(
             setting="tenant_id",
         )
     tenant = tenant_id.strip()
-    own = _tenant_of(token_endpoint) if tenants else None
-    if own is not None and own.lower() == tenant.lower():
+    own = _tenant_of(token_endpoint)
+    if not tenants or (own is not None and own.lower() == tenant.lower()):
+        # A managed identity ignores it, as azure-identity's does: Storage's and Key Vault's
+        # challenge policies pass the resource's tenant with every request.
         return TokenOptions(claims=checked_claims)
     if own is None:
         raise ConfigurationError(
             f"get_token(tenant_id={tenant!r}): this client cannot get tokens from another "
-            "tenant (its credential is bound to one, or its token endpoint is not Azure AD's)",
+            "tenant (its token endpoint is not Azure AD's)",
             setting="tenant_id",
         )
     if ANY_TENANT not in allowed and tenant.lower() not in allowed:

@@ -114,6 +114,13 @@ class ManagedIdentity:
         endpoint = env.get("IDENTITY_ENDPOINT", "").strip()
         header = env.get("IDENTITY_HEADER", "").strip()
         if endpoint and header:
+            if not (header.isascii() and header.isprintable()):
+                # Never sent: httpx's and h11's errors would quote the value.
+                raise ConfigurationError(
+                    "IDENTITY_HEADER holds characters no HTTP header may carry (non-ASCII or "
+                    "control characters); it must be the value the Azure host set",
+                    setting="IDENTITY_HEADER",
+                )
             self._kind = "app_service"
             self._endpoint = _checked_url(endpoint, "IDENTITY_ENDPOINT")
             self._header: str | None = header

@@ -25,6 +25,7 @@ Any azure-core credential serves too (an object with ``get_token(*scopes)`` retu
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import AsyncGenerator, Generator
 from typing import Any, Protocol
@@ -77,9 +78,13 @@ class BearerAuth(httpx.Auth):
 
     def __init__(self, source: TokenSource | Any, scopes: tuple[str, ...] | str) -> None:
         self._scopes = _checked_scopes(scopes)
-        self._source: TokenSource = (
-            source if callable(getattr(source, "invalidate", None)) else _AzureCredential(source)
-        )
+        if _is_source(source) and inspect.iscoroutinefunction(source.get_token):
+            raise ConfigurationError(
+                f"{type(source).__name__}.get_token is awaited: use AsyncBearerAuth (an "
+                "AsyncTokenClient's auth()) with httpx.AsyncClient",
+                setting="auth",
+            )
+        self._source: TokenSource = source if _is_source(source) else _AzureCredential(source)
 
     def __repr__(self) -> str:
         return f"BearerAuth({self._source!r}, scopes={self._scopes!r})"
@@ -99,6 +104,9 @@ class BearerAuth(httpx.Auth):
 class AsyncBearerAuth(httpx.Auth):
     """:class:`BearerAuth` for an :class:`AsyncTokenSource`, in ``httpx.AsyncClient`` only.
 
+    An azure-core credential may be async (``azure.identity.aio``) or sync; a sync one is asked
+    in a worker thread (``asyncio.to_thread``), so it does not block the event loop.
+
     Made by :meth:`ccflow.AsyncTokenClient.auth`.
     """
 
@@ -106,10 +114,14 @@ class AsyncBearerAuth(httpx.Auth):
 
     def __init__(self, source: AsyncTokenSource | Any, scopes: tuple[str, ...] | str) -> None:
         self._scopes = _checked_scopes(scopes)
+        if _is_source(source) and not inspect.iscoroutinefunction(source.get_token):
+            raise ConfigurationError(
+                f"{type(source).__name__}.get_token is not awaited: use an AsyncTokenClient, "
+                "or a TokenClient's auth() (BearerAuth, which also works in httpx.AsyncClient)",
+                setting="auth",
+            )
         self._source: AsyncTokenSource = (
-            source
-            if callable(getattr(source, "invalidate", None))
-            else _AsyncAzureCredential(source)
+            source if _is_source(source) else _AsyncAzureCredential(source)
         )
 
     def __repr__(self) -> str:
@@ -144,6 +156,13 @@ def _authorized(request: httpx.Request, token: AccessToken) -> httpx.Request:
     """``request`` carrying ``token`` in its Authorization header."""
     request.headers["Authorization"] = f"Bearer {token.token}"
     return request
+
+
+def _is_source(source: object) -> bool:
+    """Whether ``source`` is a token source (it can ``invalidate``), not an azure credential."""
+    return callable(getattr(source, "invalidate", None)) and callable(
+        getattr(source, "get_token", None)
+    )
 
 
 def _checked_scopes(scopes: tuple[str, ...] | str) -> tuple[str, ...]:
@@ -234,8 +253,12 @@ class _AsyncAzureCredential(_HeldCredential):
     __slots__ = ()
 
     async def get_token(self, *scopes: str) -> AccessToken:
-        """The credential's token (awaited when the credential is async), converted."""
-        result = self._get(*scopes)
+        """The credential's token (awaited when the credential is async, else asked in a
+        worker thread: a sync credential may block for seconds), converted."""
+        if inspect.iscoroutinefunction(self._get):
+            result = self._get(*scopes)
+        else:
+            result = await asyncio.to_thread(self._get, *scopes)
         if inspect.isawaitable(result):
             result = await result
         return _converted(result, self._credential, scopes)

@@ -91,6 +91,9 @@ def authorization_headers(environ: Mapping[str, Any]) -> list[tuple[bytes, bytes
     value = environ.get("HTTP_AUTHORIZATION")
     if value is None:
         return []
+    if isinstance(value, bytes):  # a server that breaks PEP 3333: read it all the same
+        value = value.decode("latin-1")
+    value = str(value)
     raw = value.encode("latin-1", "replace")
     if "," in value and _JOINED.search(value):
         return [(b"authorization", part) for part in raw.split(b",")]

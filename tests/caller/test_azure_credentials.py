@@ -273,6 +273,33 @@ async def test_async_bearer_auth_takes_async_and_sync_credentials(credential: An
     assert answer["authorization"].startswith("Bearer ")
 
 
+@pytest.mark.anyio
+async def test_async_bearer_auth_asks_a_sync_credential_off_the_event_loop() -> None:
+    # azure-identity's sync credentials may block for seconds (a CLI subprocess, IMDS).
+    threads: list[threading.Thread] = []
+
+    class Blocking(SyncCredential):
+        def get_token(self, *scopes: str, **kwargs: Any) -> AzureAccessToken:
+            threads.append(threading.current_thread())
+            return super().get_token(*scopes, **kwargs)
+
+    auth = AsyncBearerAuth(Blocking(), ("s",))
+    async with httpx.AsyncClient(transport=httpx.MockTransport(echo()), auth=auth) as http:
+        answer = (await http.get("https://api.test/")).json()
+    assert answer == {"authorization": "Bearer azure-token-1"}
+    assert len(threads) == 1
+    assert threads[0] is not threading.current_thread()
+
+
+def test_a_token_client_of_the_other_kind_is_refused_clearly(
+    sync_client: Any, async_client: Any, scope: str
+) -> None:
+    with pytest.raises(ConfigurationError, match="use an AsyncTokenClient"):
+        AsyncBearerAuth(sync_client()[0], (scope,))
+    with pytest.raises(ConfigurationError, match="use AsyncBearerAuth"):
+        BearerAuth(async_client()[0], (scope,))
+
+
 @pytest.mark.parametrize(
     ("credential", "scopes", "match"),
     [

@@ -154,10 +154,22 @@ def test_several_scopes_are_refused_before_any_request(authority: Authority) -> 
     assert authority.hits["imds"] == 0
 
 
-def test_another_tenant_is_refused(authority: Authority, scope: str) -> None:
+@pytest.mark.parametrize("tenant", ["own", "another-tenant"])
+def test_tenant_id_is_ignored_as_azure_identity_does(
+    authority: Authority, scope: str, tenant: str
+) -> None:
+    # Azure Storage's and Key Vault's challenge policies pass the resource's tenant_id with
+    # every request; refusing it would make a managed identity unusable with them.
     client, _ = identity_client(authority, "imds")
-    with pytest.raises(ConfigurationError, match="bound to one"):
-        client.get_token(scope, tenant_id=authority.tenant_id)
+    tenant_id = authority.tenant_id if tenant == "own" else tenant
+    assert client.get_token(scope, tenant_id=tenant_id) == client.get_token(scope)
+    assert authority.hits["imds"] == 1
+
+
+def test_a_malformed_tenant_id_is_still_refused(authority: Authority, scope: str) -> None:
+    client, _ = identity_client(authority, "imds")
+    with pytest.raises(ConfigurationError, match="tenant id"):
+        client.get_token(scope, tenant_id="a/b")
 
 
 @pytest.mark.parametrize(

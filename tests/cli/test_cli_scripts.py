@@ -164,6 +164,25 @@ def test_max_retries_0_asks_once(
     assert RETRY_LINE.findall(err) == []
 
 
+@pytest.mark.parametrize(("kind", "status"), [("imds", 404), ("imds", 410), ("app_service", 410)])
+def test_a_managed_identity_still_updating_after_the_retries_exits_4(
+    server: AuthorityServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    kind: str,
+    status: int,
+) -> None:
+    # IMDS answers 404 and 410 while an identity is assigned or IMDS updates: retried, so
+    # still failing afterwards is "try again later", not a refusal.
+    for name, value in server.authority.identity_environ(kind).items():
+        monkeypatch.setenv(name, value)
+    server.authority.set_fault(kind, Fault(status=status))
+    scope = server.authority.api("calc-api").default_scope
+    argv = ["token", "--managed-identity", "--scope", scope, "--max-retries", "0"]
+    code, out, _ = run(capsys, *argv)
+    assert (code, out) == (4, "")
+
+
 def test_a_refusal_is_1_and_never_retried(
     server: AuthorityServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

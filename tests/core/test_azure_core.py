@@ -102,9 +102,10 @@ def test_a_non_azure_endpoint_cannot_change_tenant() -> None:
         token_options(tenant_id="t2", token_endpoint="https://idp.test/token", allowed=("*",))
 
 
-def test_a_credential_bound_to_its_tenant_refuses_every_tenant() -> None:
-    with pytest.raises(ConfigurationError, match="bound to one"):
-        token_options(tenant_id="t1", token_endpoint=ENDPOINT, allowed=("*",), tenants=False)
+@pytest.mark.parametrize("allowed", [(), ("*",)])
+def test_a_credential_bound_to_its_tenant_ignores_tenant_id(allowed: tuple[str, ...]) -> None:
+    options = token_options(tenant_id="t2", token_endpoint=ENDPOINT, allowed=allowed, tenants=False)
+    assert options == TokenOptions()
 
 
 @pytest.mark.parametrize("tenant", [3, "   ", "a/b"])

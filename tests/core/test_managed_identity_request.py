@@ -79,6 +79,15 @@ def test_an_environment_that_names_no_endpoint_is_refused(
     assert "h3ader" not in str(info.value)
 
 
+@pytest.mark.parametrize("header", ["s\u00e9cret-h3ader", "h3ader\nX-Other: 1", "h3\x00ader"])
+def test_a_header_secret_no_http_header_can_carry_is_refused_unquoted(header: str) -> None:
+    # httpx and h11 quote an illegal header value in their errors: it must never be sent.
+    with pytest.raises(ConfigurationError, match="IDENTITY_HEADER holds characters") as info:
+        ManagedIdentity(environ={**APP_SERVICE, "IDENTITY_HEADER": header})
+    assert "h3" not in str(info.value)
+    assert info.value.setting == "IDENTITY_HEADER"
+
+
 @pytest.mark.parametrize("client_id", ["", "  ", 3])
 def test_a_blank_client_id_is_refused(client_id: Any) -> None:
     with pytest.raises(ConfigurationError, match="client_id"):
@@ -134,6 +143,20 @@ def test_app_service_refusals_say_what_the_host_said() -> None:
     assert info.value.status_code == 401
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"statusCode": 500, "message": "Unable to load the identity.", "correlationId": "c-1"},
+        {"message": "Unable to load the identity.", "correlationId": "c-1"},  # a bare 500
+    ],
+)
+def test_app_service_refusals_keep_the_correlation_id(body: dict[str, Any]) -> None:
+    with pytest.raises(TokenRequestError) as info:
+        parse_token_response(500, json.dumps(body).encode(), scopes=SCOPES, now=0, context=CONTEXT)
+    assert str(info.value).endswith("server said: Unable to load the identity.")
+    assert info.value.correlation_id == "c-1"
+
+
 def test_imds_refusals_come_as_oauth_errors() -> None:
     body = b'{"error": "invalid_request", "error_description": "Identity not found"}'
     with pytest.raises(TokenRequestError) as info:
@@ -168,3 +191,18 @@ def test_backoff_is_exponential_and_longer_while_imds_updates() -> None:
     assert sum(low.delay(n, None, 410) for n in range(3)) == 35.0
     assert sum(policy.delay(n, None, 410) for n in range(3)) == 70.0
     assert policy.delay(0, 2.0, 410) == 2.0  # a Retry-After wins
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    ["http://127.0.0.1:9999/metadata/identity/oauth2/token", APP_SERVICE["IDENTITY_ENDPOINT"]],
+)
+def test_a_refusal_names_no_tenant_the_endpoint_does_not_name(endpoint: str) -> None:
+    # The path of IMDS's (/metadata/...) or App Service's endpoint is no tenant.
+    body = {"error": "invalid_resource", "error_description": "AADSTS500011: not found"}
+    context = ErrorContext("system-assigned managed identity", endpoint)
+    with pytest.raises(TokenRequestError) as info:
+        parse_token_response(
+            400, json.dumps(body).encode(), scopes=SCOPES, now=0.0, context=context
+        )
+    assert "was not found in its tenant:" in str(info.value)

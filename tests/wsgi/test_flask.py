@@ -106,6 +106,22 @@ def test_good_token_reaches_the_view_with_its_verdict(bed: FlaskBed) -> None:
     assert response.json == {"result": 5, "caller": bed.authority.client("calc-client").client_id}
 
 
+@pytest.mark.parametrize(("value", "status"), [(b"Bearer a.b.c", 401), (b"Bearer \xe9", 400)])
+def test_a_bytes_header_from_a_non_pep_3333_server_is_refused_not_a_500(
+    bed: FlaskBed, value: bytes, status: int
+) -> None:
+    statuses: list[str] = []
+    app = bed.client.application.wsgi_app
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/calc/v1/add/2/3",
+        "HTTP_AUTHORIZATION": value,
+    }
+    body = b"".join(app(environ, lambda status, headers, *_: statuses.append(status)))
+    assert statuses[0].startswith(f"{status} ")
+    assert b"error" in body
+
+
 def test_exempt_path_is_served_without_a_token(bed: FlaskBed) -> None:
     assert bed.client.get("/healthz").json == {"ok": True}
 

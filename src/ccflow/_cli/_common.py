@@ -94,13 +94,16 @@ EXIT_CODES = """exit codes:
   1  refused: the authority said no (credentials, scope, consent), or the token is invalid
   2  usage or configuration error: fix the command line or the environment
   3  network: the authority could not be reached, or its TLS certificate did not verify
-  4  temporarily unavailable: 429 or 5xx still answered after the retries; try again later"""
+  4  temporarily unavailable: 429 or 5xx (a managed identity's 404 or 410 too) still
+     answered after the retries; try again later"""
 
 
-def exit_code_for(exc: CCFlowError) -> int:
+def exit_code_for(
+    exc: CCFlowError, retried: Callable[[int | None], bool] = is_retryable_status
+) -> int:
     """The documented exit code for an error: 1 refused, 2 configuration, 3 network,
-    4 temporarily unavailable."""
-    if isinstance(exc, TokenRequestError) and is_retryable_status(exc.status_code):
+    4 temporarily unavailable (a status that ``retried`` says the retries were for)."""
+    if isinstance(exc, TokenRequestError) and retried(exc.status_code):
         return EXIT_UNAVAILABLE
     if isinstance(exc, AuthorityUnreachableError | KeysUnavailableError):
         return EXIT_NETWORK

@@ -3,7 +3,7 @@
 Prints the bare access token and a newline, so
 ``curl -H "Authorization: Bearer $(ccflow token ...)"`` works. Exit codes: 0 success,
 1 the authority refused, 2 usage or configuration error, 3 network failure, 4 the authority
-still answered 429 or 5xx after the retries.
+still answered 429 or 5xx (a managed identity's endpoint 404 or 410 too) after the retries.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from ccflow._cli._common import (
     with_private_ca_hint,
 )
 from ccflow._core.explain import decode_unverified
+from ccflow._core.retry import is_retryable_status
 from ccflow._core.tokens import AccessToken
 from ccflow.errors import (
     AuthorityUnreachableError,
@@ -360,6 +361,13 @@ def _identity_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {"credential": ManagedIdentity(client_id or None)}
 
 
+def _retried(credential: object) -> Callable[[int | None], bool]:
+    """Which statuses the credential's requests were retried for (a managed identity's
+    404 and 410 too): still failing after the retries means exit 4."""
+    policy = getattr(credential, "retry_policy", None)
+    return policy(0).retries if callable(policy) else is_retryable_status
+
+
 def _log_request(request: httpx.Request) -> None:
     """``-v``: each request, its method and URL only (the body and headers hold secrets)."""
     _log.debug("%s %s", request.method, request.url)
@@ -405,6 +413,7 @@ def run(args: argparse.Namespace) -> int:
     from ccflow import TokenClient  # type: ignore[attr-defined,unused-ignore]
 
     sources: dict[str, str] = {}
+    kwargs: dict[str, Any] = {}
     try:
         if args.managed_identity or _identity_in_environment(args):
             kwargs = _identity_kwargs(args)
@@ -421,7 +430,7 @@ def run(args: argparse.Namespace) -> int:
         message = message_for(exc)
         source = sources.get(getattr(exc, "setting", None) or "")
         error(f"{source}: {message}" if source else message)
-        return exit_code_for(exc)
+        return exit_code_for(exc, _retried(kwargs.get("credential")))
     now = time.time()
     if args.decode:
         try:

@@ -309,12 +309,13 @@ def _token_error(
     """The ``TokenRequestError`` for a refusal, with the server's fields and our advice."""
     wait = parse_retry_after(retry_after, now)
     message = _app_service_message(data)
-    if message is not None:
+    if data is not None and message is not None:
         return TokenRequestError(
             f"the token endpoint {context.token_endpoint} answered HTTP {status}; server "
             f"said: {(message.strip().splitlines() or [message])[0]}",
             status_code=status,
             error_description=message,
+            correlation_id=_str_or_none(data.get("correlationId")),
             retry_after=wait,
         )
     if data is None or not isinstance(data.get("error"), str):
@@ -347,8 +348,14 @@ def _token_error(
 
 def _app_service_message(data: dict[str, Any] | None) -> str | None:
     """The ``message`` of an App Service (or Functions) managed identity refusal, whose JSON is
-    ``{"statusCode": 401, "message": "..."}`` rather than an OAuth error."""
-    if data is None or "error" in data or not isinstance(data.get("statusCode"), int):
+    ``{"statusCode": 401, "message": "...", "correlationId": "..."}`` rather than an OAuth
+    error (a 500 may come without ``statusCode``)."""
+    if data is None or "error" in data:
+        return None
+    if (
+        not isinstance(data.get("statusCode"), int)
+        and _str_or_none(data.get("correlationId")) is None
+    ):
         return None
     return _str_or_none(data.get("message"))
 
@@ -403,9 +410,12 @@ def _scope_text(context: ErrorContext) -> str:
 
 
 def _tenant_of(context: ErrorContext) -> str:
-    """The tenant segment of the token endpoint's path."""
+    """``tenant <the tenant segment of an Azure AD token endpoint>``; ``its tenant`` for an
+    endpoint that names none (a managed identity's: ``/metadata/...`` is no tenant)."""
     path = urlsplit(context.token_endpoint).path.strip("/").split("/")
-    return path[0] if path and path[0] else "(unknown)"
+    if is_azure_token_endpoint(context.token_endpoint) and path[0]:
+        return f"tenant {path[0]}"
+    return "its tenant"
 
 
 def describe_token_error(err: TokenRequestError, context: ErrorContext) -> str:
@@ -437,13 +447,13 @@ def _advice(err: TokenRequestError, context: ErrorContext) -> str:
         )
     elif code == 700016:
         advice = (
-            f"application {cid} was not found in tenant {_tenant_of(context)}. Check the client "
+            f"application {cid} was not found in {_tenant_of(context)}. Check the client "
             "id (AZURE_CLIENT_ID) and tenant (AZURE_TENANT_ID): the app must be registered or "
             "consented in that tenant"
         )
     elif code == 500011:
         advice = (
-            f"the resource in scope {_scope_text(context)} was not found in tenant "
+            f"the resource in scope {_scope_text(context)} was not found in "
             f"{_tenant_of(context)}: the App ID URI is wrong or the API has no service "
             "principal there. Use the API's Application ID URI (Expose an API) + '/.default'"
         )
@@ -455,7 +465,7 @@ def _advice(err: TokenRequestError, context: ErrorContext) -> str:
         )
     elif code == 90002:
         advice = (
-            f"tenant {_tenant_of(context)} was not found. Check the tenant id (AZURE_TENANT_ID: "
+            f"{_tenant_of(context)} was not found. Check the tenant id (AZURE_TENANT_ID: "
             "a GUID or a domain such as contoso.onmicrosoft.com) and, for national clouds, "
             "the authority host (AZURE_AUTHORITY_HOST)"
         )
