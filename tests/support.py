@@ -12,14 +12,19 @@ core tests, and deliberately broken tokens); HTTP-level tests mint with
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import json
-from collections.abc import Callable, Mapping, Sequence
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
 import httpx
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -27,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 from hypothesis import strategies as st
 
-from ccflow import TokenValidator
+from ccflow import AsyncTokenClient, TokenClient, TokenValidator
 from ccflow.authority import Authority
 from ccflow.errors import InsufficientScopeError, InvalidTokenError
 from ccflow.testing import OTHER_TENANT_ID, TokenFactory
@@ -411,6 +416,21 @@ BAD_REQUESTS: list[tuple[str, Builder, int, str | None, str]] = [
     ("expired-without-role", bearer(lambda bed: bed.mint(client="reader-client", claims={"exp": NOW - 3600})), 401, "invalid_token", "expired"),
 ]  # fmt: skip
 
+ON_BAD_REQUESTS = pytest.mark.parametrize(
+    ("builder", "status", "error", "fragment"),
+    [c[1:] for c in BAD_REQUESTS],
+    ids=[c[0] for c in BAD_REQUESTS],
+)
+"""Runs a test once per row of ``BAD_REQUESTS``, with its builder, status, error and fragment."""
+
+
+def authorization(value: str | list[str] | None) -> list[tuple[str, str]]:
+    """The Authorization headers a ``Builder``'s value stands for: none, one, or several."""
+    if value is None:
+        return []
+    values = value if isinstance(value, list) else [value]
+    return [("Authorization", v) for v in values]
+
 
 # --- the refusals every face answers alike (issue 16: no token, bad token, wrong role, wrong
 # scope, refused caller), and the two callers it lets through. Each face under test guards a
@@ -483,3 +503,55 @@ def calc_validator(authority: Authority, *, sync: bool = False, **options: Any) 
     }
     settings.update(options)
     return TokenValidator(**settings)
+
+
+@contextlib.contextmanager
+def served(app: Any, *, lifespan: str = "on") -> Iterator[str]:
+    """``app`` served by uvicorn on 127.0.0.1 for the block; yields its base URL."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(app, log_level="warning", lifespan=lifespan, loop="asyncio")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert thread.is_alive(), "the calc API's server thread died"
+            assert time.monotonic() < deadline, "the calc API did not start within 10 s"
+            time.sleep(0.01)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+def _client_settings(authority: Authority, name: str, cache: Any) -> dict[str, Any]:
+    """The keywords a token client of ``name`` on the in-process ``authority`` needs."""
+    app = authority.client(name)
+    return {
+        "client_id": app.client_id,
+        "client_secret": app.secret,
+        "tenant_id": authority.tenant_id,
+        "authority_host": authority.host,
+        "cache": cache,
+    }
+
+
+def token_client(
+    authority: Authority, cache: Any = None, name: str = "calc-client", **options: Any
+) -> TokenClient:
+    """A TokenClient of client app ``name`` on the in-process ``authority``, with ``cache``."""
+    http = httpx.Client(transport=authority.transport())
+    return TokenClient(http_client=http, **_client_settings(authority, name, cache), **options)
+
+
+def async_token_client(
+    authority: Authority, cache: Any = None, name: str = "calc-client", **options: Any
+) -> AsyncTokenClient:
+    """The AsyncTokenClient twin of ``token_client``."""
+    http = httpx.AsyncClient(transport=authority.transport())
+    return AsyncTokenClient(http_client=http, **_client_settings(authority, name, cache), **options)

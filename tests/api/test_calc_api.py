@@ -12,9 +12,10 @@ import pytest
 from examples.calc_api import client as calc_client
 from examples.calc_api.app import create_app
 from starlette.testclient import TestClient
+from tests.support import token_client
 
-from ccflow import ConfigurationError, TokenClient, TokenValidator
-from ccflow.authority import Authority, ClientApp
+from ccflow import ConfigurationError, TokenValidator
+from ccflow.authority import Authority
 
 
 @pytest.fixture
@@ -33,17 +34,6 @@ def api(ccflow_authority: Authority) -> Iterator[TestClient]:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
-
-def tokens_for(authority: Authority, app: ClientApp) -> TokenClient:
-    """A TokenClient for ``app`` on the in-process authority."""
-    return TokenClient(
-        client_id=app.client_id,
-        client_secret=app.secret,
-        tenant_id=authority.tenant_id,
-        authority_host=authority.host,
-        http_client=httpx.Client(transport=authority.transport()),
-    )
 
 
 def test_add_answers_result_and_caller(ccflow_authority: Authority, api: TestClient) -> None:
@@ -96,7 +86,7 @@ def test_client_gets_a_token_and_calls_the_api(
     ccflow_authority: Authority, api: TestClient
 ) -> None:
     caller = ccflow_authority.client("calc-client")
-    with tokens_for(ccflow_authority, caller) as tokens:
+    with token_client(ccflow_authority, name=caller.name) as tokens:
         answer = calc_client.add(
             "2", "3", tokens=tokens, scope=ccflow_authority.api("calc-api").default_scope, api=api
         )
@@ -108,7 +98,7 @@ def test_client_reports_a_refusal_with_the_challenge(
 ) -> None:
     reader = ccflow_authority.client("reader-client")
     with (
-        tokens_for(ccflow_authority, reader) as tokens,
+        token_client(ccflow_authority, name=reader.name) as tokens,
         pytest.raises(httpx.HTTPStatusError, match="403"),
     ):
         calc_client.add(
@@ -121,7 +111,7 @@ def test_client_reports_an_error_body_when_there_is_no_challenge(
 ) -> None:
     caller = ccflow_authority.client("calc-client")
     with (
-        tokens_for(ccflow_authority, caller) as tokens,
+        token_client(ccflow_authority, name=caller.name) as tokens,
         pytest.raises(httpx.HTTPStatusError, match="400 a and b must be finite numbers"),
     ):
         calc_client.add(
@@ -134,7 +124,7 @@ def test_client_reports_an_answer_that_is_not_json(ccflow_authority: Authority) 
     caller = ccflow_authority.client("calc-client")
     page = httpx.MockTransport(lambda request: httpx.Response(200, text="<html>hello</html>"))
     with (
-        tokens_for(ccflow_authority, caller) as tokens,
+        token_client(ccflow_authority, name=caller.name) as tokens,
         httpx.Client(transport=page, base_url="http://127.0.0.1:8000") as api,
         pytest.raises(httpx.HTTPError, match=r"200 .*not JSON"),
     ):
@@ -218,7 +208,7 @@ def test_client_sends_each_number_as_one_path_segment(ccflow_authority: Authorit
         return httpx.Response(200, json={"result": 0, "caller": caller.client_id})
 
     with (
-        tokens_for(ccflow_authority, caller) as tokens,
+        token_client(ccflow_authority, name=caller.name) as tokens,
         httpx.Client(transport=httpx.MockTransport(answer), base_url="http://calc") as api,
     ):
         calc_client.add(

@@ -20,7 +20,7 @@ import pytest
 from examples.calc_api.app import create_app
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
-from tests.support import BAD_REQUESTS, LEEWAY, NOW, Builder, Minter
+from tests.support import BAD_REQUESTS, LEEWAY, NOW, ON_BAD_REQUESTS, Builder, Minter, authorization
 
 from ccflow import TokenValidator
 from ccflow.authority import Authority, Fault
@@ -79,18 +79,9 @@ def challenge_ok(bed: Bed, header: str | None, error: str | None, fragment: str)
 CASES = BAD_REQUESTS
 
 
-@pytest.mark.parametrize(
-    ("builder", "status", "error", "fragment"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
-)
+@ON_BAD_REQUESTS
 def test_bad_request_is_refused(bed: Bed, builder: Builder, status: int, error: str | None, fragment: str) -> None:  # fmt: skip
-    value = builder(bed)
-    if value is None:
-        headers: list[tuple[str, str]] = []
-    elif isinstance(value, list):
-        headers = [("Authorization", v) for v in value]
-    else:
-        headers = [("Authorization", value)]
-    response = bed.client.get("/calc/v1/add/2/3", headers=headers)
+    response = bed.client.get("/calc/v1/add/2/3", headers=authorization(builder(bed)))
     assert response.status_code == status
     assert challenge_ok(bed, response.headers.get("www-authenticate"), error, fragment), (
         response.headers.get("www-authenticate")

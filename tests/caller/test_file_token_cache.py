@@ -8,29 +8,13 @@ import os
 import stat
 import threading
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
+from tests.support import token_client
 
-from ccflow import FileTokenCache, TokenClient
+from ccflow import FileTokenCache
 from ccflow._token_cache import default_cache_path
 from ccflow.authority import Authority
-
-
-def _client(
-    authority: Authority, cache: FileTokenCache, name: str = "calc-client", **options: Any
-) -> TokenClient:
-    app = authority.client(name)
-    return TokenClient(
-        client_id=app.client_id,
-        client_secret=app.secret,
-        tenant_id=authority.tenant_id,
-        authority_host=authority.host,
-        http_client=httpx.Client(transport=authority.transport()),
-        cache=cache,
-        **options,
-    )
 
 
 @pytest.mark.parametrize(
@@ -54,8 +38,8 @@ def test_a_second_process_reads_the_token_from_the_file(
     authority: Authority, tmp_path: Path, scope: str
 ) -> None:
     path = tmp_path / "c" / "tokens.json"
-    token = _client(authority, FileTokenCache(path)).get_token(scope)
-    assert _client(authority, FileTokenCache(path)).get_token(scope) == token
+    token = token_client(authority, FileTokenCache(path)).get_token(scope)
+    assert token_client(authority, FileTokenCache(path)).get_token(scope) == token
     assert authority.hits["token"] == 1
     assert len(FileTokenCache(path)) == 1
 
@@ -64,7 +48,7 @@ def test_the_file_is_0600_in_a_0700_directory_and_no_temp_file_is_left(
     authority: Authority, tmp_path: Path, scope: str
 ) -> None:
     path = tmp_path / "c" / "tokens.json"
-    _client(authority, FileTokenCache(path)).get_token(scope)
+    token_client(authority, FileTokenCache(path)).get_token(scope)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     assert sorted(p.name for p in path.parent.iterdir()) == ["tokens.json", "tokens.json.lock"]
@@ -74,7 +58,7 @@ def test_a_too_open_directory_is_closed(authority: Authority, tmp_path: Path, sc
     directory = tmp_path / "c"
     directory.mkdir(mode=0o755)
     directory.chmod(0o755)
-    _client(authority, FileTokenCache(directory / "tokens.json")).get_token(scope)
+    token_client(authority, FileTokenCache(directory / "tokens.json")).get_token(scope)
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
 
 
@@ -84,7 +68,7 @@ def test_a_corrupt_file_is_ignored_and_replaced(
 ) -> None:
     path = tmp_path / "tokens.json"
     path.write_bytes(content)
-    token = _client(authority, FileTokenCache(path)).get_token(scope)
+    token = token_client(authority, FileTokenCache(path)).get_token(scope)
     assert token.token in json.loads(path.read_text()).popitem()[1]
 
 
@@ -96,7 +80,7 @@ def test_threads_of_separate_caches_on_one_file_make_one_post(
     tokens: list[str] = []
 
     def run() -> None:
-        client = _client(authority, FileTokenCache(path))
+        client = token_client(authority, FileTokenCache(path))
         barrier.wait()
         tokens.append(client.get_token(scope).token)
 
@@ -112,9 +96,9 @@ def test_threads_of_separate_caches_on_one_file_make_one_post(
 
 def test_partitions_keep_entries_apart(authority: Authority, tmp_path: Path, scope: str) -> None:
     path = tmp_path / "tokens.json"
-    _client(authority, FileTokenCache(path, partition="a")).get_token(scope)
-    _client(authority, FileTokenCache(path, partition="b")).get_token(scope)
-    _client(authority, FileTokenCache(path, partition="a")).get_token(scope)
+    token_client(authority, FileTokenCache(path, partition="a")).get_token(scope)
+    token_client(authority, FileTokenCache(path, partition="b")).get_token(scope)
+    token_client(authority, FileTokenCache(path, partition="a")).get_token(scope)
     assert authority.hits["token"] == 2
     assert len(FileTokenCache(path)) == 2
 
@@ -123,19 +107,19 @@ def test_invalidate_removes_the_token_from_the_file(
     authority: Authority, tmp_path: Path, scope: str
 ) -> None:
     path = tmp_path / "tokens.json"
-    client = _client(authority, FileTokenCache(path))
+    client = token_client(authority, FileTokenCache(path))
     token = client.get_token(scope)
     client.invalidate(token, scope)
     assert len(FileTokenCache(path)) == 0
-    assert _client(authority, FileTokenCache(path)).get_token(scope) != token
+    assert token_client(authority, FileTokenCache(path)).get_token(scope) != token
 
 
 def test_expired_entries_are_dropped_when_the_file_is_written(
     authority: Authority, tmp_path: Path, scope: str
 ) -> None:
     path = tmp_path / "tokens.json"
-    _client(authority, FileTokenCache(path)).get_token(scope)
-    later = _client(authority, FileTokenCache(path), "reader-client", clock=lambda: 4e9)
+    token_client(authority, FileTokenCache(path)).get_token(scope)
+    later = token_client(authority, FileTokenCache(path), "reader-client", clock=lambda: 4e9)
     later.get_token(scope)  # another key: the file is written, the expired entry dropped
     assert len(FileTokenCache(path)) == 1
 
@@ -147,8 +131,8 @@ def test_an_unusable_file_costs_one_warning_and_a_direct_fetch(
     blocker.write_text("")
     cache = FileTokenCache(blocker / "tokens.json")
     with caplog.at_level(logging.WARNING, logger="ccflow"):
-        assert _client(authority, cache).get_token(scope).token
-        assert _client(authority, cache, refresh_margin=0).get_token(scope).token
+        assert token_client(authority, cache).get_token(scope).token
+        assert token_client(authority, cache, refresh_margin=0).get_token(scope).token
     assert len([r for r in caplog.records if "cannot be used" in r.getMessage()]) == 1
     assert len(cache) == 0
 
@@ -165,7 +149,7 @@ def test_a_directory_of_another_user_is_not_used(
     link = tmp_path / "link"
     link.symlink_to(directory)
     for path in (directory / "tokens.json", link / "tokens.json"):
-        _client(authority, FileTokenCache(path)).get_token(scope)
+        token_client(authority, FileTokenCache(path)).get_token(scope)
         assert not (directory / "tokens.json").exists()
         assert stat.S_IMODE(directory.stat().st_mode) == 0o777
 
@@ -175,10 +159,10 @@ def test_a_token_file_of_another_user_is_not_read(
     authority: Authority, tmp_path: Path, scope: str
 ) -> None:
     path = tmp_path / "c" / "tokens.json"
-    client = _client(authority, FileTokenCache(path))
+    client = token_client(authority, FileTokenCache(path))
     client.get_token(scope)
     os.chown(path, 65534, 65534)
     assert len(FileTokenCache(path)) == 0
-    _client(authority, FileTokenCache(path)).get_token(scope)
+    token_client(authority, FileTokenCache(path)).get_token(scope)
     assert authority.hits["token"] == 2
     assert path.stat().st_uid == os.geteuid()  # replaced by this user's

@@ -19,11 +19,12 @@ import httpx
 import pytest
 import uvicorn
 from tests.support import (
-    BAD_REQUESTS,
     FACE_CASES,
     NOW,
+    ON_BAD_REQUESTS,
     Builder,
     Minter,
+    authorization,
     calc_validator,
     challenge_ok,
     face_challenge_ok,
@@ -144,20 +145,13 @@ def _listening(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-@pytest.mark.parametrize(
-    ("builder", "status", "error", "fragment"),
-    [c[1:] for c in BAD_REQUESTS],
-    ids=[c[0] for c in BAD_REQUESTS],
-)
+@ON_BAD_REQUESTS
 def test_bad_request_through_nginx_gets_require_roles_answer(
     stack: Stack, builder: Builder, status: int, error: str | None, fragment: str
 ) -> None:
     value = builder(Minter(stack.authority, TokenFactory(stack.authority)))
-    values = [] if value is None else value if isinstance(value, list) else [value]
     before = len(stack.upstream)
-    response = httpx.get(
-        f"{stack.base}/calc/v1/add/2/3", headers=[("Authorization", v) for v in values]
-    )
+    response = httpx.get(f"{stack.base}/calc/v1/add/2/3", headers=authorization(value))
     assert response.status_code == status
     assert len(stack.upstream) == before  # the upstream never saw it
     if isinstance(value, list):

@@ -10,12 +10,8 @@ authority (TLS) and the calc API (uvicorn).
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
-import socket
 import ssl
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +26,7 @@ from azure.core.pipeline.policies import (
 from azure.core.pipeline.transport import AsyncioRequestsTransport, RequestsTransport
 from azure.core.rest import HttpRequest
 from azure.identity import ClientSecretCredential
+from tests.support import served
 
 from ccflow import AsyncTokenClient, TokenClient, TokenValidator
 from ccflow.authority import AuthorityServer
@@ -113,32 +110,8 @@ def bed() -> Iterator[Bed]:
             ),
         )
         challenger = Challenger(create_app(validator))
-        with _served(challenger) as url:
+        with served(challenger, lifespan="off") as url:
             yield Bed(server, url, challenger)
-
-
-@contextlib.contextmanager
-def _served(app: Any) -> Iterator[str]:
-    """``app`` served by uvicorn on 127.0.0.1, for the block."""
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", loop="asyncio")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert thread.is_alive(), "the calc API's server thread died"
-            assert time.monotonic() < deadline, "the calc API did not start within 10 s"
-            time.sleep(0.01)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
 
 
 class OnlyGetToken:

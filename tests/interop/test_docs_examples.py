@@ -33,15 +33,13 @@ import contextlib
 import dataclasses
 import io
 import re
-import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from tests.support import served
 
 from ccflow import TokenClient, TokenValidator
 from ccflow.authority import AuthorityServer, Registrations
@@ -148,30 +146,6 @@ def _registrations() -> Registrations:
     return dataclasses.replace(regs, apis=apis)
 
 
-@contextlib.contextmanager
-def _uvicorn(app: Any) -> Iterator[str]:
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", loop="asyncio")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert thread.is_alive(), "the calc API's server thread died"
-            assert time.monotonic() < deadline, "the calc API did not start within 10 s"
-            time.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
-
-
 @pytest.fixture(scope="module")
 def bed() -> Iterator[Bed]:
     from examples.calc_api.app import create_app
@@ -186,7 +160,7 @@ def bed() -> Iterator[Bed]:
             mp.delenv(name, raising=False)
         # Configured from the environment, the app owns its validator and closes it on
         # lifespan shutdown, inside uvicorn's event loop.
-        with _uvicorn(create_app()) as api_url:
+        with served(create_app()) as api_url:
             yield Bed(server, api_url)
 
 

@@ -8,46 +8,19 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import httpx
 import pytest
 from cryptography.fernet import Fernet
+from tests.support import async_token_client, token_client
 
-from ccflow import AsyncTokenClient, ConfigurationError, TokenClient
+from ccflow import ConfigurationError, TokenClient
 from ccflow._core.shared_cache import ENTRY_PREFIX
 from ccflow.authority import Authority
 from ccflow.redis import RedisTokenCache
 
 if TYPE_CHECKING:
     from tests.redis.conftest import RedisServer
-
-
-def _client(authority: Authority, cache: Any, **options: Any) -> TokenClient:
-    """A TokenClient of calc-client on the in-process authority, with ``cache``."""
-    app = authority.client("calc-client")
-    return TokenClient(
-        client_id=app.client_id,
-        client_secret=app.secret,
-        tenant_id=authority.tenant_id,
-        authority_host=authority.host,
-        http_client=httpx.Client(transport=authority.transport()),
-        cache=cache,
-        **options,
-    )
-
-
-def _async_client(authority: Authority, cache: Any) -> AsyncTokenClient:
-    """The AsyncTokenClient twin of ``_client``."""
-    app = authority.client("calc-client")
-    return AsyncTokenClient(
-        client_id=app.client_id,
-        client_secret=app.secret,
-        tenant_id=authority.tenant_id,
-        authority_host=authority.host,
-        http_client=httpx.AsyncClient(transport=authority.transport()),
-        cache=cache,
-    )
 
 
 class Later:
@@ -75,8 +48,8 @@ def quick() -> dict[str, float]:
 def test_clients_sharing_redis_make_one_post(
     authority: Authority, redis_server: RedisServer, scope: str
 ) -> None:
-    first = _client(authority, RedisTokenCache(redis_server.url))
-    second = _client(authority, RedisTokenCache(redis_server.url))
+    first = token_client(authority, RedisTokenCache(redis_server.url))
+    second = token_client(authority, RedisTokenCache(redis_server.url))
     token = first.get_token(scope)
     assert second.get_token(scope) == token
     assert authority.hits["token"] == 1
@@ -87,7 +60,7 @@ async def test_async_clients_sharing_redis_make_one_post(
     authority: Authority, redis_server: RedisServer, scope: str
 ) -> None:
     caches = [RedisTokenCache(redis_server.url) for _ in range(2)]
-    first, second = (_async_client(authority, cache) for cache in caches)
+    first, second = (async_token_client(authority, cache) for cache in caches)
     token = await first.get_token(scope)
     assert await second.get_token(scope) == token
     assert authority.hits["token"] == 1
@@ -98,7 +71,7 @@ async def test_async_clients_sharing_redis_make_one_post(
 def test_threads_of_many_clients_make_one_post(
     authority: Authority, redis_server: RedisServer, scope: str
 ) -> None:
-    clients = [_client(authority, RedisTokenCache(redis_server.url)) for _ in range(4)]
+    clients = [token_client(authority, RedisTokenCache(redis_server.url)) for _ in range(4)]
     barrier = threading.Barrier(16)
     tokens: list[str] = []
 
@@ -119,7 +92,7 @@ def test_threads_of_many_clients_make_one_post(
 def test_an_entry_lives_in_redis_as_long_as_its_token(
     authority: Authority, redis_server: RedisServer, scope: str
 ) -> None:
-    _client(authority, RedisTokenCache(redis_server.url)).get_token(scope)
+    token_client(authority, RedisTokenCache(redis_server.url)).get_token(scope)
     (key,) = _stored(redis_server)
     lifetime_ms = redis_server.client().pttl(key)
     assert 3_590_000 < lifetime_ms <= 3_599_000
@@ -128,7 +101,9 @@ def test_an_entry_lives_in_redis_as_long_as_its_token(
 def test_the_entry_lifetime_does_not_depend_on_the_writers_clock(
     authority: Authority, redis_server: RedisServer, scope: str
 ) -> None:
-    ahead = _client(authority, RedisTokenCache(redis_server.url), clock=lambda: time.time() + 3600)
+    ahead = token_client(
+        authority, RedisTokenCache(redis_server.url), clock=lambda: time.time() + 3600
+    )
     ahead.get_token(scope)
     (key,) = _stored(redis_server)
     assert 3_590_000 < redis_server.client().pttl(key) <= 3_599_000
@@ -137,8 +112,10 @@ def test_the_entry_lifetime_does_not_depend_on_the_writers_clock(
 def test_a_reader_whose_clock_is_behind_uses_the_entry(
     authority: Authority, redis_server: RedisServer, scope: str
 ) -> None:
-    writer = _client(authority, RedisTokenCache(redis_server.url))
-    behind = _client(authority, RedisTokenCache(redis_server.url), clock=lambda: time.time() - 600)
+    writer = token_client(authority, RedisTokenCache(redis_server.url))
+    behind = token_client(
+        authority, RedisTokenCache(redis_server.url), clock=lambda: time.time() - 600
+    )
     assert behind.get_token(scope) == writer.get_token(scope)
     assert authority.hits["token"] == 1
 
@@ -146,14 +123,14 @@ def test_a_reader_whose_clock_is_behind_uses_the_entry(
 def test_a_reader_whose_clock_is_ahead_fetches_its_own_and_shares_it(
     authority: Authority, redis_server: RedisServer, scope: str
 ) -> None:
-    writer = _client(authority, RedisTokenCache(redis_server.url))
+    writer = token_client(authority, RedisTokenCache(redis_server.url))
     writer.get_token(scope)
-    ahead = _client(
+    ahead = token_client(
         authority, RedisTokenCache(redis_server.url), clock=lambda: time.time() + 3500
     )  # for it the token is past its refresh time
     assert ahead.get_token(scope) != writer.get_token(scope)
     assert authority.hits["token"] == 2
-    late = _client(authority, RedisTokenCache(redis_server.url))
+    late = token_client(authority, RedisTokenCache(redis_server.url))
     assert late.get_token(scope) == ahead.get_token(scope)  # the newer entry replaced the old
 
 
@@ -161,15 +138,15 @@ def test_encrypted_entries_reveal_no_token(
     authority: Authority, redis_server: RedisServer, scope: str
 ) -> None:
     key = Fernet.generate_key()
-    token = _client(authority, RedisTokenCache(redis_server.url, encryption_key=key)).get_token(
-        scope
-    )
+    token = token_client(
+        authority, RedisTokenCache(redis_server.url, encryption_key=key)
+    ).get_token(scope)
     (name,) = _stored(redis_server)
     raw = redis_server.client().get(name)
     assert raw is not None
     assert raw.startswith(ENTRY_PREFIX)
     assert token.token.encode() not in raw
-    other = _client(authority, RedisTokenCache(redis_server.url, encryption_key=key))
+    other = token_client(authority, RedisTokenCache(redis_server.url, encryption_key=key))
     assert other.get_token(scope) == token
     assert authority.hits["token"] == 1
 
@@ -178,7 +155,7 @@ def test_plain_entries_hold_the_token_in_clear(
     authority: Authority, redis_server: RedisServer, scope: str
 ) -> None:
     # What "no key" means (docs/scaling.md): anyone who can read Redis can use the token.
-    token = _client(authority, RedisTokenCache(redis_server.url)).get_token(scope)
+    token = token_client(authority, RedisTokenCache(redis_server.url)).get_token(scope)
     (name,) = _stored(redis_server)
     assert token.token.encode() in (redis_server.client().get(name) or b"")
 
@@ -188,12 +165,12 @@ def test_an_entry_a_reader_cannot_decrypt_is_replaced(
     authority: Authority, redis_server: RedisServer, scope: str, reader_key: str | None
 ) -> None:
     writer = RedisTokenCache(redis_server.url, encryption_key=Fernet.generate_key())
-    _client(authority, writer).get_token(scope)
+    token_client(authority, writer).get_token(scope)
     key = Fernet.generate_key() if reader_key else None
-    reader = _client(authority, RedisTokenCache(redis_server.url, encryption_key=key))
+    reader = token_client(authority, RedisTokenCache(redis_server.url, encryption_key=key))
     token = reader.get_token(scope)
     assert authority.hits["token"] == 2
-    again = _client(authority, RedisTokenCache(redis_server.url, encryption_key=key))
+    again = token_client(authority, RedisTokenCache(redis_server.url, encryption_key=key))
     assert again.get_token(scope) == token
     assert authority.hits["token"] == 2
 
@@ -210,11 +187,11 @@ def test_an_entry_a_reader_cannot_decrypt_is_replaced(
 def test_a_foreign_or_corrupt_entry_is_ignored_and_replaced(
     authority: Authority, redis_server: RedisServer, scope: str, foreign: bytes
 ) -> None:
-    first = _client(authority, RedisTokenCache(redis_server.url))
+    first = token_client(authority, RedisTokenCache(redis_server.url))
     first.get_token(scope)
     (name,) = _stored(redis_server)
     redis_server.client().set(name, foreign)
-    token = _client(authority, RedisTokenCache(redis_server.url)).get_token(scope)
+    token = token_client(authority, RedisTokenCache(redis_server.url)).get_token(scope)
     assert authority.hits["token"] == 2
     stored = redis_server.client().get(name) or b""
     assert stored != foreign
@@ -224,23 +201,23 @@ def test_a_foreign_or_corrupt_entry_is_ignored_and_replaced(
 def test_a_key_of_another_type_is_replaced(
     authority: Authority, redis_server: RedisServer, scope: str
 ) -> None:
-    _client(authority, RedisTokenCache(redis_server.url)).get_token(scope)
+    token_client(authority, RedisTokenCache(redis_server.url)).get_token(scope)
     (name,) = _stored(redis_server)
     raw = redis_server.client()
     raw.delete(name)
     raw.rpush(name, b"x")
-    token = _client(authority, RedisTokenCache(redis_server.url)).get_token(scope)
+    token = token_client(authority, RedisTokenCache(redis_server.url)).get_token(scope)
     assert token.token.encode() in (raw.get(name) or b"")
 
 
 def test_invalidate_removes_the_shared_entry(
     authority: Authority, redis_server: RedisServer, scope: str
 ) -> None:
-    client = _client(authority, RedisTokenCache(redis_server.url))
+    client = token_client(authority, RedisTokenCache(redis_server.url))
     token = client.get_token(scope)
     client.invalidate(token, scope)
     assert _stored(redis_server) == []
-    other = _client(authority, RedisTokenCache(redis_server.url))
+    other = token_client(authority, RedisTokenCache(redis_server.url))
     assert other.get_token(scope) != token
     assert authority.hits["token"] == 2
 
@@ -250,7 +227,7 @@ async def test_async_invalidate_removes_the_shared_entry(
     authority: Authority, redis_server: RedisServer, scope: str
 ) -> None:
     cache = RedisTokenCache(redis_server.url)
-    client = _async_client(authority, cache)
+    client = async_token_client(authority, cache)
     token = await client.get_token(scope)
     client.invalidate(token, scope)
     fresh = await client.get_token(scope)  # never the refused token, even before it is gone
@@ -274,22 +251,22 @@ async def _pause() -> None:
 def test_invalidate_keeps_an_entry_another_process_replaced(
     authority: Authority, redis_server: RedisServer, scope: str
 ) -> None:
-    mine = _client(authority, RedisTokenCache(redis_server.url))
+    mine = token_client(authority, RedisTokenCache(redis_server.url))
     token = mine.get_token(scope)
     other_cache = RedisTokenCache(redis_server.url)
-    other = _client(authority, other_cache)
+    other = token_client(authority, other_cache)
     other.get_token(scope)
     other.invalidate(token, scope)  # the other process was refused this token, fetched anew
     newer = other.get_token(scope)
     mine.cache.discard(mine._key((scope,)), token)
     mine.cache.forget(mine._key((scope,)), token)  # a stale removal: the newer entry stays
-    assert _client(authority, RedisTokenCache(redis_server.url)).get_token(scope) == newer
+    assert token_client(authority, RedisTokenCache(redis_server.url)).get_token(scope) == newer
 
 
 def test_a_hit_does_not_ask_redis(
     authority: Authority, redis_server: RedisServer, scope: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    client = _client(authority, RedisTokenCache(redis_server.url))
+    client = token_client(authority, RedisTokenCache(redis_server.url))
     token = client.get_token(scope)
     redis_server.kill()
     with caplog.at_level(logging.WARNING, logger="ccflow"):
@@ -304,7 +281,7 @@ def test_redis_down_from_the_start_costs_one_warning(
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # closed: nothing listens
     later = Later()
-    client = _client(
+    client = token_client(
         authority, RedisTokenCache(f"redis://127.0.0.1:{port}/0", **quick), clock=later
     )
     with caplog.at_level(logging.WARNING, logger="ccflow"):
@@ -326,7 +303,7 @@ def test_redis_killed_then_restarted_empty_is_used_again(
     quick: dict[str, float],
 ) -> None:
     later = Later()
-    client = _client(authority, RedisTokenCache(redis_server.url, **quick), clock=later)
+    client = token_client(authority, RedisTokenCache(redis_server.url, **quick), clock=later)
     client.get_token(scope)
     redis_server.kill()
     with caplog.at_level(logging.INFO, logger="ccflow"):
@@ -338,7 +315,7 @@ def test_redis_killed_then_restarted_empty_is_used_again(
         later.offset += 3500
         token = client.get_token(scope)
     assert authority.hits["token"] == 3
-    other = _client(authority, RedisTokenCache(redis_server.url), clock=later)
+    other = token_client(authority, RedisTokenCache(redis_server.url), clock=later)
     assert other.get_token(scope) == token
     assert authority.hits["token"] == 3  # shared again
     messages = [r.getMessage() for r in caplog.records]
@@ -361,10 +338,10 @@ def test_a_redis_that_never_answers_costs_at_most_the_socket_timeout(
 ) -> None:
     cache = RedisTokenCache(f"redis://127.0.0.1:{silent_server}/0", **quick)
     started = time.monotonic()
-    assert _client(authority, cache).get_token(scope).token
+    assert token_client(authority, cache).get_token(scope).token
     assert time.monotonic() - started < 2.0
     started = time.monotonic()
-    _client(authority, cache).get_token(scope)  # within retry_after: Redis is not asked
+    token_client(authority, cache).get_token(scope)  # within retry_after: Redis is not asked
     assert time.monotonic() - started < 0.2
 
 
@@ -388,7 +365,7 @@ def test_a_server_answering_garbage_is_an_outage(
     threading.Thread(target=answer, daemon=True).start()
     cache = RedisTokenCache(f"redis://127.0.0.1:{listener.getsockname()[1]}/0", **quick)
     try:
-        assert _client(authority, cache).get_token(scope).token
+        assert token_client(authority, cache).get_token(scope).token
     finally:
         listener.close()
 

@@ -9,10 +9,10 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-import httpx
 import pytest
+from tests.support import token_client
 
-from ccflow import TokenClient, TokenKey
+from ccflow import TokenKey
 from ccflow._core.shared_cache import lock_key
 from ccflow.authority import Authority, AuthorityServer
 from ccflow.redis import RedisTokenCache
@@ -74,15 +74,7 @@ def test_cold_processes_make_one_post(redis_server: RedisServer) -> None:
 def test_a_lock_holder_killed_while_holding_the_lock_is_taken_over(
     authority: Authority, redis_server: RedisServer, scope: str
 ) -> None:
-    app = authority.client("calc-client")
-    client = TokenClient(
-        client_id=app.client_id,
-        client_secret=app.secret,
-        tenant_id=authority.tenant_id,
-        authority_host=authority.host,
-        http_client=httpx.Client(transport=authority.transport()),
-        cache=RedisTokenCache(redis_server.url, wait_timeout=10),
-    )
+    client = token_client(authority, RedisTokenCache(redis_server.url, wait_timeout=10))
     key = TokenKey(client.token_endpoint, client.client_id, (scope,))
     holder = subprocess.Popen(
         [sys.executable, "-c", _HOLDER, redis_server.url, key.token_endpoint,
@@ -108,15 +100,7 @@ def test_a_lock_holder_killed_while_holding_the_lock_is_taken_over(
 def test_a_waiter_gives_up_after_wait_timeout_and_fetches_alone(
     authority: Authority, redis_server: RedisServer, scope: str
 ) -> None:
-    app = authority.client("calc-client")
-    client = TokenClient(
-        client_id=app.client_id,
-        client_secret=app.secret,
-        tenant_id=authority.tenant_id,
-        authority_host=authority.host,
-        http_client=httpx.Client(transport=authority.transport()),
-        cache=RedisTokenCache(redis_server.url, wait_timeout=0.3),
-    )
+    client = token_client(authority, RedisTokenCache(redis_server.url, wait_timeout=0.3))
     key = TokenKey(client.token_endpoint, client.client_id, (scope,))
     redis_server.client().set(lock_key(key.shared()), b"someone-slow", px=60_000)
     started = time.monotonic()

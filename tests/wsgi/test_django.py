@@ -17,9 +17,9 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.test import Client, override_settings
 from django.urls import path
 from tests.support import (
-    BAD_REQUESTS,
     FACE_CASES,
     NOW,
+    ON_BAD_REQUESTS,
     Builder,
     Minter,
     calc_validator,
@@ -111,11 +111,7 @@ def get(url: str, value: str | list[str] | None = None) -> Any:
     return Client().get(url, headers=headers)
 
 
-@pytest.mark.parametrize(
-    ("builder", "status", "error", "fragment"),
-    [c[1:] for c in BAD_REQUESTS],
-    ids=[c[0] for c in BAD_REQUESTS],
-)
+@ON_BAD_REQUESTS
 def test_bad_request_is_refused_as_require_role_refuses_it(
     bed: Minter, builder: Builder, status: int, error: str | None, fragment: str
 ) -> None:

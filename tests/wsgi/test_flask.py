@@ -15,11 +15,12 @@ import pytest
 from flask import Flask, jsonify, request
 from flask.testing import FlaskClient
 from tests.support import (
-    BAD_REQUESTS,
     FACE_CASES,
     NOW,
+    ON_BAD_REQUESTS,
     Builder,
     Minter,
+    authorization,
     calc_validator,
     challenge_ok,
     face_challenge_ok,
@@ -70,22 +71,11 @@ def bed() -> Iterator[FlaskBed]:
     validator.close()
 
 
-def headers_for(value: str | list[str] | None) -> list[tuple[str, str]]:
-    if value is None:
-        return []
-    values = value if isinstance(value, list) else [value]
-    return [("Authorization", v) for v in values]
-
-
-@pytest.mark.parametrize(
-    ("builder", "status", "error", "fragment"),
-    [c[1:] for c in BAD_REQUESTS],
-    ids=[c[0] for c in BAD_REQUESTS],
-)
+@ON_BAD_REQUESTS
 def test_bad_request_is_refused_as_require_role_refuses_it(
     bed: FlaskBed, builder: Builder, status: int, error: str | None, fragment: str
 ) -> None:
-    response = bed.client.get("/calc/v1/add/2/3", headers=headers_for(builder(bed)))
+    response = bed.client.get("/calc/v1/add/2/3", headers=authorization(builder(bed)))
     assert response.status_code == status
     challenge = response.headers.get("www-authenticate")
     assert challenge_ok(bed.validator.realm, challenge, error, fragment), challenge
