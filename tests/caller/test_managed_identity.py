@@ -284,45 +284,12 @@ def test_a_value_that_is_no_boolean_is_refused() -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("asked_by", ["flag", "environment"])
 def test_ccflow_token_uses_the_managed_identity(
-    kind: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    kind: str, asked_by: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from ccflow.cli import main
-
-    with AuthorityServer() as server:
-        authority = server.authority
-        for name in (
-            "AZURE_CLIENT_ID",
-            "AZURE_CLIENT_SECRET",
-            "IDENTITY_ENDPOINT",
-            "IDENTITY_HEADER",
-        ):
-            monkeypatch.delenv(name, raising=False)
-        for name, value in authority.identity_environ(kind).items():
-            monkeypatch.setenv(name, value)
-        scope = authority.api("calc-api").default_scope
-        status = main(["token", "--managed-identity", "--scope", scope, "--tenant-id", "t"])
-    out, err = capsys.readouterr()
-    assert status == 0
-    assert claims_of(out.strip())["azp"] == authority.client("calc-client").client_id
-    assert "--tenant-id is ignored" in err
-    assert "ccflow-local-identity-header" not in out + err
-
-
-def test_ccflow_token_managed_identity_needs_a_scope(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from ccflow.cli import main
-
-    monkeypatch.setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", "http://127.0.0.1:9")
-    assert main(["token", "--managed-identity"]) == 2
-    assert "no scope" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("kind", KINDS)
-def test_ccflow_token_takes_the_identity_from_the_environment_as_from_env_does(
-    kind: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+    """By ``--managed-identity`` (a --tenant-id is then ignored, said so), or by
+    CCFLOW_MANAGED_IDENTITY=true as ``from_env()`` reads it."""
     from ccflow.cli import main
 
     with AuthorityServer() as server:
@@ -336,10 +303,26 @@ def test_ccflow_token_takes_the_identity_from_the_environment_as_from_env_does(
             monkeypatch.delenv(name, raising=False)
         for name, value in authority.identity_environ(kind).items():
             monkeypatch.setenv(name, value)
-        monkeypatch.setenv("CCFLOW_MANAGED_IDENTITY", "true")
         scope = authority.api("calc-api").default_scope
-        status = main(["-v", "token", "--scope", scope])
+        if asked_by == "flag":
+            args = ["token", "--managed-identity", "--scope", scope, "--tenant-id", "t"]
+        else:
+            monkeypatch.setenv("CCFLOW_MANAGED_IDENTITY", "true")
+            args = ["-v", "token", "--scope", scope]
+        status = main(args)
     out, err = capsys.readouterr()
     assert status == 0, err
     assert claims_of(out.strip())["azp"] == authority.client("calc-client").client_id
+    if asked_by == "flag":
+        assert "--tenant-id is ignored" in err
     assert "ccflow-local-identity-header" not in out + err
+
+
+def test_ccflow_token_managed_identity_needs_a_scope(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ccflow.cli import main
+
+    monkeypatch.setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", "http://127.0.0.1:9")
+    assert main(["token", "--managed-identity"]) == 2
+    assert "no scope" in capsys.readouterr().err
