@@ -1,21 +1,26 @@
 """Fixtures and options shared by every test: the fake clock, the local authority, the
-calc-api scope, a transport that interleaves, Hypothesis profiles and the ``slow`` marker.
+calc-api scope, a transport that interleaves, a real redis-server, Hypothesis profiles and the
+``slow`` marker.
 
 Hypothesis: ``--hypothesis-profile=ci`` runs thousands of examples per property (CI);
 the default profile keeps local runs quick. ``--run-slow`` runs ``@pytest.mark.slow`` tests.
+``redis_server``: in CI (``CI=true``) a missing ``redis-server`` fails the test; elsewhere it
+is skipped with the reason.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from hypothesis import settings
-from tests.support import START
+from tests.support import START, RedisServer
 
 from ccflow.authority import Authority
 
@@ -127,3 +132,20 @@ def scope(authority: Authority) -> str:
 def yielding_transport() -> type[YieldingTransport]:
     """The transport class that yields to the event loop before answering."""
     return YieldingTransport
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A running redis-server, stopped after the test."""
+    executable = shutil.which("redis-server")
+    if executable is None:
+        reason = "redis-server is not installed (apt-get install redis-server)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}; .ci/run installs it", pytrace=False)
+        pytest.skip(reason)
+    server = RedisServer(executable, tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()

@@ -1,5 +1,6 @@
 """Builders the tests need at import time (parametrize tables, module-level apps): the one
-start time, RSA/EC keys, JWKs, hand-made compact JWS, and a stand-in validator.
+start time, RSA/EC keys, JWKs, hand-made compact JWS, a stand-in validator, token clients on
+the in-process authority, the bad-request table, a uvicorn runner and a redis-server process.
 
 Hand-made tokens are used only where the local authority cannot make the token (the IO-free
 core tests, and deliberately broken tokens); HTTP-level tests mint with
@@ -16,11 +17,13 @@ import contextlib
 import datetime
 import json
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -32,8 +35,9 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 from hypothesis import strategies as st
 
+import redis
 from ccflow import AsyncTokenClient, TokenClient, TokenValidator
-from ccflow.authority import Authority
+from ccflow.authority import Authority, AuthorityServer
 from ccflow.errors import InsufficientScopeError, InvalidTokenError
 from ccflow.testing import OTHER_TENANT_ID, TokenFactory
 
@@ -555,3 +559,81 @@ def async_token_client(
     """The AsyncTokenClient twin of ``token_client``."""
     http = httpx.AsyncClient(transport=authority.transport())
     return AsyncTokenClient(http_client=http, **_client_settings(authority, name, cache), **options)
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisServer:
+    """One redis-server process on 127.0.0.1."""
+
+    def __init__(self, executable: str, directory: Path) -> None:
+        self.executable = executable
+        self.directory = directory
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start it (empty: nothing is persisted) and wait until it answers PING."""
+        self.process = subprocess.Popen(
+            [
+                self.executable,
+                "--port", str(self.port),
+                "--bind", "127.0.0.1",
+                "--dir", str(self.directory),
+                "--save", "",
+                "--appendonly", "no",
+                "--protected-mode", "yes",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        client = redis.Redis.from_url(self.url, socket_timeout=0.5)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.RedisError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.02)
+        client.close()
+
+    def kill(self) -> None:
+        """Kill it at once (SIGKILL), as a crash would."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+
+    def restart(self) -> None:
+        """Kill it and start it again, empty, on the same port."""
+        self.kill()
+        self.start()
+
+    def client(self) -> redis.Redis:
+        """A redis-py client for looking at what the cache stored."""
+        return redis.Redis.from_url(self.url, socket_timeout=2)
+
+
+def token_args(server: AuthorityServer, *extra: str, client: str = "calc-client") -> list[str]:
+    """``ccflow token`` arguments for ``client`` of ``server``, calc-api scope, then ``extra``."""
+    authority = server.authority
+    return [
+        "token",
+        "--client-id",
+        authority.client(client).client_id,
+        "--tenant-id",
+        authority.tenant_id,
+        "--authority-host",
+        authority.host,
+        "--scope",
+        authority.api("calc-api").default_scope,
+        *extra,
+    ]

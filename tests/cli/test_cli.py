@@ -10,7 +10,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,7 +21,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
-from tests.support import make_certificate, pem
+from tests.support import free_port, make_certificate, pem
 
 from ccflow.cli import main
 
@@ -140,12 +139,6 @@ def assert_no_secret(result: subprocess.CompletedProcess[str], secret: str) -> N
 def assert_no_traceback(result: subprocess.CompletedProcess[str]) -> None:
     assert "Traceback" not in result.stderr
     assert "Traceback" not in result.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from cryptography import x509
+from tests.support import free_port, token_args
 
 from ccflow._version import __version__
 from ccflow.authority import AuthorityServer, Fault
@@ -52,22 +52,6 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return status, out, err
 
 
-def token_args(server: AuthorityServer, *extra: str, client: str = "calc-client") -> list[str]:
-    authority = server.authority
-    return [
-        "token",
-        "--client-id",
-        authority.client(client).client_id,
-        "--tenant-id",
-        authority.tenant_id,
-        "--authority-host",
-        authority.host,
-        "--scope",
-        authority.api("calc-api").default_scope,
-        *extra,
-    ]
-
-
 def secret(server: AuthorityServer, client: str = "calc-client") -> str:
     value = server.authority.client(client).secret
     assert value
@@ -78,12 +62,6 @@ def secret(server: AuthorityServer, client: str = "calc-client") -> str:
 def with_secret(monkeypatch: pytest.MonkeyPatch, server: AuthorityServer) -> str:
     monkeypatch.setenv("AZURE_CLIENT_SECRET", secret(server))
     return secret(server)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --- --version, --help -----------------------------------------------------------------------

@@ -4,15 +4,13 @@ a wrong secret is never answered from the cache; ``CCFLOW_TOKEN_CACHE`` points i
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.support import RedisServer
 
 from ccflow.authority import AuthorityServer
 
@@ -86,38 +84,10 @@ def test_a_wrong_secret_is_not_answered_from_the_cache(server: AuthorityServer) 
 
 
 def test_ccflow_token_cache_points_the_cli_at_redis(
-    server: AuthorityServer, tmp_path: Path
+    server: AuthorityServer, redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    executable = shutil.which("redis-server")
-    if executable is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("redis-server is not installed; .ci/run installs it", pytrace=False)
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    import redis
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    url = f"redis://127.0.0.1:{port}/0"
-    server_process = subprocess.Popen(
-        [executable, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path),
-         "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        probe = redis.Redis.from_url(url)
-        for _ in range(500):
-            try:
-                probe.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.02)
-        probe.close()
-        first = _token(server, CCFLOW_TOKEN_CACHE=url)
-        second = _token(server, CCFLOW_TOKEN_CACHE=url)
-    finally:
-        server_process.kill()
-        server_process.wait(10)
+    first = _token(server, CCFLOW_TOKEN_CACHE=redis_server.url)
+    second = _token(server, CCFLOW_TOKEN_CACHE=redis_server.url)
     assert first == second
     assert server.authority.hits["token"] == 1
     assert not (tmp_path / "xdg-cache" / "ccflow").exists()  # Redis, not the file

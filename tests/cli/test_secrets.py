@@ -16,6 +16,7 @@ from urllib.parse import quote_plus
 import httpx
 import pytest
 from examples.calc_api.app import create_app
+from tests.support import token_args
 
 from ccflow import (
     AuthorityUnreachableError,
@@ -74,22 +75,6 @@ def test_demo_leaks_nothing(
     assert_clean(out + err + logs(captured))
 
 
-def cli_token(server: AuthorityServer, *extra: str) -> list[str]:
-    authority = server.authority
-    return [
-        "token",
-        "--client-id",
-        authority.client("calc-client").client_id,
-        "--tenant-id",
-        authority.tenant_id,
-        "--authority-host",
-        authority.host,
-        "--scope",
-        authority.api("calc-api").default_scope,
-        *extra,
-    ]
-
-
 @pytest.mark.parametrize(
     ("secret", "extra", "status"),
     [
@@ -128,7 +113,7 @@ def test_cli_token_leaks_nothing_but_its_token(
 ) -> None:
     if secret is not None:
         monkeypatch.setenv("AZURE_CLIENT_SECRET", secret)
-    assert main(cli_token(server, *extra)) == status
+    assert main(token_args(server, *extra)) == status
     out, err = capfd.readouterr()
     printed = tuple(JWT.findall(out)) if status == 0 and "--decode" not in extra else ()
     assert len(printed) <= 1
@@ -147,7 +132,7 @@ def test_cli_token_verbose_retries_leak_nothing(
     monkeypatch.setenv("AZURE_CLIENT_SECRET", SECRETS[0])
     server.authority.set_fault("token", fault)
     try:
-        status = main(cli_token(server, "-v", "--max-retries", "1"))
+        status = main(token_args(server, "-v", "--max-retries", "1"))
     finally:
         server.authority.clear_fault()
     out, err = capfd.readouterr()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.support import free_port
 
 from ccflow.authority import AuthorityServer
 
@@ -60,12 +60,6 @@ def test_bad_flags_and_configuration_exit_2_with_a_clear_message(
     assert done.stdout == ""
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def authority() -> Iterator[AuthorityServer]:
     with AuthorityServer() as server:
@@ -73,7 +67,7 @@ def authority() -> Iterator[AuthorityServer]:
 
 
 def _start(server: AuthorityServer, rules: Path, workers: int) -> tuple[subprocess.Popen[str], str]:
-    port = _free_port()
+    port = free_port()
     api = server.authority.api("calc-api")
     flags = ["--role", "invokeRole", "--port", str(port), "--rules", str(rules)]
     flags += ["--workers", str(workers)]

@@ -20,7 +20,7 @@ from ccflow.authority import Authority
 from ccflow.redis import RedisTokenCache
 
 if TYPE_CHECKING:
-    from tests.redis.conftest import RedisServer
+    from tests.support import RedisServer
 
 
 class Later:

@@ -18,7 +18,7 @@ from ccflow.authority import Authority, AuthorityServer
 from ccflow.redis import RedisTokenCache
 
 if TYPE_CHECKING:
-    from tests.redis.conftest import RedisServer
+    from tests.support import RedisServer
 
 # One cold process: a client from the environment (CCFLOW_TOKEN_CACHE included), one token.
 _ONE_PROCESS = """
