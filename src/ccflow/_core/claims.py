@@ -23,17 +23,18 @@ reason              check
 ``type``            generic OIDC: a ``nonce`` claim (an ID token, not an access token)
 ==================  ==============================================================
 
-Each row is one small check; :func:`claim_checks` picks the list a configuration needs
-(Azure AD v2, v1 too, generic OIDC, multi-tenant, allow-lists), in the order above.
-
-and :class:`~ccflow.errors.InsufficientScopeError` (403) when the token is valid but its
-caller (``reason="client"``) or tenant (``reason="tenant"``) is not on an allow-list. The
-allow-lists compare GUIDs case-insensitively (Azure AD writes them in lower case; the portal
-and people do not always), every other value exactly: see :func:`id_key`.
+It raises :class:`~ccflow.errors.InsufficientScopeError` (403) instead when the token is
+valid but its caller (``reason="client"``) or tenant (``reason="tenant"``) is not on an
+allow-list. Each row, and each allow-list, is one small check; :func:`claim_checks` picks the
+list a configuration needs (Azure AD v2, v1 too, generic OIDC, multi-tenant, allow-lists), in
+the order above. The allow-lists compare GUIDs case-insensitively (Azure AD writes them in
+lower case; the portal and people do not always), every other value exactly: see
+:func:`id_key`.
 
 :class:`AccessRule` is what an API asks of a valid token beyond that: app roles (``roles``),
-delegated scopes (``scp``), or either; every face (middleware, backend, FastAPI dependency,
-per-route rules) checks it with :meth:`AccessRule.check`. See ``docs/scopes.md``.
+delegated scopes (``scp``), or either; every face (the ASGI middleware and backend, the
+FastAPI dependency, per-route rules, WSGI, Django, the gate) checks it with
+:meth:`AccessRule.check`. See ``docs/scopes.md``.
 """
 
 from __future__ import annotations
