@@ -45,6 +45,7 @@ _AMBIGUOUS: Final = re.compile(r"[%\\;\x00-\x1f\x7f]")
 # an upstream that routes on the raw path reads "/%70ublic" as another path than "/public".
 _ENCODED_UNRESERVED: Final = re.compile(r"%(?:[46][1-9a-f]|[57][0-9a]|3[0-9]|2[de]|5f|7e)", re.I)
 _ROUTE_KEYS: Final = frozenset({"path", "methods", "roles", "scopes", "match", "public"})
+_DEFAULT_KEYS: Final = _ROUTE_KEYS - {"path", "methods"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,10 +137,9 @@ def _rule(table: object, where: str, *, route: bool) -> Rule:
     """One ``[[route]]`` or ``[default]`` table, checked."""
     if not isinstance(table, Mapping):
         raise ConfigurationError(f"{where}: must be a table")
-    unknown = set(table) - _ROUTE_KEYS - ({"path", "methods"} if not route else set())
-    if unknown or (not route and {"path", "methods"} & set(table)):
-        bad = unknown | ({"path", "methods"} & set(table) if not route else set())
-        raise ConfigurationError(f"{where}: unknown key(s): {', '.join(sorted(bad))}")
+    unknown = set(table) - (_ROUTE_KEYS if route else _DEFAULT_KEYS)
+    if unknown:
+        raise ConfigurationError(f"{where}: unknown key(s): {', '.join(sorted(unknown))}")
     roles = _strings(table.get("roles", []), where, "roles")
     scopes = _strings(table.get("scopes", []), where, "scopes")
     access = checked_rule(where, roles, scopes, table.get("match", "any"))
