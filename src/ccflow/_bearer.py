@@ -1,35 +1,32 @@
 """Bearer tokens over HTTP, whatever the framework (RFC 6750).
 
 Every face that protects an API (``ccflow.starlette``'s middleware and backend, the FastAPI
-dependency) takes the same steps, written here once::
+dependency, WSGI, Django, the gate) takes the same steps, written here once::
 
     token = bearer_token(headers)             # None: no bearer credential; raises for a bad header
     verdict = await validator.validate(token) # every request; the validator caches inside
     rule.check(verdict)                       # AccessRule: roles or scopes, after the claims
 
-(:func:`authenticate` is those three lines), and answers a refusal with :func:`rejection_for`,
-a :class:`Rejection` it sends over HTTP or, before accepting, on a WebSocket. Every refusal
-goes through :func:`report_refusal`: one INFO line on the ``ccflow.api`` logger and the
-face's ``on_refusal`` hook, given a :class:`Refusal`. :class:`Principal` is the caller a face
-hands to application code. The table of answers is in :mod:`ccflow.starlette`'s docstring;
-why the steps are in this order is in ``docs/api.md``; the rules in ``docs/scopes.md``.
+(:func:`authenticate` is those three lines; :func:`authenticate_blocking` the same through
+``validate_sync``, for WSGI threads), and answers a refusal with :func:`refuse`: a
+:class:`Rejection` it sends over HTTP or, before accepting, on a WebSocket, after one INFO
+line on the ``ccflow.api`` logger and the face's ``on_refusal`` hook, given a
+:class:`Refusal`. :class:`Principal` is the caller a face hands to application code. The
+table of answers is in :mod:`ccflow.starlette`'s docstring; why the steps are in this order
+is in ``docs/api.md``; the rules in ``docs/scopes.md``.
 
-For a face written for another framework (WSGI, Django, the gate)::
+A face, whatever its framework::
 
     rule = required_rule("MyFace", roles, scopes, match)     # at construction
     exempt = Paths(checked_paths(exempt, "exempt", "MyFace"))
     ...
     if path in exempt: serve
     try:
-        token = bearer_token(headers)
-        verdict = None if token is None else validator.validate(token)   # sync or awaited
-        if verdict is None: answer refuse(None, ...)                      # no token: 401
-        rule.check(verdict)
+        verdict = await authenticate(headers, validator, rule)   # or authenticate_blocking
     except Exception as exc:
         answer refuse(exc, realm, method=..., path=..., headers=headers, hook=on_refusal)
-
-:func:`refuse` builds the :class:`Rejection`, logs and reports its :class:`Refusal`: every
-face refuses through it.
+    if verdict is None: answer refuse(None, ...)                  # no token: 401
+    serve, handing the app Principal.of(verdict)
 """
 
 from __future__ import annotations
@@ -39,7 +36,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
 from ccflow._core.b64 import b64url_decode
 from ccflow._core.claims import AccessRule
@@ -57,16 +54,19 @@ if TYPE_CHECKING:
     from starlette.types import Receive, Scope, Send
 
 __all__ = [
+    "ANY_VALID_TOKEN",
     "AccessRule",
     "Match",
     "Principal",
     "Refusal",
     "RefusalHook",
     "Rejection",
+    "SyncValidator",
     "Validator",
     "ValidatorHolder",
     "Verdict",
     "authenticate",
+    "authenticate_blocking",
     "bearer_token",
     "Paths",
     "checked_hook",
@@ -132,6 +132,17 @@ class Validator(Protocol):
 
     async def aclose(self) -> None:
         """Release the validator's HTTP client."""
+
+
+class SyncValidator(Protocol):
+    """What the WSGI faces need of a validator (``ccflow.TokenValidator`` is one)."""
+
+    @property
+    def realm(self) -> str:
+        """The realm announced in ``WWW-Authenticate``."""
+
+    def validate_sync(self, token: str) -> Verdict:
+        """Validate a raw token (without ``Bearer``); raise a ccflow error when it is refused."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -377,29 +388,38 @@ def is_b64token(token: str) -> bool:
     return _B64TOKEN.fullmatch(token) is not None
 
 
+ANY_VALID_TOKEN: Final = AccessRule()
+"""The rule of a face that names no roles or scopes: any token the validator accepts."""
+
+
 async def authenticate(
-    headers: Iterable[tuple[bytes, bytes]],
-    validator: Validator,
-    roles: Sequence[str] = (),
-    *,
-    match: Match = "any",
-    rule: AccessRule | None = None,
+    headers: Iterable[tuple[bytes, bytes]], validator: Validator, rule: AccessRule = ANY_VALID_TOKEN
 ) -> Verdict | None:
     """The verdict on a request's bearer token, with ``rule`` checked; ``None`` for no token.
 
-    ``roles``/``match`` are shorthand for ``rule=AccessRule(roles, match=match)``. Raises what
-    :func:`bearer_token`, ``validator.validate()`` and :meth:`AccessRule.check` raise;
-    :func:`rejection_for` turns any of it into the answer. The rule is checked only after the
+    Raises what :func:`bearer_token`, ``validator.validate()`` and :meth:`AccessRule.check`
+    raise; :func:`refuse` turns any of it into the answer. The rule is checked only after the
     signature and claims pass, so a forged token that also lacks the role is a 401, not a 403.
     """
     token = bearer_token(headers)
     if token is None:
         return None
     verdict = await validator.validate(token)
-    if rule is None and roles:
-        rule = AccessRule(tuple(roles), match=match)
-    if rule is not None:
-        rule.check(verdict)
+    rule.check(verdict)
+    return verdict
+
+
+def authenticate_blocking(
+    headers: Iterable[tuple[bytes, bytes]],
+    validator: SyncValidator,
+    rule: AccessRule = ANY_VALID_TOKEN,
+) -> Verdict | None:
+    """:func:`authenticate` for WSGI threads: the same steps, through ``validate_sync``."""
+    token = bearer_token(headers)
+    if token is None:
+        return None
+    verdict = validator.validate_sync(token)
+    rule.check(verdict)
     return verdict
 
 

@@ -50,6 +50,8 @@ from ccflow._bearer import (
     Principal,
     RefusalHook,
     Rejection,
+    SyncValidator,
+    authenticate_blocking,
     checked_hook,
     listed,
     refuse,
@@ -57,12 +59,7 @@ from ccflow._bearer import (
 )
 from ccflow.errors import ConfigurationError
 from ccflow.validation import TokenValidator
-from ccflow.wsgi import (
-    SyncValidator,
-    authenticate_sync,
-    authorization_headers,
-    checked_sync_validator,
-)
+from ccflow.wsgi import authorization_headers, checked_sync_validator
 
 __all__ = [
     "BearerTokenMiddleware",
@@ -138,28 +135,39 @@ class BearerTokenMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         """Validate the request's bearer token, then call the view or send the refusal."""
+        headers = authorization_headers(request.META)
         try:
-            verdict = authenticate_sync(request.META, self.validator)
+            verdict = authenticate_blocking(headers, self.validator)
         except Exception as exc:  # every refusal, and validator bugs: never a 500
-            return _response(_refuse(exc, self.guard, request))
+            return _refuse(exc, self.guard, request, headers=headers)
         request.ccflow = None if verdict is None else Principal.of(verdict)
         setattr(request, _GUARD, self.guard)
         return self.get_response(request)
 
 
 def _refuse(
-    exc: BaseException | None, guard: _Guard, request: HttpRequest, caller: Principal | None = None
-) -> Rejection:
-    """The answer to a refused request, logged and reported as every face does."""
-    return refuse(
+    exc: BaseException | None,
+    guard: _Guard,
+    request: HttpRequest,
+    *,
+    caller: Principal | None = None,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> HttpResponse:
+    """The answer to a refused request, logged and reported as every face does.
+
+    The caller's ids in the log come from ``caller`` (a view's rule refused it) or, for the
+    validator's own 403s, from the token in ``headers`` (the middleware's refusals).
+    """
+    rejection = refuse(
         exc,
         guard.realm,
         method=request.method or "",
         path=request.path_info,
         hook=guard.on_refusal,
         verdict=caller,
-        headers=authorization_headers(request.META),
+        headers=headers or (),
     )
+    return _response(rejection)
 
 
 def require_role(
@@ -208,11 +216,11 @@ def _guarded(rule: AccessRule, name: str) -> Callable[[View], View]:
                 )
             caller: Principal | None = getattr(request, "ccflow", None)
             if caller is None:
-                return _response(_refuse(None, guard, request))
+                return _refuse(None, guard, request)
             try:
                 rule.check(caller)
             except Exception as exc:
-                return _response(_refuse(exc, guard, request, caller))
+                return _refuse(exc, guard, request, caller=caller)
             return view(request, *args, **kwargs)
 
         return wrapped  # type: ignore[return-value]

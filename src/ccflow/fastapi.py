@@ -134,7 +134,7 @@ class BearerClaims(ValidatorHolder, SecurityBase):
         """
         validator = self.validator  # a configuration error is the app's, not a refusal
         try:
-            verdict = await authenticate(request.scope["headers"], validator, rule=self.rule)
+            verdict = await authenticate(request.scope["headers"], validator, self.rule)
             if verdict is not None and security_scopes.scopes:
                 AccessRule(tuple(security_scopes.scopes), match="all").check(verdict)
         except Exception as exc:

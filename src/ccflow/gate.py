@@ -37,7 +37,7 @@ from ccflow._bearer import (
     Validator,
     ValidatorHolder,
     Verdict,
-    bearer_token,
+    authenticate,
     checked_hook,
     checked_rule,
     refuse,
@@ -110,11 +110,9 @@ class Gate:
                 )
             if rule.public:
                 return 200, {"cache-control": "no-store"}
-            token = bearer_token(scope["headers"])
-            verdict = None if token is None else await validator.validate(token)
+            verdict = await authenticate(scope["headers"], validator, rule.access)
             if verdict is None:
                 return self._refusal(None, scope, method, path)
-            rule.access.check(verdict)
         except Exception as exc:  # every refusal, and validator bugs: never a 500
             return self._refusal(exc, scope, method, path)
         return 200, self._identity(verdict)

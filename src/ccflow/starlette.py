@@ -75,6 +75,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from ccflow._bearer import (
+    ANY_VALID_TOKEN,
     AccessRule,
     Match,
     Paths,
@@ -416,20 +417,19 @@ class RequireRoleMiddleware:
             await self.app(scope, receive, send)
             return
         own_rule = path in self.per_route and _route_rule(scope) is not None
+        rule = ANY_VALID_TOKEN if own_rule else self.rule  # a route's own rule checks later
         try:
-            verdict = await authenticate(
-                scope["headers"], self.validator, rule=None if own_rule else self.rule
-            )
+            verdict = await authenticate(scope["headers"], self.validator, rule)
         except Exception as exc:  # every refusal, and validator bugs: never a 500
             await self._refuse(exc, scope, receive, send)
             return
-        if verdict is None and not own_rule:
-            await self._refuse(None, scope, receive, send)
-            return
-        if verdict is None:  # the route's own rule answers
+        if verdict is not None:
+            scope["auth"], scope["user"] = AuthCredentials(verdict.roles), TokenUser(verdict)
+        elif own_rule:  # no token: the route's own rule refuses it, or lets it in
             scope["auth"], scope["user"] = AuthCredentials(), UnauthenticatedUser()
         else:
-            scope["auth"], scope["user"] = AuthCredentials(verdict.roles), TokenUser(verdict)
+            await self._refuse(None, scope, receive, send)
+            return
         await self.app(scope, receive, send)
 
     async def _refuse(

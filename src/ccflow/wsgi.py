@@ -28,17 +28,19 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from ccflow._bearer import (
+    ANY_VALID_TOKEN,
     AccessRule,
     Match,
     Paths,
     Principal,
     RefusalHook,
     Rejection,
+    SyncValidator,
     Verdict,
-    bearer_token,
+    authenticate_blocking,
     checked_hook,
     checked_paths,
     listed,
@@ -67,17 +69,6 @@ ENVIRON_KEY = "ccflow.token"
 
 PRINCIPAL_KEY = "ccflow.principal"
 """Where :class:`RequireRoleWSGI` puts the caller (a ``Principal``) on a request it lets through."""
-
-
-class SyncValidator(Protocol):
-    """What the WSGI faces need of a validator (``ccflow.TokenValidator`` is one)."""
-
-    @property
-    def realm(self) -> str:
-        """The realm announced in ``WWW-Authenticate``."""
-
-    def validate_sync(self, token: str) -> Verdict:
-        """Validate a raw token (without ``Bearer``); raise a ccflow error when it is refused."""
 
 
 # A later "Scheme param" after a comma: what a server that joins repeated headers with ", "
@@ -114,15 +105,9 @@ def authenticate_sync(
     for ``rule=AccessRule(roles, match=match)``): the rule only after the signature and
     claims pass, so a forged token that also lacks the role is a 401, not a 403.
     """
-    token = bearer_token(authorization_headers(environ))
-    if token is None:
-        return None
-    verdict = validator.validate_sync(token)
-    if rule is None and roles:
-        rule = AccessRule(tuple(roles), match=match)
-    if rule is not None:
-        rule.check(verdict)
-    return verdict
+    if rule is None:
+        rule = AccessRule(tuple(roles), match=match) if roles else ANY_VALID_TOKEN
+    return authenticate_blocking(authorization_headers(environ), validator, rule)
 
 
 def send_rejection(rejection: Rejection, start_response: StartResponse) -> list[bytes]:
@@ -218,18 +203,23 @@ class RequireRoleWSGI:
         path: str = environ.get("PATH_INFO", "") or "/"
         if path in self.exempt or (self.allow_preflight and _is_preflight(environ)):
             return self.app(environ, start_response)
+        headers = authorization_headers(environ)
         try:
-            verdict = authenticate_sync(environ, self.validator, rule=self.rule)
+            verdict = authenticate_blocking(headers, self.validator, self.rule)
         except Exception as exc:  # every refusal, and validator bugs: never a 500
-            return self._refuse(exc, environ, start_response)
+            return self._refuse(exc, environ, headers, start_response)
         if verdict is None:
-            return self._refuse(None, environ, start_response)
+            return self._refuse(None, environ, headers, start_response)
         environ[ENVIRON_KEY] = verdict
         environ[PRINCIPAL_KEY] = Principal.of(verdict)
         return self.app(environ, start_response)
 
     def _refuse(
-        self, exc: BaseException | None, environ: WSGIEnvironment, start_response: StartResponse
+        self,
+        exc: BaseException | None,
+        environ: WSGIEnvironment,
+        headers: list[tuple[bytes, bytes]],
+        start_response: StartResponse,
     ) -> list[bytes]:
         """Send the RFC 6750 answer for ``exc`` (``None``: no token), logged and reported."""
         rejection = refuse(
@@ -238,7 +228,7 @@ class RequireRoleWSGI:
             method=environ.get("REQUEST_METHOD", ""),
             path=environ.get("PATH_INFO", ""),
             hook=self.on_refusal,
-            headers=authorization_headers(environ),
+            headers=headers,
         )
         return send_rejection(rejection, start_response)
 
