@@ -103,13 +103,21 @@ class BearerClaims(ValidatorHolder, SecurityBase):
     ) -> None:
         listed = (*_listed(or_scopes), *_listed(scopes))
         self.rule: AccessRule = checked_rule("BearerClaims", roles, listed, match)
-        self.roles: tuple[str, ...] = self.rule.roles
         self.scheme_name = scheme_name
         self.description = description
         self.token_url = token_url
-        self.match: Match = match
         self.on_refusal = checked_hook(on_refusal, "BearerClaims")
         ValidatorHolder.__init__(self, validator, "BearerClaims")
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """The roles of the rule."""
+        return self.rule.roles
+
+    @property
+    def match(self) -> Match:
+        """``"any"`` or ``"all"``."""
+        return self.rule.match
 
     @property
     def model(self) -> SecuritySchemeModel:  # type: ignore[override]

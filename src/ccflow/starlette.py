@@ -235,16 +235,7 @@ class RequireRole:
     scope type is refused with a ``RuntimeError``.
     """
 
-    __slots__ = (
-        "allow_preflight",
-        "exempt",
-        "match",
-        "on_refusal",
-        "per_route",
-        "roles",
-        "rule",
-        "validator",
-    )
+    __slots__ = ("allow_preflight", "exempt", "on_refusal", "per_route", "rule", "validator")
 
     def __init__(
         self,
@@ -257,30 +248,23 @@ class RequireRole:
         per_route: Iterable[str] = (),
         on_refusal: RefusalHook | None = None,
     ) -> None:
-        self._configure(self._owner(), roles, or_scopes, match, validator)
-        self.exempt: tuple[str, ...] = checked_paths(exempt, "exempt", self._owner())
-        self.per_route: tuple[str, ...] = checked_paths(per_route, "per_route", self._owner())
-        self.allow_preflight = bool(allow_preflight)
-        self.on_refusal = checked_hook(on_refusal, self._owner())
-
-    @classmethod
-    def _owner(cls) -> str:
-        """The name errors use: ``RequireRole`` or ``RequireScope``."""
-        return cls.__name__
-
-    def _configure(
-        self,
-        owner: str,
-        roles: tuple[object, ...],
-        scopes: object,
-        match: object,
-        validator: Validator | None,
-    ) -> None:
-        """Set the rule and the validator, each checked."""
-        self.rule: AccessRule = required_rule(owner, roles, scopes, match)
-        self.roles: tuple[str, ...] = self.rule.roles
-        self.match: Match = self.rule.match
+        owner = type(self).__name__  # RequireRole or RequireScope, as errors name it
+        self.rule: AccessRule = required_rule(owner, roles, or_scopes, match)
         self.validator = None if validator is None else checked_validator(validator, owner)
+        self.exempt: tuple[str, ...] = checked_paths(exempt, "exempt", owner)
+        self.per_route: tuple[str, ...] = checked_paths(per_route, "per_route", owner)
+        self.allow_preflight = bool(allow_preflight)
+        self.on_refusal = checked_hook(on_refusal, owner)
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """The roles of the rule."""
+        return self.rule.roles
+
+    @property
+    def match(self) -> Match:
+        """``"any"`` or ``"all"``."""
+        return self.rule.match
 
     def __call__(self, app: ASGIApp) -> ASGIApp:
         """Wrap ``app``: what Starlette's ``add_middleware`` and ``Middleware`` call.
