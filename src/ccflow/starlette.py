@@ -637,9 +637,13 @@ class BearerAuthBackend(ValidatorHolder, AuthenticationBackend):
         try:
             verdict = await authenticate(conn.scope["headers"], validator)
         except Exception as exc:
-            method = conn.scope.get("method", "WEBSOCKET")
             rejection = refuse(
-                exc, validator.realm, method=method, path=conn.url.path, hook=self.on_refusal
+                exc,
+                validator.realm,
+                method=conn.scope.get("method", "WEBSOCKET"),
+                path=conn.url.path,
+                hook=self.on_refusal,
+                headers=conn.scope["headers"],
             )
             raise BearerAuthenticationError(rejection) from None
         if verdict is None:

@@ -505,3 +505,36 @@ def test_token_url_false_keeps_the_plain_bearer_scheme(validator: Any) -> None:
         scheme = c.get("/openapi.json").json()["components"]["securitySchemes"]["bearerAuth"]
     assert scheme["type"] == "http"
     assert scheme["scheme"] == "bearer"
+
+
+@pytest.mark.parametrize("face", ["middleware", "backend", "fastapi"])
+def test_a_validator_403_names_the_caller_on_every_face(
+    face: str, validator_for: Callable[..., Any], tokens: TokenFactory, authority: Authority
+) -> None:
+    strict = validator_for(allowed_clients=["00000000-0000-0000-0000-000000000001"])
+    seen: list[Refusal] = []
+    client = {
+        "middleware": lambda: _guarded(
+            RequireRole("invokeRole", validator=strict, on_refusal=seen.append)
+        ),
+        "backend": lambda: _client(
+            Starlette(
+                routes=[Route("/who", whoami)],
+                middleware=[
+                    Middleware(
+                        AuthenticationMiddleware,
+                        backend=BearerAuthBackend(strict, on_refusal=seen.append),
+                        on_error=BearerAuthBackend.on_error,
+                    )
+                ],
+            )
+        ),
+        "fastapi": lambda: _fastapi_with_hook(strict, seen),
+    }[face]()
+    with client as c:
+        assert c.get("/who", headers=_bearer(tokens.valid())).status_code == 403
+    assert (seen[0].reason, seen[0].client_id, seen[0].tenant_id) == (
+        "client",
+        authority.client("calc-client").client_id,
+        authority.tenant_id,
+    )
