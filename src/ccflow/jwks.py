@@ -285,9 +285,9 @@ class AsyncJWKSCache:
             return state.keys.keys[kid]
         return action
 
-    def _decide(self, kid: str, *, may_fetch: bool = True) -> KeyAction:
-        """The policy's answer for ``kid`` now."""
-        return decide(self._state, kid, self._clock(), self._policy, may_fetch=may_fetch)
+    def _decide(self, kid: str) -> KeyAction:
+        """The policy's answer for ``kid`` now, once this request holds the fetch lock."""
+        return decide(self._state, kid, self._clock(), self._policy)
 
     def _final(self, kid: str) -> SigningKey:
         """The key for ``kid`` after any fetch, or the refusal: 401 unknown, 503 unavailable."""
