@@ -71,7 +71,6 @@ __all__ = [
     "Paths",
     "checked_hook",
     "checked_paths",
-    "checked_roles",
     "checked_rule",
     "checked_validator",
     "is_b64token",
@@ -80,6 +79,7 @@ __all__ = [
     "rejection_for",
     "report_refusal",
     "required_rule",
+    "rule_repr",
     "validator_from_env",
 ]
 
@@ -175,8 +175,11 @@ def checked_validator(validator: Validator, owner: str) -> Validator:
     return validator
 
 
-def checked_roles(owner: str, roles: tuple[object, ...], match: object) -> tuple[str, ...]:
-    """``roles`` and ``match`` of a face, refused unless non-empty strings and any/all."""
+def checked_rule(
+    owner: str, roles: tuple[object, ...], scopes: object = (), match: object = "any"
+) -> AccessRule:
+    """The :class:`AccessRule` of a face's ``roles``, ``scopes`` (a string is one) and ``match``,
+    each checked, with errors naming the face."""
     for role in roles:
         if not isinstance(role, str) or not role:
             raise ConfigurationError(
@@ -186,15 +189,6 @@ def checked_roles(owner: str, roles: tuple[object, ...], match: object) -> tuple
         raise ConfigurationError(
             f'{owner} match must be "any" or "all", got {match!r}', setting="match"
         )
-    return roles  # type: ignore[return-value]  # each one checked above
-
-
-def checked_rule(
-    owner: str, roles: tuple[object, ...], scopes: object = (), match: object = "any"
-) -> AccessRule:
-    """The :class:`AccessRule` of a face's ``roles``, ``scopes`` (a string is one) and ``match``,
-    each checked, with errors naming the face."""
-    checked = checked_roles(owner, roles, match)
     if isinstance(scopes, str):
         scopes = (scopes,)
     if not isinstance(scopes, Iterable):
@@ -206,7 +200,14 @@ def checked_rule(
                 f"{owner} scopes must be non-empty strings without spaces, got {scope!r}",
                 setting="scopes",
             )
-    return AccessRule(roles=checked, scopes=given, match=match)  # type: ignore[arg-type]
+    return AccessRule(roles=roles, scopes=given, match=match)  # type: ignore[arg-type]
+
+
+def rule_repr(face: object, rule: AccessRule) -> str:
+    """How ``RequireRole`` and its kin show themselves: ``RequireRole('a', match='any')``."""
+    named = ", ".join(map(repr, rule.roles or rule.scopes))
+    extra = f", or_scopes={list(rule.scopes)!r}" if rule.roles and rule.scopes else ""
+    return f"{type(face).__name__}({named}, match={rule.match!r}{extra})"
 
 
 def checked_hook(hook: object, owner: str) -> RefusalHook | None:

@@ -97,6 +97,7 @@ from ccflow._bearer import (
     refuse,
     rejection_for,
     required_rule,
+    rule_repr,
     validator_from_env,
 )
 from ccflow.errors import ConfigurationError, InvalidRequestError
@@ -282,13 +283,7 @@ class RequireRole:
         return RequireRoleMiddleware(app, self, validator, owns_validator=True)
 
     def __repr__(self) -> str:
-        listed = ", ".join(map(repr, self.rule.roles or self.rule.scopes))
-        extra = (
-            f", or_scopes={list(self.rule.scopes)!r}"
-            if self.rule.roles and self.rule.scopes
-            else ""
-        )
-        return f"{type(self).__name__}({listed}, match={self.match!r}{extra})"
+        return rule_repr(self, self.rule)
 
 
 class RequireScope(RequireRole):

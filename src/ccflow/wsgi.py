@@ -46,6 +46,7 @@ from ccflow._bearer import (
     listed,
     refuse,
     required_rule,
+    rule_repr,
 )
 from ccflow.errors import ConfigurationError
 from ccflow.validation import TokenValidator
@@ -239,10 +240,7 @@ class RequireRoleWSGI:
             close()
 
     def __repr__(self) -> str:
-        rule = self.rule
-        listed_ = ", ".join(map(repr, rule.roles or rule.scopes))
-        extra = f", or_scopes={list(rule.scopes)!r}" if rule.roles and rule.scopes else ""
-        return f"{type(self).__name__}({listed_}, match={rule.match!r}{extra})"
+        return rule_repr(self, self.rule)
 
 
 class RequireScopeWSGI(RequireRoleWSGI):
