@@ -29,10 +29,16 @@ from tests.support import (
 
 from ccflow import TokenValidator
 from ccflow.authority import Authority, Fault
-from ccflow.errors import ConfigurationError
-from ccflow.starlette import Refusal
+from ccflow.errors import ConfigurationError, InsufficientScopeError
+from ccflow.starlette import AccessRule, Refusal
 from ccflow.testing import TEST_USER_OID, TokenFactory
-from ccflow.wsgi import ENVIRON_KEY, PRINCIPAL_KEY, RequireRoleWSGI, RequireScopeWSGI
+from ccflow.wsgi import (
+    ENVIRON_KEY,
+    PRINCIPAL_KEY,
+    RequireRoleWSGI,
+    RequireScopeWSGI,
+    authenticate_sync,
+)
 
 
 @dataclass
@@ -316,3 +322,17 @@ def test_threads_sharing_a_small_verdict_cache_never_fail() -> None:
     finally:
         sys.setswitchinterval(interval)
     assert failures == []
+
+
+def test_authenticate_sync_reads_an_environ_and_checks_the_roles_it_is_given(
+    bed: FlaskBed,
+) -> None:
+    good = {"HTTP_AUTHORIZATION": f"Bearer {bed.mint()}"}
+    assert authenticate_sync({}, bed.validator) is None
+    verdict = authenticate_sync(good, bed.validator, ["invokeRole"])
+    assert verdict is not None
+    assert verdict.client_id == bed.authority.client("calc-client").client_id
+    with pytest.raises(InsufficientScopeError):
+        authenticate_sync(good, bed.validator, ["adminRole"])
+    with pytest.raises(InsufficientScopeError):
+        authenticate_sync(good, bed.validator, rule=AccessRule(scopes=("Calc.Read",)))
