@@ -61,6 +61,7 @@ __all__ = [
     "Refusal",
     "RefusalHook",
     "Rejection",
+    "RuleOwner",
     "SyncValidator",
     "Validator",
     "ValidatorHolder",
@@ -201,6 +202,23 @@ def checked_rule(
                 setting="scopes",
             )
     return AccessRule(roles=roles, scopes=given, match=match)  # type: ignore[arg-type]
+
+
+class RuleOwner:
+    """A face that checks one :class:`AccessRule`: its ``roles`` and ``match`` read from it."""
+
+    __slots__ = ()
+    rule: AccessRule
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """The roles of the rule."""
+        return self.rule.roles
+
+    @property
+    def match(self) -> Match:
+        """``"any"`` or ``"all"``."""
+        return self.rule.match
 
 
 def rule_repr(face: object, rule: AccessRule) -> str:

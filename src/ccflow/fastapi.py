@@ -57,6 +57,7 @@ from ccflow._bearer import (
     Refusal,
     RefusalHook,
     Rejection,
+    RuleOwner,
     Validator,
     ValidatorHolder,
     authenticate,
@@ -73,7 +74,7 @@ __all__ = ["BearerClaims", "Principal", "Refusal", "token_url_from_env"]
 _NO_SCOPES = SecurityScopes()  # called directly, or through Depends(): no scopes
 
 
-class BearerClaims(ValidatorHolder, SecurityBase):
+class BearerClaims(RuleOwner, ValidatorHolder, SecurityBase):
     """A FastAPI dependency: validate the bearer token, check the rule, return the caller.
 
     ``BearerClaims()`` accepts any valid token; ``BearerClaims("invokeRole", "adminRole")``
@@ -108,16 +109,6 @@ class BearerClaims(ValidatorHolder, SecurityBase):
         self.token_url = token_url
         self.on_refusal = checked_hook(on_refusal, "BearerClaims")
         ValidatorHolder.__init__(self, validator, "BearerClaims")
-
-    @property
-    def roles(self) -> tuple[str, ...]:
-        """The roles of the rule."""
-        return self.rule.roles
-
-    @property
-    def match(self) -> Match:
-        """``"any"`` or ``"all"``."""
-        return self.rule.match
 
     @property
     def model(self) -> SecuritySchemeModel:  # type: ignore[override]

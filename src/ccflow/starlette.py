@@ -83,6 +83,7 @@ from ccflow._bearer import (
     Refusal,
     RefusalHook,
     Rejection,
+    RuleOwner,
     Validator,
     ValidatorHolder,
     Verdict,
@@ -200,7 +201,7 @@ class TokenUser(BaseUser):
 # RequireRole
 
 
-class RequireRole:
+class RequireRole(RuleOwner):
     """Require a valid bearer token holding app roles, for every request an ASGI app serves.
 
     ``RequireRole(...)`` is a middleware factory, so ``app.add_middleware(RequireRole(...))``
@@ -256,16 +257,6 @@ class RequireRole:
         self.per_route: tuple[str, ...] = checked_paths(per_route, "per_route", owner)
         self.allow_preflight = bool(allow_preflight)
         self.on_refusal = checked_hook(on_refusal, owner)
-
-    @property
-    def roles(self) -> tuple[str, ...]:
-        """The roles of the rule."""
-        return self.rule.roles
-
-    @property
-    def match(self) -> Match:
-        """``"any"`` or ``"all"``."""
-        return self.rule.match
 
     def __call__(self, app: ASGIApp) -> ASGIApp:
         """Wrap ``app``: what Starlette's ``add_middleware`` and ``Middleware`` call.

@@ -38,6 +38,7 @@ from ccflow._bearer import (
     Principal,
     RefusalHook,
     Rejection,
+    RuleOwner,
     SyncValidator,
     Verdict,
     authenticate_blocking,
@@ -141,7 +142,7 @@ def _named(value: object) -> str:
     return value.__name__ if isinstance(value, type) else type(value).__name__
 
 
-class RequireRoleWSGI:
+class RequireRoleWSGI(RuleOwner):
     """Require a valid bearer token holding app roles, for every request a WSGI app serves.
 
     The arguments of :class:`~ccflow.RequireRole`, with the app first:
@@ -188,16 +189,6 @@ class RequireRoleWSGI:
             if validator is None
             else checked_sync_validator(validator, owner)
         )
-
-    @property
-    def roles(self) -> tuple[str, ...]:
-        """The roles of the rule."""
-        return self.rule.roles
-
-    @property
-    def match(self) -> Match:
-        """``"any"`` or ``"all"``."""
-        return self.rule.match
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         """Check the request's token, then call the wrapped app or send the refusal."""

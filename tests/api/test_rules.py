@@ -367,17 +367,8 @@ def test_on_refusal_is_called_on_every_face(
                 "invokeRole", validator=validator, or_scopes=["Calc.Read"], on_refusal=seen.append
             )
         ),
-        "backend": lambda: _client(
-            Starlette(
-                routes=[Route("/who", require(roles=["invokeRole"])(whoami))],
-                middleware=[
-                    Middleware(
-                        AuthenticationMiddleware,
-                        backend=BearerAuthBackend(validator, on_refusal=seen.append),
-                        on_error=BearerAuthBackend.on_error,
-                    )
-                ],
-            )
+        "backend": lambda: _backend_with_hook(
+            validator, seen, require(roles=["invokeRole"])(whoami)
         ),
         "per_route": lambda: _per_route_with_hook(validator, seen),
         "fastapi": lambda: _fastapi_with_hook(validator, seen),
@@ -396,6 +387,14 @@ def _per_route_with_hook(validator: Any, seen: list[Refusal]) -> TestClient:
         RequireRole("x", validator=validator, per_route=["/who"], on_refusal=seen.append)
     )
     return _client(app)
+
+
+def _backend_with_hook(validator: Any, seen: list[Refusal], endpoint: Any) -> TestClient:
+    backend = BearerAuthBackend(validator, on_refusal=seen.append)
+    middleware = Middleware(
+        AuthenticationMiddleware, backend=backend, on_error=BearerAuthBackend.on_error
+    )
+    return _client(Starlette(routes=[Route("/who", endpoint)], middleware=[middleware]))
 
 
 def _fastapi_with_hook(validator: Any, seen: list[Refusal]) -> TestClient:
@@ -517,18 +516,7 @@ def test_a_validator_403_names_the_caller_on_every_face(
         "middleware": lambda: _guarded(
             RequireRole("invokeRole", validator=strict, on_refusal=seen.append)
         ),
-        "backend": lambda: _client(
-            Starlette(
-                routes=[Route("/who", whoami)],
-                middleware=[
-                    Middleware(
-                        AuthenticationMiddleware,
-                        backend=BearerAuthBackend(strict, on_refusal=seen.append),
-                        on_error=BearerAuthBackend.on_error,
-                    )
-                ],
-            )
-        ),
+        "backend": lambda: _backend_with_hook(strict, seen, whoami),
         "fastapi": lambda: _fastapi_with_hook(strict, seen),
     }[face]()
     with client as c:
