@@ -149,7 +149,7 @@ class BaseTokenClient(Generic[HttpT, SleepT, CacheT]):
         self._http: HttpT = http_client if http_client is not None else self._new_http(timeout)
         self._sleep: SleepT = sleep if sleep is not None else self._default_sleep()
         self.cache: CacheT = cache if cache is not None else self._default_cache()
-        # Normalised scopes -> when a 401 last forced a refresh (see _invalidate).
+        # Normalised scopes -> when a 401 last forced a refresh (see _may_invalidate).
         self._forced: dict[tuple[str, ...], float] = {}
         self._flights: dict[TokenKey, Any] = {}
         # Orders the sync face's cache decisions between threads; the asyncio face (one loop,
