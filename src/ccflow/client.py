@@ -323,7 +323,12 @@ class AsyncTokenClient(
     ) -> tuple[TokenKey, AccessToken]:
         """The cache key and a valid token for ``scopes`` under ``options``."""
         key = self._key(scopes, options)
-        return key, await self._acquire(scopes, key, options)
+        # No lock: nothing awaits between this read and the flight _acquire registers.
+        now = self._clock()
+        cached = None if options.fresh else self.cache.get(key)
+        if cached is not None and RefreshPolicy.state(cached, now) is TokenState.FRESH:
+            return key, cached.token
+        return key, await self._acquire(scopes, key, cached, now, options)
 
     def invalidate(self, token: AccessToken, *scopes: str) -> None:
         """Forget ``token`` for ``scopes`` (an API refused it); see
@@ -349,16 +354,16 @@ class AsyncTokenClient(
         return AsyncBearerAuth(self, scopes)
 
     async def _acquire(
-        self, raw: tuple[str, ...], key: TokenKey, options: TokenOptions
+        self,
+        raw: tuple[str, ...],
+        key: TokenKey,
+        cached: CacheEntry | None,
+        now: float,
+        options: TokenOptions,
     ) -> AccessToken:
-        """Serve ``key`` from the local cache, join its flight, or start a fetch for it."""
-        # No lock: nothing here awaits before the flight is registered.
-        now = self._clock()
-        cached = None if options.fresh else self.cache.get(key)
+        """Join ``key``'s flight, or start a fetch for it: the local cache's ``cached`` entry
+        (read at ``now``) is stale, expired or missing."""
         state = RefreshPolicy.state(cached, now)
-        if state is TokenState.FRESH:
-            assert cached is not None
-            return cached.token
         # A claims challenge never joins a flight: its token was asked without it.
         flight = None if options.fresh else self._flights.get(key)
         if flight is not None and flight.done():
