@@ -2,12 +2,16 @@
 turning the core's steps into httpx requests and back. No IO and no waiting here: the faces in
 :mod:`ccflow.client` send, sleep and keep callers in single flight.
 
-How the pieces fit (the why of each is in ``docs/caller.md``, "How the client works")::
+How the pieces fit, in the order ``get_token`` takes them (the why of each is in
+``docs/caller.md``, "How the client works")::
 
-    get_token(*scopes) -> key = normalize_scopes(scopes)
-        cache[key] fresh?          -> its token
-        else one fetch per key     -> ccflow._core.flow.fetch_flow, driven by the face
-        _settle(key, outcome)      -> cache[key], or the refresh's error
+    options = _options(claims, tenant_id, ...)   azure-core's keywords, checked
+    key = _key(scopes, options)                  normalised scopes at the token endpoint
+    local cache fresh for key?                   -> its token (a claims challenge skips it)
+    a flight for key?                            -> its token (or the stale one meanwhile)
+    else lead: cache.refill(key, now, fetch)     -> another process's entry, or fetch():
+        _flow(...) driven by the face            -> ccflow._core.flow.fetch_flow
+    _settle(key, outcome)                        -> local cache, or the refresh's error
 """
 
 from __future__ import annotations
@@ -40,8 +44,6 @@ from ccflow._config import CACHE_VARIABLES, SettingNames
 from ccflow._core.cache import (
     FORCED_REFRESH_INTERVAL,
     CacheEntry,
-    RefreshPolicy,
-    TokenState,
     may_force_refresh,
 )
 from ccflow._core.flow import (
@@ -86,7 +88,8 @@ class BaseTokenClient(Generic[HttpT, SleepT, CacheT]):
     """The constructor, the token cache and everything that does no IO, shared by both faces.
 
     A face names its http client class (``_HTTP_CLASS``, refused otherwise with
-    ``_HTTP_MISMATCH``), how to make one (``_new_http``) and its default ``sleep``.
+    ``_HTTP_MISMATCH``), how to make one (``_new_http``), its default ``sleep`` and the
+    cache protocol it needs (``_CACHE_PROTOCOL``).
     """
 
     _HTTP_CLASS: ClassVar[type[httpx.Client] | type[httpx.AsyncClient]]
@@ -146,7 +149,7 @@ class BaseTokenClient(Generic[HttpT, SleepT, CacheT]):
         self._http: HttpT = http_client if http_client is not None else self._new_http(timeout)
         self._sleep: SleepT = sleep if sleep is not None else self._default_sleep()
         self.cache: CacheT = cache if cache is not None else self._default_cache()
-        # Normalised scopes -> when a 401 last forced a refresh (see _invalidate).
+        # Normalised scopes -> when a 401 last forced a refresh (see _may_invalidate).
         self._forced: dict[tuple[str, ...], float] = {}
         self._flights: dict[TokenKey, Any] = {}
         # Orders the sync face's cache decisions between threads; the asyncio face (one loop,
@@ -232,13 +235,6 @@ class BaseTokenClient(Generic[HttpT, SleepT, CacheT]):
         endpoint = options.token_endpoint or self.token_endpoint
         return TokenKey(endpoint, self.client_id, normalized)
 
-    def _fresh(self, key: TokenKey) -> AccessToken | None:
-        """The cached token for ``key`` while it needs no refresh (no lock, no IO)."""
-        entry = self.cache.get(key)
-        if entry is not None and RefreshPolicy.state(entry, self._clock()) is TokenState.FRESH:
-            return entry.token
-        return None
-
     def _may_invalidate(self, token: AccessToken, key: TokenKey) -> bool:
         """Whether ``token``, still cached for ``key``, may be dropped now (see invalidate);
         if so, the forced refresh is recorded."""
@@ -255,14 +251,13 @@ class BaseTokenClient(Generic[HttpT, SleepT, CacheT]):
         self._forced[scopes] = now
         return True
 
-    def _settle(self, key: TokenKey, outcome: FetchOutcome, now: float) -> CacheEntry:
+    def _settle(self, key: TokenKey, outcome: FetchOutcome, now: float) -> None:
         """Cache what a fetch gave; a failed refresh of a token invalidated meanwhile raises."""
         if outcome.error is not None:
             current = self.cache.get(key)
             if current is None or current.token is not outcome.entry.token:
                 raise outcome.error
         self.cache.put(key, outcome.entry, now)
-        return outcome.entry
 
     def _flow(
         self,
@@ -270,7 +265,7 @@ class BaseTokenClient(Generic[HttpT, SleepT, CacheT]):
         key: TokenKey,
         cached: CacheEntry | None,
         now: float,
-        options: TokenOptions = DEFAULT_OPTIONS,
+        options: TokenOptions,
     ) -> Generator[Step, StepReply, FetchOutcome]:
         """The core's fetch for ``key`` (at its token endpoint: another tenant's, when asked);
         errors mention the scopes as the caller wrote them."""

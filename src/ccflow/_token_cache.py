@@ -18,7 +18,7 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
@@ -169,7 +169,7 @@ class MemoryTokenCache:
         return await fetch()
 
 
-def default_cache_path(environ: dict[str, str] | None = None) -> Path:
+def default_cache_path(environ: Mapping[str, str] | None = None) -> Path:
     """``$XDG_CACHE_HOME/ccflow/tokens.json``, else ``~/.cache/ccflow/tokens.json``."""
     env = os.environ if environ is None else environ
     base = env.get("XDG_CACHE_HOME", "").strip()

@@ -20,7 +20,7 @@ from typing import Any, Self
 
 import httpx
 
-from ccflow._azure_core import DEFAULT_OPTIONS, TokenInfo, TokenOptions, options_from_mapping
+from ccflow._azure_core import TokenInfo, TokenOptions, options_from_mapping
 from ccflow._client_base import NO_AUTH, BaseTokenClient, credential_arguments, reentered
 from ccflow._core.cache import CacheEntry, RefreshPolicy, TokenState
 from ccflow._core.flow import (
@@ -122,6 +122,14 @@ class TokenClient(BaseTokenClient[httpx.Client, Callable[[float], None], TokenCa
         token = None if options.fresh else self._fresh(key)
         return key, token if token is not None else self._acquire(scopes, key, options)
 
+    def _fresh(self, key: TokenKey) -> AccessToken | None:
+        """The local cache's token for ``key`` while fresh, read without the lock (a hit takes
+        no lock; on a miss ``_acquire`` reads again under it)."""
+        entry = self.cache.get(key)
+        if entry is not None and RefreshPolicy.state(entry, self._clock()) is TokenState.FRESH:
+            return entry.token
+        return None
+
     def invalidate(self, token: AccessToken, *scopes: str) -> None:
         """Forget ``token`` for ``scopes`` because an API refused it (a 401), so that the next
         :meth:`get_token` fetches another.
@@ -152,10 +160,8 @@ class TokenClient(BaseTokenClient[httpx.Client, Callable[[float], None], TokenCa
         self._key(scopes)  # fail at setup, not on the first request
         return BearerAuth(self, scopes)
 
-    def _acquire(
-        self, raw: tuple[str, ...], key: TokenKey, options: TokenOptions = DEFAULT_OPTIONS
-    ) -> AccessToken:
-        """Serve ``key`` from the cache, join its flight, or lead a fetch for it."""
+    def _acquire(self, raw: tuple[str, ...], key: TokenKey, options: TokenOptions) -> AccessToken:
+        """Serve ``key`` from the local cache, join its flight, or lead a fetch for it."""
         flight: _Flight | None = None
         try:  # before the flight is registered: an interrupt must still unregister it
             with self._lock:
@@ -317,8 +323,12 @@ class AsyncTokenClient(
     ) -> tuple[TokenKey, AccessToken]:
         """The cache key and a valid token for ``scopes`` under ``options``."""
         key = self._key(scopes, options)
-        token = None if options.fresh else self._fresh(key)
-        return key, token if token is not None else await self._acquire(scopes, key, options)
+        # No lock: nothing awaits between this read and the flight _acquire registers.
+        now = self._clock()
+        cached = None if options.fresh else self.cache.get(key)
+        if cached is not None and RefreshPolicy.state(cached, now) is TokenState.FRESH:
+            return key, cached.token
+        return key, await self._acquire(scopes, key, cached, now, options)
 
     def invalidate(self, token: AccessToken, *scopes: str) -> None:
         """Forget ``token`` for ``scopes`` (an API refused it); see
@@ -344,16 +354,16 @@ class AsyncTokenClient(
         return AsyncBearerAuth(self, scopes)
 
     async def _acquire(
-        self, raw: tuple[str, ...], key: TokenKey, options: TokenOptions = DEFAULT_OPTIONS
+        self,
+        raw: tuple[str, ...],
+        key: TokenKey,
+        cached: CacheEntry | None,
+        now: float,
+        options: TokenOptions,
     ) -> AccessToken:
-        """Serve ``key`` from the cache, join its flight, or start a fetch for it."""
-        # No lock: nothing here awaits before the flight is registered.
-        now = self._clock()
-        cached = None if options.fresh else self.cache.get(key)
+        """Join ``key``'s flight, or start a fetch for it: the local cache's ``cached`` entry
+        (read at ``now``) is stale, expired or missing."""
         state = RefreshPolicy.state(cached, now)
-        if state is TokenState.FRESH:
-            assert cached is not None
-            return cached.token
         # A claims challenge never joins a flight: its token was asked without it.
         flight = None if options.fresh else self._flights.get(key)
         if flight is not None and flight.done():

@@ -262,23 +262,29 @@ class RedisTokenCache:
         """``entry`` as stored (encrypted when a key is configured)."""
         return encode_entry(name, entry, self._fernet.encrypt if self._fernet else None)
 
-    def _read(self, name: str) -> CacheEntry | None:
-        """GET the entry (a key of another type reads as missing)."""
+    def _get(self, name: str) -> object:
+        """GET ``name``'s raw value; a key of another type reads as missing."""
         try:
-            raw = self._call(self._sync.get, name)
+            return self._call(self._sync.get, name)
         except _WrongType:
             return None
-        return self._decode(name, raw)
+
+    async def _aget(self, name: str) -> object:
+        """GET ``name``'s raw value, awaited; a key of another type reads as missing."""
+        try:
+            return await self._async.get(name)
+        except redis.ResponseError as exc:
+            if _wrong_type(exc):
+                return None
+            raise
+
+    def _read(self, name: str) -> CacheEntry | None:
+        """GET the entry."""
+        return self._decode(name, self._get(name))
 
     async def _aread(self, name: str) -> CacheEntry | None:
         """GET the entry, awaited."""
-        try:
-            raw = await self._async.get(name)
-        except redis.ResponseError as exc:
-            if "WRONGTYPE" in str(exc):
-                return None
-            raise
-        return self._decode(name, raw)
+        return self._decode(name, await self._aget(name))
 
     def _lock(self, name: str, value: str) -> bool:
         """``SET lock value NX PX lock_timeout``: whether this process now holds it."""
@@ -313,14 +319,14 @@ class RedisTokenCache:
 
     def _remove(self, name: str, token: AccessToken) -> None:
         """Delete the entry while it still holds ``token``."""
-        raw = self._call(self._sync.get, name)
+        raw = self._get(name)
         found = self._decode(name, raw)
         if found is not None and found.token.token == token.token:
             self._call(self._compare_and_delete, keys=[name], args=[raw])
 
     async def _aremove(self, name: str, token: AccessToken) -> None:
         """Delete the entry while it still holds ``token``, awaited."""
-        raw = await self._async.get(name)
+        raw = await self._aget(name)
         found = self._decode(name, raw)
         if found is not None and found.token.token == token.token:
             assert isinstance(raw, bytes)  # decoded, so bytes
@@ -331,7 +337,7 @@ class RedisTokenCache:
         try:
             result = method(*args, **kwargs)
         except redis.ResponseError as exc:
-            if "WRONGTYPE" in str(exc):
+            if _wrong_type(exc):
                 raise _WrongType from None
             self._failed(exc)
             raise _Unavailable from None
@@ -387,6 +393,11 @@ class RedisTokenCache:
 
 class _WrongType(Exception):
     """The key holds another Redis type: treated as a missing entry, overwritten by SET."""
+
+
+def _wrong_type(exc: redis.ResponseError) -> bool:
+    """Whether Redis refused a command because the key holds another type."""
+    return "WRONGTYPE" in str(exc)
 
 
 def _next(flow: Generator[FillStep, Any, CacheEntry], reply: Any) -> FillStep | CacheEntry:

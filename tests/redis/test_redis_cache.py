@@ -210,6 +210,25 @@ def test_a_key_of_another_type_is_replaced(
     assert token.token.encode() in (raw.get(name) or b"")
 
 
+@pytest.mark.anyio
+async def test_forgetting_a_token_under_a_key_of_another_type_is_no_outage(
+    authority: Authority, redis_server: RedisServer, scope: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = RedisTokenCache(redis_server.url)
+    client = token_client(authority, cache)
+    token = client.get_token(scope)
+    key = client._key((scope,))
+    raw = redis_server.client()
+    raw.delete(key.shared())
+    raw.rpush(key.shared(), b"x")
+    with caplog.at_level(logging.WARNING, logger="ccflow"):
+        cache.forget(key, token)
+        await cache.aforget(key, token)
+    assert [r for r in caplog.records if "unavailable" in r.getMessage()] == []
+    assert raw.type(key.shared()) == b"list"
+    await cache.aclose()
+
+
 def test_invalidate_removes_the_shared_entry(
     authority: Authority, redis_server: RedisServer, scope: str
 ) -> None:

@@ -3,7 +3,7 @@
 Every decision lives here: building the request, retrying, backoff, reading the answer,
 serving a still-valid token when a refresh fails. The faces only perform the steps::
 
-    flow = fetch_flow(config, scopes, cached=entry)
+    flow = fetch_flow(config, scopes, cached=entry, now=now, context=context)
     reply = None
     while True:
         try:
