@@ -37,9 +37,9 @@ from hypothesis import strategies as st
 
 import redis
 from ccflow import AsyncTokenClient, TokenClient, TokenValidator
-from ccflow.authority import Authority, AuthorityServer
+from ccflow.authority import Authority, AuthorityServer, Registrations
 from ccflow.errors import InsufficientScopeError, InvalidTokenError
-from ccflow.testing import OTHER_TENANT_ID, TokenFactory
+from ccflow.testing import OTHER_TENANT_ID, CertificateMaterial, TokenFactory
 
 START = 1_767_225_600.0
 """The one start time of every fake clock: 2026-01-01T00:00:00Z."""
@@ -68,6 +68,21 @@ def b64(data: bytes) -> str:
 def b64json(value: Any) -> str:
     """base64url of compact JSON."""
     return b64(json.dumps(value, separators=(",", ":")).encode())
+
+
+def jwt_with(exp: float | None, tag: str = "a") -> str:
+    """An unsigned JWT-shaped string: only its exp matters to the credential."""
+    claims: dict[str, Any] = {"tag": tag}
+    if exp is not None:
+        claims["exp"] = exp
+    return f"eyJhbGciOiJub25lIn0.{b64(json.dumps(claims).encode())}.c2ln"
+
+
+def deeply_nested_payload_token() -> str:
+    """A token whose payload nests 5000 lists deep: too deep for the json module."""
+    header = b64(b'{"alg": "RS256"}')
+    payload = b64(('{"a": ' + "[" * 5000 + "]" * 5000 + "}").encode())
+    return f"{header}.{payload}.sig"
 
 
 @cache
@@ -488,23 +503,53 @@ def challenge_ok(realm: str, header: str | None, error: str | None, fragment: st
     return header is not None and header.startswith(prefix) and fragment in header[len(prefix) :]
 
 
-def calc_validator(authority: Authority, *, sync: bool = False, **options: Any) -> Any:
-    """The calc-api validator of the faces' tests on ``authority`` (allowing calc-client and
-    reader-client, on the suite's clock), with an async HTTP client, or a sync one."""
+def certificate_authority(
+    cert: CertificateMaterial,
+    clock: Callable[[], float] = lambda: START,
+    *,
+    one_time_assertions: bool = False,
+) -> Authority:
+    """The default authority with calc-client registered by ``cert`` instead of a secret."""
+    regs = Registrations.default().with_certificate("calc-client", cert.certificate_pem)
+    return Authority(regs, clock=clock, one_time_assertions=one_time_assertions)
+
+
+def statuses_at_once(tokens: Sequence[str], call: Callable[[str], int]) -> list[int]:
+    """The statuses of ``call`` with each token, every call in its own thread, all at once."""
+    start = threading.Barrier(len(tokens))
+    statuses: list[int] = []
+
+    def run(token: str) -> None:
+        start.wait(timeout=10)
+        statuses.append(call(token))
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in tokens]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return statuses
+
+
+def validator_settings(authority: Authority, *clients: str, sync: bool = False) -> dict[str, Any]:
+    """TokenValidator keywords for calc-api on ``authority``, allowing ``clients`` (calc-client
+    by default), with an async HTTP client on the authority, or a sync one."""
     api = authority.api("calc-api")
     client = "sync_http_client" if sync else "http_client"
-    settings: dict[str, Any] = {
+    return {
         "tenant_id": authority.tenant_id,
         "authority_host": authority.host,
         "audience": [api.client_id, api.identifier_uri],
-        "allowed_clients": [
-            authority.client("calc-client").client_id,
-            authority.client("reader-client").client_id,
-        ],
+        "allowed_clients": [authority.client(c).client_id for c in clients or ("calc-client",)],
         client: (httpx.Client if sync else httpx.AsyncClient)(transport=authority.transport()),
-        "clock": lambda: float(NOW),
-        "leeway": LEEWAY,
     }
+
+
+def calc_validator(authority: Authority, *, sync: bool = False, **options: Any) -> Any:
+    """The calc-api validator of the faces' tests on ``authority`` (allowing calc-client and
+    reader-client, on the suite's clock), with an async HTTP client, or a sync one."""
+    settings = validator_settings(authority, "calc-client", "reader-client", sync=sync)
+    settings.update({"clock": lambda: float(NOW), "leeway": LEEWAY})
     settings.update(options)
     return TokenValidator(**settings)
 
@@ -533,7 +578,9 @@ def served(app: Any, *, lifespan: str = "on") -> Iterator[str]:
         sock.close()
 
 
-def _client_settings(authority: Authority, name: str, cache: Any) -> dict[str, Any]:
+def client_settings(
+    authority: Authority, name: str = "calc-client", cache: Any = None
+) -> dict[str, Any]:
     """The keywords a token client of ``name`` on the in-process ``authority`` needs."""
     app = authority.client(name)
     return {
@@ -550,7 +597,7 @@ def token_client(
 ) -> TokenClient:
     """A TokenClient of client app ``name`` on the in-process ``authority``, with ``cache``."""
     http = httpx.Client(transport=authority.transport())
-    return TokenClient(http_client=http, **_client_settings(authority, name, cache), **options)
+    return TokenClient(http_client=http, **client_settings(authority, name, cache), **options)
 
 
 def async_token_client(
@@ -558,7 +605,7 @@ def async_token_client(
 ) -> AsyncTokenClient:
     """The AsyncTokenClient twin of ``token_client``."""
     http = httpx.AsyncClient(transport=authority.transport())
-    return AsyncTokenClient(http_client=http, **_client_settings(authority, name, cache), **options)
+    return AsyncTokenClient(http_client=http, **client_settings(authority, name, cache), **options)
 
 
 def free_port() -> int:

@@ -12,7 +12,7 @@ import pytest
 from examples.calc_api import client as calc_client
 from examples.calc_api.app import create_app
 from starlette.testclient import TestClient
-from tests.support import token_client
+from tests.support import token_client, validator_settings
 
 from ccflow import ConfigurationError, TokenValidator
 from ccflow.authority import Authority
@@ -20,14 +20,7 @@ from ccflow.authority import Authority
 
 @pytest.fixture
 def api(ccflow_authority: Authority) -> Iterator[TestClient]:
-    registration = ccflow_authority.api("calc-api")
-    validator = TokenValidator(
-        tenant_id=ccflow_authority.tenant_id,
-        authority_host=ccflow_authority.host,
-        audience=[registration.client_id, registration.identifier_uri],
-        allowed_clients=[ccflow_authority.client("calc-client").client_id],
-        http_client=httpx.AsyncClient(transport=ccflow_authority.transport()),
-    )
+    validator = TokenValidator(**validator_settings(ccflow_authority))
     with TestClient(create_app(validator)) as client:
         yield client
 

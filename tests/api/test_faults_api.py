@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 from examples.calc_api.app import create_app
-from tests.support import START
+from tests.support import START, validator_settings
 
 from ccflow import TokenValidator
 from ccflow.authority import Authority, Fault
@@ -64,15 +64,8 @@ class Bed:
 async def bed() -> AsyncIterator[Bed]:
     clock = [START]
     authority = Authority(clock=lambda: clock[0])
-    api = authority.api("calc-api")
     validator = TokenValidator(
-        tenant_id=authority.tenant_id,
-        authority_host=authority.host,
-        audience=[api.client_id, api.identifier_uri],
-        allowed_clients=[authority.client("calc-client").client_id],
-        http_client=httpx.AsyncClient(transport=authority.transport()),
-        clock=lambda: clock[0],
-        jwks_cooldown=COOLDOWN,
+        **validator_settings(authority), clock=lambda: clock[0], jwks_cooldown=COOLDOWN
     )
     transport = httpx.ASGITransport(app=create_app(validator))
     async with httpx.AsyncClient(transport=transport, base_url="http://calc") as http:

@@ -10,7 +10,7 @@ import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
-from tests.support import START
+from tests.support import START, certificate_authority
 
 from ccflow import ClientCertificate, TokenClient
 from ccflow.authority import JWT_BEARER, Authority, Registrations
@@ -26,8 +26,7 @@ def cert() -> CertificateMaterial:
 
 @pytest.fixture
 def authority(cert: CertificateMaterial) -> Authority:
-    regs = Registrations.default().with_certificate("calc-client", cert.certificate_pem)
-    return Authority(regs, clock=lambda: NOW)
+    return certificate_authority(cert)
 
 
 @pytest.fixture

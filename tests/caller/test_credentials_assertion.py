@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.support import START
+from tests.support import START, certificate_authority, jwt_with
 
 from ccflow import (
     AsyncTokenClient,
@@ -28,21 +28,12 @@ from ccflow import (
     CredentialError,
     TokenClient,
 )
-from ccflow.authority import JWT_BEARER, Authority, Registrations
+from ccflow.authority import JWT_BEARER, Authority
 from ccflow.credentials import FederatedTokenFile
 from ccflow.testing import CertificateMaterial, client_assertion, client_certificate
 
 NOW = START
 ENDPOINT = "https://login.test/t/oauth2/v2.0/token"
-
-
-def jwt_with(exp: float | None, tag: str = "a") -> str:
-    """An unsigned JWT-shaped string: only its exp matters to the credential."""
-    claims: dict[str, Any] = {"tag": tag}
-    if exp is not None:
-        claims["exp"] = exp
-    body = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
-    return f"eyJhbGciOiJub25lIn0.{body}.c2ln"
 
 
 def sent(credential: Credential, now: float, client_id: str = "cid") -> str:
@@ -156,8 +147,7 @@ def cert() -> CertificateMaterial:
 
 @pytest.fixture
 def authority(cert: CertificateMaterial) -> Authority:
-    regs = Registrations.default().with_certificate("calc-client", cert.certificate_pem)
-    return Authority(regs, clock=lambda: NOW)
+    return certificate_authority(cert)
 
 
 def test_callable_assertion_gets_a_token(authority: Authority, cert: CertificateMaterial) -> None:
@@ -436,8 +426,6 @@ TIMEOUT = 10.0
 
 
 def _assertion(exp: float) -> str:
-    import base64
-    import json
 
     def part(data: dict[str, Any]) -> str:
         return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()

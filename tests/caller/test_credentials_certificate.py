@@ -18,7 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
-from tests.support import START, make_certificate, pem
+from tests.support import START, certificate_authority, make_certificate, pem
 
 from ccflow import (
     AsyncTokenClient,
@@ -29,7 +29,7 @@ from ccflow import (
     TokenClient,
     TokenRequestError,
 )
-from ccflow.authority import JWT_BEARER, Authority, Registrations
+from ccflow.authority import JWT_BEARER, Authority
 from ccflow.credentials import RequestFields
 from ccflow.testing import CertificateMaterial, client_certificate, decode_unverified
 
@@ -47,19 +47,9 @@ def other() -> CertificateMaterial:
     return client_certificate("ccflow unregistered client")
 
 
-def _authority(
-    cert: CertificateMaterial,
-    clock: Callable[[], float] = lambda: NOW,
-    *,
-    one_time_assertions: bool = False,
-) -> Authority:
-    regs = Registrations.default().with_certificate("calc-client", cert.certificate_pem)
-    return Authority(regs, clock=clock, one_time_assertions=one_time_assertions)
-
-
 @pytest.fixture
 def authority(cert: CertificateMaterial) -> Authority:
-    return _authority(cert)
+    return certificate_authority(cert)
 
 
 @pytest.fixture
@@ -282,7 +272,7 @@ def test_token_refresh_after_the_assertion_expired_signs_a_new_one(
     cert: CertificateMaterial, scope: str
 ) -> None:
     now = [NOW]
-    authority = _authority(cert, clock=lambda: now[0])
+    authority = certificate_authority(cert, clock=lambda: now[0])
     with token_client(authority, ClientCertificate(cert.pem), clock=lambda: now[0]) as client:
         first = client.get_token(scope)
         now[0] += 3599  # past the token's refresh time and the assertion's expiry
@@ -483,7 +473,7 @@ def test_invalid_signature_is_700027(
 
 def test_expired_assertion_is_700024(cert: CertificateMaterial, scope: str) -> None:
     # The authority's clock is 11 minutes ahead of ours: our fresh assertion is already expired.
-    authority = _authority(cert, clock=lambda: NOW + 660)
+    authority = certificate_authority(cert, clock=lambda: NOW + 660)
     error = refused(authority, ClientCertificate(cert.pem), scope, clock=lambda: NOW)
     assert error.aadsts_code == 700024
 
@@ -503,7 +493,7 @@ def test_a_reused_assertion_gets_a_second_token_as_in_azure_ad(
 def test_a_one_time_authority_refuses_the_reused_assertion(
     cert: CertificateMaterial, scope: str
 ) -> None:
-    authority = _authority(cert, one_time_assertions=True)
+    authority = certificate_authority(cert, one_time_assertions=True)
     credential = ClientCertificate(cert.pem)
     with token_client(authority, credential) as client:
         client.get_token(scope)

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
-from tests.support import free_port, make_certificate, pem
+from tests.support import deeply_nested_payload_token, free_port, make_certificate, pem
 
 from ccflow.cli import main
 
@@ -831,15 +831,6 @@ def test_unusable_stdin_is_a_usage_error_naming_standard_input(
     assert "s3cr" not in err
 
 
-def _deeply_nested_payload_token() -> str:
-    def b64(text: str) -> str:
-        return base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode()
-
-    header = b64('{"alg": "RS256"}')
-    payload = b64('{"a": ' + "[" * 5000 + "]" * 5000 + "}")
-    return f"{header}.{payload}.sig"
-
-
 @pytest.mark.parametrize(
     ("argv", "status"),
     [(["decode"], 1), (["verify", "--issuer", "http://127.0.0.1:9", "--any-audience"], 1)],
@@ -849,7 +840,7 @@ def test_cli_calls_a_deeply_nested_token_not_a_jwt_rather_than_unexpected(
     argv: list[str], status: int, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Both printed "ccflow: error: unexpected RecursionError: maximum recursion depth...".
-    assert main([argv[0], _deeply_nested_payload_token(), *argv[1:]]) == status
+    assert main([argv[0], deeply_nested_payload_token(), *argv[1:]]) == status
     out = capsys.readouterr()
     assert "unexpected" not in out.err
     assert "not JSON" in out.err + out.out

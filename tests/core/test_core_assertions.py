@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import base64
 import doctest
-import json
-from typing import Any
 
 import pytest
-from tests.support import START
+from tests.support import START, jwt_with
 
 import ccflow._core.assertions as core_assertions
 from ccflow._core.assertions import (
@@ -22,15 +20,6 @@ from ccflow._core.assertions import (
 
 NOW = START
 ENDPOINT = "https://login.test/t/oauth2/v2.0/token"
-
-
-def jwt_with(exp: float | None, tag: str = "a") -> str:
-    """An unsigned JWT-shaped string: only its exp matters to the credential."""
-    claims: dict[str, Any] = {"tag": tag}
-    if exp is not None:
-        claims["exp"] = exp
-    body = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
-    return f"eyJhbGciOiJub25lIn0.{body}.c2ln"
 
 
 def test_core_docstring_examples_hold() -> None:

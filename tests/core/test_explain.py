@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+from tests.support import deeply_nested_payload_token
 
 from ccflow._core.explain import (
     CLAIM_MEANINGS,
@@ -158,17 +159,8 @@ def test_decode_error_never_quotes_the_token() -> None:
     assert "Zm9vYmFyc2VjcmV0" not in str(info.value)
 
 
-def _deeply_nested_payload_token() -> str:
-    def b64(text: str) -> str:
-        return base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode()
-
-    header = b64('{"alg": "RS256"}')
-    payload = b64('{"a": ' + "[" * 5000 + "]" * 5000 + "}")
-    return f"{header}.{payload}.sig"
-
-
 def test_decode_unverified_refuses_a_deeply_nested_payload_as_malformed() -> None:
     # json raised RecursionError, which escaped decode_unverified().
     with pytest.raises(InvalidTokenError, match="not JSON") as info:
-        decode_unverified(_deeply_nested_payload_token())
+        decode_unverified(deeply_nested_payload_token())
     assert info.value.reason == "malformed"

@@ -5,7 +5,6 @@ settings, and the decorators' own refusals. Django is configured here, no projec
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,6 +24,7 @@ from tests.support import (
     calc_validator,
     face_challenge_ok,
     face_token,
+    statuses_at_once,
 )
 
 from ccflow import TokenValidator
@@ -149,23 +149,19 @@ def test_threads_on_a_cold_cache_fetch_the_keys_once(bed: Minter) -> None:
     from django.test.client import RequestFactory
 
     handler = WSGIHandler()
-    start = threading.Barrier(len(tokens))
-    statuses: list[int] = []
-
-    def call(token: str) -> None:
-        environ = RequestFactory()._base_environ(  # the environ a server would pass
+    factory = RequestFactory()
+    # The environ a server would pass, made before the threads start together.
+    environs = {
+        token: factory._base_environ(
             PATH_INFO="/calc/v1/add/1/1", REQUEST_METHOD="GET", HTTP_AUTHORIZATION=f"Bearer {token}"
         )
-        start.wait(timeout=10)
-        response = handler(environ, lambda status, headers: None)
-        statuses.append(response.status_code)
+        for token in tokens
+    }
 
-    threads = [threading.Thread(target=call, args=(t,)) for t in tokens]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    assert statuses == [200] * len(tokens)
+    def call(token: str) -> int:
+        return int(handler(environs[token], lambda status, headers: None).status_code)
+
+    assert statuses_at_once(tokens, call) == [200] * len(tokens)
     assert (bed.authority.hits["discovery"], bed.authority.hits["jwks"]) == (1, 1)
 
 

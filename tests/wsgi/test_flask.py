@@ -25,6 +25,7 @@ from tests.support import (
     challenge_ok,
     face_challenge_ok,
     face_token,
+    statuses_at_once,
 )
 
 from ccflow import TokenValidator
@@ -135,21 +136,12 @@ def test_threads_on_a_cold_cache_fetch_the_keys_once() -> None:
     validator = make_validator(authority)
     app = make_app(validator)
     tokens = [authority.mint(now=NOW, claims={"uti": f"u{i}"}) for i in range(32)]
-    start = threading.Barrier(len(tokens))
-    statuses: list[int] = []
 
-    def call(token: str) -> None:
-        start.wait(timeout=10)
-        response = app.test_client().get(
-            "/calc/v1/add/1/1", headers={"Authorization": f"Bearer {token}"}
-        )
-        statuses.append(response.status_code)
+    def call(token: str) -> int:
+        headers = {"Authorization": f"Bearer {token}"}
+        return app.test_client().get("/calc/v1/add/1/1", headers=headers).status_code
 
-    threads = [threading.Thread(target=call, args=(t,)) for t in tokens]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
+    statuses = statuses_at_once(tokens, call)
     validator.close()
     assert statuses == [200] * len(tokens)
     assert (authority.hits["discovery"], authority.hits["jwks"]) == (1, 1)
