@@ -15,10 +15,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import httpx
 import pytest
+from tests.support import client_settings
 
 from ccflow import AccessToken, AuthorityUnreachableError, TokenRequestError
 from ccflow.authority import Authority, AuthorityServer, Fault
@@ -107,21 +108,31 @@ FAULTS: list[tuple[str, Fault, type[Exception], str, bool, list[float] | None]] 
     ),
     ("400-garbage", Fault(status=400, body=b"oops"), TokenRequestError, "not JSON", False, None),
 ]
-IDS = [f[0] for f in FAULTS]
-ROWS = [f[1:] for f in FAULTS]
 
 
-@pytest.mark.parametrize(("fault", "error", "fragment", "retried", "waits"), ROWS, ids=IDS)
+class FaultCase(NamedTuple):
+    """One row of FAULTS, without its id."""
+
+    fault: Fault
+    error: type[Exception]
+    fragment: str
+    retried: bool
+    waits: list[float] | None
+
+
+ON_FAULTS = pytest.mark.parametrize(
+    "case", [pytest.param(FaultCase(*f[1:]), id=f[0]) for f in FAULTS]
+)
+
+
+@ON_FAULTS
 def test_cold_threads_share_one_documented_error(
     sync_client: ClientFactory,
     authority: Authority,
     clock: FakeClock,
-    fault: Fault,
-    error: type[Exception],
-    fragment: str,
-    retried: bool,
-    waits: list[float] | None,
+    case: FaultCase,
 ) -> None:
+    fault, error, fragment, retried, waits = case
     counting = Counting(authority, clock)
     # Hold the first POST until all N callers hold the flight (leader 2 reads, others 1).
     counting.hold_until_calls = 2 + (N - 1)
@@ -162,17 +173,14 @@ def test_cold_threads_share_one_documented_error(
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize(("fault", "error", "fragment", "retried", "waits"), ROWS, ids=IDS)
+@ON_FAULTS
 async def test_cold_tasks_share_one_documented_error(
     async_client: AsyncClientFactory,
     authority: Authority,
     clock: FakeClock,
-    fault: Fault,
-    error: type[Exception],
-    fragment: str,
-    retried: bool,
-    waits: list[float] | None,
+    case: FaultCase,
 ) -> None:
+    fault, error, fragment, retried, waits = case
     counting = Counting(authority, clock)
     tc, sleeps = async_client(transport=httpx.MockTransport(counting), max_retries=RETRIES)
     authority.set_fault("token", fault)
@@ -191,17 +199,14 @@ async def test_cold_tasks_share_one_documented_error(
         assert sleeps == waits
 
 
-@pytest.mark.parametrize(("fault", "error", "fragment", "retried", "waits"), ROWS, ids=IDS)
+@ON_FAULTS
 def test_a_valid_cached_token_keeps_being_served_through_the_outage(
     sync_client: ClientFactory,
     authority: Authority,
     clock: FakeClock,
-    fault: Fault,
-    error: type[Exception],
-    fragment: str,
-    retried: bool,
-    waits: list[float] | None,
+    case: FaultCase,
 ) -> None:
+    fault, error, fragment, retried, _ = case
     counting = Counting(authority, clock)
     tc, sleeps = sync_client(transport=httpx.MockTransport(counting), max_retries=RETRIES)
     scope = authority.api("calc-api").default_scope
@@ -277,18 +282,11 @@ def test_a_slow_server_is_a_timeout_error_after_the_retries(sleeps: Sleeps) -> N
     with AuthorityServer() as server:
         authority = server.authority
         authority.set_fault("token", Fault(timeout=True, delay=0.5))
-        app = authority.client("calc-client")
         from ccflow import TokenClient
 
         with (
             TokenClient(
-                client_id=app.client_id,
-                client_secret=app.secret,
-                tenant_id=authority.tenant_id,
-                authority_host=authority.host,
-                max_retries=1,
-                timeout=0.05,
-                sleep=sleeps,
+                **client_settings(authority), max_retries=1, timeout=0.05, sleep=sleeps
             ) as tc,
             pytest.raises(AuthorityUnreachableError, match="timed out"),
         ):

@@ -13,6 +13,7 @@ import httpx
 import pytest
 from examples.calc_api.app import create_app
 from starlette.testclient import TestClient
+from tests.support import client_settings
 
 from ccflow import AsyncTokenClient, TokenClient, TokenValidator
 from ccflow.authority import Authority, AuthorityServer, Fault
@@ -348,16 +349,8 @@ def test_a_raise_for_status_hook_on_a_shared_client_does_not_break_retries_or_re
     http = httpx.Client(
         transport=authority.transport(), event_hooks={"response": [_raise_for_status]}
     )
-    app = authority.client("calc-client")
     tc = TokenClient(
-        client_id=app.client_id,
-        client_secret=app.secret,
-        tenant_id=authority.tenant_id,
-        authority_host=authority.host,
-        http_client=http,
-        max_retries=1,
-        clock=clock,
-        sleep=sleeps,
+        **client_settings(authority), http_client=http, max_retries=1, clock=clock, sleep=sleeps
     )
     with http, tc:
         authority.set_fault("token", Fault(status=503, retry_after="1", times=1))
@@ -406,12 +399,8 @@ async def test_a_raise_for_status_hook_on_a_shared_async_client_does_not_break_r
     http = httpx.AsyncClient(
         transport=authority.transport(), event_hooks={"response": [_araise_for_status]}
     )
-    app = authority.client("calc-client")
     tc = AsyncTokenClient(
-        client_id=app.client_id,
-        client_secret=app.secret,
-        tenant_id=authority.tenant_id,
-        authority_host=authority.host,
+        **client_settings(authority),
         http_client=http,
         max_retries=1,
         clock=clock,
