@@ -306,23 +306,25 @@ def test_token_endpoint_targets_any_server(
     assert tc.get_token(scope.removesuffix("/.default")).scopes == (scope,)
 
 
-def test_expired_tokens_are_swept_out_once_many_scopes_are_cached(clock: FakeClock) -> None:
-    # The sweep bounds memory, which only the cache itself shows: len(cache) reads it.
-    cache = MemoryTokenCache(max_entries=4)
+def _recording_client(token_endpoint: str, **options: Any) -> tuple[TokenClient, list[bytes]]:
+    """A client of an endpoint answering every POST with a 60 s token, and the bodies posted."""
     posts: list[bytes] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         posts.append(request.content)
         return httpx.Response(200, json={"access_token": "t", "expires_in": 60})
 
+    http = httpx.Client(transport=httpx.MockTransport(handler))
     tc = TokenClient(
-        client_id="c",
-        client_secret="s",
-        token_endpoint="https://idp.example/token",
-        http_client=httpx.Client(transport=httpx.MockTransport(handler)),
-        clock=clock,
-        cache=cache,
+        client_id="c", client_secret="s", token_endpoint=token_endpoint, http_client=http, **options
     )
+    return tc, posts
+
+
+def test_expired_tokens_are_swept_out_once_many_scopes_are_cached(clock: FakeClock) -> None:
+    # The sweep bounds memory, which only the cache itself shows: len(cache) reads it.
+    cache = MemoryTokenCache(max_entries=4)
+    tc, posts = _recording_client("https://idp.example/token", clock=clock, cache=cache)
     for n in range(4):
         tc.get_token(f"scope-{n}")
     clock.advance(60)  # all four expired
@@ -339,18 +341,7 @@ def test_expired_tokens_are_swept_out_once_many_scopes_are_cached(clock: FakeClo
 
 
 def test_non_azure_endpoint_sends_scopes_unchanged() -> None:
-    seen: list[bytes] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request.content)
-        return httpx.Response(200, json={"access_token": "t", "expires_in": 60})
-
-    tc = TokenClient(
-        client_id="c",
-        client_secret="s",
-        token_endpoint="http://127.0.0.1:9/oauth/token",
-        http_client=httpx.Client(transport=httpx.MockTransport(handler)),
-    )
+    tc, seen = _recording_client("http://127.0.0.1:9/oauth/token")
     assert tc.get_token("read", "write").scopes == ("read", "write")
     assert b"scope=read+write" in seen[0]
 
