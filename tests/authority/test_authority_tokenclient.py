@@ -83,17 +83,21 @@ def test_sync_client_sees_the_aadsts_code(ccflow_authority: Authority) -> None:
     assert exc.value.aadsts_code == 7000215
 
 
+def _over_tls(server: AuthorityServer) -> dict[str, str]:
+    """The calc-client settings of a token client of ``server`` over its HTTPS URL."""
+    return {
+        "client_id": server.authority.client("calc-client").client_id,
+        "client_secret": secret(server.authority),
+        "tenant_id": server.authority.tenant_id,
+        "authority_host": server.url,
+    }
+
+
 def test_sync_client_over_tls(server: AuthorityServer) -> None:
     ctx = ssl.create_default_context(cafile=str(server.ca_file))
     with (
         httpx.Client(verify=ctx) as http,
-        TokenClient(
-            client_id=server.authority.client("calc-client").client_id,
-            client_secret=secret(server.authority),
-            tenant_id=server.authority.tenant_id,
-            authority_host=server.url,
-            http_client=http,
-        ) as client,
+        TokenClient(**_over_tls(server), http_client=http) as client,
     ):
         token = client.get_token(server.authority.api("calc-api").default_scope)
     assert token.token.count(".") == 2
@@ -104,13 +108,7 @@ async def test_async_client_over_tls(server: AuthorityServer) -> None:
     ctx = ssl.create_default_context(cafile=str(server.ca_file))
     async with (
         httpx.AsyncClient(verify=ctx) as http,
-        AsyncTokenClient(
-            client_id=server.authority.client("calc-client").client_id,
-            client_secret=secret(server.authority),
-            tenant_id=server.authority.tenant_id,
-            authority_host=server.url,
-            http_client=http,
-        ) as client,
+        AsyncTokenClient(**_over_tls(server), http_client=http) as client,
     ):
         token = await client.get_token(server.authority.api("calc-api").default_scope)
     assert token.token.count(".") == 2
