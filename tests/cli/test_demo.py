@@ -12,17 +12,27 @@ from pathlib import Path
 import pytest
 
 
-@pytest.fixture(scope="module")
-def demo() -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "CCFLOW_"))}
+def _shell_environment() -> dict[str, str]:
+    """This process's environment without ccflow's or Azure's settings."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "CCFLOW_"))}
+
+
+def _demo(env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m ccflow demo`` run in ``env`` (and ``cwd``), its output captured."""
     return subprocess.run(
         [sys.executable, "-m", "ccflow", "demo"],
         capture_output=True,
         text=True,
         env=env,
+        cwd=cwd,
         timeout=120,
         check=False,
     )
+
+
+@pytest.fixture(scope="module")
+def demo() -> subprocess.CompletedProcess[str]:
+    return _demo(_shell_environment())
 
 
 def test_demo_exits_0_with_nothing_on_stderr(demo: subprocess.CompletedProcess[str]) -> None:
@@ -93,19 +103,12 @@ def test_demo_in_process_exits_0_and_leaves_no_thread(capsys: pytest.CaptureFixt
 
 def test_demo_ignores_api_settings_left_in_the_shell() -> None:
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "CCFLOW_"))},
+        **_shell_environment(),
         "CCFLOW_ISSUER": "https://issuer.example.com",
         "CCFLOW_ALLOWED_CLIENTS": "someone-else",
         "AZURE_AUTHORITY_HOST": "https://login.example.com",
     }
-    result = subprocess.run(
-        [sys.executable, "-m", "ccflow", "demo"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+    result = _demo(env)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -152,25 +155,13 @@ def _booby_trapped(directory: Path) -> Path:
 
 def _clean_environment() -> dict[str, str]:
     """This process's environment without ccflow's, Azure's or Python's path settings."""
-    return {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("AZURE_", "CCFLOW_")) and k != "PYTHONPATH"
-    }
+    return {k: v for k, v in _shell_environment().items() if k != "PYTHONPATH"}
 
 
 def test_demo_never_imports_examples_from_the_current_directory(tmp_path: Path) -> None:
     # `python -m` puts the current directory first on sys.path: an `examples` package there
     # (anyone's) must not be what the demo serves.
-    result = subprocess.run(
-        [sys.executable, "-m", "ccflow", "demo"],
-        capture_output=True,
-        text=True,
-        env=_clean_environment(),
-        cwd=_booby_trapped(tmp_path),
-        timeout=120,
-        check=False,
-    )
+    result = _demo(_clean_environment(), cwd=_booby_trapped(tmp_path))
     assert "BOOBY TRAP" not in result.stdout + result.stderr
     assert result.returncode == 0, result.stdout + result.stderr
 
