@@ -86,29 +86,25 @@ def test_client_gets_a_token_and_calls_the_api(
     assert answer == {"result": 5, "caller": caller.client_id}
 
 
-def test_client_reports_a_refusal_with_the_challenge(
-    ccflow_authority: Authority, api: TestClient
+@pytest.mark.parametrize(
+    ("name", "a", "reported"),
+    [
+        pytest.param("reader-client", "2", "403", id="a-refusal-with-the-challenge"),
+        pytest.param(
+            "calc-client", "x", "400 a and b must be finite numbers", id="an-error-body-without"
+        ),
+    ],
+)
+def test_client_reports_what_the_api_refused(
+    ccflow_authority: Authority, api: TestClient, name: str, a: str, reported: str
 ) -> None:
-    reader = ccflow_authority.client("reader-client")
-    with (
-        token_client(ccflow_authority, name=reader.name) as tokens,
-        pytest.raises(httpx.HTTPStatusError, match="403"),
-    ):
-        calc_client.add(
-            "2", "3", tokens=tokens, scope=ccflow_authority.api("calc-api").default_scope, api=api
-        )
-
-
-def test_client_reports_an_error_body_when_there_is_no_challenge(
-    ccflow_authority: Authority, api: TestClient
-) -> None:
-    caller = ccflow_authority.client("calc-client")
+    caller = ccflow_authority.client(name)
     with (
         token_client(ccflow_authority, name=caller.name) as tokens,
-        pytest.raises(httpx.HTTPStatusError, match="400 a and b must be finite numbers"),
+        pytest.raises(httpx.HTTPStatusError, match=reported),
     ):
         calc_client.add(
-            "x", "3", tokens=tokens, scope=ccflow_authority.api("calc-api").default_scope, api=api
+            a, "3", tokens=tokens, scope=ccflow_authority.api("calc-api").default_scope, api=api
         )
 
 
