@@ -13,6 +13,7 @@ import jwt
 import msal
 import pytest
 import requests
+from azure.core.credentials import AccessToken
 from azure.identity import CertificateCredential, ClientSecretCredential
 from cryptography.hazmat.primitives import hashes
 
@@ -108,6 +109,26 @@ def test_msal_with_a_sha1_thumbprint(server: AuthorityServer, cert: CertificateM
     assert "access_token" in result, result.get("error_description")
 
 
+def _azure_identity_options(server: AuthorityServer) -> dict[str, Any]:
+    """The keywords that point an azure-identity credential at ``server`` over its TLS."""
+    return {
+        "authority": server.url,
+        "disable_instance_discovery": True,
+        "connection_verify": str(server.ca_file),
+    }
+
+
+def _token_and_claims(
+    server: AuthorityServer, credential: ClientSecretCredential | CertificateCredential
+) -> tuple[AccessToken, dict[str, Any]]:
+    """The credential's calc-api token (closing it), and its claims checked with the JWKS."""
+    try:
+        token = credential.get_token(server.authority.api("calc-api").default_scope)
+    finally:
+        credential.close()
+    return token, verify_with_served_jwks(server, token.token)
+
+
 def test_azure_identity_client_secret_credential(server: AuthorityServer) -> None:
     client = server.authority.client("calc-client")
     assert client.secret is not None
@@ -115,15 +136,9 @@ def test_azure_identity_client_secret_credential(server: AuthorityServer) -> Non
         server.authority.tenant_id,
         client.client_id,
         client.secret,
-        authority=server.url,
-        disable_instance_discovery=True,
-        connection_verify=str(server.ca_file),
+        **_azure_identity_options(server),
     )
-    try:
-        token = credential.get_token(server.authority.api("calc-api").default_scope)
-    finally:
-        credential.close()
-    claims = verify_with_served_jwks(server, token.token)
+    token, claims = _token_and_claims(server, credential)
     assert claims["azp"] == client.client_id
     assert token.expires_on == claims["exp"] or abs(token.expires_on - claims["exp"]) <= 5
 
@@ -160,15 +175,9 @@ def test_azure_identity_certificate_credential(
         client.client_id,
         certificate_path=str(path),
         send_certificate_chain=chain,
-        authority=server.url,
-        disable_instance_discovery=True,
-        connection_verify=str(server.ca_file),
+        **_azure_identity_options(server),
     )
-    try:
-        token = credential.get_token(server.authority.api("calc-api").default_scope)
-    finally:
-        credential.close()
-    claims = verify_with_served_jwks(server, token.token)
+    _, claims = _token_and_claims(server, credential)
     assert claims["azp"] == client.client_id
     assert claims["azpacr"] == "2"
     assert claims["roles"] == ["invokeRole"]
