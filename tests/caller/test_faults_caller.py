@@ -236,42 +236,36 @@ def test_a_valid_cached_token_keeps_being_served_through_the_outage(
     assert counting.max_in_flight == 1
 
 
-def test_429_retry_after_postpones_the_next_refresh_attempt(
-    sync_client: ClientFactory, authority: Authority, clock: FakeClock
+@pytest.mark.parametrize(
+    ("retry_after", "quiet_steps", "last_step"),
+    [
+        # The server asked for 120 s: not asked again before.
+        pytest.param("120", [119], 1, id="a-long-retry-after-postpones-the-next-attempt"),
+        # 429 + "Retry-After: 7" while the cached token has 299 s left: the server's 7 s is a
+        # minimum, so the next attempt comes after the usual 30 s, not every 7 s.
+        pytest.param("7", [7, 7, 7, 7], 2, id="a-short-retry-after-is-no-more-frequent"),
+    ],
+)
+def test_429_retry_after_spaces_refresh_attempts(
+    sync_client: ClientFactory,
+    authority: Authority,
+    clock: FakeClock,
+    retry_after: str,
+    quiet_steps: list[int],
+    last_step: int,
 ) -> None:
     tc, sleeps = sync_client()
     scope = authority.api("calc-api").default_scope
     first = tc.get_token(scope)
-    authority.set_fault("token", Fault(status=429, retry_after="120"))
+    authority.set_fault("token", Fault(status=429, retry_after=retry_after))
     clock.advance(3300)
     assert tc.get_token(scope) is first
     assert authority.hits["token"] == 2
-    clock.advance(119)
-    assert tc.get_token(scope) is first
-    assert authority.hits["token"] == 2  # the server asked for 120 s: not asked again yet
-    clock.advance(1)
-    assert tc.get_token(scope) is first
-    assert authority.hits["token"] == 3
-    assert sleeps == []
-
-
-def test_a_short_retry_after_does_not_make_refresh_attempts_more_frequent(
-    sync_client: ClientFactory, authority: Authority, clock: FakeClock
-) -> None:
-    # 429 + "Retry-After: 7" while the cached token has 299 s left: the server's 7 s is a
-    # minimum, so the next attempt comes after the usual 30 s, not every 7 s.
-    tc, sleeps = sync_client()
-    scope = authority.api("calc-api").default_scope
-    first = tc.get_token(scope)
-    authority.set_fault("token", Fault(status=429, retry_after="7"))
-    clock.advance(3300)
-    assert tc.get_token(scope) is first
-    assert authority.hits["token"] == 2
-    for _ in range(4):
-        clock.advance(7)
+    for step in quiet_steps:
+        clock.advance(step)
         assert tc.get_token(scope) is first
-    assert authority.hits["token"] == 2  # 28 s on: not asked again yet
-    clock.advance(2)
+    assert authority.hits["token"] == 2  # not asked again yet
+    clock.advance(last_step)
     assert tc.get_token(scope) is first
     assert authority.hits["token"] == 3
     assert sleeps == []
