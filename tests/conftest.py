@@ -1,6 +1,6 @@
 """Fixtures and options shared by every test: the fake clock, the local authority, the
-calc-api scope, a transport that interleaves, a real redis-server, Hypothesis profiles and the
-``slow`` marker.
+calc-api scope, a client certificate, a transport that interleaves, a real redis-server,
+Hypothesis profiles and the ``slow`` marker.
 
 Hypothesis: ``--hypothesis-profile=ci`` runs thousands of examples per property (CI);
 the default profile keeps local runs quick. ``--run-slow`` runs ``@pytest.mark.slow`` tests.
@@ -23,6 +23,7 @@ from hypothesis import settings
 from tests.support import START, RedisServer
 
 from ccflow.authority import Authority
+from ccflow.testing import CertificateMaterial, client_certificate
 
 settings.register_profile("default", max_examples=150)
 settings.register_profile("ci", max_examples=2000)
@@ -120,6 +121,12 @@ def authority(clock: FakeClock) -> Authority:
     """The local authority on the test's clock; it reads the time without counting, so
     ``clock.calls`` counts only the code under test."""
     return Authority(clock=lambda: clock.now)
+
+
+@pytest.fixture(scope="module")
+def cert() -> CertificateMaterial:
+    """A client certificate with its private key (one per module: generation is slow)."""
+    return client_certificate()
 
 
 @pytest.fixture

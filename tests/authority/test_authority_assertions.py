@@ -19,11 +19,6 @@ from ccflow.testing import CertificateMaterial, client_assertion, client_certifi
 NOW = START
 
 
-@pytest.fixture(scope="module")
-def cert() -> CertificateMaterial:
-    return client_certificate()
-
-
 @pytest.fixture
 def authority(cert: CertificateMaterial) -> Authority:
     return certificate_authority(cert)

@@ -30,7 +30,7 @@ from ccflow import (
 )
 from ccflow.authority import JWT_BEARER, Authority
 from ccflow.credentials import FederatedTokenFile
-from ccflow.testing import CertificateMaterial, client_assertion, client_certificate
+from ccflow.testing import CertificateMaterial, client_assertion
 
 NOW = START
 ENDPOINT = "https://login.test/t/oauth2/v2.0/token"
@@ -138,11 +138,6 @@ def test_repr_hides_the_assertion_and_pickling_is_refused() -> None:
     assert repr(ClientAssertion(lambda: value)) == "ClientAssertion(<callable>)"
     with pytest.raises(TypeError, match="cannot be pickled"):
         pickle.dumps(credential)
-
-
-@pytest.fixture(scope="module")
-def cert() -> CertificateMaterial:
-    return client_certificate()
 
 
 @pytest.fixture

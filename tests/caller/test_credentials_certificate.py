@@ -38,11 +38,6 @@ PASSWORD = "pfx pässword+/="
 
 
 @pytest.fixture(scope="module")
-def cert() -> CertificateMaterial:
-    return client_certificate()
-
-
-@pytest.fixture(scope="module")
 def other() -> CertificateMaterial:
     return client_certificate("ccflow unregistered client")
 

@@ -15,12 +15,7 @@ import pytest
 from ccflow import ClientCertificate, ClientSecret, ConfigurationError, CredentialError, TokenClient
 from ccflow.authority import Authority, Registrations
 from ccflow.credentials import FederatedTokenFile, credential_from_env
-from ccflow.testing import CertificateMaterial, client_certificate
-
-
-@pytest.fixture(scope="module")
-def cert() -> CertificateMaterial:
-    return client_certificate()
+from ccflow.testing import CertificateMaterial
 
 
 @pytest.fixture
