@@ -514,6 +514,16 @@ def certificate_authority(
     return Authority(regs, clock=clock, one_time_assertions=one_time_assertions)
 
 
+def run_in_threads(target: Callable[[], None], count: int, timeout: float) -> None:
+    """Run ``target`` in ``count`` threads at once; fail unless all end within ``timeout``."""
+    threads = [threading.Thread(target=target) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    assert not any(thread.is_alive() for thread in threads)
+
+
 def statuses_at_once(tokens: Sequence[str], call: Callable[[str], int]) -> list[int]:
     """The statuses of ``call`` with each token, every call in its own thread, all at once."""
     start = threading.Barrier(len(tokens))

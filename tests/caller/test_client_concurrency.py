@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from tests.support import run_in_threads
 
 from ccflow import AccessToken, CacheEntry, MemoryTokenCache, TokenClient, TokenKey
 from ccflow.authority import Authority
@@ -80,12 +81,7 @@ def run_threads(client: TokenClient, scope: str, gate: Gate | None = None) -> li
         if gate is not None:
             gate.notify()
 
-    threads = [threading.Thread(target=worker) for _ in range(N)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(TIMEOUT)
-    assert not any(t.is_alive() for t in threads)
+    run_in_threads(worker, N, TIMEOUT)
     return results
 
 
@@ -190,12 +186,7 @@ def run_threads_collecting(client: TokenClient, scope: str, gate: Gate, results:
             results.append(outcome)
             gate.cond.notify_all()
 
-    threads = [threading.Thread(target=worker) for _ in range(N)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(TIMEOUT)
-    assert not any(t.is_alive() for t in threads)
+    run_in_threads(worker, N, TIMEOUT)
 
 
 def test_different_keys_do_not_block_each_other(

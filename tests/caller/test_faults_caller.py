@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import httpx
 import pytest
-from tests.support import client_settings
+from tests.support import client_settings, run_in_threads
 
 from ccflow import AccessToken, AuthorityUnreachableError, TokenRequestError
 from ccflow.authority import Authority, AuthorityServer, Fault
@@ -149,12 +149,7 @@ def test_cold_threads_share_one_documented_error(
         except Exception as exc:
             results.append(exc)
 
-    threads = [threading.Thread(target=worker) for _ in range(N)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(TIMEOUT)
-    assert not any(t.is_alive() for t in threads)
+    run_in_threads(worker, N, TIMEOUT)
     assert counting.held == [True]
     attempts = RETRIES + 1 if retried else 1
     assert authority.hits["token"] == attempts
