@@ -16,12 +16,12 @@ How the pieces fit, in the order ``get_token`` takes them (the why of each is in
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Generic, NoReturn, Self, TypeVar, cast
 from urllib.parse import urlsplit
 
@@ -44,6 +44,8 @@ from ccflow._config import CACHE_VARIABLES, SettingNames
 from ccflow._core.cache import (
     FORCED_REFRESH_INTERVAL,
     CacheEntry,
+    RefreshPolicy,
+    TokenState,
     may_force_refresh,
 )
 from ccflow._core.flow import (
@@ -71,7 +73,14 @@ from ccflow._version import __version__
 from ccflow.credentials import Credential
 from ccflow.errors import CCFlowError, ConfigurationError, CredentialError
 
-__all__ = ["NO_AUTH", "BaseTokenClient", "cache_from_env", "credential_arguments", "reentered"]
+__all__ = [
+    "NO_AUTH",
+    "BaseTokenClient",
+    "Need",
+    "cache_from_env",
+    "credential_arguments",
+    "reentered",
+]
 
 logger = logging.getLogger("ccflow")
 
@@ -82,6 +91,24 @@ CacheT = TypeVar("CacheT", bound=LocalLevel)
 # own auth, which may be this client's BearerAuth.
 NO_AUTH = httpx.Auth()
 _USER_AGENT = f"ccflow/{__version__}"
+
+
+@dataclass(frozen=True, slots=True)
+class Need:
+    """A token a caller waits for: the scopes as the caller wrote them, their cache key,
+    azure-core's options, and the local cache's entry as read at ``now`` (``None`` for a
+    claims challenge, which is never answered from the cache)."""
+
+    raw: tuple[str, ...]
+    key: TokenKey
+    options: TokenOptions
+    cached: CacheEntry | None
+    now: float
+
+    @property
+    def state(self) -> TokenState:
+        """Where the cached entry stands at ``now``."""
+        return RefreshPolicy.state(self.cached, self.now)
 
 
 class BaseTokenClient(Generic[HttpT, SleepT, CacheT]):
@@ -259,24 +286,27 @@ class BaseTokenClient(Generic[HttpT, SleepT, CacheT]):
                 raise outcome.error
         self.cache.put(key, outcome.entry, now)
 
-    def _flow(
-        self,
-        raw: tuple[str, ...],
-        key: TokenKey,
-        cached: CacheEntry | None,
-        now: float,
-        options: TokenOptions,
-    ) -> Generator[Step, StepReply, FetchOutcome]:
-        """The core's fetch for ``key`` (at its token endpoint: another tenant's, when asked);
-        errors mention the scopes as the caller wrote them."""
+    def _need(self, raw: tuple[str, ...], key: TokenKey, options: TokenOptions) -> Need:
+        """``key``'s need now: the clock, then the local cache (skipped for a claims challenge)."""
+        now = self._clock()
+        return Need(raw, key, options, None if options.fresh else self.cache.get(key), now)
+
+    def _flow(self, need: Need) -> Generator[Step, StepReply, FetchOutcome]:
+        """The core's fetch for ``need`` (at its key's token endpoint: another tenant's, when
+        asked); errors mention the scopes as the caller wrote them."""
         fetch = self._config.fetch
+        key = need.key
         if key.token_endpoint != fetch.token_endpoint:
-            fetch = dataclasses.replace(fetch, token_endpoint=key.token_endpoint)
-        scopes = key.scopes
-        completed = tuple(s for s in raw if s not in scopes)
-        context = ErrorContext(self.client_id, fetch.token_endpoint, scopes, completed)
+            fetch = replace(fetch, token_endpoint=key.token_endpoint)
+        completed = tuple(s for s in need.raw if s not in key.scopes)
+        context = ErrorContext(self.client_id, fetch.token_endpoint, key.scopes, completed)
         return fetch_flow(
-            fetch, scopes, cached=cached, now=now, context=context, claims=options.claims
+            fetch,
+            key.scopes,
+            cached=need.cached,
+            now=need.now,
+            context=context,
+            claims=need.options.claims,
         )
 
     # -- azure-core's credential options (see ccflow._azure_core) --

@@ -21,7 +21,7 @@ from typing import Any, Self
 import httpx
 
 from ccflow._azure_core import TokenInfo, TokenOptions, options_from_mapping
-from ccflow._client_base import NO_AUTH, BaseTokenClient, credential_arguments, reentered
+from ccflow._client_base import NO_AUTH, BaseTokenClient, Need, credential_arguments, reentered
 from ccflow._core.cache import CacheEntry, RefreshPolicy, TokenState
 from ccflow._core.flow import (
     Failure,
@@ -34,6 +34,7 @@ from ccflow._core.flow import (
     StepReply,
     Unprepared,
 )
+from ccflow._core.steps import Done, advance
 from ccflow._core.tokens import AccessToken, TokenRequest
 from ccflow._http import new_async_client, new_client
 from ccflow._token_cache import AsyncTokenCache, TokenCache, TokenKey
@@ -165,26 +166,24 @@ class TokenClient(BaseTokenClient[httpx.Client, Callable[[float], None], TokenCa
         flight: _Flight | None = None
         try:  # before the flight is registered: an interrupt must still unregister it
             with self._lock:
-                now = self._clock()  # under the lock: tests count joined callers by clock reads
-                cached = None if options.fresh else self.cache.get(key)
-                state = RefreshPolicy.state(cached, now)
-                if state is TokenState.FRESH:
-                    assert cached is not None
-                    return cached.token
+                need = self._need(raw, key, options)  # under the lock: tests count clock reads
+                if need.state is TokenState.FRESH:
+                    assert need.cached is not None
+                    return need.cached.token
                 # A claims challenge never joins a flight: its token was asked without it.
                 waiting = None if options.fresh else self._flights.get(key)
                 if waiting is None:
                     flight = self._flights[key] = _Flight()
             if flight is None:
                 assert waiting is not None
-                if state is TokenState.STALE:
-                    assert cached is not None
-                    return cached.token  # someone is refreshing it; it is still valid meanwhile
+                if need.state is TokenState.STALE:
+                    assert need.cached is not None
+                    return need.cached.token  # someone is refreshing it; still valid meanwhile
                 return waiting.wait()
             started = time.perf_counter()
-            outcome, fetched = self._refill(raw, key, cached, now, options)
+            outcome, fetched = self._refill(need)
             with self._lock:
-                self._settle(key, outcome, now)
+                self._settle(key, outcome, need.now)
                 self._flights.pop(key, None)
         except Exception as exc:
             if flight is not None:
@@ -199,23 +198,16 @@ class TokenClient(BaseTokenClient[httpx.Client, Callable[[float], None], TokenCa
         self._log(key, outcome, started, fetched=fetched)
         return outcome.entry.token
 
-    def _refill(
-        self,
-        raw: tuple[str, ...],
-        key: TokenKey,
-        cached: CacheEntry | None,
-        now: float,
-        options: TokenOptions,
-    ) -> tuple[FetchOutcome, bool]:
-        """The cache's entry for ``key`` (another process's), or this process's fetch; and
+    def _refill(self, need: Need) -> tuple[FetchOutcome, bool]:
+        """The cache's entry for ``need`` (another process's), or this process's fetch; and
         whether it was fetched here. A claims challenge is never answered from the cache."""
         fetched: list[FetchOutcome] = []
 
         def fetch() -> CacheEntry:
-            fetched.append(self._drive(self._flow(raw, key, cached, now, options)))
+            fetched.append(self._drive(self._flow(need)))
             return fetched[-1].entry
 
-        entry = fetch() if options.fresh else self.cache.refill(key, now, fetch)
+        entry = fetch() if need.options.fresh else self.cache.refill(need.key, need.now, fetch)
         return (fetched[-1], True) if fetched else (FetchOutcome(entry), False)
 
     def _abandon(self, key: TokenKey, flight: _Flight, error: BaseException) -> None:
@@ -229,12 +221,7 @@ class TokenClient(BaseTokenClient[httpx.Client, Callable[[float], None], TokenCa
         """Perform the flow's steps: ask the credential, POST, sleep."""
         reply: StepReply = None
         try:
-            while True:
-                try:
-                    step = flow.send(reply)
-                except StopIteration as stop:
-                    outcome: FetchOutcome = stop.value
-                    return outcome
+            while not isinstance(step := advance(flow, reply), Done):
                 if isinstance(step, Prepare):
                     reply = self._request_fields(step)
                 elif isinstance(step, Send):
@@ -245,6 +232,7 @@ class TokenClient(BaseTokenClient[httpx.Client, Callable[[float], None], TokenCa
                     reply = self._clock()
         finally:
             flow.close()
+        return step.value
 
     def _send(self, request: TokenRequest) -> Reply | Failure:
         """POST the token request: never with the http client's auth, never redirected."""
@@ -322,13 +310,12 @@ class AsyncTokenClient(
         self, scopes: tuple[str, ...], options: TokenOptions
     ) -> tuple[TokenKey, AccessToken]:
         """The cache key and a valid token for ``scopes`` under ``options``."""
-        key = self._key(scopes, options)
         # No lock: nothing awaits between this read and the flight _acquire registers.
-        now = self._clock()
-        cached = None if options.fresh else self.cache.get(key)
-        if cached is not None and RefreshPolicy.state(cached, now) is TokenState.FRESH:
-            return key, cached.token
-        return key, await self._acquire(scopes, key, cached, now, options)
+        need = self._need(scopes, self._key(scopes, options), options)
+        if need.state is TokenState.FRESH:
+            assert need.cached is not None
+            return need.key, need.cached.token
+        return need.key, await self._acquire(need)
 
     def invalidate(self, token: AccessToken, *scopes: str) -> None:
         """Forget ``token`` for ``scopes`` (an API refused it); see
@@ -353,19 +340,12 @@ class AsyncTokenClient(
         self._key(scopes)  # fail at setup, not on the first request
         return AsyncBearerAuth(self, scopes)
 
-    async def _acquire(
-        self,
-        raw: tuple[str, ...],
-        key: TokenKey,
-        cached: CacheEntry | None,
-        now: float,
-        options: TokenOptions,
-    ) -> AccessToken:
-        """Join ``key``'s flight, or start a fetch for it: the local cache's ``cached`` entry
-        (read at ``now``) is stale, expired or missing."""
-        state = RefreshPolicy.state(cached, now)
+    async def _acquire(self, need: Need) -> AccessToken:
+        """Join the flight for ``need``'s key, or start a fetch for it: the local cache's
+        entry is stale, expired or missing."""
+        key = need.key
         # A claims challenge never joins a flight: its token was asked without it.
-        flight = None if options.fresh else self._flights.get(key)
+        flight = None if need.options.fresh else self._flights.get(key)
         if flight is not None and flight.done():
             # A fetch removes itself when it ends: a finished one still here was cancelled
             # before it started, and awaiting it would raise CancelledError for ever.
@@ -373,36 +353,30 @@ class AsyncTokenClient(
             flight = None
         if flight is None:
             # Its own task, so a cancelled caller does not cancel it for the others.
-            flight = asyncio.ensure_future(self._fetch(raw, key, cached, now, options))
+            flight = asyncio.ensure_future(self._fetch(need))
             flight.add_done_callback(_consume)
             self._flights[key] = flight
-        elif state is TokenState.STALE:
-            assert cached is not None
-            return cached.token
+        elif need.state is TokenState.STALE:
+            assert need.cached is not None
+            return need.cached.token
         elif flight is asyncio.current_task():
             raise reentered()
         entry = await asyncio.shield(flight)  # each waiter's cancellation stays its own
         return entry.token
 
-    async def _fetch(
-        self,
-        raw: tuple[str, ...],
-        key: TokenKey,
-        cached: CacheEntry | None,
-        now: float,
-        options: TokenOptions,
-    ) -> CacheEntry:
-        """One fetch for ``key`` (or another process's entry), run as the flight every waiter
+    async def _fetch(self, need: Need) -> CacheEntry:
+        """One fetch for ``need`` (or another process's entry), run as the flight every waiter
         shares. A claims challenge is never answered from the cache."""
         started = time.perf_counter()
+        key, now = need.key, need.now
         fetched: list[FetchOutcome] = []
 
         async def fetch() -> CacheEntry:
-            fetched.append(await self._drive(self._flow(raw, key, cached, now, options)))
+            fetched.append(await self._drive(self._flow(need)))
             return fetched[-1].entry
 
         try:
-            entry = await (fetch() if options.fresh else self.cache.arefill(key, now, fetch))
+            entry = await (fetch() if need.options.fresh else self.cache.arefill(key, now, fetch))
             outcome = fetched[-1] if fetched else FetchOutcome(entry)
             self._settle(key, outcome, now)
         finally:
@@ -414,12 +388,7 @@ class AsyncTokenClient(
         """Perform the flow's steps: ask the credential, POST, sleep (all awaited)."""
         reply: StepReply = None
         try:
-            while True:
-                try:
-                    step = flow.send(reply)
-                except StopIteration as stop:
-                    outcome: FetchOutcome = stop.value
-                    return outcome
+            while not isinstance(step := advance(flow, reply), Done):
                 if isinstance(step, Prepare):
                     reply = await self._arequest_fields(step)
                 elif isinstance(step, Send):
@@ -430,6 +399,7 @@ class AsyncTokenClient(
                     reply = self._clock()
         finally:
             flow.close()
+        return step.value
 
     async def _arequest_fields(self, step: Prepare) -> Prepared | Unprepared:
         """Ask the credential for its fields, awaiting an ``AsyncCredential``."""
