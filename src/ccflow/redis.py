@@ -25,6 +25,7 @@ import secrets
 import threading
 import time
 from collections.abc import Awaitable, Callable, Generator
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio
@@ -50,6 +51,7 @@ from ccflow._core.shared_cache import (
     fill_flow,
     lock_key,
 )
+from ccflow._core.steps import Done, advance
 from ccflow._core.tokens import AccessToken
 from ccflow._token_cache import MemoryTokenCache, TokenKey
 from ccflow.errors import ConfigurationError
@@ -69,6 +71,18 @@ return 0
 
 class _Unavailable(Exception):
     """Redis did not answer usefully (down, slow, not Redis)."""
+
+
+@dataclass(slots=True)
+class _Fill:
+    """One refill as a face performs it: the entry's name, the core's flow, this process's
+    lock value, whether it holds the lock, and the entry it fetched (if it did)."""
+
+    name: str
+    flow: Generator[FillStep, Any, CacheEntry]
+    lock_value: str
+    locked: bool = False
+    fetched: CacheEntry | None = None
 
 
 class RedisTokenCache:
@@ -160,35 +174,29 @@ class RedisTokenCache:
         """Another process's entry for ``key``, or ``fetch()``'s, shared (see the module)."""
         if not self._should_try():
             return fetch()
-        name = key.shared()
-        flow = self._flow(key, now)
-        lock_value = secrets.token_hex(16)
-        locked = False
-        entry: CacheEntry | None = None
+        fill = self._fill(key, now)
         reply: Any = None
         try:
-            while True:
-                step = _next(flow, reply)
-                if isinstance(step, CacheEntry):
-                    return step
+            while not isinstance(step := advance(fill.flow, reply), Done):
                 if isinstance(step, Read):
-                    reply = self._read(name)
+                    reply = self._read(fill.name)
                 elif isinstance(step, Lock):
-                    locked = self._lock(name, lock_value)
-                    reply = (locked, time.monotonic())
+                    fill.locked = self._lock(fill.name, fill.lock_value)
+                    reply = (fill.locked, time.monotonic())
                 elif isinstance(step, Fetch):
-                    reply = entry = fetch()
+                    reply = fill.fetched = fetch()
                 elif isinstance(step, Store):
-                    self._quietly(self._store, name, step.entry, now)
+                    self._quietly(self._store, fill.name, step.entry, now)
                     reply = None
                 else:
                     time.sleep(step.seconds)
                     reply = time.monotonic()
         except _Unavailable:
-            return entry if entry is not None else fetch()
+            return fill.fetched if fill.fetched is not None else fetch()
         finally:
-            if locked:
-                self._quietly(self._release, lock_key(name), lock_value)
+            if fill.locked:
+                self._quietly(self._release, lock_key(fill.name), fill.lock_value)
+        return step.value
 
     def forget(self, key: TokenKey, token: AccessToken) -> None:
         """Remove ``token``'s entry from Redis (kept if another token replaced it)."""
@@ -208,35 +216,29 @@ class RedisTokenCache:
         """See :meth:`refill`."""
         if not self._should_try():
             return await fetch()
-        name = key.shared()
-        flow = self._flow(key, now)
-        lock_value = secrets.token_hex(16)
-        locked = False
-        entry: CacheEntry | None = None
+        fill = self._fill(key, now)
         reply: Any = None
         try:
-            while True:
-                step = _next(flow, reply)
-                if isinstance(step, CacheEntry):
-                    return step
+            while not isinstance(step := advance(fill.flow, reply), Done):
                 if isinstance(step, Read):
-                    reply = await self._guard(self._aread(name))
+                    reply = await self._guard(self._aread(fill.name))
                 elif isinstance(step, Lock):
-                    locked = await self._guard(self._alock(name, lock_value))
-                    reply = (locked, time.monotonic())
+                    fill.locked = await self._guard(self._alock(fill.name, fill.lock_value))
+                    reply = (fill.locked, time.monotonic())
                 elif isinstance(step, Fetch):
-                    reply = entry = await fetch()
+                    reply = fill.fetched = await fetch()
                 elif isinstance(step, Store):
-                    await self._aquietly(self._astore(name, step.entry, now))
+                    await self._aquietly(self._astore(fill.name, step.entry, now))
                     reply = None
                 else:
                     await asyncio.sleep(step.seconds)
                     reply = time.monotonic()
         except _Unavailable:
-            return entry if entry is not None else await fetch()
+            return fill.fetched if fill.fetched is not None else await fetch()
         finally:
-            if locked:
-                await self._aquietly(self._arelease(lock_key(name), lock_value))
+            if fill.locked:
+                await self._aquietly(self._arelease(lock_key(fill.name), fill.lock_value))
+        return step.value
 
     async def aclose(self) -> None:
         """Close the asyncio connections (the sync ones close with ``close``)."""
@@ -248,10 +250,11 @@ class RedisTokenCache:
 
     # -- helpers --
 
-    def _flow(self, key: TokenKey, now: float) -> Generator[FillStep, Any, CacheEntry]:
-        """The core's single flight for ``key``."""
+    def _fill(self, key: TokenKey, now: float) -> _Fill:
+        """A refill of ``key``: the core's single flight for it, and a new lock value."""
         deadline = time.monotonic() + self.wait_timeout
-        return fill_flow(now, deadline, self.poll_interval, self._refused.get(key))
+        flow = fill_flow(now, deadline, self.poll_interval, self._refused.get(key))
+        return _Fill(key.shared(), flow, secrets.token_hex(16))
 
     def _decode(self, name: str, raw: object) -> CacheEntry | None:
         """The entry in ``raw``; a foreign or corrupt one reads as missing (and is replaced)."""
@@ -398,15 +401,6 @@ class _WrongType(Exception):
 def _wrong_type(exc: redis.ResponseError) -> bool:
     """Whether Redis refused a command because the key holds another type."""
     return "WRONGTYPE" in str(exc)
-
-
-def _next(flow: Generator[FillStep, Any, CacheEntry], reply: Any) -> FillStep | CacheEntry:
-    """The flow's next step, or the entry it returned."""
-    try:
-        return flow.send(reply)
-    except StopIteration as stop:
-        entry: CacheEntry = stop.value
-        return entry
 
 
 def _fernet(given: str | bytes | None) -> MultiFernet | None:
