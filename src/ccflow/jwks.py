@@ -37,6 +37,7 @@ from ccflow._core.jwks import (
     decide,
     parse_jwks,
 )
+from ccflow._core.steps import Done, advance
 from ccflow._core.urls import require_secure_url
 from ccflow._http import new_async_client, new_client, untrusted_certificate
 from ccflow.errors import ConfigurationError, InvalidTokenError, KeysUnavailableError
@@ -373,18 +374,13 @@ class AsyncJWKSCache:
     async def _run(self) -> None:
         """Drive ``_refresh_flow`` with real GETs; every failure becomes no answer."""
         flow = self._refresh_flow()
-        try:
-            url = next(flow)
-            while True:
-                answer: _Answer | None
-                try:
-                    answer = await _get(self._http(), url)
-                except Exception as exc:
-                    _log_failure(url, exc)
-                    answer = None
-                url = flow.send(answer)
-        except StopIteration:
-            return
+        answer: _Answer | None = None
+        while not isinstance(url := advance(flow, answer), Done):
+            try:
+                answer = await _get(self._http(), url)
+            except Exception as exc:
+                _log_failure(url, exc)
+                answer = None
 
     def get_key_sync(self, kid: str) -> SigningKey:
         """:meth:`get_key` for threads: blocks while the one fetch of this face runs."""
@@ -409,18 +405,13 @@ class AsyncJWKSCache:
         if self._sync_client is None:
             self._sync_client = new_client(_DEFAULT_TIMEOUT)
         flow = self._refresh_flow()
-        try:
-            url = next(flow)
-            while True:
-                answer: _Answer | None
-                try:
-                    answer = _get_sync(self._sync_client, url)
-                except Exception as exc:
-                    _log_failure(url, exc)
-                    answer = None
-                url = flow.send(answer)
-        except StopIteration:
-            return
+        answer: _Answer | None = None
+        while not isinstance(url := advance(flow, answer), Done):
+            try:
+                answer = _get_sync(self._sync_client, url)
+            except Exception as exc:
+                _log_failure(url, exc)
+                answer = None
 
     def _flight_lock(self) -> asyncio.Lock:
         """The single-flight lock of the running event loop."""
