@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import doctest
 from typing import Any
 
 import pytest
 
+from ccflow._core import json_object as json_object_module
 from ccflow._core.discovery import (
     DiscoveryError,
     ProviderMetadata,
@@ -71,6 +73,23 @@ BAD: dict[str, tuple[Any, dict[str, Any]]] = {
 def test_unusable_documents_are_refused(document: Any, options: dict[str, Any]) -> None:
     with pytest.raises(DiscoveryError):
         parse_discovery(document, **options)
+
+
+@pytest.mark.parametrize(
+    ("document", "why"),
+    [
+        (b"<html>", "not valid JSON"),
+        (b"[" * 10000, "not valid JSON"),
+        ("null", "not a JSON object"),
+    ],
+)
+def test_a_document_that_is_no_json_object_is_refused_by_its_name(document: Any, why: str) -> None:
+    with pytest.raises(DiscoveryError, match=f"^the discovery document is {why}$"):
+        parse_discovery(document)
+
+
+def test_json_object_doctest() -> None:
+    assert doctest.testmod(json_object_module).failed == 0
 
 
 @pytest.mark.parametrize(

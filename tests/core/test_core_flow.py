@@ -24,6 +24,7 @@ from ccflow._core.flow import (
     fetch_flow,
 )
 from ccflow._core.retry import RetryPolicy
+from ccflow._core.steps import Done, advance
 from ccflow._core.tokens import AccessToken, ErrorContext, RequestFields
 from ccflow.errors import AuthorityUnreachableError, CredentialError, TokenRequestError
 
@@ -57,11 +58,7 @@ def run(
     steps: list[Step] = []
     reply: StepReply = None
     script = iter(replies)
-    while True:
-        try:
-            step = flow.send(reply)
-        except StopIteration as stop:
-            return stop.value, steps
+    while not isinstance(step := advance(flow, reply), Done):
         steps.append(step)
         if isinstance(step, Prepare):
             reply = Prepared(RequestFields(form=(("client_id", "cid"),)), now)
@@ -70,6 +67,30 @@ def run(
             reply = item if isinstance(item, Failure) else Reply(*item, now)
         else:
             reply = now
+    return step.value, steps
+
+
+def test_advance_gives_each_step_then_what_the_flow_returned() -> None:
+    def flow() -> Generator[str, int, int]:
+        first = yield "first"
+        second = yield "second"
+        return first + second
+
+    running = flow()
+    assert advance(running, 0) == "first"  # the first reply is not read
+    assert advance(running, 2) == "second"
+    assert advance(running, 3) == Done(5)
+
+
+def test_advance_lets_a_flow_error_through() -> None:
+    def flow() -> Generator[str, None, None]:
+        yield "only"
+        raise TokenRequestError("refused", status_code=400)
+
+    running = flow()
+    advance(running, None)
+    with pytest.raises(TokenRequestError, match="refused"):
+        advance(running, None)
 
 
 def waits(steps: list[Step]) -> list[float]:

@@ -92,6 +92,19 @@ def test_unusable_documents_raise(document: Any) -> None:
         parse_jwks(document, algorithms=RS256)
 
 
+@pytest.mark.parametrize(
+    ("document", "why"),
+    [
+        (b"not json", "not valid JSON"),
+        (b"[" * 10000, "not valid JSON"),
+        (b"[]", "not a JSON object"),
+    ],
+)
+def test_a_document_that_is_no_json_object_is_refused_by_its_name(document: Any, why: str) -> None:
+    with pytest.raises(JWKSError, match=f"^the JWKS document is {why}$"):
+        parse_jwks(document, algorithms=RS256)
+
+
 # --- refetch policy -------------------------------------------------------------------------
 
 POLICY = RefreshPolicy(ttl=100, cooldown=30, failure_backoff=5, max_stale=1000)

@@ -9,13 +9,13 @@ Only two fields matter to an API: ``issuer`` (what ``iss`` must say) and ``jwks_
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from ccflow._core.claims import TENANT_PLACEHOLDER
+from ccflow._core.json_object import json_object
 from ccflow._core.urls import require_secure_url
 from ccflow.errors import ConfigurationError
 
@@ -62,13 +62,7 @@ def parse_discovery(
     ``jwks_uri`` must be ``https://`` (or ``http://`` to a loopback host).
     Raises :class:`DiscoveryError`.
     """
-    if isinstance(document, (bytes, str)):
-        try:
-            document = json.loads(document)
-        except (ValueError, RecursionError):
-            raise DiscoveryError("the discovery document is not valid JSON") from None
-    if not isinstance(document, Mapping):
-        raise DiscoveryError("the discovery document is not a JSON object")
+    document = json_object(document, "the discovery document", DiscoveryError)
     issuer = document.get("issuer")
     jwks_uri = document.get("jwks_uri")
     if not isinstance(issuer, str) or not issuer:

@@ -22,7 +22,6 @@ state, the wanted ``kid`` and ``now``:
 from __future__ import annotations
 
 import enum
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -31,6 +30,7 @@ from typing import Any, Final
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from ccflow._core.b64 import b64url_decode
+from ccflow._core.json_object import json_object
 from ccflow._core.jws import SUPPORTED_ALGORITHMS, PublicKey
 from ccflow._core.numbers import is_seconds
 from ccflow.errors import ConfigurationError
@@ -144,13 +144,7 @@ def parse_jwks(document: bytes | str | Mapping[str, Any], *, algorithms: frozens
 
     When two usable keys share a ``kid`` the first one wins.
     """
-    if isinstance(document, (bytes, str)):
-        try:
-            document = json.loads(document)
-        except (ValueError, RecursionError):
-            raise JWKSError("the JWKS document is not valid JSON") from None
-    if not isinstance(document, Mapping):
-        raise JWKSError("the JWKS document is not a JSON object")
+    document = json_object(document, "the JWKS document", JWKSError)
     entries = document.get("keys")
     if not isinstance(entries, list):
         raise JWKSError("the JWKS document has no 'keys' list")
