@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar, Generic, NoReturn, Self, TypeVar, cast
+from typing import Any, ClassVar, Generic, Self, TypeVar, cast
 from urllib.parse import urlsplit
 
 import httpx
@@ -69,6 +69,7 @@ from ccflow._core.tokens import (
 from ccflow._http import untrusted_certificate
 from ccflow._managed_identity import ManagedIdentity
 from ccflow._token_cache import DEFAULT_MAX_ENTRIES, LocalLevel, MemoryTokenCache, TokenKey
+from ccflow._unpicklable import Unpicklable
 from ccflow._version import __version__
 from ccflow.credentials import Credential
 from ccflow.errors import CCFlowError, ConfigurationError, CredentialError
@@ -111,7 +112,7 @@ class Need:
         return RefreshPolicy.state(self.cached, self.now)
 
 
-class BaseTokenClient(Generic[HttpT, SleepT, CacheT]):
+class BaseTokenClient(Unpicklable, Generic[HttpT, SleepT, CacheT]):
     """The constructor, the token cache and everything that does no IO, shared by both faces.
 
     A face names its http client class (``_HTTP_CLASS``, refused otherwise with
@@ -122,6 +123,10 @@ class BaseTokenClient(Generic[HttpT, SleepT, CacheT]):
     _HTTP_CLASS: ClassVar[type[httpx.Client] | type[httpx.AsyncClient]]
     _HTTP_MISMATCH: ClassVar[str]
     _CACHE_PROTOCOL: ClassVar[tuple[str, tuple[str, ...]]]  # its name, its methods
+    _WHY_UNPICKLABLE = (
+        "holds a credential and connections and cannot be pickled; create one per process "
+        "(e.g. with from_env())"
+    )
 
     def __init__(
         self,
@@ -209,12 +214,6 @@ class BaseTokenClient(Generic[HttpT, SleepT, CacheT]):
         return (
             f"{type(self).__name__}(client_id={self.client_id!r}, "
             f"token_endpoint={self.token_endpoint!r})"
-        )
-
-    def __reduce_ex__(self, protocol: Any) -> NoReturn:
-        raise TypeError(
-            f"{type(self).__name__} holds a credential and connections and cannot be pickled; "
-            "create one per process (e.g. with from_env())"
         )
 
     @classmethod

@@ -29,11 +29,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, NoReturn
 from urllib.parse import urlencode, urlsplit
 
 from ccflow._core.retry import RetryPolicy, is_retryable_status
 from ccflow._core.tokens import DEFAULT_SUFFIX, RequestFields, TokenRequest
+from ccflow._unpicklable import Unpicklable
 from ccflow.errors import ConfigurationError
 
 __all__ = [
@@ -83,7 +83,7 @@ class ManagedIdentityRetry(RetryPolicy):
         return RetryPolicy.delay(self, attempt, retry_after, status)
 
 
-class ManagedIdentity:
+class ManagedIdentity(Unpicklable):
     """The managed identity of the Azure host this runs on, as a credential.
 
     ``client_id`` picks a user-assigned identity; ``None`` is the system-assigned one.
@@ -99,6 +99,10 @@ class ManagedIdentity:
     """
 
     __slots__ = ("_client_id", "_endpoint", "_header", "_kind")
+    _WHY_UNPICKLABLE = (
+        "may hold the host's IDENTITY_HEADER secret and cannot be pickled; create one in the "
+        "other process"
+    )
 
     def __init__(
         self, client_id: str | None = None, *, environ: Mapping[str, str] | None = None
@@ -169,12 +173,6 @@ class ManagedIdentity:
         return (
             f"ManagedIdentity(client_id={self._client_id!r}, kind={self._kind!r}, "
             f"endpoint={self._endpoint!r})"
-        )
-
-    def __reduce_ex__(self, protocol: Any) -> NoReturn:
-        raise TypeError(
-            "ManagedIdentity may hold the host's IDENTITY_HEADER secret and cannot be pickled; "
-            "create one in the other process"
         )
 
     def retry_policy(self, max_retries: int) -> RetryPolicy:

@@ -45,7 +45,7 @@ import warnings
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 from urllib.parse import quote_plus
 
 from ccflow._certificates import Signer, load_signer
@@ -63,6 +63,7 @@ from ccflow._core.assertions import (
 )
 from ccflow._core.tokens import RequestFields
 from ccflow._managed_identity import ManagedIdentity
+from ccflow._unpicklable import Unpicklable
 from ccflow.errors import ConfigurationError, CredentialError
 
 __all__ = [
@@ -128,16 +129,8 @@ class AsyncCredential(Protocol):
         ...
 
 
-def _no_pickle(obj: object) -> NoReturn:
-    """Refuse to pickle ``obj``, which holds a secret."""
-    raise TypeError(
-        f"{type(obj).__name__} holds a secret and cannot be pickled; "
-        "build it again from configuration in the other process"
-    )
-
-
 @dataclass(frozen=True, slots=True)
-class ClientSecret:
+class ClientSecret(Unpicklable):
     """A client secret (the ``Value`` shown once in the Azure portal, not the Secret ID).
 
     ``TokenClient(client_secret="...")`` is short for ``credential=ClientSecret("...")``.
@@ -172,9 +165,6 @@ class ClientSecret:
 
     def __repr__(self) -> str:
         return "ClientSecret(secret=<redacted>)"
-
-    def __reduce_ex__(self, protocol: Any) -> NoReturn:
-        _no_pickle(self)
 
     def request_fields(
         self, *, client_id: str, token_endpoint: str, auth_method: str, now: float
@@ -273,7 +263,7 @@ def _assertion_fields(client_id: str, held: HeldAssertion) -> RequestFields:
 # -- certificates ------------------------------------------------------------------------------
 
 
-class ClientCertificate:
+class ClientCertificate(Unpicklable):
     """A certificate credential: signs ``private_key_jwt`` client assertions with its key.
 
     ``certificate`` is a path or the file's bytes: PEM holding the private key and the
@@ -348,9 +338,6 @@ class ClientCertificate:
             f"send_certificate_chain={self.send_certificate_chain})"
         )
 
-    def __reduce_ex__(self, protocol: Any) -> NoReturn:
-        _no_pickle(self)
-
     def request_fields(
         self, *, client_id: str, token_endpoint: str, auth_method: str, now: float
     ) -> RequestFields:
@@ -387,7 +374,7 @@ def _warn_expired(signer: Signer) -> None:
 # -- caller-supplied assertions --------------------------------------------------------------
 
 
-class ClientAssertion:
+class ClientAssertion(Unpicklable):
     """A client assertion the caller supplies: a JWT string, or a callable returning one.
 
     For federated identity credentials (a token from another identity provider that the app
@@ -427,9 +414,6 @@ class ClientAssertion:
         kind = "<str>" if isinstance(self._source, str) else "<callable>"
         return f"ClientAssertion({kind})"
 
-    def __reduce_ex__(self, protocol: Any) -> NoReturn:
-        _no_pickle(self)
-
     def request_fields(
         self, *, client_id: str, token_endpoint: str, auth_method: str, now: float
     ) -> RequestFields:
@@ -466,7 +450,7 @@ class ClientAssertion:
 _JWT_SHAPE = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 
 
-class FederatedTokenFile:
+class FederatedTokenFile(Unpicklable):
     """Workload identity: the token in a file (``AZURE_FEDERATED_TOKEN_FILE``) as the assertion.
 
     Kubernetes (Azure Workload Identity) and other platforms project a short-lived token into
@@ -512,9 +496,6 @@ class FederatedTokenFile:
 
     def __repr__(self) -> str:
         return f"FederatedTokenFile({str(self._path)!r})"
-
-    def __reduce_ex__(self, protocol: Any) -> NoReturn:
-        _no_pickle(self)
 
     def request_fields(
         self, *, client_id: str, token_endpoint: str, auth_method: str, now: float

@@ -28,7 +28,12 @@ from ccflow import (
     TokenRequestError,
 )
 from ccflow.authority import Authority, Fault
-from ccflow.credentials import RequestFields
+from ccflow.credentials import (
+    ClientAssertion,
+    FederatedTokenFile,
+    ManagedIdentity,
+    RequestFields,
+)
 
 if TYPE_CHECKING:
     from tests.caller.conftest import AsyncClientFactory, ClientFactory
@@ -655,12 +660,40 @@ def test_secret_is_never_shown(
         assert "ccflow%7Ecalc-client" not in text
 
 
-@pytest.mark.parametrize(
-    "obj", [TokenClient(client_id="c", client_secret=SECRET, tenant_id="t"), ClientSecret(SECRET)]
+_CLIENT_REFUSAL = (
+    "holds a credential and connections and cannot be pickled; create one per process "
+    "(e.g. with from_env())"
 )
-def test_pickling_a_secret_holder_is_refused(obj: object) -> None:
-    with pytest.raises(TypeError, match="cannot be pickled"):
+_SECRET_REFUSAL = (
+    "holds a secret and cannot be pickled; build it again from configuration in the other process"
+)
+
+
+@pytest.mark.parametrize(
+    ("obj", "message"),
+    [
+        (
+            TokenClient(client_id="c", client_secret=SECRET, tenant_id="t"),
+            f"TokenClient {_CLIENT_REFUSAL}",
+        ),
+        (
+            AsyncTokenClient(client_id="c", client_secret=SECRET, tenant_id="t"),
+            f"AsyncTokenClient {_CLIENT_REFUSAL}",
+        ),
+        (ClientSecret(SECRET), f"ClientSecret {_SECRET_REFUSAL}"),
+        (ClientAssertion("a.b.c"), f"ClientAssertion {_SECRET_REFUSAL}"),
+        (FederatedTokenFile("/token"), f"FederatedTokenFile {_SECRET_REFUSAL}"),
+        (
+            ManagedIdentity(environ={}),
+            "ManagedIdentity may hold the host's IDENTITY_HEADER secret and cannot be pickled; "
+            "create one in the other process",
+        ),
+    ],
+)
+def test_pickling_a_secret_holder_is_refused(obj: object, message: str) -> None:
+    with pytest.raises(TypeError) as refused:
         pickle.dumps(obj)
+    assert str(refused.value) == message
 
 
 def test_owned_http_client_is_closed() -> None:

@@ -1,6 +1,7 @@
-"""A document that must be one JSON object: JSON text, or a mapping parsed already.
+"""A value that must be one JSON object: JSON text, or a mapping parsed already.
 
-Discovery and JWKS documents are read the same way; each names itself in the error::
+Discovery and JWKS documents and a token's header and claims are read the same way; each
+names itself in the error::
 
     >>> json_object(b'{"keys": []}', "the JWKS document", ValueError)
     {'keys': []}

@@ -25,7 +25,6 @@ not depend on which check happens to run first. Error messages never contain the
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -37,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from ccflow._core.b64 import b64url_decode
+from ccflow._core.json_object import json_object
 from ccflow.errors import ConfigurationError, InvalidTokenError
 
 __all__ = [
@@ -110,7 +110,7 @@ class ParsedToken:
     """A compact JWS taken apart but not yet trusted: nothing here is verified."""
 
     header: Mapping[str, Any]
-    claims: dict[str, Any] = field(repr=False)
+    claims: Mapping[str, Any] = field(repr=False)
     alg: str
     kid: str
     signing_input: bytes = field(repr=False)
@@ -141,17 +141,6 @@ def _segment(data: bytes, name: str) -> bytes:
         raise _malformed(f"the token's {name} segment {exc}") from None
 
 
-def _json_object(data: bytes, name: str) -> dict[str, Any]:
-    """A decoded segment as a JSON object."""
-    try:
-        value = json.loads(data)
-    except (ValueError, RecursionError):
-        raise _malformed(f"the token's {name} is not valid JSON") from None
-    if not isinstance(value, dict):
-        raise _malformed(f"the token's {name} is not a JSON object")
-    return value
-
-
 def parse_compact(
     token: str,
     *,
@@ -168,7 +157,7 @@ def parse_compact(
     parts = raw.split(b".")
     if len(parts) != 3:
         raise _malformed("the token does not have three dot-separated segments")
-    header = _json_object(_segment(parts[0], "header"), "header")
+    header = json_object(_segment(parts[0], "header"), "the token's header", _malformed)
     claims_json = _segment(parts[1], "claims")
     signature = _segment(parts[2], "signature")
     if "crit" in header or header.get("b64", True) is not True:
@@ -176,7 +165,7 @@ def parse_compact(
     kid = header.get("kid")
     if "kid" in header and not isinstance(kid, str):
         raise InvalidTokenError("the token's kid header is not a string", reason="key")
-    claims = _json_object(claims_json, "claims")
+    claims = json_object(claims_json, "the token's claims", _malformed)
     alg = header.get("alg")
     if not isinstance(alg, str) or alg not in algorithms:
         raise InvalidTokenError("the token's signing algorithm is not allowed", reason="algorithm")
