@@ -5,12 +5,7 @@ serving a still-valid token when a refresh fails. The faces only perform the ste
 
     flow = fetch_flow(config, scopes, cached=entry, now=now, context=context)
     reply = None
-    while True:
-        try:
-            step = flow.send(reply)
-        except StopIteration as done:
-            outcome = done.value        # a FetchOutcome; errors propagate as exceptions
-            break
+    while not isinstance(step := advance(flow, reply), Done):  # ccflow._core.steps
         if isinstance(step, Prepare):   # ask the credential, read the clock
             reply = Prepared(credential.request_fields(...), clock())
             # or Unprepared(error, clock()) when the credential raised CredentialError
@@ -18,6 +13,7 @@ serving a still-valid token when a refresh fails. The faces only perform the ste
             reply = Reply(status, body, retry_after_header, clock())  # or Failure(...)
         else:                           # Wait
             sleep(step.seconds); reply = clock()
+    outcome = step.value                # a FetchOutcome; errors propagate as exceptions
 """
 
 from __future__ import annotations
