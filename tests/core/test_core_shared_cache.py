@@ -29,6 +29,7 @@ from ccflow._core.shared_cache import (
     shared_key,
     usable,
 )
+from ccflow._core.steps import Done, advance
 from ccflow._core.tokens import AccessToken
 
 ENDPOINT = "https://login.example/tenant/oauth2/v2.0/token"
@@ -133,12 +134,12 @@ def test_usable(
 
 def _run(flow: Generator[FillStep, Any, CacheEntry], replies: list[Any]) -> tuple[list[Any], Any]:
     """The steps ``flow`` takes given ``replies`` in order, and what it returns."""
-    steps: list[Any] = [next(flow)]
-    for reply in replies:
-        try:
-            steps.append(flow.send(reply))
-        except StopIteration as stop:
-            return steps, stop.value
+    steps: list[Any] = []
+    for reply in [None, *replies]:
+        step = advance(flow, reply)
+        if isinstance(step, Done):
+            return steps, step.value
+        steps.append(step)
     raise AssertionError(f"the flow went on: {steps}")
 
 
