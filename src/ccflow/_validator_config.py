@@ -38,11 +38,12 @@ __all__ = [
     "DEFAULT_JWKS_TTL",
     "DEFAULT_LEEWAY",
     "ValidatorConfig",
+    "ValidatorSettings",
     "environment_settings",
     "is_plain",
 ]
 
-# The defaults, stated once: TokenValidator's signature and ValidatorConfig.build's share them.
+# The defaults, stated once: TokenValidator's signature and ValidatorSettings share them.
 DEFAULT_LEEWAY: Final = 60.0
 DEFAULT_ALGORITHMS: Final = ("RS256",)
 DEFAULT_CACHE_SIZE: Final = 4096
@@ -58,6 +59,31 @@ def is_plain(value: str) -> bool:
     """A value an audience, client or tenant setting may hold: non-empty, with no whitespace
     and no control character."""
     return bool(value) and not any(c.isspace() or not c.isprintable() for c in value)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ValidatorSettings:
+    """``TokenValidator``'s settings as given, unchecked: what :meth:`ValidatorConfig.of` checks.
+
+    The defaults are the constructor's (a test holds them equal).
+    """
+
+    issuer: str | None = None
+    tenant_id: str | None = None
+    authority_host: str | None = None
+    audience: str | Iterable[str] | None = None
+    allowed_clients: Iterable[str] | None = None
+    accept_v1: bool = False
+    allowed_tenants: Iterable[str] | None = None
+    leeway: float = DEFAULT_LEEWAY
+    algorithms: Iterable[str] = DEFAULT_ALGORITHMS
+    jwks_uri: str | None = None
+    max_token_size: int = DEFAULT_MAX_TOKEN_SIZE
+    cache_size: int = DEFAULT_CACHE_SIZE
+    jwks_ttl: float = DEFAULT_JWKS_TTL
+    jwks_cooldown: float = DEFAULT_JWKS_COOLDOWN
+    jwks_max_stale: float = DEFAULT_JWKS_MAX_STALE
+    require_typ: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,65 +106,51 @@ class ValidatorConfig:
         return self.audiences[0]
 
     @classmethod
-    def build(
+    def of(
         cls,
+        settings: ValidatorSettings,
         names: SettingNames = ARGUMENTS,
         environ: Mapping[str, str] | None = None,
-        *,
-        issuer: str | None = None,
-        tenant_id: str | None = None,
-        authority_host: str | None = None,
-        audience: str | Iterable[str] | None = None,
-        allowed_clients: Iterable[str] | None = None,
-        accept_v1: bool = False,
-        allowed_tenants: Iterable[str] | None = None,
-        leeway: float = DEFAULT_LEEWAY,
-        algorithms: Iterable[str] = DEFAULT_ALGORITHMS,
-        jwks_uri: str | None = None,
-        max_token_size: int = DEFAULT_MAX_TOKEN_SIZE,
-        cache_size: int = DEFAULT_CACHE_SIZE,
-        jwks_ttl: float = DEFAULT_JWKS_TTL,
-        jwks_cooldown: float = DEFAULT_JWKS_COOLDOWN,
-        jwks_max_stale: float = DEFAULT_JWKS_MAX_STALE,
-        require_typ: str | None = None,
     ) -> ValidatorConfig:
-        """Check every setting (``environ``: where ``AZURE_AUTHORITY_HOST`` is looked up)."""
-        audiences = _strings(audience, "audience", names) or _required("audience", names)
-        clients = _strings(allowed_clients, "allowed_clients", names)
-        tenants = _strings(allowed_tenants, "allowed_tenants", names)
-        if not isinstance(accept_v1, bool):
+        """Check every setting, naming a bad one by ``names`` (``environ``: where
+        ``AZURE_AUTHORITY_HOST`` is looked up)."""
+        audiences = _strings(settings.audience, "audience", names) or _required("audience", names)
+        clients = _strings(settings.allowed_clients, "allowed_clients", names)
+        tenants = _strings(settings.allowed_tenants, "allowed_tenants", names)
+        if not isinstance(settings.accept_v1, bool):
             raise names.error("accept_v1", "must be True or False")
-        algs = check_algorithms(algorithms, setting=names("algorithms"))
-        seconds = _seconds(leeway, "leeway", names)
-        _positive(max_token_size, "max_token_size", names, zero=False)
-        _positive(cache_size, "cache_size", names, zero=True)
-        policy = _key_policy(jwks_ttl, jwks_cooldown, jwks_max_stale, names)
-        if jwks_uri is not None:
-            _valid_url(jwks_uri, names("jwks_uri"))
-        typ = _typ(require_typ, names)
-        if issuer is not None and tenant_id is not None:
-            raise names.error(
-                "issuer", f"give either {names('issuer')} or {names('tenant_id')}, not both"
-            )
-        if issuer is not None:
-            plan = _generic_sources(issuer, authority_host, accept_v1, jwks_uri, names)
-        elif tenant_id is not None:
-            plan = _azure_sources(tenant_id, authority_host, accept_v1, jwks_uri, names, environ)
-            _check_multi_tenant(tenant_id, tenants, names)
-        else:
-            raise names.error(
-                "tenant_id", f"is required (or {names('issuer')} for a generic OIDC issuer)"
-            )
+        algs = check_algorithms(settings.algorithms, setting=names("algorithms"))
+        seconds = _seconds(settings.leeway, "leeway", names)
+        _positive(settings.max_token_size, "max_token_size", names, zero=False)
+        _positive(settings.cache_size, "cache_size", names, zero=True)
+        policy = _key_policy(settings, names)
+        if settings.jwks_uri is not None:
+            _valid_url(settings.jwks_uri, names("jwks_uri"))
+        typ = _typ(settings.require_typ, names)
+        plan = _key_sources(settings, tenants, names, environ)
         rules = ClaimRules(
             issuers=(),
             audiences=frozenset(audiences),
-            azure=tenant_id is not None,
-            accept_v1=accept_v1,
+            azure=settings.tenant_id is not None,
+            accept_v1=settings.accept_v1,
             allowed_clients=frozenset(clients) if clients is not None else None,
             allowed_tenants=frozenset(tenants) if tenants is not None else None,
             leeway=seconds,
         )
-        return cls(audiences, rules, plan, policy, algs, max_token_size, cache_size, typ)
+        return cls(
+            audiences, rules, plan, policy, algs, settings.max_token_size, settings.cache_size, typ
+        )
+
+    @classmethod
+    def build(
+        cls,
+        names: SettingNames = ARGUMENTS,
+        environ: Mapping[str, str] | None = None,
+        **settings: Any,
+    ) -> ValidatorConfig:
+        """:meth:`of` for settings held in a dictionary (``ccflow verify``'s, until it calls
+        ``ValidatorConfig.of(ValidatorSettings(**settings), names)`` itself)."""
+        return cls.of(ValidatorSettings(**settings), names, environ)
 
 
 def _required(setting: str, names: SettingNames) -> NoReturn:
@@ -146,14 +158,12 @@ def _required(setting: str, names: SettingNames) -> NoReturn:
     raise names.error(setting, "is required")
 
 
-def _key_policy(
-    ttl: object, cooldown: object, max_stale: object, names: SettingNames
-) -> RefreshPolicy:
+def _key_policy(settings: ValidatorSettings, names: SettingNames) -> RefreshPolicy:
     """When signing keys are fetched again (see :class:`~ccflow._core.jwks.RefreshPolicy`)."""
     return RefreshPolicy(
-        ttl=_seconds(ttl, "jwks_ttl", names),
-        cooldown=_seconds(cooldown, "jwks_cooldown", names),
-        max_stale=_seconds(max_stale, "jwks_max_stale", names),
+        ttl=_seconds(settings.jwks_ttl, "jwks_ttl", names),
+        cooldown=_seconds(settings.jwks_cooldown, "jwks_cooldown", names),
+        max_stale=_seconds(settings.jwks_max_stale, "jwks_max_stale", names),
     )
 
 
@@ -174,27 +184,44 @@ def _check_multi_tenant(tenant_id: str, tenants: object, names: SettingNames) ->
         )
 
 
-def _generic_sources(
-    issuer: object,
-    authority_host: str | None,
-    accept_v1: bool,
-    jwks_uri: str | None,
+def _key_sources(
+    settings: ValidatorSettings,
+    tenants: object,
     names: SettingNames,
+    environ: Mapping[str, str] | None,
 ) -> KeySourcePlan:
+    """Where keys and issuers come from: a generic issuer's, or an Azure AD tenant's."""
+    if settings.issuer is not None and settings.tenant_id is not None:
+        raise names.error(
+            "issuer", f"give either {names('issuer')} or {names('tenant_id')}, not both"
+        )
+    if settings.issuer is not None:
+        return _generic_sources(settings, names)
+    if settings.tenant_id is None:
+        raise names.error(
+            "tenant_id", f"is required (or {names('issuer')} for a generic OIDC issuer)"
+        )
+    plan = _azure_sources(settings, names, environ)
+    _check_multi_tenant(settings.tenant_id, tenants, names)
+    return plan
+
+
+def _generic_sources(settings: ValidatorSettings, names: SettingNames) -> KeySourcePlan:
     """Where a generic OIDC issuer's keys come from: its discovery document, or ``jwks_uri``."""
+    issuer, jwks_uri = settings.issuer, settings.jwks_uri
     if not isinstance(issuer, str) or not issuer.strip():
         raise names.error("issuer", "must be the issuer URL")
     _valid_url(issuer, names("issuer"))
     if "?" in issuer or "#" in issuer:
         # OIDC Discovery 1.0: an issuer has no query or fragment.
         raise names.error("issuer", "must not contain a query or fragment")
-    if authority_host is not None:
+    if settings.authority_host is not None:
         raise names.error(
             "authority_host",
             f"applies to Azure AD ({names('tenant_id')}=...) only; a generic issuer's "
             "discovery document is at {issuer}/.well-known/openid-configuration",
         )
-    if accept_v1:
+    if settings.accept_v1:
         # Token versions are Azure AD's: the option would silently do nothing.
         raise names.error(
             "accept_v1",
@@ -215,21 +242,17 @@ def _generic_sources(
 
 
 def _azure_sources(
-    tenant_id: object,
-    authority_host: str | None,
-    accept_v1: bool,
-    jwks_uri: str | None,
-    names: SettingNames,
-    environ: Mapping[str, str] | None,
+    settings: ValidatorSettings, names: SettingNames, environ: Mapping[str, str] | None
 ) -> KeySourcePlan:
     """Where an Azure AD tenant's issuers and keys come from: its v2 (and v1) discovery."""
+    tenant_id = settings.tenant_id
     if not isinstance(tenant_id, str) or not tenant_id.strip():
         raise names.error("tenant_id", "must be a tenant GUID or domain name")
     tenant = tenant_id.strip()
-    if authority_host is None:
+    if settings.authority_host is None:
         host, setting = authority_host_from(None, environ)
     else:
-        host, setting = authority_host, "authority_host"
+        host, setting = settings.authority_host, "authority_host"
     host = _valid_url(host, names(setting), authority_host=True)
     try:
         v2 = discovery_url_for(host, tenant)
@@ -239,9 +262,9 @@ def _azure_sources(
     reject_tenant_in_host(host, tenant, setting=names(setting))
     multi = tenant.lower() in MULTI_TENANT_NAMES
     sources = [DiscoverySource(v2, version="2.0", multi_tenant=multi)]
-    if accept_v1:
+    if settings.accept_v1:
         sources.append(DiscoverySource(v1, version="1.0", multi_tenant=multi))
-    return KeySourcePlan(discoveries=tuple(sources), jwks_uri=jwks_uri)
+    return KeySourcePlan(discoveries=tuple(sources), jwks_uri=settings.jwks_uri)
 
 
 def _strings(value: object, setting: str, names: SettingNames) -> tuple[str, ...] | None:

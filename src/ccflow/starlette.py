@@ -59,7 +59,7 @@ import inspect
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar, Unpack
 
 from starlette.authentication import (
     AuthCredentials,
@@ -114,6 +114,7 @@ __all__ = [
     "Rejection",
     "RequireRole",
     "RequireRoleMiddleware",
+    "RequireRoleOptions",
     "RequireScope",
     "RouteGuard",
     "TokenUser",
@@ -277,40 +278,45 @@ class RequireRole(RuleOwner):
         return rule_repr(self, self.rule)
 
 
+class RequireRoleOptions(TypedDict, total=False):
+    """The keyword options :class:`RequireScope` takes and hands to :class:`RequireRole`, each
+    with :class:`RequireRole`'s meaning and default:
+
+    - ``validator``: a ``ccflow.TokenValidator`` (default: ``TokenValidator.from_env()``, built
+      at start-up);
+    - ``match``: ``"any"`` (the default) or ``"all"`` of the scopes, and of ``or_roles``;
+    - ``exempt``: paths served without a token;
+    - ``allow_preflight``: let CORS preflights through without a token (default off);
+    - ``per_route``: paths whose routes may carry their own rule, :func:`require`;
+    - ``on_refusal``: called with a :class:`Refusal` for each refused request.
+    """
+
+    validator: Validator | None
+    match: Match
+    exempt: Iterable[str]
+    allow_preflight: bool
+    per_route: Iterable[str]
+    on_refusal: RefusalHook | None
+
+
 class RequireScope(RequireRole):
     """Require a valid delegated (user) token holding scopes (``scp``), for every request.
 
     ``RequireScope("Calc.Read")``: the same arguments as :class:`RequireRole`, with scopes in
-    place of roles (``or_roles`` for app roles that do as well). An app-only token has no
-    ``scp`` and never satisfies a scope. The 403 names the scopes in ``WWW-Authenticate``'s
-    ``scope`` attribute.
+    place of roles (``or_roles`` for app roles that do as well; the other options:
+    :class:`RequireRoleOptions`). An app-only token has no ``scp`` and never satisfies a
+    scope. The 403 names the scopes in ``WWW-Authenticate``'s ``scope`` attribute.
     """
 
     __slots__ = ()
 
     def __init__(
-        self,
-        *scopes: str,
-        validator: Validator | None = None,
-        match: Match = "any",
-        exempt: Iterable[str] = (),
-        allow_preflight: bool = False,
-        or_roles: Iterable[str] = (),
-        per_route: Iterable[str] = (),
-        on_refusal: RefusalHook | None = None,
+        self, *scopes: str, or_roles: Iterable[str] = (), **options: Unpack[RequireRoleOptions]
     ) -> None:
         if not scopes:
             raise ConfigurationError("RequireScope needs at least one scope", setting="scopes")
-        super().__init__(
-            *listed(or_roles, "RequireScope", "or_roles"),  # type: ignore[arg-type]  # the rule checks them
-            validator=validator,
-            match=match,
-            exempt=exempt,
-            allow_preflight=allow_preflight,
-            or_scopes=scopes,
-            per_route=per_route,
-            on_refusal=on_refusal,
-        )
+        roles = listed(or_roles, "RequireScope", "or_roles")
+        super().__init__(*roles, or_scopes=scopes, **options)  # type: ignore[arg-type]  # the rule checks them
 
 
 def _route_path(scope: Scope) -> str:

@@ -54,6 +54,7 @@ from ccflow._validator_config import (
     DEFAULT_JWKS_TTL,
     DEFAULT_LEEWAY,
     ValidatorConfig,
+    ValidatorSettings,
     environment_settings,
     media_type,
 )
@@ -133,7 +134,7 @@ class TokenValidator:
         jwks_max_stale: float = DEFAULT_JWKS_MAX_STALE,
         require_typ: str | None = None,
     ) -> None:
-        config = ValidatorConfig.build(
+        settings = ValidatorSettings(
             issuer=issuer,
             tenant_id=tenant_id,
             authority_host=authority_host,
@@ -151,6 +152,7 @@ class TokenValidator:
             jwks_max_stale=jwks_max_stale,
             require_typ=require_typ,
         )
+        config = ValidatorConfig.of(settings)
         _check_runtime(http_client, clock, ARGUMENTS)
         _check_sync_client(sync_http_client, ARGUMENTS)
         self._config = config
@@ -209,7 +211,7 @@ class TokenValidator:
         }
         # Checked under the variables' names first; the constructor then checks the same
         # values again, which can no longer fail.
-        ValidatorConfig.build(SettingNames(names), env, **settings)
+        ValidatorConfig.of(ValidatorSettings(**settings), SettingNames(names), env)
         return cls(**settings, **runtime)
 
     @property

@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from ccflow._bearer import (
     ANY_VALID_TOKEN,
@@ -59,6 +59,7 @@ __all__ = [
     "ENVIRON_KEY",
     "PRINCIPAL_KEY",
     "RequireRoleWSGI",
+    "RequireRoleWSGIOptions",
     "RequireScopeWSGI",
     "SyncValidator",
     "authenticate_sync",
@@ -234,37 +235,46 @@ class RequireRoleWSGI(RuleOwner):
         return rule_repr(self, self.rule)
 
 
+class RequireRoleWSGIOptions(TypedDict, total=False):
+    """The keyword options :class:`RequireScopeWSGI` takes and hands to
+    :class:`RequireRoleWSGI`, each with :class:`RequireRoleWSGI`'s meaning and default:
+
+    - ``validator``: a ``ccflow.TokenValidator`` (default: ``TokenValidator.from_env()``,
+      built with the middleware);
+    - ``match``: ``"any"`` (the default) or ``"all"`` of the scopes, and of ``or_roles``;
+    - ``exempt``: paths served without a token;
+    - ``allow_preflight``: let CORS preflights through without a token (default off);
+    - ``on_refusal``: called with a :class:`~ccflow.starlette.Refusal` for each refused
+      request.
+    """
+
+    validator: SyncValidator | None
+    match: Match
+    exempt: Iterable[str]
+    allow_preflight: bool
+    on_refusal: RefusalHook | None
+
+
 class RequireScopeWSGI(RequireRoleWSGI):
     """Require a valid delegated (user) token holding scopes (``scp``), for every request.
 
     ``RequireScopeWSGI(app.wsgi_app, "Calc.Read")``: the arguments of
     :class:`RequireRoleWSGI`, with scopes in place of roles (``or_roles`` for app roles that do
-    as well), as :class:`~ccflow.starlette.RequireScope` has them.
+    as well; the other options: :class:`RequireRoleWSGIOptions`), as
+    :class:`~ccflow.starlette.RequireScope` has them.
     """
 
     def __init__(
         self,
         app: WSGIApplication,
         *scopes: str,
-        validator: SyncValidator | None = None,
-        match: Match = "any",
-        exempt: Iterable[str] = (),
-        allow_preflight: bool = False,
         or_roles: Iterable[str] = (),
-        on_refusal: RefusalHook | None = None,
+        **options: Unpack[RequireRoleWSGIOptions],
     ) -> None:
         if not scopes:
             raise ConfigurationError("RequireScopeWSGI needs at least one scope", setting="scopes")
-        super().__init__(
-            app,
-            *listed(or_roles, "RequireScopeWSGI", "or_roles"),  # type: ignore[arg-type]  # the rule checks them
-            validator=validator,
-            match=match,
-            exempt=exempt,
-            allow_preflight=allow_preflight,
-            or_scopes=scopes,
-            on_refusal=on_refusal,
-        )
+        roles = listed(or_roles, "RequireScopeWSGI", "or_roles")
+        super().__init__(app, *roles, or_scopes=scopes, **options)  # type: ignore[arg-type]  # the rule checks them
 
 
 def _is_preflight(environ: Mapping[str, Any]) -> bool:

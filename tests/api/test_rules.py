@@ -6,6 +6,7 @@ refusal asserts its status and WWW-Authenticate."""
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -31,6 +32,7 @@ from ccflow.starlette import (
     BearerAuthBackend,
     Refusal,
     RequireRole,
+    RequireRoleOptions,
     RequireScope,
     TokenUser,
     require,
@@ -145,6 +147,37 @@ def test_bad_scopes_fail_at_construction(scopes: Any) -> None:
 def test_require_scope_needs_a_scope() -> None:
     with pytest.raises(ConfigurationError, match="at least one scope"):
         RequireScope()
+
+
+def test_require_scope_hands_every_option_to_require_role(validator: Any) -> None:
+    def hook(refusal: Any) -> None:
+        pass
+
+    options: dict[str, Any] = {
+        "validator": validator,
+        "match": "all",
+        "exempt": ["/healthz"],
+        "allow_preflight": True,
+        "per_route": ["/admin/*"],
+        "on_refusal": hook,
+    }
+    scoped = RequireScope("A", "B", or_roles=["r"], **options)
+    plain = RequireRole("r", or_scopes=["A", "B"], **options)
+    for name in RequireRole.__slots__:
+        assert getattr(scoped, name) == getattr(plain, name), name
+    assert scoped.rule.scopes == ("A", "B")
+
+
+def test_the_options_require_scope_forwards_are_every_other_require_role_keyword() -> None:
+    parameters = inspect.signature(RequireRole).parameters.values()
+    keywords = {p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    assert set(RequireRoleOptions.__annotations__) == keywords - {"or_scopes"}
+
+
+@pytest.mark.parametrize("keyword", ["or_scopes", "roles", "unknown"])
+def test_require_scope_refuses_a_keyword_it_does_not_take(validator: Any, keyword: str) -> None:
+    with pytest.raises(TypeError):
+        RequireScope("A", validator=validator, **{keyword: ["x"]})
 
 
 # -- every face refuses the same way -------------------------------------------------------

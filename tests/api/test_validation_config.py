@@ -361,14 +361,17 @@ def test_a_url_whose_host_httpx_cannot_encode_fails_at_configuration(
     assert info.value.setting == setting
 
 
-def test_the_constructor_and_the_config_state_the_same_defaults() -> None:
-    # from_env() and `ccflow verify` check values through ValidatorConfig.build: a default
-    # that differed from the constructor's would check one value and use another.
+def test_the_constructor_and_the_settings_state_the_same_defaults() -> None:
+    # from_env() and `ccflow verify` check values through ValidatorSettings: a default that
+    # differed from the constructor's would check one value and use another.
+    import dataclasses
     import inspect
 
-    from ccflow._validator_config import ValidatorConfig
+    from ccflow._validator_config import ValidatorSettings
 
-    built = inspect.signature(ValidatorConfig.build).parameters
-    for name, parameter in inspect.signature(TokenValidator).parameters.items():
-        if name in built:
-            assert built[name].default == parameter.default, name
+    constructor = inspect.signature(TokenValidator).parameters
+    settings = {field.name: field.default for field in dataclasses.fields(ValidatorSettings)}
+    assert set(settings) <= set(constructor)
+    for name, default in settings.items():
+        assert constructor[name].default == default, name
+        assert constructor[name].kind is inspect.Parameter.KEYWORD_ONLY, name

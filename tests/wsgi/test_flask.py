@@ -4,6 +4,7 @@ cold cache, exemptions and configuration errors."""
 
 from __future__ import annotations
 
+import inspect
 import logging
 import sys
 import threading
@@ -37,6 +38,7 @@ from ccflow.wsgi import (
     ENVIRON_KEY,
     PRINCIPAL_KEY,
     RequireRoleWSGI,
+    RequireRoleWSGIOptions,
     RequireScopeWSGI,
     authenticate_sync,
 )
@@ -189,6 +191,42 @@ def test_or_scopes_alone_need_no_role() -> None:
 def test_require_scope_wsgi_needs_a_scope() -> None:
     with pytest.raises(ConfigurationError, match="at least one scope"):
         RequireScopeWSGI(Flask(__name__).wsgi_app, validator=make_validator(Authority()))
+
+
+def test_require_scope_wsgi_hands_every_option_to_require_role_wsgi() -> None:
+    def hook(refusal: Any) -> None:
+        pass
+
+    app = Flask(__name__).wsgi_app
+    options: dict[str, Any] = {
+        "validator": make_validator(Authority()),
+        "match": "all",
+        "exempt": ["/healthz"],
+        "allow_preflight": True,
+        "on_refusal": hook,
+    }
+    scoped = RequireScopeWSGI(app, "A", "B", or_roles=["r"], **options)
+    plain = RequireRoleWSGI(app, "r", or_scopes=["A", "B"], **options)
+
+    def state(face: RequireRoleWSGI) -> dict[str, Any]:
+        exempt = [path in face.exempt for path in ("/healthz", "/other")]  # Paths: no __eq__
+        return {**vars(face), "exempt": exempt}
+
+    assert state(scoped) == state(plain)
+    assert scoped.rule.scopes == ("A", "B")
+
+
+def test_the_options_require_scope_wsgi_forwards_are_every_other_keyword() -> None:
+    parameters = inspect.signature(RequireRoleWSGI).parameters.values()
+    keywords = {p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    assert set(RequireRoleWSGIOptions.__annotations__) == keywords - {"or_scopes"}
+
+
+@pytest.mark.parametrize("keyword", ["or_scopes", "per_route", "unknown"])
+def test_require_scope_wsgi_refuses_a_keyword_it_does_not_take(keyword: str) -> None:
+    validator = make_validator(Authority())
+    with pytest.raises(TypeError):
+        RequireScopeWSGI(Flask(__name__).wsgi_app, "A", validator=validator, **{keyword: ["x"]})
 
 
 # -- the refusals every face answers alike -------------------------------------------------
