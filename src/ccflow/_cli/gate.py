@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Any
 
-from ccflow._cli._common import EXIT_USAGE, guarded
+from ccflow._cli._common import EXIT_USAGE, add_command, add_repeatable_argument, error, guarded
 from ccflow.errors import ConfigurationError
 
 __all__ = ["add_parser", "run"]
@@ -16,27 +16,30 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``gate`` on the ``ccflow`` subparsers."""
-    gate: argparse.ArgumentParser = subparsers.add_parser(
+    gate = add_command(
+        subparsers,
         "gate",
+        run,
         help="answer nginx auth_request / Traefik ForwardAuth / Envoy ext_authz sub-requests",
         description=(
             "Serve the forward-auth gate: 200 with X-Ccflow-Client-Id, X-Ccflow-Tenant-Id and "
             "X-Ccflow-Roles for an allowed request, the RFC 6750 refusal otherwise. The "
             "validator is configured from the CCFLOW_* environment, as RequireRole's is."
         ),
+        epilog=None,
+        formatter_class=argparse.HelpFormatter,
+        verbose=False,
     )
-    gate.add_argument(
+    add_repeatable_argument(
+        gate,
         "--role",
-        action="append",
-        default=[],
         metavar="ROLE",
         help="a role every path no --rules route covers needs (repeat for any of several)",
     )
     gate.add_argument("--rules", metavar="FILE", help="routes by path prefix and method (TOML)")
-    gate.add_argument(
+    add_repeatable_argument(
+        gate,
         "--upstream-header",
-        action="append",
-        default=[],
         metavar="NAME=CLAIM",
         help="also answer with header NAME carrying the token's CLAIM (repeatable)",
     )
@@ -49,7 +52,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="N",
         help="uvicorn worker processes (default 1); each has its own validator and caches",
     )
-    gate.set_defaults(func=run)
     return gate
 
 
@@ -68,15 +70,12 @@ def run(args: argparse.Namespace) -> int:
         from_env({**os.environ, **environ})  # the rules and headers, checked now
         asyncio.run(TokenValidator.from_env().aclose())  # the CCFLOW_* variables, checked now
     except ConfigurationError as exc:
-        print(f"ccflow: error: {exc}", file=sys.stderr)
+        error(str(exc))
         return EXIT_USAGE
     try:
         import uvicorn
     except ImportError:
-        print(
-            "ccflow: error: the gate needs uvicorn: pip install 'ccflow-oauth[gate]'",
-            file=sys.stderr,
-        )
+        error("the gate needs uvicorn: pip install 'ccflow-oauth[gate]'")
         return EXIT_USAGE
     os.environ.update(environ)
     print(f"ccflow gate on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
