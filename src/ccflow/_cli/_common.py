@@ -95,13 +95,13 @@ def add_command(
     usage: str | None = None,
     epilog: str | None = EXIT_CODES,
     formatter_class: type[argparse.HelpFormatter] = argparse.RawDescriptionHelpFormatter,
-    verbose: bool = True,
 ) -> argparse.ArgumentParser:
-    """Register subcommand ``name`` on ``subparsers`` (``authority``'s too), run by ``run``.
+    """Register subcommand ``name`` on ``subparsers`` (``authority``'s too), run by ``run``,
+    with ``-v``.
 
     The defaults are how ``token``, ``decode``, ``verify`` and ``demo`` look: the exit-code
-    table as the epilog, printed as written (the description too), and ``-v``. The servers,
-    ``gate`` and ``authority serve``, keep argparse's wrapped layout and their own epilog.
+    table as the epilog, printed as written (the description too); ``authority serve`` keeps
+    argparse's wrapped layout and its own epilog.
     """
     parser: argparse.ArgumentParser = subparsers.add_parser(
         name,
@@ -112,8 +112,7 @@ def add_command(
         formatter_class=formatter_class,
     )
     parser.set_defaults(func=run)
-    if verbose:
-        add_verbose_argument(parser, default=argparse.SUPPRESS)
+    add_verbose_argument(parser, default=argparse.SUPPRESS)
     return parser
 
 

@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Any
 
-from ccflow._cli._common import EXIT_USAGE, add_command, add_repeatable_argument, error, guarded
+from ccflow._cli._common import EXIT_USAGE, add_repeatable_argument, error, guarded
 from ccflow.errors import ConfigurationError
 
 __all__ = ["add_parser", "run"]
@@ -16,19 +16,14 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``gate`` on the ``ccflow`` subparsers."""
-    gate = add_command(
-        subparsers,
+    gate: argparse.ArgumentParser = subparsers.add_parser(
         "gate",
-        run,
         help="answer nginx auth_request / Traefik ForwardAuth / Envoy ext_authz sub-requests",
         description=(
             "Serve the forward-auth gate: 200 with X-Ccflow-Client-Id, X-Ccflow-Tenant-Id and "
             "X-Ccflow-Roles for an allowed request, the RFC 6750 refusal otherwise. The "
             "validator is configured from the CCFLOW_* environment, as RequireRole's is."
         ),
-        epilog=None,
-        formatter_class=argparse.HelpFormatter,
-        verbose=False,
     )
     add_repeatable_argument(
         gate,
@@ -52,6 +47,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="N",
         help="uvicorn worker processes (default 1); each has its own validator and caches",
     )
+    gate.set_defaults(func=run)
     return gate
 
 
