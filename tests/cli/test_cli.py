@@ -1008,3 +1008,16 @@ def test_with_standard_error_closed_messages_never_land_on_standard_output(
     argv = [*_TOKEN_ARGS[:-1], "--client-secret", "s3cret", "--ca-file", str(tmp_path / "none")]
     assert main(argv) == 2
     assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize(
+    "argv", [["gate", "--port", "70000"], ["authority", "serve", "--port", "70000"]], ids=str
+)
+def test_with_standard_error_closed_the_servers_errors_never_land_on_standard_output(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `ccflow gate ... 2>&-`: the servers printed their errors with print(file=sys.stderr),
+    # which writes to stdout when sys.stderr is None.
+    monkeypatch.setattr(sys, "stderr", None)
+    assert main(argv) == 2
+    assert capsys.readouterr().out == ""

@@ -1,5 +1,6 @@
 """What the subcommands share: exit codes, registering a command and its common arguments,
-error output, reading a value from stdin."""
+error output, reading a value from stdin. Trusting the authority's certificate is in
+:mod:`ccflow._cli._tls`."""
 
 from __future__ import annotations
 
@@ -8,13 +9,11 @@ import contextlib
 import functools
 import logging
 import os
-import ssl
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
 from ccflow._core.retry import is_retryable_status
-from ccflow._http import trusted_cas
 from ccflow.client import RETRY_MESSAGE
 from ccflow.errors import (
     AuthorityUnreachableError,
@@ -34,8 +33,8 @@ __all__ = [
     "EXIT_UNAVAILABLE",
     "EXIT_USAGE",
     "EXIT_INTERRUPTED",
-    "add_ca_file_argument",
     "add_command",
+    "add_repeatable_argument",
     "add_token_argument",
     "add_verbose_argument",
     "error",
@@ -46,9 +45,7 @@ __all__ = [
     "require_scheme",
     "stdout_closed",
     "token_from",
-    "verify_for",
     "warn",
-    "with_private_ca_hint",
 ]
 
 EXIT_OK = 0
@@ -64,30 +61,6 @@ EXIT_UNAVAILABLE = 4
 EXIT_INTERRUPTED = 130
 #: The reader of the output went away (``ccflow decode "$T" | head -1``): 128 + SIGPIPE.
 EXIT_BROKEN_PIPE = 141
-
-_PRIVATE_CA_HINT = (
-    "; if the authority uses a private CA (such as the local authority's),"
-    " pass --ca-file PEM or set SSL_CERT_FILE"
-)
-
-
-_UNTRUSTED = ("certificate verify failed", "self-signed", "self signed", "local issuer")
-_NOT_TLS = "wrong_version_number"
-
-
-def with_private_ca_hint(message: str) -> str:
-    """``message``, plus how to trust a private CA when it tells of a certificate that did not
-    verify and does not name ``SSL_CERT_FILE`` already (the library's own advice does), or
-    that the server speaks no TLS; any other failure gets no TLS advice."""
-    lowered = message.lower()
-    if "SSL_CERT_FILE" in message:
-        return message
-    if _NOT_TLS in lowered:
-        return message + "; the server does not speak TLS there: if it is plain HTTP, use http://"
-    if any(words in lowered for words in _UNTRUSTED):
-        return message + _PRIVATE_CA_HINT
-    return message
-
 
 EXIT_CODES = """exit codes:
   0  success
@@ -120,17 +93,25 @@ def add_command(
     help: str,
     description: str,
     usage: str | None = None,
+    epilog: str | None = EXIT_CODES,
+    formatter_class: type[argparse.HelpFormatter] = argparse.RawDescriptionHelpFormatter,
 ) -> argparse.ArgumentParser:
-    """Register subcommand ``name`` on the ``ccflow`` subparsers, run by ``run``."""
+    """Register subcommand ``name`` on ``subparsers`` (``authority``'s too), run by ``run``,
+    with ``-v``.
+
+    The defaults are how ``token``, ``decode``, ``verify`` and ``demo`` look: the exit-code
+    table as the epilog, printed as written (the description too); ``authority serve`` keeps
+    argparse's wrapped layout and its own epilog.
+    """
     parser: argparse.ArgumentParser = subparsers.add_parser(
         name,
         help=help,
         description=description,
         usage=usage,
-        epilog=EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=epilog,
+        formatter_class=formatter_class,
     )
-    parser.set_defaults(func=run, ccflow_run=run)
+    parser.set_defaults(func=run)
     add_verbose_argument(parser, default=argparse.SUPPRESS)
     return parser
 
@@ -167,14 +148,11 @@ def add_token_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_ca_file_argument(parser: argparse.ArgumentParser) -> None:
-    """The ``--ca-file`` flag of ``token`` and ``verify``; use it with :func:`verify_for`."""
-    parser.add_argument(
-        "--ca-file",
-        metavar="PEM",
-        help="trust this CA bundle (e.g. the local authority's) instead of the system's"
-        " [SSL_CERT_FILE]",
-    )
+def add_repeatable_argument(
+    parser: argparse.ArgumentParser, flag: str, *, metavar: str, help: str
+) -> None:
+    """A flag that may be given several times: its values in order, ``[]`` when absent."""
+    parser.add_argument(flag, metavar=metavar, action="append", default=[], help=help)
 
 
 def _to_stderr(text: str, stream: TextIO | None) -> None:
@@ -279,17 +257,6 @@ def _unquoted(text: str) -> str:
     if len(text) >= 2 and text[0] == text[-1] == '"':
         text = text[1:-1].strip()
     return text
-
-
-def verify_for(ca_file: str | None) -> ssl.SSLContext | bool:
-    """What an httpx client should ``verify`` with: ``--ca-file`` (else ``SSL_CERT_FILE``,
-    else ``SSL_CERT_DIR``) as the trusted CAs, or ``True`` (the default bundle) when none is
-    given.
-
-    Raises :class:`ccflow.ConfigurationError` naming the flag or variable for a missing or
-    unreadable bundle.
-    """
-    return trusted_cas(ca_file, source="--ca-file")
 
 
 def stdout_closed() -> bool:

@@ -6,12 +6,19 @@ import argparse
 import ipaddress
 import json
 import signal
-import sys
 import threading
 from types import FrameType
 from typing import Any
 
-from ccflow._cli._common import add_verbose_argument, guarded, require_scheme, warn
+from ccflow._cli._common import (
+    EXIT_USAGE,
+    add_command,
+    add_repeatable_argument,
+    error,
+    guarded,
+    require_scheme,
+    warn,
+)
 from ccflow.authority import AuthorityServer, Registrations
 from ccflow.errors import ConfigurationError
 
@@ -27,8 +34,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     commands = authority.add_subparsers(dest="authority_command", metavar="COMMAND")
     commands.required = True
-    serve = commands.add_parser(
+    serve = add_command(
+        commands,
         "serve",
+        run,
         help="serve discovery, JWKS and the token endpoint on 127.0.0.1 until interrupted",
         description=(
             "Serve the local authority (discovery, JWKS, /oauth2/v2.0/token) until SIGINT or "
@@ -37,8 +46,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
             "Its secrets and keys are public test values: bound beyond loopback, it says so."
         ),
         epilog="exit codes: 0 stopped by SIGINT or SIGTERM, 2 bad configuration or address",
+        formatter_class=argparse.HelpFormatter,
     )
-    add_verbose_argument(serve, default=argparse.SUPPRESS)
     serve.add_argument("--config", metavar="FILE", help="app registrations (TOML)")
     serve.add_argument(
         "--host",
@@ -57,11 +66,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="the address clients use, port included (https://authority:8443 behind"
         " docker-compose): the issuer and every endpoint it advertises use it",
     )
-    serve.add_argument(
+    add_repeatable_argument(
+        serve,
         "--san",
         metavar="NAME",
-        action="append",
-        default=[],
         help="with --tls: one more host name or IP address in the certificate (the"
         " --public-url host is added by itself); repeat for several",
     )
@@ -70,7 +78,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         action="store_true",
         help="print one JSON line (addresses, registrations, secrets) once serving",
     )
-    serve.set_defaults(func=run)
     return authority
 
 
@@ -143,14 +150,11 @@ def _serve(args: argparse.Namespace, stop: threading.Event) -> int:
     try:
         server = _server(args)
     except ConfigurationError as exc:
-        print(f"ccflow: error: {exc}", file=sys.stderr)
-        return 2
+        error(str(exc))
+        return EXIT_USAGE
     except OSError as exc:
-        print(
-            f"ccflow: error: cannot listen on {args.host}:{args.port}: {exc.strerror}",
-            file=sys.stderr,
-        )
-        return 2
+        error(f"cannot listen on {args.host}:{args.port}: {exc.strerror}")
+        return EXIT_USAGE
     if _beyond_loopback(args.host):
         warn(
             f"listening on {args.host}, beyond this machine: the client secrets and signing keys"

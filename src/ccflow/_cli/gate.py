@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Any
 
-from ccflow._cli._common import EXIT_USAGE, guarded
+from ccflow._cli._common import EXIT_USAGE, add_repeatable_argument, error, guarded
 from ccflow.errors import ConfigurationError
 
 __all__ = ["add_parser", "run"]
@@ -25,18 +25,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
             "validator is configured from the CCFLOW_* environment, as RequireRole's is."
         ),
     )
-    gate.add_argument(
+    add_repeatable_argument(
+        gate,
         "--role",
-        action="append",
-        default=[],
         metavar="ROLE",
         help="a role every path no --rules route covers needs (repeat for any of several)",
     )
     gate.add_argument("--rules", metavar="FILE", help="routes by path prefix and method (TOML)")
-    gate.add_argument(
+    add_repeatable_argument(
+        gate,
         "--upstream-header",
-        action="append",
-        default=[],
         metavar="NAME=CLAIM",
         help="also answer with header NAME carrying the token's CLAIM (repeatable)",
     )
@@ -68,15 +66,12 @@ def run(args: argparse.Namespace) -> int:
         from_env({**os.environ, **environ})  # the rules and headers, checked now
         asyncio.run(TokenValidator.from_env().aclose())  # the CCFLOW_* variables, checked now
     except ConfigurationError as exc:
-        print(f"ccflow: error: {exc}", file=sys.stderr)
+        error(str(exc))
         return EXIT_USAGE
     try:
         import uvicorn
     except ImportError:
-        print(
-            "ccflow: error: the gate needs uvicorn: pip install 'ccflow-oauth[gate]'",
-            file=sys.stderr,
-        )
+        error("the gate needs uvicorn: pip install 'ccflow-oauth[gate]'")
         return EXIT_USAGE
     os.environ.update(environ)
     print(f"ccflow gate on http://{args.host}:{args.port}", file=sys.stderr, flush=True)

@@ -25,18 +25,17 @@ from ccflow._cli import decode
 from ccflow._cli._common import (
     EXIT_OK,
     EXIT_USAGE,
-    add_ca_file_argument,
     add_command,
+    add_repeatable_argument,
     error,
     exit_code_for,
     guarded,
     read_stdin_line,
     require_scheme,
     stdout_closed,
-    verify_for,
     warn,
-    with_private_ca_hint,
 )
+from ccflow._cli._tls import add_ca_file_argument, verify_for, with_private_ca_hint
 from ccflow._core.explain import decode_unverified
 from ccflow._core.retry import is_retryable_status
 from ccflow._core.tokens import AccessToken
@@ -92,23 +91,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="print the token's header and claims (unverified) instead of the token;"
         " with --json, as JSON",
     )
-    add_ca_file_argument(parser)
-    parser.add_argument(
-        "--timeout",
-        metavar="SECONDS",
-        type=_seconds,
-        default=10.0,
-        help="how long to wait for each answer (default 10)",
-    )
-    parser.add_argument(
-        "--max-retries",
-        metavar="N",
-        type=_retries,
-        default=3,
-        help=f"retries after a timeout, connection error, 429 or 5xx (0..{_MAX_RETRIES},"
-        " default 3)",
-    )
-    _add_cache_argument(parser)
+    _add_request_arguments(parser)
     return parser
 
 
@@ -128,16 +111,6 @@ def _retries(text: str) -> int:
     if not text.strip().isdigit() or not 0 <= int(text) <= _MAX_RETRIES:
         raise argparse.ArgumentTypeError(f"expected a whole number 0..{_MAX_RETRIES}, got {text!r}")
     return int(text)
-
-
-def _add_cache_argument(parser: argparse.ArgumentParser) -> None:
-    """``--no-cache``: the token cache is on by default (a file, or CCFLOW_TOKEN_CACHE)."""
-    parser.add_argument(
-        "--no-cache",
-        action="store_true",
-        help="do not use the token cache: $XDG_CACHE_HOME/ccflow/tokens.json (else"
-        " ~/.cache/ccflow/tokens.json, mode 0600), or Redis when CCFLOW_TOKEN_CACHE is set",
-    )
 
 
 def _cache(args: argparse.Namespace, credential: dict[str, Any]) -> dict[str, Any]:
@@ -186,10 +159,10 @@ def _add_client_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="any OAuth 2.0 token endpoint; wins over any tenant [CCFLOW_TOKEN_ENDPOINT]",
     )
-    parser.add_argument(
+    add_repeatable_argument(
+        parser,
         "--scope",
         metavar="S",
-        action="append",
         help="the scope, e.g. api://calc-api/.default (a bare App ID URI gets /.default);"
         " repeat for several",
     )
@@ -225,6 +198,32 @@ def _add_credential_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="VALUE",
         help="the client secret (visible to other users in the process list; prefer the"
         " environment or --client-secret-stdin)",
+    )
+
+
+def _add_request_arguments(parser: argparse.ArgumentParser) -> None:
+    """How the token is asked for: the CAs trusted, the timeout, the retries, the cache."""
+    add_ca_file_argument(parser)
+    parser.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=_seconds,
+        default=10.0,
+        help="how long to wait for each answer (default 10)",
+    )
+    parser.add_argument(
+        "--max-retries",
+        metavar="N",
+        type=_retries,
+        default=3,
+        help=f"retries after a timeout, connection error, 429 or 5xx (0..{_MAX_RETRIES},"
+        " default 3)",
+    )
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="do not use the token cache: $XDG_CACHE_HOME/ccflow/tokens.json (else"
+        " ~/.cache/ccflow/tokens.json, mode 0600), or Redis when CCFLOW_TOKEN_CACHE is set",
     )
 
 

@@ -24,8 +24,8 @@ from ccflow._cli._common import (
     EXIT_REFUSED,
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
-    add_ca_file_argument,
     add_command,
+    add_repeatable_argument,
     add_token_argument,
     error,
     exit_code_for,
@@ -33,10 +33,9 @@ from ccflow._cli._common import (
     require_scheme,
     stdout_closed,
     token_from,
-    verify_for,
     warn,
-    with_private_ca_hint,
 )
+from ccflow._cli._tls import add_ca_file_argument, verify_for, with_private_ca_hint
 from ccflow._config import SettingNames
 from ccflow._core.explain import decode_unverified, explain_time, without_bearer
 from ccflow._core.retry import is_retryable_status
@@ -98,10 +97,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def _add_check_arguments(parser: argparse.ArgumentParser) -> None:
     """What the token must be: audience, roles, callers, version."""
-    parser.add_argument(
+    add_repeatable_argument(
+        parser,
         "--audience",
         metavar="A",
-        action="append",
         help="the API's client id or App ID URI; repeat to accept several [CCFLOW_AUDIENCE,"
         " comma-separated]; required unless --any-audience",
     )
@@ -115,16 +114,13 @@ def _add_check_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="accept v1.0 tokens too (issuer https://sts.windows.net/{tenant}/) [CCFLOW_ACCEPT_V1]",
     )
-    parser.add_argument(
-        "--role",
-        metavar="R",
-        action="append",
-        help="an app role the token must carry; repeat for any-of",
+    add_repeatable_argument(
+        parser, "--role", metavar="R", help="an app role the token must carry; repeat for any-of"
     )
-    parser.add_argument(
+    add_repeatable_argument(
+        parser,
         "--allowed-client",
         metavar="C",
-        action="append",
         help="a caller (azp / appid) allowed to call; repeat for several [CCFLOW_ALLOWED_CLIENTS]",
     )
 
