@@ -141,17 +141,6 @@ class ValidatorConfig:
             audiences, rules, plan, policy, algs, settings.max_token_size, settings.cache_size, typ
         )
 
-    @classmethod
-    def build(
-        cls,
-        names: SettingNames = ARGUMENTS,
-        environ: Mapping[str, str] | None = None,
-        **settings: Any,
-    ) -> ValidatorConfig:
-        """:meth:`of` for settings held in a dictionary (``ccflow verify``'s, until it calls
-        ``ValidatorConfig.of(ValidatorSettings(**settings), names)`` itself)."""
-        return cls.of(ValidatorSettings(**settings), names, environ)
-
 
 def _required(setting: str, names: SettingNames) -> NoReturn:
     """Refuse a missing setting that has no default."""

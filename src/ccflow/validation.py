@@ -231,10 +231,13 @@ class TokenValidator:
         :class:`~ccflow.errors.InsufficientScopeError` or
         :class:`~ccflow.errors.KeysUnavailableError`.
         """
-        step = self._before_key(token)
-        if isinstance(step, ValidatedToken):
-            return step
-        return self._after_key(step, await self._keys.get_key(step.parsed.kid))
+        digest = self._digest(token)
+        cached = self._cached(digest)
+        if cached is not None:
+            return cached
+        parsed = self._parse(token)
+        key = await self._keys.get_key(parsed.kid)
+        return self._verify(digest, parsed, key)
 
     def validate_sync(self, token: str) -> ValidatedToken:
         """:meth:`validate` for synchronous code (WSGI: Flask, Django), blocking its thread
@@ -243,27 +246,27 @@ class TokenValidator:
         Keys come through ``sync_http_client`` (an ``httpx.Client``; one of ccflow's own when
         not given); threads waiting on a cold cache share one fetch.
         """
-        step = self._before_key(token)
-        if isinstance(step, ValidatedToken):
-            return step
-        return self._after_key(step, self._keys.get_key_sync(step.parsed.kid))
-
-    def _before_key(self, token: str) -> ValidatedToken | _Parsed:
-        """The steps before the signing key: size cap, cache lookup, parse, ``typ``."""
-        config = self._config
-        digest = hashlib.sha256(encoded(token, config.max_token_size)).digest()
+        digest = self._digest(token)
         cached = self._cached(digest)
         if cached is not None:
-            self._hits += 1
             return cached
-        self._misses += 1
+        parsed = self._parse(token)
+        key = self._keys.get_key_sync(parsed.kid)
+        return self._verify(digest, parsed, key)
+
+    def _digest(self, token: str) -> bytes:
+        """The cache key: a SHA-256 of the token, refused first when over ``max_token_size``."""
+        return hashlib.sha256(encoded(token, self._config.max_token_size)).digest()
+
+    def _parse(self, token: str) -> ParsedToken:
+        """The strict compact-JWS parse (allowed algorithms only), then the ``typ`` check."""
+        config = self._config
         parsed = parse_compact(token, algorithms=config.algorithms, max_size=config.max_token_size)
         self._check_type(parsed)
-        return _Parsed(digest, parsed)
+        return parsed
 
-    def _after_key(self, step: _Parsed, key: SigningKey) -> ValidatedToken:
+    def _verify(self, digest: bytes, parsed: ParsedToken, key: SigningKey) -> ValidatedToken:
         """The steps after the signing key: algorithm fit, signature, claims, cache store."""
-        parsed = step.parsed
         if parsed.alg not in key.algorithms:
             raise InvalidTokenError(
                 "the token's algorithm does not fit its signing key", reason="algorithm"
@@ -272,7 +275,7 @@ class TokenValidator:
         verdict = check_claims(parsed.claims, self._claim_rules(), now=self._clock())
         if self._cache is not None:
             with self._cache_lock:
-                self._cache[step.digest] = _Verified(verdict, parsed.kid)
+                self._cache[digest] = _Verified(verdict, parsed.kid)
         return verdict
 
     def cache_info(self) -> CacheInfo:
@@ -285,16 +288,18 @@ class TokenValidator:
     def _cached(self, digest: bytes) -> ValidatedToken | None:
         """The verdict cached under ``digest``, while unexpired and its key still published."""
         cache = self._cache
-        if cache is None:
-            return None
-        with self._cache_lock:
-            entry = cache.get(digest)
+        entry = None
+        if cache is not None:
+            with self._cache_lock:
+                entry = cache.get(digest)
+            if entry is not None and not self._keys.holds(entry.kid):
+                with self._cache_lock, contextlib.suppress(KeyError):  # KeyError: expired meanwhile
+                    del cache[digest]  # its key left the JWKS: verify the token afresh
+                entry = None
         if entry is None:
+            self._misses += 1
             return None
-        if not self._keys.holds(entry.kid):
-            with self._cache_lock, contextlib.suppress(KeyError):  # KeyError: expired meanwhile
-                del cache[digest]  # its key left the JWKS: verify the token afresh
-            return None
+        self._hits += 1
         return entry.token
 
     def _check_type(self, parsed: ParsedToken) -> None:
@@ -324,14 +329,6 @@ class TokenValidator:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
-
-
-@dataclass(frozen=True, slots=True)
-class _Parsed:
-    """A token parsed but not yet verified, and its digest (the cache key)."""
-
-    digest: bytes
-    parsed: ParsedToken
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,7 +40,12 @@ from ccflow._config import SettingNames
 from ccflow._core.explain import decode_unverified, explain_time, without_bearer
 from ccflow._core.retry import is_retryable_status
 from ccflow._core.urls import MULTI_TENANT_NAMES
-from ccflow._validator_config import ValidatorConfig, environment_settings, is_plain
+from ccflow._validator_config import (
+    ValidatorConfig,
+    ValidatorSettings,
+    environment_settings,
+    is_plain,
+)
 from ccflow.errors import (
     AuthorityUnreachableError,
     CCFlowError,
@@ -272,7 +277,7 @@ def _verified(
                 "the token has no audience (aud) claim", reason="audience", claim="aud"
             )
     # Checked first under the flags and variables the user set, so that errors name them.
-    ValidatorConfig.build(SettingNames(names), **settings)
+    ValidatorConfig.of(ValidatorSettings(**settings), SettingNames(names))
     with fetches.warnings:
         return asyncio.run(_validate(args, token, settings, fetches))
 
