@@ -25,7 +25,7 @@ import secrets
 import threading
 import time
 from collections.abc import Awaitable, Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio
@@ -79,8 +79,8 @@ class _Fill:
     lock value, whether it holds the lock, and the entry it fetched (if it did)."""
 
     name: str
-    flow: Generator[FillStep, Any, CacheEntry]
-    lock_value: str
+    flow: Generator[FillStep, Any, CacheEntry] = field(repr=False)
+    lock_value: str = field(repr=False)  # releases the lock: never in a repr
     locked: bool = False
     fetched: CacheEntry | None = None
 

@@ -28,7 +28,7 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
@@ -201,7 +201,10 @@ class TokenValidator:
             settings["authority_host"] = (
                 env.get("AZURE_AUTHORITY_HOST", "").strip() or DEFAULT_AUTHORITY_HOST
             )
-        settings.update(overrides)
+        # A one-shot iterator (a generator of audiences) is read once, for both checks below.
+        settings.update(
+            {k: tuple(v) if isinstance(v, Iterator) else v for k, v in overrides.items()}
+        )
         for setting in overrides:
             names.pop(setting, None)  # a value passed in is named as the argument it is
         runtime = {

@@ -189,6 +189,14 @@ async def test_from_env_validator_accepts_the_authority_tokens(
     assert (await validator.validate(authority.mint())).version == "2.0"
 
 
+def test_from_env_reads_a_generator_override_once() -> None:
+    # from_env checks the settings under the variables' names, then builds the validator:
+    # a generator must not be used up by the first check.
+    audiences = (a for a in ["api://calc", "c0ffee00-cc10-4000-8000-0000000000a1"])
+    validator = TokenValidator.from_env({"CCFLOW_TENANT_ID": TENANT}, audience=audiences)
+    assert validator.realm == "api://calc"
+
+
 def test_from_env_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CCFLOW_ISSUER", "https://idp.example/realms/a")
     monkeypatch.setenv("CCFLOW_AUDIENCE", "https://calc.example")
