@@ -12,6 +12,11 @@ fails the bench. Both servers are stopped before it exits::
 
     .venv/bin/python bench/uvicorn_wrk.py                   # 5 pairs of 3 s runs
     .venv/bin/python bench/uvicorn_wrk.py --runs 9 --seconds 5 --connections 32
+    .venv/bin/python bench/uvicorn_wrk.py --floor           # the digest floor in its place
+
+``--floor`` serves the in-process bench's digest floor (one SHA-256 of the Authorization
+header and one dict lookup in front of the same route) in place of the calc API: what the
+least a verified-token cache can cost weighs under a server.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Literal
 
 ROOT = Path(__file__).resolve().parents[1]
 PATH = "/calc/v1/add/2/3"
@@ -45,7 +51,13 @@ def serve(variant: str, port: int, token_file: Path) -> None:
 
     authority = Authority()
     api = authority.api("calc-api")
-    if variant == "protected":
+    token = authority.mint()
+    lifespan: Literal["on", "off"] = "on"
+    if variant == "floor":
+        from middleware import floor_app
+
+        app, lifespan = floor_app(token), "off"  # a bare ASGI middleware: no lifespan
+    elif variant == "protected":
         validator = TokenValidator(
             tenant_id=authority.tenant_id,
             authority_host=authority.host,
@@ -56,9 +68,9 @@ def serve(variant: str, port: int, token_file: Path) -> None:
         app = create_app(validator)
     else:
         app = bare_app()
-    token_file.write_text(authority.mint())
+    token_file.write_text(token)
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on"
+        app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan=lifespan
     )
     uvicorn.Server(config).run()
 
@@ -107,7 +119,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="pairs of runs (default 5)")
     parser.add_argument("--seconds", type=int, default=3, help="seconds per run (default 3)")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections")
-    parser.add_argument("--serve", choices=["protected", "unprotected"], help=argparse.SUPPRESS)
+    parser.add_argument("--floor", action="store_true", help="the digest floor, not the calc API")
+    parser.add_argument(
+        "--serve", choices=["protected", "floor", "unprotected"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--token-file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -117,7 +132,9 @@ def main() -> None:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install -y wrk")
     with tempfile.TemporaryDirectory() as workdir:
-        servers = {name: start(name, Path(workdir)) for name in ("protected", "unprotected")}
+        guarded = "floor" if args.floor else "protected"
+        servers = {"protected": start(guarded, Path(workdir))}
+        servers["unprotected"] = start("unprotected", Path(workdir))
         try:
             ratios, rates = run_pairs(servers, args)
         finally:
@@ -129,7 +146,10 @@ def main() -> None:
         print(f"{name:<12} req/s median {statistics.median(values):>9,.0f}  runs {values}")
     median = statistics.median(ratios)
     verdict = "pass" if median >= 0.90 else "MISSED"
-    print(f"with/without RequireRole: median {median:.2f} (guard >= 0.90: {verdict})")
+    if args.floor:
+        print(f"with/without the digest floor: median {median:.2f} (no guard)")
+    else:
+        print(f"with/without RequireRole: median {median:.2f} (guard >= 0.90: {verdict})")
     print(f"per pair: {', '.join(f'{r:.2f}' for r in ratios)}")
 
 

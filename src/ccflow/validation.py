@@ -23,17 +23,14 @@ JWKS.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, NamedTuple
 
 import httpx
-from cachetools import TLRUCache
 
 from ccflow._config import ARGUMENTS, SettingNames
 from ccflow._core.claims import ClaimRules, ValidatedToken, check_claims
@@ -58,6 +55,7 @@ from ccflow._validator_config import (
     environment_settings,
     media_type,
 )
+from ccflow._verdict_cache import VerdictCache
 from ccflow.errors import InvalidTokenError
 from ccflow.jwks import AsyncJWKSCache
 
@@ -166,11 +164,8 @@ class TokenValidator:
             sync_http_client=sync_http_client,
         )
         self._rules: ClaimRules = config.rules
-        self._cache: TLRUCache[bytes, _Verified] | None = None
-        self._cache_lock = threading.Lock()  # cachetools is not thread-safe: validate_sync
+        self._verdicts = VerdictCache(config.cache_size, clock)
         self._hits = self._misses = 0
-        if config.cache_size:
-            self._cache = TLRUCache(config.cache_size, ttu=_until_exp, timer=clock)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> TokenValidator:
@@ -276,34 +271,21 @@ class TokenValidator:
             )
         verify_signature(parsed, key.public_key)
         verdict = check_claims(parsed.claims, self._claim_rules(), now=self._clock())
-        if self._cache is not None:
-            with self._cache_lock:
-                self._cache[digest] = _Verified(verdict, parsed.kid)
+        self._verdicts.put(digest, verdict, parsed.kid)
         return verdict
 
     def cache_info(self) -> CacheInfo:
         """Hits, misses, bound and size of the verified-token cache (for tests and metrics)."""
-        cache = self._cache
-        with self._cache_lock:
-            size = 0 if cache is None else len(cache)
-        return CacheInfo(self._hits, self._misses, self._config.cache_size, size)
+        return CacheInfo(self._hits, self._misses, self._config.cache_size, len(self._verdicts))
 
     def _cached(self, digest: bytes) -> ValidatedToken | None:
         """The verdict cached under ``digest``, while unexpired and its key still published."""
-        cache = self._cache
-        entry = None
-        if cache is not None:
-            with self._cache_lock:
-                entry = cache.get(digest)
-            if entry is not None and not self._keys.holds(entry.kid):
-                with self._cache_lock, contextlib.suppress(KeyError):  # KeyError: expired meanwhile
-                    del cache[digest]  # its key left the JWKS: verify the token afresh
-                entry = None
-        if entry is None:
+        verdict = self._verdicts.get(digest, self._keys.holds)
+        if verdict is None:
             self._misses += 1
-            return None
-        self._hits += 1
-        return entry.token
+        else:
+            self._hits += 1
+        return verdict
 
     def _check_type(self, parsed: ParsedToken) -> None:
         """Refuse a token without the ``typ`` header ``require_typ`` asks for."""
@@ -332,19 +314,6 @@ class TokenValidator:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
-
-
-@dataclass(frozen=True, slots=True)
-class _Verified:
-    """A cache entry: the verdict, and the ``kid`` of the key that verified the token."""
-
-    token: ValidatedToken
-    kid: str
-
-
-def _until_exp(digest: bytes, entry: _Verified, now: float) -> float:
-    """A cache entry lives until its token's ``exp`` (cachetools' time-to-use)."""
-    return entry.token.expires_on
 
 
 def _check_runtime(http_client: object, clock: object, names: SettingNames) -> None:

@@ -138,6 +138,20 @@ async def test_the_cache_is_bounded(
     assert validator.cache_info() == (3, 11, 3, 3)
 
 
+async def test_the_least_recently_used_verdict_is_the_one_evicted(
+    validator_for: ValidatorFactory, authority: Authority, clock: FakeClock
+) -> None:
+    validator = validator_for(cache_size=2)
+    a, b, c = (authority.mint(claims={"uti": name}) for name in "abc")
+    for token in (a, b, a, c):  # a used again after b: c's arrival evicts b
+        await validator.validate(token)
+    assert validator.cache_info()[:2] == (1, 3)
+    await validator.validate(a)
+    assert validator.cache_info()[:2] == (2, 3)
+    await validator.validate(b)
+    assert validator.cache_info()[:2] == (2, 4)
+
+
 async def test_the_cache_is_keyed_by_the_sha256_digest_not_the_token(
     validator_for: ValidatorFactory, authority: Authority, clock: FakeClock
 ) -> None:

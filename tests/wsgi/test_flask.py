@@ -325,8 +325,8 @@ def test_a_hook_that_raises_never_turns_a_refusal_into_a_500(
 
 
 def test_threads_sharing_a_small_verdict_cache_never_fail() -> None:
-    # The verdict cache (cachetools) is not thread-safe on its own: WSGI threads evicting and
-    # storing at once must still each get their verdict.
+    # WSGI threads evicting and storing at once in the verdict cache must still each get
+    # their verdict.
     authority = Authority(clock=lambda: float(NOW))
     validator = calc_validator(authority, sync=True, cache_size=4)
     tokens = [authority.mint(now=NOW, claims={"n": i}) for i in range(40)]
