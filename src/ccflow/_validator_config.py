@@ -110,10 +110,8 @@ class ValidatorConfig:
         cls,
         settings: ValidatorSettings,
         names: SettingNames = ARGUMENTS,
-        environ: Mapping[str, str] | None = None,
     ) -> ValidatorConfig:
-        """Check every setting, naming a bad one by ``names`` (``environ``: where
-        ``AZURE_AUTHORITY_HOST`` is looked up)."""
+        """Check every setting, naming a bad one by ``names``."""
         audiences = _strings(settings.audience, "audience", names) or _required("audience", names)
         clients = _strings(settings.allowed_clients, "allowed_clients", names)
         tenants = _strings(settings.allowed_tenants, "allowed_tenants", names)
@@ -127,7 +125,7 @@ class ValidatorConfig:
         if settings.jwks_uri is not None:
             _valid_url(settings.jwks_uri, names("jwks_uri"))
         typ = _typ(settings.require_typ, names)
-        plan = _key_sources(settings, tenants, names, environ)
+        plan = _key_sources(settings, tenants, names)
         rules = ClaimRules(
             issuers=(),
             audiences=frozenset(audiences),
@@ -177,7 +175,6 @@ def _key_sources(
     settings: ValidatorSettings,
     tenants: object,
     names: SettingNames,
-    environ: Mapping[str, str] | None,
 ) -> KeySourcePlan:
     """Where keys and issuers come from: a generic issuer's, or an Azure AD tenant's."""
     if settings.issuer is not None and settings.tenant_id is not None:
@@ -190,7 +187,7 @@ def _key_sources(
         raise names.error(
             "tenant_id", f"is required (or {names('issuer')} for a generic OIDC issuer)"
         )
-    plan = _azure_sources(settings, names, environ)
+    plan = _azure_sources(settings, names)
     _check_multi_tenant(settings.tenant_id, tenants, names)
     return plan
 
@@ -230,16 +227,14 @@ def _generic_sources(settings: ValidatorSettings, names: SettingNames) -> KeySou
     return KeySourcePlan(discoveries=(DiscoverySource(url, expected_issuer=issuer),))
 
 
-def _azure_sources(
-    settings: ValidatorSettings, names: SettingNames, environ: Mapping[str, str] | None
-) -> KeySourcePlan:
+def _azure_sources(settings: ValidatorSettings, names: SettingNames) -> KeySourcePlan:
     """Where an Azure AD tenant's issuers and keys come from: its v2 (and v1) discovery."""
     tenant_id = settings.tenant_id
     if not isinstance(tenant_id, str) or not tenant_id.strip():
         raise names.error("tenant_id", "must be a tenant GUID or domain name")
     tenant = tenant_id.strip()
     if settings.authority_host is None:
-        host, setting = authority_host_from(None, environ)
+        host, setting = authority_host_from(None)  # AZURE_AUTHORITY_HOST, else the public cloud
     else:
         host, setting = settings.authority_host, "authority_host"
     host = _valid_url(host, names(setting), authority_host=True)

@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 
 import httpx
 
-from ccflow._config import ARGUMENTS, SettingNames
+from ccflow._config import ARGUMENTS, SettingNames, authority_host_from
 from ccflow._core.claims import ClaimRules, ValidatedToken, check_claims
 from ccflow._core.jwks import SigningKey
 from ccflow._core.jws import (
@@ -42,7 +42,6 @@ from ccflow._core.jws import (
     parse_compact,
     verify_signature,
 )
-from ccflow._core.urls import DEFAULT_AUTHORITY_HOST
 from ccflow._validator_config import (
     DEFAULT_ALGORITHMS,
     DEFAULT_CACHE_SIZE,
@@ -190,18 +189,16 @@ class TokenValidator:
         """
         env = os.environ if environ is None else environ
         settings, names = environment_settings(env)
-        if "issuer" not in settings and overrides.get("issuer") is None:
-            # Azure AD mode: the host is read here, from the same environment (a generic
-            # issuer has none, though Azure SDK environments often set the variable).
-            settings["authority_host"] = (
-                env.get("AZURE_AUTHORITY_HOST", "").strip() or DEFAULT_AUTHORITY_HOST
-            )
         # A one-shot iterator (a generator of audiences) is read once, for both checks below.
         settings.update(
             {k: tuple(v) if isinstance(v, Iterator) else v for k, v in overrides.items()}
         )
         for setting in overrides:
             names.pop(setting, None)  # a value passed in is named as the argument it is
+        if settings.get("issuer") is None and settings.get("authority_host") is None:
+            # Azure AD mode: the host comes from this environment, not the process's (a
+            # generic issuer has none, though Azure SDK environments often set the variable).
+            settings["authority_host"], names["authority_host"] = authority_host_from(None, env)
         runtime = {
             k: settings.pop(k)
             for k in ("http_client", "sync_http_client", "clock")
@@ -209,7 +206,7 @@ class TokenValidator:
         }
         # Checked under the variables' names first; the constructor then checks the same
         # values again, which can no longer fail.
-        ValidatorConfig.of(ValidatorSettings(**settings), SettingNames(names), env)
+        ValidatorConfig.of(ValidatorSettings(**settings), SettingNames(names))
         return cls(**settings, **runtime)
 
     @property

@@ -197,6 +197,29 @@ def test_from_env_reads_a_generator_override_once() -> None:
     assert validator.realm == "api://calc"
 
 
+@pytest.mark.anyio
+async def test_from_env_reads_the_authority_host_from_the_mapping_it_is_given(
+    authority: Authority, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # authority_host=None (no host given) must fall back to the mapping, not os.environ.
+    monkeypatch.delenv("AZURE_AUTHORITY_HOST", raising=False)
+    env = {
+        "CCFLOW_TENANT_ID": authority.tenant_id,
+        "AZURE_AUTHORITY_HOST": authority.host,
+        "CCFLOW_AUDIENCE": "c0ffee00-cc10-4000-8000-0000000000a1",
+    }
+    hosts: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        hosts.append(f"{request.url.scheme}://{request.url.netloc.decode()}")
+        return authority.handle(request)
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handle))
+    validator = TokenValidator.from_env(env, authority_host=None, http_client=http, clock=clock)
+    assert (await validator.validate(authority.mint())).version == "2.0"
+    assert set(hosts) == {authority.host}
+
+
 def test_from_env_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CCFLOW_ISSUER", "https://idp.example/realms/a")
     monkeypatch.setenv("CCFLOW_AUDIENCE", "https://calc.example")
