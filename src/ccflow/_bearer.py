@@ -5,7 +5,7 @@ dependency, WSGI, Django, the gate) takes the same steps, written here once::
 
     token = bearer_token(headers)             # None: no bearer credential; raises for a bad header
     verdict = await validator.validate(token) # every request; the validator caches inside
-    rule.check(verdict)                       # AccessRule: roles or scopes, after the claims
+    check_rule(rule, verdict)                 # AccessRule: roles or scopes, after the claims
 
 (:func:`authenticate` is those three lines; :func:`authenticate_blocking` the same through
 ``validate_sync``, for WSGI threads), and answers a refusal with :func:`refuse`: a
@@ -24,7 +24,7 @@ A face, whatever its framework::
     try:
         verdict = await authenticate(headers, validator, rule)   # or authenticate_blocking
     except Exception as exc:
-        answer refuse(exc, realm, method=..., path=..., headers=headers, hook=on_refusal)
+        answer refuse(exc, realm, method=..., path=..., hook=on_refusal)
     if verdict is None: answer refuse(None, ...)                  # no token: 401
     serve, handing the app Principal.of(verdict)
 """
@@ -38,7 +38,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
-from ccflow._core.b64 import b64url_decode
 from ccflow._core.claims import AccessRule
 from ccflow.errors import (
     ConfigurationError,
@@ -69,6 +68,7 @@ __all__ = [
     "authenticate",
     "authenticate_blocking",
     "bearer_token",
+    "check_rule",
     "Paths",
     "checked_hook",
     "checked_paths",
@@ -424,7 +424,7 @@ async def authenticate(
     if token is None:
         return None
     verdict = await validator.validate(token)
-    rule.check(verdict)
+    check_rule(rule, verdict)
     return verdict
 
 
@@ -438,8 +438,17 @@ def authenticate_blocking(
     if token is None:
         return None
     verdict = validator.validate_sync(token)
-    rule.check(verdict)
+    check_rule(rule, verdict)
     return verdict
+
+
+def check_rule(rule: AccessRule, verdict: Verdict) -> None:
+    """``rule.check(verdict)``; a refusal names the verdict's caller (what the log shows)."""
+    try:
+        rule.check(verdict)
+    except InsufficientScopeError as exc:
+        exc.client_id, exc.tenant_id = verdict.client_id, verdict.tenant_id
+        raise
 
 
 # ---------------------------------------------------------------------------------------------
@@ -622,21 +631,6 @@ def _text(value: object) -> str | None:
     return _loggable(value[:100])
 
 
-def _payload_ids(headers: Iterable[tuple[bytes, bytes]]) -> tuple[str | None, str | None]:
-    """``(client id, tenant id)`` from the payload of the request's (authentic) token."""
-    # Called only for an InsufficientScopeError, which the validator raises after the
-    # signature and every claim check passed; any surprise gives no ids, never an error.
-    try:
-        token = bearer_token(headers) or ""
-        claims = json.loads(b64url_decode(token.split(".")[1]))
-    except Exception:
-        return None, None
-    if not isinstance(claims, dict):
-        return None, None
-    client = claims.get("azp") or claims.get("appid") or claims.get("client_id")
-    return _text(client), _text(claims.get("tid"))
-
-
 def refusal_of(
     rejection: Rejection,
     exc: BaseException | None,
@@ -644,19 +638,16 @@ def refusal_of(
     method: str = "",
     path: str = "",
     verdict: Verdict | Principal | None = None,
-    headers: Iterable[tuple[bytes, bytes]] = (),
 ) -> Refusal:
     """The :class:`Refusal` record of ``rejection`` (caused by ``exc``; ``None``: no token).
 
-    The caller's ids come from ``verdict`` when the face has it, else, for a 403 only, from
-    the token in ``headers``, which the validator verified before refusing it.
+    A 403 names its caller: from ``verdict`` when the face has it, else as the check that
+    refused the verified token named it in the error (never from an unverified token).
     """
     client_id = tenant_id = None
     if isinstance(exc, InsufficientScopeError):
-        if verdict is not None:
-            client_id, tenant_id = _text(verdict.client_id), _text(verdict.tenant_id)
-        else:
-            client_id, tenant_id = _payload_ids(headers)
+        caller = verdict if verdict is not None else exc
+        client_id, tenant_id = _text(caller.client_id), _text(caller.tenant_id)
     required = exc.required if isinstance(exc, InsufficientScopeError) else ()
     return Refusal(
         rejection.status,
@@ -713,12 +704,11 @@ def refuse(
     path: str = "",
     hook: RefusalHook | None = None,
     verdict: Verdict | Principal | None = None,
-    headers: Iterable[tuple[bytes, bytes]] = (),
 ) -> Rejection:
     """The answer to a refused request (``exc``; ``None``: no token), logged and given to
     ``hook`` (:func:`report_refusal`): what every face sends, however it sends it."""
     rejection = rejection_for(exc, realm)
-    refusal = refusal_of(rejection, exc, method=method, path=path, verdict=verdict, headers=headers)
+    refusal = refusal_of(rejection, exc, method=method, path=path, verdict=verdict)
     report_refusal(refusal, hook)
     return rejection
 

@@ -139,7 +139,7 @@ class BearerTokenMiddleware:
         try:
             verdict = authenticate_blocking(headers, self.validator)
         except Exception as exc:  # every refusal, and validator bugs: never a 500
-            return _refuse(exc, self.guard, request, headers=headers)
+            return _refuse(exc, self.guard, request)
         request.ccflow = None if verdict is None else Principal.of(verdict)
         setattr(request, _GUARD, self.guard)
         return self.get_response(request)
@@ -151,13 +151,9 @@ def _refuse(
     request: HttpRequest,
     *,
     caller: Principal | None = None,
-    headers: list[tuple[bytes, bytes]] | None = None,
 ) -> HttpResponse:
-    """The answer to a refused request, logged and reported as every face does.
-
-    The caller's ids in the log come from ``caller`` (a view's rule refused it) or, for the
-    validator's own 403s, from the token in ``headers`` (the middleware's refusals).
-    """
+    """The answer to a refused request, logged and reported as every face does; the log
+    names ``caller`` when a view's rule refused it."""
     rejection = refuse(
         exc,
         guard.realm,
@@ -165,7 +161,6 @@ def _refuse(
         path=request.path_info,
         hook=guard.on_refusal,
         verdict=caller,
-        headers=headers or (),
     )
     return _response(rejection)
 

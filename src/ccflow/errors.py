@@ -159,12 +159,26 @@ class InvalidTokenError(CCFlowError):
 
 
 class InsufficientScopeError(CCFlowError):
-    """A valid token whose caller or roles are not allowed (RFC 6750 insufficient_scope, 403)."""
+    """A valid token whose caller or roles are not allowed (RFC 6750 insufficient_scope, 403).
 
-    def __init__(self, message: str, *, reason: str = "role", required: Sequence[str] = ()) -> None:
+    ``client_id`` and ``tenant_id`` name the verified caller the refusal concerns, when the
+    check that refused it had a verified token (what the refusal log shows).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str = "role",
+        required: Sequence[str] = (),
+        client_id: str | None = None,
+        tenant_id: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.reason = reason
         self.required: tuple[str, ...] = tuple(required)
+        self.client_id = client_id
+        self.tenant_id = tenant_id
 
 
 class KeysUnavailableError(CCFlowError):

@@ -61,6 +61,7 @@ from ccflow._bearer import (
     Validator,
     ValidatorHolder,
     authenticate,
+    check_rule,
     checked_hook,
     checked_rule,
     refuse,
@@ -135,7 +136,7 @@ class BearerClaims(RuleOwner, ValidatorHolder, SecurityBase):
         try:
             verdict = await authenticate(request.scope["headers"], validator, self.rule)
             if verdict is not None and security_scopes.scopes:
-                AccessRule(tuple(security_scopes.scopes), match="all").check(verdict)
+                check_rule(AccessRule(tuple(security_scopes.scopes), match="all"), verdict)
         except Exception as exc:
             raise self._refused(exc, request, validator.realm) from None
         if verdict is None:
@@ -155,7 +156,6 @@ class BearerClaims(RuleOwner, ValidatorHolder, SecurityBase):
             method=request.scope.get("method", "WEBSOCKET"),
             path=request.url.path,
             hook=self.on_refusal,
-            headers=request.scope["headers"],
         )
         return _refusal(rejection, request)
 

@@ -129,7 +129,6 @@ class Gate:
             method=method,
             path=path,
             hook=self.on_refusal,
-            headers=scope["headers"],
         )
         headers = rejection.headers
         headers["x-ccflow-error"] = rejection.error or "unauthorized"

@@ -418,7 +418,6 @@ class RequireRoleMiddleware:
             method=scope.get("method", "WEBSOCKET"),
             path=scope.get("path", ""),
             hook=self.guard.on_refusal,
-            headers=scope["headers"],
         )
         await rejection(scope, receive, send)
 
@@ -635,7 +634,6 @@ class BearerAuthBackend(ValidatorHolder, AuthenticationBackend):
                 method=conn.scope.get("method", "WEBSOCKET"),
                 path=conn.url.path,
                 hook=self.on_refusal,
-                headers=conn.scope["headers"],
             )
             raise BearerAuthenticationError(rejection) from None
         if verdict is None:

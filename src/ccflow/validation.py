@@ -67,7 +67,8 @@ class CacheInfo(NamedTuple):
     hits: int
     """Validations answered from the cache."""
     misses: int
-    """Validations that verified the token (every one, with the cache off)."""
+    """Validations the cache did not answer (every one, with the cache off): the token was
+    then checked, whether it passed or not."""
     maxsize: int
     """The cache's bound (``cache_size``); ``0``: off."""
     currsize: int

@@ -200,9 +200,9 @@ class RequireRoleWSGI(RuleOwner):
         try:
             verdict = authenticate_blocking(headers, self.validator, self.rule)
         except Exception as exc:  # every refusal, and validator bugs: never a 500
-            return self._refuse(exc, environ, headers, start_response)
+            return self._refuse(exc, environ, start_response)
         if verdict is None:
-            return self._refuse(None, environ, headers, start_response)
+            return self._refuse(None, environ, start_response)
         environ[ENVIRON_KEY] = verdict
         environ[PRINCIPAL_KEY] = Principal.of(verdict)
         return self.app(environ, start_response)
@@ -211,7 +211,6 @@ class RequireRoleWSGI(RuleOwner):
         self,
         exc: BaseException | None,
         environ: WSGIEnvironment,
-        headers: list[tuple[bytes, bytes]],
         start_response: StartResponse,
     ) -> list[bytes]:
         """Send the RFC 6750 answer for ``exc`` (``None``: no token), logged and reported."""
@@ -221,7 +220,6 @@ class RequireRoleWSGI(RuleOwner):
             method=environ.get("REQUEST_METHOD", ""),
             path=environ.get("PATH_INFO", ""),
             hook=self.on_refusal,
-            headers=headers,
         )
         return send_rejection(rejection, start_response)
 

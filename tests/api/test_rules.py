@@ -441,6 +441,29 @@ def _fastapi_with_hook(validator: Any, seen: list[Refusal]) -> TestClient:
     return _client(app)
 
 
+@pytest.mark.parametrize("face", ["middleware", "backend", "fastapi"])
+def test_a_role_403_names_the_caller_on_every_face(
+    face: str, validator: Any, tokens: TokenFactory, authority: Authority
+) -> None:
+    seen: list[Refusal] = []
+    client = {
+        "middleware": lambda: _guarded(
+            RequireRole("invokeRole", validator=validator, on_refusal=seen.append)
+        ),
+        "backend": lambda: _backend_with_hook(
+            validator, seen, require(roles=["invokeRole"])(whoami)
+        ),
+        "fastapi": lambda: _fastapi_with_hook(validator, seen),
+    }[face]()
+    with client as c:
+        assert c.get("/who", headers=_bearer(tokens.no_roles())).status_code == 403
+    assert (seen[0].reason, seen[0].client_id, seen[0].tenant_id) == (
+        "role",
+        authority.client("calc-client").client_id,
+        authority.tenant_id,
+    )
+
+
 def test_a_hook_that_raises_never_turns_a_refusal_into_a_500(
     validator: Any, tokens: TokenFactory, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -287,6 +287,28 @@ def test_valid_but_not_allowed(claims: dict[str, Any], rules: ClaimRules, reason
     assert info.value.reason == reason
 
 
+def test_a_refusal_names_the_caller_the_checks_decided_on() -> None:
+    # Generic OIDC takes azp, then client_id, then appid: the 403 (and so the refusal log)
+    # names that caller, not whichever id claim another reader would try first.
+    claims = {
+        "iss": "https://idp.example/realms/a",
+        "aud": "https://calc.example/api",
+        "exp": NOW + 60,
+        "client_id": "svc-a",
+        "appid": "svc-b",
+        "tid": "t1",
+    }
+    rules = ClaimRules(
+        issuers=GENERIC.issuers,
+        audiences=GENERIC.audiences,
+        azure=False,
+        allowed_clients=frozenset({"svc-c"}),
+    )
+    with pytest.raises(InsufficientScopeError) as info:
+        check_claims(claims, rules, now=NOW)
+    assert (info.value.client_id, info.value.tenant_id) == ("svc-a", "t1")
+
+
 def test_allowed_client_and_any_tenant_pass() -> None:
     rules = ClaimRules(
         issuers=MULTI.issuers,

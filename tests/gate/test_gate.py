@@ -305,6 +305,18 @@ async def test_refusals_name_the_original_request_in_the_log_and_the_hook(
         assert raw.split(".")[2] not in caplog.text
 
 
+@pytest.mark.anyio
+async def test_a_path_no_rule_covers_is_refused_without_reading_the_token(
+    authority: Authority, make_gate: Any
+) -> None:
+    # The route refusal comes before validation: the log names no caller the token claims.
+    seen: list[Refusal] = []
+    forged = TokenFactory(authority).tampered()
+    response = await ask(make_gate(WHO, on_refusal=seen.append), "/elsewhere", forged)
+    assert response.status_code == 403
+    assert (seen[0].reason, seen[0].client_id, seen[0].tenant_id) == ("route", None, None)
+
+
 def test_a_bad_refusal_hook_is_refused_at_construction(make_gate: Any) -> None:
     with pytest.raises(ConfigurationError, match="on_refusal"):
         make_gate(on_refusal="metrics")

@@ -11,6 +11,8 @@ reason              check
 ``not_yet_valid``   ``nbf > now + leeway``
 ``issued_at``       ``iat > now + leeway``
 ``version``         Azure AD: ``ver`` not ``"2.0"`` (or ``"1.0"`` with ``accept_v1``)
+``type``            generic OIDC, in ``version``'s place: a ``nonce`` claim (an ID token,
+                    not an access token)
 ``issuer``          ``iss`` not one of the issuers (for multi-tenant, the ``{tenantid}``
                     template filled with the token's own ``tid``); ``tid`` not a string
 ``audience``        ``aud`` missing, empty, not a string or list of strings, or none of
@@ -20,7 +22,6 @@ reason              check
 ``roles``           ``roles`` present but not a list of strings
 ``scopes``          ``scp`` (generic OIDC: else ``scope``) present but neither a
                     space-separated string nor a list of strings
-``type``            generic OIDC: a ``nonce`` claim (an ID token, not an access token)
 ==================  ==============================================================
 
 It raises :class:`~ccflow.errors.InsufficientScopeError` (403) instead when the token is
@@ -474,9 +475,14 @@ def check_scopes_claim(claims: Mapping[str, Any], rules: ClaimRules, now: float)
 
 def check_allowed_client(claims: Mapping[str, Any], rules: ClaimRules, now: float) -> None:
     """The caller is on ``allowed_clients`` (403 otherwise)."""
-    allowed = rules.allowed_clients
-    if allowed is not None and id_key(_caller(claims, rules)) not in allowed:
-        raise InsufficientScopeError("the calling application is not allowed", reason="client")
+    allowed, caller = rules.allowed_clients, _caller(claims, rules)
+    if allowed is not None and id_key(caller) not in allowed:
+        raise InsufficientScopeError(
+            "the calling application is not allowed",
+            reason="client",
+            client_id=caller,
+            tenant_id=_tenant(claims),
+        )
 
 
 def check_allowed_tenant(claims: Mapping[str, Any], rules: ClaimRules, now: float) -> None:
@@ -487,7 +493,18 @@ def check_allowed_tenant(claims: Mapping[str, Any], rules: ClaimRules, now: floa
         and ANY_TENANT not in allowed
         and (tid is None or id_key(tid) not in allowed)
     ):
-        raise InsufficientScopeError("the caller's tenant is not allowed", reason="tenant")
+        raise InsufficientScopeError(
+            "the caller's tenant is not allowed",
+            reason="tenant",
+            client_id=_caller(claims, rules),
+            tenant_id=_tenant(claims),
+        )
+
+
+def _tenant(claims: Mapping[str, Any]) -> str | None:
+    """The ``tid`` claim when it is a string (a refusal's log names it)."""
+    tid = claims.get("tid")
+    return tid if isinstance(tid, str) else None
 
 
 def claim_checks(rules: ClaimRules) -> tuple[ClaimCheck, ...]:
