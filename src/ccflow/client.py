@@ -166,7 +166,8 @@ class TokenClient(BaseTokenClient[httpx.Client, Callable[[float], None], TokenCa
         flight: _Flight | None = None
         try:  # before the flight is registered: an interrupt must still unregister it
             with self._lock:
-                need = self._need(raw, key, options)  # under the lock: tests count clock reads
+                # Read again under the lock: another thread may have stored a token meanwhile.
+                need = self._need(raw, key, options)
                 if need.state is TokenState.FRESH:
                     assert need.cached is not None
                     return need.cached.token

@@ -201,6 +201,27 @@ def test_kid_must_be_a_non_empty_string(header: dict[str, object]) -> None:
     assert info.value.reason == "key"
 
 
+SEVERAL_FAULTS = {
+    "claims not JSON, kid a number": ({"alg": "RS256", "kid": 5}, b"not json", "malformed"),
+    "HS256, kid a number": ({"alg": "HS256", "kid": 5}, CLAIMS, "algorithm"),
+    "HS256, no kid": ({"alg": "HS256"}, CLAIMS, "algorithm"),
+    "claims not JSON, no kid": ({"alg": "RS256"}, b"not json", "malformed"),
+}
+
+
+@pytest.mark.parametrize(
+    ("header", "claims", "reason"), SEVERAL_FAULTS.values(), ids=SEVERAL_FAULTS.keys()
+)
+def test_a_token_with_several_faults_gets_the_first_listed_reason(
+    header: dict[str, object], claims: object, reason: str
+) -> None:
+    # malformed, then algorithm, then key: whichever field the fault is in.
+    payload = b64(claims) if isinstance(claims, bytes) else b64json(claims)
+    with pytest.raises(InvalidTokenError) as info:
+        parse_compact(f"{b64json(header)}.{payload}.{b64(b'x' * 256)}")
+    assert info.value.reason == reason
+
+
 @pytest.mark.parametrize("name", ["jku", "x5u", "jwk", "x5c"])
 def test_key_bearing_headers_are_ignored_not_trusted(name: str) -> None:
     attacker = rsa_key("attacker")

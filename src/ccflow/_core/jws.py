@@ -19,8 +19,9 @@ Rules, each with an :class:`~ccflow.errors.InvalidTokenError` ``reason``:
   exactly as long as the key's modulus (RFC 8017 8.1.2 and 8.2.2), so that no token has a
   second spelling; ECDSA signatures are ``r || s`` of the curve's exact size (RFC 7518 3.4).
 
-Every segment is decoded before the header is judged, so the error a malformed token gets does
-not depend on which check happens to run first. Error messages never contain the token.
+The checks run in the order of this list: every segment is decoded and both JSON objects read
+before ``alg`` and then ``kid`` are judged, so a token with several faults gets the reason
+listed first. Error messages never contain the token.
 """
 
 from __future__ import annotations
@@ -162,13 +163,13 @@ def parse_compact(
     signature = _segment(parts[2], "signature")
     if "crit" in header or header.get("b64", True) is not True:
         raise _malformed("the token uses a JWS extension (crit or b64) that is not supported")
-    kid = header.get("kid")
-    if "kid" in header and not isinstance(kid, str):
-        raise InvalidTokenError("the token's kid header is not a string", reason="key")
     claims = json_object(claims_json, "the token's claims", _malformed)
     alg = header.get("alg")
     if not isinstance(alg, str) or alg not in algorithms:
         raise InvalidTokenError("the token's signing algorithm is not allowed", reason="algorithm")
+    kid = header.get("kid")
+    if "kid" in header and not isinstance(kid, str):
+        raise InvalidTokenError("the token's kid header is not a string", reason="key")
     if not isinstance(kid, str) or not kid:
         raise InvalidTokenError("the token has no kid header", reason="key")
     signing_input = raw[: len(parts[0]) + 1 + len(parts[1])]
