@@ -19,8 +19,9 @@ No IO. A rules file (TOML)::
 Each route's roles, scopes and match make one :class:`~ccflow._core.claims.AccessRule`, the
 rule every face checks (``RequireRole``, ``@require``, WSGI, Django). The longest route prefix
 wins, on whole segments (``/calc`` covers ``/calc/add``, not ``/calculator``); among the routes
-of that prefix, the one listing the method. A method no route of the longest prefix lists is
-refused, rather than falling back to a shorter prefix.
+of that prefix, the one listing the method, else the one listing no methods, whatever their
+order in the file (two routes of one path may not cover the same method). A method no route of
+the longest prefix covers is refused, rather than falling back to a shorter prefix.
 """
 
 from __future__ import annotations
@@ -76,7 +77,13 @@ class Rules:
             known = self._folded.setdefault(route.path.lower(), route.path)
             if known != route.path:
                 raise ConfigurationError(f"routes {known} and {route.path} differ only in case")
-            self._by_prefix.setdefault(route.path, []).append(route)
+            same_path = self._by_prefix.setdefault(route.path, [])
+            if any(_overlap(route, other) for other in same_path):
+                raise ConfigurationError(
+                    f"two routes for {route.path} cover the same method; give each method"
+                    " one route (a route without methods covers the methods no other lists)"
+                )
+            same_path.append(route)
 
     @classmethod
     def from_toml(cls, path: str, *, default: Rule | None = None) -> Rules:
@@ -118,12 +125,25 @@ class Rules:
         while True:
             routes = self._by_prefix.get(prefix)
             if routes is not None:
-                return next((r for r in routes if r.allows_method(method)), None)
+                return _route_for(routes, method)
             if prefix.lower() in self._folded:
                 raise InvalidRequestError("the original request's path is a route in another case")
             if prefix == "/":
                 return self.default
             prefix = prefix.rsplit("/", 1)[0] or "/"
+
+
+def _overlap(a: Rule, b: Rule) -> bool:
+    """Whether two routes of one path cover a method in common (both without methods: all)."""
+    if a.methods is None or b.methods is None:
+        return a.methods is None and b.methods is None
+    return any(a.allows_method(m) for m in b.methods) or any(b.allows_method(m) for m in a.methods)
+
+
+def _route_for(routes: Sequence[Rule], method: str) -> Rule | None:
+    """Among one path's routes: the one listing ``method``, else the one listing none."""
+    listed = next((r for r in routes if r.methods is not None and r.allows_method(method)), None)
+    return listed or next((r for r in routes if r.methods is None), None)
 
 
 def _strings(value: object, where: str, key: str) -> tuple[str, ...]:

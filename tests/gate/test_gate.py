@@ -229,11 +229,45 @@ async def test_upstream_headers_carry_clean_claims_only(
             {"route": [{"path": "/api", "roles": ["r"]}, {"path": "/API", "public": True}]},
             "differ only in case",
         ),
+        (
+            {"route": [{"path": "/api", "roles": ["r"]}, {"path": "/api", "public": True}]},
+            "cover the same method",
+        ),
+        (
+            {
+                "route": [
+                    {"path": "/api", "methods": ["GET"], "roles": ["r"]},
+                    {"path": "/api", "methods": ["HEAD", "PUT"], "public": True},
+                ]
+            },
+            "cover the same method",
+        ),
     ],
 )
 def test_bad_rules_are_configuration_errors(document: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         Rules.from_mapping(document)
+
+
+CATCH_ALL = {"path": "/calc", "public": True}
+DELETE_NEEDS_ADMIN = {"path": "/calc", "methods": ["DELETE"], "roles": ["admin"]}
+
+
+@pytest.mark.parametrize(
+    "routes",
+    [[CATCH_ALL, DELETE_NEEDS_ADMIN], [DELETE_NEEDS_ADMIN, CATCH_ALL]],
+    ids=["catch-all first", "catch-all last"],
+)
+def test_the_route_listing_the_method_wins_over_the_catch_all_in_any_order(
+    routes: list[dict[str, Any]],
+) -> None:
+    rules = Rules.from_mapping({"route": routes})
+    delete = rules.rule_for("/calc/x", "DELETE")
+    assert delete is not None
+    assert (delete.public, delete.access.roles) == (False, ("admin",))
+    get = rules.rule_for("/calc/x", "GET")
+    assert get is not None
+    assert get.public
 
 
 def test_rules_file_and_role_flags(tmp_path: Any) -> None:
