@@ -41,6 +41,11 @@ class _Parser(argparse.ArgumentParser):
         )
         message = re.sub(r"(--?[\w-]+)=\S*", r"\1=...", message)
         message = re.sub(r"explicit argument '.*'", "explicit argument '...'", message)
+        # A value given before its command (``--client-secret S token``) is quoted as an
+        # invalid command name: say so without quoting it.
+        message = re.sub(
+            r"invalid choice: '.*?' \(", "invalid choice: '...' (", message, flags=re.DOTALL
+        )
         super().error(message)
 
 

@@ -365,6 +365,14 @@ def test_a_mistyped_flag_never_echoes_the_value_after_it(typo: list[str]) -> Non
         assert typo[0].split("=")[0] in result.stderr
 
 
+def test_a_secret_given_before_the_command_is_not_echoed_as_a_bad_command() -> None:
+    # argparse takes the value for the command name and quoted it: "invalid choice: '<secret>'".
+    result = ccflow("--client-secret", "s3cr3t-Value~x", "token")
+    assert result.returncode == 2
+    assert "s3cr3t" not in result.stderr + result.stdout
+    assert "invalid choice: '...' (choose from 'token'" in result.stderr
+
+
 def test_token_plain_http_to_a_remote_host_is_refused_with_exit_2() -> None:
     result = ccflow(
         "token",
