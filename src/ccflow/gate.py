@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from ccflow._bearer import (
@@ -81,7 +81,9 @@ class Gate:
     ) -> None:
         self.rules = rules
         self._holder = ValidatorHolder(validator, "Gate")
-        self.upstream_headers = dict(upstream_headers or {})
+        self.upstream_headers = _checked_headers(
+            (upstream_headers or {}).items(), "upstream_headers"
+        )
         self.on_refusal = checked_hook(on_refusal, "Gate")
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -233,7 +235,7 @@ def original_request(scope: Mapping[str, Any]) -> tuple[str, str]:
 
 def parse_upstream_headers(values: list[str]) -> dict[str, str]:
     """``--upstream-header NAME=CLAIM`` values as ``{NAME: CLAIM}``."""
-    found: dict[str, str] = {}
+    pairs = []
     for value in values:
         name, equals, claim = value.partition("=")
         if not equals or not _HEADER_NAME.fullmatch(name) or not claim:
@@ -241,10 +243,22 @@ def parse_upstream_headers(values: list[str]) -> dict[str, str]:
                 f"--upstream-header must be NAME=CLAIM (such as X-Ccflow-Oid=oid), got {value!r}",
                 setting="upstream-header",
             )
+        pairs.append((name, claim))
+    return _checked_headers(pairs, "--upstream-header")
+
+
+def _checked_headers(pairs: Iterable[tuple[object, object]], setting: str) -> dict[str, str]:
+    """Extra header names and their claims: header-name syntax, never one of the gate's own."""
+    found: dict[str, str] = {}
+    for name, claim in pairs:
+        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+            raise ConfigurationError(f"{setting}: {name!r} is not a header name", setting=setting)
+        if not isinstance(claim, str) or not claim:
+            raise ConfigurationError(f"{setting}: {name}'s claim must be a name", setting=setting)
         if name.lower() in (*IDENTITY_HEADERS, "x-ccflow-scopes", "x-ccflow-error"):
             raise ConfigurationError(
-                f"--upstream-header {name} is one of the gate's own headers",
-                setting="upstream-header",
+                f"{setting} {name} is one of the gate's own headers",
+                setting=setting.lstrip("-"),
             )
         found[name] = claim
     return found

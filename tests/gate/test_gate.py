@@ -292,6 +292,18 @@ def test_bad_upstream_headers_are_refused(value: str) -> None:
         parse_upstream_headers([value])
 
 
+@pytest.mark.parametrize(
+    "headers", [{"X-Ccflow-Roles": "sub"}, {"x-ccflow-client-id": "sub"}, {"X Oid": "oid"}]
+)
+def test_a_gate_built_in_python_refuses_the_same_upstream_headers(
+    make_gate: Any, headers: dict[str, str]
+) -> None:
+    # Gate(upstream_headers=...) is checked as --upstream-header is: a claim must never be
+    # written over the identity headers the upstream trusts.
+    with pytest.raises(ConfigurationError, match="upstream_headers"):
+        make_gate(upstream_headers=headers)
+
+
 # -- the refusals every face answers alike, logged and reported alike ---------------------
 
 WHO = {"route": [{"path": "/who", "roles": ["invokeRole"], "scopes": ["Calc.Read"]}]}
