@@ -128,8 +128,13 @@ class RedisTokenCache:
             self._async = redis.asyncio.Redis.from_url(
                 url, retry=AsyncRetry(NoBackoff(), 0), **options
             )
-        except ValueError as exc:
-            raise ConfigurationError(f"url is not a Redis URL: {exc}", setting="url") from None
+        except ValueError:
+            # redis-py's message may quote part of the password: never repeat it.
+            raise ConfigurationError(
+                "url is not a Redis URL (redis://, rediss:// or unix://; percent-encode"
+                " / # ? @ in a password)",
+                setting="url",
+            ) from None
         self._host = _describe(self._sync)
         self._fernet = _fernet(encryption_key)
         self._compare_and_delete = self._sync.register_script(_COMPARE_AND_DELETE)

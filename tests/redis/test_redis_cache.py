@@ -400,6 +400,14 @@ def test_a_url_that_is_not_redis_is_a_configuration_error() -> None:
         RedisTokenCache("http://127.0.0.1:1/0")
 
 
+def test_a_password_that_breaks_the_url_never_reaches_the_error() -> None:
+    # An unescaped "/" in the password (Azure Cache for Redis keys are base64) made redis-py
+    # quote what came before it: "Port could not be cast to integer value as 's3cr'".
+    with pytest.raises(ConfigurationError, match="percent-encode") as caught:
+        RedisTokenCache("redis://:s3cr/etPass@127.0.0.1:6390/2")
+    assert "s3cr" not in str(caught.value)
+
+
 def test_repr_names_the_server_but_never_the_password() -> None:
     cache = RedisTokenCache("redis://app:hunter2@127.0.0.1:6390/2")
     assert "hunter2" not in repr(cache)
