@@ -221,11 +221,13 @@ def _claimed_request(scope: Mapping[str, Any]) -> tuple[str, str]:
 def original_request(scope: Mapping[str, Any]) -> tuple[str, str]:
     """The original request's method and normalised path (see the module docstring)."""
     methods, uris = _forwarded(scope["headers"])
-    method = _one(methods, "method") or scope["method"]
-    uri = _one(uris, "path")
-    if uri is None:
+    method, uri = _one(methods, "method"), _one(uris, "path")
+    if (method is None) != (uri is None):
+        # Half the original request: the sub-request's own method or path stands for nothing.
+        raise InvalidRequestError("the proxy sent the original request's path or method alone")
+    if method is None or uri is None:  # no proxy headers: the request is the original (Envoy)
         raw_path = scope.get("raw_path")
-        uri = raw_path.decode("latin-1") if raw_path else scope["path"]
+        method, uri = scope["method"], raw_path.decode("latin-1") if raw_path else scope["path"]
     method = checked_method(method.upper())
     for name, value in scope["headers"]:
         if name.lower() in _OVERRIDE_HEADERS and value.decode("latin-1").upper() != method:

@@ -106,6 +106,30 @@ async def test_rules_pick_by_longest_prefix_and_method(
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X_Original_URI": "/calc/1"},  # nginx without proxy_set_header X-Original-Method
+        {"X_Forwarded_Method": "DELETE"},
+        {"X_Original_URI": "/calc/1", "X_Original_Method": ""},
+    ],
+    ids=["path alone", "method alone", "empty method"],
+)
+async def test_half_an_original_request_is_a_400_not_the_sub_requests_own(
+    authority: Authority, make_gate: Any, headers: dict[str, str]
+) -> None:
+    # An auth sub-request is a GET: judging DELETE /calc/1 as GET would open method rules.
+    rules = {
+        "route": [
+            {"path": "/calc", "methods": ["GET"], "public": True},
+            {"path": "/calc", "methods": ["DELETE"], "roles": ["adminRole"]},
+        ]
+    }
+    response = await ask(make_gate(rules), "/calc/1", mint(authority), **headers)
+    assert response.status_code == 400
+
+
+@pytest.mark.anyio
 async def test_no_default_rule_refuses_uncovered_paths_before_reading_the_token(
     make_gate: Any,
 ) -> None:
@@ -120,11 +144,11 @@ async def test_no_default_rule_refuses_uncovered_paths_before_reading_the_token(
 @pytest.mark.parametrize(
     "headers",
     [
-        {"X_Forwarded_Uri": "/admin"},  # Traefik
-        {"X_Original_URI": "/admin?x=1"},  # nginx
-        {"X_Original_URI": "//admin/"},
-        {"X_Original_URI": "/admin/"},
-        {"X_Original_URI": "/admin/users?next=/../healthz"},
+        {"X_Forwarded_Uri": "/admin", "X_Forwarded_Method": "GET"},  # Traefik
+        {"X_Original_URI": "/admin?x=1", "X_Original_Method": "GET"},  # nginx
+        {"X_Original_URI": "//admin/", "X_Original_Method": "GET"},
+        {"X_Original_URI": "/admin/", "X_Original_Method": "GET"},
+        {"X_Original_URI": "/admin/users?next=/../healthz", "X_Original_Method": "GET"},
     ],
 )
 async def test_the_original_path_is_judged_normalised(
