@@ -131,8 +131,8 @@ class TokenFactory:
 
     def user_token(
         self,
-        client: str = "calc-client",
-        api: str = "calc-api",
+        client: str | None = None,
+        api: str | None = None,
         *,
         scopes: Sequence[str] = ("Calc.Read",),
         roles: Sequence[str] = (),
@@ -150,7 +150,7 @@ class TokenFactory:
         claims = dict(options.pop("claims", None) or {})
         omit = tuple(options.pop("omit", ()))
         kid, headers = options.pop("kid", None), options.pop("headers", None)
-        app = self.authority.token_claims(client, api, **options)
+        app = self.authority.token_claims(*self._names(client, api), **options)
         body = delegated_claims(
             app,
             scopes=tuple(scopes),

@@ -276,7 +276,16 @@ def test_without_a_granted_client_the_first_client_is_the_default() -> None:
 
 @pytest.mark.parametrize(
     "method",
-    ["expired", "wrong_audience", "wrong_issuer", "wrong_tenant", "no_roles", "v1", "tampered"],
+    [
+        "expired",
+        "wrong_audience",
+        "wrong_issuer",
+        "wrong_tenant",
+        "no_roles",
+        "v1",
+        "tampered",
+        "user_token",
+    ],
 )
 def test_every_method_uses_the_defaults(method: str) -> None:
     _, claims = decode_unverified(getattr(TokenFactory(shop_authority()), method)())
