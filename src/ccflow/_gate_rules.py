@@ -93,7 +93,7 @@ class Rules:
                 document = tomllib.load(file)
         except OSError as exc:
             raise ConfigurationError(f"--rules: cannot read {path}: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigurationError(f"--rules: {path} is not TOML: {exc}") from None
         return cls.from_mapping(document, default=default, source=path)
 

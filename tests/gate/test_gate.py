@@ -308,6 +308,9 @@ def test_rules_file_and_role_flags(tmp_path: Any) -> None:
     path.write_text("not = = toml")
     with pytest.raises(ConfigurationError, match="not TOML"):
         build_rules([], str(path))
+    path.write_bytes(b'[default]\nroles = ["\xff"]\n')  # not UTF-8
+    with pytest.raises(ConfigurationError, match="not TOML"):
+        build_rules([], str(path))
 
 
 @pytest.mark.parametrize("value", ["X-Oid", "=oid", "X Oid=oid", "X-Ccflow-Roles=roles"])
