@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 import tempfile
 import threading
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -181,7 +182,8 @@ class FileTokenCache:
     """Tokens kept in a file between runs of short-lived processes (``ccflow token`` uses it).
 
     The file (default :func:`default_cache_path`) is written atomically (a temporary file,
-    then ``os.replace``) with mode 0600 in a directory of mode 0700, under an ``fcntl`` lock
+    then ``os.replace``) with mode 0600 in a directory it makes with mode 0700 (an existing
+    directory is left as it is, and refused if other users may write to it), under an ``fcntl`` lock
     that also makes concurrent runs wait for one fetch. Tokens sit on disk in clear, readable
     by the user only. A file that cannot be read or written is logged once and skipped.
     ``partition`` keeps entries apart from those written with another one: ``ccflow token``
@@ -253,12 +255,15 @@ class FileTokenCache:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        """Hold the exclusive lock on the cache's lock file (created 0600 in a 0700 dir)."""
+        """Hold the exclusive lock on the cache's lock file (created 0600; the directory, when
+        created here, 0700; an existing one is used only if no other user may write to it)."""
         directory = self.path.parent
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if directory.stat().st_uid != os.geteuid():  # another user's (or a link to it)
+        status = directory.stat()
+        if status.st_uid != os.geteuid():  # another user's (or a link to it)
             raise PermissionError(f"{directory} belongs to another user")
-        os.chmod(directory, 0o700)
+        if status.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise PermissionError(f"{directory} is writable by other users")
         fd = os.open(directory / (self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -298,9 +303,10 @@ class FileTokenCache:
         if not self._warned:
             self._warned = True
             logger.warning(
-                "token cache file %s cannot be used, fetching directly: %s",
+                "token cache file %s cannot be used, fetching directly: %s: %s",
                 self.path,
                 type(exc).__name__,
+                exc.strerror or exc,  # why, in the OS's words or ours; never a token
             )
 
 

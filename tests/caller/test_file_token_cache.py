@@ -54,12 +54,30 @@ def test_the_file_is_0600_in_a_0700_directory_and_no_temp_file_is_left(
     assert sorted(p.name for p in path.parent.iterdir()) == ["tokens.json", "tokens.json.lock"]
 
 
-def test_a_too_open_directory_is_closed(authority: Authority, tmp_path: Path, scope: str) -> None:
+def test_an_existing_directory_keeps_its_mode(
+    authority: Authority, tmp_path: Path, scope: str
+) -> None:
+    # Pointed at a project directory (or $HOME), the cache must not make it private.
     directory = tmp_path / "c"
-    directory.mkdir(mode=0o755)
+    directory.mkdir()
     directory.chmod(0o755)
-    token_client(authority, FileTokenCache(directory / "tokens.json")).get_token(scope)
-    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    path = directory / "tokens.json"
+    token_client(authority, FileTokenCache(path)).get_token(scope)
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o755
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_directory_others_may_write_to_is_not_used(
+    authority: Authority, tmp_path: Path, scope: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    directory = tmp_path / "c"
+    directory.mkdir()
+    directory.chmod(0o775)
+    client = token_client(authority, FileTokenCache(directory / "tokens.json"))
+    assert client.get_token(scope).token
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o775
+    assert not (directory / "tokens.json").exists()
+    assert "writable by other users" in caplog.text
 
 
 @pytest.mark.parametrize("content", [b"{not json", b"[]", b'{"k": 1}', b""])
