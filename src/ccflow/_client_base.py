@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar, Generic, Self, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar, cast
 from urllib.parse import urlsplit
 
 import httpx
@@ -73,6 +73,9 @@ from ccflow._unpicklable import Unpicklable
 from ccflow._version import __version__
 from ccflow.credentials import Credential
 from ccflow.errors import CCFlowError, ConfigurationError, CredentialError
+
+if TYPE_CHECKING:
+    from ccflow.redis import RedisTokenCache
 
 __all__ = [
     "NO_AUTH",
@@ -181,6 +184,7 @@ class BaseTokenClient(Unpicklable, Generic[HttpT, SleepT, CacheT]):
         self._http: HttpT = http_client if http_client is not None else self._new_http(timeout)
         self._sleep: SleepT = sleep if sleep is not None else self._default_sleep()
         self.cache: CacheT = cache if cache is not None else self._default_cache()
+        self._owned_cache: RedisTokenCache | None = None  # from_env's: closed with the client
         # Normalised scopes -> when a 401 last forced a refresh (see _may_invalidate).
         self._forced: dict[tuple[str, ...], float] = {}
         self._flights: dict[TokenKey, Any] = {}
@@ -245,12 +249,14 @@ class BaseTokenClient(Unpicklable, Generic[HttpT, SleepT, CacheT]):
                 setting="cache",
             )
         try:
-            return cls(**arguments, **options)
+            client = cls(**arguments, **options)
         except ConfigurationError as exc:
             renamed = named_after_variable(exc)
             if renamed is None:
                 raise
             raise renamed from None
+        client._owned_cache = arguments.get("cache")
+        return client
 
     # -- shared by both faces (no IO) --
 
@@ -433,7 +439,7 @@ class BaseTokenClient(Unpicklable, Generic[HttpT, SleepT, CacheT]):
             )
 
 
-def cache_from_env(environ: Mapping[str, str]) -> Any:
+def cache_from_env(environ: Mapping[str, str]) -> RedisTokenCache | None:
     """The ``RedisTokenCache`` that ``CCFLOW_TOKEN_CACHE`` names, or ``None`` when unset."""
     variable = CACHE_VARIABLES["cache"]
     url = environ.get(variable, "").strip()

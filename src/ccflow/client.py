@@ -248,9 +248,12 @@ class TokenClient(BaseTokenClient[httpx.Client, Callable[[float], None], TokenCa
         return outcome
 
     def close(self) -> None:
-        """Close the HTTP client if this client created it."""
+        """Close the HTTP client if this client created it, and the Redis cache
+        ``from_env()`` made."""
         if self._owns_http:
             self._http.close()
+        if self._owned_cache is not None:
+            self._owned_cache.close()
 
     def __enter__(self) -> Self:
         return self
@@ -427,9 +430,13 @@ class AsyncTokenClient(
         return outcome
 
     async def aclose(self) -> None:
-        """Close the HTTP client if this client created it."""
+        """Close the HTTP client if this client created it, and the Redis cache
+        ``from_env()`` made."""
         if self._owns_http:
             await self._http.aclose()
+        if self._owned_cache is not None:
+            await self._owned_cache.aclose()
+            self._owned_cache.close()
 
     async def __aenter__(self) -> Self:
         return self

@@ -10,11 +10,12 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+import httpx
 import pytest
 from cryptography.fernet import Fernet
 from tests.support import async_token_client, token_client
 
-from ccflow import ConfigurationError, TokenClient
+from ccflow import AsyncTokenClient, ConfigurationError, TokenClient
 from ccflow._core.shared_cache import ENTRY_PREFIX
 from ccflow.authority import Authority
 from ccflow.redis import RedisTokenCache
@@ -412,3 +413,33 @@ def test_repr_names_the_server_but_never_the_password() -> None:
     cache = RedisTokenCache("redis://app:hunter2@127.0.0.1:6390/2")
     assert "hunter2" not in repr(cache)
     assert "127.0.0.1:6390/2" in repr(cache)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("face", ["sync", "async"])
+async def test_a_client_from_env_closes_the_redis_cache_it_made(
+    authority: Authority, redis_server: RedisServer, scope: str, face: str
+) -> None:
+    import redis
+
+    app = authority.client("calc-client")
+    environ = {
+        "AZURE_CLIENT_ID": app.client_id,
+        "AZURE_CLIENT_SECRET": app.secret,
+        "AZURE_TENANT_ID": authority.tenant_id,
+        "AZURE_AUTHORITY_HOST": authority.host,
+        "CCFLOW_TOKEN_CACHE": redis_server.url,
+    }
+    with redis.Redis.from_url(redis_server.url) as admin:
+        before = len(admin.client_list())
+        if face == "sync":
+            http = httpx.Client(transport=authority.transport())
+            with TokenClient.from_env(environ=environ, http_client=http) as client:
+                client.get_token(scope)
+        else:
+            http_async = httpx.AsyncClient(transport=authority.transport())
+            async with AsyncTokenClient.from_env(
+                environ=environ, http_client=http_async
+            ) as aclient:
+                await aclient.get_token(scope)
+        assert len(admin.client_list()) == before  # its connections are gone
