@@ -283,13 +283,17 @@ class BaseTokenClient(Unpicklable, Generic[HttpT, SleepT, CacheT]):
         self._forced[scopes] = now
         return True
 
-    def _settle(self, key: TokenKey, outcome: FetchOutcome, now: float) -> None:
-        """Cache what a fetch gave; a failed refresh of a token invalidated meanwhile raises."""
+    def _settle(self, need: Need, outcome: FetchOutcome) -> None:
+        """Cache what a fetch for ``need`` gave; a failed refresh of a token invalidated
+        meanwhile raises. A plain fetch keeps an entry stored since it began (a claims
+        challenge's answer, newer than the token the fetch replaces)."""
+        current = self.cache.get(need.key)
         if outcome.error is not None:
-            current = self.cache.get(key)
             if current is None or current.token is not outcome.entry.token:
                 raise outcome.error
-        self.cache.put(key, outcome.entry, now)
+        elif not need.options.fresh and current is not None and current != need.cached:
+            return
+        self.cache.put(need.key, outcome.entry, need.now)
 
     def _need(self, raw: tuple[str, ...], key: TokenKey, options: TokenOptions) -> Need:
         """``key``'s need now: the clock, then the local cache (skipped for a claims challenge)."""

@@ -174,7 +174,9 @@ class TokenClient(BaseTokenClient[httpx.Client, Callable[[float], None], TokenCa
                 # A claims challenge never joins a flight: its token was asked without it.
                 waiting = None if options.fresh else self._flights.get(key)
                 if waiting is None:
-                    flight = self._flights[key] = _Flight()
+                    flight = _Flight()
+                    if not options.fresh:  # nor does anyone join its own
+                        self._flights[key] = flight
             if flight is None:
                 assert waiting is not None
                 if need.state is TokenState.STALE:
@@ -184,8 +186,9 @@ class TokenClient(BaseTokenClient[httpx.Client, Callable[[float], None], TokenCa
             started = time.perf_counter()
             outcome, fetched = self._refill(need)
             with self._lock:
-                self._settle(key, outcome, need.now)
-                self._flights.pop(key, None)
+                self._settle(need, outcome)
+                if self._flights.get(key) is flight:
+                    del self._flights[key]
         except Exception as exc:
             if flight is not None:
                 self._abandon(key, flight, exc)
@@ -359,7 +362,8 @@ class AsyncTokenClient(
             # Its own task, so a cancelled caller does not cancel it for the others.
             flight = asyncio.ensure_future(self._fetch(need))
             flight.add_done_callback(_consume)
-            self._flights[key] = flight
+            if not need.options.fresh:  # nor does anyone join its own
+                self._flights[key] = flight
         elif need.state is TokenState.STALE:
             assert need.cached is not None
             return need.cached.token
@@ -382,9 +386,10 @@ class AsyncTokenClient(
         try:
             entry = await (fetch() if need.options.fresh else self.cache.arefill(key, now, fetch))
             outcome = fetched[-1] if fetched else FetchOutcome(entry)
-            self._settle(key, outcome, now)
+            self._settle(need, outcome)
         finally:
-            self._flights.pop(key, None)
+            if self._flights.get(key) is asyncio.current_task():  # this fetch's own entry
+                del self._flights[key]
         self._log(key, outcome, started, fetched=bool(fetched))
         return outcome.entry
 

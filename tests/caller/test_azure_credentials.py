@@ -354,6 +354,10 @@ def test_a_claims_challenge_does_not_join_a_fetch_already_in_flight(
         thread.join(10)
     assert parse_qs(seen[-1].content.decode()).get("claims") == [CLAIMS]
     assert challenged.token != plain[0].token
+    # The fetch that began before the challenge ended after it: the answer to the challenge,
+    # the newer token, is what the cache keeps serving.
+    assert client.get_token(scope).token == challenged.token
+    assert len(seen) == 2
 
 
 @pytest.mark.anyio
@@ -378,3 +382,5 @@ async def test_a_claims_challenge_does_not_join_an_async_fetch_already_in_flight
     release.set()
     assert parse_qs(seen[-1].content.decode()).get("claims") == [CLAIMS]
     assert challenged.token != (await plain).token
+    assert (await client.get_token(scope)).token == challenged.token
+    assert len(seen) == 2
