@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -28,6 +29,22 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 VALID = {"CCFLOW_TENANT_ID": "contoso.onmicrosoft.com", "CCFLOW_AUDIENCE": "api://calc"}
+
+
+def test_an_address_the_gate_cannot_listen_on_exits_2() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "ccflow", "gate", "--role", "r", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            env=_env(**VALID),
+            timeout=TIMEOUT,
+            check=False,
+        )
+    assert done.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import socket
 import sys
 from typing import Any
 
@@ -65,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         environ = _gate_environment(args)
         from_env({**os.environ, **environ})  # the rules and headers, checked now
         asyncio.run(TokenValidator.from_env().aclose())  # the CCFLOW_* variables, checked now
+        _check_address(args.host, args.port)
     except ConfigurationError as exc:
         error(str(exc))
         return EXIT_USAGE
@@ -85,6 +87,18 @@ def run(args: argparse.Namespace) -> int:
         access_log=False,
     )
     return 0
+
+
+def _check_address(host: str, port: int) -> None:
+    """Refuse an address the gate cannot listen on (busy port, unknown host) as bad
+    configuration, as ``authority serve`` does, before uvicorn starts."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.create_server((host, port), family=family):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigurationError(f"cannot listen on {host}:{port}: {reason}") from None
 
 
 def _gate_environment(args: argparse.Namespace) -> dict[str, str]:
