@@ -602,6 +602,20 @@ def client_settings(
     }
 
 
+def client_environ(
+    authority: Authority, name: str = "calc-client", host: str | None = None
+) -> dict[str, str]:
+    """The AZURE_* variables ``from_env()`` reads for client app ``name`` on ``authority``
+    (``host``: a served authority's URL in place of its in-process host)."""
+    app = authority.client(name)
+    return {
+        "AZURE_CLIENT_ID": app.client_id,
+        "AZURE_CLIENT_SECRET": app.secret,
+        "AZURE_TENANT_ID": authority.tenant_id,
+        "AZURE_AUTHORITY_HOST": host or authority.host,
+    }
+
+
 def token_client(
     authority: Authority, cache: Any = None, name: str = "calc-client", **options: Any
 ) -> TokenClient:

@@ -163,14 +163,7 @@ class BaseTokenClient(Unpicklable, Generic[HttpT, SleepT, CacheT]):
             timeout=timeout,
             clock=clock,
         )
-        if http_client is not None and not isinstance(http_client, self._HTTP_CLASS):
-            raise ConfigurationError(self._HTTP_MISMATCH, setting="http_client")
-        if sleep is not None and not callable(sleep):
-            raise ConfigurationError(
-                "sleep must be a callable taking seconds (like time.sleep or asyncio.sleep)",
-                setting="sleep",
-            )
-        self._check_cache(cache)
+        self._check_parts(http_client, sleep, cache)
         # Tenants get_token(tenant_id=...) may name besides the client's own (azure-core).
         self._allowed_tenants = allowed_tenants(additionally_allowed_tenants)
         self.client_id = config.client_id
@@ -201,8 +194,16 @@ class BaseTokenClient(Unpicklable, Generic[HttpT, SleepT, CacheT]):
         """How the face waits between retries unless told (``time.sleep``/``asyncio.sleep``)."""
         raise NotImplementedError
 
-    def _check_cache(self, cache: object) -> None:
-        """Refuse a ``cache`` that lacks a method of the face's protocol."""
+    def _check_parts(self, http_client: object, sleep: object, cache: object) -> None:
+        """Refuse an http client of the other face, a ``sleep`` that cannot be called, and a
+        ``cache`` that lacks a method of the face's protocol."""
+        if http_client is not None and not isinstance(http_client, self._HTTP_CLASS):
+            raise ConfigurationError(self._HTTP_MISMATCH, setting="http_client")
+        if sleep is not None and not callable(sleep):
+            raise ConfigurationError(
+                "sleep must be a callable taking seconds (like time.sleep or asyncio.sleep)",
+                setting="sleep",
+            )
         name, methods = self._CACHE_PROTOCOL
         if cache is not None and not all(callable(getattr(cache, m, None)) for m in methods):
             raise ConfigurationError(

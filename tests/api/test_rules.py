@@ -441,29 +441,6 @@ def _fastapi_with_hook(validator: Any, seen: list[Refusal]) -> TestClient:
     return _client(app)
 
 
-@pytest.mark.parametrize("face", ["middleware", "backend", "fastapi"])
-def test_a_role_403_names_the_caller_on_every_face(
-    face: str, validator: Any, tokens: TokenFactory, authority: Authority
-) -> None:
-    seen: list[Refusal] = []
-    client = {
-        "middleware": lambda: _guarded(
-            RequireRole("invokeRole", validator=validator, on_refusal=seen.append)
-        ),
-        "backend": lambda: _backend_with_hook(
-            validator, seen, require(roles=["invokeRole"])(whoami)
-        ),
-        "fastapi": lambda: _fastapi_with_hook(validator, seen),
-    }[face]()
-    with client as c:
-        assert c.get("/who", headers=_bearer(tokens.no_roles())).status_code == 403
-    assert (seen[0].reason, seen[0].client_id, seen[0].tenant_id) == (
-        "role",
-        authority.client("calc-client").client_id,
-        authority.tenant_id,
-    )
-
-
 def test_a_hook_that_raises_never_turns_a_refusal_into_a_500(
     validator: Any, tokens: TokenFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -563,22 +540,35 @@ def test_token_url_false_keeps_the_plain_bearer_scheme(validator: Any) -> None:
 
 
 @pytest.mark.parametrize("face", ["middleware", "backend", "fastapi"])
-def test_a_validator_403_names_the_caller_on_every_face(
-    face: str, validator_for: Callable[..., Any], tokens: TokenFactory, authority: Authority
+@pytest.mark.parametrize("refused_by", ["validator", "rule"])
+def test_a_403_names_the_caller_on_every_face(
+    face: str,
+    refused_by: str,
+    validator: Any,
+    validator_for: Callable[..., Any],
+    tokens: TokenFactory,
+    authority: Authority,
 ) -> None:
-    strict = validator_for(allowed_clients=["00000000-0000-0000-0000-000000000001"])
+    # The validator's allow-list or the face's role rule: either names the verified caller.
+    if refused_by == "validator":
+        checking = validator_for(allowed_clients=["00000000-0000-0000-0000-000000000001"])
+        token, reason = tokens.valid(), "client"
+    else:
+        checking, token, reason = validator, tokens.no_roles(), "role"
     seen: list[Refusal] = []
     client = {
         "middleware": lambda: _guarded(
-            RequireRole("invokeRole", validator=strict, on_refusal=seen.append)
+            RequireRole("invokeRole", validator=checking, on_refusal=seen.append)
         ),
-        "backend": lambda: _backend_with_hook(strict, seen, whoami),
-        "fastapi": lambda: _fastapi_with_hook(strict, seen),
+        "backend": lambda: _backend_with_hook(
+            checking, seen, require(roles=["invokeRole"])(whoami)
+        ),
+        "fastapi": lambda: _fastapi_with_hook(checking, seen),
     }[face]()
     with client as c:
-        assert c.get("/who", headers=_bearer(tokens.valid())).status_code == 403
+        assert c.get("/who", headers=_bearer(token)).status_code == 403
     assert (seen[0].reason, seen[0].client_id, seen[0].tenant_id) == (
-        "client",
+        reason,
         authority.client("calc-client").client_id,
         authority.tenant_id,
     )

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from azure.core.credentials import AccessToken as AzureAccessToken
 from azure.core.credentials import AccessTokenInfo
+from tests.support import client_environ
 
 from ccflow import ConfigurationError, TokenClient, TokenRequestError
 from ccflow.authority import PARTNER_TENANT_ID, Authority, Fault, Registrations
@@ -107,13 +108,7 @@ def _partner_from_env(
     multi: Authority, seen: list[httpx.Request], allowed: str | None, **options: Any
 ) -> TokenClient:
     """partner-client built by ``from_env()``, ``AZURE_ADDITIONALLY_ALLOWED_TENANTS=allowed``."""
-    partner = multi.client("partner-client")
-    environ = {
-        "AZURE_CLIENT_ID": partner.client_id,
-        "AZURE_CLIENT_SECRET": partner.secret,
-        "AZURE_TENANT_ID": multi.tenant_id,
-        "AZURE_AUTHORITY_HOST": multi.host,
-    }
+    environ = client_environ(multi, "partner-client")
     if allowed is not None:
         environ["AZURE_ADDITIONALLY_ALLOWED_TENANTS"] = allowed
     http = httpx.Client(transport=recording(multi, seen))

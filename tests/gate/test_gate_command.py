@@ -31,17 +31,22 @@ def _env(**extra: str) -> dict[str, str]:
 VALID = {"CCFLOW_TENANT_ID": "contoso.onmicrosoft.com", "CCFLOW_AUDIENCE": "api://calc"}
 
 
+def _gate(flags: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``ccflow gate`` with ``flags`` and ``env``, run to its end (it must not start)."""
+    return subprocess.run(
+        [sys.executable, "-m", "ccflow", "gate", *flags],
+        capture_output=True,
+        text=True,
+        env=_env(**env),
+        timeout=TIMEOUT,
+        check=False,
+    )
+
+
 def test_an_address_the_gate_cannot_listen_on_exits_2() -> None:
     with socket.create_server(("127.0.0.1", 0)) as busy:
         port = busy.getsockname()[1]
-        done = subprocess.run(
-            [sys.executable, "-m", "ccflow", "gate", "--role", "r", "--port", str(port)],
-            capture_output=True,
-            text=True,
-            env=_env(**VALID),
-            timeout=TIMEOUT,
-            check=False,
-        )
+        done = _gate(["--role", "r", "--port", str(port)], VALID)
     assert done.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
     assert "Traceback" not in done.stderr
@@ -63,14 +68,7 @@ def test_an_address_the_gate_cannot_listen_on_exits_2() -> None:
 def test_bad_flags_and_configuration_exit_2_with_a_clear_message(
     flags: list[str], env: dict[str, str], message: str
 ) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "ccflow", "gate", *flags],
-        capture_output=True,
-        text=True,
-        env=_env(**env),
-        timeout=TIMEOUT,
-        check=False,
-    )
+    done = _gate(flags, env)
     assert done.returncode == 2
     assert message in done.stderr
     assert "Traceback" not in done.stderr

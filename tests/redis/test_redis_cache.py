@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 from cryptography.fernet import Fernet
-from tests.support import async_token_client, token_client
+from tests.support import async_token_client, client_environ, token_client
 
 from ccflow import AsyncTokenClient, ConfigurationError, TokenClient
 from ccflow._core.shared_cache import ENTRY_PREFIX
@@ -422,14 +422,7 @@ async def test_a_client_from_env_closes_the_redis_cache_it_made(
 ) -> None:
     import redis
 
-    app = authority.client("calc-client")
-    environ = {
-        "AZURE_CLIENT_ID": app.client_id,
-        "AZURE_CLIENT_SECRET": app.secret,
-        "AZURE_TENANT_ID": authority.tenant_id,
-        "AZURE_AUTHORITY_HOST": authority.host,
-        "CCFLOW_TOKEN_CACHE": redis_server.url,
-    }
+    environ = {**client_environ(authority), "CCFLOW_TOKEN_CACHE": redis_server.url}
     with redis.Redis.from_url(redis_server.url) as admin:
         before = len(admin.client_list())
         if face == "sync":

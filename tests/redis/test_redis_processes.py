@@ -10,7 +10,7 @@ import time
 from typing import TYPE_CHECKING
 
 import pytest
-from tests.support import token_client
+from tests.support import client_environ, token_client
 
 from ccflow import TokenKey
 from ccflow._core.shared_cache import lock_key
@@ -49,13 +49,9 @@ cache.refill(key, time.time(), fetch)
 def test_cold_processes_make_one_post(redis_server: RedisServer) -> None:
     with AuthorityServer() as server:
         authority = server.authority
-        app = authority.client("calc-client")
         env = {
             **os.environ,
-            "AZURE_CLIENT_ID": app.client_id,
-            "AZURE_TENANT_ID": authority.tenant_id,
-            "AZURE_AUTHORITY_HOST": server.url,
-            "AZURE_CLIENT_SECRET": app.secret,
+            **client_environ(authority, host=server.url),
             "CCFLOW_TOKEN_CACHE": redis_server.url,
         }
         scope = authority.api("calc-api").default_scope
