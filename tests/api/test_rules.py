@@ -430,15 +430,20 @@ def _backend_with_hook(validator: Any, seen: list[Refusal], endpoint: Any) -> Te
     return _client(Starlette(routes=[Route("/who", endpoint)], middleware=[middleware]))
 
 
-def _fastapi_with_hook(validator: Any, seen: list[Refusal]) -> TestClient:
+def _fastapi_who(dependency: BearerClaims) -> FastAPI:
+    """A FastAPI app whose ``GET /who`` depends on ``dependency`` and answers the client id."""
     app = FastAPI()
-    dependency = BearerClaims("invokeRole", validator=validator, on_refusal=seen.append)
 
     @app.get("/who")
     async def who(caller: Principal = Depends(dependency)) -> str:  # noqa: B008
         return str(caller.client_id)
 
-    return _client(app)
+    return app
+
+
+def _fastapi_with_hook(validator: Any, seen: list[Refusal]) -> TestClient:
+    dependency = BearerClaims("invokeRole", validator=validator, on_refusal=seen.append)
+    return _client(_fastapi_who(dependency))
 
 
 def test_a_hook_that_raises_never_turns_a_refusal_into_a_500(
@@ -494,13 +499,7 @@ def test_openapi_offers_client_credentials_at_the_configured_token_endpoint(
     monkeypatch.setenv("AZURE_AUTHORITY_HOST", authority.host)
     monkeypatch.setenv("CCFLOW_AUDIENCE", f"{api.client_id},{api.identifier_uri}")
     monkeypatch.delenv("CCFLOW_ISSUER", raising=False)
-    app = FastAPI()
-    dependency = BearerClaims("invokeRole", validator=validator)
-
-    @app.get("/who")
-    async def who(caller: Principal = Depends(dependency)) -> str:  # noqa: B008
-        return str(caller.client_id)
-
+    app = _fastapi_who(BearerClaims("invokeRole", validator=validator))
     with TestClient(app) as c:
         scheme = c.get("/openapi.json").json()["components"]["securitySchemes"]["bearerAuth"]
     assert scheme["type"] == "oauth2"
@@ -526,13 +525,7 @@ def test_openapi_offers_client_credentials_at_the_configured_token_endpoint(
 
 
 def test_token_url_false_keeps_the_plain_bearer_scheme(validator: Any) -> None:
-    app = FastAPI()
-    dependency = BearerClaims(validator=validator, token_url=False)
-
-    @app.get("/who")
-    async def who(caller: Principal = Depends(dependency)) -> str:  # noqa: B008
-        return str(caller.client_id)
-
+    app = _fastapi_who(BearerClaims(validator=validator, token_url=False))
     with TestClient(app) as c:
         scheme = c.get("/openapi.json").json()["components"]["securitySchemes"]["bearerAuth"]
     assert scheme["type"] == "http"

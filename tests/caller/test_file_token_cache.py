@@ -159,7 +159,7 @@ def test_an_unusable_file_costs_one_warning_and_a_direct_fetch(
 def test_a_directory_of_another_user_is_not_used(
     authority: Authority, tmp_path: Path, scope: str
 ) -> None:
-    # Root would otherwise chmod it and read (or write) tokens where its owner can swap them.
+    # Root would otherwise read (or write) tokens where the directory's owner can swap them.
     directory = tmp_path / "c"
     directory.mkdir()
     directory.chmod(0o777)
